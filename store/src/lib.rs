@@ -1,1 +1,36 @@
-//! placeholder
+//! Durable state of kvgate.
+//!
+//! Everything the gateway must not lose lives here: members and their keys, devices,
+//! senders, trust anchors, submissions and their tracking events, the spool of accepted
+//! letters and the members' inboxes. The embedded backend is [redb], opened in
+//! multi-writer mode so that the admin CLI can change state while `kvgate serve` runs.
+//! Every write is one redb transaction committed with immediate durability (fsync), and
+//! every state change commits together with the tracking event that describes it.
+//!
+//! Nothing readable of a letter is stored: message bodies are OpenPGP ciphertext, and
+//! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
+//! times, sender ID).
+
+mod db;
+mod error;
+mod ids;
+mod kvnr;
+mod mailbox;
+mod members;
+mod messages;
+mod senders;
+mod spool;
+mod submissions;
+mod time;
+
+pub use db::Store;
+pub use error::StoreError;
+pub use ids::{DeviceId, MalformedId, MessageId, TrackingId};
+pub use kvnr::{Kvnr, KvnrError};
+pub use mailbox::{Mailbox, UnknownMailbox};
+pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
+pub use messages::{MessageMeta, NewMessage};
+pub use senders::{Sender, SenderKind};
+pub use spool::{Spool, SpoolFile};
+pub use submissions::{Event, EventKind, Recipient, Submission, SubmissionState};
+pub use time::{Timestamp, now};

@@ -1,0 +1,166 @@
+//! The redb database and the helpers every table module shares.
+
+use std::path::Path;
+
+use redb::{
+    ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StoreError;
+
+/// A table of JSON records under text keys.
+pub(crate) type Records = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// Members by KVNR.
+pub(crate) const MEMBERS: Records = TableDefinition::new("members");
+/// Members' OpenPGP public keys by `KVNR/fingerprint`.
+pub(crate) const MEMBER_KEYS: Records = TableDefinition::new("member_keys");
+/// Unused enrolment codes by SHA-256 of the code.
+pub(crate) const ENROLLMENT_CODES: Records = TableDefinition::new("enrollment_codes");
+/// Devices by device ID.
+pub(crate) const DEVICES: Records = TableDefinition::new("devices");
+/// Device IDs by SHA-256 of the device's bearer token.
+pub(crate) const TOKENS: Records = TableDefinition::new("tokens");
+/// Senders by sender ID.
+pub(crate) const SENDERS: Records = TableDefinition::new("senders");
+/// Sender IDs by SHA-256 fingerprint of one of their certificates.
+pub(crate) const SENDER_CERTS: Records = TableDefinition::new("sender_certs");
+/// Trust anchors (PEM) by SHA-256 fingerprint.
+pub(crate) const TRUST_ANCHORS: Records = TableDefinition::new("trust_anchors");
+/// Submissions by tracking ID.
+pub(crate) const SUBMISSIONS: Records = TableDefinition::new("submissions");
+/// Submissions waiting for the pipeline, by tracking ID.
+pub(crate) const QUEUE: Records = TableDefinition::new("queue");
+/// Tracking events by `tracking-ID/sequence`.
+pub(crate) const EVENTS: Records = TableDefinition::new("events");
+/// Inbox message metadata by message ID.
+pub(crate) const MESSAGES: Records = TableDefinition::new("messages");
+/// Inbox message ciphertext by message ID.
+pub(crate) const BODIES: Records = TableDefinition::new("bodies");
+/// Message IDs by `KVNR/mailbox/message-ID`, for listing an inbox in order.
+pub(crate) const INBOX: Records = TableDefinition::new("inbox");
+/// Message IDs by `tracking-ID/KVNR/mailbox`: a submission is filed once per recipient.
+pub(crate) const FILED: Records = TableDefinition::new("filed");
+
+const ALL_TABLES: [Records; 15] = [
+    MEMBERS,
+    MEMBER_KEYS,
+    ENROLLMENT_CODES,
+    DEVICES,
+    TOKENS,
+    SENDERS,
+    SENDER_CERTS,
+    TRUST_ANCHORS,
+    SUBMISSIONS,
+    QUEUE,
+    EVENTS,
+    MESSAGES,
+    BODIES,
+    INBOX,
+    FILED,
+];
+
+/// The durable state of one kvgate installation.
+///
+/// Cheap to share behind an `Arc`; every method is one transaction. Methods block on
+/// disk I/O (commits fsync), so async callers should run them on a blocking thread.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it and its tables if needed. Several
+    /// processes (the server and the admin CLI) may have it open at once.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)?;
+        let store = Store { db };
+        store.write(|tx| {
+            for table in ALL_TABLES {
+                tx.open_table(table)?;
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `f` in one write transaction and commits it durably.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_write()?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one read transaction.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_read()?;
+        f(&tx)
+    }
+}
+
+/// Reads and decodes one record.
+pub(crate) fn get<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key)? {
+        Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Encodes and writes one record.
+pub(crate) fn put<T: Serialize>(
+    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(value)?;
+    table.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Decodes every record whose key starts with `prefix`, in key order.
+pub(crate) fn scan<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range(prefix..)? {
+        let (key, value) = entry?;
+        if !key.value().starts_with(prefix) {
+            break;
+        }
+        out.push(serde_json::from_slice(value.value())?);
+    }
+    Ok(out)
+}
+
+/// A random secret of `bytes` random bytes, as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> Result<String, StoreError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)?;
+    Ok(hex(&buf))
+}
+
+/// Lowercase hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex SHA-256 of a secret, for tables that only need to check it.
+pub(crate) fn secret_hash(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(secret.as_bytes()))
+}

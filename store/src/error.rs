@@ -1,0 +1,36 @@
+//! The store's error type.
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the database: {0}")]
+    Open(#[from] redb::DatabaseError),
+    /// A transaction could not be started.
+    #[error("cannot start a transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("cannot open a table: {0}")]
+    Table(#[from] redb::TableError),
+    /// Reading or writing a table failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::StorageError),
+    /// The commit did not reach the disk.
+    #[error("commit failed: {0}")]
+    Commit(#[from] redb::CommitError),
+    /// A stored record could not be decoded (or encoded).
+    #[error("corrupt record: {0}")]
+    Record(#[from] serde_json::Error),
+    /// A spool file operation failed.
+    #[error("spool I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The operation refers to something that does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The operation would overwrite something that already exists.
+    #[error("{0} already exists")]
+    Exists(&'static str),
+    /// The system's random number generator failed.
+    #[error("random number generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+}

@@ -1,0 +1,294 @@
+//! Members, their OpenPGP keys, enrolment codes and devices.
+
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{
+    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, TOKENS, get, put, random_hex, scan,
+    secret_hash,
+};
+use crate::error::StoreError;
+use crate::ids::DeviceId;
+use crate::kvnr::Kvnr;
+use crate::time::{Timestamp, now};
+use crate::Store;
+
+/// An insured member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's insurance number.
+    pub kvnr: Kvnr,
+    /// The member's name, as the insurer knows it (never a letter's content).
+    pub name: String,
+    /// Whether the member activated the smarthealth inbox.
+    pub smarthealth: bool,
+    /// Whether the member turned on app communication (Postfach letters).
+    pub app_communication: bool,
+    /// When the member was registered.
+    pub created_at: Timestamp,
+    /// When the membership ended, if it did.
+    pub ended_at: Option<Timestamp>,
+}
+
+/// What `member add` registers.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    /// The member's insurance number.
+    pub kvnr: Kvnr,
+    /// The member's name.
+    pub name: String,
+    /// Whether smarthealth is active.
+    pub smarthealth: bool,
+    /// Whether app communication is on.
+    pub app_communication: bool,
+}
+
+/// Where a member's key came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "device")]
+pub enum KeyOrigin {
+    /// Registered by the operator (`member add --key`).
+    Provisioned,
+    /// The key of an enrolled device.
+    Device(DeviceId),
+}
+
+/// One of a member's active OpenPGP public keys: every letter is encrypted to all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberKey {
+    /// The member the key belongs to.
+    pub kvnr: Kvnr,
+    /// The OpenPGP fingerprint (uppercase hex).
+    pub fingerprint: String,
+    /// The ASCII-armored public certificate.
+    pub armored: String,
+    /// Where the key came from.
+    pub origin: KeyOrigin,
+    /// When it was added.
+    pub added_at: Timestamp,
+}
+
+/// An enrolled device of a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The device's ID.
+    pub id: DeviceId,
+    /// The member the device belongs to.
+    pub kvnr: Kvnr,
+    /// The name the member gave the device.
+    pub name: String,
+    /// Fingerprint of the device's OpenPGP key.
+    pub key_fingerprint: String,
+    /// When it was enrolled.
+    pub enrolled_at: Timestamp,
+}
+
+/// A device that was just enrolled, with its bearer token (shown once, stored hashed).
+#[derive(Debug, Clone)]
+pub struct EnrolledDevice {
+    /// The new device.
+    pub device: Device,
+    /// The bearer token the app presents from now on.
+    pub token: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnrollmentCode {
+    kvnr: Kvnr,
+    created_at: Timestamp,
+}
+
+fn key_id(kvnr: &Kvnr, fingerprint: &str) -> String {
+    format!("{kvnr}/{fingerprint}")
+}
+
+/// A new enrolment code: 80 random bits in four groups of five hex digits.
+fn new_code() -> Result<String, StoreError> {
+    let raw = random_hex(10)?;
+    Ok(raw
+        .as_bytes()
+        .chunks(5)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect::<Vec<_>>()
+        .join("-"))
+}
+
+impl Store {
+    /// Registers a member with an optional provisioned key (fingerprint, armored), and
+    /// returns a single-use enrolment code for the member's first device.
+    pub fn add_member(
+        &self,
+        new: NewMember,
+        key: Option<(String, String)>,
+    ) -> Result<String, StoreError> {
+        let code = new_code()?;
+        self.write(|tx| {
+            let mut members = tx.open_table(MEMBERS)?;
+            if members.get(new.kvnr.as_str())?.is_some() {
+                return Err(StoreError::Exists("member"));
+            }
+            let at = now();
+            let member = Member {
+                kvnr: new.kvnr.clone(),
+                name: new.name,
+                smarthealth: new.smarthealth,
+                app_communication: new.app_communication,
+                created_at: at,
+                ended_at: None,
+            };
+            put(&mut members, new.kvnr.as_str(), &member)?;
+            if let Some((fingerprint, armored)) = key {
+                let record = MemberKey {
+                    kvnr: new.kvnr.clone(),
+                    fingerprint,
+                    armored,
+                    origin: KeyOrigin::Provisioned,
+                    added_at: at,
+                };
+                let mut keys = tx.open_table(MEMBER_KEYS)?;
+                put(&mut keys, &key_id(&new.kvnr, &record.fingerprint), &record)?;
+            }
+            let mut codes = tx.open_table(ENROLLMENT_CODES)?;
+            let entry = EnrollmentCode {
+                kvnr: new.kvnr.clone(),
+                created_at: at,
+            };
+            put(&mut codes, &secret_hash(&code), &entry)?;
+            Ok(())
+        })?;
+        Ok(code)
+    }
+
+    /// Issues another single-use enrolment code for an existing member.
+    pub fn add_enrollment_code(&self, kvnr: &Kvnr) -> Result<String, StoreError> {
+        let code = new_code()?;
+        self.write(|tx| {
+            if get::<Member>(&tx.open_table(MEMBERS)?, kvnr.as_str())?.is_none() {
+                return Err(StoreError::NotFound("member"));
+            }
+            let entry = EnrollmentCode {
+                kvnr: kvnr.clone(),
+                created_at: now(),
+            };
+            put(&mut tx.open_table(ENROLLMENT_CODES)?, &secret_hash(&code), &entry)
+        })?;
+        Ok(code)
+    }
+
+    /// The member with this KVNR, if registered.
+    pub fn member(&self, kvnr: &Kvnr) -> Result<Option<Member>, StoreError> {
+        self.read(|tx| get(&tx.open_table(MEMBERS)?, kvnr.as_str()))
+    }
+
+    /// The member's active OpenPGP keys.
+    pub fn member_keys(&self, kvnr: &Kvnr) -> Result<Vec<MemberKey>, StoreError> {
+        self.read(|tx| scan(&tx.open_table(MEMBER_KEYS)?, &format!("{kvnr}/")))
+    }
+
+    /// Enrols a device with a single-use code: the code is consumed, the device's key
+    /// joins the member's active keys, and a bearer token is returned. A wrong code, or a
+    /// code of another member, is `NotFound` (nothing is disclosed).
+    pub fn enroll(
+        &self,
+        kvnr: &Kvnr,
+        code: &str,
+        device_name: &str,
+        key_fingerprint: &str,
+        key_armored: &str,
+    ) -> Result<EnrolledDevice, StoreError> {
+        let id = DeviceId::generate()?;
+        let token = random_hex(32)?;
+        self.write(|tx| {
+            let mut codes = tx.open_table(ENROLLMENT_CODES)?;
+            let code_hash = secret_hash(code.trim());
+            match get::<EnrollmentCode>(&codes, &code_hash)? {
+                Some(entry) if entry.kvnr == *kvnr => {
+                    codes.remove(code_hash.as_str())?;
+                }
+                _ => return Err(StoreError::NotFound("enrolment code")),
+            }
+            let at = now();
+            let device = Device {
+                id: id.clone(),
+                kvnr: kvnr.clone(),
+                name: device_name.to_owned(),
+                key_fingerprint: key_fingerprint.to_owned(),
+                enrolled_at: at,
+            };
+            put(&mut tx.open_table(DEVICES)?, id.as_str(), &device)?;
+            put(&mut tx.open_table(TOKENS)?, &secret_hash(&token), &id)?;
+            let key = MemberKey {
+                kvnr: kvnr.clone(),
+                fingerprint: key_fingerprint.to_owned(),
+                armored: key_armored.to_owned(),
+                origin: KeyOrigin::Device(id.clone()),
+                added_at: at,
+            };
+            put(
+                &mut tx.open_table(MEMBER_KEYS)?,
+                &key_id(kvnr, key_fingerprint),
+                &key,
+            )?;
+            Ok(EnrolledDevice { device, token })
+        })
+    }
+
+    /// The device a bearer token belongs to, if any.
+    pub fn device_for_token(&self, token: &str) -> Result<Option<Device>, StoreError> {
+        self.read(|tx| {
+            let tokens = tx.open_table(TOKENS)?;
+            match get::<DeviceId>(&tokens, &secret_hash(token))? {
+                Some(id) => get(&tx.open_table(DEVICES)?, id.as_str()),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kvgate.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn alice() -> NewMember {
+        NewMember {
+            kvnr: Kvnr::parse("A123456780").unwrap(),
+            name: "Alice".into(),
+            smarthealth: true,
+            app_communication: false,
+        }
+    }
+
+    #[test]
+    fn enrolment_code_is_single_use_and_bound_to_the_member() {
+        let (_dir, store) = store();
+        let kvnr = alice().kvnr;
+        let code = store.add_member(alice(), None).unwrap();
+        assert!(matches!(
+            store.add_member(alice(), None),
+            Err(StoreError::Exists("member"))
+        ));
+        let other = Kvnr::parse("X110411319").unwrap();
+        assert!(matches!(
+            store.enroll(&other, &code, "phone", "FP", "KEY"),
+            Err(StoreError::NotFound(_))
+        ));
+        let enrolled = store.enroll(&kvnr, &code, "phone", "FP1", "KEY1").unwrap();
+        assert!(matches!(
+            store.enroll(&kvnr, &code, "tablet", "FP2", "KEY2"),
+            Err(StoreError::NotFound(_))
+        ));
+        let device = store.device_for_token(&enrolled.token).unwrap().unwrap();
+        assert_eq!(device.kvnr, kvnr);
+        assert_eq!(device.name, "phone");
+        assert!(store.device_for_token("nonsense").unwrap().is_none());
+        let keys = store.member_keys(&kvnr).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].origin, KeyOrigin::Device(device.id));
+    }
+}

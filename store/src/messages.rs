@@ -1,0 +1,189 @@
+//! Members' inboxes: OpenPGP ciphertext plus routing metadata.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Store;
+use crate::db::{BODIES, FILED, INBOX, MESSAGES, get, put};
+use crate::error::StoreError;
+use crate::ids::{MessageId, TrackingId};
+use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
+use crate::submissions::{Event, EventKind, append_events, load};
+use crate::time::{Timestamp, now};
+
+/// What is known in clear about a filed message: routing metadata only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// The message's ID in the inbox.
+    pub id: MessageId,
+    /// The member whose inbox it is in.
+    pub kvnr: Kvnr,
+    /// Which inbox.
+    pub mailbox: Mailbox,
+    /// The submission it came from.
+    pub tracking_id: TrackingId,
+    /// The recipient address it was submitted to.
+    pub address: String,
+    /// The sender that submitted it.
+    pub sender_id: String,
+    /// When it was filed.
+    pub received_at: Timestamp,
+    /// Size of the ciphertext in octets.
+    pub size: u64,
+    /// Whether the member's app has fetched it.
+    pub fetched: bool,
+    /// Whether the member marked it read.
+    pub read: bool,
+}
+
+/// A message to file: the encrypted letter for one recipient of a submission.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The submission it comes from.
+    pub tracking_id: TrackingId,
+    /// The member.
+    pub kvnr: Kvnr,
+    /// The inbox.
+    pub mailbox: Mailbox,
+    /// The recipient address it was submitted to.
+    pub address: String,
+    /// The PGP/MIME ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+fn inbox_key(kvnr: &Kvnr, mailbox: Mailbox, id: &MessageId) -> String {
+    format!("{kvnr}/{mailbox}/{id}")
+}
+
+impl Store {
+    /// Files an encrypted letter in a member's inbox together with its `delivered` event
+    /// (and any `events` before it), in one commit. Filing the same recipient of the
+    /// same submission again (after a crash) returns the first message's ID and changes
+    /// nothing.
+    pub fn file_message(
+        &self,
+        message: NewMessage,
+        mut events: Vec<Event>,
+    ) -> Result<MessageId, StoreError> {
+        let id = MessageId::generate()?;
+        let filed_key = format!(
+            "{}/{}/{}",
+            message.tracking_id, message.kvnr, message.mailbox
+        );
+        self.write(|tx| {
+            let mut filed = tx.open_table(FILED)?;
+            if let Some(existing) = get::<MessageId>(&filed, &filed_key)? {
+                return Ok(existing);
+            }
+            let submission = load(tx, &message.tracking_id)?;
+            let meta = MessageMeta {
+                id: id.clone(),
+                kvnr: message.kvnr.clone(),
+                mailbox: message.mailbox,
+                tracking_id: message.tracking_id.clone(),
+                address: message.address.clone(),
+                sender_id: submission.sender_id,
+                received_at: now(),
+                size: message.ciphertext.len() as u64,
+                fetched: false,
+                read: false,
+            };
+            put(&mut filed, &filed_key, &id)?;
+            put(&mut tx.open_table(MESSAGES)?, id.as_str(), &meta)?;
+            tx.open_table(BODIES)?
+                .insert(id.as_str(), message.ciphertext.as_slice())?;
+            put(
+                &mut tx.open_table(INBOX)?,
+                &inbox_key(&message.kvnr, message.mailbox, &id),
+                &id,
+            )?;
+            events.push(Event::new(EventKind::Delivered).recipient(&message.address));
+            append_events(tx, &message.tracking_id, events)?;
+            Ok(id.clone())
+        })
+    }
+
+    /// A member's messages in one inbox, oldest first.
+    pub fn list_messages(
+        &self,
+        kvnr: &Kvnr,
+        mailbox: Mailbox,
+    ) -> Result<Vec<MessageMeta>, StoreError> {
+        self.read(|tx| {
+            let inbox = tx.open_table(INBOX)?;
+            let messages = tx.open_table(MESSAGES)?;
+            let prefix = format!("{kvnr}/{mailbox}/");
+            let mut out = Vec::new();
+            for entry in inbox.range(prefix.as_str()..)? {
+                let (key, _) = entry?;
+                let Some(id) = key.value().strip_prefix(&prefix) else {
+                    break;
+                };
+                if let Some(meta) = get::<MessageMeta>(&messages, id)? {
+                    out.push(meta);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// One of the member's messages: its metadata and ciphertext. Another member's
+    /// message is `None`, exactly as a missing one. The first fetch is recorded as a
+    /// `fetched` tracking event.
+    pub fn fetch_message(
+        &self,
+        kvnr: &Kvnr,
+        id: &MessageId,
+    ) -> Result<Option<(MessageMeta, Vec<u8>)>, StoreError> {
+        let found = self.read(|tx| {
+            let Some(meta) = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())? else {
+                return Ok(None);
+            };
+            if meta.kvnr != *kvnr {
+                return Ok(None);
+            }
+            let body = tx.open_table(BODIES)?.get(id.as_str())?;
+            Ok(body.map(|b| (meta, b.value().to_vec())))
+        })?;
+        if let Some((meta, _)) = &found {
+            if !meta.fetched {
+                self.update_message(kvnr, id, EventKind::Fetched, |m| m.fetched = true)?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Marks one of the member's messages read (once; a `read` tracking event records
+    /// it). Returns false if the member has no such message.
+    pub fn mark_read(&self, kvnr: &Kvnr, id: &MessageId) -> Result<bool, StoreError> {
+        self.update_message(kvnr, id, EventKind::Read, |m| m.read = true)
+    }
+
+    /// Applies `change` to a message of the member and records `kind` if the change
+    /// altered it. Returns false if the member has no such message.
+    fn update_message(
+        &self,
+        kvnr: &Kvnr,
+        id: &MessageId,
+        kind: EventKind,
+        change: impl FnOnce(&mut MessageMeta),
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let mut messages = tx.open_table(MESSAGES)?;
+            let Some(mut meta) = get::<MessageMeta>(&messages, id.as_str())? else {
+                return Ok(false);
+            };
+            if meta.kvnr != *kvnr {
+                return Ok(false);
+            }
+            let before = meta.clone();
+            change(&mut meta);
+            if meta != before {
+                put(&mut messages, id.as_str(), &meta)?;
+                let event = Event::new(kind).recipient(&meta.address);
+                append_events(tx, &meta.tracking_id, vec![event])?;
+            }
+            Ok(true)
+        })
+    }
+}

@@ -1,1 +1,23 @@
-//! placeholder
+//! PKI and crypto of kvgate.
+//!
+//! - [`devpki`]: a development PKI (CA, gateway, practice) made with OpenSSL.
+//! - [`x509`]: small certificate helpers (PEM chains, fingerprints, subjects).
+//! - [`smime`]: unwrapping what a practice sends (CMS decrypt and verify).
+//! - [`compose`]: composing S/MIME letters as a practice system does.
+//! - [`openpgp`]: member keys, encryption and PGP/MIME with sequoia.
+//!
+//! OpenSSL (the `openssl` crate, vendored) does everything X.509 and CMS;
+//! sequoia-openpgp does everything OpenPGP. This crate selects no sequoia crypto
+//! backend: the binary that links it does.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod compose;
+pub mod devpki;
+mod error;
+pub mod openpgp;
+pub mod smime;
+pub mod x509;
+
+pub use error::CertError;

@@ -69,16 +69,16 @@ impl Spool {
         })
     }
 
-    /// Reads a spooled letter.
-    pub async fn read(&self, id: &TrackingId) -> io::Result<Vec<u8>> {
-        tokio::fs::read(self.path(id)).await
+    /// Reads a spooled letter (blocking).
+    pub fn read(&self, id: &TrackingId) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path(id))
     }
 
     /// Removes a spooled letter once it is filed (or failed) and makes the removal
-    /// durable. A file that is already gone is not an error.
-    pub async fn remove(&self, id: &TrackingId) -> io::Result<()> {
-        match tokio::fs::remove_file(self.path(id)).await {
-            Ok(()) => sync_dir(&self.dir).await,
+    /// durable (blocking). A file that is already gone is not an error.
+    pub fn remove(&self, id: &TrackingId) -> io::Result<()> {
+        match std::fs::remove_file(self.path(id)) {
+            Ok(()) => std::fs::File::open(&self.dir)?.sync_all(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
@@ -180,8 +180,8 @@ mod tests {
         assert!(spool.create(&kept).await.is_err(), "never overwrites");
         let removed = spool.sweep(&HashSet::from([kept.clone()])).unwrap();
         assert_eq!(removed, 1);
-        assert_eq!(spool.read(&kept).await.unwrap(), b"letter");
-        spool.remove(&kept).await.unwrap();
-        spool.remove(&kept).await.unwrap();
+        assert_eq!(spool.read(&kept).unwrap(), b"letter");
+        spool.remove(&kept).unwrap();
+        spool.remove(&kept).unwrap();
     }
 }

@@ -1,0 +1,38 @@
+//! The error type of certificate handling (dev PKI, PEM, keys).
+
+use openssl::error::ErrorStack;
+
+/// Why a certificate or key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// OpenSSL refused an operation; `context` says which.
+    #[error("{context}: {source}")]
+    OpenSsl {
+        /// What was being done.
+        context: &'static str,
+        /// OpenSSL's error queue.
+        #[source]
+        source: ErrorStack,
+    },
+    /// The private key does not belong to the certificate.
+    #[error("the private key does not match the certificate {subject}")]
+    KeyMismatch {
+        /// Subject of the certificate.
+        subject: String,
+    },
+    /// A validity period that cannot be put into a certificate.
+    #[error("invalid validity period: {0}")]
+    Validity(String),
+}
+
+/// Attaches a context to OpenSSL results.
+pub(crate) trait Context<T> {
+    /// Maps an [`ErrorStack`] to [`CertError::OpenSsl`] with `context`.
+    fn context(self, context: &'static str) -> Result<T, CertError>;
+}
+
+impl<T> Context<T> for Result<T, ErrorStack> {
+    fn context(self, context: &'static str) -> Result<T, CertError> {
+        self.map_err(|source| CertError::OpenSsl { context, source })
+    }
+}

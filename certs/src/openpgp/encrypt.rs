@@ -1,0 +1,71 @@
+//! Encrypting to members' certificates as an ASCII-armored OpenPGP message.
+
+use std::io::Write;
+
+use sequoia_openpgp::Cert;
+use sequoia_openpgp::armor;
+use sequoia_openpgp::cert::prelude::*;
+use sequoia_openpgp::packet::key::{PublicParts, UnspecifiedRole};
+use sequoia_openpgp::parse::Parse;
+use sequoia_openpgp::policy::StandardPolicy;
+use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient};
+
+use super::{MemberKey, PgpError};
+
+/// The keys of `valid` usable for transport encryption now.
+pub(super) fn transport_keys<'a>(
+    valid: &ValidCert<'a>,
+) -> ValidKeyAmalgamationIter<'a, PublicParts, UnspecifiedRole> {
+    valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+}
+
+/// Encrypts `plaintext` to every valid transport-encryption key of every
+/// recipient, as an ASCII-armored OpenPGP message (LF line ends). Sequoia picks
+/// SEIPDv1 or v2 from what all recipients advertise.
+pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, PgpError> {
+    if recipients.is_empty() {
+        return Err(PgpError::NoRecipients);
+    }
+    let policy = StandardPolicy::new();
+    let certs = recipients
+        .iter()
+        .map(|r| Cert::from_bytes(r.armored.as_bytes()).map_err(|e| PgpError::Parse(e.into())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut keys: Vec<Recipient<'_>> = Vec::new();
+    for cert in &certs {
+        let fingerprint = cert.fingerprint().to_hex();
+        let valid = cert
+            .with_policy(&policy, None)
+            .map_err(|e| PgpError::Invalid {
+                fingerprint: fingerprint.clone(),
+                source: e.into(),
+            })?;
+        let before = keys.len();
+        keys.extend(transport_keys(&valid).map(Recipient::from));
+        if keys.len() == before {
+            return Err(PgpError::NoEncryptionKey { fingerprint });
+        }
+    }
+
+    let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
+    let mut sink = Vec::new();
+    let message = Message::new(&mut sink);
+    let message = Armorer::new(message)
+        .kind(armor::Kind::Message)
+        .build()
+        .map_err(failed)?;
+    let message = Encryptor::for_recipients(message, keys)
+        .build()
+        .map_err(failed)?;
+    let mut message = LiteralWriter::new(message).build().map_err(failed)?;
+    message
+        .write_all(plaintext)
+        .map_err(|e| PgpError::Encrypt(e.into()))?;
+    message.finalize().map_err(failed)?;
+    Ok(sink)
+}

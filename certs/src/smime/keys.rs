@@ -1,0 +1,94 @@
+//! The gateway's own decryption keys and the trust anchors of signers.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openssl::error::ErrorStack;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyParam;
+use openssl::x509::{X509, X509PurposeId};
+
+use crate::error::{CertError, Context};
+
+/// A gateway certificate with its private key: what letters are encrypted to.
+pub struct DecryptionKey {
+    pub(super) cert: X509,
+    pub(super) key: PKey<Private>,
+}
+
+impl DecryptionKey {
+    /// Reads a certificate and its private key (PEM) and checks that they belong together.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, CertError> {
+        let cert = X509::from_pem(cert_pem).context("reading the decryption certificate")?;
+        let key = PKey::private_key_from_pem(key_pem).context("reading the decryption key")?;
+        let public = cert
+            .public_key()
+            .context("reading the certificate's public key")?;
+        if !public.public_eq(&key) {
+            return Err(CertError::KeyMismatch {
+                subject: crate::x509::subject_line(&cert),
+            });
+        }
+        Ok(DecryptionKey { cert, key })
+    }
+}
+
+impl fmt::Debug for DecryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptionKey")
+            .field("cert", &crate::x509::subject_line(&self.cert))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The certificates a signer's chain must reach.
+#[derive(Clone)]
+pub struct TrustAnchors {
+    anchors: Vec<X509>,
+}
+
+impl TrustAnchors {
+    /// Trust exactly `anchors` (no system roots).
+    pub fn new(anchors: &[X509]) -> Result<Self, CertError> {
+        let anchors = anchors.to_vec();
+        // Building a store once checks that OpenSSL accepts every anchor.
+        store(&anchors, None).context("adding a trust anchor")?;
+        Ok(TrustAnchors { anchors })
+    }
+
+    /// An X509 store of the anchors that verifies for S/MIME signing at `at`.
+    pub(super) fn store_at(&self, at: SystemTime) -> Result<X509Store, ErrorStack> {
+        store(&self.anchors, Some(at))
+    }
+}
+
+impl fmt::Debug for TrustAnchors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let subjects: Vec<String> = self
+            .anchors
+            .iter()
+            .map(|a| crate::x509::subject_line(a))
+            .collect();
+        f.debug_struct("TrustAnchors")
+            .field("anchors", &subjects)
+            .finish()
+    }
+}
+
+/// A store of `anchors`, with purpose S/MIME signing and, if given, the verification time.
+fn store(anchors: &[X509], at: Option<SystemTime>) -> Result<X509Store, ErrorStack> {
+    let mut builder = X509StoreBuilder::new()?;
+    for anchor in anchors {
+        builder.add_cert(anchor.clone())?;
+    }
+    let mut param = X509VerifyParam::new()?;
+    param.set_purpose(X509PurposeId::SMIME_SIGN)?;
+    if let Some(at) = at {
+        // Times before 1970 become 1970, which no certificate of ours covers.
+        let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        param.set_time(i64::try_from(seconds).unwrap_or(i64::MAX));
+    }
+    builder.set_param(&param)?;
+    Ok(builder.build())
+}

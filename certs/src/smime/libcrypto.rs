@@ -1,0 +1,204 @@
+//! The few libcrypto CMS calls the `openssl` crate does not wrap, behind safe
+//! functions. All `unsafe` code of this crate lives here.
+//!
+//! The functions are part of the vendored libcrypto that `openssl-sys` links.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr;
+
+use foreign_types_shared::{ForeignType, ForeignTypeRef};
+use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
+use openssl::error::ErrorStack;
+use openssl::nid::Nid;
+use openssl::stack::Stack;
+use openssl::x509::{X509, X509Ref};
+use openssl_sys as ffi;
+use zeroize::Zeroizing;
+
+/// `NID_id_smime_ct_authEnvelopedData` (obj_mac.h), missing in `openssl-sys`.
+const NID_AUTH_ENVELOPED: c_int = 1059;
+
+unsafe extern "C" {
+    fn CMS_get0_type(cms: *const ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
+    fn CMS_get0_SignerInfos(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::OPENSSL_STACK;
+    fn CMS_SignerInfo_get0_algs(
+        si: *mut c_void,
+        pk: *mut *mut ffi::EVP_PKEY,
+        signer: *mut *mut ffi::X509,
+        pdig: *mut *mut ffi::X509_ALGOR,
+        psig: *mut *mut ffi::X509_ALGOR,
+    );
+    fn CMS_get1_certs(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
+    fn OPENSSL_cleanse(ptr: *mut c_void, len: usize);
+}
+
+/// The content type of a CMS ContentInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ContentType {
+    /// EnvelopedData or AuthEnvelopedData.
+    Enveloped,
+    /// SignedData.
+    Signed,
+    /// Anything else (data, digested, compressed, ...), by NID.
+    Other(Nid),
+}
+
+/// The content type of `cms`.
+pub(super) fn content_type(cms: &CmsContentInfoRef) -> ContentType {
+    // SAFETY: `cms.as_ptr()` is a valid CMS_ContentInfo for the duration of the
+    // borrow. CMS_get0_type returns a pointer into it (or NULL), which is used only
+    // within this statement; OBJ_obj2nid accepts NULL and returns NID_undef.
+    let nid = unsafe { ffi::OBJ_obj2nid(CMS_get0_type(cms.as_ptr())) };
+    match nid {
+        ffi::NID_pkcs7_enveloped | NID_AUTH_ENVELOPED => ContentType::Enveloped,
+        ffi::NID_pkcs7_signed => ContentType::Signed,
+        other => ContentType::Other(Nid::from_raw(other)),
+    }
+}
+
+/// What one SignerInfo of a SignedData says.
+pub(super) struct SignerInfo {
+    /// The digest algorithm.
+    pub digest: Nid,
+    /// The signature algorithm.
+    pub signature: Nid,
+    /// The signer's certificate, known after a successful `CMS_verify`.
+    pub cert: Option<X509>,
+}
+
+/// The SignerInfos of a SignedData `cms` (empty for any other content type).
+pub(super) fn signer_infos(cms: &CmsContentInfoRef) -> Vec<SignerInfo> {
+    let mut infos = Vec::new();
+    // SAFETY: `cms` is valid for the borrow. CMS_get0_SignerInfos only reads it
+    // and returns its internal stack, or NULL (with an error queued) when it is
+    // not SignedData; the stack and its elements stay owned by `cms`.
+    let stack = unsafe { CMS_get0_SignerInfos(cms.as_ptr()) };
+    if stack.is_null() {
+        ErrorStack::get(); // drop the queued "not signed data" error
+        return infos;
+    }
+    // SAFETY: `stack` is a valid, non-NULL stack owned by `cms`.
+    let count = unsafe { ffi::OPENSSL_sk_num(stack) };
+    for index in 0..count {
+        let mut signer: *mut ffi::X509 = ptr::null_mut();
+        let mut digest: *mut ffi::X509_ALGOR = ptr::null_mut();
+        let mut signature: *mut ffi::X509_ALGOR = ptr::null_mut();
+        // SAFETY: `index` is in 0..count, so the element is a valid
+        // CMS_SignerInfo owned by `cms`. CMS_SignerInfo_get0_algs writes borrowed
+        // pointers (possibly NULL) into the out-parameters that are non-NULL and
+        // skips the NULL `pk` one.
+        unsafe {
+            let info = ffi::OPENSSL_sk_value(stack, index);
+            CMS_SignerInfo_get0_algs(
+                info,
+                ptr::null_mut(),
+                &mut signer,
+                &mut digest,
+                &mut signature,
+            );
+        }
+        let cert = if signer.is_null() {
+            None
+        } else {
+            // SAFETY: `signer` is a valid X509 owned by the SignerInfo; `to_owned`
+            // takes a new reference, so the result outlives `cms` soundly.
+            Some(unsafe { X509Ref::from_ptr(signer) }.to_owned())
+        };
+        infos.push(SignerInfo {
+            digest: algorithm(digest),
+            signature: algorithm(signature),
+            cert,
+        });
+    }
+    infos
+}
+
+/// The NID of an AlgorithmIdentifier (NID_undef for NULL).
+fn algorithm(alg: *const ffi::X509_ALGOR) -> Nid {
+    if alg.is_null() {
+        return Nid::UNDEF;
+    }
+    let mut object: *const ffi::ASN1_OBJECT = ptr::null();
+    // SAFETY: `alg` is a valid, non-NULL X509_ALGOR owned by a live
+    // CMS_ContentInfo; X509_ALGOR_get0 writes a borrowed pointer into `object` and
+    // ignores the NULL out-parameters. OBJ_obj2nid accepts NULL.
+    let nid = unsafe {
+        ffi::X509_ALGOR_get0(&mut object, ptr::null_mut(), ptr::null_mut(), alg);
+        ffi::OBJ_obj2nid(object)
+    };
+    Nid::from_raw(nid)
+}
+
+/// All certificates carried in `cms` (the signer's and any intermediates).
+pub(super) fn certificates(cms: &CmsContentInfoRef) -> Result<Stack<X509>, ErrorStack> {
+    // SAFETY: `cms` is valid for the borrow; CMS_get1_certs only reads it and
+    // returns a new stack of new references (ours to free), or NULL if none.
+    let stack = unsafe { CMS_get1_certs(cms.as_ptr()) };
+    if stack.is_null() {
+        ErrorStack::get();
+        return Stack::new();
+    }
+    // SAFETY: `stack` is a non-NULL STACK_OF(X509) that we own with owned
+    // elements, exactly what `Stack<X509>` frees with `sk_X509_pop_free`.
+    Ok(unsafe { Stack::from_ptr(stack) })
+}
+
+/// A CMS structure read from an S/MIME entity by OpenSSL's MIME parser, with the
+/// detached content of a `multipart/signed` (CRLF-canonical, as signed).
+pub(super) struct SmimeRead {
+    /// The signature (or the whole CMS of an `application/pkcs7-mime`).
+    pub cms: CmsContentInfo,
+    /// The first part of a `multipart/signed`.
+    pub detached: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Reads `entity` with `SMIME_read_CMS`. `entity` must be shorter than 2 GiB.
+pub(super) fn smime_read(entity: &[u8]) -> Result<SmimeRead, ErrorStack> {
+    let Ok(len) = c_int::try_from(entity.len()) else {
+        return Err(ErrorStack::get());
+    };
+    // SAFETY: BIO_new_mem_buf makes a read-only BIO over `entity`, which outlives
+    // it: the BIO is freed below before returning.
+    let bio = unsafe { ffi::BIO_new_mem_buf(entity.as_ptr().cast(), len) };
+    if bio.is_null() {
+        return Err(ErrorStack::get());
+    }
+    let mut content: *mut ffi::BIO = ptr::null_mut();
+    // SAFETY: `bio` is valid; SMIME_read_CMS returns a new CMS_ContentInfo (ours)
+    // or NULL, and sets `content` only on success, to a new memory BIO (ours)
+    // independent of `bio`, or leaves it NULL when nothing is detached.
+    let cms = unsafe { ffi::SMIME_read_CMS(bio, &mut content) };
+    // SAFETY: `bio` is ours and no longer used.
+    unsafe { ffi::BIO_free_all(bio) };
+    if cms.is_null() {
+        return Err(ErrorStack::get());
+    }
+    // SAFETY: `cms` is a non-NULL CMS_ContentInfo that we own.
+    let cms = unsafe { CmsContentInfo::from_ptr(cms) };
+    let detached = if content.is_null() {
+        None
+    } else {
+        let mut data: *mut c_char = ptr::null_mut();
+        // SAFETY: `content` is a valid memory BIO that we own. BIO_get_mem_data
+        // points `data` at its `n` readable bytes, which stay valid until the BIO
+        // is changed or freed; we copy them, wipe them and then free the BIO.
+        let bytes = unsafe {
+            let n = ffi::BIO_get_mem_data(content, &mut data);
+            let bytes = match usize::try_from(n) {
+                Ok(n) if n > 0 && !data.is_null() => {
+                    let copy =
+                        Zeroizing::new(std::slice::from_raw_parts(data.cast::<u8>(), n).to_vec());
+                    OPENSSL_cleanse(data.cast(), n);
+                    copy
+                }
+                _ => Zeroizing::new(Vec::new()),
+            };
+            ffi::BIO_free_all(content);
+            bytes
+        };
+        Some(bytes)
+    };
+    Ok(SmimeRead { cms, detached })
+}

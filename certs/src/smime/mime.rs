@@ -1,0 +1,204 @@
+//! Just enough MIME to tell what an entity is: its header block, its content
+//! type with parameters, and the body of an `application/pkcs7-mime` entity.
+
+use zeroize::Zeroizing;
+
+use super::UnwrapError;
+
+/// What kind of entity a message is, as far as S/MIME is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `application/pkcs7-mime` or `application/x-pkcs7-mime`: CMS in the body.
+    Pkcs7Mime,
+    /// `multipart/signed` with a PKCS#7 signature protocol.
+    MultipartSigned,
+    /// Anything else, with its media type.
+    Other(String),
+}
+
+/// Classifies `entity` by its `Content-Type` (missing means `text/plain`).
+pub(super) fn classify(entity: &[u8]) -> Kind {
+    let (headers, _) = split(entity);
+    let Some(value) = header(&headers, "content-type") else {
+        return Kind::Other("text/plain".to_owned());
+    };
+    let (media_type, params) = parse_content_type(&value);
+    match media_type.as_str() {
+        "application/pkcs7-mime" | "application/x-pkcs7-mime" => Kind::Pkcs7Mime,
+        "multipart/signed" => {
+            let protocol = params
+                .iter()
+                .find(|(name, _)| name == "protocol")
+                .map(|(_, v)| v.to_ascii_lowercase());
+            match protocol.as_deref() {
+                Some("application/pkcs7-signature" | "application/x-pkcs7-signature") => {
+                    Kind::MultipartSigned
+                }
+                _ => Kind::Other(value.trim().to_owned()),
+            }
+        }
+        _ => Kind::Other(media_type),
+    }
+}
+
+/// The DER inside an `application/pkcs7-mime` entity: base64-decoded unless the
+/// transfer encoding is `binary`.
+pub(super) fn pkcs7_body(entity: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    let (headers, body) = split(entity);
+    let encoding = header(&headers, "content-transfer-encoding")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let der = Zeroizing::new(if encoding == "binary" {
+        body.to_vec()
+    } else {
+        // Opaque signed data carries the letter itself: wipe the copy.
+        let text: Zeroizing<String> = Zeroizing::new(
+            body.iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .map(|&b| char::from(b))
+                .collect(),
+        );
+        openssl::base64::decode_block(&text).map_err(|_| {
+            UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned())
+        })?
+    });
+    if der.is_empty() {
+        return Err(UnwrapError::Malformed(
+            "the pkcs7-mime body is empty".to_owned(),
+        ));
+    }
+    Ok(der)
+}
+
+/// Splits an entity into its unfolded header fields (lowercase name, value)
+/// and its body. The header block ends at the first empty line; a line that is
+/// neither a field nor a continuation also ends it (and starts the body).
+fn split(entity: &[u8]) -> (Vec<(String, String)>, &[u8]) {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut rest = entity;
+    loop {
+        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(at) => (&rest[..at], &rest[at + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return (fields, next);
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push(' ');
+                value.push_str(String::from_utf8_lossy(line).trim());
+            }
+        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = String::from_utf8_lossy(&line[..colon])
+                .trim()
+                .to_ascii_lowercase();
+            let value = String::from_utf8_lossy(&line[colon + 1..])
+                .trim()
+                .to_owned();
+            fields.push((name, value));
+        } else {
+            return (fields, rest);
+        }
+        if next.is_empty() {
+            return (fields, next);
+        }
+        rest = next;
+    }
+}
+
+/// The value of the first field called `name` (lowercase).
+fn header(fields: &[(String, String)], name: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// Splits a `Content-Type` value into the lowercase media type and its
+/// parameters (lowercase names; quoted values unquoted).
+fn parse_content_type(value: &str) -> (String, Vec<(String, String)>) {
+    let (media_type, mut rest) = value.split_once(';').unwrap_or((value, ""));
+    let mut params = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ';' || c.is_whitespace());
+        let Some((name, after)) = rest.split_once('=') else {
+            break;
+        };
+        let name = name.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (param_value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut unquoted = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            unquoted.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => unquoted.push(c),
+                }
+            }
+            (unquoted, &quoted[end..])
+        } else {
+            let end = after.find([';', ' ', '\t']).unwrap_or(after.len());
+            (after[..end].to_owned(), &after[end..])
+        };
+        params.push((name, param_value));
+        rest = remainder;
+    }
+    (media_type.trim().to_ascii_lowercase(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_content_type() {
+        assert_eq!(
+            classify(b"Subject: x\r\n\r\nhello\r\n"),
+            Kind::Other("text/plain".into())
+        );
+        assert_eq!(
+            classify(
+                b"Content-Type: application/pkcs7-mime;\n smime-type=enveloped-data\n\nAAAA\n"
+            ),
+            Kind::Pkcs7Mime
+        );
+        assert_eq!(
+            classify(b"Content-type: APPLICATION/X-PKCS7-MIME\r\n\r\nAAAA"),
+            Kind::Pkcs7Mime
+        );
+        assert_eq!(
+            classify(
+                b"Content-Type: multipart/signed; micalg=sha-256;\r\n\tprotocol=\"application/pkcs7-signature\"; boundary=\"b\"\r\n\r\n"
+            ),
+            Kind::MultipartSigned
+        );
+        assert!(matches!(
+            classify(
+                b"Content-Type: multipart/signed; protocol=\"application/pgp-signature\"\r\n\r\n"
+            ),
+            Kind::Other(_)
+        ));
+    }
+
+    #[test]
+    fn decodes_base64_and_binary_bodies() {
+        let b64 = b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\nAw==\r\n";
+        assert_eq!(*pkcs7_body(b64).unwrap(), vec![0, 1, 2, 3]);
+        let binary =
+            b"Content-Type: application/pkcs7-mime\nContent-Transfer-Encoding: binary\n\n\x30\x00";
+        assert_eq!(*pkcs7_body(binary).unwrap(), vec![0x30, 0]);
+        let bad = b"Content-Type: application/pkcs7-mime\n\n!!!!\n";
+        assert_eq!(pkcs7_body(bad).unwrap_err().reason(), "malformed");
+    }
+}

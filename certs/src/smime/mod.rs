@@ -1,0 +1,195 @@
+//! Unwrapping what a practice sends: S/MIME (CMS) decryption and signature
+//! verification, layer after layer, with OpenSSL.
+
+mod error;
+mod keys;
+mod libcrypto;
+mod mime;
+mod signature;
+
+use std::fmt;
+use std::time::SystemTime;
+
+use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
+use zeroize::Zeroizing;
+
+pub use error::UnwrapError;
+pub use keys::{DecryptionKey, TrustAnchors};
+
+use error::{has_cms_reason, reasons};
+use libcrypto::ContentType;
+use mime::Kind;
+
+/// The most S/MIME layers [`unwrap`] opens.
+pub const MAX_LAYERS: usize = 4;
+
+/// `CMS_R_NO_MATCHING_RECIPIENT` (cmserr.h).
+const CMS_R_NO_MATCHING_RECIPIENT: i32 = 132;
+
+/// Who signed a letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    /// Lowercase hex SHA-256 of the signer certificate's DER.
+    pub fingerprint: String,
+    /// The signer certificate's subject, readable.
+    pub subject: String,
+    /// The signer certificate, DER.
+    pub cert_der: Vec<u8>,
+}
+
+/// The content inside all S/MIME layers, and what the layers said.
+pub struct Unwrapped {
+    /// The innermost entity (headers and body), no longer S/MIME.
+    pub content: Zeroizing<Vec<u8>>,
+    /// The signer of the innermost signed layer; `None` if nothing was signed.
+    pub signer: Option<Signer>,
+    /// Whether any layer was encrypted to the gateway.
+    pub encrypted: bool,
+}
+
+impl fmt::Debug for Unwrapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The content is a patient's letter: never print it.
+        f.debug_struct("Unwrapped")
+            .field("content", &format_args!("<{} octets>", self.content.len()))
+            .field("signer", &self.signer)
+            .field("encrypted", &self.encrypted)
+            .finish()
+    }
+}
+
+/// Unwraps `message` (an RFC 5322 message or MIME entity, CRLF or LF) layer
+/// after layer until its content is no longer S/MIME:
+///
+/// - `application/pkcs7-mime` (or `x-pkcs7-mime`) enveloped data is decrypted
+///   with whichever of `keys` it is addressed to;
+/// - signed data, opaque or as `multipart/signed`, is verified (over the exact,
+///   CRLF-canonical bytes of the first part) and its signers' chains checked
+///   against `anchors` at time `at` for S/MIME signing, with intermediates taken
+///   from the message. SHA-1 and MD5 are refused.
+///
+/// At most [`MAX_LAYERS`] layers are opened. An unsigned letter is returned with
+/// `signer: None`; whether that is acceptable is the caller's policy.
+pub fn unwrap(
+    message: &[u8],
+    keys: &[DecryptionKey],
+    anchors: &TrustAnchors,
+    at: SystemTime,
+) -> Result<Unwrapped, UnwrapError> {
+    let mut current = Zeroizing::new(message.to_vec());
+    let mut encrypted = false;
+    let mut signer = None;
+    let mut layers = 0;
+    loop {
+        let kind = mime::classify(&current);
+        if let Kind::Other(content_type) = kind {
+            if layers == 0 {
+                return Err(UnwrapError::NotSmime { content_type });
+            }
+            return Ok(Unwrapped {
+                content: current,
+                signer,
+                encrypted,
+            });
+        }
+        if layers == MAX_LAYERS {
+            return Err(UnwrapError::TooDeep { max: MAX_LAYERS });
+        }
+        layers += 1;
+        current = if kind == Kind::MultipartSigned {
+            let verified = multipart_signed(&current, anchors, at)?;
+            signer = Some(verified.signer);
+            verified.content
+        } else {
+            let der = mime::pkcs7_body(&current)?;
+            let cms = CmsContentInfo::from_der(&der).map_err(|e| {
+                UnwrapError::Malformed(format!(
+                    "the CMS structure cannot be parsed: {}",
+                    reasons(&e)
+                ))
+            })?;
+            match libcrypto::content_type(&cms) {
+                ContentType::Enveloped => {
+                    encrypted = true;
+                    decrypt(&cms, keys)?
+                }
+                ContentType::Signed => {
+                    let verified = signature::verify(cms, None, anchors, at)?;
+                    signer = Some(verified.signer);
+                    verified.content
+                }
+                ContentType::Other(nid) => {
+                    return Err(UnwrapError::Malformed(format!(
+                        "unsupported CMS content type {}",
+                        nid.long_name().unwrap_or("unknown")
+                    )));
+                }
+            }
+        };
+    }
+}
+
+/// Verifies a `multipart/signed` entity over its first part.
+fn multipart_signed(
+    entity: &[u8],
+    anchors: &TrustAnchors,
+    at: SystemTime,
+) -> Result<signature::Verified, UnwrapError> {
+    if i32::try_from(entity.len()).is_err() {
+        return Err(UnwrapError::Malformed(
+            "the message is larger than 2 GiB".to_owned(),
+        ));
+    }
+    let read = libcrypto::smime_read(entity).map_err(|e| {
+        UnwrapError::Malformed(format!(
+            "the multipart/signed entity cannot be read: {}",
+            reasons(&e)
+        ))
+    })?;
+    let Some(content) = read.detached else {
+        return Err(UnwrapError::Malformed(
+            "the multipart/signed entity has no signed part".to_owned(),
+        ));
+    };
+    if libcrypto::content_type(&read.cms) != ContentType::Signed {
+        return Err(UnwrapError::Malformed(
+            "the signature part of multipart/signed is not signed data".to_owned(),
+        ));
+    }
+    signature::verify(read.cms, Some(&content), anchors, at)
+}
+
+/// Decrypts enveloped data with the first key it is addressed to.
+fn decrypt(
+    cms: &CmsContentInfoRef,
+    keys: &[DecryptionKey],
+) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    let mut failures = Vec::new();
+    for key in keys {
+        match cms.decrypt(&key.key, &key.cert) {
+            Ok(plaintext) => return Ok(Zeroizing::new(plaintext)),
+            // OpenSSL fails without any queued error when no RecipientInfo names
+            // the certificate, and with NO_MATCHING_RECIPIENT when none fits the key type.
+            Err(e) if e.errors().is_empty() || has_cms_reason(&e, CMS_R_NO_MATCHING_RECIPIENT) => {}
+            Err(e) => failures.push(format!(
+                "{}: {}",
+                crate::x509::subject_line(&key.cert),
+                reasons(&e)
+            )),
+        }
+    }
+    Err(UnwrapError::NotForGateway(if keys.is_empty() {
+        "the gateway has no decryption key".to_owned()
+    } else if failures.is_empty() {
+        let ours: Vec<String> = keys
+            .iter()
+            .map(|k| crate::x509::subject_line(&k.cert))
+            .collect();
+        format!(
+            "it is addressed to none of the gateway certificates ({})",
+            ours.join("; ")
+        )
+    } else {
+        format!("decryption failed: {}", failures.join("; "))
+    }))
+}

@@ -1,0 +1,156 @@
+//! Verifying one SignedData layer: algorithms, signature, then the signer's chain.
+
+use std::time::SystemTime;
+
+use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::nid::Nid;
+use openssl::stack::StackRef;
+use openssl::x509::store::X509StoreRef;
+use openssl::x509::{X509, X509StoreContext};
+use openssl_sys as ffi;
+use zeroize::Zeroizing;
+
+use super::error::{has_cms_reason, reasons};
+use super::libcrypto;
+use super::{Signer, TrustAnchors, UnwrapError};
+
+/// `CMS_R_NO_CONTENT` (cmserr.h).
+const CMS_R_NO_CONTENT: i32 = 127;
+/// `CMS_R_SIGNER_CERTIFICATE_NOT_FOUND` (cmserr.h).
+const CMS_R_SIGNER_CERTIFICATE_NOT_FOUND: i32 = 138;
+
+/// Digest and signature algorithms refused in signatures.
+const WEAK: [Nid; 11] = [
+    Nid::MD2,
+    Nid::MD4,
+    Nid::MD5,
+    Nid::MD5_SHA1,
+    Nid::SHA1,
+    Nid::MD2WITHRSAENCRYPTION,
+    Nid::MD4WITHRSAENCRYPTION,
+    Nid::MD5WITHRSAENCRYPTION,
+    Nid::SHA1WITHRSAENCRYPTION,
+    Nid::ECDSA_WITH_SHA1,
+    Nid::DSAWITHSHA1,
+];
+
+/// The signed content and who signed it.
+pub(super) struct Verified {
+    /// The content the signature covers.
+    pub content: Zeroizing<Vec<u8>>,
+    /// The (first) signer.
+    pub signer: Signer,
+}
+
+/// Verifies SignedData `cms` over its own content or over `detached`: every
+/// signer must use strong algorithms, sign correctly and chain to `anchors` at `at`.
+pub(super) fn verify(
+    mut cms: CmsContentInfo,
+    detached: Option<&[u8]>,
+    anchors: &TrustAnchors,
+    at: SystemTime,
+) -> Result<Verified, UnwrapError> {
+    let infos = libcrypto::signer_infos(&cms);
+    if infos.is_empty() {
+        return Err(UnwrapError::Malformed(
+            "the signed data has no signer".to_owned(),
+        ));
+    }
+    for info in &infos {
+        for nid in [info.digest, info.signature] {
+            if WEAK.contains(&nid) {
+                return Err(UnwrapError::WeakAlgorithm {
+                    algorithm: nid.long_name().unwrap_or("unknown").to_owned(),
+                });
+            }
+        }
+    }
+
+    let mut content = Zeroizing::new(Vec::new());
+    cms.verify(
+        None,
+        None,
+        detached,
+        Some(&mut content),
+        CMSOptions::NO_SIGNER_CERT_VERIFY,
+    )
+    .map_err(|e| {
+        if has_cms_reason(&e, CMS_R_SIGNER_CERTIFICATE_NOT_FOUND) {
+            UnwrapError::UntrustedSigner {
+                subject: "unknown".to_owned(),
+                detail: "the signer's certificate is not included in the message".to_owned(),
+            }
+        } else if has_cms_reason(&e, CMS_R_NO_CONTENT) {
+            UnwrapError::Malformed("the signed data carries no content".to_owned())
+        } else {
+            UnwrapError::BadSignature(reasons(&e))
+        }
+    })?;
+
+    let chain_failure = |e: openssl::error::ErrorStack| UnwrapError::UntrustedSigner {
+        subject: "unknown".to_owned(),
+        detail: format!("the chain could not be checked: {}", reasons(&e)),
+    };
+    let untrusted = libcrypto::certificates(&cms).map_err(chain_failure)?;
+    let store = anchors.store_at(at).map_err(chain_failure)?;
+    let mut first = None;
+    for info in libcrypto::signer_infos(&cms) {
+        let cert = info.cert.ok_or_else(|| UnwrapError::UntrustedSigner {
+            subject: "unknown".to_owned(),
+            detail: "the signer's certificate is not included in the message".to_owned(),
+        })?;
+        check_chain(&store, &cert, &untrusted)?;
+        first.get_or_insert(cert);
+    }
+    let cert =
+        first.ok_or_else(|| UnwrapError::Malformed("the signed data has no signer".to_owned()))?;
+    let cert_der = cert.to_der().map_err(|e| {
+        UnwrapError::Malformed(format!(
+            "the signer certificate cannot be encoded: {}",
+            reasons(&e)
+        ))
+    })?;
+    Ok(Verified {
+        content,
+        signer: Signer {
+            fingerprint: crate::x509::fingerprint_der(&cert_der),
+            subject: crate::x509::subject_line(&cert),
+            cert_der,
+        },
+    })
+}
+
+/// Checks that `cert` chains to the store's anchors (S/MIME signing purpose, the
+/// store's time), with intermediates from `untrusted`.
+fn check_chain(
+    store: &X509StoreRef,
+    cert: &X509,
+    untrusted: &StackRef<X509>,
+) -> Result<(), UnwrapError> {
+    let subject = crate::x509::subject_line(cert);
+    let outcome = X509StoreContext::new().and_then(|mut context| {
+        context.init(store, cert, untrusted, |c| {
+            let valid = c.verify_cert()?;
+            Ok((valid, c.error(), c.error_depth()))
+        })
+    });
+    let (valid, result, depth) = outcome.map_err(|e| UnwrapError::UntrustedSigner {
+        subject: subject.clone(),
+        detail: format!("the chain could not be checked: {}", reasons(&e)),
+    })?;
+    if valid {
+        return Ok(());
+    }
+    let which = if depth == 0 {
+        "the signer certificate".to_owned()
+    } else {
+        format!("the certificate at depth {depth} of its chain")
+    };
+    let detail = format!("{} ({which})", result.error_string());
+    match result.as_raw() {
+        ffi::X509_V_ERR_CERT_HAS_EXPIRED | ffi::X509_V_ERR_CERT_NOT_YET_VALID => {
+            Err(UnwrapError::SignerExpired { subject, detail })
+        }
+        _ => Err(UnwrapError::UntrustedSigner { subject, detail }),
+    }
+}

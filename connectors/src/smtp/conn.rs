@@ -1,0 +1,192 @@
+//! Buffered connection I/O: command lines and DATA bytes in, queued replies out.
+//!
+//! Replies are queued and written in one go when the server needs more input
+//! (RFC 2920 PIPELINING: answers go out in order, in batches) or when the
+//! session flushes explicitly (DATA, STARTTLS, QUIT, close).
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::reply::Reply;
+
+/// The longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
+const MAX_COMMAND_LINE: usize = 512;
+/// How much the server reads at a time (and the largest DATA chunk it writes).
+pub(super) const CHUNK: usize = 64 * 1024;
+
+/// What [`Conn::read_line`] produced.
+#[derive(Debug)]
+pub(super) enum Input {
+    /// A command line without its line ending.
+    Line(Bytes),
+    /// A line over 512 octets; it was discarded up to its end.
+    TooLong,
+    /// The client closed the connection.
+    Eof,
+    /// The client sent nothing for the idle timeout.
+    Timeout,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// What [`Conn::fill`] produced.
+#[derive(Debug)]
+pub(super) enum Fill {
+    /// More bytes are buffered.
+    Data,
+    /// The client closed the connection.
+    Eof,
+    /// Nothing arrived for the idle timeout.
+    Timeout,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A client connection with its input buffer and the replies not yet sent.
+pub(super) struct Conn<IO> {
+    io: IO,
+    input: BytesMut,
+    output: Vec<u8>,
+    write_timeout: Duration,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    /// Wraps a stream; writes that stall longer than `write_timeout` fail.
+    pub(super) fn new(io: IO, write_timeout: Duration) -> Self {
+        Self {
+            io,
+            input: BytesMut::with_capacity(CHUNK),
+            output: Vec::new(),
+            write_timeout,
+        }
+    }
+
+    /// Returns the stream. Input that was buffered but not yet processed is
+    /// dropped: after STARTTLS this discards plaintext the client pipelined
+    /// behind the command (CVE-2011-0411 command injection).
+    pub(super) fn into_inner(self) -> IO {
+        self.io
+    }
+
+    /// The stream.
+    pub(super) fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// Queues a reply; it is sent at the next flush.
+    pub(super) fn queue(&mut self, reply: &Reply) {
+        self.output.extend_from_slice(reply.to_string().as_bytes());
+    }
+
+    /// Sends the queued replies.
+    pub(super) async fn flush(&mut self) -> io::Result<()> {
+        let Self {
+            io,
+            output,
+            write_timeout,
+            ..
+        } = self;
+        let write = async {
+            io.write_all(output).await?;
+            io.flush().await
+        };
+        match tokio::time::timeout(*write_timeout, write).await {
+            Ok(result) => {
+                output.clear();
+                result
+            }
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+        }
+    }
+
+    /// Sends the queued replies and closes the stream (TLS: with close_notify).
+    /// Errors are of no interest any more at this point.
+    pub(super) async fn close(mut self) {
+        if self.flush().await.is_ok() {
+            let _ = tokio::time::timeout(self.write_timeout, self.io.shutdown()).await;
+        }
+    }
+
+    /// The buffered input not yet consumed.
+    pub(super) fn buffered(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// Marks `n` buffered octets as consumed.
+    pub(super) fn consume(&mut self, n: usize) {
+        self.input.advance(n);
+    }
+
+    /// Reads the next command line (terminated by LF, an optional CR before it
+    /// removed). Queued replies are flushed before waiting for input. A line
+    /// over 512 octets is discarded as it arrives, never buffered whole.
+    pub(super) async fn read_line(
+        &mut self,
+        idle: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> io::Result<Input> {
+        let mut discarding = false;
+        loop {
+            if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                let mut line = self.input.split_to(end + 1);
+                if discarding || line.len() > MAX_COMMAND_LINE {
+                    return Ok(Input::TooLong);
+                }
+                line.truncate(end);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(end - 1);
+                }
+                return Ok(Input::Line(line.freeze()));
+            }
+            if self.input.len() >= MAX_COMMAND_LINE {
+                discarding = true;
+                self.input.clear();
+            }
+            self.flush().await?;
+            match self.fill(idle, Some(shutdown)).await? {
+                Fill::Data => {}
+                Fill::Eof => return Ok(Input::Eof),
+                Fill::Timeout => return Ok(Input::Timeout),
+                Fill::Shutdown => return Ok(Input::Shutdown),
+            }
+        }
+    }
+
+    /// Reads more input into the buffer, waiting at most `idle`, and (if
+    /// given) giving up when the server shuts down.
+    pub(super) async fn fill(
+        &mut self,
+        idle: Duration,
+        shutdown: Option<&mut watch::Receiver<bool>>,
+    ) -> io::Result<Fill> {
+        self.input.reserve(CHUNK.saturating_sub(self.input.len()));
+        let read = tokio::time::timeout(idle, self.io.read_buf(&mut self.input));
+        let stop = async {
+            match shutdown {
+                Some(rx) => shutdown_requested(rx).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = read => match read {
+                Err(_) => Ok(Fill::Timeout),
+                Ok(Ok(0)) => Ok(Fill::Eof),
+                Ok(Ok(_)) => Ok(Fill::Data),
+                Ok(Err(e)) => Err(e),
+            },
+            () = stop => Ok(Fill::Shutdown),
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is true. If the sender is gone without
+/// ever asking for shutdown, it never resolves.
+pub(super) async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

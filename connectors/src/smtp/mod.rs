@@ -1,0 +1,176 @@
+//! The SMTP ingress server (RFC 5321) for senders with TLS client certificates.
+//!
+//! Two kinds of listener: a plain port that offers STARTTLS (RFC 3207) and an
+//! implicit-TLS port. Client certificates are required on both (the rustls
+//! configuration enforces that). Extensions: SIZE, PIPELINING, 8BITMIME,
+//! ENHANCEDSTATUSCODES, SMTPUTF8, DSN. Every policy decision (who may connect,
+//! which senders and recipients are allowed, where DATA goes) belongs to the
+//! [`Handler`].
+
+mod address;
+mod command;
+mod conn;
+mod data;
+mod handler;
+mod params;
+mod reply;
+mod session;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{error, info, warn};
+
+pub use handler::{Handler, Peer};
+pub use params::{MailParams, RcptParams};
+pub use reply::{EnhancedStatus, Reply};
+
+/// How long in-flight sessions may run on after shutdown was requested.
+const DRAIN_PERIOD: Duration = Duration::from_secs(10);
+/// The pause after a failed `accept` (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Limits and identity of an SMTP listener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The name in the greeting and the EHLO answer.
+    pub hostname: String,
+    /// The largest message accepted, in octets (announced as `SIZE`).
+    pub max_message_size: u64,
+    /// The most recipients per message.
+    pub max_recipients: usize,
+    /// How long the server waits for a command (and for a TLS handshake).
+    pub command_timeout: Duration,
+    /// How long the server waits for more message data during DATA.
+    pub data_timeout: Duration,
+    /// After this many client errors the server says 421 and closes.
+    pub max_errors: usize,
+}
+
+impl Default for Config {
+    /// `localhost`, 64 MiB, 100 recipients, 5 min command and 10 min data
+    /// timeout, 10 errors.
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".to_owned(),
+            max_message_size: 64 * 1024 * 1024,
+            max_recipients: 100,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
+            max_errors: 10,
+        }
+    }
+}
+
+/// The SMTP server: one handler, one TLS configuration and one [`Config`],
+/// served on any number of listeners.
+pub struct Server<H: Handler> {
+    shared: Arc<Shared<H>>,
+}
+
+/// What every session of a server shares.
+struct Shared<H> {
+    handler: Arc<H>,
+    acceptor: TlsAcceptor,
+    config: Config,
+}
+
+/// The kind of listener.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    StartTls,
+    ImplicitTls,
+}
+
+impl<H: Handler> Server<H> {
+    /// A server that asks `handler` and speaks TLS with `tls` (which should
+    /// require client certificates, see [`crate::tls::sender_server_config`]).
+    pub fn new(handler: Arc<H>, tls: Arc<rustls::ServerConfig>, config: Config) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                handler,
+                acceptor: TlsAcceptor::from(tls),
+                config,
+            }),
+        }
+    }
+
+    /// Accepts on a plain port offering STARTTLS (nothing but EHLO, HELO,
+    /// STARTTLS, NOOP, RSET and QUIT before TLS). Returns after `shutdown`
+    /// turned true and the sessions ended (see [`Server::serve_implicit_tls`]).
+    pub async fn serve_starttls(
+        &self,
+        listener: TcpListener,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        self.serve(listener, shutdown, Mode::StartTls).await
+    }
+
+    /// Accepts on an implicit-TLS port (handshake first, then the greeting).
+    /// When `shutdown` turns true it stops accepting, lets running sessions
+    /// finish for up to 10 s (sessions waiting for a command get
+    /// `421 4.3.2 Service shutting down`), cancels the rest and returns.
+    ///
+    /// Failed `accept` calls are logged and retried, so the only error is
+    /// that the listener's local address cannot be read. A shutdown sender
+    /// that is dropped without sending `true` never stops the server.
+    pub async fn serve_implicit_tls(
+        &self,
+        listener: TcpListener,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        self.serve(listener, shutdown, Mode::ImplicitTls).await
+    }
+
+    async fn serve(
+        &self,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        mode: Mode,
+    ) -> io::Result<()> {
+        let local = listener.local_addr()?;
+        info!(%local, ?mode, "SMTP listener started");
+        let mut sessions = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = conn::shutdown_requested(&mut shutdown) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, addr)) => {
+                        let shared = Arc::clone(&self.shared);
+                        sessions.spawn(session::run(shared, tcp, addr, shutdown.clone(), mode));
+                    }
+                    Err(e) => {
+                        warn!(%local, error = %e, "SMTP accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                Some(done) = sessions.join_next(), if !sessions.is_empty() => log_panic(done),
+            }
+        }
+        drop(listener);
+        info!(%local, sessions = sessions.len(), "SMTP listener stopped; draining sessions");
+        let drain = async {
+            while let Some(done) = sessions.join_next().await {
+                log_panic(done);
+            }
+        };
+        if tokio::time::timeout(DRAIN_PERIOD, drain).await.is_err() {
+            warn!(%local, sessions = sessions.len(), "cancelling SMTP sessions after the drain period");
+            sessions.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        error!(error = %e, "SMTP session panicked");
+    }
+}

@@ -1,0 +1,108 @@
+//! TLS server configurations for the listeners (rustls, TLS 1.2 and 1.3 only).
+//!
+//! The configurations use the process-default [`CryptoProvider`]; the binary
+//! installs one at start-up. Without one, building a configuration fails with
+//! [`TlsError::NoCryptoProvider`] instead of panicking.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a TLS server configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// No process-default rustls crypto provider is installed.
+    #[error("no process-default rustls crypto provider is installed")]
+    NoCryptoProvider,
+    /// A PEM input could not be read.
+    #[error("invalid PEM in {what}: {source}")]
+    Pem {
+        /// Which input was bad (e.g. "server certificate chain").
+        what: &'static str,
+        /// The PEM parser's error.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A PEM input held no certificate.
+    #[error("no certificate found in {0}")]
+    NoCertificates(&'static str),
+    /// A client trust anchor was not a usable CA certificate.
+    #[error("client root certificate rejected: {0}")]
+    ClientRoot(rustls::Error),
+    /// The client certificate verifier could not be built (e.g. no roots).
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] VerifierBuilderError),
+    /// rustls refused the configuration (e.g. the key does not match the certificate).
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Builds the rustls server configuration for a sender (SMTP) listener: the
+/// server certificate chain and key (PEM), and client certificates *required*
+/// and verified against `client_roots_pem` (PEM certificates, one or more per
+/// slice). TLS 1.2 and 1.3 only.
+pub fn sender_server_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    client_roots_pem: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = default_provider()?;
+    let mut roots = RootCertStore::empty();
+    for pem in client_roots_pem {
+        for cert in certificates(pem, "client root certificates")? {
+            roots.add(cert).map_err(TlsError::ClientRoot)?;
+        }
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certificates(cert_chain_pem, "server certificate chain")?,
+            private_key(key_pem)?,
+        )?;
+    Ok(Arc::new(config))
+}
+
+/// Builds the rustls server configuration for the member HTTPS API: like
+/// [`sender_server_config`] but without client authentication.
+pub fn api_server_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let config = ServerConfig::builder_with_provider(default_provider()?)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(
+            certificates(cert_chain_pem, "server certificate chain")?,
+            private_key(key_pem)?,
+        )?;
+    Ok(Arc::new(config))
+}
+
+fn default_provider() -> Result<Arc<CryptoProvider>, TlsError> {
+    CryptoProvider::get_default()
+        .cloned()
+        .ok_or(TlsError::NoCryptoProvider)
+}
+
+fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem { what, source })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificates(what));
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|source| TlsError::Pem {
+        what: "server private key",
+        source,
+    })
+}

@@ -1,1 +1,67 @@
-fn main() {}
+//! The `kvgate` command: serve, initialise, administer, demonstrate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kvgate::{admin, demo, init, serve};
+
+/// kvgate: a secure mail gateway from S/MIME practice mail to members' OpenPGP inboxes.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a configuration and a development PKI, and register a demo practice and member.
+    Init {
+        /// The data directory to create.
+        #[arg(long, default_value = init::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Run the SMTP listeners, the pipeline and the member API.
+    Serve(serve::ServeArgs),
+    /// Run one letter end to end on a throw-away gateway and print its tracking trail.
+    Demo,
+    /// Manage trust anchors for sender certificates.
+    Trust {
+        #[command(subcommand)]
+        command: admin::TrustCommand,
+    },
+    /// Manage senders (practices and the insurer's back office).
+    Sender {
+        #[command(subcommand)]
+        command: admin::SenderCommand,
+    },
+    /// Manage members.
+    Member {
+        #[command(subcommand)]
+        command: admin::MemberCommand,
+    },
+    /// Print the tracking events of one submission.
+    Track(admin::TrackArgs),
+}
+
+fn main() -> ExitCode {
+    kvgate::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init { dir } => init::run(&dir).map(|outcome| println!("{outcome}")),
+        Command::Serve(args) => serve::run(args),
+        Command::Demo => demo::run(),
+        Command::Trust { command } => admin::trust(command),
+        Command::Sender { command } => admin::sender(command),
+        Command::Member { command } => admin::member(command),
+        Command::Track(args) => admin::track(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kvgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -107,7 +107,6 @@ id_type!(
     "device ID"
 );
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,7 +107,11 @@ mod tests {
     #[test]
     fn valid_numbers() {
         for s in ["A123456780", "X110411319", "Z987654321"] {
-            assert_eq!(Kvnr::parse(s).map(|k| k.to_string()), Ok(s.to_owned()), "{s}");
+            assert_eq!(
+                Kvnr::parse(s).map(|k| k.to_string()),
+                Ok(s.to_owned()),
+                "{s}"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
+use crate::Store;
 use crate::db::{
     DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, TOKENS, get, put, random_hex, scan,
     secret_hash,
@@ -11,7 +12,6 @@ use crate::error::StoreError;
 use crate::ids::DeviceId;
 use crate::kvnr::Kvnr;
 use crate::time::{Timestamp, now};
-use crate::Store;
 
 /// An insured member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,7 +170,11 @@ impl Store {
                 kvnr: kvnr.clone(),
                 created_at: now(),
             };
-            put(&mut tx.open_table(ENROLLMENT_CODES)?, &secret_hash(&code), &entry)
+            put(
+                &mut tx.open_table(ENROLLMENT_CODES)?,
+                &secret_hash(&code),
+                &entry,
+            )
         })?;
         Ok(code)
     }

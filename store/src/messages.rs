@@ -145,10 +145,10 @@ impl Store {
             let body = tx.open_table(BODIES)?.get(id.as_str())?;
             Ok(body.map(|b| (meta, b.value().to_vec())))
         })?;
-        if let Some((meta, _)) = &found {
-            if !meta.fetched {
-                self.update_message(kvnr, id, EventKind::Fetched, |m| m.fetched = true)?;
-            }
+        if let Some((meta, _)) = &found
+            && !meta.fetched
+        {
+            self.update_message(kvnr, id, EventKind::Fetched, |m| m.fetched = true)?;
         }
         Ok(found)
     }

@@ -34,12 +34,16 @@ pub struct Sender {
 impl Sender {
     /// Whether the sender may use `address` (compared case-insensitively).
     pub fn may_use(&self, address: &str) -> bool {
-        self.addresses.iter().any(|a| a.eq_ignore_ascii_case(address))
+        self.addresses
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(address))
     }
 
     /// Whether the certificate with this SHA-256 fingerprint is one of the sender's.
     pub fn owns(&self, fingerprint: &str) -> bool {
-        self.certificates.iter().any(|c| c.eq_ignore_ascii_case(fingerprint))
+        self.certificates
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(fingerprint))
     }
 }
 
@@ -73,10 +77,10 @@ impl Store {
             if !sender.owns(&fingerprint) {
                 sender.certificates.push(fingerprint.clone());
             }
-            if let Some(address) = address {
-                if !sender.may_use(address) {
-                    sender.addresses.push(address.to_ascii_lowercase());
-                }
+            if let Some(address) = address
+                && !sender.may_use(address)
+            {
+                sender.addresses.push(address.to_ascii_lowercase());
             }
             put(&mut senders, id, &sender)?;
             Ok(sender)

@@ -1,0 +1,245 @@
+//! The admin commands: they work on the store directly, whether or not `serve` runs.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use kvgate_certs::{openpgp, x509};
+use kvgate_store::{Kvnr, NewMember, SenderKind, TrackingId};
+
+use crate::runtime::{Installation, config_path};
+
+/// Which configuration to use.
+#[derive(Args)]
+pub struct ConfigArg {
+    /// The configuration file (default: ./kvgate-data/kvgate.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn open(&self) -> anyhow::Result<Installation> {
+        Installation::open(&config_path(self.config.as_deref()))
+    }
+}
+
+/// `kvgate trust …`
+#[derive(Subcommand)]
+pub enum TrustCommand {
+    /// Trust a CA certificate (PEM; every certificate in the file) for sender certificates.
+    Add {
+        /// The PEM file.
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// `kvgate sender …`
+#[derive(Subcommand)]
+pub enum SenderCommand {
+    /// Register a sender, or add a certificate (and address) to one. Repeat with the same
+    /// ID for the sender's TLS and S/MIME certificates.
+    Add {
+        /// The sender's ID.
+        #[arg(long)]
+        id: String,
+        /// A certificate of the sender (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// An address the sender may use in MAIL FROM and From.
+        #[arg(long)]
+        from: Option<String>,
+        /// What kind of sender this is.
+        #[arg(long, value_enum, default_value_t = Kind::Practice)]
+        kind: Kind,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Kinds of sender, as typed on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    /// A physician's practice.
+    Practice,
+    /// The insurer's back office.
+    Insurer,
+}
+
+/// `kvgate member …`
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Register a member and print an enrolment code for the first device.
+    Add {
+        /// The member's KVNR.
+        #[arg(long)]
+        kvnr: String,
+        /// The member's name.
+        #[arg(long)]
+        name: String,
+        /// An OpenPGP public key (armored) letters are encrypted to.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Activate smarthealth.
+        #[arg(long)]
+        smarthealth: bool,
+        /// Turn on app communication (Postfach letters from the insurer).
+        #[arg(long)]
+        app_communication: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// `kvgate track …`
+#[derive(Args)]
+pub struct TrackArgs {
+    /// The tracking ID from the SMTP reply.
+    tracking_id: String,
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// Runs a `trust` command.
+pub fn trust(command: TrustCommand) -> anyhow::Result<()> {
+    let TrustCommand::Add { file, config } = command;
+    let pem = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let certs = x509::parse_pem_chain(&pem)?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", file.display());
+    }
+    let installation = config.open()?;
+    for cert in &certs {
+        let fingerprint = x509::fingerprint(cert)?;
+        let pem = String::from_utf8(cert.to_pem()?)?;
+        let added = installation.store.add_trust_anchor(&fingerprint, &pem)?;
+        let subject = x509::subject_line(cert);
+        if added {
+            println!("trusted {subject} (sha256 {fingerprint})");
+        } else {
+            println!("already trusted: {subject} (sha256 {fingerprint})");
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `sender` command.
+pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
+    let SenderCommand::Add {
+        id,
+        cert,
+        from,
+        kind,
+        config,
+    } = command;
+    let pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+    let chain = x509::parse_pem_chain(&pem)?;
+    let leaf = chain
+        .first()
+        .with_context(|| format!("{} holds no PEM certificate", cert.display()))?;
+    if let Some(address) = &from
+        && (!address.contains('@') || address.contains(['<', '>', ' ']))
+    {
+        bail!("{address:?} is not a mail address");
+    }
+    let kind = match kind {
+        Kind::Practice => SenderKind::Practice,
+        Kind::Insurer => SenderKind::Insurer,
+    };
+    let installation = config.open()?;
+    let fingerprint = x509::fingerprint(leaf)?;
+    let sender =
+        installation
+            .store
+            .add_sender_certificate(&id, kind, &fingerprint, from.as_deref())?;
+    println!(
+        "sender {} ({}): {} certificate(s), addresses {}",
+        sender.id,
+        match sender.kind {
+            SenderKind::Practice => "practice",
+            SenderKind::Insurer => "insurer",
+        },
+        sender.certificates.len(),
+        sender.addresses.join(", ")
+    );
+    Ok(())
+}
+
+/// Runs a `member` command.
+pub fn member(command: MemberCommand) -> anyhow::Result<()> {
+    let MemberCommand::Add {
+        kvnr,
+        name,
+        key,
+        smarthealth,
+        app_communication,
+        config,
+    } = command;
+    let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
+    let key = match key {
+        Some(path) => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let key = openpgp::parse_public_key(&bytes)
+                .with_context(|| format!("{} is not a usable OpenPGP key", path.display()))?;
+            Some((key.fingerprint, key.armored))
+        }
+        None => None,
+    };
+    let installation = config.open()?;
+    let code = installation.store.add_member(
+        NewMember {
+            kvnr: kvnr.clone(),
+            name,
+            smarthealth,
+            app_communication,
+        },
+        key,
+    )?;
+    println!("member {kvnr} registered");
+    println!("enrollment-code: {code}");
+    Ok(())
+}
+
+/// Runs `track`.
+pub fn track(args: TrackArgs) -> anyhow::Result<()> {
+    let id: TrackingId = args
+        .tracking_id
+        .parse()
+        .with_context(|| format!("{:?} is not a tracking ID", args.tracking_id))?;
+    let installation = args.config.open()?;
+    let Some(submission) = installation.store.submission(&id)? else {
+        bail!("no submission with tracking ID {id}");
+    };
+    let events = installation.store.events(&id)?;
+    if args.json {
+        let value = serde_json::json!({ "submission": submission, "events": events });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "tracking {id}: from {} (sender {}), {} octets, received {}",
+        submission.mail_from,
+        submission.sender_id,
+        submission.size,
+        submission.received_at.to_rfc3339()
+    );
+    for event in events {
+        let mut line = format!("{}  {:<9}", event.at.to_rfc3339(), event.kind.as_str());
+        if let Some(recipient) = &event.recipient {
+            line.push_str(&format!("  {recipient}"));
+        }
+        if let Some(reason) = &event.reason {
+            line.push_str(&format!("  [{reason}]"));
+        }
+        if let Some(detail) = &event.detail {
+            line.push_str(&format!("  {detail}"));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! An SMTP submission client over implicit TLS with a client certificate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::{ClientError, server_name};
+
+/// One SMTP reply: its code and its text lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code.
+    pub code: u16,
+    /// The text of each line, without the code and separator.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The last line's text, where the enhanced status and the sentence are.
+    pub fn text(&self) -> &str {
+        self.lines.last().map_or("", String::as_str)
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text())
+    }
+}
+
+/// An open SMTP session.
+pub struct SmtpClient {
+    stream: BufReader<TlsStream<TcpStream>>,
+}
+
+impl SmtpClient {
+    /// Connects with implicit TLS and reads the greeting.
+    pub async fn connect(
+        addr: SocketAddr,
+        host: &str,
+        tls: Arc<ClientConfig>,
+    ) -> Result<(Self, Reply), ClientError> {
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = TlsConnector::from(tls)
+            .connect(server_name(host)?, tcp)
+            .await?;
+        let mut client = SmtpClient {
+            stream: BufReader::new(tls),
+        };
+        let greeting = client.reply().await?;
+        Ok((client, greeting))
+    }
+
+    /// Sends one command line and reads its reply.
+    pub async fn command(&mut self, line: &str) -> Result<Reply, ClientError> {
+        self.stream
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await?;
+        self.stream.get_mut().flush().await?;
+        self.reply().await
+    }
+
+    /// Sends DATA and, after 354, the message (dot-stuffed, CRLF line ends), and
+    /// returns the reply to the final dot. Any other reply to DATA is returned as is.
+    pub async fn data(&mut self, message: &[u8]) -> Result<Reply, ClientError> {
+        let go_ahead = self.command("DATA").await?;
+        if go_ahead.code != 354 {
+            return Ok(go_ahead);
+        }
+        let mut out = Vec::with_capacity(message.len() + 64);
+        for line in message.split_inclusive(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        self.stream.get_mut().write_all(&out).await?;
+        self.stream.get_mut().flush().await?;
+        self.reply().await
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    pub async fn reply(&mut self) -> Result<Reply, ClientError> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(ClientError::Protocol(
+                    "the server closed the connection".into(),
+                ));
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| ClientError::Protocol(format!("not an SMTP reply: {line:?}")))?;
+            lines.push(line.get(4..).unwrap_or("").to_owned());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(Reply { code, lines });
+            }
+        }
+    }
+}
+
+/// Submits one message: EHLO, MAIL, RCPT for each recipient, DATA, QUIT. Returns the
+/// first refusal, or the reply to the final dot.
+pub async fn submit(
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    from: &str,
+    recipients: &[&str],
+    message: &[u8],
+) -> Result<Reply, ClientError> {
+    let (mut client, greeting) = SmtpClient::connect(addr, "localhost", tls).await?;
+    if greeting.code != 220 {
+        return Ok(greeting);
+    }
+    let steps = std::iter::once("EHLO client.localhost".to_owned())
+        .chain(std::iter::once(format!("MAIL FROM:<{from}>")))
+        .chain(recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
+    for step in steps {
+        let reply = client.command(&step).await?;
+        if reply.code != 250 {
+            return Ok(reply);
+        }
+    }
+    let reply = client.data(message).await?;
+    let _ = client.command("QUIT").await;
+    Ok(reply)
+}

@@ -1,0 +1,159 @@
+//! The letter as the member receives it.
+//!
+//! Inside the encryption: the verified inner message, preceded by headers that record
+//! the tracking ID and who signed it when. Outside: routing headers only (the subject
+//! is the RFC 9788 placeholder `[...]`), since the outside is what is stored in clear
+//! beside the ciphertext.
+
+use std::borrow::Cow;
+
+use kvgate_store::{Timestamp, TrackingId};
+use mail_parser::{MessageParser, MimeHeaders};
+use zeroize::Zeroizing;
+
+/// Who signed a letter, as verified.
+pub struct Provenance<'a> {
+    /// The submission.
+    pub tracking_id: &'a TrackingId,
+    /// The signer certificate's subject.
+    pub signer: &'a str,
+    /// The signer certificate's SHA-256 fingerprint.
+    pub fingerprint: &'a str,
+    /// When the signature was verified.
+    pub verified_at: Timestamp,
+}
+
+/// The plaintext the member's keys receive: trace headers, then the inner message
+/// (unwrapped from `message/rfc822` where the sender wrapped it, as KIM does).
+pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec<u8>> {
+    let message = enclosed_message(inner);
+    let signer = header_safe(provenance.signer);
+    let mut out = Zeroizing::new(Vec::with_capacity(message.len() + 512));
+    out.extend_from_slice(
+        format!(
+            "X-Kvgate-Tracking-Id: {}\r\n\
+             X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n",
+            provenance.tracking_id,
+            provenance.fingerprint,
+            provenance.verified_at.to_rfc3339(),
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(message);
+    out
+}
+
+/// The `From` address of the inner message, lowercase, if it names exactly one mailbox.
+pub fn from_address(inner: &[u8]) -> Option<String> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    let from = parsed.from()?;
+    match from.as_list() {
+        Some([only]) => Some(only.address()?.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// The outer headers of the encrypted letter: routing data only.
+pub fn outer_headers(
+    from: &str,
+    to: &str,
+    tracking_id: &TrackingId,
+    index: usize,
+    domain: &str,
+    at: Timestamp,
+) -> Vec<(String, String)> {
+    vec![
+        ("From".to_owned(), format!("<{}>", header_safe(from))),
+        ("To".to_owned(), format!("<{}>", header_safe(to))),
+        ("Date".to_owned(), rfc5322_date(at)),
+        (
+            "Message-ID".to_owned(),
+            format!("<{tracking_id}.{index}@{domain}>"),
+        ),
+        ("Subject".to_owned(), "[...]".to_owned()),
+        ("X-Kvgate-Tracking-Id".to_owned(), tracking_id.to_string()),
+    ]
+}
+
+/// If `entity` is a `message/rfc822` wrapper, the message inside; else `entity`.
+fn enclosed_message(entity: &[u8]) -> &[u8] {
+    let Some(parsed) = MessageParser::default().parse_headers(entity) else {
+        return entity;
+    };
+    let is_wrapper = parsed.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("message")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
+    });
+    if !is_wrapper {
+        return entity;
+    }
+    body_of(entity).unwrap_or(entity)
+}
+
+/// The body of a MIME entity: everything after the first empty line.
+fn body_of(entity: &[u8]) -> Option<&[u8]> {
+    let crlf = entity
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4);
+    let lf = entity.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let start = match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    entity.get(start..)
+}
+
+/// A value safe inside a quoted header parameter: no quotes, backslashes or line breaks.
+fn header_safe(value: &str) -> Cow<'_, str> {
+    if value.contains(['"', '\\', '\r', '\n']) {
+        Cow::Owned(value.replace(['"', '\\', '\r', '\n'], " "))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// An RFC 5322 date, e.g. `Sat, 28 Nov 2026 19:30:00 +0000`.
+fn rfc5322_date(at: Timestamp) -> String {
+    let secs = i64::try_from(at.as_millis() / 1000).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwraps_message_rfc822_and_reads_from() {
+        let inner = b"Content-Type: message/rfc822\r\n\r\nFrom: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n";
+        assert_eq!(from_address(inner).as_deref(), Some("praxis@example.test"));
+        let id: TrackingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+        let p = Provenance {
+            tracking_id: &id,
+            signer: "CN=A \"B\"",
+            fingerprint: "ab",
+            verified_at: Timestamp(0),
+        };
+        let letter = member_letter(inner, &p);
+        let text = String::from_utf8(letter.to_vec()).unwrap();
+        assert!(text.starts_with("X-Kvgate-Tracking-Id: 01ARZ3NDEKTSV4RRFFQ69G5FAV\r\n"));
+        assert!(text.contains("signer=\"CN=A  B \""));
+        assert!(text.ends_with("From: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn dates_are_rfc5322() {
+        assert_eq!(
+            rfc5322_date(Timestamp(1_795_894_200_123)),
+            "Sat, 28 Nov 2026 19:30:00 +0000"
+        );
+    }
+}

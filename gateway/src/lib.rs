@@ -1,0 +1,19 @@
+//! kvgate: the relay itself.
+//!
+//! This crate is the only place that knows the whole flow of a letter: the SMTP policy
+//! ([`policy`]) decides what to accept and spools it durably; the [`pipeline`] unwraps
+//! the S/MIME letter, checks who signed it, re-encrypts it to the member's OpenPGP keys
+//! and files it; [`serve`] wires listeners, pipeline and API together.
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod init;
+pub mod keys;
+pub mod letter;
+pub mod logging;
+pub mod pipeline;
+pub mod policy;
+pub mod runtime;
+pub mod serve;

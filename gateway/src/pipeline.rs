@@ -1,0 +1,277 @@
+//! The pipeline: from a spooled S/MIME letter to OpenPGP ciphertext in the inbox.
+//!
+//! For each queued submission: decrypt with the gateway's keys, verify the signature
+//! (chain to a trust anchor, valid now, signer certificate owned by the connected
+//! sender, From address one the sender may use), re-encrypt the inner message as
+//! PGP/MIME to every active key of each recipient, file it with its `delivered` event,
+//! then close the submission and remove the spool file. Plaintext exists only in
+//! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
+//! replayed after a crash reaches each member once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
+use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, Unwrapped};
+use kvgate_store::{
+    Event, EventKind, NewMessage, Spool, Store, StoreError, Submission, SubmissionState,
+    TrackingId, now,
+};
+use tokio::sync::{Notify, watch};
+
+use crate::letter::{self, Provenance};
+
+/// How often the queue is looked at even without a wake-up (retries of transient
+/// failures).
+const RESCAN: Duration = Duration::from_secs(30);
+
+/// The pipeline and what it needs.
+pub struct Pipeline {
+    store: Arc<Store>,
+    spool: Spool,
+    keys: Vec<DecryptionKey>,
+    anchors: TrustAnchors,
+    domain: String,
+}
+
+/// Why a submission is refused: a stable reason code and a sentence for the sender.
+struct Refusal {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A failure that may pass: the submission stays queued and is tried again.
+#[derive(Debug, thiserror::Error)]
+enum Transient {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("spool: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("OpenPGP encryption failed: {0}")]
+    Encrypt(String),
+}
+
+impl Pipeline {
+    /// A pipeline decrypting with `keys` and trusting `anchors`.
+    pub fn new(
+        store: Arc<Store>,
+        spool: Spool,
+        keys: Vec<DecryptionKey>,
+        anchors: TrustAnchors,
+        domain: &str,
+    ) -> Self {
+        Pipeline {
+            store,
+            spool,
+            keys,
+            anchors,
+            domain: domain.to_owned(),
+        }
+    }
+
+    /// Works the queue until `shutdown`: at start (letters left by a crash), whenever
+    /// `wake` is notified, and every 30 seconds.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "pipeline cannot read its queue"),
+                Err(e) => tracing::error!(error = %e, "pipeline task failed"),
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(RESCAN) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Processes every queued submission once (blocking).
+    pub fn drain(&self) -> Result<(), StoreError> {
+        for id in self.store.queued()? {
+            if let Err(e) = self.process(&id) {
+                tracing::warn!(tracking = %id, error = %e, "processing failed; will retry");
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes one submission (blocking).
+    fn process(&self, id: &TrackingId) -> Result<(), Transient> {
+        let submission = self
+            .store
+            .submission(id)?
+            .ok_or(StoreError::NotFound("submission"))?;
+        let raw = self.spool.read(id)?;
+        match self.verify(&submission, &raw) {
+            Ok((unwrapped, events)) => self.deliver(&submission, &unwrapped, events)?,
+            Err(refusal) => {
+                tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
+                let events = submission
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        Event::new(EventKind::Failed)
+                            .recipient(&r.address)
+                            .reason(refusal.reason)
+                            .detail(refusal.detail.clone())
+                    })
+                    .collect();
+                self.store
+                    .finish_submission(id, SubmissionState::Failed, events)?;
+            }
+        }
+        self.spool.remove(id)?;
+        Ok(())
+    }
+
+    /// Unwraps and checks a practice's letter; returns it with its `verified` event.
+    fn verify(
+        &self,
+        submission: &Submission,
+        raw: &[u8],
+    ) -> Result<(Unwrapped, Vec<Event>), Refusal> {
+        let sender = self
+            .store
+            .sender(&submission.sender_id)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                Refusal::new(
+                    "sender-unknown",
+                    format!("sender {} is no longer registered", submission.sender_id),
+                )
+            })?;
+        let unwrapped = smime::unwrap(raw, &self.keys, &self.anchors, SystemTime::now())
+            .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
+        if !unwrapped.encrypted {
+            return Err(Refusal::new(
+                "not-encrypted",
+                "the letter was not encrypted to the gateway",
+            ));
+        }
+        let signer = unwrapped
+            .signer
+            .as_ref()
+            .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))?;
+        if !sender.owns(&signer.fingerprint) {
+            return Err(Refusal::new(
+                "signer-mismatch",
+                format!(
+                    "the letter is signed by {} (sha256 {}), which is not a certificate of the connected sender {}",
+                    signer.subject, signer.fingerprint, sender.id
+                ),
+            ));
+        }
+        let Some(from) = letter::from_address(&unwrapped.content) else {
+            return Err(Refusal::new(
+                "from-missing",
+                "the signed letter has no single From address",
+            ));
+        };
+        if !sender.may_use(&from) {
+            return Err(Refusal::new(
+                "from-mismatch",
+                format!("sender {} may not use the From address <{from}>", sender.id),
+            ));
+        }
+        let events = vec![Event::new(EventKind::Verified).detail(format!(
+            "signed by {} (sha256 {})",
+            signer.subject, signer.fingerprint
+        ))];
+        Ok((unwrapped, events))
+    }
+
+    /// Encrypts the letter to each recipient's keys and files it.
+    fn deliver(
+        &self,
+        submission: &Submission,
+        unwrapped: &Unwrapped,
+        mut events: Vec<Event>,
+    ) -> Result<(), Transient> {
+        let id = &submission.tracking_id;
+        let (fingerprint, subject) = unwrapped
+            .signer
+            .as_ref()
+            .map(|s| (s.fingerprint.as_str(), s.subject.as_str()))
+            .unwrap_or_default();
+        let verified_at = now();
+        let plaintext = letter::member_letter(
+            &unwrapped.content,
+            &Provenance {
+                tracking_id: id,
+                signer: subject,
+                fingerprint,
+                verified_at,
+            },
+        );
+        let mut failures: Vec<Event> = Vec::new();
+        for (index, recipient) in submission.recipients.iter().enumerate() {
+            let keys: Vec<PgpKey> = self
+                .store
+                .member_keys(&recipient.kvnr)?
+                .into_iter()
+                .map(|k| PgpKey {
+                    fingerprint: k.fingerprint,
+                    armored: k.armored,
+                })
+                .collect();
+            if keys.is_empty() {
+                failures.push(
+                    Event::new(EventKind::Failed)
+                        .recipient(&recipient.address)
+                        .reason("no-member-key")
+                        .detail("the member has no active OpenPGP key; nothing could be encrypted"),
+                );
+                continue;
+            }
+            let headers = letter::outer_headers(
+                &submission.mail_from,
+                &recipient.address,
+                id,
+                index,
+                &self.domain,
+                verified_at,
+            );
+            let header_refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let ciphertext = openpgp::pgp_mime(&header_refs, &plaintext, &keys)
+                .map_err(|e| Transient::Encrypt(e.to_string()))?;
+            events.push(
+                Event::new(EventKind::Encrypted)
+                    .recipient(&recipient.address)
+                    .detail(format!("to {} key(s)", keys.len())),
+            );
+            let message = NewMessage {
+                tracking_id: id.clone(),
+                kvnr: recipient.kvnr.clone(),
+                mailbox: recipient.mailbox,
+                address: recipient.address.clone(),
+                ciphertext,
+            };
+            self.store
+                .file_message(message, std::mem::take(&mut events))?;
+        }
+        let state = if failures.len() == submission.recipients.len() {
+            SubmissionState::Failed
+        } else {
+            SubmissionState::Delivered
+        };
+        events.extend(failures);
+        self.store.finish_submission(id, state, events)?;
+        tracing::info!(tracking = %id, state = ?state, "letter processed");
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! The SMTP policy: who may send, to whom, and how an accepted letter is made durable.
+//!
+//! The connector runs the protocol; this module answers its questions. A sender is the
+//! owner of the TLS client certificate; `MAIL FROM` must be one of its addresses; each
+//! `RCPT TO` must name a member's inbox that can take the letter now (DESIGN.md, step
+//! 2). DATA goes to a spool file that is fsynced, with its directory, and committed to
+//! the store with its `accepted` event before the sender hears 250.
+
+use std::sync::Arc;
+
+use kvgate_certs::x509;
+use kvgate_connectors::smtp::{Handler, MailParams, Peer, RcptParams, Reply};
+use kvgate_store::{
+    Kvnr, Mailbox, Member, Recipient, Sender, SenderKind, Spool, SpoolFile, Store, Submission,
+    SubmissionState, Timestamp, TrackingId, now,
+};
+use tokio::sync::Notify;
+
+/// How long after membership ends the Postfach still takes letters (3 months).
+const POSTFACH_GRACE_MS: u64 = 92 * 24 * 3600 * 1000;
+/// How long after membership ends smarthealth still takes letters (1 month).
+const SMARTHEALTH_GRACE_MS: u64 = 31 * 24 * 3600 * 1000;
+
+/// The gateway's answers to the SMTP connector.
+pub struct Policy {
+    store: Arc<Store>,
+    spool: Spool,
+    domain: String,
+    wake: Arc<Notify>,
+}
+
+/// One SMTP connection's state: the authenticated sender and the envelope so far.
+pub struct Session {
+    sender: Sender,
+    mail_from: Option<String>,
+    recipients: Vec<Recipient>,
+}
+
+impl Policy {
+    /// A policy for mail to `<KVNR>@{postfach,smarthealth}.<domain>`; `wake` is notified
+    /// whenever a letter has been accepted.
+    pub fn new(store: Arc<Store>, spool: Spool, domain: &str, wake: Arc<Notify>) -> Self {
+        Policy {
+            store,
+            spool,
+            domain: domain.to_ascii_lowercase(),
+            wake,
+        }
+    }
+
+    /// Maps a recipient address to a member's inbox, or says exactly why not.
+    fn route(&self, sender: &Sender, address: &str) -> Result<Recipient, Reply> {
+        let (local, domain) = address.rsplit_once('@').ok_or_else(|| {
+            Reply::new(501, (5, 1, 3), format!("<{address}> is not a mail address"))
+        })?;
+        let domain = domain.to_ascii_lowercase();
+        let mailbox = Mailbox::ALL
+            .into_iter()
+            .find(|m| domain == format!("{m}.{}", self.domain))
+            .ok_or_else(|| {
+                Reply::new(
+                    550,
+                    (5, 1, 2),
+                    format!(
+                        "this gateway takes mail for postfach.{0} and smarthealth.{0} only, not {domain}",
+                        self.domain
+                    ),
+                )
+            })?;
+        let kvnr = Kvnr::parse(local).map_err(|e| {
+            Reply::new(
+                553,
+                (5, 1, 3),
+                format!("{local:?} is not a valid KVNR: {e}"),
+            )
+        })?;
+        let member = self
+            .store
+            .member(&kvnr)
+            .map_err(|e| store_failure(&e))?
+            .ok_or_else(|| Reply::new(550, (5, 1, 1), format!("no member with KVNR {kvnr}")))?;
+        self.admit(sender, &member, mailbox)?;
+        let keys = self
+            .store
+            .member_keys(&kvnr)
+            .map_err(|e| store_failure(&e))?;
+        if keys.is_empty() {
+            return Err(Reply::new(
+                550,
+                (5, 1, 1),
+                format!(
+                    "member {kvnr} has no active OpenPGP key yet, so nothing could be encrypted to them; send by post"
+                ),
+            ));
+        }
+        Ok(Recipient {
+            kvnr,
+            mailbox,
+            address: format!("{}@{domain}", member.kvnr),
+        })
+    }
+
+    /// Whether the member's inbox takes a letter from this sender now.
+    fn admit(&self, sender: &Sender, member: &Member, mailbox: Mailbox) -> Result<(), Reply> {
+        let kvnr = &member.kvnr;
+        let grace = match mailbox {
+            Mailbox::Postfach => POSTFACH_GRACE_MS,
+            Mailbox::Smarthealth => SMARTHEALTH_GRACE_MS,
+        };
+        if let Some(Timestamp(ended)) = member.ended_at
+            && now().as_millis() > ended.saturating_add(grace)
+        {
+            return Err(Reply::new(
+                550,
+                (5, 1, 1),
+                format!("the membership of {kvnr} has ended and its {mailbox} is closed"),
+            ));
+        }
+        match mailbox {
+            Mailbox::Postfach if sender.kind != SenderKind::Insurer => Err(Reply::new(
+                550,
+                (5, 7, 1),
+                "only the insurer writes to the Postfach; practices send to smarthealth",
+            )),
+            Mailbox::Postfach if !member.app_communication => Err(Reply::new(
+                550,
+                (5, 7, 1),
+                format!("member {kvnr} has not turned on app communication; deliver by post"),
+            )),
+            Mailbox::Smarthealth if !member.smarthealth => Err(Reply::new(
+                550,
+                (5, 1, 1),
+                format!("member {kvnr} has not activated smarthealth"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The reply for a store failure: temporary, so the sender retries.
+fn store_failure(error: &dyn std::fmt::Display) -> Reply {
+    tracing::error!(%error, "store failure during SMTP session");
+    Reply::new(
+        451,
+        (4, 3, 0),
+        "the gateway cannot reach its store; try again later",
+    )
+}
+
+impl Handler for Policy {
+    type Session = Session;
+    type Sink = SpoolFile;
+
+    fn connect(&self, peer: &Peer) -> Result<Session, Reply> {
+        let leaf = peer
+            .client_certs
+            .first()
+            .ok_or_else(|| Reply::new(530, (5, 7, 0), "a client certificate is required"))?;
+        let fingerprint = x509::fingerprint_der(leaf);
+        let sender = self
+            .store
+            .sender_by_certificate(&fingerprint)
+            .map_err(|e| store_failure(&e))?
+            .ok_or_else(|| {
+                Reply::new(
+                    554,
+                    (5, 7, 1),
+                    format!("the client certificate (sha256 {fingerprint}) is not registered to any sender"),
+                )
+            })?;
+        tracing::info!(peer = %peer.addr, sender = %sender.id, "sender connected");
+        Ok(Session {
+            sender,
+            mail_from: None,
+            recipients: Vec::new(),
+        })
+    }
+
+    fn mail_from(
+        &self,
+        session: &mut Session,
+        reverse_path: &str,
+        _: &MailParams,
+    ) -> Result<(), Reply> {
+        if !session.sender.may_use(reverse_path) {
+            return Err(Reply::new(
+                553,
+                (5, 7, 1),
+                format!(
+                    "sender {} may not use the address <{reverse_path}>",
+                    session.sender.id
+                ),
+            ));
+        }
+        session.mail_from = Some(reverse_path.to_ascii_lowercase());
+        Ok(())
+    }
+
+    fn rcpt_to(
+        &self,
+        session: &mut Session,
+        forward_path: &str,
+        _: &RcptParams,
+    ) -> Result<(), Reply> {
+        let recipient = self.route(&session.sender, forward_path)?;
+        if !session.recipients.contains(&recipient) {
+            session.recipients.push(recipient);
+        }
+        Ok(())
+    }
+
+    async fn data_start(&self, session: &mut Session) -> Result<SpoolFile, Reply> {
+        if session.mail_from.is_none() || session.recipients.is_empty() {
+            return Err(Reply::new(
+                503,
+                (5, 5, 1),
+                "MAIL and at least one valid RCPT first",
+            ));
+        }
+        let id = TrackingId::generate().map_err(|e| store_failure(&e))?;
+        self.spool.create(&id).await.map_err(|e| store_failure(&e))
+    }
+
+    async fn data_end(&self, session: &mut Session, sink: SpoolFile) -> Reply {
+        let (tracking_id, size) = match sink.commit().await {
+            Ok(done) => done,
+            Err(e) => return store_failure(&e),
+        };
+        let submission = Submission {
+            tracking_id: tracking_id.clone(),
+            sender_id: session.sender.id.clone(),
+            mail_from: session.mail_from.clone().unwrap_or_default(),
+            recipients: session.recipients.clone(),
+            size,
+            received_at: now(),
+            state: SubmissionState::Accepted,
+        };
+        let store = self.store.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || store.accept_submission(&submission)).await;
+        match committed {
+            Ok(Ok(())) => {
+                self.wake.notify_one();
+                tracing::info!(tracking = %tracking_id, sender = %session.sender.id, size, "letter accepted");
+                Reply::new(250, (2, 0, 0), format!("{tracking_id} queued"))
+            }
+            Ok(Err(e)) => {
+                let _ = self.spool.remove(&tracking_id);
+                store_failure(&e)
+            }
+            Err(e) => {
+                let _ = self.spool.remove(&tracking_id);
+                store_failure(&e)
+            }
+        }
+    }
+
+    async fn data_abort(&self, _: &mut Session, sink: SpoolFile) {
+        if let Err(e) = sink.discard().await {
+            tracing::warn!(error = %e, "could not remove a refused letter's spool file");
+        }
+    }
+
+    fn reset(&self, session: &mut Session) {
+        session.mail_from = None;
+        session.recipients.clear();
+    }
+}

@@ -1,0 +1,240 @@
+//! `kvgate serve`: the listeners, the pipeline and the API, with graceful shutdown.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
+use kvgate_certs::x509;
+use kvgate_connectors::api::{self, ApiState};
+use kvgate_connectors::smtp::{self, Server};
+use kvgate_connectors::tls;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::init;
+use crate::pipeline::Pipeline;
+use crate::policy::Policy;
+use crate::runtime::{Installation, config_path};
+
+/// Options of `kvgate serve`.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// The configuration file (default: ./kvgate-data/kvgate.toml, created if missing).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen for SMTP with STARTTLS here instead of the configured address.
+    #[arg(long)]
+    pub smtp: Option<SocketAddr>,
+    /// Listen for SMTP with implicit TLS here instead of the configured address.
+    #[arg(long)]
+    pub smtps: Option<SocketAddr>,
+    /// Serve the member API here instead of the configured address.
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+    /// Accept and spool letters but do not process them (maintenance; letters stay
+    /// queued and are processed by the next start without this flag).
+    #[arg(long)]
+    pub hold_queue: bool,
+}
+
+/// Runs `kvgate serve` until SIGTERM or Ctrl-C.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let path = config_path(args.config.as_deref());
+    if args.config.is_none() && !path.exists() {
+        let outcome = init::run(&path.parent().map(PathBuf::from).unwrap_or_default())?;
+        println!("{outcome}");
+    }
+    let installation = Installation::open(&path)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let gateway = Gateway::start(installation, &args).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections; finishing sessions for up to 10 s");
+        gateway.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Installs the process's one TLS crypto provider (ring). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where SMTP with STARTTLS listens.
+    pub smtp: SocketAddr,
+    /// Where SMTP with implicit TLS listens.
+    pub smtps: SocketAddr,
+    /// Where the member API listens.
+    pub api: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Gateway {
+    /// Binds every listener, starts the pipeline and returns at once.
+    pub async fn start(installation: Installation, args: &ServeArgs) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let Installation {
+            config,
+            store,
+            spool,
+        } = installation;
+        let queued: HashSet<_> = store.queued()?.into_iter().collect();
+        let swept = spool.sweep(&queued)?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed spool files of letters that were never acknowledged"
+            );
+        }
+        let read = |path: &std::path::Path| {
+            let path = config.resolve(path);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let anchor_pems = trust_anchor_pems(&config, &store)?;
+        let tls_cert = read(&config.tls.cert)?;
+        let tls_key = zeroize::Zeroizing::new(read(&config.tls.key)?);
+        let roots: Vec<&[u8]> = anchor_pems.iter().map(Vec::as_slice).collect();
+        let sender_tls = tls::sender_server_config(&tls_cert, &tls_key, &roots)?;
+        let api_tls = tls::api_server_config(&tls_cert, &tls_key)?;
+
+        let mut keys = Vec::new();
+        for pair in &config.smime.decryption_keys {
+            let key = zeroize::Zeroizing::new(read(&pair.key)?);
+            keys.push(DecryptionKey::from_pem(&read(&pair.cert)?, &key)?);
+        }
+        let mut anchors = Vec::new();
+        for pem in &anchor_pems {
+            anchors.extend(x509::parse_pem_chain(pem)?);
+        }
+        let anchors = TrustAnchors::new(&anchors)?;
+
+        let (shutdown, stop) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let mut tasks = JoinSet::new();
+
+        let smtp_config = smtp::Config {
+            hostname: config.hostname.clone(),
+            max_message_size: config.limits.max_message_size,
+            max_recipients: config.limits.max_recipients,
+            command_timeout: config.limits.command_timeout(),
+            ..smtp::Config::default()
+        };
+        let policy = Arc::new(Policy::new(
+            store.clone(),
+            spool.clone(),
+            &config.domain,
+            wake.clone(),
+        ));
+        let server = Arc::new(Server::new(policy, sender_tls, smtp_config));
+
+        let smtp_listener = bind("smtp", args.smtp.unwrap_or(config.listen.smtp)).await?;
+        let smtps_listener = bind("smtps", args.smtps.unwrap_or(config.listen.smtps)).await?;
+        let api_listener = bind("api", args.api.unwrap_or(config.listen.api)).await?;
+        let gateway_addrs = (
+            smtp_listener.local_addr()?,
+            smtps_listener.local_addr()?,
+            api_listener.local_addr()?,
+        );
+
+        let (s, rx) = (server.clone(), stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = s.serve_starttls(smtp_listener, rx).await {
+                tracing::error!(error = %e, "SMTP listener failed");
+            }
+        });
+        let (s, rx) = (server, stop.clone());
+        tasks.spawn(async move {
+            if let Err(e) = s.serve_implicit_tls(smtps_listener, rx).await {
+                tracing::error!(error = %e, "SMTPS listener failed");
+            }
+        });
+        let router = api::router(ApiState {
+            store: store.clone(),
+            keys: Arc::new(crate::keys::OpenPgpKeyCheck),
+        });
+        let rx = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = api::serve(api_listener, api_tls, router, rx).await {
+                tracing::error!(error = %e, "API listener failed");
+            }
+        });
+        if args.hold_queue {
+            tracing::warn!("queue held: letters are accepted and spooled but not processed");
+        } else {
+            let pipeline = Arc::new(Pipeline::new(store, spool, keys, anchors, &config.domain));
+            tasks.spawn(pipeline.run(wake, stop));
+        }
+        Ok(Gateway {
+            smtp: gateway_addrs.0,
+            smtps: gateway_addrs.1,
+            api: gateway_addrs.2,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, lets sessions finish (up to 10 s) and waits for every task.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Binds one listener and logs its address once.
+async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {name} on {addr}"))?;
+    tracing::info!("{name} listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// The trust anchors: files named in the configuration plus those added with
+/// `kvgate trust add`.
+fn trust_anchor_pems(config: &Config, store: &kvgate_store::Store) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut pems = Vec::new();
+    for path in &config.trust.anchors {
+        let path = config.resolve(path);
+        pems.push(
+            std::fs::read(&path)
+                .with_context(|| format!("reading trust anchor {}", path.display()))?,
+        );
+    }
+    pems.extend(store.trust_anchors()?.into_iter().map(String::into_bytes));
+    if pems.is_empty() {
+        anyhow::bail!("no trust anchors: configure trust.anchors or run `kvgate trust add`");
+    }
+    Ok(pems)
+}

@@ -1,0 +1,404 @@
+//! Test harness: a real `kvgate` binary on loopback ports chosen at run time, letters
+//! made by the `openssl` CLI, members played by `gpg`, the API spoken by `curl`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvgate::client::{smtp, tls_config};
+
+pub const KVGATE: &str = env!("CARGO_BIN_EXE_kvgate");
+pub const DOMAIN: &str = "kvgate.test";
+pub const PRACTICE: &str = "praxis@demo-practice.test";
+pub const MEMBER: &str = "A123456780";
+
+/// Fails the test unless the independent implementations it uses are installed.
+///
+/// `.ci/run` installs them; a missing tool is a broken machine, never a skipped test.
+pub fn require(tools: &[&str]) {
+    for tool in tools {
+        let version_arg = if *tool == "openssl" {
+            "version"
+        } else {
+            "--version"
+        };
+        let found = Command::new(tool)
+            .arg(version_arg)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "`{tool}` is not installed; this test needs it as an independent implementation"
+        );
+    }
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// An initialised data directory.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+    pub enrollment_code: String,
+}
+
+impl Install {
+    /// `kvgate init --dir <tmp>`.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(Command::new(KVGATE)
+            .arg("init")
+            .arg("--dir")
+            .arg(dir.path().join("data")));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let enrollment_code = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("enrollment-code: "))
+            .expect("init prints the enrolment code")
+            .to_owned();
+        Install {
+            dir,
+            enrollment_code,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.data().join("kvgate.toml")
+    }
+
+    pub fn pki(&self, name: &str) -> PathBuf {
+        self.data().join("pki").join(name)
+    }
+
+    pub fn work(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs an admin command against this installation.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(KVGATE);
+        cmd.args(args).arg("--config").arg(self.config());
+        cmd.output().unwrap()
+    }
+
+    /// `kvgate track ID --json`, parsed.
+    pub fn track(&self, id: &str) -> serde_json::Value {
+        let out = self.admin(&["track", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "track failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Starts `kvgate serve` on free loopback ports.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        let mut child = Command::new(KVGATE)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config())
+            .args([
+                "--smtp",
+                "127.0.0.1:0",
+                "--smtps",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut addrs = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while addrs.len() < 3 {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    panic!("serve did not log its addresses: {:?}", log.lock().unwrap())
+                });
+            for name in ["smtp", "smtps", "api"] {
+                if let Some(rest) = line.split(&format!(" {name} listening on ")).nth(1) {
+                    addrs.insert(name, rest.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        }
+        Server {
+            child,
+            smtp: addrs["smtp"],
+            smtps: addrs["smtps"],
+            api: addrs["api"],
+            log,
+        }
+    }
+
+    /// The demo practice's client TLS configuration.
+    pub fn practice_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls_as("demo-practice.pem", "demo-practice.key")
+    }
+
+    /// A client TLS configuration presenting `cert`/`key` from the pki directory or
+    /// the work directory.
+    pub fn tls_as(&self, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
+        let find = |name: &str| {
+            let p = self.pki(name);
+            if p.exists() { p } else { self.work(name) }
+        };
+        tls_config(
+            &std::fs::read(self.pki("ca.pem")).unwrap(),
+            Some((
+                &std::fs::read(find(cert)).unwrap(),
+                &std::fs::read(find(key)).unwrap(),
+            )),
+        )
+        .unwrap()
+    }
+
+    /// Issues a practice certificate from the development CA with the `openssl` CLI;
+    /// writes `<name>.pem` and `<name>.key` to the work directory.
+    pub fn issue_practice(&self, name: &str, email: &str) {
+        let ext = self.work(&format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,nonRepudiation,keyEncipherment\n\
+                 extendedKeyUsage=clientAuth,emailProtection\nsubjectAltName=email:{email}\n"
+            ),
+        )
+        .unwrap();
+        let key = self.work(&format!("{name}.key"));
+        let csr = self.work(&format!("{name}.csr"));
+        run(Command::new("openssl")
+            .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj"])
+            .arg(format!("/O=Test/CN={name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        run(Command::new("openssl")
+            .args([
+                "x509",
+                "-req",
+                "-days",
+                "30",
+                "-sha256",
+                "-CAcreateserial",
+                "-in",
+            ])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(self.pki("ca.pem"))
+            .arg("-CAkey")
+            .arg(self.pki("ca.key"))
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(self.work(&format!("{name}.pem"))));
+    }
+
+    /// Makes a letter as a practice system does, with the `openssl` CLI: `inner` signed
+    /// by `signer` (a pem/key pair name, unless None), then encrypted with AES-256 to
+    /// the gateway certificate. Returns the message to send.
+    pub fn openssl_letter(
+        &self,
+        inner: &[u8],
+        signer: Option<(&Path, &Path)>,
+        subject: &str,
+    ) -> Vec<u8> {
+        let input = self.work("letter.eml");
+        std::fs::write(&input, inner).unwrap();
+        let to_encrypt = match signer {
+            Some((cert, key)) => {
+                let signed = self.work("signed.eml");
+                run(Command::new("openssl")
+                    .args(["cms", "-sign", "-md", "sha256", "-in"])
+                    .arg(&input)
+                    .arg("-signer")
+                    .arg(cert)
+                    .arg("-inkey")
+                    .arg(key)
+                    .arg("-out")
+                    .arg(&signed));
+                signed
+            }
+            None => input,
+        };
+        let encrypted = self.work("encrypted.eml");
+        run(Command::new("openssl")
+            .args(["cms", "-encrypt", "-aes256", "-in"])
+            .arg(&to_encrypt)
+            .args(["-from", PRACTICE, "-to"])
+            .arg(format!("{MEMBER}@smarthealth.{DOMAIN}"))
+            .arg("-subject")
+            .arg(subject)
+            .arg("-out")
+            .arg(&encrypted)
+            .arg(self.pki("gateway.pem")));
+        std::fs::read(&encrypted).unwrap()
+    }
+
+    /// A letter signed by the demo practice.
+    pub fn practice_letter(&self, inner: &[u8], subject: &str) -> Vec<u8> {
+        self.openssl_letter(
+            inner,
+            Some((
+                &self.pki("demo-practice.pem"),
+                &self.pki("demo-practice.key"),
+            )),
+            subject,
+        )
+    }
+}
+
+/// A running `kvgate serve`.
+pub struct Server {
+    pub child: Child,
+    pub smtp: SocketAddr,
+    pub smtps: SocketAddr,
+    pub api: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Sends a letter over SMTPS as `tls`; returns the final reply.
+    pub fn send(
+        &self,
+        tls: Arc<rustls::ClientConfig>,
+        from: &str,
+        to: &[&str],
+        message: &[u8],
+    ) -> smtp::Reply {
+        block_on(smtp::submit(self.smtps, tls, from, to, message)).unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a future to completion on a fresh runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The tracking ID in a `250 2.0.0 <id> queued` reply.
+pub fn tracking_id(reply: &smtp::Reply) -> String {
+    assert_eq!(reply.code, 250, "expected 250, got {reply}");
+    let mut words = reply.text().split_whitespace();
+    assert_eq!(words.next(), Some("2.0.0"), "{reply}");
+    let id = words.next().unwrap().to_owned();
+    assert_eq!(words.next(), Some("queued"), "{reply}");
+    id
+}
+
+/// Polls `kvgate track` until the submission reached a final state.
+pub fn wait_final(install: &Install, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = install.track(id);
+        let state = t["submission"]["state"].as_str().unwrap().to_owned();
+        if state != "accepted" {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "submission {id} still not processed: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The kinds of a tracking trail's events, in order.
+pub fn event_kinds(trail: &serde_json::Value) -> Vec<String> {
+    trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A simple plain-text letter from the demo practice to the demo member.
+pub fn text_letter(subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Demo Practice <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\nSubject: {subject}\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// curl against the member API: returns (status, body).
+pub fn curl(install: &Install, server: &Server, args: &[&str], path: &str) -> (u16, Vec<u8>) {
+    let port = server.api.port();
+    let out_file = install.work("curl.out");
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(install.pki("ca.pem"))
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg("-o")
+        .arg(&out_file)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(format!("https://localhost:{port}{path}")));
+    let status = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (status, std::fs::read(&out_file).unwrap_or_default())
+}

@@ -1,0 +1,241 @@
+//! One letter end to end through the real binary: made by `openssl cms`, sent over
+//! implicit TLS with the practice's client certificate, re-encrypted to a device key
+//! made by `gpg`, pulled with `curl`, decrypted by `gpg`.
+
+mod common;
+
+use std::process::Command;
+
+use base64::Engine;
+use common::*;
+
+fn pdf_bytes() -> Vec<u8> {
+    let mut pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    pdf.extend((0..=255u8).cycle().take(70_000));
+    pdf.extend_from_slice(b"\n%%EOF\n");
+    pdf
+}
+
+fn letter_with_pdf(subject: &str, pdf: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pdf);
+    let mut out = format!(
+        "From: Demo Practice <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\nSubject: {subject}\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nIhr Befund liegt bei.\r\n\
+         --b1\r\nContent-Type: application/pdf; name=\"befund.pdf\"\r\n\
+         Content-Disposition: attachment; filename=\"befund.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    );
+    for line in encoded.as_bytes().chunks(76) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push_str("\r\n");
+    }
+    out.push_str("--b1--\r\n");
+    out.into_bytes()
+}
+
+/// A GnuPG home with a fresh key; returns (home, armored public key).
+fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
+    let home = install.work("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let gpg = |args: &[&str]| {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args))
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "Member Phone <phone@member.test>",
+        "default",
+        "default",
+        "never",
+    ]);
+    let public = gpg(&["--armor", "--export", "phone@member.test"]);
+    (home, String::from_utf8(public.stdout).unwrap())
+}
+
+#[test]
+fn openssl_letter_reaches_gpg_member_intact() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let (home, public_key) = gpg_member(&install);
+
+    // Enrol the gpg key as a device.
+    let enrol = serde_json::json!({
+        "kvnr": MEMBER, "code": install.enrollment_code, "device_name": "phone", "public_key": public_key,
+    });
+    let body = install.work("enrol.json");
+    std::fs::write(&body, enrol.to_string()).unwrap();
+    let (status, answer) = curl(
+        &install,
+        &server,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+        "/v1/enroll",
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let auth = format!("Authorization: Bearer {token}");
+
+    // The code is single use.
+    let (status, problem) = curl(
+        &install,
+        &server,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+        "/v1/enroll",
+    );
+    assert_eq!(status, 403);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&problem).unwrap()["type"],
+        "urn:kvgate:problem:enrollment-code-invalid"
+    );
+
+    let pdf = pdf_bytes();
+    let message = install.practice_letter(&letter_with_pdf("Befund", &pdf), "Befund");
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        &message,
+    );
+    let id = tracking_id(&reply);
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    assert_eq!(
+        event_kinds(&trail),
+        ["accepted", "verified", "encrypted", "delivered"]
+    );
+
+    let (status, list) = curl(
+        &install,
+        &server,
+        &["-H", &auth],
+        "/v1/messages?mailbox=smarthealth",
+    );
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    let messages = list["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{list}");
+    assert_eq!(messages[0]["tracking_id"], id.as_str());
+    assert_eq!(messages[0]["mailbox"], "smarthealth");
+    assert_eq!(messages[0]["read"], false);
+    let message_id = messages[0]["id"].as_str().unwrap().to_owned();
+    let (status, postfach) = curl(
+        &install,
+        &server,
+        &["-H", &auth],
+        "/v1/messages?mailbox=postfach",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&postfach).unwrap()["messages"],
+        serde_json::json!([])
+    );
+
+    let (status, pgp_mime) = curl(
+        &install,
+        &server,
+        &["-H", &auth],
+        &format!("/v1/messages/{message_id}"),
+    );
+    assert_eq!(status, 200);
+    let text = String::from_utf8(pgp_mime.clone()).unwrap();
+    assert!(
+        text.contains("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\""),
+        "{text}"
+    );
+    assert!(text.contains("Subject: [...]"));
+    assert!(
+        !text.contains("Befund"),
+        "the subject must not be visible outside the encryption"
+    );
+
+    // gpg decrypts the armored part of the PGP/MIME message.
+    let armored = &text[text.find("-----BEGIN PGP MESSAGE-----").unwrap()
+        ..text.find("-----END PGP MESSAGE-----").unwrap() + 25];
+    let encrypted = install.work("fetched.asc");
+    std::fs::write(&encrypted, armored).unwrap();
+    let out = run(Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--decrypt",
+        ])
+        .arg(&encrypted));
+    let plaintext = out.stdout;
+    let parsed = mail_parser::MessageParser::default()
+        .parse(plaintext.as_slice())
+        .unwrap();
+    assert_eq!(parsed.subject(), Some("Befund"));
+    assert_eq!(
+        parsed
+            .header("X-Kvgate-Tracking-Id")
+            .and_then(|h| h.as_text()),
+        Some(id.as_str())
+    );
+    let attachment = parsed
+        .attachments()
+        .find(|a| mail_parser::MimeHeaders::attachment_name(*a) == Some("befund.pdf"))
+        .unwrap();
+    assert_eq!(
+        attachment.contents(),
+        pdf.as_slice(),
+        "attachment bytes differ"
+    );
+
+    let (status, _) = curl(
+        &install,
+        &server,
+        &["-X", "POST", "-H", &auth],
+        &format!("/v1/messages/{message_id}/read"),
+    );
+    assert_eq!(status, 204);
+    let trail = install.track(&id);
+    assert_eq!(
+        event_kinds(&trail),
+        [
+            "accepted",
+            "verified",
+            "encrypted",
+            "delivered",
+            "fetched",
+            "read"
+        ]
+    );
+
+    // Without a token, and with another member's view, nothing is disclosed.
+    let (status, _) = curl(&install, &server, &[], "/v1/messages");
+    assert_eq!(status, 401);
+    let (status, _) = curl(
+        &install,
+        &server,
+        &["-H", &auth],
+        "/v1/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    );
+    assert_eq!(status, 404);
+
+    assert!(
+        server.terminate().success(),
+        "SIGTERM must stop serve with exit 0"
+    );
+}

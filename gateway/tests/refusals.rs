@@ -1,0 +1,236 @@
+//! What the gateway refuses, and exactly how it says so.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use kvgate::client::{smtp::SmtpClient, tls_config};
+
+fn rcpt() -> String {
+    format!("{MEMBER}@smarthealth.{DOMAIN}")
+}
+
+/// Runs EHLO and MAIL FROM, then returns the reply to `RCPT TO:<to>`.
+fn rcpt_reply(
+    server: &Server,
+    tls: Arc<rustls::ClientConfig>,
+    from: &str,
+    to: &str,
+) -> (kvgate::client::smtp::Reply, kvgate::client::smtp::Reply) {
+    block_on(async {
+        let (mut c, greeting) = SmtpClient::connect(server.smtps, "localhost", tls)
+            .await
+            .unwrap();
+        assert_eq!(greeting.code, 220, "{greeting}");
+        assert_eq!(c.command("EHLO test").await.unwrap().code, 250);
+        let mail = c.command(&format!("MAIL FROM:<{from}>")).await.unwrap();
+        if mail.code != 250 {
+            return (mail.clone(), mail);
+        }
+        let rcpt = c.command(&format!("RCPT TO:<{to}>")).await.unwrap();
+        (mail, rcpt)
+    })
+}
+
+#[test]
+fn smtp_refusals_carry_exact_codes() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+
+    // No client certificate: the handshake fails.
+    let anonymous = tls_config(&std::fs::read(install.pki("ca.pem")).unwrap(), None).unwrap();
+    let result = block_on(async {
+        let (mut c, _) = SmtpClient::connect(server.smtps, "localhost", anonymous).await?;
+        c.command("EHLO test").await
+    });
+    assert!(
+        result.is_err(),
+        "a session without a client certificate must not work: {result:?}"
+    );
+
+    // A certificate from a trusted CA that belongs to no sender: 554 5.7.1.
+    install.issue_practice("stranger", "stranger@practice.test");
+    let stranger = install.tls_as("stranger.pem", "stranger.key");
+    let (greeting, _) = block_on(async {
+        let (c, greeting) = SmtpClient::connect(server.smtps, "localhost", stranger)
+            .await
+            .unwrap();
+        (greeting, c)
+    });
+    assert_eq!(greeting.code, 554, "{greeting}");
+    assert!(
+        greeting
+            .text()
+            .starts_with("5.7.1 the client certificate (sha256 "),
+        "{greeting}"
+    );
+    assert!(
+        greeting
+            .text()
+            .ends_with(") is not registered to any sender"),
+        "{greeting}"
+    );
+
+    let tls = install.practice_tls();
+    let (mail, _) = rcpt_reply(&server, tls.clone(), "someone@else.test", &rcpt());
+    assert_eq!(
+        mail.to_string(),
+        "553 5.7.1 sender demo-practice may not use the address <someone@else.test>"
+    );
+
+    let (_, r) = rcpt_reply(
+        &server,
+        tls.clone(),
+        PRACTICE,
+        &format!("A123456781@smarthealth.{DOMAIN}"),
+    );
+    assert_eq!(
+        r.to_string(),
+        "553 5.1.3 \"A123456781\" is not a valid KVNR: the KVNR check digit is wrong (expected 0)"
+    );
+
+    let (_, r) = rcpt_reply(
+        &server,
+        tls.clone(),
+        PRACTICE,
+        &format!("X110411319@smarthealth.{DOMAIN}"),
+    );
+    assert_eq!(r.to_string(), "550 5.1.1 no member with KVNR X110411319");
+
+    let (_, r) = rcpt_reply(
+        &server,
+        tls.clone(),
+        PRACTICE,
+        &format!("{MEMBER}@postfach.{DOMAIN}"),
+    );
+    assert_eq!(
+        r.to_string(),
+        "550 5.7.1 only the insurer writes to the Postfach; practices send to smarthealth"
+    );
+
+    let (_, r) = rcpt_reply(&server, tls.clone(), PRACTICE, "someone@example.org");
+    assert_eq!(
+        r.to_string(),
+        "550 5.1.2 this gateway takes mail for postfach.kvgate.test and smarthealth.kvgate.test only, not example.org"
+    );
+
+    // A member without smarthealth, and one without any key.
+    let key = install.pki("demo-member.pub.asc");
+    let out = install.admin(&[
+        "member",
+        "add",
+        "--kvnr",
+        "B987654320",
+        "--name",
+        "N",
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, r) = rcpt_reply(
+        &server,
+        tls.clone(),
+        PRACTICE,
+        &format!("B987654320@smarthealth.{DOMAIN}"),
+    );
+    assert_eq!(
+        r.to_string(),
+        "550 5.1.1 member B987654320 has not activated smarthealth"
+    );
+    let out = install.admin(&[
+        "member",
+        "add",
+        "--kvnr",
+        "M123456785",
+        "--name",
+        "K",
+        "--smarthealth",
+    ]);
+    assert!(out.status.success());
+    let (_, r) = rcpt_reply(
+        &server,
+        tls,
+        PRACTICE,
+        &format!("M123456785@smarthealth.{DOMAIN}"),
+    );
+    assert_eq!(
+        r.to_string(),
+        "550 5.1.1 member M123456785 has no active OpenPGP key yet, so nothing could be encrypted to them; send by post"
+    );
+}
+
+#[test]
+fn unsigned_and_foreign_signed_letters_are_not_delivered() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let to = rcpt();
+
+    // Encrypted but not signed.
+    let unsigned = install.openssl_letter(&text_letter("x", "unsigned"), None, "x");
+    let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[&to], &unsigned));
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "failed");
+    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "failed");
+    assert_eq!(last["reason"], "not-signed");
+    assert_eq!(last["recipient"], to.as_str());
+
+    // Signed by another registered practice than the one connected.
+    install.issue_practice("second", "praxis@second.test");
+    let cert = install.work("second.pem");
+    let out = install.admin(&[
+        "sender",
+        "add",
+        "--id",
+        "second-practice",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--from",
+        "praxis@second.test",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let foreign = install.openssl_letter(
+        &text_letter("x", "foreign"),
+        Some((&cert, &install.work("second.key"))),
+        "x",
+    );
+    let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[&to], &foreign));
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "failed");
+    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "signer-mismatch", "{trail}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a certificate of the connected sender demo-practice")
+    );
+
+    // Not S/MIME at all.
+    let id = tracking_id(&server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&to],
+        &text_letter("plain", "plain"),
+    ));
+    let trail = wait_final(&install, &id);
+    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "not-smime", "{trail}");
+
+    // None of them reached the inbox, and nothing is left in the spool.
+    let spool: Vec<_> = std::fs::read_dir(install.data().join("spool"))
+        .unwrap()
+        .collect();
+    assert!(spool.is_empty(), "{spool:?}");
+}

@@ -12,10 +12,14 @@ pub async fn device(state: &ApiState, headers: &HeaderMap) -> Result<Device, Pro
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned())
-        .ok_or_else(|| Problem::unauthorized("send the device token as Authorization: Bearer <token>"))?;
+        .ok_or_else(|| {
+            Problem::unauthorized("send the device token as Authorization: Bearer <token>")
+        })?;
     let store = state.store.clone();
     let found = tokio::task::spawn_blocking(move || store.device_for_token(&token))
         .await
         .map_err(|e| Problem::internal(&e))??;
-    found.ok_or_else(|| Problem::unauthorized("the device token is not valid (device removed or never enrolled)"))
+    found.ok_or_else(|| {
+        Problem::unauthorized("the device token is not valid (device removed or never enrolled)")
+    })
 }

@@ -21,7 +21,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem of type `urn:kvgate:problem:<slug>`.
-    pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Problem {
             kind: format!("urn:kvgate:problem:{slug}"),
             title,
@@ -42,12 +47,22 @@ impl Problem {
 
     /// 401: missing or unknown bearer token.
     pub fn unauthorized(detail: &str) -> Self {
-        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
     }
 
     /// 400: the request is malformed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
     }
 
     /// 500: the server failed; the detail is logged, not sent.

@@ -64,10 +64,18 @@ struct EnrollResponse {
 }
 
 async fn enroll(State(state): State<ApiState>, body: Bytes) -> Result<Response, Problem> {
-    let request: EnrollRequest = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("the enrolment request is not valid JSON of the documented shape: {e}")))?;
+    let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!(
+            "the enrolment request is not valid JSON of the documented shape: {e}"
+        ))
+    })?;
     let kvnr = Kvnr::parse(&request.kvnr).map_err(|e| {
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-kvnr", "Invalid KVNR", e.to_string())
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-kvnr",
+            "Invalid KVNR",
+            e.to_string(),
+        )
     })?;
     let name = request.device_name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 100 {
@@ -78,9 +86,17 @@ async fn enroll(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
             "device_name must have 1 to 100 characters",
         ));
     }
-    let key = state.keys.check(request.public_key.as_bytes()).map_err(|why| {
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-public-key", "Unusable OpenPGP key", why)
-    })?;
+    let key = state
+        .keys
+        .check(request.public_key.as_bytes())
+        .map_err(|why| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-public-key",
+                "Unusable OpenPGP key",
+                why,
+            )
+        })?;
     let code = request.code;
     let enrolled = blocking(&state, move |store| {
         match store.enroll(&kvnr, &code, &name, &key.fingerprint, &key.armored) {
@@ -145,7 +161,10 @@ async fn list_messages(
     let device = auth::device(&state, &headers).await?;
     let mailboxes = match query.mailbox.as_deref() {
         None => Mailbox::ALL.to_vec(),
-        Some(name) => vec![name.parse::<Mailbox>().map_err(|e| Problem::bad_request(e.to_string()))?],
+        Some(name) => vec![
+            name.parse::<Mailbox>()
+                .map_err(|e| Problem::bad_request(e.to_string()))?,
+        ],
     };
     let kvnr = device.kvnr;
     let mut messages = blocking(&state, move |store| {
@@ -177,9 +196,10 @@ async fn fetch_message(
     let found = blocking(&state, move |store| store.fetch_message(&device.kvnr, &id)).await?;
     let (_, body) = found.ok_or_else(|| Problem::not_found("message"))?;
     let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("message/rfc822"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("message/rfc822"),
+    );
     Ok(response)
 }
 

@@ -76,7 +76,10 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(left = connections.len(), "API connections still open after the drain period; closing them");
+        tracing::warn!(
+            left = connections.len(),
+            "API connections still open after the drain period; closing them"
+        );
         connections.abort_all();
     }
     Ok(())

@@ -24,6 +24,18 @@ pub(super) fn transport_keys<'a>(
         .for_transport_encryption()
 }
 
+/// `cert` under `policy` now, or why it is not valid.
+pub(super) fn valid_now<'a>(
+    cert: &'a Cert,
+    policy: &'a StandardPolicy<'a>,
+) -> Result<ValidCert<'a>, PgpError> {
+    cert.with_policy(policy, None)
+        .map_err(|e| PgpError::Invalid {
+            fingerprint: cert.fingerprint().to_hex(),
+            source: e.into(),
+        })
+}
+
 /// Encrypts `plaintext` to every valid transport-encryption key of every
 /// recipient, as an ASCII-armored OpenPGP message (LF line ends). Sequoia picks
 /// SEIPDv1 or v2 from what all recipients advertise.
@@ -39,12 +51,7 @@ pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, Pg
     let mut keys: Vec<Recipient<'_>> = Vec::new();
     for cert in &certs {
         let fingerprint = cert.fingerprint().to_hex();
-        let valid = cert
-            .with_policy(&policy, None)
-            .map_err(|e| PgpError::Invalid {
-                fingerprint: fingerprint.clone(),
-                source: e.into(),
-            })?;
+        let valid = valid_now(cert, &policy)?;
         let before = keys.len();
         keys.extend(transport_keys(&valid).map(Recipient::from));
         if keys.len() == before {

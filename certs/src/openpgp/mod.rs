@@ -39,12 +39,7 @@ pub fn parse_public_key(bytes: &[u8]) -> Result<MemberKey, PgpError> {
     let cert = cert.strip_secret_key_material();
     let fingerprint = cert.fingerprint().to_hex();
     let policy = StandardPolicy::new();
-    let valid = cert
-        .with_policy(&policy, None)
-        .map_err(|e| PgpError::Invalid {
-            fingerprint: fingerprint.clone(),
-            source: e.into(),
-        })?;
+    let valid = encrypt::valid_now(&cert, &policy)?;
     valid.alive().map_err(|e| PgpError::NotAlive {
         fingerprint: fingerprint.clone(),
         source: e.into(),

@@ -45,7 +45,10 @@ pub(crate) const INBOX: Records = TableDefinition::new("inbox");
 /// Message IDs by `tracking-ID/KVNR/mailbox`: a submission is filed once per recipient.
 pub(crate) const FILED: Records = TableDefinition::new("filed");
 
-const ALL_TABLES: [Records; 15] = [
+/// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
+pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
+
+const ALL_TABLES: [Records; 16] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -61,6 +64,7 @@ const ALL_TABLES: [Records; 15] = [
     BODIES,
     INBOX,
     FILED,
+    OUTBOUND,
 ];
 
 /// The durable state of one kvgate installation.

@@ -106,6 +106,11 @@ id_type!(
     DeviceId,
     "device ID"
 );
+id_type!(
+    /// The ID of one message in the outbound queue (a receipt, later an upload).
+    OutboundId,
+    "outbound ID"
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,11 +13,13 @@
 
 mod db;
 mod error;
+mod events;
 mod ids;
 mod kvnr;
 mod mailbox;
 mod members;
 mod messages;
+mod outbound;
 mod senders;
 mod spool;
 mod submissions;
@@ -25,12 +27,14 @@ mod time;
 
 pub use db::Store;
 pub use error::StoreError;
-pub use ids::{DeviceId, MalformedId, MessageId, TrackingId};
+pub use events::{ChainBreak, Event, EventKind, verify_chain};
+pub use ids::{DeviceId, MalformedId, MessageId, OutboundId, TrackingId};
 pub use kvnr::{Kvnr, KvnrError};
 pub use mailbox::{Mailbox, UnknownMailbox};
 pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
 pub use messages::{MessageMeta, NewMessage};
+pub use outbound::Outbound;
 pub use senders::{Sender, SenderKind};
 pub use spool::{Spool, SpoolFile};
-pub use submissions::{Event, EventKind, Recipient, Submission, SubmissionState};
+pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};

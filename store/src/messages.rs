@@ -5,10 +5,12 @@ use serde::{Deserialize, Serialize};
 use crate::Store;
 use crate::db::{BODIES, FILED, INBOX, MESSAGES, get, put};
 use crate::error::StoreError;
+use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
-use crate::submissions::{Event, EventKind, append_events, load};
+use crate::outbound::{Outbound, enqueue};
+use crate::submissions::load;
 use crate::time::{Timestamp, now};
 
 /// What is known in clear about a filed message: routing metadata only.
@@ -34,6 +36,10 @@ pub struct MessageMeta {
     pub fetched: bool,
     /// Whether the member marked it read.
     pub read: bool,
+    /// The report to send when the member marks it read (a disposition notification
+    /// the sender asked for), until then.
+    #[serde(default)]
+    pub on_read: Option<Outbound>,
 }
 
 /// A message to file: the encrypted letter for one recipient of a submission.
@@ -49,6 +55,8 @@ pub struct NewMessage {
     pub address: String,
     /// The PGP/MIME ciphertext.
     pub ciphertext: Vec<u8>,
+    /// The report to queue when the member marks it read, if the sender asked for one.
+    pub on_read: Option<Outbound>,
 }
 
 fn inbox_key(kvnr: &Kvnr, mailbox: Mailbox, id: &MessageId) -> String {
@@ -87,6 +95,7 @@ impl Store {
                 size: message.ciphertext.len() as u64,
                 fetched: false,
                 read: false,
+                on_read: message.on_read.clone(),
             };
             put(&mut filed, &filed_key, &id)?;
             put(&mut tx.open_table(MESSAGES)?, id.as_str(), &meta)?;
@@ -148,25 +157,47 @@ impl Store {
         if let Some((meta, _)) = &found
             && !meta.fetched
         {
-            self.update_message(kvnr, id, EventKind::Fetched, |m| m.fetched = true)?;
+            self.update_message(kvnr, id, EventKind::Fetched, |m| {
+                m.fetched = true;
+                None
+            })?;
         }
         Ok(found)
     }
 
     /// Marks one of the member's messages read (once; a `read` tracking event records
-    /// it). Returns false if the member has no such message.
-    pub fn mark_read(&self, kvnr: &Kvnr, id: &MessageId) -> Result<bool, StoreError> {
-        self.update_message(kvnr, id, EventKind::Read, |m| m.read = true)
+    /// it). If the sender asked for a disposition notification and `receipt` is true,
+    /// it is queued in the same commit; either way it is never offered again. Returns
+    /// false if the member has no such message.
+    pub fn mark_read(
+        &self,
+        kvnr: &Kvnr,
+        id: &MessageId,
+        receipt: bool,
+    ) -> Result<bool, StoreError> {
+        self.update_message(kvnr, id, EventKind::Read, |m| {
+            if m.read {
+                return None;
+            }
+            m.read = true;
+            let at = now();
+            m.on_read.take().filter(|_| receipt).map(|report| Outbound {
+                created_at: at,
+                next_attempt_at: at,
+                ..report
+            })
+        })
     }
 
     /// Applies `change` to a message of the member and records `kind` if the change
-    /// altered it. Returns false if the member has no such message.
+    /// altered it; queues the report `change` returns. Returns false if the member has
+    /// no such message.
     fn update_message(
         &self,
         kvnr: &Kvnr,
         id: &MessageId,
         kind: EventKind,
-        change: impl FnOnce(&mut MessageMeta),
+        change: impl FnOnce(&mut MessageMeta) -> Option<Outbound>,
     ) -> Result<bool, StoreError> {
         self.write(|tx| {
             let mut messages = tx.open_table(MESSAGES)?;
@@ -177,9 +208,13 @@ impl Store {
                 return Ok(false);
             }
             let before = meta.clone();
-            change(&mut meta);
+            let report = change(&mut meta);
             if meta != before {
                 put(&mut messages, id.as_str(), &meta)?;
+                drop(messages);
+                if let Some(report) = &report {
+                    enqueue(tx, report)?;
+                }
                 let event = Event::new(kind).recipient(&meta.address);
                 append_events(tx, &meta.tracking_id, vec![event])?;
             }

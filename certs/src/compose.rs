@@ -1,6 +1,7 @@
-//! Composing S/MIME letters as a practice system does: sign, then encrypt to the
-//! gateway. Used by `kvgate demo` and by test tools; the gateway itself never signs
-//! letters on a sender's behalf.
+//! Composing S/MIME: letters as a practice system makes them (sign, then encrypt to
+//! the gateway), used by `kvgate demo` and test tools, and the detached signature the
+//! gateway puts on its own reports. The gateway never signs a letter on a sender's
+//! behalf.
 
 use openssl::base64;
 use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -28,6 +29,26 @@ pub fn sign(
         CMSOptions::BINARY,
     )?;
     Ok(pkcs7_mime("signed-data", &cms.to_der()?))
+}
+
+/// Signs `entity` (a canonical MIME entity with CRLF line ends) as a detached
+/// SignedData with SHA-256, returning the DER signature for the second part of a
+/// `multipart/signed` (RFC 8551 §3.5.3). The signer's certificate is included.
+pub fn sign_detached(
+    entity: &[u8],
+    signer_cert_pem: &[u8],
+    signer_key_pem: &[u8],
+) -> Result<Vec<u8>, ErrorStack> {
+    let cert = X509::from_pem(signer_cert_pem)?;
+    let key = PKey::private_key_from_pem(signer_key_pem)?;
+    let cms = CmsContentInfo::sign(
+        Some(&cert),
+        Some(&key),
+        None,
+        Some(entity),
+        CMSOptions::BINARY | CMSOptions::DETACHED,
+    )?;
+    cms.to_der()
 }
 
 /// Encrypts `entity` to the recipient certificate (AES-256-CBC, key transport),

@@ -18,7 +18,8 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    fn open(&self) -> anyhow::Result<Installation> {
+    /// Opens the installation this configuration describes.
+    pub(crate) fn open(&self) -> anyhow::Result<Installation> {
         Installation::open(&config_path(self.config.as_deref()))
     }
 }
@@ -100,6 +101,10 @@ pub struct TrackArgs {
     /// Print JSON instead of lines.
     #[arg(long)]
     json: bool,
+    /// Check the hash chain of the history instead of printing it: exit 0 only if no
+    /// event was changed, removed or reordered.
+    #[arg(long, conflicts_with = "json")]
+    verify: bool,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -216,6 +221,23 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         bail!("no submission with tracking ID {id}");
     };
     let events = installation.store.events(&id)?;
+    if args.verify {
+        return match kvgate_store::verify_chain(&events) {
+            Ok(()) => {
+                let head = events.last().map_or("", |e| e.hash.as_str());
+                println!(
+                    "tracking {id}: {} events, hash chain intact (head {head})",
+                    events.len()
+                );
+                Ok(())
+            }
+            Err(broken) => bail!(
+                "tracking {id}: the history was altered at event {}: {}",
+                broken.seq,
+                broken.problem
+            ),
+        };
+    }
     if args.json {
         let value = serde_json::json!({ "submission": submission, "events": events });
         println!("{}", serde_json::to_string_pretty(&value)?);

@@ -35,6 +35,13 @@ pub struct Config {
     /// SMTP limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The relay that outbound mail (reports) is handed to; without one it waits in
+    /// the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Relay>,
+    /// Retries and lifetime of the outbound queue.
+    #[serde(default)]
+    pub queue: QueuePolicy,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -109,6 +116,78 @@ impl Limits {
     }
 }
 
+/// How the gateway talks to its relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// Plain connection upgraded with STARTTLS (required, not opportunistic).
+    Starttls,
+    /// TLS from the first byte (port 465 style).
+    Tls,
+    /// No TLS: only for a relay on the same host or a test.
+    None,
+}
+
+/// The outbound relay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    /// `host:port`.
+    pub address: String,
+    /// Transport security.
+    pub tls: RelayTls,
+    /// CA certificate (PEM) the relay's certificate must chain to; without it the
+    /// public web PKI roots are used.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key to present to the relay.
+    #[serde(default)]
+    pub client: Option<KeyPair>,
+}
+
+/// Retries and lifetime of the outbound queue (defaults as Postfix's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuePolicy {
+    /// Wait before the first retry, in seconds; doubled after each failure.
+    pub first_retry_secs: u64,
+    /// Longest wait between retries, in seconds.
+    pub max_retry_secs: u64,
+    /// After this long waiting, a message is recorded as delayed, in seconds.
+    pub delay_warning_secs: u64,
+    /// After this long, a message is given up (expired), in seconds.
+    pub lifetime_secs: u64,
+    /// Most messages sent at once to one destination domain.
+    pub per_destination: usize,
+    /// Seconds an SMTP exchange with the relay may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        QueuePolicy {
+            first_retry_secs: 300,
+            max_retry_secs: 4000,
+            delay_warning_secs: 4 * 3600,
+            lifetime_secs: 5 * 24 * 3600,
+            per_destination: 4,
+            timeout_secs: 300,
+        }
+    }
+}
+
+impl QueuePolicy {
+    /// The wait after `attempts` failed attempts: exponential, capped.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 1u64 << attempts.saturating_sub(1).min(30);
+        Duration::from_secs(
+            self.first_retry_secs
+                .saturating_mul(factor)
+                .min(self.max_retry_secs),
+        )
+    }
+}
+
 /// The configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -165,6 +244,11 @@ impl Config {
         if config.limits.max_message_size == 0 || config.limits.max_recipients == 0 {
             return Err(invalid("limits must be positive"));
         }
+        if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {
+            return Err(invalid(
+                "queue.per_destination and queue.lifetime_secs must be positive",
+            ));
+        }
         Ok(config)
     }
 
@@ -210,6 +294,8 @@ impl Config {
                 anchors: vec![PathBuf::from("pki/ca.pem")],
             },
             limits: Limits::default(),
+            relay: None,
+            queue: QueuePolicy::default(),
             base: PathBuf::new(),
         }
     }
@@ -229,6 +315,13 @@ mod tests {
         assert_eq!(config.domain, "kvgate.test");
         assert_eq!(config.database_path(), dir.path().join("./kvgate.redb"));
         assert_eq!(config.limits.max_recipients, 100);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = QueuePolicy::default();
+        let waits: Vec<u64> = (1..=6).map(|n| policy.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [300, 600, 1200, 2400, 4000, 4000]);
     }
 
     #[test]

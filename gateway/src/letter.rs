@@ -53,6 +53,29 @@ pub fn from_address(inner: &[u8]) -> Option<String> {
     }
 }
 
+/// Where the sender asked for a disposition notification: the single address of
+/// `Disposition-Notification-To`, lowercase, if there is exactly one.
+pub fn disposition_notification_to(inner: &[u8]) -> Option<String> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    let raw = parsed.header_raw("Disposition-Notification-To")?.trim();
+    if raw.matches('@').count() != 1 || raw.contains(',') {
+        return None;
+    }
+    let address = match (raw.find('<'), raw.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &raw[open + 1..close],
+        _ => raw,
+    };
+    let address = address.trim();
+    (!address.is_empty() && !address.contains(char::is_whitespace))
+        .then(|| address.to_ascii_lowercase())
+}
+
+/// The letter's own `Message-ID`, in angle brackets.
+pub fn message_id(inner: &[u8]) -> Option<String> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    parsed.message_id().map(|id| format!("<{id}>"))
+}
+
 /// The outer headers of the encrypted letter: routing data only.
 pub fn outer_headers(
     from: &str,
@@ -107,7 +130,7 @@ fn body_of(entity: &[u8]) -> Option<&[u8]> {
 }
 
 /// A value safe inside a quoted header parameter: no quotes, backslashes or line breaks.
-fn header_safe(value: &str) -> Cow<'_, str> {
+pub(crate) fn header_safe(value: &str) -> Cow<'_, str> {
     if value.contains(['"', '\\', '\r', '\n']) {
         Cow::Owned(value.replace(['"', '\\', '\r', '\n'], " "))
     } else {
@@ -116,7 +139,7 @@ fn header_safe(value: &str) -> Cow<'_, str> {
 }
 
 /// An RFC 5322 date, e.g. `Sat, 28 Nov 2026 19:30:00 +0000`.
-fn rfc5322_date(at: Timestamp) -> String {
+pub(crate) fn rfc5322_date(at: Timestamp) -> String {
     let secs = i64::try_from(at.as_millis() / 1000).unwrap_or(i64::MAX);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
@@ -147,6 +170,22 @@ mod tests {
         assert!(text.starts_with("X-Kvgate-Tracking-Id: 01ARZ3NDEKTSV4RRFFQ69G5FAV\r\n"));
         assert!(text.contains("signer=\"CN=A  B \""));
         assert!(text.ends_with("From: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn reads_the_disposition_notification_address() {
+        let letter = b"From: a@p.test\r\nDisposition-Notification-To: Praxis <Praxis@P.test>\r\nMessage-ID: <x1@p.test>\r\n\r\nbody";
+        assert_eq!(
+            disposition_notification_to(letter).as_deref(),
+            Some("praxis@p.test")
+        );
+        assert_eq!(message_id(letter).as_deref(), Some("<x1@p.test>"));
+        let two = b"Disposition-Notification-To: a@p.test, b@p.test\r\n\r\nbody";
+        assert_eq!(disposition_notification_to(two), None);
+        assert_eq!(
+            disposition_notification_to(b"From: a@p.test\r\n\r\nbody"),
+            None
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kvgate::{admin, demo, init, serve};
+use kvgate::{admin, demo, init, queue, serve};
 
 /// kvgate: a secure mail gateway from S/MIME practice mail to members' OpenPGP inboxes.
 #[derive(Parser)]
@@ -41,8 +41,13 @@ enum Command {
         #[command(subcommand)]
         command: admin::MemberCommand,
     },
-    /// Print the tracking events of one submission.
+    /// Print the tracking events of one submission, or check their hash chain.
     Track(admin::TrackArgs),
+    /// Inspect and steer the outbound queue (reports waiting for the relay).
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Command::Sender { command } => admin::sender(command),
         Command::Member { command } => admin::member(command),
         Command::Track(args) => admin::track(args),
+        Command::Queue { command } => queue::queue(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,12 +14,13 @@ use std::time::{Duration, SystemTime};
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
 use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, Unwrapped};
 use kvgate_store::{
-    Event, EventKind, NewMessage, Spool, Store, StoreError, Submission, SubmissionState,
-    TrackingId, now,
+    Event, EventKind, NewMessage, Outbound, Recipient, Spool, Store, StoreError, Submission,
+    SubmissionState, TrackingId, now,
 };
 use tokio::sync::{Notify, watch};
 
 use crate::letter::{self, Provenance};
+use crate::reports::{Action, Dsn, DsnRecipient, Mdn, Report, ReportError, Returned};
 
 /// How often the queue is looked at even without a wake-up (retries of transient
 /// failures).
@@ -32,6 +33,9 @@ pub struct Pipeline {
     keys: Vec<DecryptionKey>,
     anchors: TrustAnchors,
     domain: String,
+    hostname: String,
+    /// Notified when reports were queued.
+    outbound: Arc<Notify>,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
@@ -58,16 +62,52 @@ enum Transient {
     Io(#[from] std::io::Error),
     #[error("OpenPGP encryption failed: {0}")]
     Encrypt(String),
+    #[error("cannot queue a report: {0}")]
+    Report(#[from] ReportError),
+}
+
+/// The fate of one recipient, for the delivery status notification.
+struct Fate<'a> {
+    recipient: &'a Recipient,
+    action: Action,
+    status: &'static str,
+    reason: Option<(String, String)>,
+}
+
+/// The enhanced status (RFC 3463) a DSN reports for a refusal reason.
+fn status_for(reason: &str) -> &'static str {
+    match reason {
+        "malformed" | "not-smime" => "5.6.0",
+        "bad-signature" | "untrusted-signer" | "signer-expired" => "5.7.7",
+        "not-encrypted" | "not-signed" | "not-for-gateway" | "weak-algorithm" => "5.7.5",
+        "no-member-key" => "5.1.1",
+        _ => "5.7.1",
+    }
+}
+
+/// Whether `NOTIFY` (RFC 3461 §4.1; default FAILURE,DELAY) asks for a report on `action`.
+fn wants(notify: Option<&str>, action: Action) -> bool {
+    let word = match action {
+        Action::Failed => "FAILURE",
+        Action::Delivered => "SUCCESS",
+        Action::Delayed => "DELAY",
+    };
+    match notify {
+        None => action != Action::Delivered,
+        Some(list) => list.split(',').any(|w| w.trim().eq_ignore_ascii_case(word)),
+    }
 }
 
 impl Pipeline {
-    /// A pipeline decrypting with `keys` and trusting `anchors`.
+    /// A pipeline decrypting with `keys` and trusting `anchors`, for the gateway
+    /// `hostname` serving `domain`; `outbound` is notified when reports are queued.
     pub fn new(
         store: Arc<Store>,
         spool: Spool,
         keys: Vec<DecryptionKey>,
         anchors: TrustAnchors,
-        domain: &str,
+        (domain, hostname): (&str, &str),
+        outbound: Arc<Notify>,
     ) -> Self {
         Pipeline {
             store,
@@ -75,7 +115,80 @@ impl Pipeline {
             keys,
             anchors,
             domain: domain.to_owned(),
+            hostname: hostname.to_owned(),
+            outbound,
         }
+    }
+
+    /// The delivery status notification `submission`'s sender asked for about these
+    /// fates, if any recipient's `NOTIFY` asks for one (never for a null sender).
+    fn dsn(
+        &self,
+        submission: &Submission,
+        raw: &[u8],
+        fates: &[Fate<'_>],
+    ) -> Result<Vec<Outbound>, ReportError> {
+        let recipients: Vec<DsnRecipient> = fates
+            .iter()
+            .filter(|f| wants(f.recipient.notify.as_deref(), f.action))
+            .map(|f| DsnRecipient {
+                original: f.recipient.orcpt.clone(),
+                address: f.recipient.address.clone(),
+                action: f.action,
+                status: f.status.to_owned(),
+                reason: f.reason.clone(),
+            })
+            .collect();
+        if recipients.is_empty() || submission.mail_from.is_empty() {
+            return Ok(Vec::new());
+        }
+        let returned = match submission.ret.as_deref() {
+            Some(ret) if ret.eq_ignore_ascii_case("FULL") => Dsn::full(raw),
+            _ => Returned::Headers(Dsn::headers_of(raw)),
+        };
+        let report = Report::Dsn(Dsn {
+            reporting_mta: self.hostname.clone(),
+            envid: submission.envid.clone(),
+            arrival: submission.received_at,
+            recipients,
+            returned,
+        });
+        Ok(vec![report.queue_entry(
+            &submission.tracking_id,
+            &submission.mail_from,
+            now(),
+        )?])
+    }
+
+    /// The disposition notification to queue when the member marks the letter read:
+    /// only if the letter asks for one and the address is the envelope sender
+    /// (RFC 8098 §2.1).
+    fn mdn(
+        &self,
+        submission: &Submission,
+        recipient: &Recipient,
+        inner: &[u8],
+        raw: &[u8],
+    ) -> Result<Option<Outbound>, ReportError> {
+        let Some(to) = letter::disposition_notification_to(inner) else {
+            return Ok(None);
+        };
+        if !to.eq_ignore_ascii_case(&submission.mail_from) {
+            tracing::info!(tracking = %submission.tracking_id, "disposition notification not offered: the address is not the envelope sender");
+            return Ok(None);
+        }
+        let report = Report::Mdn(Mdn {
+            reporting_ua: self.hostname.clone(),
+            original_recipient: recipient.orcpt.clone(),
+            final_recipient: recipient.address.clone(),
+            original_message_id: letter::message_id(inner),
+            received_mic: Mdn::mic_of(raw),
+        });
+        Ok(Some(report.queue_entry(
+            &submission.tracking_id,
+            &to,
+            now(),
+        )?))
     }
 
     /// Works the queue until `shutdown`: at start (letters left by a crash), whenever
@@ -114,7 +227,7 @@ impl Pipeline {
             .ok_or(StoreError::NotFound("submission"))?;
         let raw = self.spool.read(id)?;
         match self.verify(&submission, &raw) {
-            Ok((unwrapped, events)) => self.deliver(&submission, &unwrapped, events)?,
+            Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
                 let events = submission
@@ -127,11 +240,23 @@ impl Pipeline {
                             .detail(refusal.detail.clone())
                     })
                     .collect();
+                let fates: Vec<Fate<'_>> = submission
+                    .recipients
+                    .iter()
+                    .map(|recipient| Fate {
+                        recipient,
+                        action: Action::Failed,
+                        status: status_for(refusal.reason),
+                        reason: Some((refusal.reason.to_owned(), refusal.detail.clone())),
+                    })
+                    .collect();
+                let reports = self.dsn(&submission, &raw, &fates)?;
                 self.store
-                    .finish_submission(id, SubmissionState::Failed, events)?;
+                    .finish_submission(id, SubmissionState::Failed, events, reports)?;
             }
         }
         self.spool.remove(id)?;
+        self.outbound.notify_one();
         Ok(())
     }
 
@@ -196,6 +321,7 @@ impl Pipeline {
     fn deliver(
         &self,
         submission: &Submission,
+        raw: &[u8],
         unwrapped: &Unwrapped,
         mut events: Vec<Event>,
     ) -> Result<(), Transient> {
@@ -216,6 +342,7 @@ impl Pipeline {
             },
         );
         let mut failures: Vec<Event> = Vec::new();
+        let mut fates: Vec<Fate<'_>> = Vec::new();
         for (index, recipient) in submission.recipients.iter().enumerate() {
             let keys: Vec<PgpKey> = self
                 .store
@@ -227,12 +354,19 @@ impl Pipeline {
                 })
                 .collect();
             if keys.is_empty() {
+                let detail = "the member has no active OpenPGP key; nothing could be encrypted";
                 failures.push(
                     Event::new(EventKind::Failed)
                         .recipient(&recipient.address)
                         .reason("no-member-key")
-                        .detail("the member has no active OpenPGP key; nothing could be encrypted"),
+                        .detail(detail),
                 );
+                fates.push(Fate {
+                    recipient,
+                    action: Action::Failed,
+                    status: status_for("no-member-key"),
+                    reason: Some(("no-member-key".to_owned(), detail.to_owned())),
+                });
                 continue;
             }
             let headers = letter::outer_headers(
@@ -260,9 +394,16 @@ impl Pipeline {
                 mailbox: recipient.mailbox,
                 address: recipient.address.clone(),
                 ciphertext,
+                on_read: self.mdn(submission, recipient, &unwrapped.content, raw)?,
             };
             self.store
                 .file_message(message, std::mem::take(&mut events))?;
+            fates.push(Fate {
+                recipient,
+                action: Action::Delivered,
+                status: "2.0.0",
+                reason: None,
+            });
         }
         let state = if failures.len() == submission.recipients.len() {
             SubmissionState::Failed
@@ -270,7 +411,8 @@ impl Pipeline {
             SubmissionState::Delivered
         };
         events.extend(failures);
-        self.store.finish_submission(id, state, events)?;
+        let reports = self.dsn(submission, raw, &fates)?;
+        self.store.finish_submission(id, state, events, reports)?;
         tracing::info!(tracking = %id, state = ?state, "letter processed");
         Ok(())
     }

@@ -33,6 +33,10 @@ pub struct Policy {
 pub struct Session {
     sender: Sender,
     mail_from: Option<String>,
+    /// `RET=` of the current transaction.
+    ret: Option<String>,
+    /// `ENVID=` of the current transaction.
+    envid: Option<String>,
     recipients: Vec<Recipient>,
 }
 
@@ -97,6 +101,8 @@ impl Policy {
             kvnr,
             mailbox,
             address: format!("{}@{domain}", member.kvnr),
+            notify: None,
+            orcpt: None,
         })
     }
 
@@ -172,6 +178,8 @@ impl Handler for Policy {
         Ok(Session {
             sender,
             mail_from: None,
+            ret: None,
+            envid: None,
             recipients: Vec::new(),
         })
     }
@@ -180,7 +188,7 @@ impl Handler for Policy {
         &self,
         session: &mut Session,
         reverse_path: &str,
-        _: &MailParams,
+        params: &MailParams,
     ) -> Result<(), Reply> {
         if !session.sender.may_use(reverse_path) {
             return Err(Reply::new(
@@ -193,6 +201,8 @@ impl Handler for Policy {
             ));
         }
         session.mail_from = Some(reverse_path.to_ascii_lowercase());
+        session.ret = params.ret.clone();
+        session.envid = params.envid.clone();
         Ok(())
     }
 
@@ -200,10 +210,18 @@ impl Handler for Policy {
         &self,
         session: &mut Session,
         forward_path: &str,
-        _: &RcptParams,
+        params: &RcptParams,
     ) -> Result<(), Reply> {
-        let recipient = self.route(&session.sender, forward_path)?;
-        if !session.recipients.contains(&recipient) {
+        let recipient = Recipient {
+            notify: params.notify.clone(),
+            orcpt: params.orcpt.clone(),
+            ..self.route(&session.sender, forward_path)?
+        };
+        if !session
+            .recipients
+            .iter()
+            .any(|r| r.address == recipient.address)
+        {
             session.recipients.push(recipient);
         }
         Ok(())
@@ -234,6 +252,8 @@ impl Handler for Policy {
             size,
             received_at: now(),
             state: SubmissionState::Accepted,
+            ret: session.ret.clone(),
+            envid: session.envid.clone(),
         };
         let store = self.store.clone();
         let committed =
@@ -263,6 +283,8 @@ impl Handler for Policy {
 
     fn reset(&self, session: &mut Session) {
         session.mail_from = None;
+        session.ret = None;
+        session.envid = None;
         session.recipients.clear();
     }
 }

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
+
+use crate::outbox::Outbox;
+use crate::reports::ReportSigner;
 use kvgate_certs::x509;
 use kvgate_connectors::api::{self, ApiState};
 use kvgate_connectors::smtp::{self, Server};
@@ -180,9 +183,11 @@ impl Gateway {
                 tracing::error!(error = %e, "SMTPS listener failed");
             }
         });
+        let outbound = Arc::new(Notify::new());
         let router = api::router(ApiState {
             store: store.clone(),
             keys: Arc::new(crate::keys::OpenPgpKeyCheck),
+            outbound: outbound.clone(),
         });
         let rx = stop.clone();
         tasks.spawn(async move {
@@ -193,9 +198,29 @@ impl Gateway {
         if args.hold_queue {
             tracing::warn!("queue held: letters are accepted and spooled but not processed");
         } else {
-            let pipeline = Arc::new(Pipeline::new(store, spool, keys, anchors, &config.domain));
-            tasks.spawn(pipeline.run(wake, stop));
+            let pipeline = Arc::new(Pipeline::new(
+                store.clone(),
+                spool,
+                keys,
+                anchors,
+                (&config.domain, &config.hostname),
+                outbound.clone(),
+            ));
+            tasks.spawn(pipeline.run(wake, stop.clone()));
         }
+        // Reports are signed with the gateway's current S/MIME identity.
+        let identity = config
+            .smime
+            .decryption_keys
+            .first()
+            .context("smime.decryption_keys is empty")?;
+        let signer = ReportSigner::load(
+            &config.resolve(&identity.cert),
+            &config.resolve(&identity.key),
+        )
+        .context("reading the report signing key")?;
+        let outbox = Arc::new(Outbox::new(store, &config, signer)?);
+        tasks.spawn(outbox.run(outbound, stop));
         Ok(Gateway {
             smtp: gateway_addrs.0,
             smtps: gateway_addrs.1,

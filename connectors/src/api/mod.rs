@@ -41,4 +41,6 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The enrolment key check.
     pub keys: Arc<dyn KeyCheck>,
+    /// Notified after a change that may have queued outbound mail (a read receipt).
+    pub outbound: Arc<tokio::sync::Notify>,
 }

@@ -203,16 +203,46 @@ async fn fetch_message(
     Ok(response)
 }
 
+/// The optional body of `POST /v1/messages/{id}/read`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadRequest {
+    /// Whether the sender may get the disposition notification it asked for.
+    #[serde(default = "yes")]
+    receipt: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 async fn mark_read(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = message_id(&id)?;
-    let found = blocking(&state, move |store| store.mark_read(&device.kvnr, &id)).await?;
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        ReadRequest { receipt: true }
+    } else {
+        serde_json::from_slice::<ReadRequest>(&body).map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+                format!("the body must be {{\"receipt\": true|false}} or empty: {e}"),
+            )
+        })?
+    };
+    let found = blocking(&state, move |store| {
+        store.mark_read(&device.kvnr, &id, request.receipt)
+    })
+    .await?;
     if !found {
         return Err(Problem::not_found("message"));
     }
+    state.outbound.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

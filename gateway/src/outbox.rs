@@ -1,0 +1,287 @@
+//! The outbound worker: hands queued reports to the relay with lettre.
+//!
+//! An entry leaves the queue only after the relay's 250 (recorded as `reported`), a
+//! permanent refusal (`failed`), or the end of its lifetime (`expired`); a transient
+//! failure waits with exponential backoff, and a long wait is recorded as `delayed`.
+//! Reports go out with the null reverse path, so nothing ever answers them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvgate_store::{Event, EventKind, Outbound, Store, StoreError, Timestamp, now};
+use lettre::address::Envelope;
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, Identity, Tls, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, QueuePolicy, Relay, RelayTls};
+use crate::reports::{Context, Report, ReportSigner};
+
+/// Longest sleep between looks at the queue.
+const RESCAN: Duration = Duration::from_secs(30);
+
+/// The relay connection could not be set up from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// `relay.address` is not `host:port`.
+    #[error("relay.address {0:?} is not host:port")]
+    Address(String),
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// lettre refused the TLS settings.
+    #[error("relay TLS settings: {0}")]
+    Tls(#[from] lettre::transport::smtp::Error),
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Sent(String),
+    Refused(String),
+    Retry(String),
+}
+
+/// The worker and what it needs.
+pub struct Outbox {
+    store: Arc<Store>,
+    relay: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    policy: QueuePolicy,
+    signer: ReportSigner,
+    domain: String,
+}
+
+impl Outbox {
+    /// An outbox sending through the configured relay (if any), signing with `signer`.
+    pub fn new(
+        store: Arc<Store>,
+        config: &Config,
+        signer: ReportSigner,
+    ) -> Result<Self, RelayError> {
+        let relay = config
+            .relay
+            .as_ref()
+            .map(|relay| transport(relay, config))
+            .transpose()?;
+        Ok(Outbox {
+            store,
+            relay,
+            policy: config.queue.clone(),
+            signer,
+            domain: config.domain.clone(),
+        })
+    }
+
+    /// Works the queue until `shutdown`: at start, when `wake` is notified, when the
+    /// next entry falls due, and at least every 30 seconds.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        if self.relay.is_none() {
+            tracing::warn!("no [relay] configured: reports wait in the outbound queue");
+        }
+        loop {
+            let next_due = match self.clone().pass().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbound queue cannot be read");
+                    None
+                }
+            };
+            let sleep = next_due.map_or(RESCAN, |due| {
+                Duration::from_millis(due.as_millis().saturating_sub(now().as_millis())).min(RESCAN)
+            });
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Attempts every due entry, at most `per_destination` at once per recipient
+    /// domain; returns when the next waiting entry falls due.
+    async fn pass(self: Arc<Self>) -> Result<Option<Timestamp>, StoreError> {
+        let store = self.store.clone();
+        let entries = tokio::task::spawn_blocking(move || store.outbound())
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let at = now();
+        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut attempts = JoinSet::new();
+        let mut next_due: Option<Timestamp> = None;
+        for entry in entries {
+            if entry.next_attempt_at > at {
+                next_due =
+                    Some(next_due.map_or(entry.next_attempt_at, |n| n.min(entry.next_attempt_at)));
+                continue;
+            }
+            let domain = entry
+                .rcpt_to
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase();
+            let limit = limits
+                .entry(domain)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.policy.per_destination)))
+                .clone();
+            let this = self.clone();
+            attempts.spawn(async move {
+                let Ok(_permit) = limit.acquire_owned().await else {
+                    return;
+                };
+                this.attempt(entry).await;
+            });
+        }
+        while attempts.join_next().await.is_some() {}
+        Ok(next_due)
+    }
+
+    /// One attempt at one entry, with its outcome recorded.
+    async fn attempt(&self, entry: Outbound) {
+        let age = Duration::from_millis(
+            now()
+                .as_millis()
+                .saturating_sub(entry.created_at.as_millis()),
+        );
+        let what = format!("the {} to <{}>", entry.purpose, entry.rcpt_to);
+        let outcome = if age > Duration::from_secs(self.policy.lifetime_secs) {
+            None
+        } else {
+            Some(self.send(&entry).await)
+        };
+        let store = self.store.clone();
+        let policy = self.policy.clone();
+        let id = entry.id.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let event = |kind| Event::new(kind).recipient(&entry.rcpt_to);
+            match outcome {
+                None => store.settle_outbound(
+                    &id,
+                    event(EventKind::Expired).reason("queue-lifetime").detail(format!(
+                        "{what} was given up after {} attempts: {}",
+                        entry.attempts,
+                        entry.last_error.as_deref().unwrap_or("never tried")
+                    )),
+                ),
+                Some(Outcome::Sent(reply)) => store.settle_outbound(
+                    &id,
+                    event(EventKind::Reported).detail(format!("{what} was accepted by the relay: {reply}")),
+                ),
+                Some(Outcome::Refused(reply)) => store.settle_outbound(
+                    &id,
+                    event(EventKind::Failed)
+                        .reason("relay-refused")
+                        .detail(format!("the relay refused {what}: {reply}")),
+                ),
+                Some(Outcome::Retry(error)) => {
+                    let wait = policy.backoff(entry.attempts + 1);
+                    let next = Timestamp(now().as_millis().saturating_add(wait.as_millis() as u64));
+                    let delay = (age > Duration::from_secs(policy.delay_warning_secs)).then(|| {
+                        event(EventKind::Delayed)
+                            .reason("relay-unavailable")
+                            .detail(format!("{what} waits for the relay: {error}"))
+                    });
+                    tracing::info!(outbound = %id, error = %error, retry_in = ?wait, "outbound attempt failed");
+                    store.defer_outbound(&id, next, &error, delay)
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot record an outbound outcome"),
+            Err(e) => tracing::error!(error = %e, "outbound task failed"),
+        }
+    }
+
+    /// Renders, signs and hands one entry to the relay.
+    async fn send(&self, entry: &Outbound) -> Outcome {
+        let Some(relay) = &self.relay else {
+            return Outcome::Retry("no relay is configured".to_owned());
+        };
+        let context = Context {
+            domain: &self.domain,
+            signer: &self.signer,
+        };
+        let message = match Report::render(entry, &context) {
+            Ok(message) => message,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let envelope = match envelope(entry) {
+            Ok(envelope) => envelope,
+            Err(e) => return Outcome::Refused(e),
+        };
+        match relay.send_raw(&envelope, &message).await {
+            Ok(response) => Outcome::Sent(format!(
+                "{} {}",
+                response.code(),
+                response.message().collect::<Vec<_>>().join(" ")
+            )),
+            Err(e) if e.is_permanent() => Outcome::Refused(e.to_string()),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
+
+/// The SMTP envelope of an entry (null reverse path when `mail_from` is empty).
+fn envelope(entry: &Outbound) -> Result<Envelope, String> {
+    let parse = |a: &str| {
+        a.parse::<Address>()
+            .map_err(|e| format!("<{a}> is not a deliverable address: {e}"))
+    };
+    let from = if entry.mail_from.is_empty() {
+        None
+    } else {
+        Some(parse(&entry.mail_from)?)
+    };
+    Envelope::new(from, vec![parse(&entry.rcpt_to)?]).map_err(|e| e.to_string())
+}
+
+/// The lettre transport for the configured relay.
+fn transport(
+    relay: &Relay,
+    config: &Config,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, RelayError> {
+    let (host, port) = relay
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| RelayError::Address(relay.address.clone()))?;
+    let read = |path: &std::path::Path| {
+        let path = config.resolve(path);
+        std::fs::read(&path).map_err(|source| RelayError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .hello_name(ClientId::Domain(config.hostname.clone()))
+        .timeout(Some(Duration::from_secs(config.queue.timeout_secs)));
+    if relay.tls != RelayTls::None {
+        let mut params = TlsParameters::builder(host.to_owned());
+        if let Some(ca) = &relay.ca {
+            params = params
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(Certificate::from_pem(&read(ca)?)?);
+        }
+        if let Some(client) = &relay.client {
+            let key = zeroize::Zeroizing::new(read(&client.key)?);
+            params = params.identify_with(Identity::from_pem(&read(&client.cert)?, &key)?);
+        }
+        let params = params.build_rustls()?;
+        builder = builder.tls(match relay.tls {
+            RelayTls::Tls => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        });
+    }
+    Ok(builder.build())
+}

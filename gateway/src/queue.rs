@@ -1,0 +1,100 @@
+//! `kvgate queue`: the operator's view of the outbound queue (reports waiting for the
+//! relay), with retry now and drop. Works whether or not `serve` runs; a running
+//! server sees a retried entry at its next look (within 30 s).
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use kvgate_store::{Event, EventKind, OutboundId, now};
+
+use crate::admin::ConfigArg;
+
+/// `kvgate queue …`
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// List every queued outbound message.
+    List {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Make a queued message due now.
+    Retry {
+        /// The outbound ID from `kvgate queue list`.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a queued message without sending it (recorded in tracking).
+    Drop {
+        /// The outbound ID from `kvgate queue list`.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Runs a `queue` command.
+pub fn queue(command: QueueCommand) -> anyhow::Result<()> {
+    match command {
+        QueueCommand::List { json, config } => {
+            let entries = config.open()?.store.outbound()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(());
+            }
+            if entries.is_empty() {
+                println!("the outbound queue is empty");
+            }
+            for e in entries {
+                println!(
+                    "{}  {:<4} tracking {}  to <{}>  queued {}  attempts {}  next {}{}",
+                    e.id,
+                    e.purpose,
+                    e.tracking_id,
+                    e.rcpt_to,
+                    e.created_at.to_rfc3339(),
+                    e.attempts,
+                    e.next_attempt_at.to_rfc3339(),
+                    e.last_error
+                        .map(|m| format!("  last error: {m}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        QueueCommand::Retry { id, config } => {
+            let id = parse(&id)?;
+            if !config.open()?.store.retry_outbound(&id, now())? {
+                bail!("no queued outbound message {id}");
+            }
+            println!("{id} is due now");
+            Ok(())
+        }
+        QueueCommand::Drop { id, config } => {
+            let id = parse(&id)?;
+            let store = config.open()?.store;
+            let entry = store
+                .outbound_entry(&id)?
+                .with_context(|| format!("no queued outbound message {id}"))?;
+            let event = Event::new(EventKind::Failed)
+                .recipient(&entry.rcpt_to)
+                .reason("dropped-by-operator")
+                .detail(format!(
+                    "the {} was removed from the queue by an operator",
+                    entry.purpose
+                ));
+            if !store.settle_outbound(&id, event)? {
+                bail!("{id} left the queue meanwhile");
+            }
+            println!("dropped {id}");
+            Ok(())
+        }
+    }
+}
+
+fn parse(id: &str) -> anyhow::Result<OutboundId> {
+    id.parse()
+        .with_context(|| format!("{id:?} is not an outbound ID"))
+}

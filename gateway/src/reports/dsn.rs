@@ -1,0 +1,214 @@
+//! Delivery status notifications (RFC 3464): `multipart/report;
+//! report-type=delivery-status` with a sentence for people, the machine-readable
+//! status per recipient, and what the sender sent (headers or, for `RET=FULL`, the
+//! whole message as received — ciphertext, never what the gateway decrypted).
+
+use base64::Engine;
+use kvgate_store::{Outbound, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::letter::{header_safe, rfc5322_date};
+
+/// What happened to a recipient (RFC 3464 §2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Not delivered, and will not be.
+    Failed,
+    /// Filed in the member's inbox.
+    Delivered,
+    /// Not yet delivered; still being tried.
+    Delayed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delivered => "delivered",
+            Action::Delayed => "delayed",
+        }
+    }
+}
+
+/// One recipient's part of a DSN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DsnRecipient {
+    /// `ORCPT` as the sender gave it (`addr-type;address`).
+    pub original: Option<String>,
+    /// The address as given in `RCPT TO`.
+    pub address: String,
+    /// What happened.
+    pub action: Action,
+    /// The enhanced status code, e.g. `5.7.1`.
+    pub status: String,
+    /// The reason code (e.g. `signer-mismatch`) and sentence, for failures.
+    pub reason: Option<(String, String)>,
+}
+
+/// What of the original message is returned (`RET`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Returned {
+    /// Its header block (`RET=HDRS`, the default).
+    Headers(String),
+    /// All of it, base64 in the payload (`RET=FULL`).
+    Full(String),
+}
+
+/// A delivery status notification about one submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dsn {
+    /// This gateway's host name.
+    pub reporting_mta: String,
+    /// `ENVID` as the sender gave it.
+    pub envid: Option<String>,
+    /// When the gateway accepted the submission.
+    pub arrival: Timestamp,
+    /// The recipients reported on.
+    pub recipients: Vec<DsnRecipient>,
+    /// What of the original is returned.
+    pub returned: Returned,
+}
+
+impl Dsn {
+    /// The header block of a received message (up to the first empty line).
+    pub fn headers_of(message: &[u8]) -> String {
+        let end = message
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(message.len(), |p| p + 2);
+        String::from_utf8_lossy(&message[..end]).into_owned()
+    }
+
+    /// The whole received message, for `RET=FULL`.
+    pub fn full(message: &[u8]) -> Returned {
+        Returned::Full(base64::engine::general_purpose::STANDARD.encode(message))
+    }
+
+    /// Subject, content type and body of the report entity.
+    pub(super) fn render(&self, entry: &Outbound) -> (String, String, Vec<u8>) {
+        let boundary = super::boundary(entry, "report");
+        let worst = if self.recipients.iter().any(|r| r.action == Action::Failed) {
+            "Failure"
+        } else if self.recipients.iter().any(|r| r.action == Action::Delayed) {
+            "Delay"
+        } else {
+            "Success"
+        };
+        let subject = format!(
+            "Delivery Status Notification ({worst}) for {}",
+            entry.tracking_id
+        );
+        let mut out = format!(
+            "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}\r\n",
+            self.sentence(entry)
+        );
+        out.push_str(&format!(
+            "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n\
+             Reporting-MTA: dns; {}\r\n",
+            header_safe(&self.reporting_mta)
+        ));
+        if let Some(envid) = &self.envid {
+            out.push_str(&format!("Original-Envelope-Id: {}\r\n", header_safe(envid)));
+        }
+        out.push_str(&format!(
+            "X-Kvgate-Tracking-Id: {}\r\nArrival-Date: {}\r\n",
+            entry.tracking_id,
+            rfc5322_date(self.arrival)
+        ));
+        for r in &self.recipients {
+            out.push_str("\r\n");
+            if let Some(original) = &r.original {
+                out.push_str(&format!(
+                    "Original-Recipient: {}\r\n",
+                    header_safe(original)
+                ));
+            }
+            out.push_str(&format!(
+                "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\n",
+                header_safe(&r.address),
+                r.action.as_str(),
+                r.status
+            ));
+            if let Some((code, sentence)) = &r.reason {
+                out.push_str(&format!(
+                    "Diagnostic-Code: smtp; {} {} {}: {}\r\n",
+                    smtp_code(&r.status),
+                    r.status,
+                    code,
+                    header_safe(sentence)
+                ));
+            }
+        }
+        let mut body = out.into_bytes();
+        match &self.returned {
+            Returned::Headers(headers) => {
+                body.extend_from_slice(
+                    format!(
+                        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}"
+                    )
+                    .as_bytes(),
+                );
+            }
+            Returned::Full(encoded) => {
+                body.extend_from_slice(
+                    format!(
+                        "\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\
+                         Content-Transfer-Encoding: 8bit\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                let original = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .unwrap_or_default();
+                body.extend_from_slice(&original);
+                if !original.ends_with(b"\r\n") {
+                    body.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        (
+            subject,
+            format!("multipart/report; report-type=delivery-status;\r\n boundary=\"{boundary}\""),
+            body,
+        )
+    }
+
+    /// The part for people.
+    fn sentence(&self, entry: &Outbound) -> String {
+        let mut text = format!(
+            "This is the kvgate gateway. About your letter with tracking ID {}:\r\n",
+            entry.tracking_id
+        );
+        for r in &self.recipients {
+            let line = match (r.action, &r.reason) {
+                (Action::Delivered, _) => format!(
+                    "\r\n- {}: delivered to the member's inbox, encrypted to their keys.",
+                    r.address
+                ),
+                (Action::Delayed, _) => format!(
+                    "\r\n- {}: not delivered yet; the gateway keeps trying.",
+                    r.address
+                ),
+                (Action::Failed, Some((code, sentence))) => {
+                    format!("\r\n- {}: NOT delivered ({code}): {sentence}.", r.address)
+                }
+                (Action::Failed, None) => format!("\r\n- {}: NOT delivered.", r.address),
+            };
+            text.push_str(&line);
+        }
+        text.push_str("\r\n");
+        text
+    }
+}
+
+/// The basic SMTP reply code that goes with an enhanced status class.
+fn smtp_code(status: &str) -> &'static str {
+    match status.as_bytes().first() {
+        Some(b'2') => "250",
+        Some(b'4') => "450",
+        _ => "550",
+    }
+}

@@ -90,14 +90,20 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Seconds a client may take for one command (RFC 5321 §4.5.3.2: 5 minutes).
     pub command_timeout_secs: u64,
+    /// Most SMTP sessions at once, over both SMTP listeners.
+    pub max_connections: usize,
+    /// Most SMTP sessions at once with the same client certificate.
+    pub max_connections_per_certificate: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_size: 50 * 1024 * 1024,
+            max_message_size: 256 * 1024 * 1024,
             max_recipients: 100,
             command_timeout_secs: 300,
+            max_connections: 500,
+            max_connections_per_certificate: 100,
         }
     }
 }
@@ -162,7 +168,12 @@ impl Config {
         if config.smime.decryption_keys.is_empty() {
             return Err(invalid("smime.decryption_keys needs at least one key"));
         }
-        if config.limits.max_message_size == 0 || config.limits.max_recipients == 0 {
+        let limits = &config.limits;
+        if limits.max_message_size == 0
+            || limits.max_recipients == 0
+            || limits.max_connections == 0
+            || limits.max_connections_per_certificate == 0
+        {
             return Err(invalid("limits must be positive"));
         }
         Ok(config)

@@ -323,6 +323,19 @@ async fn connect_implicit(server: &TestServer) -> Client<TlsStream<TcpStream>> {
     client
 }
 
+/// Starts an implicit-TLS server with `config` and connects a client that
+/// has said EHLO.
+async fn greeted(config: Config) -> (TestServer, Client<TlsStream<TcpStream>>) {
+    let size = format!("SIZE {}", config.max_message_size);
+    let server = start(Port::Implicit, Recorder::default(), config).await;
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(
+        c.cmd("EHLO client.test").await,
+        EHLO_TLS.replace("SIZE 1000", &size)
+    );
+    (server, c)
+}
+
 /// Connects to the STARTTLS port, says EHLO and upgrades.
 async fn connect_starttls(server: &TestServer) -> Client<TlsStream<TcpStream>> {
     let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
@@ -359,9 +372,7 @@ async fn open_data<S: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<S>) {
 
 #[tokio::test]
 async fn implicit_tls_full_transaction() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     assert_eq!(c.cmd("STARTTLS").await, "503 5.5.1 TLS already active\r\n");
     assert_eq!(
         c.cmd("MAIL FROM:<praxis@example.de> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=x+2By")
@@ -642,9 +653,7 @@ async fn command_lines_are_limited_to_512_octets() {
 
 #[tokio::test]
 async fn declared_size_over_the_limit_is_refused() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     assert_eq!(
         c.cmd("MAIL FROM:<praxis@example.de> SIZE=1001").await,
         "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
@@ -657,16 +666,11 @@ async fn declared_size_over_the_limit_is_refused() {
 
 #[tokio::test]
 async fn oversized_body_is_refused_after_the_final_dot() {
-    let config = Config {
+    let (server, mut c) = greeted(Config {
         max_message_size: 1500,
         ..config()
-    };
-    let server = start(Port::Implicit, Recorder::default(), config).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(
-        c.cmd("EHLO client.test").await,
-        EHLO_TLS.replace("SIZE 1000", "SIZE 1500")
-    );
+    })
+    .await;
     open_data(&mut c).await;
     let line = format!("{}\r\n", "y".repeat(98));
     for _ in 0..20 {
@@ -804,9 +808,7 @@ async fn commands_before_the_greeting_are_refused() {
 
 #[tokio::test]
 async fn pipelined_mail_rcpt_rcpt_data_in_one_write() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     c.send(
         b"MAIL FROM:<praxis@example.de>\r\nRCPT TO:<a@kv.test>\r\nRCPT TO:<b@kv.test>\r\nDATA\r\n",
     )
@@ -824,9 +826,7 @@ async fn pipelined_mail_rcpt_rcpt_data_in_one_write() {
 
 #[tokio::test]
 async fn dsn_parameters_reach_the_handler_decoded() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     let hostile_envid = "MAIL FROM:<praxis@example.de> ENVID=id+0D+0ABcc:+20evil@x.de";
     assert_eq!(
         c.cmd(hostile_envid).await,
@@ -894,9 +894,7 @@ async fn open_envelope<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Client<S>) {
 
 #[tokio::test]
 async fn bdat_chunks_make_one_message_taken_literally() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     open_envelope(&mut c).await;
     let first = b"Subject: x\r\n\r\n.\r\nMAIL FROM:<evil@example.de>\r\n";
     c.send(format!("BDAT {}\r\n", first.len()).as_bytes()).await;
@@ -946,9 +944,7 @@ async fn bdat_pipelined_with_the_envelope_in_one_write() {
 
 #[tokio::test]
 async fn bdat_out_of_order_is_refused_and_its_chunk_never_runs() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     // Each refused chunk holds commands: had they run, QUIT would close.
     let chunk = b"RSET\r\nQUIT\r\n";
     let bdat = |last: &str| format!("BDAT {}{last}\r\n", chunk.len());
@@ -1026,16 +1022,11 @@ async fn bdat_without_a_readable_size_closes_the_session() {
 
 #[tokio::test]
 async fn bdat_over_the_size_limit_is_refused_at_the_chunk() {
-    let config = Config {
+    let (server, mut c) = greeted(Config {
         max_message_size: 1500,
         ..config()
-    };
-    let server = start(Port::Implicit, Recorder::default(), config).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(
-        c.cmd("EHLO client.test").await,
-        EHLO_TLS.replace("SIZE 1000", "SIZE 1500")
-    );
+    })
+    .await;
     open_envelope(&mut c).await;
     let line = format!("{}\r\n", "y".repeat(98));
     let chunk = line.repeat(8);
@@ -1059,9 +1050,7 @@ async fn bdat_over_the_size_limit_is_refused_at_the_chunk() {
 
 #[tokio::test]
 async fn open_bdat_message_is_aborted_when_the_client_leaves() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     open_envelope(&mut c).await;
     assert_eq!(
         c.cmd("BDAT 5\r\nabc").await,

@@ -115,6 +115,7 @@ fn install_provider() {
 #[derive(Default)]
 struct Recorder {
     refuse_connect: bool,
+    refuse_data: bool,
     events: Mutex<Vec<String>>,
     messages: Mutex<Vec<Vec<u8>>>,
     aborted: AtomicUsize,
@@ -162,6 +163,9 @@ impl Handler for Recorder {
     }
 
     async fn data_start(&self, _: &mut ()) -> Result<Vec<u8>, Reply> {
+        if self.refuse_data {
+            return Err(Reply::new(451, (4, 3, 0), "Spool unavailable"));
+        }
         Ok(Vec::new())
     }
 
@@ -1045,6 +1049,38 @@ async fn bdat_over_the_size_limit_is_refused_at_the_chunk() {
         .await;
     assert_eq!(c.reply().await, "554 5.6.0 Line too long\r\n");
     assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 2);
+    assert!(server.handler.messages().is_empty());
+}
+
+#[tokio::test]
+async fn bdat_refused_by_the_handler_is_skipped() {
+    let refusing = Recorder {
+        refuse_data: true,
+        ..Recorder::default()
+    };
+    let server = start(Port::Implicit, refusing, config()).await;
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    open_envelope(&mut c).await;
+    c.send(b"BDAT 6\r\nQUIT\r\nBDAT 6 LAST\r\nQUIT\r\n").await;
+    assert_eq!(c.reply().await, "451 4.3.0 Spool unavailable\r\n");
+    assert_eq!(c.reply().await, "503 5.5.1 Need MAIL command\r\n");
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn silent_client_in_a_bdat_chunk_times_out() {
+    let (server, mut c) = greeted(Config {
+        data_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    open_envelope(&mut c).await;
+    c.send(b"BDAT 100 LAST\r\nonly part").await;
+    assert_eq!(c.reply().await, "421 4.4.2 Timeout\r\n");
+    c.assert_closed().await;
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 1);
     assert!(server.handler.messages().is_empty());
 }
 

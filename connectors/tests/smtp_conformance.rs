@@ -666,6 +666,14 @@ async fn declared_size_over_the_limit_is_refused() {
         c.cmd("MAIL FROM:<praxis@example.de> SIZE=1000").await,
         SENDER_OK
     );
+    // The refused MAIL never reached the handler.
+    let mails: Vec<_> = server
+        .handler
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("mail"))
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
 }
 
 #[tokio::test]

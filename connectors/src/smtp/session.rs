@@ -23,7 +23,7 @@ use super::decoder::{Decoder, Framing};
 use super::handler::{Handler, Peer};
 use super::limits::CertificateSlot;
 use super::reply::Reply;
-use super::{Mode, Shared};
+use super::{Config, Mode, Shared};
 
 /// Serves one accepted connection to its end.
 pub(super) async fn run<H: Handler>(
@@ -99,9 +99,10 @@ impl Refusal {
 
 /// How one BDAT chunk ended.
 enum ChunkEnd {
-    /// The chunk is in; the transaction goes on or (after LAST) is complete.
-    /// `true` if the transaction is over.
-    Answered(Reply, bool),
+    /// The chunk is in and more are expected.
+    More(Reply),
+    /// The last chunk is in; the handler answered for the whole message.
+    Complete(Reply),
     /// The chunk or the message was refused; the transaction is over.
     Refused(Reply),
     /// The client went away or silent in the middle of the chunk.
@@ -579,8 +580,8 @@ impl<H: Handler> Session<H> {
             }
         };
         let flow = match end {
-            ChunkEnd::Answered(reply, false) => return Ok(ok(conn, reply)),
-            ChunkEnd::Answered(reply, true) => {
+            ChunkEnd::More(reply) => return Ok(ok(conn, reply)),
+            ChunkEnd::Complete(reply) => {
                 info!(peer = %self.addr, code = reply.code, "message received by BDAT");
                 ok(conn, reply)
             }
@@ -667,22 +668,14 @@ where
                 decoder: Decoder::new(Framing::Counted, config.max_message_size),
                 received: 0,
             },
-            Err(reply) => {
-                return match data::skip(conn, chunk.size, config.data_timeout).await {
-                    Ok(()) => ChunkEnd::Refused(reply),
-                    Err(stop) => ChunkEnd::Interrupted(stop),
-                };
-            }
+            Err(reply) => return refuse_chunk(conn, chunk, config, reply).await,
         },
     };
     chunks.received = chunks.received.saturating_add(chunk.size);
     if chunks.received > config.max_message_size {
-        let skipped = data::skip(conn, chunk.size, config.data_timeout).await;
         handler.data_abort(hs, chunks.sink).await;
-        return match skipped {
-            Ok(()) => ChunkEnd::Refused(Reply::new(552, (5, 3, 4), "Message too big")),
-            Err(stop) => ChunkEnd::Interrupted(stop),
-        };
+        let too_big = Reply::new(552, (5, 3, 4), "Message too big");
+        return refuse_chunk(conn, chunk, config, too_big).await;
     }
     let received = data::transfer(
         conn,
@@ -707,17 +700,33 @@ where
     if !chunk.last {
         txn.chunks = Some(chunks);
         let text = format!("{} octets received", chunk.size);
-        return ChunkEnd::Answered(Reply::new(250, (2, 0, 0), text), false);
+        return ChunkEnd::More(Reply::new(250, (2, 0, 0), text));
     }
     let Chunks {
         mut sink, decoder, ..
     } = chunks;
     match data::complete(&mut sink, decoder, true).await {
-        Ok(()) => ChunkEnd::Answered(handler.data_end(hs, sink).await, true),
+        Ok(()) => ChunkEnd::Complete(handler.data_end(hs, sink).await),
         Err(reply) => {
             handler.data_abort(hs, sink).await;
             ChunkEnd::Refused(reply)
         }
+    }
+}
+
+/// Reads and drops a refused chunk, then refuses it with `reply`.
+async fn refuse_chunk<IO>(
+    conn: &mut Conn<IO>,
+    chunk: Bdat,
+    config: &Config,
+    reply: Reply,
+) -> ChunkEnd
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match data::skip(conn, chunk.size, config.data_timeout).await {
+        Ok(()) => ChunkEnd::Refused(reply),
+        Err(stop) => ChunkEnd::Interrupted(stop),
     }
 }
 

@@ -95,16 +95,27 @@ pub struct Limits {
     pub max_message_size: u64,
     /// Most recipients of one message.
     pub max_recipients: usize,
-    /// Seconds a client may take for one command (RFC 5321 §4.5.3.2: 5 minutes).
+    /// Seconds a client may take for one command or one piece of message data
+    /// (the server timeout of RFC 5321 §4.5.3.2.7: 5 minutes).
     pub command_timeout_secs: u64,
+    /// Milliseconds the SMTP server listens before its greeting; a client that
+    /// talks in that time is refused (0: only input already there is caught).
+    pub greeting_delay_ms: u64,
+    /// Most SMTP sessions at once, over both SMTP listeners.
+    pub max_connections: usize,
+    /// Most SMTP sessions at once with the same client certificate.
+    pub max_connections_per_certificate: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_size: 50 * 1024 * 1024,
+            max_message_size: 256 * 1024 * 1024,
             max_recipients: 100,
             command_timeout_secs: 300,
+            greeting_delay_ms: 0,
+            max_connections: 500,
+            max_connections_per_certificate: 100,
         }
     }
 }
@@ -113,6 +124,11 @@ impl Limits {
     /// The command timeout as a duration.
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout_secs)
+    }
+
+    /// The greeting delay as a duration.
+    pub fn greeting_delay(&self) -> Duration {
+        Duration::from_millis(self.greeting_delay_ms)
     }
 }
 
@@ -241,7 +257,12 @@ impl Config {
         if config.smime.decryption_keys.is_empty() {
             return Err(invalid("smime.decryption_keys needs at least one key"));
         }
-        if config.limits.max_message_size == 0 || config.limits.max_recipients == 0 {
+        let limits = &config.limits;
+        if limits.max_message_size == 0
+            || limits.max_recipients == 0
+            || limits.max_connections == 0
+            || limits.max_connections_per_certificate == 0
+        {
             return Err(invalid("limits must be positive"));
         }
         if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {

@@ -152,6 +152,10 @@ impl Gateway {
             max_message_size: config.limits.max_message_size,
             max_recipients: config.limits.max_recipients,
             command_timeout: config.limits.command_timeout(),
+            data_timeout: config.limits.command_timeout(),
+            greeting_delay: config.limits.greeting_delay(),
+            max_connections: config.limits.max_connections,
+            max_connections_per_certificate: config.limits.max_connections_per_certificate,
             ..smtp::Config::default()
         };
         let policy = Arc::new(Policy::new(

@@ -19,6 +19,7 @@ pub(super) enum Verb {
     Expn,
     Help,
     StartTls,
+    Bdat,
     Unknown,
 }
 
@@ -40,6 +41,7 @@ pub(super) fn split(line: &str) -> (Verb, &str) {
         "EXPN" => Verb::Expn,
         "HELP" => Verb::Help,
         "STARTTLS" => Verb::StartTls,
+        "BDAT" => Verb::Bdat,
         _ => Verb::Unknown,
     };
     (verb, args)
@@ -59,6 +61,32 @@ pub(super) struct Rcpt<'a> {
     /// The recipient mailbox (or `Postmaster`).
     pub(super) forward_path: &'a str,
     pub(super) params: RcptParams,
+}
+
+/// A parsed `BDAT` command (RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bdat {
+    /// The chunk size in octets.
+    pub(super) size: u64,
+    /// Whether this is the last chunk (`LAST`).
+    pub(super) last: bool,
+}
+
+/// Parses the arguments of `BDAT`: `chunk-size [LAST]`.
+pub(super) fn parse_bdat(args: &str) -> Result<Bdat, Reply> {
+    let syntax = || Reply::new(501, (5, 5, 4), "Syntax: BDAT chunk-size [LAST]");
+    let mut words = args.split(' ');
+    let size = words
+        .next()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(syntax)?;
+    let last = match (words.next(), words.next()) {
+        (None, _) => false,
+        (Some(word), None) if word.eq_ignore_ascii_case("LAST") => true,
+        _ => return Err(syntax()),
+    };
+    Ok(Bdat { size, last })
 }
 
 /// Parses the arguments of `MAIL`: `FROM:<reverse-path> [params]`.
@@ -123,13 +151,56 @@ fn utf8_required() -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::params::Notify;
+
+    #[test]
+    fn parses_bdat() {
+        assert_eq!(
+            parse_bdat("0 LAST"),
+            Ok(Bdat {
+                size: 0,
+                last: true
+            })
+        );
+        assert_eq!(
+            parse_bdat("1234 last"),
+            Ok(Bdat {
+                size: 1234,
+                last: true
+            })
+        );
+        assert_eq!(
+            parse_bdat("17"),
+            Ok(Bdat {
+                size: 17,
+                last: false
+            })
+        );
+        for bad in [
+            "",
+            "LAST",
+            "-1",
+            "+5",
+            "1 LAST x",
+            "1 FIRST",
+            "1  LAST",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                parse_bdat(bad).unwrap_err().to_string(),
+                "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n",
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn splits_verbs() {
         assert_eq!(split("ehlo client.de"), (Verb::Ehlo, "client.de"));
         assert_eq!(split("QUIT  "), (Verb::Quit, ""));
         assert_eq!(split("MAIL FROM:<a@b.de>"), (Verb::Mail, "FROM:<a@b.de>"));
-        assert_eq!(split("BDAT 10"), (Verb::Unknown, "10"));
+        assert_eq!(split("bdat 10 LAST"), (Verb::Bdat, "10 LAST"));
+        assert_eq!(split("XBDAT 10"), (Verb::Unknown, "10"));
     }
 
     #[test]
@@ -162,7 +233,7 @@ mod tests {
     fn parses_rcpt() {
         let r = parse_rcpt("TO:<x@y.de> NOTIFY=NEVER", false).unwrap();
         assert_eq!(r.forward_path, "x@y.de");
-        assert_eq!(r.params.notify.as_deref(), Some("NEVER"));
+        assert_eq!(r.params.notify, Some(Notify::Never));
         assert_eq!(
             parse_rcpt("TO:<Postmaster>", false).unwrap().forward_path,
             "Postmaster"

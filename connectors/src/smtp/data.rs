@@ -1,15 +1,7 @@
-//! The DATA phase: dot-unstuffing, end-of-data detection and limits, streamed
-//! to the handler's sink in chunks of at most [`CHUNK`] octets.
-//!
-//! Only `<CRLF>.<CRLF>` ends DATA (the CRLF that ends the DATA command line
-//! counts as the first one). Bare LF or bare CR never start or end a line for
-//! the purposes of dot handling, so sequences like `<LF>.<LF>`, `<CR>.<CR>`,
-//! `<LF>.<CRLF>` or `<CRLF>.<LF>` stay inside the message and cannot smuggle a
-//! second message past the server. When written to the sink, a bare CR or bare
-//! LF is normalised to CRLF, so the stored message has canonical line endings
-//! and contains no ambiguous line break that a later hop could read differently.
-//! A leading dot followed by anything but CRLF is transparency stuffing and is
-//! removed (RFC 5321 §4.5.2).
+//! Moving message text from the connection to the handler's sink: the whole
+//! of a DATA message, or one BDAT chunk, decoded by a [`Decoder`] and written
+//! in pieces of at most [`CHUNK`] octets, so memory stays bounded whatever
+//! the message size.
 
 use std::time::Duration;
 
@@ -17,292 +9,147 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
 use super::conn::{CHUNK, Conn, Fill};
+use super::decoder::Decoder;
 use super::reply::Reply;
 
-/// The longest text line, CRLF included (RFC 5321 §4.5.3.1.6), not counting
-/// the removed stuffing dot.
-const MAX_LINE: usize = 1000;
-
-/// How the DATA phase ended.
-#[derive(Debug)]
-pub(super) enum DataEnd {
-    /// The whole message is in the sink.
-    Received,
-    /// The message was read to its end but refused; the reply says why.
-    Refused(Reply),
+/// Why a transfer stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Interrupted {
     /// The client went silent for the data timeout.
     Timeout,
-    /// The connection broke or was closed before the end of data.
+    /// The connection broke or was closed.
     Lost,
 }
 
-/// Reads the message from `conn` up to and including `<CRLF>.<CRLF>` and
-/// writes it, unstuffed and with canonical CRLF line endings, to `sink`.
-/// Bytes after the terminator stay buffered in `conn` (pipelined commands).
-pub(super) async fn receive<IO, W>(
+/// How much input a transfer takes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Extent {
+    /// Up to and including the DATA terminator `<CRLF>.<CRLF>`.
+    Terminator,
+    /// Exactly this many octets (one BDAT chunk).
+    Octets(u64),
+}
+
+/// Decodes input from `conn` into `sink` until `extent` is consumed. Bytes
+/// after it stay buffered in `conn` (pipelined commands). Returns whether all
+/// writes to the sink succeeded; after a failed write the input is still
+/// consumed to its end but nothing more is written.
+pub(super) async fn transfer<IO, W>(
     conn: &mut Conn<IO>,
     sink: &mut W,
-    max_size: u64,
+    decoder: &mut Decoder,
+    extent: Extent,
     idle: Duration,
-) -> DataEnd
+) -> Result<bool, Interrupted>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut decoder = Decoder::new(max_size);
+    let mut remaining = match extent {
+        Extent::Terminator => u64::MAX,
+        Extent::Octets(n) => n,
+    };
     let mut out = Vec::with_capacity(CHUNK);
     let mut sink_ok = true;
     loop {
-        let (used, done) = decoder.decode(conn.buffered(), &mut out);
+        let input = conn.buffered();
+        let take = usize::try_from(remaining).map_or(input.len(), |r| r.min(input.len()));
+        let (used, done) = decoder.decode(&input[..take], &mut out);
         conn.consume(used);
-        if !out.is_empty() {
-            if sink_ok && let Err(e) = sink.write_all(&out).await {
-                warn!(error = %e, "writing message data to the sink failed");
-                sink_ok = false;
-            }
-            out.clear();
+        if let Extent::Octets(_) = extent {
+            remaining -= used as u64;
         }
-        if done {
-            break;
+        sink_ok = write(sink, &out, sink_ok).await;
+        out.clear();
+        if done || remaining == 0 {
+            return Ok(sink_ok);
         }
         if conn.buffered().is_empty() {
-            match conn.fill(idle, None).await {
-                Ok(Fill::Data) => {}
-                Ok(Fill::Timeout) => return DataEnd::Timeout,
-                Ok(Fill::Eof | Fill::Shutdown) | Err(_) => return DataEnd::Lost,
-            }
+            fill(conn, idle).await?;
         }
     }
+}
+
+/// Completes a message whose text is all in: writes what the decoder still
+/// holds, flushes the sink and says whether the message stands. `sink_ok`
+/// tells whether every earlier write succeeded.
+pub(super) async fn complete<W>(
+    sink: &mut W,
+    mut decoder: Decoder,
+    sink_ok: bool,
+) -> Result<(), Reply>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut tail = Vec::new();
+    decoder.finish(&mut tail);
+    let sink_ok = write(sink, &tail, sink_ok).await;
     if let Some(refusal) = decoder.refusal() {
-        return DataEnd::Refused(refusal);
+        return Err(refusal);
     }
-    if sink_ok && let Err(e) = sink.flush().await {
-        warn!(error = %e, "flushing message data to the sink failed");
-        sink_ok = false;
-    }
-    if sink_ok {
-        DataEnd::Received
-    } else {
-        DataEnd::Refused(Reply::new(451, (4, 3, 0), "Local error in processing"))
-    }
+    let flushed = sink_ok
+        && sink
+            .flush()
+            .await
+            .inspect_err(|e| warn!(error = %e, "flushing message data to the sink failed"))
+            .is_ok();
+    if flushed { Ok(()) } else { Err(local_error()) }
 }
 
-/// Where the decoder is within the current line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// At the start of a line (after CRLF, or at the start of DATA).
-    LineStart,
-    /// Inside a line.
-    Text,
-    /// After a CR inside a line or on an empty line.
-    Cr,
-    /// After a dot at the start of a line.
-    Dot,
-    /// After `.` CR at the start of a line.
-    DotCr,
+/// The reply when the sink failed.
+pub(super) fn local_error() -> Reply {
+    Reply::new(
+        451,
+        (4, 3, 0),
+        "Local error while storing the message; try again later",
+    )
 }
 
-/// The incremental DATA decoder (see the module documentation).
-#[derive(Debug)]
-struct Decoder {
-    state: State,
-    line_len: usize,
-    size: u64,
-    max_size: u64,
-    too_big: bool,
-    line_too_long: bool,
-}
-
-impl Decoder {
-    fn new(max_size: u64) -> Self {
-        Self {
-            state: State::LineStart,
-            line_len: 0,
-            size: 0,
-            max_size,
-            too_big: false,
-            line_too_long: false,
-        }
+/// Writes `bytes` unless an earlier write failed; returns whether the sink is
+/// still good.
+async fn write<W: AsyncWrite + Unpin>(sink: &mut W, bytes: &[u8], sink_ok: bool) -> bool {
+    if !sink_ok || bytes.is_empty() {
+        return sink_ok;
     }
-
-    /// Decodes `input` into `out` until the input is used up, `out` is full
-    /// ([`CHUNK`]) or the terminator is found. Returns the number of input
-    /// octets consumed and whether the terminator was found. Once the message
-    /// is refused, nothing more is written to `out`.
-    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
-        for (i, &b) in input.iter().enumerate() {
-            // One input octet produces at most three output octets.
-            if out.len() + 3 > CHUNK {
-                return (i, false);
-            }
-            match (self.state, b) {
-                (State::LineStart, b'.') => self.state = State::Dot,
-                (State::Dot, b'\r') => self.state = State::DotCr,
-                (State::DotCr, b'\n') => return (i + 1, true),
-                (State::Cr, b'\n') => {
-                    self.line_break(out);
-                    self.state = State::LineStart;
-                }
-                // A bare CR (after the stuffing dot or inside a line), then `b`.
-                (State::DotCr | State::Cr, _) => {
-                    self.line_break(out);
-                    self.text(b, out);
-                }
-                // In a line, or after a stuffing dot (which is dropped).
-                (State::LineStart | State::Text | State::Dot, _) => self.text(b, out),
-            }
-        }
-        (input.len(), false)
-    }
-
-    /// An octet inside a line.
-    fn text(&mut self, b: u8, out: &mut Vec<u8>) {
-        self.state = State::Text;
-        match b {
-            b'\r' => self.state = State::Cr,
-            // A bare LF: a line break, but not a line start for dot handling.
-            b'\n' => self.line_break(out),
-            _ => {
-                self.line_len += 1;
-                if self.line_len > MAX_LINE - 2 {
-                    self.line_too_long = true;
-                }
-                self.emit(&[b], out);
-            }
-        }
-    }
-
-    fn line_break(&mut self, out: &mut Vec<u8>) {
-        self.line_len = 0;
-        self.emit(b"\r\n", out);
-    }
-
-    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        self.size = self.size.saturating_add(bytes.len() as u64);
-        if self.size > self.max_size {
-            self.too_big = true;
-        }
-        if self.refusal().is_none() {
-            out.extend_from_slice(bytes);
-        }
-    }
-
-    /// Why the message is refused, if it is.
-    fn refusal(&self) -> Option<Reply> {
-        if self.too_big {
-            Some(Reply::new(552, (5, 3, 4), "Message too big"))
-        } else if self.line_too_long {
-            Some(Reply::new(554, (5, 6, 0), "Line too long"))
-        } else {
-            None
+    match sink.write_all(bytes).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "writing message data to the sink failed");
+            false
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Decodes `input` in pieces of `step` octets; returns the output, the
-    /// unconsumed rest, and whether the terminator was found.
-    fn run(input: &[u8], step: usize, max: u64) -> (Vec<u8>, Vec<u8>, bool, Option<Reply>) {
-        let mut d = Decoder::new(max);
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while pos < input.len() {
-            let end = (pos + step).min(input.len());
-            let mut chunk = Vec::new();
-            let (used, done) = d.decode(&input[pos..end], &mut chunk);
-            out.extend_from_slice(&chunk);
-            pos += used;
-            if done {
-                return (out, input[pos..].to_vec(), true, d.refusal());
-            }
+/// Reads and drops `n` octets (a refused BDAT chunk), holding no more than
+/// one read's worth at a time.
+pub(super) async fn skip<IO>(
+    conn: &mut Conn<IO>,
+    mut n: u64,
+    idle: Duration,
+) -> Result<(), Interrupted>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let buffered = conn.buffered().len();
+        let take = usize::try_from(n).map_or(buffered, |n| n.min(buffered));
+        conn.consume(take);
+        n -= take as u64;
+        if n == 0 {
+            return Ok(());
         }
-        (out, Vec::new(), false, d.refusal())
+        fill(conn, idle).await?;
     }
+}
 
-    fn decode_all(input: &[u8]) -> (Vec<u8>, Vec<u8>, bool) {
-        let whole = run(input, input.len().max(1), u64::MAX);
-        for step in [1, 2, 3, 7] {
-            let piecewise = run(input, step, u64::MAX);
-            assert_eq!(
-                (&whole.0, &whole.1, whole.2),
-                (&piecewise.0, &piecewise.1, piecewise.2)
-            );
-        }
-        (whole.0, whole.1, whole.2)
-    }
-
-    #[test]
-    fn ends_only_at_crlf_dot_crlf() {
-        let (out, rest, done) = decode_all(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
-        assert!(done);
-        assert_eq!(out, b"Subject: x\r\n\r\nbody\r\n");
-        assert_eq!(rest, b"QUIT\r\n");
-        assert_eq!(decode_all(b".\r\n"), (Vec::new(), Vec::new(), true));
-    }
-
-    #[test]
-    fn unstuffs_dots() {
-        let (out, _, done) = decode_all(b"..hidden\r\n...\r\n.x\r\na.b\r\n.\r\n");
-        assert!(done);
-        assert_eq!(out, b".hidden\r\n..\r\nx\r\na.b\r\n");
-    }
-
-    #[test]
-    fn smuggling_sequences_stay_in_the_body() {
-        for (input, body) in [
-            (&b"a\n.\nMAIL\r\n.\r\n"[..], &b"a\r\n.\r\nMAIL\r\n"[..]),
-            (b"a\r.\rMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
-            (b"a\n.\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
-            (b"a\r\n.\nMAIL\r\n.\r\n", b"a\r\n\r\nMAIL\r\n"),
-            (b"a\r\n.\rMAIL\r\n.\r\n", b"a\r\n\r\nMAIL\r\n"),
-            (b"a\r.\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
-            (b"a\r\r\n.\r\r\nMAIL\r\n.\r\n", b"a\r\n\r\n\r\n\r\nMAIL\r\n"),
-        ] {
-            let (out, rest, done) = decode_all(input);
-            assert!(done, "{input:?}");
-            assert_eq!(out, body, "{input:?}");
-            assert!(rest.is_empty());
-        }
-    }
-
-    #[test]
-    fn normalises_bare_line_breaks() {
-        let (out, _, _) = decode_all(b"a\nb\rc\r\rd\r\n.\r\n");
-        assert_eq!(out, b"a\r\nb\r\nc\r\n\r\nd\r\n");
-    }
-
-    #[test]
-    fn limits_line_length() {
-        let mut ok = vec![b'x'; 998];
-        ok.extend_from_slice(b"\r\n.\r\n");
-        assert_eq!(run(&ok, 4096, u64::MAX).3, None);
-        let mut long = vec![b'x'; 999];
-        long.extend_from_slice(b"\r\nmore\r\n.\r\n");
-        let (out, _, done, refusal) = run(&long, 4096, u64::MAX);
-        assert!(done);
-        assert_eq!(out, vec![b'x'; 998]);
-        assert_eq!(refusal, Some(Reply::new(554, (5, 6, 0), "Line too long")));
-    }
-
-    #[test]
-    fn limits_size() {
-        assert_eq!(run(b"abc\r\n.\r\n", 100, 5).3, None);
-        let (_, _, done, refusal) = run(b"abcd\r\n.\r\n", 100, 5);
-        assert!(done);
-        assert_eq!(refusal, Some(Reply::new(552, (5, 3, 4), "Message too big")));
-    }
-
-    #[test]
-    fn output_stays_within_chunk() {
-        let input = vec![b'\n'; 3 * CHUNK];
-        let mut d = Decoder::new(u64::MAX);
-        let mut out = Vec::new();
-        let (used, done) = d.decode(&input, &mut out);
-        assert!(!done);
-        assert!(out.len() <= CHUNK && out.len() > CHUNK - 3);
-        assert_eq!(used * 2, out.len());
+/// Reads more input, or says why there is none.
+async fn fill<IO>(conn: &mut Conn<IO>, idle: Duration) -> Result<(), Interrupted>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match conn.fill(idle, None).await {
+        Ok(Fill::Data) => Ok(()),
+        Ok(Fill::Timeout) => Err(Interrupted::Timeout),
+        Ok(Fill::Eof | Fill::Shutdown) | Err(_) => Err(Interrupted::Lost),
     }
 }

@@ -26,8 +26,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Per-connection state of the handler (e.g. the authenticated sender and
     /// the envelope so far).
     type Session: Send;
-    /// Where DATA is streamed. If a session task is cancelled (e.g. at the end
-    /// of the shutdown grace period) the sink is dropped without
+    /// Where the message text (DATA or BDAT chunks) is streamed, with CRLF
+    /// line endings. If a session task is cancelled (e.g. at the end of the
+    /// shutdown grace period) the sink is dropped without
     /// [`Handler::data_abort`], so dropping a sink must discard it.
     type Sink: tokio::io::AsyncWrite + Send + Unpin;
 
@@ -53,15 +54,17 @@ pub trait Handler: Send + Sync + 'static {
         params: &RcptParams,
     ) -> Result<(), Reply>;
 
-    /// Called at DATA (before the 354 go-ahead is sent) to open the sink;
-    /// `Err` is sent instead of 354.
+    /// Called at DATA (before the 354 go-ahead is sent) or at the first BDAT
+    /// chunk to open the sink; `Err` is sent instead of 354 (DATA) or as the
+    /// answer to the chunk, which is then read and dropped (BDAT).
     fn data_start(
         &self,
         session: &mut Self::Session,
     ) -> impl Future<Output = Result<Self::Sink, Reply>> + Send;
 
-    /// All data was received and written to the sink (and the sink flushed);
-    /// the handler makes it durable and answers (e.g. `250 2.0.0 <id> queued`).
+    /// All data was received and written to the sink (and the sink flushed):
+    /// after the final dot of DATA or the `BDAT … LAST` chunk. The handler
+    /// makes it durable and answers (e.g. `250 2.0.0 <id> queued`).
     fn data_end(
         &self,
         session: &mut Self::Session,
@@ -69,14 +72,15 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Reply> + Send;
 
     /// The server refused the message after [`Handler::data_start`] (too big,
-    /// line too long, I/O error, timeout, connection lost): discard the sink.
+    /// line too long, I/O error, timeout, connection lost), or a BDAT message
+    /// was left unfinished (RSET, EHLO, QUIT, end of session): discard the sink.
     fn data_abort(
         &self,
         session: &mut Self::Session,
         sink: Self::Sink,
     ) -> impl Future<Output = ()> + Send;
 
-    /// RSET, EHLO/HELO, a new MAIL transaction, or the end of DATA: forget the
-    /// envelope.
+    /// RSET, EHLO/HELO, a new MAIL transaction, the end of a message (DATA or
+    /// BDAT) or of the session: forget the envelope.
     fn reset(&self, session: &mut Self::Session);
 }

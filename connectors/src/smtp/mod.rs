@@ -2,16 +2,23 @@
 //!
 //! Two kinds of listener: a plain port that offers STARTTLS (RFC 3207) and an
 //! implicit-TLS port. Client certificates are required on both (the rustls
-//! configuration enforces that). Extensions: SIZE, PIPELINING, 8BITMIME,
-//! ENHANCEDSTATUSCODES, SMTPUTF8, DSN. Every policy decision (who may connect,
-//! which senders and recipients are allowed, where DATA goes) belongs to the
-//! [`Handler`].
+//! configuration enforces that, TLS 1.2 and 1.3 only), so the client chain is
+//! verified before any mail command is taken. Extensions: SIZE, PIPELINING,
+//! 8BITMIME, ENHANCEDSTATUSCODES, SMTPUTF8, DSN, CHUNKING. Every policy
+//! decision (who may connect, which senders and recipients are allowed, where
+//! the message goes) belongs to the [`Handler`].
+//!
+//! Message text (DATA and BDAT) is streamed to the handler's sink in pieces of
+//! at most 64 KiB; bare CR and bare LF are normalised to CRLF (see the
+//! `decoder` module for the smuggling rules).
 
 mod address;
 mod command;
 mod conn;
 mod data;
+mod decoder;
 mod handler;
+mod limits;
 mod params;
 mod reply;
 mod session;
@@ -20,14 +27,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
 pub use handler::{Handler, Peer};
-pub use params::{MailParams, RcptParams};
+pub use params::{Body, MailParams, Notify, OriginalRecipient, RcptParams, Ret};
 pub use reply::{EnhancedStatus, Reply};
 
 /// How long in-flight sessions may run on after shutdown was requested.
@@ -46,23 +53,40 @@ pub struct Config {
     pub max_recipients: usize,
     /// How long the server waits for a command (and for a TLS handshake).
     pub command_timeout: Duration,
-    /// How long the server waits for more message data during DATA.
+    /// How long the server waits for more message data during DATA or a
+    /// BDAT chunk.
     pub data_timeout: Duration,
     /// After this many client errors the server says 421 and closes.
     pub max_errors: usize,
+    /// The most sessions at once over all listeners of the server; a client
+    /// over the limit gets `421 4.3.2` (STARTTLS port) or is disconnected
+    /// before the TLS handshake (implicit-TLS port).
+    pub max_connections: usize,
+    /// The most sessions at once with the same client certificate; one more
+    /// gets `421 4.7.0` after the handshake.
+    pub max_connections_per_certificate: usize,
+    /// How long the server listens before it sends the greeting. A client
+    /// that sends anything in that time is not waiting for the greeting
+    /// (RFC 5321 §4.3.1) and is refused with `554 5.5.1`. Zero still catches
+    /// input that is already there.
+    pub greeting_delay: Duration,
 }
 
 impl Default for Config {
-    /// `localhost`, 64 MiB, 100 recipients, 5 min command and 10 min data
-    /// timeout, 10 errors.
+    /// `localhost`, 256 MiB, 100 recipients, 5 min command and data timeout
+    /// (the server timeout of RFC 5321 §4.5.3.2.7), 10 errors, 500
+    /// connections, 100 per client certificate, no greeting delay.
     fn default() -> Self {
         Self {
             hostname: "localhost".to_owned(),
-            max_message_size: 64 * 1024 * 1024,
+            max_message_size: 256 * 1024 * 1024,
             max_recipients: 100,
             command_timeout: Duration::from_secs(5 * 60),
-            data_timeout: Duration::from_secs(10 * 60),
+            data_timeout: Duration::from_secs(5 * 60),
             max_errors: 10,
+            max_connections: 500,
+            max_connections_per_certificate: 100,
+            greeting_delay: Duration::ZERO,
         }
     }
 }
@@ -78,6 +102,7 @@ struct Shared<H> {
     handler: Arc<H>,
     acceptor: TlsAcceptor,
     config: Config,
+    limits: limits::ConnectionLimits,
 }
 
 /// The kind of listener.
@@ -95,6 +120,10 @@ impl<H: Handler> Server<H> {
             shared: Arc::new(Shared {
                 handler,
                 acceptor: TlsAcceptor::from(tls),
+                limits: limits::ConnectionLimits::new(
+                    config.max_connections,
+                    config.max_connections_per_certificate,
+                ),
                 config,
             }),
         }
@@ -140,10 +169,17 @@ impl<H: Handler> Server<H> {
             tokio::select! {
                 () = conn::shutdown_requested(&mut shutdown) => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, addr)) => {
-                        let shared = Arc::clone(&self.shared);
-                        sessions.spawn(session::run(shared, tcp, addr, shutdown.clone(), mode));
-                    }
+                    Ok((tcp, addr)) => match self.shared.limits.admit() {
+                        Some(permit) => {
+                            let shared = Arc::clone(&self.shared);
+                            let session = session::run(shared, tcp, addr, shutdown.clone(), mode);
+                            sessions.spawn(async move {
+                                session.await;
+                                drop(permit);
+                            });
+                        }
+                        None => refuse_busy(&tcp, mode),
+                    },
                     Err(e) => {
                         warn!(%local, error = %e, "SMTP accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -164,6 +200,18 @@ impl<H: Handler> Server<H> {
             sessions.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// Turns a client away when the server has no room: on the STARTTLS port
+/// with a plain 421 (written without waiting; if the socket cannot take it at
+/// once the client just sees the close), on the implicit-TLS port by closing
+/// before the handshake, which would cost more than the refusal is worth.
+fn refuse_busy(tcp: &TcpStream, mode: Mode) {
+    warn!(peer = ?tcp.peer_addr().ok(), "SMTP connection limit reached; refusing a client");
+    if let Mode::StartTls = mode {
+        let busy = Reply::new(421, (4, 3, 2), "Too many connections; try again later");
+        let _ = tcp.try_write(busy.to_string().as_bytes());
     }
 }
 

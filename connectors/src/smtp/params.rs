@@ -1,5 +1,10 @@
 //! ESMTP parameters of MAIL and RCPT (RFC 1870 SIZE, RFC 6152 BODY, RFC 3461 DSN,
 //! RFC 6531 SMTPUTF8).
+//!
+//! DSN values arrive as xtext (RFC 3461 §4). They are decoded here, and a
+//! decoded value that contains a control character (CR and LF above all) is
+//! refused: these values end up in DSN header fields, where a line break
+//! would let a client forge headers.
 
 use super::reply::Reply;
 
@@ -8,16 +13,59 @@ const MAX_ENVID: usize = 100;
 /// The longest ORCPT value (RFC 3461 §4.2), after xtext decoding.
 const MAX_ORCPT: usize = 500;
 
+/// `BODY=` (RFC 6152): how the message body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `BODY=7BIT`.
+    SevenBit,
+    /// `BODY=8BITMIME`.
+    EightBitMime,
+}
+
+/// `RET=` (RFC 3461 §4.3): how much of the message a failure DSN returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    /// `RET=FULL`: the whole message.
+    Full,
+    /// `RET=HDRS`: the header only.
+    Headers,
+}
+
+/// `NOTIFY=` (RFC 3461 §4.1): when the sender wants a DSN for a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// `NOTIFY=NEVER`: no DSN at all.
+    Never,
+    /// A list of `SUCCESS`, `FAILURE` and `DELAY` (at least one is true).
+    On {
+        /// `SUCCESS`: on delivery.
+        success: bool,
+        /// `FAILURE`: on failure.
+        failure: bool,
+        /// `DELAY`: when delivery is delayed.
+        delay: bool,
+    },
+}
+
+/// `ORCPT=` (RFC 3461 §4.2): the recipient as the original sender wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalRecipient {
+    /// The address type as given, e.g. `rfc822`.
+    pub addr_type: String,
+    /// The address, xtext-decoded; never contains a control character.
+    pub address: String,
+}
+
 /// The parameters of a `MAIL FROM` command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailParams {
     /// `SIZE=`: the size the client declares, in octets.
     pub size: Option<u64>,
-    /// `BODY=`: `7BIT` or `8BITMIME` (upper case).
-    pub body: Option<String>,
-    /// `RET=`: `FULL` or `HDRS` (upper case).
-    pub ret: Option<String>,
-    /// `ENVID=`: the envelope identifier, xtext-decoded.
+    /// `BODY=`: the body encoding.
+    pub body: Option<Body>,
+    /// `RET=`: what a failure DSN returns.
+    pub ret: Option<Ret>,
+    /// `ENVID=`: the envelope identifier, xtext-decoded; printable ASCII only.
     pub envid: Option<String>,
     /// `SMTPUTF8`: the envelope or message may contain UTF-8.
     pub smtputf8: bool,
@@ -26,10 +74,10 @@ pub struct MailParams {
 /// The parameters of a `RCPT TO` command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RcptParams {
-    /// `NOTIFY=`: `NEVER` or a comma list of `SUCCESS`, `FAILURE`, `DELAY` (upper case).
-    pub notify: Option<String>,
-    /// `ORCPT=`: `addr-type;original-recipient`, the address xtext-decoded.
-    pub orcpt: Option<String>,
+    /// `NOTIFY=`: when to send a DSN for this recipient.
+    pub notify: Option<Notify>,
+    /// `ORCPT=`: the original recipient.
+    pub orcpt: Option<OriginalRecipient>,
 }
 
 impl MailParams {
@@ -48,17 +96,24 @@ impl MailParams {
                         .ok_or_else(|| invalid("SIZE"))?;
                     set(&mut parsed.size, size, "SIZE")?;
                 }
-                ("BODY", Some(v)) => set(
-                    &mut parsed.body,
-                    one_of(v, &["7BIT", "8BITMIME"], "BODY")?,
-                    "BODY",
-                )?,
+                ("BODY", Some(v)) => {
+                    let body = keyword(
+                        v,
+                        &[("7BIT", Body::SevenBit), ("8BITMIME", Body::EightBitMime)],
+                    );
+                    set(
+                        &mut parsed.body,
+                        body.ok_or_else(|| invalid("BODY"))?,
+                        "BODY",
+                    )?;
+                }
                 ("RET", Some(v)) => {
-                    set(&mut parsed.ret, one_of(v, &["FULL", "HDRS"], "RET")?, "RET")?
+                    let ret = keyword(v, &[("FULL", Ret::Full), ("HDRS", Ret::Headers)]);
+                    set(&mut parsed.ret, ret.ok_or_else(|| invalid("RET"))?, "RET")?;
                 }
                 ("ENVID", Some(v)) => {
                     let envid = xtext(v)
-                        .filter(|e| e.len() <= MAX_ENVID)
+                        .filter(|e| e.len() <= MAX_ENVID && e.is_ascii())
                         .ok_or_else(|| invalid("ENVID"))?;
                     set(&mut parsed.envid, envid, "ENVID")?;
                 }
@@ -108,46 +163,57 @@ fn set<T>(slot: &mut Option<T>, value: T, name: &str) -> Result<(), Reply> {
     Ok(())
 }
 
-fn one_of(value: &str, allowed: &[&str], name: &str) -> Result<String, Reply> {
-    let upper = value.to_ascii_uppercase();
-    if allowed.contains(&upper.as_str()) {
-        Ok(upper)
-    } else {
-        Err(invalid(name))
-    }
+/// The value of a case-insensitive keyword out of `choices`.
+fn keyword<T: Copy>(value: &str, choices: &[(&str, T)]) -> Option<T> {
+    choices
+        .iter()
+        .find(|(name, _)| value.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
 }
 
-fn notify(value: &str) -> Result<String, Reply> {
-    let upper = value.to_ascii_uppercase();
-    let items: Vec<&str> = upper.split(',').collect();
-    let ok = if items.contains(&"NEVER") {
-        items.len() == 1
-    } else {
-        items.iter().enumerate().all(|(i, item)| {
-            ["SUCCESS", "FAILURE", "DELAY"].contains(item) && !items[..i].contains(item)
-        })
-    };
-    if ok {
-        Ok(upper)
-    } else {
-        Err(invalid("NOTIFY"))
+fn notify(value: &str) -> Result<Notify, Reply> {
+    if value.eq_ignore_ascii_case("NEVER") {
+        return Ok(Notify::Never);
     }
+    let (mut success, mut failure, mut delay) = (false, false, false);
+    for item in value.split(',') {
+        let flag = match item.to_ascii_uppercase().as_str() {
+            "SUCCESS" => &mut success,
+            "FAILURE" => &mut failure,
+            "DELAY" => &mut delay,
+            // NEVER in a list, an empty item or an unknown word.
+            _ => return Err(invalid("NOTIFY")),
+        };
+        if *flag {
+            return Err(invalid("NOTIFY"));
+        }
+        *flag = true;
+    }
+    Ok(Notify::On {
+        success,
+        failure,
+        delay,
+    })
 }
 
-fn orcpt(value: &str) -> Result<String, Reply> {
+fn orcpt(value: &str) -> Result<OriginalRecipient, Reply> {
     let (addr_type, addr) = value.split_once(';').ok_or_else(|| invalid("ORCPT"))?;
     let type_ok = !addr_type.is_empty()
         && addr_type
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    let addr = xtext(addr)
+    let address = xtext(addr)
         .filter(|a| type_ok && !a.is_empty() && a.len() <= MAX_ORCPT)
         .ok_or_else(|| invalid("ORCPT"))?;
-    Ok(format!("{addr_type};{addr}"))
+    Ok(OriginalRecipient {
+        addr_type: addr_type.to_owned(),
+        address,
+    })
 }
 
 /// Decodes xtext (RFC 3461 §4): printable ASCII except `+` and `=`, and `+XX`
-/// hexadecimal escapes. `None` if malformed or not UTF-8.
+/// upper-case hexadecimal escapes. `None` if malformed, not UTF-8, or if the
+/// decoded text contains a control character (e.g. an encoded CR or LF).
 fn xtext(value: &str) -> Option<String> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -167,13 +233,18 @@ fn xtext(value: &str) -> Option<String> {
             _ => return None,
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out)
+        .ok()
+        .filter(|s| !s.chars().any(char::is_control))
 }
 
+/// One upper-case hexadecimal digit (RFC 3461 §4: `hexchar` is upper case).
 fn hex(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 fn invalid(name: &str) -> Reply {
@@ -200,13 +271,15 @@ mod tests {
             p,
             MailParams {
                 size: Some(1234),
-                body: Some("8BITMIME".into()),
-                ret: Some("HDRS".into()),
+                body: Some(Body::EightBitMime),
+                ret: Some(Ret::Headers),
                 envid: Some("a+b=c".into()),
                 smtputf8: true,
             }
         );
         assert_eq!(MailParams::parse("").unwrap(), MailParams::default());
+        let p = MailParams::parse(" BODY=7bit RET=FULL").unwrap();
+        assert_eq!((p.body, p.ret), (Some(Body::SevenBit), Some(Ret::Full)));
     }
 
     #[test]
@@ -224,6 +297,11 @@ mod tests {
             code(" BODY=BINARYMIME"),
             "501 5.5.4 Invalid BODY parameter\r\n"
         );
+        assert_eq!(code(" RET=ALL"), "501 5.5.4 Invalid RET parameter\r\n");
+        assert_eq!(
+            code(" RET=FULL RET=HDRS"),
+            "501 5.5.4 Duplicate RET parameter\r\n"
+        );
         assert_eq!(code(" ENVID=a=b"), "501 5.5.4 Invalid ENVID parameter\r\n");
         assert_eq!(code(" ENVID=a+4"), "501 5.5.4 Invalid ENVID parameter\r\n");
         assert_eq!(
@@ -233,21 +311,79 @@ mod tests {
     }
 
     #[test]
-    fn parses_rcpt_params() {
-        let p = RcptParams::parse(" NOTIFY=success,failure ORCPT=rfc822;a+40b.de").unwrap();
-        assert_eq!(p.notify.as_deref(), Some("SUCCESS,FAILURE"));
-        assert_eq!(p.orcpt.as_deref(), Some("rfc822;a@b.de"));
-        let code = |s: &str| RcptParams::parse(s).unwrap_err().to_string();
+    fn refuses_hostile_xtext() {
+        let code = |s: &str| MailParams::parse(s).unwrap_err().to_string();
+        for hostile in [
+            "x+0D+0ABcc:+20evil",
+            "x+0A",
+            "x+0D",
+            "x+00",
+            "x+7F",
+            "x+C3+A4",
+            "x+0d",
+        ] {
+            assert_eq!(
+                code(&format!(" ENVID={hostile}")),
+                "501 5.5.4 Invalid ENVID parameter\r\n",
+                "{hostile}"
+            );
+        }
+        let rcpt = |s: &str| RcptParams::parse(s).unwrap_err().to_string();
         assert_eq!(
-            code(" NOTIFY=NEVER,DELAY"),
-            "501 5.5.4 Invalid NOTIFY parameter\r\n"
+            rcpt(" ORCPT=rfc822;a@b.de+0D+0ASubject:+20x"),
+            "501 5.5.4 Invalid ORCPT parameter\r\n"
         );
         assert_eq!(
-            code(" NOTIFY=DELAY,DELAY"),
-            "501 5.5.4 Invalid NOTIFY parameter\r\n"
+            rcpt(" ORCPT=rfc822;a+C2+85b@c.de"),
+            "501 5.5.4 Invalid ORCPT parameter\r\n"
+        );
+    }
+
+    #[test]
+    fn parses_rcpt_params() {
+        let p = RcptParams::parse(" NOTIFY=success,failure ORCPT=rfc822;a+40b.de").unwrap();
+        assert_eq!(
+            p.notify,
+            Some(Notify::On {
+                success: true,
+                failure: true,
+                delay: false
+            })
+        );
+        assert_eq!(
+            p.orcpt,
+            Some(OriginalRecipient {
+                addr_type: "rfc822".into(),
+                address: "a@b.de".into()
+            })
+        );
+        assert_eq!(
+            RcptParams::parse(" NOTIFY=never").unwrap().notify,
+            Some(Notify::Never)
+        );
+        let utf8 = RcptParams::parse(" ORCPT=utf-8;m+C3+BCller@b.de").unwrap();
+        assert_eq!(utf8.orcpt.unwrap().address, "müller@b.de");
+        let code = |s: &str| RcptParams::parse(s).unwrap_err().to_string();
+        for bad in [
+            " NOTIFY=NEVER,DELAY",
+            " NOTIFY=DELAY,NEVER",
+            " NOTIFY=DELAY,DELAY",
+            " NOTIFY=",
+            " NOTIFY=SUCCESS,",
+            " NOTIFY=SOMETIMES",
+        ] {
+            assert_eq!(code(bad), "501 5.5.4 Invalid NOTIFY parameter\r\n", "{bad}");
+        }
+        assert_eq!(
+            code(" NOTIFY=NEVER NOTIFY=NEVER"),
+            "501 5.5.4 Duplicate NOTIFY parameter\r\n"
         );
         assert_eq!(
             code(" ORCPT=a@b.de"),
+            "501 5.5.4 Invalid ORCPT parameter\r\n"
+        );
+        assert_eq!(
+            code(" ORCPT=rfc822;"),
             "501 5.5.4 Invalid ORCPT parameter\r\n"
         );
         assert_eq!(code(" X=1"), "555 5.5.4 Unsupported parameter\r\n");

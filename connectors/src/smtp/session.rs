@@ -1,5 +1,10 @@
 //! One SMTP session: the command state machine (RFC 5321, RFC 3207 STARTTLS,
-//! RFC 2920 PIPELINING) from greeting to close.
+//! RFC 2920 PIPELINING, RFC 3030 CHUNKING) from greeting to close.
+//!
+//! A BDAT command whose chunk size cannot be read is answered with 501 and
+//! the connection is closed: the length of the data behind it is unknown, so
+//! it could neither be skipped nor be read as commands without running
+//! message text. Every other refused BDAT chunk is read and dropped.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,12 +16,14 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
-use super::command::{self, Verb};
-use super::conn::{Conn, Input};
-use super::data::{self, DataEnd};
+use super::command::{self, Bdat, Verb};
+use super::conn::{Conn, Fill, Input};
+use super::data::{self, Extent, Interrupted};
+use super::decoder::{Decoder, Framing};
 use super::handler::{Handler, Peer};
+use super::limits::CertificateSlot;
 use super::reply::Reply;
-use super::{Mode, Shared};
+use super::{Config, Mode, Shared};
 
 /// Serves one accepted connection to its end.
 pub(super) async fn run<H: Handler>(
@@ -35,6 +42,7 @@ pub(super) async fn run<H: Handler>(
         greeted: false,
         txn: None,
         phase: Phase::Plain,
+        certificate_slot: None,
     };
     match mode {
         Mode::StartTls => session.run_starttls(tcp).await,
@@ -53,13 +61,52 @@ enum Phase<S> {
     Ready(S),
 }
 
-/// The mail transaction in progress (after an accepted MAIL).
-struct Txn {
+/// The mail transaction in progress (after an accepted MAIL); `K` is the
+/// handler's sink.
+struct Txn<K> {
     smtputf8: bool,
     /// RCPT commands seen.
     rcpt_attempts: usize,
     /// Recipients the handler accepted.
     recipients: usize,
+    /// The message so far, once the first BDAT chunk came.
+    chunks: Option<Chunks<K>>,
+}
+
+/// A message arriving in BDAT chunks.
+struct Chunks<K> {
+    sink: K,
+    decoder: Decoder,
+    /// Octets received in chunks so far.
+    received: u64,
+}
+
+/// A refused DATA or BDAT: the reply, and whether it counts as a client error.
+struct Refusal {
+    reply: Reply,
+    client_error: bool,
+}
+
+impl Refusal {
+    /// A refusal caused by a client mistake (counted towards the error limit).
+    fn error(code: u16, status: (u8, u16, u16), text: &str) -> Self {
+        Self {
+            reply: Reply::new(code, status, text),
+            client_error: true,
+        }
+    }
+}
+
+/// How one BDAT chunk ended.
+enum ChunkEnd {
+    /// The chunk is in and more are expected.
+    More(Reply),
+    /// The last chunk is in; the handler answered for the whole message.
+    Complete(Reply),
+    /// The chunk or the message was refused; the transaction is over.
+    Refused(Reply),
+    /// The client went away or silent in the middle of the chunk.
+    Interrupted(Interrupted),
 }
 
 /// What the command loop does next.
@@ -75,13 +122,18 @@ struct Session<H: Handler> {
     shutdown: watch::Receiver<bool>,
     errors: usize,
     greeted: bool,
-    txn: Option<Txn>,
+    txn: Option<Txn<H::Sink>>,
     phase: Phase<H::Session>,
+    /// This session's place under the per-certificate connection limit.
+    certificate_slot: Option<CertificateSlot>,
 }
 
 impl<H: Handler> Session<H> {
     async fn run_starttls(&mut self, tcp: TcpStream) {
         let mut conn = Conn::new(tcp, self.shared.config.command_timeout);
+        if self.spoke_early(&mut conn).await {
+            return conn.close().await;
+        }
         conn.queue(&self.greeting());
         match self.commands(&mut conn).await {
             Ok(Flow::StartTls) => {}
@@ -105,6 +157,9 @@ impl<H: Handler> Session<H> {
             return;
         };
         let mut conn = Conn::new(tls, self.shared.config.command_timeout);
+        if self.spoke_early(&mut conn).await {
+            return conn.close().await;
+        }
         self.connect(&conn, true);
         match &self.phase {
             Phase::Refused(reply) => {
@@ -141,7 +196,32 @@ impl<H: Handler> Session<H> {
         }
     }
 
-    /// Asks the handler about the peer; starts a fresh SMTP state either way.
+    /// Whether the client sent anything before the greeting (within the
+    /// greeting delay); if so, the refusal is queued. RFC 5321 §4.3.1: a
+    /// client waits for the greeting, so one that does not is a bot or is
+    /// trying to desynchronise the dialogue.
+    async fn spoke_early<IO>(&mut self, conn: &mut Conn<IO>) -> bool
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let delay = self.shared.config.greeting_delay;
+        let early = matches!(
+            conn.fill(delay, Some(&mut self.shutdown)).await,
+            Ok(Fill::Data)
+        );
+        if early {
+            info!(peer = %self.addr, "SMTP client spoke before the greeting");
+            conn.queue(&Reply::new(
+                554,
+                (5, 5, 1),
+                "Protocol error: command sent before the greeting",
+            ));
+        }
+        early
+    }
+
+    /// Asks the handler about the peer (unless its certificate is over the
+    /// connection limit); starts a fresh SMTP state either way.
     fn connect(&mut self, conn: &Conn<TlsStream<TcpStream>>, implicit_tls: bool) {
         let client_certs = conn
             .get_ref()
@@ -157,6 +237,20 @@ impl<H: Handler> Session<H> {
         };
         self.greeted = false;
         self.txn = None;
+        let slot = peer
+            .client_certs
+            .first()
+            .map(|leaf| self.shared.limits.admit_certificate(leaf));
+        if let Some(None) = slot {
+            info!(peer = %self.addr, "SMTP client certificate over its connection limit");
+            self.phase = Phase::Refused(Reply::new(
+                421,
+                (4, 7, 0),
+                "Too many connections with this client certificate; try again later",
+            ));
+            return;
+        }
+        self.certificate_slot = slot.flatten();
         self.phase = match self.shared.handler.connect(&peer) {
             Ok(session) => {
                 info!(peer = %self.addr, certs = peer.client_certs.len(), "SMTP client connected");
@@ -173,8 +267,18 @@ impl<H: Handler> Session<H> {
         Reply::bare(220, format!("{} ESMTP kvgate", self.shared.config.hostname))
     }
 
-    /// Reads and answers commands until the session ends or STARTTLS begins.
+    /// Reads and answers commands until the session ends or STARTTLS begins;
+    /// a transaction still open then is discarded.
     async fn commands<IO>(&mut self, conn: &mut Conn<IO>) -> io::Result<Flow>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let flow = self.command_loop(conn).await;
+        self.end_transaction().await;
+        flow
+    }
+
+    async fn command_loop<IO>(&mut self, conn: &mut Conn<IO>) -> io::Result<Flow>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -219,14 +323,14 @@ impl<H: Handler> Session<H> {
         let (verb, args) = command::split(line);
         let tls = !matches!(self.phase, Phase::Plain);
         let flow = match verb {
-            Verb::Ehlo | Verb::Helo => self.hello(conn, verb, args, tls),
+            Verb::Ehlo | Verb::Helo => self.hello(conn, verb, args, tls).await,
             Verb::StartTls => self.starttls(conn, args, tls),
             Verb::Noop => ok(conn, Reply::new(250, (2, 0, 0), "OK")),
             Verb::Rset if !args.is_empty() => {
                 self.error(conn, Reply::new(501, (5, 5, 4), "Syntax: RSET"))
             }
             Verb::Rset => {
-                self.reset();
+                self.end_transaction().await;
                 ok(conn, Reply::new(250, (2, 0, 0), "OK"))
             }
             Verb::Quit => {
@@ -234,6 +338,8 @@ impl<H: Handler> Session<H> {
                 Flow::Close
             }
             Verb::Unknown => self.error(conn, Reply::new(500, (5, 5, 1), "Command not recognized")),
+            // Before the pre-TLS refusal: a chunk must be read even then.
+            Verb::Bdat => return self.bdat(conn, args).await,
             _ if !tls => self.error(conn, must_starttls()),
             Verb::Vrfy => ok(
                 conn,
@@ -252,7 +358,7 @@ impl<H: Handler> Session<H> {
         Ok(flow)
     }
 
-    fn hello<IO>(&mut self, conn: &mut Conn<IO>, verb: Verb, args: &str, tls: bool) -> Flow
+    async fn hello<IO>(&mut self, conn: &mut Conn<IO>, verb: Verb, args: &str, tls: bool) -> Flow
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -264,7 +370,7 @@ impl<H: Handler> Session<H> {
             };
             return self.error(conn, Reply::new(501, (5, 5, 2), syntax));
         }
-        self.reset();
+        self.end_transaction().await;
         self.greeted = true;
         let config = &self.shared.config;
         if verb == Verb::Helo {
@@ -278,6 +384,7 @@ impl<H: Handler> Session<H> {
             "ENHANCEDSTATUSCODES".to_owned(),
             "SMTPUTF8".to_owned(),
             "DSN".to_owned(),
+            "CHUNKING".to_owned(),
         ];
         if !tls {
             lines.push("STARTTLS".to_owned());
@@ -348,6 +455,7 @@ impl<H: Handler> Session<H> {
                     smtputf8: mail.params.smtputf8,
                     rcpt_attempts: 0,
                     recipients: 0,
+                    chunks: None,
                 });
                 ok(conn, Reply::new(250, (2, 1, 0), "Sender OK"))
             }
@@ -395,21 +503,16 @@ impl<H: Handler> Session<H> {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let Phase::Ready(hs) = &mut self.phase else {
-            return Ok(self.error(conn, must_starttls()));
+        if !args.is_empty() {
+            return Ok(self.error(conn, Reply::new(501, (5, 5, 4), "Syntax: DATA")));
+        }
+        let (hs, txn) = match envelope(&mut self.phase, &mut self.txn) {
+            Ok(ready) => ready,
+            Err(refusal) => return Ok(self.refuse(conn, refusal)),
         };
-        let refusal = match &self.txn {
-            _ if !args.is_empty() => Some(Reply::new(501, (5, 5, 4), "Syntax: DATA")),
-            None => Some(Reply::new(503, (5, 5, 1), "Need MAIL command")),
-            Some(txn) if txn.rcpt_attempts == 0 => {
-                Some(Reply::new(503, (5, 5, 1), "Need RCPT command"))
-            }
-            Some(txn) if txn.recipients == 0 => {
-                return Ok(ok(conn, Reply::new(554, (5, 5, 1), "No valid recipients")));
-            }
-            Some(_) => None,
-        };
-        if let Some(reply) = refusal {
+        if txn.chunks.is_some() {
+            // RFC 3030 §2: DATA and BDAT do not mix in one transaction.
+            let reply = Reply::new(503, (5, 5, 1), "DATA cannot follow BDAT; send RSET");
             return Ok(note_error(&mut self.errors, &self.shared, conn, reply));
         }
         let handler = &self.shared.handler;
@@ -423,46 +526,114 @@ impl<H: Handler> Session<H> {
             handler.data_abort(hs, sink).await;
             return Err(e);
         }
-        let end = data::receive(
+        let mut decoder = Decoder::new(Framing::Dot, config.max_message_size);
+        let received = data::transfer(
             conn,
             &mut sink,
-            config.max_message_size,
+            &mut decoder,
+            Extent::Terminator,
             config.data_timeout,
         )
         .await;
-        let flow = match end {
-            DataEnd::Received => {
-                let reply = handler.data_end(hs, sink).await;
-                info!(peer = %self.addr, code = reply.code, "message received");
-                ok(conn, reply)
-            }
-            DataEnd::Refused(reply) => {
+        let completed = match received {
+            Ok(sink_ok) => data::complete(&mut sink, decoder, sink_ok).await,
+            Err(stop) => {
                 handler.data_abort(hs, sink).await;
-                info!(peer = %self.addr, code = reply.code, "message refused");
-                ok(conn, reply)
-            }
-            DataEnd::Timeout => {
-                handler.data_abort(hs, sink).await;
-                debug!(peer = %self.addr, "SMTP data timeout");
-                conn.queue(&Reply::new(421, (4, 4, 2), "Timeout"));
-                Flow::Close
-            }
-            DataEnd::Lost => {
-                handler.data_abort(hs, sink).await;
-                debug!(peer = %self.addr, "SMTP connection lost during DATA");
-                Flow::Close
+                self.end_transaction().await;
+                return Ok(self.interrupted(conn, stop));
             }
         };
-        handler.reset(hs);
-        self.txn = None;
+        let reply = match completed {
+            Ok(()) => handler.data_end(hs, sink).await,
+            Err(refusal) => {
+                handler.data_abort(hs, sink).await;
+                refusal
+            }
+        };
+        info!(peer = %self.addr, code = reply.code, "message received by DATA");
+        self.end_transaction().await;
+        Ok(ok(conn, reply))
+    }
+
+    /// `BDAT size [LAST]` (RFC 3030): one chunk of the message. The chunk is
+    /// read in every case, also when it is refused, so that message text is
+    /// never taken for commands.
+    async fn bdat<IO>(&mut self, conn: &mut Conn<IO>, args: &str) -> io::Result<Flow>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let chunk = match command::parse_bdat(args) {
+            Ok(chunk) => chunk,
+            Err(reply) => {
+                conn.queue(&reply);
+                return Ok(Flow::Close);
+            }
+        };
+        let idle = self.shared.config.data_timeout;
+        let end = match envelope(&mut self.phase, &mut self.txn) {
+            Ok((hs, txn)) => receive_chunk(&self.shared, conn, hs, txn, chunk).await,
+            Err(refusal) => {
+                return Ok(match data::skip(conn, chunk.size, idle).await {
+                    Ok(()) => self.refuse(conn, refusal),
+                    Err(stop) => self.interrupted(conn, stop),
+                });
+            }
+        };
+        let flow = match end {
+            ChunkEnd::More(reply) => return Ok(ok(conn, reply)),
+            ChunkEnd::Complete(reply) => {
+                info!(peer = %self.addr, code = reply.code, "message received by BDAT");
+                ok(conn, reply)
+            }
+            ChunkEnd::Refused(reply) => {
+                info!(peer = %self.addr, code = reply.code, "message refused during BDAT");
+                ok(conn, reply)
+            }
+            ChunkEnd::Interrupted(stop) => self.interrupted(conn, stop),
+        };
+        self.end_transaction().await;
         Ok(flow)
     }
 
-    /// Forgets the mail transaction.
-    fn reset(&mut self) {
-        self.txn = None;
+    /// Forgets the mail transaction; a message half received in BDAT chunks
+    /// is handed back to the handler with `data_abort`.
+    async fn end_transaction(&mut self) {
+        let txn = self.txn.take();
         if let Phase::Ready(hs) = &mut self.phase {
-            self.shared.handler.reset(hs);
+            let handler = &self.shared.handler;
+            if let Some(chunks) = txn.and_then(|txn| txn.chunks) {
+                handler.data_abort(hs, chunks.sink).await;
+            }
+            handler.reset(hs);
+        }
+    }
+
+    /// Ends the session after the client went silent or away mid-message.
+    fn interrupted<IO>(&self, conn: &mut Conn<IO>, stop: Interrupted) -> Flow
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        match stop {
+            Interrupted::Timeout => {
+                debug!(peer = %self.addr, "SMTP data timeout");
+                conn.queue(&Reply::new(421, (4, 4, 2), "Timeout"));
+            }
+            Interrupted::Lost => {
+                debug!(peer = %self.addr, "SMTP connection lost during message data");
+            }
+        }
+        Flow::Close
+    }
+
+    /// Answers a refused DATA or BDAT.
+    fn refuse<IO>(&mut self, conn: &mut Conn<IO>, refusal: Refusal) -> Flow
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        if refusal.client_error {
+            self.error(conn, refusal.reply)
+        } else {
+            ok(conn, refusal.reply)
         }
     }
 
@@ -472,6 +643,118 @@ impl<H: Handler> Session<H> {
     {
         note_error(&mut self.errors, &self.shared, conn, reply)
     }
+}
+
+/// Receives one BDAT chunk of an accepted envelope. On any outcome but a
+/// chunk that is not the last, the sink has been handed back to the
+/// handler (by `data_end` or `data_abort`) and the transaction is over.
+async fn receive_chunk<H: Handler, IO>(
+    shared: &Shared<H>,
+    conn: &mut Conn<IO>,
+    hs: &mut H::Session,
+    txn: &mut Txn<H::Sink>,
+    chunk: Bdat,
+) -> ChunkEnd
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let handler = &shared.handler;
+    let config = &shared.config;
+    let mut chunks = match txn.chunks.take() {
+        Some(chunks) => chunks,
+        None => match handler.data_start(hs).await {
+            Ok(sink) => Chunks {
+                sink,
+                decoder: Decoder::new(Framing::Counted, config.max_message_size),
+                received: 0,
+            },
+            Err(reply) => return refuse_chunk(conn, chunk, config, reply).await,
+        },
+    };
+    chunks.received = chunks.received.saturating_add(chunk.size);
+    if chunks.received > config.max_message_size {
+        handler.data_abort(hs, chunks.sink).await;
+        let too_big = Reply::new(552, (5, 3, 4), "Message too big");
+        return refuse_chunk(conn, chunk, config, too_big).await;
+    }
+    let received = data::transfer(
+        conn,
+        &mut chunks.sink,
+        &mut chunks.decoder,
+        Extent::Octets(chunk.size),
+        config.data_timeout,
+    )
+    .await;
+    let refusal = match received {
+        Err(stop) => {
+            handler.data_abort(hs, chunks.sink).await;
+            return ChunkEnd::Interrupted(stop);
+        }
+        Ok(false) => Some(data::local_error()),
+        Ok(true) => chunks.decoder.refusal(),
+    };
+    if let Some(reply) = refusal {
+        handler.data_abort(hs, chunks.sink).await;
+        return ChunkEnd::Refused(reply);
+    }
+    if !chunk.last {
+        txn.chunks = Some(chunks);
+        let text = format!("{} octets received", chunk.size);
+        return ChunkEnd::More(Reply::new(250, (2, 0, 0), text));
+    }
+    let Chunks {
+        mut sink, decoder, ..
+    } = chunks;
+    match data::complete(&mut sink, decoder, true).await {
+        Ok(()) => ChunkEnd::Complete(handler.data_end(hs, sink).await),
+        Err(reply) => {
+            handler.data_abort(hs, sink).await;
+            ChunkEnd::Refused(reply)
+        }
+    }
+}
+
+/// Reads and drops a refused chunk, then refuses it with `reply`.
+async fn refuse_chunk<IO>(
+    conn: &mut Conn<IO>,
+    chunk: Bdat,
+    config: &Config,
+    reply: Reply,
+) -> ChunkEnd
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match data::skip(conn, chunk.size, config.data_timeout).await {
+        Ok(()) => ChunkEnd::Refused(reply),
+        Err(stop) => ChunkEnd::Interrupted(stop),
+    }
+}
+
+/// The handler's session and the transaction, if the envelope is complete
+/// enough for message data (TLS, MAIL and at least one accepted RCPT).
+fn envelope<'a, S, K>(
+    phase: &'a mut Phase<S>,
+    txn: &'a mut Option<Txn<K>>,
+) -> Result<(&'a mut S, &'a mut Txn<K>), Refusal> {
+    let Phase::Ready(hs) = phase else {
+        return Err(Refusal {
+            reply: must_starttls(),
+            client_error: true,
+        });
+    };
+    let Some(txn) = txn else {
+        return Err(Refusal::error(503, (5, 5, 1), "Need MAIL command"));
+    };
+    if txn.rcpt_attempts == 0 {
+        return Err(Refusal::error(503, (5, 5, 1), "Need RCPT command"));
+    }
+    if txn.recipients == 0 {
+        return Err(Refusal {
+            reply: Reply::new(554, (5, 5, 1), "No valid recipients"),
+            client_error: false,
+        });
+    }
+    Ok((hs, txn))
 }
 
 fn must_starttls() -> Reply {

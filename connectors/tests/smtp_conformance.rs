@@ -1,5 +1,7 @@
-//! End-to-end tests of the SMTP server over real TCP and TLS with client
-//! certificates (a test PKI made with the `openssl` CLI).
+//! Conformance tests of the SMTP server: a real listener on a loopback port,
+//! driven over TCP and TLS with client certificates (a test PKI made with the
+//! `openssl` CLI) with raw bytes, asserting the exact replies and exactly the
+//! messages that reached the handler.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,10 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kvgate_connectors::smtp::{Config, Handler, MailParams, Peer, RcptParams, Reply, Server};
+use kvgate_connectors::smtp::{
+    Body, Config, Handler, MailParams, Notify, OriginalRecipient, Peer, RcptParams, Reply, Ret,
+    Server,
+};
 use kvgate_connectors::tls::sender_server_config;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -69,7 +74,8 @@ fn pki() -> &'static Pki {
             openssl(&dir, &args);
         };
         ca("ca");
-        let leaf = |name: &str, ext: &str| {
+        ca("rogue-ca");
+        let leaf = |name: &str, issuer: &str, ext: &str| {
             std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
             let mut args = vec!["req"];
             args.extend(ec);
@@ -81,20 +87,21 @@ fn pki() -> &'static Pki {
             openssl(
                 &dir,
                 &[
-                    "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "x509", "-req", "-in", &csr, "-CA", &format!("{issuer}.pem"), "-CAkey", &format!("{issuer}.key"), "-CAcreateserial",
                     "-out", &pem, "-days", "30", "-extfile", &extfile,
                 ],
             );
         };
         leaf(
             "server",
+            "ca",
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
              extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
         );
-        leaf(
-            "client",
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
-        );
+        let client_ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";
+        leaf("client", "ca", client_ext);
+        leaf("client2", "ca", client_ext);
+        leaf("rogue", "rogue-ca", client_ext);
         Pki { dir }
     })
 }
@@ -108,6 +115,7 @@ fn install_provider() {
 #[derive(Default)]
 struct Recorder {
     refuse_connect: bool,
+    refuse_data: bool,
     events: Mutex<Vec<String>>,
     messages: Mutex<Vec<Vec<u8>>>,
     aborted: AtomicUsize,
@@ -155,6 +163,9 @@ impl Handler for Recorder {
     }
 
     async fn data_start(&self, _: &mut ()) -> Result<Vec<u8>, Reply> {
+        if self.refuse_data {
+            return Err(Reply::new(451, (4, 3, 0), "Spool unavailable"));
+        }
         Ok(Vec::new())
     }
 
@@ -274,26 +285,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-fn client_tls(with_cert: bool) -> TlsConnector {
+/// A TLS client offering `versions` and presenting the certificate `cert`
+/// (a PKI file stem) if given.
+fn client_tls(cert: Option<&str>, versions: &[&'static SupportedProtocolVersion]) -> TlsConnector {
     let pki = pki();
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(&pki.read("ca.pem")).unwrap())
         .unwrap();
-    let builder = ClientConfig::builder().with_root_certificates(roots);
-    let config = if with_cert {
-        let chain = vec![CertificateDer::from_pem_slice(&pki.read("client.pem")).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(&pki.read("client.key")).unwrap();
-        builder.with_client_auth_cert(chain, key).unwrap()
-    } else {
-        builder.with_no_client_auth()
+    let builder =
+        ClientConfig::builder_with_protocol_versions(versions).with_root_certificates(roots);
+    let config = match cert {
+        Some(name) => {
+            let chain =
+                vec![CertificateDer::from_pem_slice(&pki.read(&format!("{name}.pem"))).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(&pki.read(&format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
     };
     TlsConnector::from(Arc::new(config))
 }
 
-async fn tls_handshake(tcp: TcpStream, with_cert: bool) -> io::Result<TlsStream<TcpStream>> {
+async fn tls_connect(
+    tcp: TcpStream,
+    cert: Option<&str>,
+    versions: &[&'static SupportedProtocolVersion],
+) -> io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from("localhost").unwrap();
-    client_tls(with_cert).connect(name, tcp).await
+    client_tls(cert, versions).connect(name, tcp).await
+}
+
+async fn tls_handshake(tcp: TcpStream, with_cert: bool) -> io::Result<TlsStream<TcpStream>> {
+    tls_connect(tcp, with_cert.then_some("client"), rustls::ALL_VERSIONS).await
 }
 
 async fn connect_implicit(server: &TestServer) -> Client<TlsStream<TcpStream>> {
@@ -301,6 +325,19 @@ async fn connect_implicit(server: &TestServer) -> Client<TlsStream<TcpStream>> {
     let mut client = Client::new(tls_handshake(tcp, true).await.unwrap());
     assert_eq!(client.reply().await, "220 mx.test ESMTP kvgate\r\n");
     client
+}
+
+/// Starts an implicit-TLS server with `config` and connects a client that
+/// has said EHLO.
+async fn greeted(config: Config) -> (TestServer, Client<TlsStream<TcpStream>>) {
+    let size = format!("SIZE {}", config.max_message_size);
+    let server = start(Port::Implicit, Recorder::default(), config).await;
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(
+        c.cmd("EHLO client.test").await,
+        EHLO_TLS.replace("SIZE 1000", &size)
+    );
+    (server, c)
 }
 
 /// Connects to the STARTTLS port, says EHLO and upgrades.
@@ -316,9 +353,9 @@ async fn connect_starttls(server: &TestServer) -> Client<TlsStream<TcpStream>> {
 }
 
 const EHLO_PLAIN: &str = "250-mx.test\r\n250-SIZE 1000\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
-    250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 STARTTLS\r\n";
+    250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250-CHUNKING\r\n250 STARTTLS\r\n";
 const EHLO_TLS: &str = "250-mx.test\r\n250-SIZE 1000\r\n250-PIPELINING\r\n250-8BITMIME\r\n\
-    250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n";
+    250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING\r\n";
 
 const SENDER_OK: &str = "250 2.1.0 Sender OK\r\n";
 const RCPT_OK: &str = "250 2.1.5 Recipient OK\r\n";
@@ -339,9 +376,7 @@ async fn open_data<S: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<S>) {
 
 #[tokio::test]
 async fn implicit_tls_full_transaction() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     assert_eq!(c.cmd("STARTTLS").await, "503 5.5.1 TLS already active\r\n");
     assert_eq!(
         c.cmd("MAIL FROM:<praxis@example.de> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=x+2By")
@@ -373,11 +408,11 @@ async fn implicit_tls_full_transaction() {
         server.handler.events(),
         vec![
             "connect certs=1 implicit=true".to_owned(),
-            "mail <praxis@example.de> MailParams { size: Some(100), body: Some(\"8BITMIME\"), ret: Some(\"HDRS\"), \
+            "mail <praxis@example.de> MailParams { size: Some(100), body: Some(EightBitMime), ret: Some(Headers), \
              envid: Some(\"x+y\"), smtputf8: false }"
                 .to_owned(),
-            "rcpt <A123456780@postfach.kv.test> RcptParams { notify: Some(\"SUCCESS,FAILURE\"), \
-             orcpt: Some(\"rfc822;a@b.de\") }"
+            "rcpt <A123456780@postfach.kv.test> RcptParams { notify: Some(On { success: true, failure: true, \
+             delay: false }), orcpt: Some(OriginalRecipient { addr_type: \"rfc822\", address: \"a@b.de\" }) }"
                 .to_owned(),
         ]
     );
@@ -481,7 +516,7 @@ async fn sequence_and_syntax_errors() {
     );
     assert_eq!(c.cmd("DATA").await, "503 5.5.1 Need MAIL command\r\n");
     assert_eq!(
-        c.cmd("BDAT 10 LAST").await,
+        c.cmd("XBDAT 10 LAST").await,
         "500 5.5.1 Command not recognized\r\n"
     );
     assert_eq!(
@@ -622,9 +657,7 @@ async fn command_lines_are_limited_to_512_octets() {
 
 #[tokio::test]
 async fn declared_size_over_the_limit_is_refused() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    let (server, mut c) = greeted(config()).await;
     assert_eq!(
         c.cmd("MAIL FROM:<praxis@example.de> SIZE=1001").await,
         "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
@@ -633,20 +666,23 @@ async fn declared_size_over_the_limit_is_refused() {
         c.cmd("MAIL FROM:<praxis@example.de> SIZE=1000").await,
         SENDER_OK
     );
+    // The refused MAIL never reached the handler.
+    let mails: Vec<_> = server
+        .handler
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("mail"))
+        .collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
 }
 
 #[tokio::test]
 async fn oversized_body_is_refused_after_the_final_dot() {
-    let config = Config {
+    let (server, mut c) = greeted(Config {
         max_message_size: 1500,
         ..config()
-    };
-    let server = start(Port::Implicit, Recorder::default(), config).await;
-    let mut c = connect_implicit(&server).await;
-    assert_eq!(
-        c.cmd("EHLO client.test").await,
-        EHLO_TLS.replace("SIZE 1000", "SIZE 1500")
-    );
+    })
+    .await;
     open_data(&mut c).await;
     let line = format!("{}\r\n", "y".repeat(98));
     for _ in 0..20 {
@@ -748,4 +784,475 @@ async fn shutdown_stops_accepting_and_closes_idle_sessions() {
         .unwrap()
         .unwrap();
     assert!(TcpStream::connect(server.addr).await.is_err());
+}
+
+// ---------------------------------------------------------------- ESMTP surface
+
+#[tokio::test]
+async fn commands_before_the_greeting_are_refused() {
+    let config = Config {
+        greeting_delay: Duration::from_millis(300),
+        ..config()
+    };
+    let server = start(Port::StartTls, Recorder::default(), config.clone()).await;
+    let mut c = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    c.send(b"EHLO early.test\r\nMAIL FROM:<a@b.de>\r\n").await;
+    assert_eq!(
+        c.reply().await,
+        "554 5.5.1 Protocol error: command sent before the greeting\r\n"
+    );
+    c.assert_closed().await;
+    // A client that waits is served.
+    let mut polite = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(polite.reply().await, "220 mx.test ESMTP kvgate\r\n");
+
+    let server = start(Port::Implicit, Recorder::default(), config).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut c = Client::new(tls_handshake(tcp, true).await.unwrap());
+    c.send(b"EHLO early.test\r\n").await;
+    assert_eq!(
+        c.reply().await,
+        "554 5.5.1 Protocol error: command sent before the greeting\r\n"
+    );
+    c.assert_closed().await;
+    assert!(server.handler.events().is_empty());
+}
+
+#[tokio::test]
+async fn pipelined_mail_rcpt_rcpt_data_in_one_write() {
+    let (server, mut c) = greeted(config()).await;
+    c.send(
+        b"MAIL FROM:<praxis@example.de>\r\nRCPT TO:<a@kv.test>\r\nRCPT TO:<b@kv.test>\r\nDATA\r\n",
+    )
+    .await;
+    assert_eq!(c.reply().await, SENDER_OK);
+    assert_eq!(c.reply().await, RCPT_OK);
+    assert_eq!(c.reply().await, RCPT_OK);
+    assert_eq!(c.reply().await, GO_AHEAD);
+    c.send(b"Hi\r\n.\r\nQUIT\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 T1 queued\r\n");
+    assert_eq!(c.reply().await, "221 2.0.0 Bye\r\n");
+    c.assert_closed().await;
+    assert_eq!(server.handler.messages(), vec![b"Hi\r\n".to_vec()]);
+}
+
+#[tokio::test]
+async fn dsn_parameters_reach_the_handler_decoded() {
+    let (server, mut c) = greeted(config()).await;
+    let hostile_envid = "MAIL FROM:<praxis@example.de> ENVID=id+0D+0ABcc:+20evil@x.de";
+    assert_eq!(
+        c.cmd(hostile_envid).await,
+        "501 5.5.4 Invalid ENVID parameter\r\n"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<praxis@example.de> RET=FULL ENVID=QQ+2B1 BODY=7BIT")
+            .await,
+        SENDER_OK
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<a@kv.test> ORCPT=rfc822;a@kv.test+0D+0ASubject:+20forged")
+            .await,
+        "501 5.5.4 Invalid ORCPT parameter\r\n"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<a@kv.test> NOTIFY=NEVER,FAILURE").await,
+        "501 5.5.4 Invalid NOTIFY parameter\r\n"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<a@kv.test> NOTIFY=DELAY ORCPT=rfc822;A+2Bb@kv.test")
+            .await,
+        RCPT_OK
+    );
+    assert_eq!(c.cmd("RCPT TO:<b@kv.test> NOTIFY=never").await, RCPT_OK);
+    let mail = MailParams {
+        size: None,
+        body: Some(Body::SevenBit),
+        ret: Some(Ret::Full),
+        envid: Some("QQ+1".into()),
+        smtputf8: false,
+    };
+    let first = RcptParams {
+        notify: Some(Notify::On {
+            success: false,
+            failure: false,
+            delay: true,
+        }),
+        orcpt: Some(OriginalRecipient {
+            addr_type: "rfc822".into(),
+            address: "A+b@kv.test".into(),
+        }),
+    };
+    let second = RcptParams {
+        notify: Some(Notify::Never),
+        orcpt: None,
+    };
+    assert_eq!(
+        server.handler.events()[1..],
+        [
+            format!("mail <praxis@example.de> {mail:?}"),
+            format!("rcpt <a@kv.test> {first:?}"),
+            format!("rcpt <b@kv.test> {second:?}"),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- CHUNKING
+
+/// MAIL and one accepted RCPT.
+async fn open_envelope<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Client<S>) {
+    assert_eq!(c.cmd("MAIL FROM:<praxis@example.de>").await, SENDER_OK);
+    assert_eq!(c.cmd("RCPT TO:<a@kv.test>").await, RCPT_OK);
+}
+
+#[tokio::test]
+async fn bdat_chunks_make_one_message_taken_literally() {
+    let (server, mut c) = greeted(config()).await;
+    open_envelope(&mut c).await;
+    let first = b"Subject: x\r\n\r\n.\r\nMAIL FROM:<evil@example.de>\r\n";
+    c.send(format!("BDAT {}\r\n", first.len()).as_bytes()).await;
+    c.send(first).await;
+    assert_eq!(c.reply().await, "250 2.0.0 46 octets received\r\n");
+    c.send(b"BDAT 10 LAST\r\n..dot\nend\r").await;
+    assert_eq!(c.reply().await, "250 2.0.0 T1 queued\r\n");
+    // BDAT 0 LAST ends a message, also one without any other chunk.
+    open_envelope(&mut c).await;
+    assert_eq!(
+        c.cmd("BDAT 5\r\nabc").await,
+        "250 2.0.0 5 octets received\r\n"
+    );
+    assert_eq!(c.cmd("BDAT 0 LAST").await, "250 2.0.0 T2 queued\r\n");
+    open_envelope(&mut c).await;
+    assert_eq!(c.cmd("BDAT 0 LAST").await, "250 2.0.0 T3 queued\r\n");
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(
+        server.handler.messages(),
+        vec![
+            b"Subject: x\r\n\r\n.\r\nMAIL FROM:<evil@example.de>\r\n..dot\r\nend\r\n".to_vec(),
+            b"abc\r\n".to_vec(),
+            Vec::new(),
+        ]
+    );
+    assert!(!server.handler.events().iter().any(|e| e.contains("evil")));
+}
+
+#[tokio::test]
+async fn bdat_pipelined_with_the_envelope_in_one_write() {
+    let server = start(Port::Implicit, Recorder::default(), config()).await;
+    let mut c = connect_implicit(&server).await;
+    c.send(
+        b"EHLO client.test\r\nMAIL FROM:<praxis@example.de>\r\nRCPT TO:<a@kv.test>\r\n\
+          BDAT 4\r\nab\r\nBDAT 4 LAST\r\ncd\r\nQUIT\r\n",
+    )
+    .await;
+    assert_eq!(c.reply().await, EHLO_TLS);
+    assert_eq!(c.reply().await, SENDER_OK);
+    assert_eq!(c.reply().await, RCPT_OK);
+    assert_eq!(c.reply().await, "250 2.0.0 4 octets received\r\n");
+    assert_eq!(c.reply().await, "250 2.0.0 T1 queued\r\n");
+    assert_eq!(c.reply().await, "221 2.0.0 Bye\r\n");
+    c.assert_closed().await;
+    assert_eq!(server.handler.messages(), vec![b"ab\r\ncd\r\n".to_vec()]);
+}
+
+#[tokio::test]
+async fn bdat_out_of_order_is_refused_and_its_chunk_never_runs() {
+    let (server, mut c) = greeted(config()).await;
+    // Each refused chunk holds commands: had they run, QUIT would close.
+    let chunk = b"RSET\r\nQUIT\r\n";
+    let bdat = |last: &str| format!("BDAT {}{last}\r\n", chunk.len());
+    for (setup, refusal) in [
+        (None, "503 5.5.1 Need MAIL command\r\n"),
+        (
+            Some("MAIL FROM:<praxis@example.de>"),
+            "503 5.5.1 Need RCPT command\r\n",
+        ),
+        (
+            Some("RCPT TO:<unknown@kv.test>"),
+            "554 5.5.1 No valid recipients\r\n",
+        ),
+    ] {
+        if let Some(setup) = setup {
+            c.cmd(setup).await;
+        }
+        c.send(bdat(" LAST").as_bytes()).await;
+        c.send(chunk).await;
+        assert_eq!(c.reply().await, refusal);
+        assert_eq!(c.cmd("NOOP").await, OK);
+    }
+    // DATA after BDAT in the same transaction.
+    assert_eq!(c.cmd("RSET").await, OK);
+    open_envelope(&mut c).await;
+    c.send(bdat("").as_bytes()).await;
+    c.send(chunk).await;
+    assert_eq!(c.reply().await, "250 2.0.0 12 octets received\r\n");
+    assert_eq!(
+        c.cmd("DATA").await,
+        "503 5.5.1 DATA cannot follow BDAT; send RSET\r\n"
+    );
+    assert_eq!(c.cmd("RSET").await, OK);
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 1);
+    // After a DATA transaction, BDAT needs a new envelope.
+    open_data(&mut c).await;
+    c.send(b"x\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 T1 queued\r\n");
+    c.send(bdat(" LAST").as_bytes()).await;
+    c.send(chunk).await;
+    assert_eq!(c.reply().await, "503 5.5.1 Need MAIL command\r\n");
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(server.handler.messages(), vec![b"x\r\n".to_vec()]);
+}
+
+#[tokio::test]
+async fn bdat_before_starttls_is_refused_and_skipped() {
+    let server = start(Port::StartTls, Recorder::default(), config()).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    assert_eq!(plain.cmd("EHLO client.test").await, EHLO_PLAIN);
+    assert_eq!(
+        plain.cmd("BDAT 10 LAST\r\nSTARTTLS").await,
+        "530 5.7.0 Must issue a STARTTLS command first\r\n"
+    );
+    assert_eq!(plain.cmd("NOOP").await, OK);
+}
+
+#[tokio::test]
+async fn bdat_without_a_readable_size_closes_the_session() {
+    let server = start(Port::Implicit, Recorder::default(), config()).await;
+    for args in ["BDAT", "BDAT ten LAST", "BDAT 5 FIRST", "BDAT -1"] {
+        let mut c = connect_implicit(&server).await;
+        assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+        open_envelope(&mut c).await;
+        assert_eq!(
+            c.cmd(&format!("{args}\r\nNOOP")).await,
+            "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n",
+            "{args}"
+        );
+        c.assert_closed().await;
+    }
+    assert!(server.handler.messages().is_empty());
+}
+
+#[tokio::test]
+async fn bdat_over_the_size_limit_is_refused_at_the_chunk() {
+    let (server, mut c) = greeted(Config {
+        max_message_size: 1500,
+        ..config()
+    })
+    .await;
+    open_envelope(&mut c).await;
+    let line = format!("{}\r\n", "y".repeat(98));
+    let chunk = line.repeat(8);
+    c.send(format!("BDAT 800\r\n{chunk}BDAT 800\r\n{chunk}BDAT 6 LAST\r\nQUIT\r\n").as_bytes())
+        .await;
+    assert_eq!(c.reply().await, "250 2.0.0 800 octets received\r\n");
+    assert_eq!(c.reply().await, "552 5.3.4 Message too big\r\n");
+    // The transaction is over; the next chunk is read and refused.
+    assert_eq!(c.reply().await, "503 5.5.1 Need MAIL command\r\n");
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 1);
+    // A line over 1000 octets in a chunk.
+    open_envelope(&mut c).await;
+    let long = format!("{}\r\n", "z".repeat(999));
+    c.send(format!("BDAT {} LAST\r\n{long}", long.len()).as_bytes())
+        .await;
+    assert_eq!(c.reply().await, "554 5.6.0 Line too long\r\n");
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 2);
+    assert!(server.handler.messages().is_empty());
+}
+
+#[tokio::test]
+async fn bdat_refused_by_the_handler_is_skipped() {
+    let refusing = Recorder {
+        refuse_data: true,
+        ..Recorder::default()
+    };
+    let server = start(Port::Implicit, refusing, config()).await;
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    open_envelope(&mut c).await;
+    c.send(b"BDAT 6\r\nQUIT\r\nBDAT 6 LAST\r\nQUIT\r\n").await;
+    assert_eq!(c.reply().await, "451 4.3.0 Spool unavailable\r\n");
+    assert_eq!(c.reply().await, "503 5.5.1 Need MAIL command\r\n");
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn silent_client_in_a_bdat_chunk_times_out() {
+    let (server, mut c) = greeted(Config {
+        data_timeout: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    open_envelope(&mut c).await;
+    c.send(b"BDAT 100 LAST\r\nonly part").await;
+    assert_eq!(c.reply().await, "421 4.4.2 Timeout\r\n");
+    c.assert_closed().await;
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 1);
+    assert!(server.handler.messages().is_empty());
+}
+
+#[tokio::test]
+async fn open_bdat_message_is_aborted_when_the_client_leaves() {
+    let (server, mut c) = greeted(config()).await;
+    open_envelope(&mut c).await;
+    assert_eq!(
+        c.cmd("BDAT 5\r\nabc").await,
+        "250 2.0.0 5 octets received\r\n"
+    );
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    c.assert_closed().await;
+    assert_eq!(server.handler.aborted.load(Ordering::SeqCst), 1);
+    assert!(server.handler.messages().is_empty());
+}
+
+// ---------------------------------------------------------------- limits
+
+#[tokio::test]
+async fn megabyte_without_line_end_is_discarded_and_the_session_goes_on() {
+    let server = start(Port::Implicit, Recorder::default(), config()).await;
+    let mut c = connect_implicit(&server).await;
+    c.send(&vec![b'x'; 1024 * 1024]).await;
+    c.send(b"\r\nNOOP\r\n").await;
+    assert_eq!(c.reply().await, "500 5.5.2 Line too long\r\n");
+    assert_eq!(c.reply().await, OK);
+}
+
+/// Connects to `server` until a session gets the greeting (sessions that
+/// just ended may hold their connection slot for a moment).
+async fn connect_when_free(server: &TestServer) -> Client<TlsStream<TcpStream>> {
+    for _ in 0..100 {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        if let Ok(tls) = tls_handshake(tcp, true).await {
+            let mut c = Client::new(tls);
+            let mut line = String::new();
+            if c.io.read_line(&mut line).await.is_ok() && line == "220 mx.test ESMTP kvgate\r\n" {
+                return c;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no free connection slot");
+}
+
+#[tokio::test]
+async fn connections_are_limited_overall() {
+    let config = Config {
+        max_connections: 1,
+        ..config()
+    };
+    let server = start(Port::StartTls, Recorder::default(), config.clone()).await;
+    let mut first = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(first.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    let mut second = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(
+        second.reply().await,
+        "421 4.3.2 Too many connections; try again later\r\n"
+    );
+    second.assert_closed().await;
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+
+    // On the implicit-TLS port the client is closed before the handshake.
+    let server = start(Port::Implicit, Recorder::default(), config).await;
+    let mut first = connect_implicit(&server).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert!(tls_handshake(tcp, true).await.is_err());
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    first.assert_closed().await;
+    let mut again = connect_when_free(&server).await;
+    assert_eq!(again.cmd("NOOP").await, OK);
+}
+
+#[tokio::test]
+async fn connections_are_limited_per_client_certificate() {
+    let config = Config {
+        max_connections_per_certificate: 1,
+        ..config()
+    };
+    let server = start(Port::Implicit, Recorder::default(), config).await;
+    let mut first = connect_implicit(&server).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut second = Client::new(tls_handshake(tcp, true).await.unwrap());
+    assert_eq!(
+        second.reply().await,
+        "421 4.7.0 Too many connections with this client certificate; try again later\r\n"
+    );
+    second.assert_closed().await;
+    // Another certificate is not affected.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let mut other = Client::new(
+        tls_connect(tcp, Some("client2"), rustls::ALL_VERSIONS)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(other.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    first.assert_closed().await;
+    let mut again = connect_when_free(&server).await;
+    assert_eq!(again.cmd("NOOP").await, OK);
+    assert_eq!(
+        server.handler.events(),
+        vec!["connect certs=1 implicit=true".to_owned(); 3]
+    );
+}
+
+// ---------------------------------------------------------------- TLS
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_served() {
+    let server = start(Port::Implicit, Recorder::default(), config()).await;
+    for (version, expected) in [
+        (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
+    ] {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let tls = tls_connect(tcp, Some("client"), &[version]).await.unwrap();
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(expected));
+        let mut c = Client::new(tls);
+        assert_eq!(c.reply().await, "220 mx.test ESMTP kvgate\r\n");
+        assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    }
+}
+
+#[tokio::test]
+async fn tls_1_1_is_refused_with_a_fatal_alert() {
+    let server = start(Port::Implicit, Recorder::default(), config()).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    // A TLS 1.1 ClientHello: version 3.2, no supported_versions extension,
+    // two CBC suites, no compression, no extensions.
+    let mut hello = vec![0x03, 0x02];
+    hello.extend_from_slice(&[7; 32]);
+    hello.extend_from_slice(&[0x00, 0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f, 0x01, 0x00]);
+    let mut handshake = vec![0x01, 0x00, 0x00, u8::try_from(hello.len()).unwrap()];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![
+        0x16,
+        0x03,
+        0x01,
+        0x00,
+        u8::try_from(handshake.len()).unwrap(),
+    ];
+    record.extend_from_slice(&handshake);
+    tcp.write_all(&record).await.unwrap();
+    let mut answer = [0; 7];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    // No ServerHello but an alert record: fatal (2) handshake_failure (40),
+    // which is how rustls turns away a hello that does not offer TLS 1.2+.
+    assert_eq!((answer[0], answer[5], answer[6]), (0x15, 2, 40));
+    assert!(server.handler.events().is_empty());
+}
+
+#[tokio::test]
+async fn untrusted_client_certificate_is_refused_before_any_command() {
+    let server = start(Port::Implicit, Recorder::default(), config()).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    if let Ok(tls) = tls_connect(tcp, Some("rogue"), rustls::ALL_VERSIONS).await {
+        let mut c = Client::new(tls);
+        let _ = c.io.get_mut().write_all(b"EHLO client.test\r\n").await;
+        c.assert_closed().await;
+    }
+    assert!(server.handler.events().is_empty());
 }

@@ -1,0 +1,284 @@
+//! The message text decoder shared by DATA and BDAT: line-ending
+//! normalisation, line and size limits, and (for DATA) dot-unstuffing and
+//! end-of-data detection.
+//!
+//! **DATA.** Only `<CRLF>.<CRLF>` ends DATA (the CRLF that ends the DATA
+//! command line counts as the first one). Bare LF or bare CR never start or
+//! end a line for the purposes of dot handling, so sequences like `<LF>.<LF>`,
+//! `<CR>.<CR>`, `<LF>.<CRLF>` or `<CRLF>.<LF>` stay inside the message and
+//! cannot smuggle a second message past the server. A leading dot followed by
+//! anything but CRLF is transparency stuffing and is removed (RFC 5321 §4.5.2).
+//!
+//! **Bare CR and LF** (DATA and BDAT alike) are *normalised*, not refused: a
+//! bare CR or bare LF is written to the sink as CRLF, so the stored message has
+//! canonical line endings and contains no ambiguous line break that a later
+//! reader could interpret differently. A CR at the very end of the last BDAT
+//! chunk is completed to CRLF by [`Decoder::finish`].
+//!
+//! **Limits.** A text line over 1000 octets (CRLF included, RFC 5321
+//! §4.5.3.1.6) or a message over the size limit is not refused mid-stream:
+//! the decoder keeps consuming input (so the end of the message is found and
+//! no message text runs as commands), stops producing output, and reports
+//! the refusal through [`Decoder::refusal`].
+
+use super::conn::CHUNK;
+use super::reply::Reply;
+
+/// The longest text line, CRLF included (RFC 5321 §4.5.3.1.6), not counting
+/// the removed stuffing dot.
+const MAX_LINE: usize = 1000;
+
+/// How the end of the message text is marked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// DATA: dot-stuffed, ended by `<CRLF>.<CRLF>`.
+    Dot,
+    /// BDAT: counted chunks, taken literally (no dot handling).
+    Counted,
+}
+
+/// Where the decoder is within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line (after CRLF, or at the start of DATA).
+    LineStart,
+    /// Inside a line.
+    Text,
+    /// After a CR inside a line or on an empty line.
+    Cr,
+    /// After a dot at the start of a line.
+    Dot,
+    /// After `.` CR at the start of a line.
+    DotCr,
+}
+
+/// The incremental message text decoder (see the module documentation).
+#[derive(Debug)]
+pub(super) struct Decoder {
+    framing: Framing,
+    state: State,
+    line_len: usize,
+    size: u64,
+    max_size: u64,
+    too_big: bool,
+    line_too_long: bool,
+}
+
+impl Decoder {
+    /// A decoder at the start of a message of at most `max_size` octets.
+    pub(super) fn new(framing: Framing, max_size: u64) -> Self {
+        Self {
+            framing,
+            state: State::LineStart,
+            line_len: 0,
+            size: 0,
+            max_size,
+            too_big: false,
+            line_too_long: false,
+        }
+    }
+
+    /// Decodes `input` into `out` until the input is used up, `out` is full
+    /// ([`CHUNK`]) or the terminator is found. Returns the number of input
+    /// octets consumed and whether the terminator was found. Once the message
+    /// is refused, nothing more is written to `out`.
+    pub(super) fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        for (i, &b) in input.iter().enumerate() {
+            // One input octet produces at most three output octets.
+            if out.len() + 3 > CHUNK {
+                return (i, false);
+            }
+            match (self.state, b) {
+                (State::LineStart, b'.') if self.framing == Framing::Dot => {
+                    self.state = State::Dot;
+                }
+                (State::Dot, b'\r') => self.state = State::DotCr,
+                (State::DotCr, b'\n') => return (i + 1, true),
+                (State::Cr, b'\n') => {
+                    self.line_break(out);
+                    self.state = State::LineStart;
+                }
+                // A bare CR (after the stuffing dot or inside a line), then `b`.
+                (State::DotCr | State::Cr, _) => {
+                    self.line_break(out);
+                    self.text(b, out);
+                }
+                // In a line, or after a stuffing dot (which is dropped).
+                (State::LineStart | State::Text | State::Dot, _) => self.text(b, out),
+            }
+        }
+        (input.len(), false)
+    }
+
+    /// Ends a counted (BDAT) message: a CR left pending at the end of the
+    /// last chunk becomes CRLF. Writes at most two octets to `out`.
+    pub(super) fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.state == State::Cr {
+            self.line_break(out);
+        }
+        self.state = State::LineStart;
+    }
+
+    /// An octet inside a line.
+    fn text(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.state = State::Text;
+        match b {
+            b'\r' => self.state = State::Cr,
+            // A bare LF: a line break, but not a line start for dot handling.
+            b'\n' => self.line_break(out),
+            _ => {
+                self.line_len += 1;
+                if self.line_len > MAX_LINE - 2 {
+                    self.line_too_long = true;
+                }
+                self.emit(&[b], out);
+            }
+        }
+    }
+
+    fn line_break(&mut self, out: &mut Vec<u8>) {
+        self.line_len = 0;
+        self.emit(b"\r\n", out);
+    }
+
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.size = self.size.saturating_add(bytes.len() as u64);
+        if self.size > self.max_size {
+            self.too_big = true;
+        }
+        if self.refusal().is_none() {
+            out.extend_from_slice(bytes);
+        }
+    }
+
+    /// Why the message is refused, if it is.
+    pub(super) fn refusal(&self) -> Option<Reply> {
+        if self.too_big {
+            Some(Reply::new(552, (5, 3, 4), "Message too big"))
+        } else if self.line_too_long {
+            Some(Reply::new(554, (5, 6, 0), "Line too long"))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `input` in pieces of `step` octets; returns the output, the
+    /// unconsumed rest, and whether the terminator was found.
+    fn run(input: &[u8], step: usize, max: u64) -> (Vec<u8>, Vec<u8>, bool, Option<Reply>) {
+        let mut d = Decoder::new(Framing::Dot, max);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < input.len() {
+            let end = (pos + step).min(input.len());
+            let mut chunk = Vec::new();
+            let (used, done) = d.decode(&input[pos..end], &mut chunk);
+            out.extend_from_slice(&chunk);
+            pos += used;
+            if done {
+                return (out, input[pos..].to_vec(), true, d.refusal());
+            }
+        }
+        (out, Vec::new(), false, d.refusal())
+    }
+
+    fn decode_all(input: &[u8]) -> (Vec<u8>, Vec<u8>, bool) {
+        let whole = run(input, input.len().max(1), u64::MAX);
+        for step in [1, 2, 3, 7] {
+            let piecewise = run(input, step, u64::MAX);
+            assert_eq!(
+                (&whole.0, &whole.1, whole.2),
+                (&piecewise.0, &piecewise.1, piecewise.2)
+            );
+        }
+        (whole.0, whole.1, whole.2)
+    }
+
+    #[test]
+    fn ends_only_at_crlf_dot_crlf() {
+        let (out, rest, done) = decode_all(b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+        assert!(done);
+        assert_eq!(out, b"Subject: x\r\n\r\nbody\r\n");
+        assert_eq!(rest, b"QUIT\r\n");
+        assert_eq!(decode_all(b".\r\n"), (Vec::new(), Vec::new(), true));
+    }
+
+    #[test]
+    fn unstuffs_dots() {
+        let (out, _, done) = decode_all(b"..hidden\r\n...\r\n.x\r\na.b\r\n.\r\n");
+        assert!(done);
+        assert_eq!(out, b".hidden\r\n..\r\nx\r\na.b\r\n");
+    }
+
+    #[test]
+    fn smuggling_sequences_stay_in_the_body() {
+        for (input, body) in [
+            (&b"a\n.\nMAIL\r\n.\r\n"[..], &b"a\r\n.\r\nMAIL\r\n"[..]),
+            (b"a\r.\rMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+            (b"a\n.\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+            (b"a\r\n.\nMAIL\r\n.\r\n", b"a\r\n\r\nMAIL\r\n"),
+            (b"a\r\n.\rMAIL\r\n.\r\n", b"a\r\n\r\nMAIL\r\n"),
+            (b"a\r.\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+            (b"a\r\r\n.\r\r\nMAIL\r\n.\r\n", b"a\r\n\r\n\r\n\r\nMAIL\r\n"),
+        ] {
+            let (out, rest, done) = decode_all(input);
+            assert!(done, "{input:?}");
+            assert_eq!(out, body, "{input:?}");
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn normalises_bare_line_breaks() {
+        let (out, _, _) = decode_all(b"a\nb\rc\r\rd\r\n.\r\n");
+        assert_eq!(out, b"a\r\nb\r\nc\r\n\r\nd\r\n");
+    }
+
+    #[test]
+    fn limits_line_length() {
+        let mut ok = vec![b'x'; 998];
+        ok.extend_from_slice(b"\r\n.\r\n");
+        assert_eq!(run(&ok, 4096, u64::MAX).3, None);
+        let mut long = vec![b'x'; 999];
+        long.extend_from_slice(b"\r\nmore\r\n.\r\n");
+        let (out, _, done, refusal) = run(&long, 4096, u64::MAX);
+        assert!(done);
+        assert_eq!(out, vec![b'x'; 998]);
+        assert_eq!(refusal, Some(Reply::new(554, (5, 6, 0), "Line too long")));
+    }
+
+    #[test]
+    fn limits_size() {
+        assert_eq!(run(b"abc\r\n.\r\n", 100, 5).3, None);
+        let (_, _, done, refusal) = run(b"abcd\r\n.\r\n", 100, 5);
+        assert!(done);
+        assert_eq!(refusal, Some(Reply::new(552, (5, 3, 4), "Message too big")));
+    }
+
+    #[test]
+    fn output_stays_within_chunk() {
+        let input = vec![b'\n'; 3 * CHUNK];
+        let mut d = Decoder::new(Framing::Dot, u64::MAX);
+        let mut out = Vec::new();
+        let (used, done) = d.decode(&input, &mut out);
+        assert!(!done);
+        assert!(out.len() <= CHUNK && out.len() > CHUNK - 3);
+        assert_eq!(used * 2, out.len());
+    }
+
+    #[test]
+    fn counted_text_keeps_dots_and_normalises_across_chunks() {
+        let mut d = Decoder::new(Framing::Counted, u64::MAX);
+        let mut out = Vec::new();
+        for chunk in [&b".\r\n.\nx\r"[..], b"\ny\r"] {
+            assert_eq!(d.decode(chunk, &mut out), (chunk.len(), false));
+        }
+        d.finish(&mut out);
+        assert_eq!(out, b".\r\n.\r\nx\r\ny\r\n");
+        assert_eq!(d.refusal(), None);
+    }
+}

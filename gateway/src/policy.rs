@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use kvgate_certs::x509;
-use kvgate_connectors::smtp::{Handler, MailParams, Peer, RcptParams, Reply};
+use kvgate_connectors::smtp::{
+    Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
+};
 use kvgate_store::{
     Kvnr, Mailbox, Member, Recipient, Sender, SenderKind, Spool, SpoolFile, Store, Submission,
     SubmissionState, Timestamp, TrackingId, now,
@@ -153,6 +155,23 @@ fn store_failure(error: &dyn std::fmt::Display) -> Reply {
     )
 }
 
+/// `NOTIFY` as the comma list RFC 3461 writes (stored with the submission).
+fn notify_list(notify: DsnNotify) -> String {
+    match notify {
+        DsnNotify::Never => "NEVER".to_owned(),
+        DsnNotify::On {
+            success,
+            failure,
+            delay,
+        } => [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, word)| *word)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
 impl Handler for Policy {
     type Session = Session;
     type Sink = SpoolFile;
@@ -201,7 +220,13 @@ impl Handler for Policy {
             ));
         }
         session.mail_from = Some(reverse_path.to_ascii_lowercase());
-        session.ret = params.ret.clone();
+        session.ret = params.ret.map(|ret| {
+            match ret {
+                Ret::Full => "FULL",
+                Ret::Headers => "HDRS",
+            }
+            .to_owned()
+        });
         session.envid = params.envid.clone();
         Ok(())
     }
@@ -213,8 +238,11 @@ impl Handler for Policy {
         params: &RcptParams,
     ) -> Result<(), Reply> {
         let recipient = Recipient {
-            notify: params.notify.clone(),
-            orcpt: params.orcpt.clone(),
+            notify: params.notify.map(notify_list),
+            orcpt: params
+                .orcpt
+                .as_ref()
+                .map(|o| format!("{};{}", o.addr_type, o.address)),
             ..self.route(&session.sender, forward_path)?
         };
         if !session

@@ -33,32 +33,6 @@ fn letter_with_pdf(subject: &str, pdf: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// A GnuPG home with a fresh key; returns (home, armored public key).
-fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
-    let home = install.work("gnupg");
-    std::fs::create_dir_all(&home).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let gpg = |args: &[&str]| {
-        run(Command::new("gpg")
-            .env("GNUPGHOME", &home)
-            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args))
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "Member Phone <phone@member.test>",
-        "default",
-        "default",
-        "never",
-    ]);
-    let public = gpg(&["--armor", "--export", "phone@member.test"]);
-    (home, String::from_utf8(public.stdout).unwrap())
-}
-
 #[test]
 fn openssl_letter_reaches_gpg_member_intact() {
     require(&["openssl", "gpg", "curl"]);

@@ -402,3 +402,56 @@ pub fn curl(install: &Install, server: &Server, args: &[&str], path: &str) -> (u
         .unwrap();
     (status, std::fs::read(&out_file).unwrap_or_default())
 }
+
+/// A GnuPG home with a fresh key; returns (home, armored public key).
+pub fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
+    let home = install.work("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let gpg = |args: &[&str]| {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args))
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "Member Phone <phone@member.test>",
+        "default",
+        "default",
+        "never",
+    ]);
+    let public = gpg(&["--armor", "--export", "phone@member.test"]);
+    (home, String::from_utf8(public.stdout).unwrap())
+}
+
+/// Enrols a device with `public_key` using the installation's enrolment code; returns
+/// the `Authorization` header for it.
+pub fn enrol(install: &Install, server: &Server, public_key: &str) -> String {
+    let enrol = serde_json::json!({
+        "kvnr": MEMBER, "code": install.enrollment_code, "device_name": "phone", "public_key": public_key,
+    });
+    let body = install.work("enrol.json");
+    std::fs::write(&body, enrol.to_string()).unwrap();
+    let (status, answer) = curl(
+        install,
+        server,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+        "/v1/enroll",
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    format!(
+        "Authorization: Bearer {}",
+        answer["token"].as_str().unwrap()
+    )
+}

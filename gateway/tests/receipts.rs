@@ -1,0 +1,485 @@
+//! Receipts through a real relay: `aiosmtpd` (tests/relay/receiver.py) receives what
+//! kvgate's outbound queue sends. Each report is checked three ways: Python's `email`
+//! package (the receiver's summary), `mail-parser`, and `openssl cms -verify` for the
+//! gateway's S/MIME signature.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use kvgate::client::smtp::SmtpClient;
+use sha2::{Digest, Sha256};
+
+/// `message` with every line ending CRLF, as SMTP carries it (and the gateway
+/// normalises it).
+fn crlf(message: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 40);
+    for (i, &b) in message.iter().enumerate() {
+        if b == b'\n' && (i == 0 || message[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// The aiosmtpd receiver, on a port fixed for the life of the test.
+struct Relay {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Relay {
+    /// Reserves a port; the receiver is not started yet.
+    fn new(install: &Install) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Relay {
+            port,
+            dir: install.work("relay"),
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/relay/receiver.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(self.port.to_string())
+            .arg(&self.dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(
+            line.starts_with("listening on"),
+            "the aiosmtpd receiver did not start (pip install aiosmtpd): {line:?}"
+        );
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The messages received so far.
+    fn count(&self) -> usize {
+        std::fs::read_dir(&self.dir).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .count()
+        })
+    }
+
+    /// Waits for message `n` (from 1); returns (raw bytes, receiver's summary).
+    fn wait_for(&self, n: usize) -> (Vec<u8>, serde_json::Value) {
+        let json = self.dir.join(format!("{n}.json"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !json.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "report {n} never reached the relay"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let raw = std::fs::read(self.dir.join(format!("{n}.eml"))).unwrap();
+        let summary = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        (raw, summary)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Points the installation at the relay, with retries fast enough for a test.
+fn configure_relay(install: &Install, relay: &Relay) {
+    let path = install.config();
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let relay_table: toml::Table =
+        format!("address = \"127.0.0.1:{}\"\ntls = \"none\"\n", relay.port)
+            .parse()
+            .unwrap();
+    config.insert("relay".into(), relay_table.into());
+    let queue: toml::Table = "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = 0\n\
+         lifetime_secs = 3600\nper_destination = 2\ntimeout_secs = 10\n"
+        .parse()
+        .unwrap();
+    config.insert("queue".into(), queue.into());
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// Submits over SMTPS with DSN parameters on MAIL and RCPT.
+fn send_with(
+    server: &Server,
+    install: &Install,
+    mail_params: &str,
+    rcpt_params: &str,
+    message: &[u8],
+) -> String {
+    let reply = block_on(async {
+        let (mut client, _) =
+            SmtpClient::connect(server.smtps, "localhost", install.practice_tls())
+                .await
+                .unwrap();
+        for line in [
+            "EHLO practice.test".to_owned(),
+            format!("MAIL FROM:<{PRACTICE}> {mail_params}"),
+            format!("RCPT TO:<{MEMBER}@smarthealth.{DOMAIN}> {rcpt_params}"),
+        ] {
+            let reply = client.command(&line).await.unwrap();
+            assert_eq!(reply.code, 250, "{line}: {reply}");
+        }
+        client.data(message).await.unwrap()
+    });
+    tracking_id(&reply)
+}
+
+/// `openssl cms -verify` of a signed report against the development CA.
+fn assert_signed_by_gateway(install: &Install, raw: &[u8]) {
+    let file = install.work("report.eml");
+    std::fs::write(&file, raw).unwrap();
+    let out = Command::new("openssl")
+        .args(["cms", "-verify", "-in"])
+        .arg(&file)
+        .arg("-CAfile")
+        .arg(install.pki("ca.pem"))
+        .args(["-out", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl cms -verify refused the report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The report entity inside the multipart/signed, as mail-parser reads it.
+fn report_text(raw: &[u8]) -> String {
+    let parsed = mail_parser::MessageParser::default().parse(raw).unwrap();
+    assert_eq!(
+        parsed.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-replied")
+    );
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+fn reported(install: &Install, id: &str) -> usize {
+    event_kinds(&install.track(id))
+        .iter()
+        .filter(|k| *k == "reported")
+        .count()
+}
+
+#[test]
+fn delivery_status_notifications_follow_notify_and_ret() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start();
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+
+    // An unsigned letter fails; the default NOTIFY (FAILURE,DELAY) asks for a DSN.
+    let unsigned = install.openssl_letter(&text_letter("x", "UNSIGNED-MARKER"), None, "Befund");
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        &unsigned,
+    );
+    let failed_id = tracking_id(&reply);
+    let (raw, summary) = relay.wait_for(1);
+    assert_eq!(summary["mail_from"], "<>");
+    assert_eq!(summary["rcpt_tos"], serde_json::json!([PRACTICE]));
+    let report = &summary["report"];
+    assert_eq!(report["content_type"], "multipart/signed");
+    assert_eq!(report["protocol"], "application/pkcs7-signature");
+    assert_eq!(report["report_type"], "delivery-status");
+    assert_eq!(report["auto_submitted"], "auto-replied");
+    assert_eq!(
+        report["report_parts"],
+        serde_json::json!([
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ])
+    );
+    assert_eq!(report["per_message"]["Reporting-MTA"], "dns; localhost");
+    assert!(report["per_message"]["Arrival-Date"].is_string());
+    let recipient = &report["per_recipient"][0];
+    assert_eq!(
+        recipient["Final-Recipient"],
+        format!("rfc822; {MEMBER}@smarthealth.{DOMAIN}")
+    );
+    assert_eq!(recipient["Action"], "failed");
+    assert_eq!(recipient["Status"], "5.7.5");
+    assert!(
+        recipient["Diagnostic-Code"]
+            .as_str()
+            .unwrap()
+            .starts_with("smtp; 550 5.7.5 not-signed: "),
+        "{recipient}"
+    );
+    assert_signed_by_gateway(&install, &raw);
+    let text = report_text(&raw);
+    assert!(text.contains(&failed_id));
+    assert!(
+        !text.contains("UNSIGNED-MARKER"),
+        "a DSN returned decrypted content"
+    );
+    assert_eq!(reported(&install, &failed_id), 1);
+
+    // NOTIFY=SUCCESS with RET=FULL, ENVID and ORCPT: a success DSN that returns the
+    // message exactly as sent (ciphertext).
+    let letter = crlf(install.practice_letter(&text_letter("x", "SUCCESS-MARKER"), "Befund"));
+    let ok_id = send_with(
+        &server,
+        &install,
+        "RET=FULL ENVID=practice+2Denv-7",
+        &format!("NOTIFY=SUCCESS ORCPT=rfc822;{MEMBER}@smarthealth.{DOMAIN}"),
+        &letter,
+    );
+    let (raw, summary) = relay.wait_for(2);
+    let report = &summary["report"];
+    assert_eq!(
+        report["report_parts"],
+        serde_json::json!(["text/plain", "message/delivery-status", "message/rfc822"])
+    );
+    assert_eq!(
+        report["per_message"]["Original-Envelope-Id"],
+        "practice-env-7"
+    );
+    let recipient = &report["per_recipient"][0];
+    assert_eq!(recipient["Action"], "delivered");
+    assert_eq!(recipient["Status"], "2.0.0");
+    assert_eq!(
+        recipient["Original-Recipient"],
+        format!("rfc822;{MEMBER}@smarthealth.{DOMAIN}")
+    );
+    assert_signed_by_gateway(&install, &raw);
+    let returned = raw.windows(letter.len()).any(|w| w == letter.as_slice());
+    assert!(returned, "RET=FULL must return the message as sent");
+    assert!(!report_text(&raw).contains("SUCCESS-MARKER"));
+    assert_eq!(reported(&install, &ok_id), 1);
+
+    // NOTIFY=NEVER: the failure is tracked, nothing is queued or sent.
+    let never_id = send_with(&server, &install, "", "NOTIFY=NEVER", &unsigned);
+    let trail = wait_final(&install, &never_id);
+    assert_eq!(trail["submission"]["state"], "failed");
+    let queue = install.admin(&["queue", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(relay.count(), 2);
+    assert_eq!(reported(&install, &never_id), 0);
+
+    // The histories are intact.
+    for id in [&failed_id, &ok_id, &never_id] {
+        let out = install.admin(&["track", id, "--verify"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("hash chain intact"));
+    }
+}
+
+/// A letter from the demo practice asking (or not) for a disposition notification.
+fn letter_asking(install: &Install, dnt: Option<&str>, message_id: &str) -> Vec<u8> {
+    let dnt = dnt.map_or(String::new(), |a| {
+        format!("Disposition-Notification-To: <{a}>\r\n")
+    });
+    let inner = format!(
+        "From: Demo Practice <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\n\
+         Subject: Befund\r\nMessage-ID: {message_id}\r\n{dnt}\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGute Besserung.\r\n"
+    );
+    crlf(install.practice_letter(inner.as_bytes(), "Befund"))
+}
+
+/// Delivers a letter and returns (tracking ID, message ID in the inbox).
+fn deliver(install: &Install, server: &Server, auth: &str, letter: &[u8]) -> (String, String) {
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        letter,
+    );
+    let id = tracking_id(&reply);
+    assert_eq!(wait_final(install, &id)["submission"]["state"], "delivered");
+    let (status, list) = curl(
+        install,
+        server,
+        &["-H", auth],
+        "/v1/messages?mailbox=smarthealth",
+    );
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+    let message = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["tracking_id"] == id.as_str())
+        .unwrap();
+    (id, message["id"].as_str().unwrap().to_owned())
+}
+
+fn mark_read(install: &Install, server: &Server, auth: &str, message: &str, body: &str) {
+    let (status, answer) = curl(
+        install,
+        server,
+        &[
+            "-H",
+            auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ],
+        &format!("/v1/messages/{message}/read"),
+    );
+    assert_eq!(status, 204, "{}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
+fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
+    require(&["openssl", "gpg", "curl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start();
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+    let (_home, public_key) = gpg_member(&install);
+    let auth = enrol(&install, &server, &public_key);
+
+    let asked = letter_asking(&install, Some(PRACTICE), "<befund-1@demo-practice.test>");
+    let (id, message) = deliver(&install, &server, &auth, &asked);
+    mark_read(&install, &server, &auth, &message, "");
+    let (raw, summary) = relay.wait_for(1);
+    assert_eq!(summary["mail_from"], "<>");
+    assert_eq!(summary["rcpt_tos"], serde_json::json!([PRACTICE]));
+    let report = &summary["report"];
+    assert_eq!(report["report_type"], "disposition-notification");
+    let fields = &report["disposition"];
+    assert_eq!(
+        fields["Disposition"],
+        "automatic-action/MDN-sent-automatically; displayed"
+    );
+    assert_eq!(
+        fields["Original-Message-ID"],
+        "<befund-1@demo-practice.test>"
+    );
+    assert_eq!(
+        fields["Final-Recipient"],
+        format!("rfc822; {MEMBER}@smarthealth.{DOMAIN}")
+    );
+    let mic = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&asked));
+    assert_eq!(fields["Received-content-MIC"], format!("{mic}, sha256"));
+    assert_signed_by_gateway(&install, &raw);
+    assert!(!report_text(&raw).contains("Gute Besserung"));
+
+    // Reading again sends nothing more.
+    mark_read(&install, &server, &auth, &message, "");
+    // Declined; not asked; asked for another address than the envelope sender.
+    let (declined_id, m) = deliver(
+        &install,
+        &server,
+        &auth,
+        &letter_asking(&install, Some(PRACTICE), "<befund-2@demo-practice.test>"),
+    );
+    mark_read(&install, &server, &auth, &m, r#"{"receipt": false}"#);
+    let (unasked_id, m) = deliver(
+        &install,
+        &server,
+        &auth,
+        &letter_asking(&install, None, "<befund-3@demo-practice.test>"),
+    );
+    mark_read(&install, &server, &auth, &m, "");
+    let (foreign_id, m) = deliver(
+        &install,
+        &server,
+        &auth,
+        &letter_asking(
+            &install,
+            Some("someone@elsewhere.test"),
+            "<befund-4@demo-practice.test>",
+        ),
+    );
+    mark_read(&install, &server, &auth, &m, "");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(relay.count(), 1, "only the first letter's MDN may be sent");
+    assert_eq!(reported(&install, &id), 1);
+    for other in [&declined_id, &unasked_id, &foreign_id] {
+        assert_eq!(reported(&install, other), 0);
+        assert!(event_kinds(&install.track(other)).contains(&"read".to_owned()));
+    }
+}
+
+#[test]
+fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+
+    let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
+    let id = send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
+    // The relay refuses connections: the DSN waits, and the wait is tracked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !event_kinds(&install.track(&id)).contains(&"delayed".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "no delayed event: {}",
+            install.track(&id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let queue = install.admin(&["queue", "list", "--json"]);
+    let queue: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
+    let entry = &queue[0];
+    assert_eq!(entry["purpose"], "dsn");
+    assert_eq!(entry["tracking_id"], id.as_str());
+    assert!(entry["attempts"].as_u64().unwrap() >= 1);
+    assert!(entry["last_error"].is_string());
+
+    relay.start();
+    let out = install.admin(&["queue", "retry", entry["id"].as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, summary) = relay.wait_for(1);
+    assert_eq!(summary["report"]["per_recipient"][0]["Action"], "delivered");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reported(&install, &id) != 1 {
+        assert!(Instant::now() < deadline, "the sent DSN was not recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let queue = install.admin(&["queue", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
+    drop(server);
+}

@@ -4,6 +4,7 @@
 //! and sizes. Nothing is installed here; without Postfix the comparison says so.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -95,12 +96,22 @@ fn run(
     let scratch = tempfile::tempdir().context("creating the Postfix directory")?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = configure(scratch.path(), port, concurrencies)?;
-    control(postfix, &conf, "start")?;
+    control(postfix, &conf, "start").with_context(|| log_tail(scratch.path()))?;
     let measured = measure(source, port, sizes_kib, concurrencies, messages);
     let stopped = control(postfix, &conf, "stop");
-    let rows = measured?;
+    let rows = measured.with_context(|| log_tail(scratch.path()))?;
     stopped?;
     Ok(rows)
+}
+
+/// The end of the instance's log, to say why something failed.
+fn log_tail(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("maillog")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "Postfix log: {}",
+        lines[lines.len().saturating_sub(3)..].join(" | ")
+    )
 }
 
 /// Writes main.cf and master.cf of the private instance; returns its config directory.
@@ -109,6 +120,11 @@ fn configure(dir: &Path, port: u16, concurrencies: &[usize]) -> anyhow::Result<P
     for sub in ["conf", "queue", "data"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
+    // The postfix user must reach the data directory and own it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let (uid, gid) = account("postfix")?;
+    std::os::unix::fs::chown(dir.join("data"), Some(uid), Some(gid))
+        .context("handing the data directory to the postfix user")?;
     let processes = concurrencies.iter().max().copied().unwrap_or(1) + 16;
     let main = format!(
         "compatibility_level = 3.6\n\
@@ -124,15 +140,29 @@ fn configure(dir: &Path, port: u16, concurrencies: &[usize]) -> anyhow::Result<P
          default_transport = discard:benchmark\n\
          relay_transport = discard:benchmark\n\
          default_process_limit = {processes}\n\
-         syslog_name = postfix-bench\n",
+         syslog_name = postfix-bench\n\
+         maillog_file_prefixes = {dir}\n\
+         maillog_file = {dir}/maillog\n",
         queue = dir.join("queue").display(),
         data = dir.join("data").display(),
+        dir = dir.display(),
     );
     std::fs::write(conf.join("main.cf"), main)?;
     let template = std::fs::read_to_string("/etc/postfix/master.cf")
         .context("reading /etc/postfix/master.cf (installed with postfix)")?;
     std::fs::write(conf.join("master.cf"), master_cf(&template, port))?;
     Ok(conf)
+}
+
+/// The user and group ID of a system account, from /etc/passwd.
+fn account(name: &str) -> anyhow::Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("reading /etc/passwd")?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&name))
+        .and_then(|fields| Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?)))
+        .with_context(|| format!("no {name} account in /etc/passwd"))
 }
 
 /// The installed master.cf with the SMTP listener moved to `127.0.0.1:port` and every

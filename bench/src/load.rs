@@ -37,27 +37,40 @@ pub struct Sent {
     pub refused: Vec<String>,
 }
 
-/// Submits `count` letters, taken round-robin from `letters`, on `concurrency`
-/// connections.
+/// How many letters to send and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Letters to submit, taken round-robin from the prepared ones.
+    pub count: usize,
+    /// Connections submitting at once.
+    pub concurrency: usize,
+    /// Letters per second to start (letter `i` starts `i / rate` seconds in), or as
+    /// fast as the connections go when `None`.
+    pub pace: Option<f64>,
+}
+
+/// Submits letters as `plan` says.
 pub async fn send(
     smtps: SocketAddr,
     tls: Arc<ClientConfig>,
     letters: Arc<Vec<Letter>>,
-    count: usize,
-    concurrency: usize,
+    plan: Plan,
 ) -> anyhow::Result<Sent> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency {
+    for _ in 0..plan.concurrency {
         let (tls, letters, next) = (tls.clone(), letters.clone(), next.clone());
-        workers.spawn(async move { connection(smtps, tls, &letters, &next, count).await });
+        let schedule = plan.pace.map(|rate| (clock, rate));
+        workers.spawn(async move {
+            connection(smtps, tls, &letters, &next, plan.count, schedule).await
+        });
     }
     let mut sent = Sent {
         started,
         elapsed: Duration::ZERO,
-        accepted: Vec::with_capacity(count),
+        accepted: Vec::with_capacity(plan.count),
         refused: Vec::new(),
     };
     while let Some(worker) = workers.join_next().await {
@@ -69,13 +82,15 @@ pub async fn send(
     Ok(sent)
 }
 
-/// One connection: EHLO once, then letters until `count` are taken, then QUIT.
+/// One connection: EHLO once, then letters until `count` are taken, each at its time
+/// on the `schedule` (start, letters per second) if there is one, then QUIT.
 async fn connection(
     smtps: SocketAddr,
     tls: Arc<ClientConfig>,
     letters: &[Letter],
     next: &AtomicUsize,
     count: usize,
+    schedule: Option<(Instant, f64)>,
 ) -> anyhow::Result<(Vec<Accepted>, Vec<String>)> {
     let (mut client, greeting) = SmtpClient::connect(smtps, "localhost", tls)
         .await
@@ -92,6 +107,10 @@ async fn connection(
         let index = next.fetch_add(1, Ordering::Relaxed);
         if index >= count || letters.is_empty() {
             break;
+        }
+        if let Some((start, rate)) = schedule {
+            let due = start + Duration::from_secs_f64(index as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
         }
         let letter = &letters[index % letters.len()];
         let clock = Instant::now();

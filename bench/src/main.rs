@@ -29,6 +29,7 @@ use anyhow::Context;
 use clap::Parser;
 use kvgate::client::tls_config;
 
+use crate::load::Plan;
 use crate::postfix::Comparison;
 use crate::report::Report;
 use crate::scenario::Setup;
@@ -151,11 +152,44 @@ async fn scenarios(
     for &size_kib in &args.sizes {
         let letters = Arc::new(letters::compose(installation, &members, size_kib * 1024)?);
         for &concurrency in &args.concurrency {
-            let count = args.letters.max(concurrency);
-            eprintln!("{size_kib} KiB × {count} at concurrency {concurrency}…");
-            let row = scenario::run(&setup, letters.clone(), size_kib, count, concurrency).await?;
-            rows.push(row);
+            let plan = Plan {
+                count: args.letters.max(concurrency),
+                concurrency,
+                pace: None,
+            };
+            rows.push(one(&setup, &letters, size_kib, plan).await?);
+        }
+        if size_kib == report::TARGET_SIZE_KIB {
+            // Half of the best sustained (delivered) rate, on as many connections as
+            // the target's concurrency allows.
+            let peak = rows.iter().map(|r| r.delivered_per_s).fold(0.0, f64::max);
+            let connections = args.concurrency.iter().copied().filter(|&c| c <= 32).max();
+            if let (true, Some(concurrency)) = (peak > 0.0, connections) {
+                let plan = Plan {
+                    count: args.letters,
+                    concurrency,
+                    pace: Some(peak / 2.0),
+                };
+                rows.push(one(&setup, &letters, size_kib, plan).await?);
+            }
         }
     }
     Ok(rows)
+}
+
+/// Runs one scenario, saying so on stderr.
+async fn one(
+    setup: &Setup<'_>,
+    letters: &Arc<Vec<letters::Letter>>,
+    size_kib: usize,
+    plan: Plan,
+) -> anyhow::Result<scenario::Row> {
+    let pace = plan
+        .pace
+        .map_or_else(String::new, |rate| format!(", paced at {rate:.1}/s"));
+    eprintln!(
+        "{size_kib} KiB × {} at concurrency {}{pace}…",
+        plan.count, plan.concurrency
+    );
+    scenario::run(setup, letters.clone(), size_kib, plan).await
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::delivery;
 use crate::letters::Letter;
 use crate::limits::Limits;
-use crate::load;
+use crate::load::{self, Plan};
 use crate::members::Member;
 use crate::server::Server;
 
@@ -67,6 +67,8 @@ pub struct Row {
     pub size_kib: usize,
     /// Connections submitting at once.
     pub concurrency: usize,
+    /// Letters per second the load was paced at, if it was.
+    pub paced_per_s: Option<f64>,
     /// Letters submitted.
     pub letters: usize,
     /// Letters answered with 250.
@@ -95,25 +97,17 @@ pub struct Row {
     pub client_cpu_s: f64,
 }
 
-/// Runs one scenario: `count` letters from `letters` on `concurrency` connections.
+/// Runs one scenario: letters of `size_kib` from `letters` as `plan` says.
 pub async fn run(
     setup: &Setup<'_>,
     letters: Arc<Vec<Letter>>,
     size_kib: usize,
-    count: usize,
-    concurrency: usize,
+    plan: Plan,
 ) -> anyhow::Result<Row> {
     setup.server.reset_peak()?;
     let before = setup.server.usage()?;
     let client_before = own_cpu_seconds();
-    let sent = load::send(
-        setup.server.smtps,
-        setup.smtp_tls.clone(),
-        letters,
-        count,
-        concurrency,
-    )
-    .await?;
+    let sent = load::send(setup.server.smtps, setup.smtp_tls.clone(), letters, plan).await?;
     let expected: HashSet<String> = sent
         .accepted
         .iter()
@@ -148,8 +142,9 @@ pub async fn run(
     let delivered_per_s = per_second(delivered.len() as f64);
     Ok(Row {
         size_kib,
-        concurrency,
-        letters: count,
+        concurrency: plan.concurrency,
+        paced_per_s: plan.pace,
+        letters: plan.count,
         accepted: sent.accepted.len(),
         delivered: delivered.len(),
         refused: sent.refused,

@@ -96,8 +96,8 @@ fn run(
     let scratch = tempfile::tempdir().context("creating the Postfix directory")?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let conf = configure(scratch.path(), port, concurrencies)?;
-    control(postfix, &conf, "start").with_context(|| log_tail(scratch.path()))?;
-    let measured = measure(source, port, sizes_kib, concurrencies, messages);
+    let measured = control(postfix, &conf, "start")
+        .and_then(|()| measure(source, port, sizes_kib, concurrencies, messages));
     let stopped = control(postfix, &conf, "stop");
     let rows = measured.with_context(|| log_tail(scratch.path()))?;
     stopped?;

@@ -179,6 +179,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A server left running by an error is killed, never orphaned.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The address logged after `prefix`, e.g. `smtps listening on 127.0.0.1:4650`.
 fn listener(log: &str, prefix: &str) -> Option<SocketAddr> {
     log.lines().find_map(|line| {

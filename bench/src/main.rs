@@ -80,6 +80,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let started_at = report::now();
+    let load_at_start = report::load_average();
     let scratch = tempfile::tempdir().context("creating a data directory")?;
     let installation = Installation::init(&args.kvgate, &scratch.path().join("kvgate"))?;
     eprintln!("measuring the limits ({} s each)…", args.limit_seconds);
@@ -113,6 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let report = Report {
         started_at,
         members: args.members,
+        load_average: [load_at_start, report::load_average()],
         limits,
         scenarios,
         postfix,

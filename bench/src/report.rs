@@ -23,6 +23,9 @@ pub struct Report {
     pub started_at: String,
     /// Members letters went to.
     pub members: usize,
+    /// /proc/loadavg at the start and at the end of the run: how busy the machine was
+    /// with other work, which the figures share it with.
+    pub load_average: [String; 2],
     /// The machine's limits.
     pub limits: Limits,
     /// One row per letter size and concurrency.
@@ -42,6 +45,13 @@ pub struct Target {
     pub holds: Option<bool>,
     /// The figures it was judged by.
     pub detail: String,
+}
+
+/// The machine's load averages now (1, 5, 15 minutes), as /proc/loadavg has them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 /// The current time as RFC 3339 UTC.
@@ -137,12 +147,14 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "kvgate-bench {} · {} members · {} cores\n\n\
+        "kvgate-bench {} · {} members · {} cores · load average {} at start, {} at end\n\n\
          limits: {} private-key ops/s {:.0} (all cores), {:.0} (one core) · \
          fsync commits/s {:.0} (one writer) · AES-256-GCM {:.0} MB/s (one core)\n",
         report.started_at,
         report.members,
         l.cores,
+        report.load_average[0],
+        report.load_average[1],
         l.key,
         l.private_ops_per_s,
         l.private_ops_per_s_one_core,

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 use clap::Parser;
 use kvgate::client::tls_config;
 
@@ -79,16 +79,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(args.members > 0, "--members must be at least 1");
+    ensure!(
+        args.concurrency.iter().chain(&args.sizes).all(|&n| n > 0),
+        "concurrencies and sizes must be at least 1"
+    );
+    let window = Duration::try_from_secs_f64(args.limit_seconds)
+        .context("--limit-seconds must be a non-negative number of seconds")?;
     let started_at = report::now();
     let load_at_start = report::load_average();
     let scratch = tempfile::tempdir().context("creating a data directory")?;
     let installation = Installation::init(&args.kvgate, &scratch.path().join("kvgate"))?;
     eprintln!("measuring the limits ({} s each)…", args.limit_seconds);
-    let limits = limits::measure(
-        &installation.pki("gateway.key")?,
-        scratch.path(),
-        Duration::from_secs_f64(args.limit_seconds),
-    )?;
+    let limits = limits::measure(&installation.pki("gateway.key")?, scratch.path(), window)?;
     eprintln!("registering {} members…", args.members);
     let registered = members::register(&installation, args.members)?;
     let server = Server::start(&installation)?;

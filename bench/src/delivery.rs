@@ -1,0 +1,85 @@
+//! Delivery as the members see it: their smarthealth inboxes, listed over the member
+//! API until every accepted letter is there. The time of delivery is the inbox
+//! entry's `received_at` (written by the gateway when it filed the ciphertext), so
+//! how often the inboxes are polled does not change the figures.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, ensure};
+use kvgate::client::https;
+use rustls::ClientConfig;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::members::Member;
+
+/// How long to wait between two looks at the inboxes.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Waits until every tracking ID in `expected` is in an inbox or `timeout` has passed;
+/// returns the delivery time of each one found.
+pub async fn wait(
+    api: SocketAddr,
+    tls: Arc<ClientConfig>,
+    members: &[Member],
+    expected: &HashSet<String>,
+    timeout: Duration,
+) -> anyhow::Result<HashMap<String, SystemTime>> {
+    let started = Instant::now();
+    let mut delivered = HashMap::with_capacity(expected.len());
+    loop {
+        for member in members {
+            for (tracking_id, at) in inbox(api, tls.clone(), &member.token).await? {
+                if expected.contains(&tracking_id) {
+                    delivered.insert(tracking_id, at);
+                }
+            }
+        }
+        if delivered.len() >= expected.len() || started.elapsed() > timeout {
+            return Ok(delivered);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The tracking IDs and delivery times in one member's smarthealth inbox.
+async fn inbox(
+    api: SocketAddr,
+    tls: Arc<ClientConfig>,
+    token: &str,
+) -> anyhow::Result<Vec<(String, SystemTime)>> {
+    let response = https::request(
+        api,
+        tls,
+        "GET",
+        "/v1/messages?mailbox=smarthealth",
+        Some(token),
+        None,
+    )
+    .await?;
+    ensure!(
+        response.status == 200,
+        "listing an inbox failed: {}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&response.body)?;
+    list["messages"]
+        .as_array()
+        .context("no messages array in the inbox listing")?
+        .iter()
+        .map(|m| {
+            let id = m["tracking_id"]
+                .as_str()
+                .context("a message without tracking_id")?;
+            let at = m["received_at"]
+                .as_str()
+                .context("a message without received_at")?;
+            let at = OffsetDateTime::parse(at, &Rfc3339)
+                .with_context(|| format!("received_at {at:?} is not RFC 3339"))?;
+            Ok((id.to_owned(), SystemTime::from(at)))
+        })
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! `kvgate-bench`: where kvgate stands against this machine's physical limit and
+//! against Postfix.
+//!
+//! One run measures the limits (private-key operations of the gateway's key, fsynced
+//! store commits, AES-256-GCM), starts a real `kvgate serve` on a fresh data directory
+//! with N members, submits pre-made S/MIME letters of several sizes over implicit TLS
+//! at several concurrencies, waits until each is in its inbox, and reports the
+//! figures as a table and as JSON. The gateway is driven from outside only: its CLI,
+//! SMTPS and the member API.
+
+#![deny(unsafe_code)]
+
+mod delivery;
+mod letters;
+mod limits;
+mod load;
+mod members;
+mod postfix;
+mod report;
+mod scenario;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use clap::Parser;
+use kvgate::client::tls_config;
+
+use crate::load::Plan;
+use crate::postfix::Comparison;
+use crate::report::Report;
+use crate::scenario::Setup;
+use crate::server::{Installation, Server};
+
+/// Benchmark kvgate against the machine's limit and against Postfix.
+#[derive(Debug, Parser)]
+#[command(name = "kvgate-bench")]
+struct Args {
+    /// The kvgate binary to run (build it with `cargo build --release` first).
+    #[arg(long, default_value = "target/release/kvgate")]
+    kvgate: PathBuf,
+    /// Members to register; letters go to them round-robin.
+    #[arg(long, default_value_t = 8)]
+    members: usize,
+    /// Letters per scenario (at least one per connection).
+    #[arg(long, default_value_t = 200)]
+    letters: usize,
+    /// Concurrencies (SMTPS connections at once), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    concurrency: Vec<usize>,
+    /// Letter sizes in KiB before signing and encryption, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4,100,2048")]
+    sizes: Vec<usize>,
+    /// Seconds each limit is measured for.
+    #[arg(long, default_value_t = 2.0)]
+    limit_seconds: f64,
+    /// Seconds to wait for the last delivery of a scenario.
+    #[arg(long, default_value_t = 300)]
+    delivery_timeout: u64,
+    /// Also run Postfix with smtp-source at the same sizes and concurrencies.
+    #[arg(long)]
+    compare_postfix: bool,
+    /// Where the JSON result goes.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvgate-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    ensure!(args.members > 0, "--members must be at least 1");
+    ensure!(
+        args.concurrency.iter().chain(&args.sizes).all(|&n| n > 0),
+        "concurrencies and sizes must be at least 1"
+    );
+    let window = Duration::try_from_secs_f64(args.limit_seconds)
+        .context("--limit-seconds must be a non-negative number of seconds")?;
+    let started_at = report::now();
+    let load_at_start = report::load_average();
+    let scratch = tempfile::tempdir().context("creating a data directory")?;
+    let installation = Installation::init(&args.kvgate, &scratch.path().join("kvgate"))?;
+    eprintln!("measuring the limits ({} s each)…", args.limit_seconds);
+    let limits = limits::measure(&installation.pki("gateway.key")?, scratch.path(), window)?;
+    eprintln!("registering {} members…", args.members);
+    let registered = members::register(&installation, args.members)?;
+    let server = Server::start(&installation)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let scenarios = runtime.block_on(scenarios(
+        &args,
+        &installation,
+        &server,
+        &registered,
+        &limits,
+    ));
+    let stopped = server.stop();
+    let scenarios = scenarios?;
+    stopped?;
+
+    let postfix = if args.compare_postfix {
+        eprintln!("running Postfix…");
+        postfix::compare(&args.sizes, &args.concurrency, args.letters)
+    } else {
+        Comparison::NotRequested
+    };
+    let targets = report::targets(&limits, &scenarios, &postfix);
+    let report = Report {
+        started_at,
+        members: args.members,
+        load_average: [load_at_start, report::load_average()],
+        limits,
+        scenarios,
+        postfix,
+        targets,
+    };
+    print!("{}", report::render(&report));
+    let path = report::write(&report, &args.out)?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+/// Enrols the members, makes the letters, and runs every size at every concurrency.
+async fn scenarios(
+    args: &Args,
+    installation: &Installation,
+    server: &Server,
+    registered: &[members::Registered],
+    limits: &limits::Limits,
+) -> anyhow::Result<Vec<scenario::Row>> {
+    let ca = installation.pki("ca.pem")?;
+    let api_tls = tls_config(&ca, None)?;
+    let practice = (
+        installation.pki("demo-practice.pem")?,
+        installation.pki("demo-practice.key")?,
+    );
+    let smtp_tls = tls_config(&ca, Some((&practice.0, &practice.1)))?;
+    let members = members::enroll(server.api, api_tls.clone(), registered).await?;
+    let setup = Setup {
+        server,
+        smtp_tls,
+        api_tls,
+        members: &members,
+        limits,
+        delivery_timeout: Duration::from_secs(args.delivery_timeout),
+    };
+    let mut rows = Vec::new();
+    for &size_kib in &args.sizes {
+        let letters = Arc::new(letters::compose(installation, &members, size_kib * 1024)?);
+        for &concurrency in &args.concurrency {
+            let plan = Plan {
+                count: args.letters.max(concurrency),
+                concurrency,
+                pace: None,
+            };
+            rows.push(one(&setup, &letters, size_kib, plan).await?);
+        }
+        if size_kib == report::TARGET_SIZE_KIB {
+            // Half of the best sustained (delivered) rate, on as many connections as
+            // the target's concurrency allows.
+            let peak = rows.iter().map(|r| r.delivered_per_s).fold(0.0, f64::max);
+            let connections = args.concurrency.iter().copied().filter(|&c| c <= 32).max();
+            if let (true, Some(concurrency)) = (peak > 0.0, connections) {
+                let plan = Plan {
+                    count: args.letters,
+                    concurrency,
+                    pace: Some(peak / 2.0),
+                };
+                rows.push(one(&setup, &letters, size_kib, plan).await?);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs one scenario, saying so on stderr.
+async fn one(
+    setup: &Setup<'_>,
+    letters: &Arc<Vec<letters::Letter>>,
+    size_kib: usize,
+    plan: Plan,
+) -> anyhow::Result<scenario::Row> {
+    let pace = plan
+        .pace
+        .map_or_else(String::new, |rate| format!(", paced at {rate:.1}/s"));
+    eprintln!(
+        "{size_kib} KiB × {} at concurrency {}{pace}…",
+        plan.count, plan.concurrency
+    );
+    scenario::run(setup, letters.clone(), size_kib, plan).await
+}

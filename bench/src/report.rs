@@ -1,0 +1,275 @@
+//! The result of one run: a table on stdout and the same as JSON in
+//! `<out>/<date>.json`, with the issue's targets checked against the figures.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::limits::Limits;
+use crate::postfix::Comparison;
+use crate::scenario::{Percentiles, Row};
+
+/// The letter size (KiB) the issue's targets are stated for.
+pub const TARGET_SIZE_KIB: usize = 4;
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    /// Members letters went to.
+    pub members: usize,
+    /// /proc/loadavg at the start and at the end of the run: how busy the machine was
+    /// with other work, which the figures share it with.
+    pub load_average: [String; 2],
+    /// The machine's limits.
+    pub limits: Limits,
+    /// One row per letter size and concurrency.
+    pub scenarios: Vec<Row>,
+    /// Postfix beside kvgate.
+    pub postfix: Comparison,
+    /// The issue's targets, checked.
+    pub targets: Vec<Target>,
+}
+
+/// One target of the issue and whether this run meets it.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    /// The target as the issue states it.
+    pub target: &'static str,
+    /// Met, missed, or not measured (`None`).
+    pub holds: Option<bool>,
+    /// The figures it was judged by.
+    pub detail: String,
+}
+
+/// The machine's load averages now (1, 5, 15 minutes), as /proc/loadavg has them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// The current time as RFC 3339 UTC.
+pub fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Checks the issue's targets (4 KiB letters unless said otherwise).
+pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Target> {
+    let at = |concurrency: usize| {
+        rows.iter().find(|r| {
+            r.size_kib == TARGET_SIZE_KIB && r.concurrency == concurrency && r.paced_per_s.is_none()
+        })
+    };
+    let ratio = match at(32) {
+        Some(r) => Target {
+            target: "delivered letters/s >= 50% of the crypto limit at concurrency 32",
+            holds: Some(r.ratio_to_crypto_limit >= 0.5),
+            detail: format!(
+                "{:.1} delivered/s vs {:.0} private-key ops/s: {:.1}% (load generator used {:.2} CPU s)",
+                r.delivered_per_s,
+                limits.private_ops_per_s,
+                r.ratio_to_crypto_limit * 100.0,
+                r.client_cpu_s
+            ),
+        },
+        None => not_measured("delivered letters/s >= 50% of the crypto limit at concurrency 32"),
+    };
+    let postfix_row = match postfix {
+        Comparison::Ran { rows: postfix } => at(32).zip(
+            postfix
+                .iter()
+                .find(|p| p.size_kib == TARGET_SIZE_KIB && p.concurrency == 32),
+        ),
+        _ => None,
+    };
+    let ahead = match postfix_row {
+        Some((k, p)) => Target {
+            target: "ahead of Postfix's accepted messages/s at concurrency 32",
+            holds: Some(k.delivered_per_s > p.accepted_per_s),
+            detail: format!(
+                "kvgate {:.1} delivered/s, Postfix {:.1} accepted/s",
+                k.delivered_per_s, p.accepted_per_s
+            ),
+        },
+        None => not_measured("ahead of Postfix's accepted messages/s at concurrency 32"),
+    };
+    let large = rows
+        .iter()
+        .filter(|r| r.size_kib == 2048)
+        .max_by(|a, b| a.delivered_mb_per_s.total_cmp(&b.delivered_mb_per_s));
+    let throughput = match large {
+        Some(r) => Target {
+            target: "2 MiB letters: >= 150 MB/s of letter data delivered",
+            holds: Some(r.delivered_mb_per_s >= 150.0),
+            detail: format!(
+                "best {:.1} MB/s at concurrency {}",
+                r.delivered_mb_per_s, r.concurrency
+            ),
+        },
+        None => not_measured("2 MiB letters: >= 150 MB/s of letter data delivered"),
+    };
+    let paced = rows
+        .iter()
+        .find(|r| r.size_kib == TARGET_SIZE_KIB && r.paced_per_s.is_some());
+    let latency = match paced.and_then(|r| Some((r, r.accept_ms?, r.paced_per_s?))) {
+        Some((r, accept, rate)) => Target {
+            target: "p99 accept latency <= 25 ms at half of the peak rate",
+            holds: Some(accept.p99 <= 25.0),
+            detail: format!(
+                "p99 {:.2} ms paced at {rate:.1} letters/s (half the best delivered rate) on {} connections",
+                accept.p99, r.concurrency
+            ),
+        },
+        None => not_measured("p99 accept latency <= 25 ms at half of the peak rate"),
+    };
+    vec![ratio, latency, ahead, throughput]
+}
+
+fn not_measured(target: &'static str) -> Target {
+    Target {
+        target,
+        holds: None,
+        detail: "not measured in this run".to_owned(),
+    }
+}
+
+/// The report as text: limits, the scenario table, Postfix, targets.
+pub fn render(report: &Report) -> String {
+    let l = &report.limits;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "kvgate-bench {} · {} members · {} cores · load average {} at start, {} at end\n\n\
+         limits: {} private-key ops/s {:.0} (all cores), {:.0} (one core) · \
+         fsync commits/s {:.0} (one writer) · AES-256-GCM {:.0} MB/s (one core)\n",
+        report.started_at,
+        report.members,
+        l.cores,
+        report.load_average[0],
+        report.load_average[1],
+        l.key,
+        l.private_ops_per_s,
+        l.private_ops_per_s_one_core,
+        l.fsync_commits_per_s,
+        l.aes_256_gcm_mb_per_s
+    );
+    let _ = writeln!(
+        out,
+        "{:>5} {:>4} {:>5} {:>5} {:>8} {:>8} {:>20} {:>22} {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "size",
+        "conc",
+        "sent",
+        "dlvd",
+        "acc/s",
+        "dlvd/s",
+        "accept ms p50/95/99",
+        "acc→dlvd ms p50/95/99",
+        "cpu ms",
+        "RSS MiB",
+        "MB/s",
+        "limit%",
+        "cli s"
+    );
+    for r in &report.scenarios {
+        let _ = writeln!(
+            out,
+            "{:>4}K {:>4} {:>5} {:>5} {:>8.1} {:>8.1} {:>20} {:>22} {:>7} {:>7.0} {:>7.2} {:>6.1}% {:>6.2}",
+            r.size_kib,
+            r.concurrency,
+            r.letters,
+            r.delivered,
+            r.accepted_per_s,
+            r.delivered_per_s,
+            triple(r.accept_ms),
+            triple(r.accept_to_delivered_ms),
+            r.server_cpu_ms_per_letter
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            r.server_peak_rss_mib,
+            r.delivered_mb_per_s,
+            r.ratio_to_crypto_limit * 100.0,
+            r.client_cpu_s
+        );
+        if let Some(rate) = r.paced_per_s {
+            let _ = writeln!(out, "      (paced at {rate:.1} letters/s)");
+        }
+        for refusal in r.refused.iter().take(3) {
+            let _ = writeln!(out, "      refused: {refusal}");
+        }
+    }
+    let _ = writeln!(out);
+    match &report.postfix {
+        Comparison::NotRequested => {}
+        Comparison::NotInstalled { missing, install } => {
+            let _ = writeln!(
+                out,
+                "Postfix comparison: postfix not installed (missing {}); install with: {install}",
+                missing.join(", ")
+            );
+        }
+        Comparison::Failed { error } => {
+            let _ = writeln!(out, "Postfix comparison failed: {error}");
+        }
+        Comparison::Ran { rows } => {
+            let _ = writeln!(
+                out,
+                "Postfix (plain SMTP, queue + discard) beside kvgate (SMTPS + mTLS, unwrap, re-encrypt, file):"
+            );
+            let _ = writeln!(
+                out,
+                "{:>5} {:>4} {:>18} {:>18}",
+                "size", "conc", "postfix acc/s", "kvgate dlvd/s"
+            );
+            for p in rows {
+                let kvgate = report
+                    .scenarios
+                    .iter()
+                    .find(|r| {
+                        r.size_kib == p.size_kib
+                            && r.concurrency == p.concurrency
+                            && r.paced_per_s.is_none()
+                    })
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1}", r.delivered_per_s));
+                let _ = writeln!(
+                    out,
+                    "{:>4}K {:>4} {:>18.1} {:>18}",
+                    p.size_kib, p.concurrency, p.accepted_per_s, kvgate
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "\ntargets:");
+    for t in &report.targets {
+        let verdict = match t.holds {
+            Some(true) => "holds ",
+            Some(false) => "MISSED",
+            None => "  n/a ",
+        };
+        let _ = writeln!(out, "  [{verdict}] {} — {}", t.target, t.detail);
+    }
+    out
+}
+
+fn triple(p: Option<Percentiles>) -> String {
+    p.map_or_else(
+        || "-".to_owned(),
+        |p| format!("{:.0}/{:.0}/{:.0}", p.p50, p.p95, p.p99),
+    )
+}
+
+/// Writes the report as `<dir>/<YYYY-MM-DD>.json` and returns the path.
+pub fn write(report: &Report, dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let date = report.started_at.get(..10).unwrap_or("undated");
+    let path = dir.join(format!("{date}.json"));
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}

@@ -51,11 +51,17 @@ impl Relay {
     }
 
     fn start(&mut self) {
+        self.start_holding(0);
+    }
+
+    /// Starts the receiver; it holds each final reply `hold` seconds.
+    fn start_holding(&mut self, hold: u32) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/relay/receiver.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(self.port.to_string())
             .arg(&self.dir)
+            .arg(hold.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 runs");
@@ -477,6 +483,56 @@ fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while reported(&install, &id) != 1 {
         assert!(Instant::now() < deadline, "the sent DSN was not recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let queue = install.admin(&["queue", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
+    drop(server);
+}
+
+#[test]
+fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start_holding(30);
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+
+    let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
+    let id = send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
+    // The relay has the whole DSN and holds its 250: kill the gateway now.
+    let receiving = relay.dir.join("1.receiving");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !receiving.exists() {
+        assert!(Instant::now() < deadline, "the DSN never reached the relay");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    relay.stop();
+    assert_eq!(reported(&install, &id), 0);
+    let queue = install.admin(&["queue", "list", "--json"]);
+    let queue: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
+    assert_eq!(
+        queue.as_array().unwrap().len(),
+        1,
+        "the unconfirmed DSN stays queued"
+    );
+
+    // Back up: the DSN goes out again (no 250 was recorded) and is recorded once.
+    relay.start();
+    let server = install.serve(&[]);
+    let out = install.admin(&["queue", "retry", queue[0]["id"].as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (raw, _) = relay.wait_for(relay.count().max(1));
+    assert!(String::from_utf8_lossy(&raw).contains(&id));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reported(&install, &id) != 1 {
+        assert!(Instant::now() < deadline, "the resent DSN was not recorded");
         std::thread::sleep(Duration::from_millis(100));
     }
     let queue = install.admin(&["queue", "list", "--json"]);

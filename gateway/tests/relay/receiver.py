@@ -1,11 +1,13 @@
 """A real SMTP receiver (aiosmtpd) playing the outbound relay in kvgate's tests.
 
-Usage: python3 receiver.py PORT OUTDIR
+Usage: python3 receiver.py PORT OUTDIR [HOLD_SECONDS]
 
 Every message it accepts is written to OUTDIR as N.eml (the bytes as received),
 together with N.json: the envelope, and what Python's `email` package makes of the
 report inside (so the tests check the report parts with an independent parser).
-It prints "listening on PORT" once it accepts connections.
+It prints "listening on PORT" once it accepts connections. With HOLD_SECONDS, it
+first writes N.receiving and waits that long before answering the final dot, so a
+test can kill the sender in the middle of a transaction.
 """
 
 import asyncio
@@ -53,14 +55,18 @@ def report_summary(raw: bytes) -> dict:
 
 
 class Recorder:
-    def __init__(self, outdir: str):
+    def __init__(self, outdir: str, hold: float):
         self.outdir = outdir
+        self.hold = hold
         self.count = 0
 
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         base = os.path.join(self.outdir, str(self.count))
         raw = envelope.original_content or envelope.content
+        if self.hold:
+            open(base + ".receiving", "w").close()
+            await asyncio.sleep(self.hold)
         with open(base + ".eml", "wb") as f:
             f.write(raw)
         try:
@@ -80,9 +86,10 @@ class Recorder:
 
 def main() -> None:
     port, outdir = int(sys.argv[1]), sys.argv[2]
+    hold = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     os.makedirs(outdir, exist_ok=True)
     start = len([n for n in os.listdir(outdir) if n.endswith(".json")])
-    recorder = Recorder(outdir)
+    recorder = Recorder(outdir, hold)
     recorder.count = start
     controller = Controller(recorder, hostname="127.0.0.1", port=port, decode_data=False)
     controller.start()

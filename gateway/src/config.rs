@@ -42,6 +42,9 @@ pub struct Config {
     /// Retries and lifetime of the outbound queue.
     #[serde(default)]
     pub queue: QueuePolicy,
+    /// The operators' HTTPS endpoint (tracking, queue); off unless configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminApi>,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -130,6 +133,17 @@ impl Limits {
     pub fn greeting_delay(&self) -> Duration {
         Duration::from_millis(self.greeting_delay_ms)
     }
+}
+
+/// The operators' HTTPS endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminApi {
+    /// Where it listens (a management network or loopback).
+    pub listen: SocketAddr,
+    /// A file (mode 0600) holding the operators' bearer token, e.g. made with
+    /// `openssl rand -hex 32`.
+    pub token_file: PathBuf,
 }
 
 /// How the gateway talks to its relay.
@@ -317,6 +331,7 @@ impl Config {
             limits: Limits::default(),
             relay: None,
             queue: QueuePolicy::default(),
+            admin: None,
             base: PathBuf::new(),
         }
     }

@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
 
 use crate::outbox::Outbox;
 use crate::reports::ReportSigner;
 use kvgate_certs::x509;
-use kvgate_connectors::api::{self, ApiState};
+use kvgate_connectors::api::{self, AdminState, ApiState};
 use kvgate_connectors::smtp::{self, Server};
 use kvgate_connectors::tls;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -40,6 +41,10 @@ pub struct ServeArgs {
     /// Serve the member API here instead of the configured address.
     #[arg(long)]
     pub api: Option<SocketAddr>,
+    /// Serve the operators' endpoint here instead of the configured `[admin] listen`
+    /// (only if `[admin]` is configured).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
     /// Accept and spool letters but do not process them (maintenance; letters stay
     /// queued and are processed by the next start without this flag).
     #[arg(long)]
@@ -100,6 +105,8 @@ pub struct Gateway {
     pub smtps: SocketAddr,
     /// Where the member API listens.
     pub api: SocketAddr,
+    /// Where the operators' endpoint listens, if configured.
+    pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -131,6 +138,7 @@ impl Gateway {
         let roots: Vec<&[u8]> = anchor_pems.iter().map(Vec::as_slice).collect();
         let sender_tls = tls::sender_server_config(&tls_cert, &tls_key, &roots)?;
         let api_tls = tls::api_server_config(&tls_cert, &tls_key)?;
+        let admin_tls = api_tls.clone();
 
         let mut keys = Vec::new();
         for pair in &config.smime.decryption_keys {
@@ -223,12 +231,38 @@ impl Gateway {
             &config.resolve(&identity.key),
         )
         .context("reading the report signing key")?;
+        let admin = match &config.admin {
+            Some(admin) => {
+                let token = zeroize::Zeroizing::new(read(&admin.token_file)?);
+                let token = std::str::from_utf8(&token)
+                    .context("the admin token file is not text")?
+                    .trim();
+                if token.len() < 32 {
+                    bail!("the admin token must be at least 32 characters (openssl rand -hex 32)");
+                }
+                let state = AdminState {
+                    store: store.clone(),
+                    token_sha256: Sha256::digest(token.as_bytes()).into(),
+                };
+                let listener = bind("admin", args.admin.unwrap_or(admin.listen)).await?;
+                let addr = listener.local_addr()?;
+                let (tls, rx) = (admin_tls, stop.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = api::serve(listener, tls, api::admin_router(state), rx).await {
+                        tracing::error!(error = %e, "admin listener failed");
+                    }
+                });
+                Some(addr)
+            }
+            None => None,
+        };
         let outbox = Arc::new(Outbox::new(store, &config, signer)?);
         tasks.spawn(outbox.run(outbound, stop));
         Ok(Gateway {
             smtp: gateway_addrs.0,
             smtps: gateway_addrs.1,
             api: gateway_addrs.2,
+            admin,
             shutdown,
             tasks,
         })

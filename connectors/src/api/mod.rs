@@ -5,6 +5,7 @@
 //! `application/problem+json` (RFC 9457). A member never learns whether another
 //! member's message exists: it is 404 like a missing one.
 
+mod admin;
 mod auth;
 mod problem;
 mod routes;
@@ -12,8 +13,9 @@ mod server;
 
 use std::sync::Arc;
 
-use kvgate_store::Store;
+use kvgate_store::{Store, StoreError};
 
+pub use admin::{AdminState, admin_router};
 pub use problem::Problem;
 pub use routes::router;
 pub use server::serve;
@@ -43,4 +45,16 @@ pub struct ApiState {
     pub keys: Arc<dyn KeyCheck>,
     /// Notified after a change that may have queued outbound mail (a read receipt).
     pub outbound: Arc<tokio::sync::Notify>,
+}
+
+/// Runs a store call on a blocking thread (commits fsync); store errors become
+/// problems.
+async fn with_store<T: Send + 'static>(
+    store: Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(Problem::from)
 }

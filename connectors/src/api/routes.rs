@@ -42,11 +42,7 @@ async fn blocking<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .map_err(Problem::from)
+    super::with_store(state.store.clone(), f).await
 }
 
 #[derive(Deserialize)]

@@ -144,13 +144,14 @@ impl Install {
         });
         let mut addrs = std::collections::HashMap::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while addrs.len() < 3 {
+        let expected = if extra.contains(&"--admin") { 4 } else { 3 };
+        while addrs.len() < expected {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| {
                     panic!("serve did not log its addresses: {:?}", log.lock().unwrap())
                 });
-            for name in ["smtp", "smtps", "api"] {
+            for name in ["smtp", "smtps", "api", "admin"] {
                 if let Some(rest) = line.split(&format!(" {name} listening on ")).nth(1) {
                     addrs.insert(name, rest.trim().parse::<SocketAddr>().unwrap());
                 }
@@ -161,6 +162,7 @@ impl Install {
             smtp: addrs["smtp"],
             smtps: addrs["smtps"],
             api: addrs["api"],
+            admin: addrs.get("admin").copied(),
             log,
         }
     }
@@ -289,6 +291,7 @@ pub struct Server {
     pub smtp: SocketAddr,
     pub smtps: SocketAddr,
     pub api: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -383,7 +386,12 @@ pub fn text_letter(subject: &str, body: &str) -> Vec<u8> {
 
 /// curl against the member API: returns (status, body).
 pub fn curl(install: &Install, server: &Server, args: &[&str], path: &str) -> (u16, Vec<u8>) {
-    let port = server.api.port();
+    curl_at(install, server.api, args, path)
+}
+
+/// curl against an HTTPS listener of the gateway: returns (status, body).
+pub fn curl_at(install: &Install, addr: SocketAddr, args: &[&str], path: &str) -> (u16, Vec<u8>) {
+    let port = addr.port();
     let out_file = install.work("curl.out");
     let out = run(Command::new("curl")
         .args(["-sS", "--max-time", "30", "--cacert"])

@@ -1,0 +1,111 @@
+//! Tracking as operators see it: the admin HTTPS endpoint and `kvgate track`, both
+//! reporting whether a history's hash chain is intact.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Enables the admin endpoint with a fresh token; returns the token.
+fn enable_admin(install: &Install) -> String {
+    let out = run(Command::new("openssl").args(["rand", "-hex", "32"]));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token_file = install.pki("admin.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let path = install.config();
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let admin: toml::Table = "listen = \"127.0.0.1:0\"\ntoken_file = \"pki/admin.token\"\n"
+        .parse()
+        .unwrap();
+    config.insert("admin".into(), admin.into());
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    token
+}
+
+#[test]
+fn operators_read_tracking_and_queue_over_https_with_their_token() {
+    require(&["openssl", "curl"]);
+    let install = Install::new();
+    let token = enable_admin(&install);
+    let server = install.serve(&["--admin", "127.0.0.1:0"]);
+    let admin = server.admin.expect("the admin endpoint listens");
+
+    let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        &letter,
+    );
+    let id = tracking_id(&reply);
+    wait_final(&install, &id);
+
+    let auth = format!("Authorization: Bearer {token}");
+    let (status, body) = curl_at(
+        &install,
+        admin,
+        &["-H", &auth],
+        &format!("/admin/v1/tracking/{id}"),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["submission"]["state"], "delivered");
+    assert_eq!(body["chain"]["intact"], true);
+    let kinds: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["accepted", "verified", "encrypted", "delivered"]);
+    // Each event points to the one before.
+    let events = body["events"].as_array().unwrap();
+    for pair in events.windows(2) {
+        assert_eq!(pair[1]["prev"], pair[0]["hash"]);
+    }
+
+    let (status, body) = curl_at(&install, admin, &["-H", &auth], "/admin/v1/queue");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({ "queue": [] })
+    );
+
+    // Without the token, with a wrong one, and for an unknown ID.
+    let (status, body) = curl_at(&install, admin, &[], &format!("/admin/v1/tracking/{id}"));
+    assert_eq!(status, 401);
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["status"], 401);
+    let wrong = format!("Authorization: Bearer {}", "0".repeat(64));
+    let (status, _) = curl_at(
+        &install,
+        admin,
+        &["-H", &wrong],
+        &format!("/admin/v1/tracking/{id}"),
+    );
+    assert_eq!(status, 401);
+    let (status, _) = curl_at(
+        &install,
+        admin,
+        &["-H", &auth],
+        "/admin/v1/tracking/01M8M8DAAH12BMK8YTJ6EBSRS4",
+    );
+    assert_eq!(status, 404);
+    // The member API does not serve it.
+    let (status, _) = curl(
+        &install,
+        &server,
+        &["-H", &auth],
+        &format!("/admin/v1/tracking/{id}"),
+    );
+    assert_eq!(status, 404);
+
+    // The CLI prints the trail and checks it.
+    let out = install.admin(&["track", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("delivered"), "{text}");
+    let out = install.admin(&["track", &id, "--verify"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 events, hash chain intact"));
+}

@@ -20,7 +20,7 @@ use kvgate_store::{
 use tokio::sync::{Notify, watch};
 
 use crate::letter::{self, Provenance};
-use crate::reports::{Action, Dsn, DsnRecipient, Mdn, Report, ReportError, Returned};
+use crate::reports::{Action, Dsn, Fate, Mdn, Report, ReportError, status_for};
 
 /// How often the queue is looked at even without a wake-up (retries of transient
 /// failures).
@@ -66,38 +66,6 @@ enum Transient {
     Report(#[from] ReportError),
 }
 
-/// The fate of one recipient, for the delivery status notification.
-struct Fate<'a> {
-    recipient: &'a Recipient,
-    action: Action,
-    status: &'static str,
-    reason: Option<(String, String)>,
-}
-
-/// The enhanced status (RFC 3463) a DSN reports for a refusal reason.
-fn status_for(reason: &str) -> &'static str {
-    match reason {
-        "malformed" | "not-smime" => "5.6.0",
-        "bad-signature" | "untrusted-signer" | "signer-expired" => "5.7.7",
-        "not-encrypted" | "not-signed" | "not-for-gateway" | "weak-algorithm" => "5.7.5",
-        "no-member-key" => "5.1.1",
-        _ => "5.7.1",
-    }
-}
-
-/// Whether `NOTIFY` (RFC 3461 §4.1; default FAILURE,DELAY) asks for a report on `action`.
-fn wants(notify: Option<&str>, action: Action) -> bool {
-    let word = match action {
-        Action::Failed => "FAILURE",
-        Action::Delivered => "SUCCESS",
-        Action::Delayed => "DELAY",
-    };
-    match notify {
-        None => action != Action::Delivered,
-        Some(list) => list.split(',').any(|w| w.trim().eq_ignore_ascii_case(word)),
-    }
-}
-
 impl Pipeline {
     /// A pipeline decrypting with `keys` and trusting `anchors`, for the gateway
     /// `hostname` serving `domain`; `outbound` is notified when reports are queued.
@@ -118,46 +86,6 @@ impl Pipeline {
             hostname: hostname.to_owned(),
             outbound,
         }
-    }
-
-    /// The delivery status notification `submission`'s sender asked for about these
-    /// fates, if any recipient's `NOTIFY` asks for one (never for a null sender).
-    fn dsn(
-        &self,
-        submission: &Submission,
-        raw: &[u8],
-        fates: &[Fate<'_>],
-    ) -> Result<Vec<Outbound>, ReportError> {
-        let recipients: Vec<DsnRecipient> = fates
-            .iter()
-            .filter(|f| wants(f.recipient.notify.as_deref(), f.action))
-            .map(|f| DsnRecipient {
-                original: f.recipient.orcpt.clone(),
-                address: f.recipient.address.clone(),
-                action: f.action,
-                status: f.status.to_owned(),
-                reason: f.reason.clone(),
-            })
-            .collect();
-        if recipients.is_empty() || submission.mail_from.is_empty() {
-            return Ok(Vec::new());
-        }
-        let returned = match submission.ret.as_deref() {
-            Some(ret) if ret.eq_ignore_ascii_case("FULL") => Dsn::full(raw),
-            _ => Returned::Headers(Dsn::headers_of(raw)),
-        };
-        let report = Report::Dsn(Dsn {
-            reporting_mta: self.hostname.clone(),
-            envid: submission.envid.clone(),
-            arrival: submission.received_at,
-            recipients,
-            returned,
-        });
-        Ok(vec![report.queue_entry(
-            &submission.tracking_id,
-            &submission.mail_from,
-            now(),
-        )?])
     }
 
     /// The disposition notification to queue when the member marks the letter read:
@@ -250,7 +178,7 @@ impl Pipeline {
                         reason: Some((refusal.reason.to_owned(), refusal.detail.clone())),
                     })
                     .collect();
-                let reports = self.dsn(&submission, &raw, &fates)?;
+                let reports = Dsn::queue_for(&self.hostname, &submission, &raw, &fates)?;
                 self.store
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;
             }
@@ -411,7 +339,7 @@ impl Pipeline {
             SubmissionState::Delivered
         };
         events.extend(failures);
-        let reports = self.dsn(submission, raw, &fates)?;
+        let reports = Dsn::queue_for(&self.hostname, submission, raw, &fates)?;
         self.store.finish_submission(id, state, events, reports)?;
         tracing::info!(tracking = %id, state = ?state, "letter processed");
         Ok(())

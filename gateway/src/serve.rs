@@ -11,6 +11,7 @@ use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
 
 use crate::outbox::Outbox;
 use crate::reports::ReportSigner;
+use crate::watchdog::Watchdog;
 use kvgate_certs::x509;
 use kvgate_connectors::api::{self, AdminState, ApiState};
 use kvgate_connectors::smtp::{self, Server};
@@ -207,6 +208,14 @@ impl Gateway {
                 tracing::error!(error = %e, "API listener failed");
             }
         });
+        let watchdog = Arc::new(Watchdog::new(
+            store.clone(),
+            spool.clone(),
+            config.queue.clone(),
+            &config.hostname,
+            outbound.clone(),
+        ));
+        tasks.spawn(watchdog.run(stop.clone()));
         if args.hold_queue {
             tracing::warn!("queue held: letters are accepted and spooled but not processed");
         } else {

@@ -121,6 +121,11 @@ impl Drop for Relay {
 
 /// Points the installation at the relay, with retries fast enough for a test.
 fn configure_relay(install: &Install, relay: &Relay) {
+    configure_relay_with_lifetime(install, relay, 3600);
+}
+
+/// The same, with letters and reports given up after `lifetime_secs`.
+fn configure_relay_with_lifetime(install: &Install, relay: &Relay, lifetime_secs: u64) {
     let path = install.config();
     let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let relay_table: toml::Table =
@@ -128,10 +133,12 @@ fn configure_relay(install: &Install, relay: &Relay) {
             .parse()
             .unwrap();
     config.insert("relay".into(), relay_table.into());
-    let queue: toml::Table = "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = 0\n\
-         lifetime_secs = 3600\nper_destination = 2\ntimeout_secs = 10\n"
-        .parse()
-        .unwrap();
+    let queue: toml::Table = format!(
+        "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = 0\n\
+         lifetime_secs = {lifetime_secs}\nper_destination = 2\ntimeout_secs = 10\n"
+    )
+    .parse()
+    .unwrap();
     config.insert("queue".into(), queue.into());
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
 }
@@ -257,8 +264,8 @@ fn delivery_status_notifications_follow_notify_and_ret() {
     );
     assert_eq!(reported(&install, &failed_id), 1);
 
-    // NOTIFY=SUCCESS with RET=FULL, ENVID and ORCPT: a success DSN that returns the
-    // message exactly as sent (ciphertext).
+    // NOTIFY=SUCCESS with RET=FULL, ENVID and ORCPT: a success DSN returns the
+    // headers only (RET asks for content in failure reports, RFC 3461 §4.3).
     let letter = crlf(install.practice_letter(&text_letter("x", "SUCCESS-MARKER"), "Befund"));
     let ok_id = send_with(
         &server,
@@ -271,7 +278,11 @@ fn delivery_status_notifications_follow_notify_and_ret() {
     let report = &summary["report"];
     assert_eq!(
         report["report_parts"],
-        serde_json::json!(["text/plain", "message/delivery-status", "message/rfc822"])
+        serde_json::json!([
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ])
     );
     assert_eq!(
         report["per_message"]["Original-Envelope-Id"],
@@ -285,10 +296,24 @@ fn delivery_status_notifications_follow_notify_and_ret() {
         format!("rfc822;{MEMBER}@smarthealth.{DOMAIN}")
     );
     assert_signed_by_gateway(&install, &raw);
-    let returned = raw.windows(letter.len()).any(|w| w == letter.as_slice());
-    assert!(returned, "RET=FULL must return the message as sent");
     assert!(!report_text(&raw).contains("SUCCESS-MARKER"));
     assert_eq!(reported(&install, &ok_id), 1);
+
+    // A failure with RET=FULL returns the message exactly as sent (ciphertext).
+    let unsigned = crlf(unsigned);
+    let full_id = send_with(&server, &install, "RET=FULL", "NOTIFY=FAILURE", &unsigned);
+    let (raw, summary) = relay.wait_for(3);
+    assert_eq!(
+        summary["report"]["report_parts"],
+        serde_json::json!(["text/plain", "message/delivery-status", "message/rfc822"])
+    );
+    assert!(
+        raw.windows(unsigned.len())
+            .any(|w| w == unsigned.as_slice()),
+        "RET=FULL must return the message as sent"
+    );
+    assert_signed_by_gateway(&install, &raw);
+    assert_eq!(reported(&install, &full_id), 1);
 
     // NOTIFY=NEVER: the failure is tracked, nothing is queued or sent.
     let never_id = send_with(&server, &install, "", "NOTIFY=NEVER", &unsigned);
@@ -297,11 +322,11 @@ fn delivery_status_notifications_follow_notify_and_ret() {
     let queue = install.admin(&["queue", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(relay.count(), 2);
+    assert_eq!(relay.count(), 3);
     assert_eq!(reported(&install, &never_id), 0);
 
     // The histories are intact.
-    for id in [&failed_id, &ok_id, &never_id] {
+    for id in [&failed_id, &ok_id, &full_id, &never_id] {
         let out = install.admin(&["track", id, "--verify"]);
         assert!(
             out.status.success(),
@@ -537,5 +562,65 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     }
     let queue = install.admin(&["queue", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
+    drop(server);
+}
+
+#[test]
+fn a_held_letter_is_reported_delayed_then_expired() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start();
+    configure_relay_with_lifetime(&install, &relay, 4);
+    // Held for maintenance: accepted, spooled, not processed.
+    let server = install.serve(&["--hold-queue"]);
+
+    let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        &letter,
+    );
+    let id = tracking_id(&reply);
+
+    let (raw, summary) = relay.wait_for(1);
+    let recipient = &summary["report"]["per_recipient"][0];
+    assert_eq!(recipient["Action"], "delayed", "{summary}");
+    assert_eq!(recipient["Status"], "4.4.7");
+    assert!(
+        recipient["Diagnostic-Code"]
+            .as_str()
+            .unwrap()
+            .starts_with("smtp; 450 4.4.7 waiting: ")
+    );
+    assert!(report_text(&raw).contains("Delivery Status Notification (Delay)"));
+    assert_signed_by_gateway(&install, &raw);
+
+    let (_, summary) = relay.wait_for(2);
+    let recipient = &summary["report"]["per_recipient"][0];
+    assert_eq!(recipient["Action"], "failed", "{summary}");
+    assert_eq!(recipient["Status"], "5.4.7");
+    assert!(
+        recipient["Diagnostic-Code"]
+            .as_str()
+            .unwrap()
+            .contains("queue-lifetime")
+    );
+
+    let trail = install.track(&id);
+    assert_eq!(trail["submission"]["state"], "failed");
+    let kinds = event_kinds(&trail);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "delayed").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"expired".to_owned()), "{kinds:?}");
+    // Given up means gone: the spool holds nothing of it.
+    let spool: Vec<_> = std::fs::read_dir(install.data().join("spool"))
+        .unwrap()
+        .collect();
+    assert!(spool.is_empty(), "{spool:?}");
     drop(server);
 }

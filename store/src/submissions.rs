@@ -114,9 +114,27 @@ impl Store {
         self.read(|tx| get(&tx.open_table(SUBMISSIONS)?, id.as_str()))
     }
 
+    /// Appends events about a waiting submission together with the reports they owe
+    /// its sender (e.g. a delay notification), in one commit.
+    pub fn record_and_report(
+        &self,
+        id: &TrackingId,
+        events: Vec<Event>,
+        reports: Vec<Outbound>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            load(tx, id)?;
+            for report in &reports {
+                enqueue(tx, report)?;
+            }
+            append_events(tx, id, events)
+        })
+    }
+
     /// Ends a submission's processing: sets its final state, appends the closing
     /// events, queues the reports it owes its sender and takes it off the pipeline's
-    /// queue, in one commit.
+    /// queue, in one commit. Fails with `NotFound` if it is no longer queued (it was
+    /// finished meanwhile, e.g. expired), so a submission ends exactly once.
     pub fn finish_submission(
         &self,
         id: &TrackingId,
@@ -126,9 +144,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             let mut submission = load(tx, id)?;
+            if tx.open_table(QUEUE)?.remove(id.as_str())?.is_none() {
+                return Err(StoreError::NotFound("queued submission"));
+            }
             submission.state = state;
             put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
-            tx.open_table(QUEUE)?.remove(id.as_str())?;
             for report in &reports {
                 enqueue(tx, report)?;
             }

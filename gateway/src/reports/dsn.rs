@@ -4,10 +4,49 @@
 //! whole message as received — ciphertext, never what the gateway decrypted).
 
 use base64::Engine;
-use kvgate_store::{Outbound, Timestamp};
+use kvgate_store::{Outbound, Recipient, Submission, Timestamp, now};
 use serde::{Deserialize, Serialize};
 
+use super::{Report, ReportError};
 use crate::letter::{header_safe, rfc5322_date};
+
+/// The fate of one recipient of a submission, as a DSN reports it.
+pub struct Fate<'a> {
+    /// The recipient.
+    pub recipient: &'a Recipient,
+    /// What happened.
+    pub action: Action,
+    /// The enhanced status code.
+    pub status: &'static str,
+    /// The reason code and sentence, for failures and delays.
+    pub reason: Option<(String, String)>,
+}
+
+/// The enhanced status (RFC 3463) a DSN reports for a refusal reason.
+pub fn status_for(reason: &str) -> &'static str {
+    match reason {
+        "malformed" | "not-smime" => "5.6.0",
+        "bad-signature" | "untrusted-signer" | "signer-expired" => "5.7.7",
+        "not-encrypted" | "not-signed" | "not-for-gateway" | "weak-algorithm" => "5.7.5",
+        "no-member-key" => "5.1.1",
+        "queue-lifetime" => "5.4.7",
+        "waiting" => "4.4.7",
+        _ => "5.7.1",
+    }
+}
+
+/// Whether `NOTIFY` (RFC 3461 §4.1; default FAILURE,DELAY) asks for a report on `action`.
+fn wants(notify: Option<&str>, action: Action) -> bool {
+    let word = match action {
+        Action::Failed => "FAILURE",
+        Action::Delivered => "SUCCESS",
+        Action::Delayed => "DELAY",
+    };
+    match notify {
+        None => action != Action::Delivered,
+        Some(list) => list.split(',').any(|w| w.trim().eq_ignore_ascii_case(word)),
+    }
+}
 
 /// What happened to a recipient (RFC 3464 §2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +111,49 @@ pub struct Dsn {
 }
 
 impl Dsn {
+    /// The queue entry of the DSN that `submission`'s sender asked for about these
+    /// fates, if any recipient's `NOTIFY` asks for one (never for a null sender).
+    /// `received` is the message as the gateway received it: the whole of it is
+    /// returned only in a failure report with `RET=FULL` (RFC 3461 §4.3).
+    pub fn queue_for(
+        reporting_mta: &str,
+        submission: &Submission,
+        received: &[u8],
+        fates: &[Fate<'_>],
+    ) -> Result<Vec<Outbound>, ReportError> {
+        let recipients: Vec<DsnRecipient> = fates
+            .iter()
+            .filter(|f| wants(f.recipient.notify.as_deref(), f.action))
+            .map(|f| DsnRecipient {
+                original: f.recipient.orcpt.clone(),
+                address: f.recipient.address.clone(),
+                action: f.action,
+                status: f.status.to_owned(),
+                reason: f.reason.clone(),
+            })
+            .collect();
+        if recipients.is_empty() || submission.mail_from.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failure = recipients.iter().any(|r| r.action == Action::Failed);
+        let returned = match submission.ret.as_deref() {
+            Some(ret) if failure && ret.eq_ignore_ascii_case("FULL") => Dsn::full(received),
+            _ => Returned::Headers(Dsn::headers_of(received)),
+        };
+        let report = Report::Dsn(Dsn {
+            reporting_mta: reporting_mta.to_owned(),
+            envid: submission.envid.clone(),
+            arrival: submission.received_at,
+            recipients,
+            returned,
+        });
+        Ok(vec![report.queue_entry(
+            &submission.tracking_id,
+            &submission.mail_from,
+            now(),
+        )?])
+    }
+
     /// The header block of a received message (up to the first empty line).
     pub fn headers_of(message: &[u8]) -> String {
         let end = message
@@ -188,7 +270,11 @@ impl Dsn {
                     "\r\n- {}: delivered to the member's inbox, encrypted to their keys.",
                     r.address
                 ),
-                (Action::Delayed, _) => format!(
+                (Action::Delayed, Some((_, sentence))) => format!(
+                    "\r\n- {}: not delivered yet ({sentence}); the gateway keeps trying.",
+                    r.address
+                ),
+                (Action::Delayed, None) => format!(
                     "\r\n- {}: not delivered yet; the gateway keeps trying.",
                     r.address
                 ),

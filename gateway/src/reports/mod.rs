@@ -13,7 +13,7 @@ mod signed;
 use kvgate_store::{Outbound, OutboundId, StoreError, Timestamp, TrackingId};
 use serde::{Deserialize, Serialize};
 
-pub use dsn::{Action, Dsn, DsnRecipient, Returned};
+pub use dsn::{Action, Dsn, DsnRecipient, Fate, Returned, status_for};
 pub use mdn::Mdn;
 pub use signed::ReportSigner;
 

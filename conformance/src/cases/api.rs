@@ -1,0 +1,205 @@
+//! The member API: authentication, isolation between members, the OpenAPI document.
+
+use super::Case;
+use crate::delivery::delivered;
+use crate::https::Response;
+use crate::letter::{hex, random};
+use crate::target::Target;
+
+/// The API cases.
+pub const CASES: &[Case] = &[
+    Case {
+        id: "API-OPENAPI-DOCUMENT",
+        section: "API",
+        clause: "DESIGN.md (OpenAPI served at /v1/openapi.json)",
+        run: |t| Box::pin(async { openapi(t).await.into() }),
+    },
+    Case {
+        id: "API-NO-TOKEN",
+        section: "API",
+        clause: "DESIGN.md (device-bound credentials); RFC 9110 §15.5.2; RFC 9457",
+        run: |t| Box::pin(async { unauthorized(t, None).await.into() }),
+    },
+    Case {
+        id: "API-INVALID-TOKEN",
+        section: "API",
+        clause: "DESIGN.md (device-bound credentials); RFC 6750 §3.1",
+        run: |t| {
+            Box::pin(async {
+                let run = async {
+                    let token = hex(&random::<32>()?);
+                    unauthorized(t, Some(&token)).await
+                };
+                run.await.into()
+            })
+        },
+    },
+    Case {
+        id: "API-UNKNOWN-MESSAGE",
+        section: "API",
+        clause: "RFC 9110 §15.5.5; RFC 9457",
+        run: |t| Box::pin(async { unknown_message(t).await.into() }),
+    },
+    Case {
+        id: "API-OTHER-MEMBERS-MESSAGE",
+        section: "API",
+        clause: "DESIGN.md (nobody else can read a member's letters); issue 9 (authz isolation)",
+        run: |t| Box::pin(async { other_member(t).await.into() }),
+    },
+    Case {
+        id: "API-MARK-READ",
+        section: "API",
+        clause: "DESIGN.md step 7 (mark read)",
+        run: |t| Box::pin(async { mark_read(t).await.into() }),
+    },
+    Case {
+        id: "API-CACHE-CONTROL-NO-STORE",
+        section: "API",
+        clause: "issue 9 (every response Cache-Control: no-store); RFC 9111 §5.2.2.5",
+        run: |t| Box::pin(async { no_store(t).await.into() }),
+    },
+];
+
+/// Fails unless `response` is a problem document (RFC 9457) with `status`.
+fn problem(response: &Response, status: u16, what: &str) -> Result<(), String> {
+    response.expect(status, what)?;
+    match response.header("content-type") {
+        Some(ct) if ct.starts_with("application/problem+json") => {
+            let body = response.json()?;
+            if body["status"] == status {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}: the problem document's status is not {status}: {body}"
+                ))
+            }
+        }
+        other => Err(format!(
+            "{what}: expected Content-Type application/problem+json, got {other:?}"
+        )),
+    }
+}
+
+async fn openapi(t: &Target) -> Result<(), String> {
+    let response = t
+        .api()?
+        .request("GET", "/v1/openapi.json", None, None)
+        .await?;
+    response.expect(200, "GET /v1/openapi.json")?;
+    let doc = response.json()?;
+    let version = doc["openapi"].as_str().unwrap_or_default();
+    if !version.starts_with("3.") {
+        return Err(format!(
+            "expected an OpenAPI 3.x document, got openapi = {:?}",
+            doc["openapi"]
+        ));
+    }
+    for path in ["/v1/enroll", "/v1/messages", "/v1/messages/{id}"] {
+        if doc["paths"].get(path).is_none() {
+            return Err(format!("the OpenAPI document does not describe {path}"));
+        }
+    }
+    Ok(())
+}
+
+async fn unauthorized(t: &Target, token: Option<&str>) -> Result<(), String> {
+    let response = t.api()?.request("GET", "/v1/messages", token, None).await?;
+    let what = match token {
+        None => "GET /v1/messages without a token",
+        Some(_) => "GET /v1/messages with a made-up token",
+    };
+    problem(&response, 401, what)
+}
+
+async fn unknown_message(t: &Target) -> Result<(), String> {
+    let api = t.api()?;
+    let token = t.member.token(api).await?;
+    let response = api
+        .request("GET", "/v1/messages/no-such-message", Some(token), None)
+        .await?;
+    problem(&response, 404, "GET of a message that does not exist")
+}
+
+async fn other_member(t: &Target) -> Result<(), String> {
+    let letter = delivered(t).await?;
+    let id = letter.summary["id"]
+        .as_str()
+        .ok_or("the letter has no id")?;
+    let api = t.api()?;
+    let token = t.second_member.token(api).await?;
+    let path = format!("/v1/messages/{id}");
+    let fetched = api.request("GET", &path, Some(token), None).await?;
+    problem(
+        &fetched,
+        404,
+        "another member fetching the test member's letter",
+    )?;
+    let read = api
+        .request("POST", &format!("{path}/read"), Some(token), None)
+        .await?;
+    problem(
+        &read,
+        404,
+        "another member marking the test member's letter read",
+    )?;
+    let list = api
+        .request("GET", "/v1/messages", Some(token), None)
+        .await?;
+    list.expect(200, "the other member's listing")?;
+    if String::from_utf8_lossy(&list.body).contains(id) {
+        return Err(format!(
+            "the other member's listing shows the test member's letter {id}"
+        ));
+    }
+    Ok(())
+}
+
+async fn mark_read(t: &Target) -> Result<(), String> {
+    let letter = delivered(t).await?;
+    let id = letter.summary["id"]
+        .as_str()
+        .ok_or("the letter has no id")?;
+    let api = t.api()?;
+    let token = t.member.token(api).await?;
+    api.request(
+        "POST",
+        &format!("/v1/messages/{id}/read"),
+        Some(token),
+        None,
+    )
+    .await?
+    .expect(204, "marking the letter read")?;
+    let entry = crate::delivery::find(t, &t.member, &letter.tracking_id)
+        .await?
+        .ok_or("the letter vanished from the listing after it was marked read")?;
+    if entry["read"] == true {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected read: true in the listing after marking it read, got {entry}"
+        ))
+    }
+}
+
+async fn no_store(t: &Target) -> Result<(), String> {
+    let api = t.api()?;
+    let token = t.member.token(api).await?;
+    for (path, token) in [("/v1/messages", Some(token)), ("/v1/messages", None)] {
+        let response = api.request("GET", path, token, None).await?;
+        let cc = response.header("cache-control").unwrap_or_default();
+        if !cc
+            .split(',')
+            .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
+        {
+            return Err(format!(
+                "GET {path} ({}): expected Cache-Control: no-store, got {cc:?}",
+                if token.is_some() {
+                    "with token"
+                } else {
+                    "without token"
+                }
+            ));
+        }
+    }
+    Ok(())
+}

@@ -93,6 +93,11 @@ impl Api {
         })
     }
 
+    /// Where the API listens.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Sends one request; `token` goes into `Authorization: Bearer`, `body` as JSON.
     pub async fn request(
         &self,

@@ -1,10 +1,15 @@
 //! The member API: authentication, isolation between members, the OpenAPI document.
 
+use kvgate_certs::openpgp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::Case;
 use crate::delivery::delivered;
 use crate::https::Response;
+use crate::kvnr::random_kvnr;
 use crate::letter::{hex, random};
 use crate::target::Target;
+use crate::wire;
 
 /// The API cases.
 pub const CASES: &[Case] = &[
@@ -33,6 +38,24 @@ pub const CASES: &[Case] = &[
                 run.await.into()
             })
         },
+    },
+    Case {
+        id: "API-PLAIN-HTTP-REFUSED",
+        section: "API",
+        clause: "DESIGN.md (HTTPS JSON API)",
+        run: |t| Box::pin(async { plain_http_refused(t).await.into() }),
+    },
+    Case {
+        id: "API-ENROLL-INVALID-KVNR",
+        section: "API",
+        clause: "DESIGN.md (an invalid KVNR is refused everywhere with a clear message); RFC 9457",
+        run: |t| Box::pin(async { enroll_invalid_kvnr(t).await.into() }),
+    },
+    Case {
+        id: "API-ENROLL-NO-DISCLOSURE",
+        section: "API",
+        clause: "issue 9 (no endpoint reveals whether a KVNR exists)",
+        run: |t| Box::pin(async { enroll_no_disclosure(t).await.into() }),
     },
     Case {
         id: "API-UNKNOWN-MESSAGE",
@@ -202,4 +225,79 @@ async fn no_store(t: &Target) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Plain HTTP on the API port must not be answered with content.
+async fn plain_http_refused(t: &Target) -> Result<(), String> {
+    let api = t.api()?;
+    let mut tcp = wire::connect(api.endpoint()).await?;
+    tcp.write_all(
+        b"GET /v1/openapi.json HTTP/1.1\r\nHost: conformance\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .map_err(|e| format!("send: {e}"))?;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    if read.is_ok() && text.starts_with("HTTP/") && text.contains("\"openapi\"") {
+        Err(format!(
+            "plain HTTP to the API port was answered: {:?}",
+            text.lines().next().unwrap_or_default()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An enrolment request for `kvnr` with a made-up code and a usable key.
+async fn enroll_with_wrong_code(t: &Target, kvnr: &str) -> Result<Response, String> {
+    let (_, key) = openpgp::generate_member_key("Conformance probe <probe@conformance.test>")
+        .map_err(|e| format!("generating a key: {e}"))?;
+    let body = serde_json::json!({
+        "kvnr": kvnr,
+        "code": "00000-00000-00000-00000",
+        "device_name": "kvgate-conformance probe",
+        "public_key": key.armored,
+    });
+    t.api()?
+        .request("POST", "/v1/enroll", None, Some(&body))
+        .await
+}
+
+async fn enroll_invalid_kvnr(t: &Target) -> Result<(), String> {
+    let response = enroll_with_wrong_code(t, "A123456781").await?;
+    if response.status != 400 && response.status != 422 {
+        return Err(format!(
+            "enrolment with KVNR A123456781 (wrong check digit): expected 400 or 422, got {}",
+            response.status
+        ));
+    }
+    problem(&response, response.status, "enrolment with an invalid KVNR")
+}
+
+async fn enroll_no_disclosure(t: &Target) -> Result<(), String> {
+    let registered = enroll_with_wrong_code(t, &t.keyless_kvnr).await?;
+    let unknown = enroll_with_wrong_code(t, &random_kvnr()?).await?;
+    if registered.status / 100 != 4 {
+        return Err(format!(
+            "enrolment with a made-up code: expected 4xx, got {}",
+            registered.status
+        ));
+    }
+    let kind = |r: &Response| r.json().map(|j| j["type"].clone()).unwrap_or_default();
+    if registered.status == unknown.status && kind(&registered) == kind(&unknown) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a wrong code for a registered KVNR got {} {}, for an unknown KVNR {} {}: the answers tell them apart",
+            registered.status,
+            kind(&registered),
+            unknown.status,
+            kind(&unknown)
+        ))
+    }
 }

@@ -1,6 +1,10 @@
 //! Delivery: the reference letter reaches the right inbox, encrypted to the member,
 //! intact, and without leaking its subject.
 
+use kvgate_certs::x509;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
 use super::Case;
 use crate::delivery::{Delivered, delivered};
 use crate::letter::{ATTACHMENT_NAME, find_attachment};
@@ -31,6 +35,12 @@ pub const CASES: &[Case] = &[
         section: "Delivery",
         clause: "DESIGN.md step 5 (attachments intact)",
         run: |t| Box::pin(async { with_letter(t, attachment_intact).await.into() }),
+    },
+    Case {
+        id: "DELIVERY-SIGNER-RECORDED",
+        section: "Delivery",
+        clause: "DESIGN.md step 5 (a header recording who signed it); issue 4",
+        run: |t| Box::pin(async { with_letter(t, signer_recorded).await.into() }),
     },
     Case {
         id: "DELIVERY-NO-SUBJECT-LEAK",
@@ -111,6 +121,22 @@ async fn attachment_intact(_: &Target, d: &Delivered) -> Result<(), String> {
         None => Err(format!(
             "the decrypted letter has no attachment named {ATTACHMENT_NAME}"
         )),
+    }
+}
+
+/// The decrypted letter names the signer, by certificate fingerprint (SHA-256, hex)
+/// before the inner message's own headers end.
+async fn signer_recorded(t: &Target, d: &Delivered) -> Result<(), String> {
+    let der = CertificateDer::from_pem_slice(&t.practice.cert)
+        .map_err(|e| format!("reading the practice certificate: {e}"))?;
+    let fingerprint = x509::fingerprint_der(&der).replace(':', "").to_lowercase();
+    let head = header_block(&d.plaintext).replace(':', "").to_lowercase();
+    if head.contains(&fingerprint) {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected the signer's SHA-256 fingerprint {fingerprint} in the decrypted header; got {head:?}"
+        ))
     }
 }
 

@@ -97,6 +97,18 @@ pub const CASES: &[Case] = &[
         run: |t| Box::pin(async { long_command_line(t).await.into() }),
     },
     Case {
+        id: "SMTP-UNTERMINATED-MEGABYTE-LINE",
+        section: "SMTP",
+        clause: "RFC 5321 §4.5.3.1.4; issue 3 (no unbounded buffering)",
+        run: |t| Box::pin(async { megabyte_line(t).await.into() }),
+    },
+    Case {
+        id: "SMTP-LONG-TEXT-LINE",
+        section: "SMTP",
+        clause: "RFC 5321 §4.5.3.1.6 (1000 octets); issue 3 (reported after the final dot)",
+        run: |t| Box::pin(async { long_text_line(t).await.into() }),
+    },
+    Case {
         id: "SMTP-SIZE-OVER-LIMIT",
         section: "SMTP",
         clause: "RFC 1870 §6.1 (552 5.3.4 at MAIL)",
@@ -121,6 +133,30 @@ pub const CASES: &[Case] = &[
         run: |t| {
             Box::pin(async {
                 out_of_order(t, &["MAIL FROM:<{from}>", "DATA"])
+                    .await
+                    .into()
+            })
+        },
+    },
+    Case {
+        id: "SMTP-NESTED-MAIL",
+        section: "SMTP",
+        clause: "RFC 5321 §4.1.4 (503 bad sequence)",
+        run: |t| {
+            Box::pin(async {
+                out_of_order(t, &["MAIL FROM:<{from}>", "MAIL FROM:<{from}>"])
+                    .await
+                    .into()
+            })
+        },
+    },
+    Case {
+        id: "SMTP-RSET-CLEARS-TRANSACTION",
+        section: "SMTP",
+        clause: "RFC 5321 §4.1.1.5",
+        run: |t| {
+            Box::pin(async {
+                out_of_order(t, &["MAIL FROM:<{from}>", "RSET", "RCPT TO:<{member}>"])
                     .await
                     .into()
             })
@@ -332,6 +368,47 @@ async fn long_command_line(t: &Target) -> Result<(), String> {
     )
 }
 
+/// A megabyte without CRLF, then NOOP: either `500 5.5.2` and the session goes on,
+/// or `421` and the connection closes; never a buffered megabyte run as a command.
+async fn megabyte_line(t: &Target) -> Result<(), String> {
+    let mut w = t.session().await?;
+    let mut bytes = b"NOOP ".to_vec();
+    bytes.resize(1024 * 1024 + 5, b'x');
+    bytes.extend_from_slice(b"\r\nNOOP\r\n");
+    // The server may close before taking every byte; its reply says what happened.
+    let _ = w.send(&bytes).await;
+    let first = w.reply().await?;
+    if first.code == 421 {
+        return Ok(());
+    }
+    first.expect(500, "5.5.2", "a 1 MiB command line")?;
+    w.reply()
+        .await?
+        .expect_code(250, "NOOP after the 1 MiB line (the session must go on)")
+}
+
+/// A 1200-octet text line: refused with 5xx after the final dot, session goes on.
+async fn long_text_line(t: &Target) -> Result<(), String> {
+    let mut w = t.transaction().await?;
+    w.command(&fill(t, "RCPT TO:<{member}>"))
+        .await?
+        .expect_code(250, "RCPT TO of the test member")?;
+    w.command("DATA").await?.expect_code(354, "DATA")?;
+    let mut data = fill(t, "From: <{from}>\r\nSubject: long line\r\n\r\n").into_bytes();
+    data.resize(data.len() + 1200, b'y');
+    data.extend_from_slice(b"\r\n.\r\n");
+    w.send(&data).await?;
+    let reply = w.reply().await?;
+    if reply.code < 500 {
+        return Err(format!(
+            "a message with a 1200-octet line: expected 5xx after the final dot, got {reply}"
+        ));
+    }
+    w.command("NOOP")
+        .await?
+        .expect_code(250, "NOOP after the refused message")
+}
+
 async fn size_over_limit(t: &Target) -> Result<(), String> {
     let mut w = t.session().await?;
     let ehlo = w.command("EHLO conformance.test").await?;
@@ -377,7 +454,7 @@ async fn pipelining_order(t: &Target) -> Result<(), String> {
     }
 }
 
-/// Runs `commands` (templates); the last must get 503.
+/// Runs `commands` (templates); all but the last must get 250, the last 503.
 async fn out_of_order(t: &Target, commands: &[&str]) -> Result<(), String> {
     let mut w = t.session().await?;
     let Some((last, before)) = commands.split_last() else {

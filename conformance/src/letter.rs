@@ -74,6 +74,14 @@ impl Letter {
         })
     }
 
+    /// Asks for a read receipt (RFC 8098 `Disposition-Notification-To`) to `to`.
+    pub fn request_mdn(mut self, to: &str) -> Self {
+        let mut inner = format!("Disposition-Notification-To: <{to}>\r\n").into_bytes();
+        inner.append(&mut self.inner);
+        self.inner = inner;
+        self
+    }
+
     /// The message to send over SMTP: outer headers (no subject) and the wrapped entity.
     pub fn wrap(&self, wrapping: &Wrapping<'_>) -> Result<Vec<u8>, String> {
         let failed = |what: &str, e: &dyn std::fmt::Display| format!("{what} the test letter: {e}");

@@ -11,6 +11,7 @@ mod kvnr;
 mod letter;
 mod manifest;
 mod pki;
+mod relay;
 mod report;
 mod target;
 mod wire;
@@ -71,6 +72,10 @@ struct RunArgs {
     /// The deployment's mail domain (default: the one in the PKI directory).
     #[arg(long)]
     domain: Option<String>,
+    /// Run an SMTP receiver here for the receipts the gateway sends (configure it as
+    /// the gateway's outbound relay, without TLS).
+    #[arg(long)]
+    relay_listen: Option<std::net::SocketAddr>,
     /// The name the gateway's TLS certificate must carry (default: the host as given).
     #[arg(long)]
     tls_name: Option<String>,
@@ -145,6 +150,7 @@ fn run(args: &RunArgs) -> ExitCode {
             smtps: args.smtps.as_deref(),
             api: args.api.as_deref(),
             tls_name: args.tls_name.as_deref(),
+            relay_listen: args.relay_listen,
         };
         let target = target::Target::load(listeners, &args.pki, args.domain.as_deref())
             .await

@@ -48,6 +48,8 @@ pub struct Target {
     pub smarthealth_off_kvnr: String,
     /// A member with no OpenPGP key.
     pub keyless_kvnr: String,
+    /// The suite's SMTP receiver, where the gateway's receipts arrive.
+    pub relay: Option<crate::relay::Relay>,
     /// The letter every delivery case looks at, sent once.
     pub delivered: OnceCell<Result<crate::delivery::Delivered, String>>,
 }
@@ -95,6 +97,8 @@ pub struct Listeners<'a> {
     pub api: Option<&'a str>,
     /// `--tls-name`.
     pub tls_name: Option<&'a str>,
+    /// `--relay-listen`.
+    pub relay_listen: Option<std::net::SocketAddr>,
 }
 
 /// The target could not be set up.
@@ -109,6 +113,9 @@ pub enum TargetError {
     /// Certificates or keys.
     #[error("{0}")]
     Material(String),
+    /// The receiver for `--relay-listen`.
+    #[error("cannot listen on {0} for receipts: {1}")]
+    Relay(std::net::SocketAddr, std::io::Error),
 }
 
 impl Target {
@@ -158,7 +165,16 @@ impl Target {
             Some(s) => Some(Endpoint::resolve(s, listeners.tls_name).await?),
             None => None,
         };
+        let relay = match listeners.relay_listen {
+            Some(addr) => Some(
+                crate::relay::Relay::start(addr)
+                    .await
+                    .map_err(|e| TargetError::Relay(addr, e))?,
+            ),
+            None => None,
+        };
         Ok(Target {
+            relay,
             smtp: Endpoint::resolve(listeners.smtp, listeners.tls_name).await?,
             smtps,
             api,

@@ -5,6 +5,7 @@
 mod api;
 mod delivery;
 mod envelope;
+mod receipts;
 mod smime;
 mod smtp;
 mod tls;
@@ -58,6 +59,7 @@ pub fn all() -> impl Iterator<Item = &'static Case> {
         smime::CASES,
         delivery::CASES,
         api::CASES,
+        receipts::CASES,
     ]
     .into_iter()
     .flatten()

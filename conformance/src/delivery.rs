@@ -126,26 +126,55 @@ pub async fn await_delivery(t: &Target, tracking_id: &str) -> Result<Value, Stri
     }
 }
 
+/// Sends `message` from the test practice to the test member; it must be accepted.
+/// Returns the tracking ID; `what` names the letter in a failure.
+pub async fn accepted(t: &Target, message: &[u8], what: &str) -> Result<String, String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    match submit(t, &t.practice, &rcpt, message).await? {
+        Submitted::Accepted(id) => Ok(id),
+        Submitted::Refused(reply) => Err(format!(
+            "{what}: expected 250 with a tracking ID, got {reply}"
+        )),
+    }
+}
+
+/// The message ID of a listing entry.
+pub fn message_id(entry: &Value) -> Result<&str, String> {
+    entry["id"]
+        .as_str()
+        .ok_or_else(|| format!("the listing entry has no id: {entry}"))
+}
+
+/// Marks the test member's message of listing entry `entry` read.
+pub async fn mark_read(t: &Target, entry: &Value) -> Result<(), String> {
+    let id = message_id(entry)?;
+    let api = t.api()?;
+    let token = t.member.token(api).await?;
+    api.request(
+        "POST",
+        &format!("/v1/messages/{id}/read"),
+        Some(token),
+        None,
+    )
+    .await?
+    .expect(204, "marking the letter read")
+}
+
 /// Sends a correct letter to the test member and waits for it.
 pub async fn deliver(t: &Target) -> Result<Delivered, String> {
-    let rcpt = t.smarthealth(&t.member.kvnr);
-    let letter = Letter::new(&t.practice.from, &rcpt)?;
+    let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?;
     let message = letter.wrap(&Wrapping::SignThenEncrypt(
         t.practice.signer(),
         &t.gateway_smime,
     ))?;
-    let tracking_id = match submit(t, &t.practice, &rcpt, &message).await? {
-        Submitted::Accepted(id) => id,
-        Submitted::Refused(reply) => {
-            return Err(format!(
-                "a signed and encrypted letter of the registered practice: expected 250 with a tracking ID, got {reply}"
-            ));
-        }
-    };
+    let tracking_id = accepted(
+        t,
+        &message,
+        "a signed and encrypted letter of the registered practice",
+    )
+    .await?;
     let summary = await_delivery(t, &tracking_id).await?;
-    let id = summary["id"]
-        .as_str()
-        .ok_or_else(|| format!("the listing entry has no id: {summary}"))?;
+    let id = message_id(&summary)?;
     let api = t.api()?;
     let token = t.member.token(api).await?;
     let fetched = api

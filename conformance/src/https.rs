@@ -106,45 +106,38 @@ impl Api {
         token: Option<&str>,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, String> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(method, path, token, body))
+        let exchange = async {
+            let tcp = wire::connect(&self.endpoint).await?;
+            let mut tls = wire::handshake(tcp, &self.endpoint, self.config.clone()).await?;
+            let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+            let mut head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: {}\r\n",
+                self.host,
+                body.len()
+            );
+            if !body.is_empty() {
+                head.push_str("Content-Type: application/json\r\n");
+            }
+            if let Some(token) = token {
+                head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            }
+            head.push_str("\r\n");
+            let io = |e: std::io::Error| format!("{method} {path}: {e}");
+            tls.write_all(head.as_bytes()).await.map_err(io)?;
+            tls.write_all(body.as_bytes()).await.map_err(io)?;
+            tls.flush().await.map_err(io)?;
+            let mut raw = Vec::new();
+            // A peer that closes without close_notify after a complete response is tolerated.
+            if let Err(e) = tls.read_to_end(&mut raw).await
+                && raw.is_empty()
+            {
+                return Err(io(e));
+            }
+            parse(&raw).map_err(|e| format!("{method} {path}: {e}"))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| format!("{method} {path}: no response within 20 s"))?
-    }
-
-    async fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&serde_json::Value>,
-    ) -> Result<Response, String> {
-        let tcp = wire::connect(&self.endpoint).await?;
-        let mut tls = wire::handshake(tcp, &self.endpoint, self.config.clone()).await?;
-        let body = body.map(serde_json::Value::to_string).unwrap_or_default();
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: {}\r\n",
-            self.host,
-            body.len()
-        );
-        if !body.is_empty() {
-            head.push_str("Content-Type: application/json\r\n");
-        }
-        if let Some(token) = token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        head.push_str("\r\n");
-        let io = |e: std::io::Error| format!("{method} {path}: {e}");
-        tls.write_all(head.as_bytes()).await.map_err(io)?;
-        tls.write_all(body.as_bytes()).await.map_err(io)?;
-        tls.flush().await.map_err(io)?;
-        let mut raw = Vec::new();
-        // A peer that closes without close_notify after a complete response is tolerated.
-        if let Err(e) = tls.read_to_end(&mut raw).await
-            && raw.is_empty()
-        {
-            return Err(io(e));
-        }
-        parse(&raw).map_err(|e| format!("{method} {path}: {e}"))
     }
 }
 

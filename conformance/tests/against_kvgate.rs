@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -49,17 +49,18 @@ fn kvgate() -> PathBuf {
     binary
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// The standard output of `cmd`, which must succeed.
+fn stdout_of(cmd: &mut Command) -> String {
+    match cmd.output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => panic!(
+            "{cmd:?} exited with {}:\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("{cmd:?} did not start: {e}"),
+    }
 }
 
 /// `kvgate init` in `root/data` and `kvgate-conformance pki` in `root/pki`; with
@@ -67,17 +68,18 @@ fn run(cmd: &mut Command) -> Output {
 fn prepare(root: &Path, register: bool) -> (PathBuf, PathBuf) {
     let data = root.join("data");
     let pki = root.join("pki");
-    run(Command::new(kvgate()).arg("init").arg("--dir").arg(&data));
+    stdout_of(Command::new(kvgate()).arg("init").arg("--dir").arg(&data));
     let config = data.join("kvgate.toml");
-    let out = run(Command::new(SUITE)
-        .arg("pki")
-        .arg("--out")
-        .arg(&pki)
-        .arg("--for")
-        .arg(&config)
-        .arg("--kvgate")
-        .arg(kvgate()));
-    let commands = String::from_utf8(out.stdout).expect("the commands are UTF-8");
+    let commands = stdout_of(
+        Command::new(SUITE)
+            .arg("pki")
+            .arg("--out")
+            .arg(&pki)
+            .arg("--for")
+            .arg(&config)
+            .arg("--kvgate")
+            .arg(kvgate()),
+    );
     let lines: Vec<&str> = commands
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -85,7 +87,7 @@ fn prepare(root: &Path, register: bool) -> (PathBuf, PathBuf) {
     assert_eq!(lines.len(), 8, "trust, 3 senders, 4 members: {commands}");
     if register {
         for line in lines {
-            run(Command::new("sh").arg("-c").arg(line));
+            stdout_of(Command::new("sh").arg("-c").arg(line));
         }
     }
     (config, pki)
@@ -101,18 +103,14 @@ struct Serve {
 
 impl Serve {
     fn start(config: &Path) -> Serve {
-        let mut child = Command::new(kvgate())
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .args([
-                "--smtp",
-                "127.0.0.1:0",
-                "--smtps",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-            ])
+        let mut command = Command::new(kvgate());
+        command.arg("serve").arg("--config").arg(config);
+        // Every listener on a loopback port the kernel picks; the log names it.
+        for listener in ["--smtp", "--smtps", "--api"] {
+            command.arg(listener).arg("127.0.0.1:0");
+        }
+        command.env("RUST_LOG", "info");
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -219,8 +217,7 @@ fn kvgate_passes_the_suite() {
     }
     let (ok, stdout, report) = suite(&pki, &json, &args);
     assert!(ok, "the suite failed against kvgate:\n{stdout}");
-    let listed = run(Command::new(SUITE).arg("list")).stdout;
-    let listed = String::from_utf8_lossy(&listed).lines().count();
+    let listed = stdout_of(Command::new(SUITE).arg("list")).lines().count();
     let summary = &report["summary"];
     assert_eq!(summary["failed"], 0, "{stdout}");
     assert_eq!(summary["total"], listed - PENDING.len(), "{stdout}");
@@ -304,6 +301,31 @@ async fn careless<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Serves the careless server on `listener`: after STARTTLS (`starttls`) or with
+/// implicit TLS.
+async fn accept_careless(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    starttls: bool,
+) {
+    while let Ok((tcp, _)) = listener.accept().await {
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let tcp = if starttls {
+                match careless(tcp, true).await {
+                    Some(io) => io.into_inner(),
+                    None => return,
+                }
+            } else {
+                tcp
+            };
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                careless(tls, false).await;
+            }
+        });
+    }
+}
+
 #[test]
 fn a_careless_server_fails_the_suite() {
     let root = tempfile::tempdir().unwrap();
@@ -329,29 +351,8 @@ fn a_careless_server_fails_the_suite() {
     });
     let smtp = plain.local_addr().unwrap().to_string();
     let smtps = implicit.local_addr().unwrap().to_string();
-    let starttls_acceptor = acceptor.clone();
-    runtime.spawn(async move {
-        while let Ok((tcp, _)) = plain.accept().await {
-            let acceptor = starttls_acceptor.clone();
-            tokio::spawn(async move {
-                if let Some(io) = careless(tcp, true).await
-                    && let Ok(tls) = acceptor.accept(io.into_inner()).await
-                {
-                    careless(tls, false).await;
-                }
-            });
-        }
-    });
-    runtime.spawn(async move {
-        while let Ok((tcp, _)) = implicit.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    careless(tls, false).await;
-                }
-            });
-        }
-    });
+    runtime.spawn(accept_careless(plain, acceptor.clone(), true));
+    runtime.spawn(accept_careless(implicit, acceptor, false));
     let json = root.path().join("report.json");
     let (ok, stdout, report) = suite(
         &pki,

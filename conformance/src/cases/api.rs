@@ -145,9 +145,7 @@ async fn unknown_message(t: &Target) -> Result<(), String> {
 
 async fn other_member(t: &Target) -> Result<(), String> {
     let letter = delivered(t).await?;
-    let id = letter.summary["id"]
-        .as_str()
-        .ok_or("the letter has no id")?;
+    let id = crate::delivery::message_id(&letter.summary)?;
     let api = t.api()?;
     let token = t.second_member.token(api).await?;
     let path = format!("/v1/messages/{id}");
@@ -179,19 +177,7 @@ async fn other_member(t: &Target) -> Result<(), String> {
 
 async fn mark_read(t: &Target) -> Result<(), String> {
     let letter = delivered(t).await?;
-    let id = letter.summary["id"]
-        .as_str()
-        .ok_or("the letter has no id")?;
-    let api = t.api()?;
-    let token = t.member.token(api).await?;
-    api.request(
-        "POST",
-        &format!("/v1/messages/{id}/read"),
-        Some(token),
-        None,
-    )
-    .await?
-    .expect(204, "marking the letter read")?;
+    crate::delivery::mark_read(t, &letter.summary).await?;
     let entry = crate::delivery::find(t, &t.member, &letter.tracking_id)
         .await?
         .ok_or("the letter vanished from the listing after it was marked read")?;

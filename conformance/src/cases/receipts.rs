@@ -126,32 +126,15 @@ async fn dsn_signed(t: &Target, relay: &Relay) -> Result<Option<String>, String>
 }
 
 async fn mdn_after_read(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
-    let rcpt = t.smarthealth(&t.member.kvnr);
-    let letter = Letter::new(&t.practice.from, &rcpt)?.request_mdn(&t.practice.from);
+    let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?
+        .request_mdn(&t.practice.from);
     let message = letter.wrap(&Wrapping::SignThenEncrypt(
         t.practice.signer(),
         &t.gateway_smime,
     ))?;
-    let id = match delivery::submit(t, &t.practice, &rcpt, &message).await? {
-        Submitted::Accepted(id) => id,
-        Submitted::Refused(reply) => {
-            return Err(format!(
-                "a letter asking for a read receipt: expected 250, got {reply}"
-            ));
-        }
-    };
+    let id = delivery::accepted(t, &message, "a letter asking for a read receipt").await?;
     let entry = delivery::await_delivery(t, &id).await?;
-    let message_id = entry["id"].as_str().ok_or("the listing entry has no id")?;
-    let api = t.api()?;
-    let token = t.member.token(api).await?;
-    api.request(
-        "POST",
-        &format!("/v1/messages/{message_id}/read"),
-        Some(token),
-        None,
-    )
-    .await?
-    .expect(204, "marking the letter read")?;
+    delivery::mark_read(t, &entry).await?;
     let marker = letter.marker.to_lowercase();
     let mdn = relay
         .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {

@@ -1,7 +1,7 @@
 //! S/MIME: which letters the gateway unwraps and delivers, and which it must not.
 
 use super::Case;
-use crate::delivery::{self, Submitted, never_delivered};
+use crate::delivery::{self, never_delivered};
 use crate::letter::{Letter, Wrapping};
 use crate::target::Target;
 
@@ -91,16 +91,11 @@ pub const CASES: &[Case] = &[
 ];
 
 async fn encrypt_then_sign(t: &Target) -> Result<(), String> {
-    let rcpt = t.smarthealth(&t.member.kvnr);
-    let letter = Letter::new(&t.practice.from, &rcpt)?;
+    let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?;
     let message = letter.wrap(&Wrapping::EncryptThenSign(
         t.practice.signer(),
         &t.gateway_smime,
     ))?;
-    match delivery::submit(t, &t.practice, &rcpt, &message).await? {
-        Submitted::Accepted(id) => delivery::await_delivery(t, &id).await.map(|_| ()),
-        Submitted::Refused(reply) => Err(format!(
-            "an encrypted-then-signed letter: expected 250 with a tracking ID, got {reply}"
-        )),
-    }
+    let id = delivery::accepted(t, &message, "an encrypted-then-signed letter").await?;
+    delivery::await_delivery(t, &id).await.map(|_| ())
 }

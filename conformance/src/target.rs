@@ -276,6 +276,27 @@ impl TestMember {
             .map_err(Clone::clone)
     }
 
+    /// The enrolment code from the saved output of `kvgate member add`.
+    pub fn enrollment_code(&self) -> Result<String, String> {
+        let output = std::fs::read_to_string(&self.enrollment).map_err(|e| {
+            format!(
+                "no enrolment code for {}: {}: {e}",
+                self.kvnr,
+                self.enrollment.display()
+            )
+        })?;
+        output
+            .lines()
+            .find_map(|l| l.strip_prefix("enrollment-code:"))
+            .map(|code| code.trim().to_owned())
+            .ok_or_else(|| {
+                format!(
+                    "{} holds no line `enrollment-code: …`",
+                    self.enrollment.display()
+                )
+            })
+    }
+
     async fn enroll(&self, api: &Api) -> Result<String, String> {
         if let Ok(saved) = std::fs::read_to_string(&self.token_file) {
             let saved = saved.trim().to_owned();
@@ -286,23 +307,7 @@ impl TestMember {
                 return Ok(saved);
             }
         }
-        let output = std::fs::read_to_string(&self.enrollment).map_err(|e| {
-            format!(
-                "no device token and no enrolment code for {}: {}: {e}",
-                self.kvnr,
-                self.enrollment.display()
-            )
-        })?;
-        let code = output
-            .lines()
-            .find_map(|l| l.strip_prefix("enrollment-code:"))
-            .map(str::trim)
-            .ok_or_else(|| {
-                format!(
-                    "{} holds no line `enrollment-code: …`",
-                    self.enrollment.display()
-                )
-            })?;
+        let code = self.enrollment_code()?;
         let (_, device_key) = openpgp::generate_member_key(&format!(
             "Conformance device <{}@conformance.test>",
             self.kvnr

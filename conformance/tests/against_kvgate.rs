@@ -374,6 +374,10 @@ fn a_careless_server_fails_the_suite() {
         "SMTP-RCPT-INVALID-KVNR",
         "SMTP-RCPT-UNKNOWN-MEMBER",
         "SMTP-MAIL-FROM-NOT-ALLOWED",
+        "TLS-STARTTLS-CLIENT-CERT-REQUIRED",
+        "SMTP-DATA-WITHOUT-VALID-RCPT",
+        "SMTP-RECIPIENT-LIMIT",
+        "SMTP-ERROR-LIMIT",
     ] {
         assert!(
             statuses.iter().any(|(i, s)| i == id && s == "fail"),

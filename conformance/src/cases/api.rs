@@ -58,6 +58,12 @@ pub const CASES: &[Case] = &[
         run: |t| Box::pin(async { enroll_no_disclosure(t).await.into() }),
     },
     Case {
+        id: "API-ENROLLMENT-CODE-SINGLE-USE",
+        section: "API",
+        clause: "DESIGN.md (device change needs re-enrolment); issue 9 (enrolment codes)",
+        run: |t| Box::pin(async { code_single_use(t).await.into() }),
+    },
+    Case {
         id: "API-UNKNOWN-MESSAGE",
         section: "API",
         clause: "RFC 9110 §15.5.5; RFC 9457",
@@ -241,11 +247,16 @@ async fn plain_http_refused(t: &Target) -> Result<(), String> {
 
 /// An enrolment request for `kvnr` with a made-up code and a usable key.
 async fn enroll_with_wrong_code(t: &Target, kvnr: &str) -> Result<Response, String> {
+    enroll(t, kvnr, "00000-00000-00000-00000").await
+}
+
+/// An enrolment request for `kvnr` with `code` and a fresh usable key.
+async fn enroll(t: &Target, kvnr: &str, code: &str) -> Result<Response, String> {
     let (_, key) = openpgp::generate_member_key("Conformance probe <probe@conformance.test>")
         .map_err(|e| format!("generating a key: {e}"))?;
     let body = serde_json::json!({
         "kvnr": kvnr,
-        "code": "00000-00000-00000-00000",
+        "code": code,
         "device_name": "kvgate-conformance probe",
         "public_key": key.armored,
     });
@@ -284,6 +295,25 @@ async fn enroll_no_disclosure(t: &Target) -> Result<(), String> {
             kind(&registered),
             unknown.status,
             kind(&unknown)
+        ))
+    }
+}
+
+/// The test member's code, once used for its device, must not enrol another.
+async fn code_single_use(t: &Target) -> Result<(), String> {
+    let api = t.api()?;
+    t.member.token(api).await?;
+    let response = enroll(t, &t.member.kvnr, &t.member.enrollment_code()?).await?;
+    if response.status == 201 {
+        return Err("a used enrolment code enrolled a second device (201)".to_owned());
+    }
+    problem(&response, response.status, "enrolment with a used code")?;
+    if response.status / 100 == 4 {
+        Ok(())
+    } else {
+        Err(format!(
+            "enrolment with a used code: expected 4xx, got {}",
+            response.status
         ))
     }
 }

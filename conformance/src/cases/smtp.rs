@@ -163,6 +163,46 @@ pub const CASES: &[Case] = &[
         },
     },
     Case {
+        id: "SMTP-DATA-WITHOUT-VALID-RCPT",
+        section: "SMTP",
+        clause: "RFC 2920 §3.1, RFC 5321 §3.3 (554 or 503: no valid recipients)",
+        run: |t| Box::pin(async { data_without_valid_rcpt(t).await.into() }),
+    },
+    Case {
+        id: "SMTP-EHLO-WITHOUT-DOMAIN",
+        section: "SMTP",
+        clause: "RFC 5321 §4.1.1.1, §4.3.2 (501)",
+        run: |t| {
+            Box::pin(async {
+                let run = async {
+                    let mut w = t.session().await?;
+                    w.command("EHLO")
+                        .await?
+                        .expect_code(501, "EHLO without a domain")
+                };
+                run.await.into()
+            })
+        },
+    },
+    Case {
+        id: "SMTP-PIPELINED-TRANSACTION",
+        section: "SMTP",
+        clause: "RFC 2920 §3.1 (MAIL, RCPT, DATA in one write)",
+        run: |t| Box::pin(async { pipelined_transaction(t).await.into() }),
+    },
+    Case {
+        id: "SMTP-RECIPIENT-LIMIT",
+        section: "SMTP",
+        clause: "RFC 5321 §4.5.3.1.8 (at least 100), §4.5.3.1.10 (452); issue 3",
+        run: |t| Box::pin(async { recipient_limit(t).await.into() }),
+    },
+    Case {
+        id: "SMTP-ERROR-LIMIT",
+        section: "SMTP",
+        clause: "issue 3 (too many errors in one session: 421 and close); RFC 5321 §4.2.2",
+        run: |t| Box::pin(async { error_limit(t).await.into() }),
+    },
+    Case {
         id: "SMTP-ENHANCED-STATUS-CODES",
         section: "SMTP",
         clause: "RFC 2034 §3, RFC 3463",
@@ -464,6 +504,110 @@ async fn out_of_order(t: &Target, commands: &[&str]) -> Result<(), String> {
         w.command(&fill(t, c)).await?.expect_code(250, c)?;
     }
     w.command(&fill(t, last)).await?.expect_code(503, last)
+}
+
+async fn data_without_valid_rcpt(t: &Target) -> Result<(), String> {
+    let mut w = t.transaction().await?;
+    w.command(&format!("RCPT TO:<A123456781@smarthealth.{}>", t.domain))
+        .await?
+        .expect_code(553, "RCPT TO with a wrong check digit")?;
+    let reply = w.command("DATA").await?;
+    if reply.code == 554 || reply.code == 503 {
+        Ok(())
+    } else {
+        Err(format!(
+            "DATA after every RCPT was refused: expected 554 or 503, got {reply}"
+        ))
+    }
+}
+
+/// MAIL, RCPT and DATA in one write, then the message: 250, 250, 354 and a final
+/// reply.
+async fn pipelined_transaction(t: &Target) -> Result<(), String> {
+    let mut w = t.session().await?;
+    w.send(fill(t, "MAIL FROM:<{from}>\r\nRCPT TO:<{member}>\r\nDATA\r\n").as_bytes())
+        .await?;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(w.reply().await?);
+    }
+    if !got.iter().map(|r| r.code).eq([250, 250, 354]) {
+        return Err(format!(
+            "MAIL, RCPT, DATA in one write: expected [250, 250, 354], got {}",
+            list(&got)
+        ));
+    }
+    w.send(
+        fill(
+            t,
+            "From: <{from}>\r\nSubject: pipelined\r\n\r\nbody\r\n.\r\n",
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let end = w.reply().await?;
+    if end.code == 250 || end.code >= 500 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the end of the pipelined message: expected 250 or 5xx, got {end}"
+        ))
+    }
+}
+
+/// 1000 pipelined RCPTs of the test member: the first 100 must be taken, and a
+/// `452` must come before the thousandth.
+async fn recipient_limit(t: &Target) -> Result<(), String> {
+    const SENT: usize = 1000;
+    let mut w = t.transaction().await?;
+    let rcpt = fill(t, "RCPT TO:<{member}>\r\n");
+    w.send(rcpt.repeat(SENT).as_bytes()).await?;
+    let mut codes = Vec::with_capacity(SENT);
+    for _ in 0..SENT {
+        codes.push(w.reply().await?.code);
+    }
+    let taken = codes.iter().take_while(|&&c| c == 250).count();
+    if taken < 100 {
+        return Err(format!(
+            "only {taken} recipients were taken before a refusal ({}); RFC 5321 asks for at least 100",
+            codes[taken]
+        ));
+    }
+    if codes.contains(&452) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{SENT} recipients in one transaction: expected 452 (too many recipients) at the limit, got codes {:?}",
+            {
+                let mut seen = codes.clone();
+                seen.dedup();
+                seen
+            }
+        ))
+    }
+}
+
+/// 100 unknown commands: the server must say 421 and close before the end.
+async fn error_limit(t: &Target) -> Result<(), String> {
+    const SENT: usize = 100;
+    let mut w = t.session().await?;
+    let _ = w.send("FROB\r\n".repeat(SENT).as_bytes()).await;
+    for n in 0..SENT {
+        match w.reply().await {
+            Ok(reply) if reply.code == 421 => {
+                return match w.command("NOOP").await {
+                    Err(_) => Ok(()),
+                    Ok(after) => Err(format!("after 421 the session went on: NOOP got {after}")),
+                };
+            }
+            Ok(reply) if reply.code >= 500 => {}
+            Ok(reply) => return Err(format!("unknown command {n}: expected 500, got {reply}")),
+            Err(e) => return Err(format!("after {n} unknown commands, without 421: {e}")),
+        }
+    }
+    Err(format!(
+        "{SENT} unknown commands in one session: expected 421 and a close, got {SENT} refusals"
+    ))
 }
 
 async fn enhanced_codes(t: &Target) -> Result<(), String> {

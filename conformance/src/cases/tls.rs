@@ -20,19 +20,39 @@ pub const CASES: &[Case] = &[
         id: "TLS-CLIENT-CERT-REQUIRED",
         section: "TLS",
         clause: "DESIGN.md step 1; RFC 8446 §4.3.2",
-        run: |t| Box::pin(async { refused(t, t.anonymous.clone(), &t.practice.from).await }),
+        run: |t| {
+            Box::pin(async {
+                refused(t, Port::Implicit, t.anonymous.clone(), &t.practice.from).await
+            })
+        },
     },
     Case {
         id: "TLS-UNTRUSTED-CLIENT-CERT",
         section: "TLS",
         clause: "DESIGN.md step 1; RFC 5280 §6",
-        run: |t| Box::pin(async { refused_sender(t, &t.stranger).await }),
+        run: |t| Box::pin(async { refused_sender(t, Port::Implicit, &t.stranger).await }),
     },
     Case {
         id: "TLS-EXPIRED-CLIENT-CERT",
         section: "TLS",
         clause: "DESIGN.md step 1; RFC 5280 §4.1.2.5, §6.1.3",
-        run: |t| Box::pin(async { refused_sender(t, &t.expired_practice).await }),
+        run: |t| Box::pin(async { refused_sender(t, Port::Implicit, &t.expired_practice).await }),
+    },
+    Case {
+        id: "TLS-STARTTLS-CLIENT-CERT-REQUIRED",
+        section: "TLS",
+        clause: "DESIGN.md step 1; RFC 3207 §4.1",
+        run: |t| {
+            Box::pin(async {
+                refused(t, Port::StartTls, t.anonymous.clone(), &t.practice.from).await
+            })
+        },
+    },
+    Case {
+        id: "TLS-STARTTLS-UNTRUSTED-CLIENT-CERT",
+        section: "TLS",
+        clause: "DESIGN.md step 1; RFC 3207 §4.1; RFC 5280 §6",
+        run: |t| Box::pin(async { refused_sender(t, Port::StartTls, &t.stranger).await }),
     },
     Case {
         id: "TLS-1.0-REFUSED",
@@ -60,15 +80,28 @@ pub const CASES: &[Case] = &[
     },
 ];
 
-async fn refused_sender(t: &Target, sender: &Sender) -> Outcome {
-    refused(t, sender.tls.clone(), &sender.from).await
+/// Which listener a case connects to.
+#[derive(Clone, Copy)]
+enum Port {
+    /// Implicit TLS if the operator named it, else STARTTLS.
+    Implicit,
+    /// The STARTTLS port.
+    StartTls,
+}
+
+async fn refused_sender(t: &Target, port: Port, sender: &Sender) -> Outcome {
+    refused(t, port, sender.tls.clone(), &sender.from).await
 }
 
 /// A client with `config`'s identity must not get as far as an accepted `MAIL FROM`
-/// of `from`, on the implicit-TLS port if given, else after STARTTLS.
-async fn refused(t: &Target, config: Arc<ClientConfig>, from: &str) -> Outcome {
+/// of `from` on `port`.
+async fn refused(t: &Target, port: Port, config: Arc<ClientConfig>, from: &str) -> Outcome {
+    let implicit = match port {
+        Port::Implicit => t.smtps.as_ref(),
+        Port::StartTls => None,
+    };
     let attempt = async {
-        let mut w = match &t.smtps {
+        let mut w = match implicit {
             Some(endpoint) => {
                 let mut w = Wire::tls(endpoint, config).await?;
                 let greeting = w.reply().await?;

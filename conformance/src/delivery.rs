@@ -93,7 +93,7 @@ pub async fn find(
     member: &TestMember,
     tracking_id: &str,
 ) -> Result<Option<Value>, String> {
-    let api = t.api()?;
+    let api = &t.api;
     let token = member.token(api).await?;
     let list = api
         .request("GET", "/v1/messages", Some(token), None)
@@ -148,7 +148,7 @@ pub fn message_id(entry: &Value) -> Result<&str, String> {
 /// Marks the test member's message of listing entry `entry` read.
 pub async fn mark_read(t: &Target, entry: &Value) -> Result<(), String> {
     let id = message_id(entry)?;
-    let api = t.api()?;
+    let api = &t.api;
     let token = t.member.token(api).await?;
     api.request(
         "POST",
@@ -175,7 +175,7 @@ pub async fn deliver(t: &Target) -> Result<Delivered, String> {
     .await?;
     let summary = await_delivery(t, &tracking_id).await?;
     let id = message_id(&summary)?;
-    let api = t.api()?;
+    let api = &t.api;
     let token = t.member.token(api).await?;
     let fetched = api
         .request("GET", &format!("/v1/messages/{id}"), Some(token), None)
@@ -206,7 +206,6 @@ pub async fn delivered(t: &Target) -> Result<&Delivered, String> {
 /// the inbox: a correct letter sent right after it must arrive, and the first one
 /// must still be missing a moment later.
 pub async fn never_delivered(t: &Target, from: &str, wrapping: Wrapping<'_>) -> Result<(), String> {
-    t.api()?;
     let rcpt = t.smarthealth(&t.member.kvnr);
     let message = Letter::new(from, &rcpt)?.wrap(&wrapping)?;
     let Submitted::Accepted(bad) = submit(t, &t.practice, &rcpt, &message).await? else {

@@ -65,7 +65,7 @@ struct RunArgs {
     smtps: Option<String>,
     /// The member API, https://HOST:PORT.
     #[arg(long)]
-    api: Option<String>,
+    api: String,
     /// The PKI directory made by `kvgate-conformance pki`.
     #[arg(long)]
     pki: PathBuf,
@@ -148,7 +148,7 @@ fn run(args: &RunArgs) -> ExitCode {
         let listeners = target::Listeners {
             smtp: &args.smtp,
             smtps: args.smtps.as_deref(),
-            api: args.api.as_deref(),
+            api: &args.api,
             tls_name: args.tls_name.as_deref(),
             relay_listen: args.relay_listen,
         };

@@ -22,8 +22,8 @@ pub struct Target {
     pub smtp: Endpoint,
     /// SMTP with implicit TLS, if the operator named it.
     pub smtps: Option<Endpoint>,
-    /// The member API, if the operator named it.
-    pub api: Option<Api>,
+    /// The member API.
+    pub api: Api,
     /// The mail domain.
     pub domain: String,
     /// The registered test practice.
@@ -94,7 +94,7 @@ pub struct Listeners<'a> {
     /// `--smtps`.
     pub smtps: Option<&'a str>,
     /// `--api`.
-    pub api: Option<&'a str>,
+    pub api: &'a str,
     /// `--tls-name`.
     pub tls_name: Option<&'a str>,
     /// `--relay-listen`.
@@ -150,17 +150,8 @@ impl Target {
             key: stranger_key,
             from: "stranger@untrusted.test".to_owned(),
         };
-        let api = match listeners.api {
-            Some(url) => Some(
-                Api::new(
-                    url,
-                    listeners.tls_name,
-                    client_config(&ca, None).map_err(material)?,
-                )
-                .await?,
-            ),
-            None => None,
-        };
+        let api_tls = client_config(&ca, None).map_err(material)?;
+        let api = Api::new(listeners.api, listeners.tls_name, api_tls).await?;
         let smtps = match listeners.smtps {
             Some(s) => Some(Endpoint::resolve(s, listeners.tls_name).await?),
             None => None,
@@ -192,11 +183,6 @@ impl Target {
             domain,
             delivered: OnceCell::new(),
         })
-    }
-
-    /// The member API, or why a case cannot run.
-    pub fn api(&self) -> Result<&Api, String> {
-        self.api.as_ref().ok_or_else(|| "needs --api".to_owned())
     }
 
     /// `<kvnr>@smarthealth.<domain>`.

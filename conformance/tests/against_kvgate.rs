@@ -357,8 +357,18 @@ fn a_careless_server_fails_the_suite() {
     let (ok, stdout, report) = suite(
         &pki,
         &json,
+        // No API case is selected; the careless server has no API.
         &[
-            "--smtp", &smtp, "--smtps", &smtps, "--only", "TLS-*", "--only", "SMTP-*",
+            "--smtp",
+            &smtp,
+            "--smtps",
+            &smtps,
+            "--api",
+            "https://127.0.0.1:9",
+            "--only",
+            "TLS-*",
+            "--only",
+            "SMTP-*",
         ],
     );
     assert!(!ok, "the suite passed a careless server:\n{stdout}");

@@ -110,10 +110,7 @@ fn problem(response: &Response, status: u16, what: &str) -> Result<(), String> {
 }
 
 async fn openapi(t: &Target) -> Result<(), String> {
-    let response = t
-        .api()?
-        .request("GET", "/v1/openapi.json", None, None)
-        .await?;
+    let response = t.api.request("GET", "/v1/openapi.json", None, None).await?;
     response.expect(200, "GET /v1/openapi.json")?;
     let doc = response.json()?;
     let version = doc["openapi"].as_str().unwrap_or_default();
@@ -132,7 +129,7 @@ async fn openapi(t: &Target) -> Result<(), String> {
 }
 
 async fn unauthorized(t: &Target, token: Option<&str>) -> Result<(), String> {
-    let response = t.api()?.request("GET", "/v1/messages", token, None).await?;
+    let response = t.api.request("GET", "/v1/messages", token, None).await?;
     let what = match token {
         None => "GET /v1/messages without a token",
         Some(_) => "GET /v1/messages with a made-up token",
@@ -141,7 +138,7 @@ async fn unauthorized(t: &Target, token: Option<&str>) -> Result<(), String> {
 }
 
 async fn unknown_message(t: &Target) -> Result<(), String> {
-    let api = t.api()?;
+    let api = &t.api;
     let token = t.member.token(api).await?;
     let response = api
         .request("GET", "/v1/messages/no-such-message", Some(token), None)
@@ -152,7 +149,7 @@ async fn unknown_message(t: &Target) -> Result<(), String> {
 async fn other_member(t: &Target) -> Result<(), String> {
     let letter = delivered(t).await?;
     let id = crate::delivery::message_id(&letter.summary)?;
-    let api = t.api()?;
+    let api = &t.api;
     let token = t.second_member.token(api).await?;
     let path = format!("/v1/messages/{id}");
     let fetched = api.request("GET", &path, Some(token), None).await?;
@@ -197,7 +194,7 @@ async fn mark_read(t: &Target) -> Result<(), String> {
 }
 
 async fn no_store(t: &Target) -> Result<(), String> {
-    let api = t.api()?;
+    let api = &t.api;
     let token = t.member.token(api).await?;
     for (path, token) in [("/v1/messages", Some(token)), ("/v1/messages", None)] {
         let response = api.request("GET", path, token, None).await?;
@@ -221,7 +218,7 @@ async fn no_store(t: &Target) -> Result<(), String> {
 
 /// Plain HTTP on the API port must not be answered with content.
 async fn plain_http_refused(t: &Target) -> Result<(), String> {
-    let api = t.api()?;
+    let api = &t.api;
     let mut tcp = wire::connect(api.endpoint()).await?;
     tcp.write_all(
         b"GET /v1/openapi.json HTTP/1.1\r\nHost: conformance\r\nConnection: close\r\n\r\n",
@@ -260,9 +257,7 @@ async fn enroll(t: &Target, kvnr: &str, code: &str) -> Result<Response, String> 
         "device_name": "kvgate-conformance probe",
         "public_key": key.armored,
     });
-    t.api()?
-        .request("POST", "/v1/enroll", None, Some(&body))
-        .await
+    t.api.request("POST", "/v1/enroll", None, Some(&body)).await
 }
 
 async fn enroll_invalid_kvnr(t: &Target) -> Result<(), String> {
@@ -301,7 +296,7 @@ async fn enroll_no_disclosure(t: &Target) -> Result<(), String> {
 
 /// The test member's code, once used for its device, must not enrol another.
 async fn code_single_use(t: &Target) -> Result<(), String> {
-    let api = t.api()?;
+    let api = &t.api;
     t.member.token(api).await?;
     let response = enroll(t, &t.member.kvnr, &t.member.enrollment_code()?).await?;
     if response.status == 201 {

@@ -67,7 +67,7 @@ async fn right_inbox(t: &Target, d: &Delivered) -> Result<(), String> {
             d.summary
         ));
     }
-    let api = t.api()?;
+    let api = &t.api;
     let token = t.member.token(api).await?;
     let postfach = api
         .request("GET", "/v1/messages?mailbox=postfach", Some(token), None)

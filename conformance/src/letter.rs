@@ -39,6 +39,10 @@ pub enum Wrapping<'a> {
     EncryptOnly(&'a [u8]),
     /// Signed only.
     SignOnly(SignerPem<'a>),
+    /// A `multipart/signed` whose visible part is the letter but whose "detached"
+    /// signature is an opaque SignedData over other content (eContent confusion,
+    /// CVE-2018-18509 class), encrypted to `recipient`.
+    EContentConfusion(SignerPem<'a>, &'a [u8]),
 }
 
 impl Letter {
@@ -100,6 +104,10 @@ impl Letter {
             }
             Wrapping::EncryptOnly(recipient) => encrypt(&self.inner, recipient)?,
             Wrapping::SignOnly(signer) => sign(&self.inner, signer)?,
+            Wrapping::EContentConfusion(signer, recipient) => {
+                let other = b"Content-Type: text/plain\r\n\r\nNot the letter that is shown.\r\n";
+                encrypt(&self.confused(&sign(other, signer)?), recipient)?
+            }
         };
         // The outer Message-ID shares nothing with the marker, so the marker can only
         // reach the member's ciphertext through a leak of the inner message.
@@ -112,6 +120,33 @@ impl Letter {
         .into_bytes();
         message.extend_from_slice(&entity);
         Ok(message)
+    }
+}
+
+impl Letter {
+    /// `multipart/signed` with the letter as the visible part and the base64 body of
+    /// the opaque `signed` entity as the signature part.
+    fn confused(&self, signed: &[u8]) -> Vec<u8> {
+        let body = signed
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(signed, |i| &signed[i + 4..]);
+        let boundary = format!("{}-s", self.marker);
+        let mut out = format!(
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n"
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.inner);
+        out.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+                 Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body);
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        out
     }
 }
 

@@ -76,6 +76,17 @@ pub const CASES: &[Case] = &[
         },
     },
     Case {
+        id: "SMIME-ECONTENT-CONFUSION",
+        section: "S/MIME",
+        clause: "issue 4 (visible part differs from the signed content: refused); CVE-2018-18509",
+        run: |t| {
+            Box::pin(async {
+                let wrapping = Wrapping::EContentConfusion(t.practice.signer(), &t.gateway_smime);
+                never_delivered(t, &t.practice.from, wrapping).await.into()
+            })
+        },
+    },
+    Case {
         id: "SMIME-FROM-NOT-SENDERS",
         section: "S/MIME",
         clause: "issue 4 (the From address must be one the signer may use)",

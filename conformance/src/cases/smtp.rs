@@ -109,6 +109,22 @@ pub const CASES: &[Case] = &[
         run: |t| Box::pin(async { long_text_line(t).await.into() }),
     },
     Case {
+        id: "SMTP-SIZE-WITHIN-LIMIT",
+        section: "SMTP",
+        clause: "RFC 1870 §6 (SIZE= under the limit is taken)",
+        run: |t| {
+            Box::pin(async {
+                let run = async {
+                    let mut w = t.session().await?;
+                    w.command(&fill(t, "MAIL FROM:<{from}> SIZE=1000"))
+                        .await?
+                        .expect_code(250, "MAIL with SIZE=1000")
+                };
+                run.await.into()
+            })
+        },
+    },
+    Case {
         id: "SMTP-SIZE-OVER-LIMIT",
         section: "SMTP",
         clause: "RFC 1870 §6.1 (552 5.3.4 at MAIL)",
@@ -207,6 +223,12 @@ pub const CASES: &[Case] = &[
         section: "SMTP",
         clause: "RFC 2034 §3, RFC 3463",
         run: |t| Box::pin(async { enhanced_codes(t).await.into() }),
+    },
+    Case {
+        id: "SMTP-DSN-PARAMETERS-ACCEPTED",
+        section: "SMTP",
+        clause: "RFC 3461 §4.1-4.4 (valid RET, ENVID, NOTIFY, ORCPT are taken)",
+        run: |t| Box::pin(async { dsn_accepted(t).await.into() }),
     },
     Case {
         id: "SMTP-DSN-NOTIFY-NEVER-EXCLUSIVE",
@@ -630,6 +652,23 @@ async fn enhanced_codes(t: &Target) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Valid DSN parameters on MAIL and RCPT are taken (so the refusals above are about
+/// the bad values, not about parameters as such).
+async fn dsn_accepted(t: &Target) -> Result<(), String> {
+    let mut w = t.session().await?;
+    let ehlo = w.command("EHLO conformance.test").await?;
+    if advertised(&ehlo, "DSN").is_none() {
+        return Err("expected DSN (RFC 3461) to be advertised; EHLO does not".to_owned());
+    }
+    let mail = fill(t, "MAIL FROM:<{from}> RET=HDRS ENVID=cf+2B1");
+    w.command(&mail).await?.expect_code(250, &mail)?;
+    let rcpt = fill(
+        t,
+        "RCPT TO:<{member}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{member}",
+    );
+    w.command(&rcpt).await?.expect_code(250, &rcpt)
 }
 
 /// MAIL with `mail_params` and RCPT with `rcpt_params`: the one with parameters must

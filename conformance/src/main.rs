@@ -1,17 +1,23 @@
 //! `kvgate-conformance`: checks a running kvgate deployment from the outside.
 //!
-//! It speaks only the public protocols (SMTP, TLS) to the deployment under test and
-//! uses no kvgate library but `certs`, to make test material. This first version holds
-//! the transport cases; the SMTP-torture, S/MIME, receipt and API sections grow with
-//! their issues.
+//! It speaks only the public protocols (SMTP, TLS, HTTPS) to the deployment under
+//! test and uses no kvgate library but `certs`, to make test material.
 
 mod cases;
+mod delivery;
+mod endpoint;
+mod https;
+mod kvnr;
+mod letter;
+mod manifest;
+mod pki;
+mod relay;
+mod report;
+mod target;
 mod wire;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
@@ -27,92 +33,152 @@ struct Cli {
 enum Command {
     /// List every case with its ID, section and the clause it checks.
     List,
-    /// Run the suite against a deployment.
-    Run {
-        /// SMTP with STARTTLS.
+    /// Prepare a PKI directory for a deployment and print the `kvgate` admin
+    /// commands that register it.
+    Pki {
+        /// The directory to create.
         #[arg(long)]
-        smtp: SocketAddr,
-        /// SMTP with implicit TLS.
+        out: PathBuf,
+        /// The deployment's kvgate.toml (read for the domain and the gateway's
+        /// certificates only).
+        #[arg(long = "for")]
+        config: PathBuf,
+        /// The CA of the gateway's TLS certificate, if neither the certificate file
+        /// nor the configured trust anchors hold it.
         #[arg(long)]
-        smtps: Option<SocketAddr>,
-        /// Directory with `ca.pem` (the gateway's CA) and a practice certificate the
-        /// deployment trusts and has registered (`demo-practice.pem`, `.key`), as
-        /// `kvgate init` writes them.
-        #[arg(long)]
-        pki: PathBuf,
-        /// The deployment's mail domain.
-        #[arg(long)]
-        domain: String,
-        /// The practice's registered sender address.
-        #[arg(long, default_value = "praxis@demo-practice.test")]
-        from: String,
-        /// Run only cases whose ID starts with this prefix.
-        #[arg(long)]
-        only: Option<String>,
+        server_ca: Option<PathBuf>,
+        /// How to spell the kvgate binary in the printed commands.
+        #[arg(long, default_value = "kvgate")]
+        kvgate: String,
     },
+    /// Run the suite against a deployment.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// SMTP with STARTTLS, HOST:PORT.
+    #[arg(long)]
+    smtp: String,
+    /// SMTP with implicit TLS, HOST:PORT.
+    #[arg(long)]
+    smtps: Option<String>,
+    /// The member API, https://HOST:PORT.
+    #[arg(long)]
+    api: String,
+    /// The PKI directory made by `kvgate-conformance pki`.
+    #[arg(long)]
+    pki: PathBuf,
+    /// The deployment's mail domain (default: the one in the PKI directory).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Run an SMTP receiver here for the receipts the gateway sends (configure it as
+    /// the gateway's outbound relay, without TLS).
+    #[arg(long)]
+    relay_listen: Option<std::net::SocketAddr>,
+    /// The name the gateway's TLS certificate must carry (default: the host as given).
+    #[arg(long)]
+    tls_name: Option<String>,
+    /// Run only cases whose ID matches one of these globs (`*`, `?`).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Leave out cases whose ID matches one of these globs.
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Write JUnit XML here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::List => {
-            for case in cases::ALL {
-                println!("{:<32} {:<6} {}", case.id, case.section, case.clause);
+            let width = cases::all().map(|c| c.id.len()).max().unwrap_or(0);
+            for case in cases::all() {
+                println!("{:<width$}  {:<9} {}", case.id, case.section, case.clause);
             }
             ExitCode::SUCCESS
         }
-        Command::Run {
-            smtp,
-            smtps,
-            pki,
-            domain,
-            from,
-            only,
+        Command::Pki {
+            out,
+            config,
+            server_ca,
+            kvgate,
         } => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let target = match cases::Target::load(smtp, smtps, &pki, &domain, &from) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("kvgate-conformance: {e}");
-                    return ExitCode::from(2);
-                }
+            let options = pki::Options {
+                out: &out,
+                config: &config,
+                server_ca: server_ca.as_deref(),
+                kvgate: &kvgate,
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("kvgate-conformance: cannot start the runtime: {e}");
-                    return ExitCode::from(2);
+            match pki::prepare(&options) {
+                Ok(commands) => {
+                    print!("{commands}");
+                    ExitCode::SUCCESS
                 }
-            };
-            let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-            for case in cases::ALL
-                .iter()
-                .filter(|c| only.as_deref().is_none_or(|p| c.id.starts_with(p)))
-            {
-                let started = Instant::now();
-                let outcome = runtime.block_on((case.run)(&target));
-                let ms = started.elapsed().as_millis();
-                match outcome {
-                    cases::Outcome::Pass => {
-                        passed += 1;
-                        println!("✓ {:<32} {ms:>6} ms", case.id);
-                    }
-                    cases::Outcome::Skip(why) => {
-                        skipped += 1;
-                        println!("- {:<32} {ms:>6} ms  skipped: {why}", case.id);
-                    }
-                    cases::Outcome::Fail(why) => {
-                        failed += 1;
-                        println!("✗ {:<32} {ms:>6} ms  {why}", case.id);
-                    }
-                }
-            }
-            println!("conformance: {passed} passed, {failed} failed, {skipped} skipped");
-            if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+                Err(e) => fatal(&e),
             }
         }
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn fatal(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("kvgate-conformance: {e}");
+    ExitCode::from(2)
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let selected: Vec<&'static cases::Case> = cases::all()
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|g| cases::glob(g, c.id)))
+        .filter(|c| !args.skip.iter().any(|g| cases::glob(g, c.id)))
+        .collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&format!("cannot start the runtime: {e}")),
+    };
+    let results = runtime.block_on(async {
+        let listeners = target::Listeners {
+            smtp: &args.smtp,
+            smtps: args.smtps.as_deref(),
+            api: &args.api,
+            tls_name: args.tls_name.as_deref(),
+            relay_listen: args.relay_listen,
+        };
+        let target = target::Target::load(listeners, &args.pki, args.domain.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(report::run(&selected, &target).await)
+    });
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => return fatal(&e),
+    };
+    print!("{}", report::summary(&results));
+    let writes = [
+        (&args.junit, report::junit(&results)),
+        (
+            &args.json,
+            serde_json::to_string_pretty(&report::json(&results)).unwrap_or_default(),
+        ),
+    ];
+    for (path, text) in writes {
+        if let Some(path) = path
+            && let Err(e) = std::fs::write(path, text)
+        {
+            return fatal(&format!("writing {}: {e}", path.display()));
+        }
+    }
+    if report::any_failed(&results) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

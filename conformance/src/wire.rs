@@ -1,14 +1,14 @@
 //! A raw SMTP transcript client: bytes out exactly as given, replies in as parsed.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::endpoint::Endpoint;
 
 /// How long any single reply may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,6 +20,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// An SMTP connection under test.
 pub struct Wire {
     io: BufReader<Box<dyn Stream>>,
+    endpoint: Endpoint,
 }
 
 /// One reply: code and the text of its last line.
@@ -29,6 +30,35 @@ pub struct Reply {
     pub code: u16,
     /// Every line's text.
     pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The enhanced status code (RFC 3463) that starts the last line, if any.
+    pub fn enhanced(&self) -> Option<&str> {
+        let first = self.lines.last()?.split_whitespace().next()?;
+        let mut parts = first.split('.');
+        let ok = parts.clone().count() == 3
+            && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        ok.then_some(first)
+    }
+
+    /// Fails unless the reply has exactly this code and enhanced code.
+    pub fn expect(&self, code: u16, enhanced: &str, what: &str) -> Result<(), String> {
+        if self.code == code && self.enhanced() == Some(enhanced) {
+            Ok(())
+        } else {
+            Err(format!("{what}: expected {code} {enhanced}, got {self}"))
+        }
+    }
+
+    /// Fails unless the reply has this code.
+    pub fn expect_code(&self, code: u16, what: &str) -> Result<(), String> {
+        if self.code == code {
+            Ok(())
+        } else {
+            Err(format!("{what}: expected {code}, got {self}"))
+        }
+    }
 }
 
 impl std::fmt::Display for Reply {
@@ -44,33 +74,35 @@ impl std::fmt::Display for Reply {
 
 impl Wire {
     /// A plain TCP connection.
-    pub async fn plain(addr: SocketAddr) -> Result<Self, String> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+    pub async fn plain(endpoint: &Endpoint) -> Result<Self, String> {
         Ok(Wire {
-            io: BufReader::new(Box::new(tcp)),
+            io: BufReader::new(Box::new(connect(endpoint).await?)),
+            endpoint: endpoint.clone(),
         })
     }
 
     /// An implicit-TLS connection.
-    pub async fn tls(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<Self, String> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let tls = handshake(tcp, config).await?;
+    pub async fn tls(endpoint: &Endpoint, config: Arc<ClientConfig>) -> Result<Self, String> {
+        let tls = handshake(connect(endpoint).await?, endpoint, config).await?;
         Ok(Wire {
             io: BufReader::new(Box::new(tls)),
+            endpoint: endpoint.clone(),
         })
     }
 
     /// Upgrades after a `220` to STARTTLS. Bytes already buffered are dropped.
     pub async fn starttls(self, config: Arc<ClientConfig>) -> Result<Self, String> {
         let inner = self.io.into_inner();
-        let tls = handshake(inner, config).await?;
+        let tls = handshake(inner, &self.endpoint, config).await?;
         Ok(Wire {
             io: BufReader::new(Box::new(tls)),
+            endpoint: self.endpoint,
         })
+    }
+
+    /// The connection itself, for bytes that are not SMTP. Buffered input is dropped.
+    pub fn into_stream(self) -> Box<dyn Stream> {
+        self.io.into_inner()
     }
 
     /// Sends bytes exactly as given.
@@ -118,13 +150,21 @@ impl Wire {
     }
 }
 
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+/// A TCP connection to `endpoint`.
+pub async fn connect(endpoint: &Endpoint) -> Result<TcpStream, String> {
+    TcpStream::connect(endpoint.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", endpoint.addr))
+}
+
+/// A TLS client handshake over `io`, checking the certificate against `endpoint`'s name.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: S,
+    endpoint: &Endpoint,
     config: Arc<ClientConfig>,
 ) -> Result<tokio_rustls::client::TlsStream<S>, String> {
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
     TlsConnector::from(config)
-        .connect(name, io)
+        .connect(endpoint.name.clone(), io)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))
 }

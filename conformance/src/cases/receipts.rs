@@ -1,0 +1,155 @@
+//! Receipts: the failure DSN and the read MDN the gateway sends to the practice,
+//! caught by the suite's own receiver (`--relay-listen`).
+
+use std::time::Duration;
+
+use super::{Case, Outcome};
+use crate::delivery::{self, Submitted};
+use crate::letter::{Letter, Wrapping};
+use crate::relay::{Received, Relay};
+use crate::target::Target;
+
+/// How long a receipt may take to reach the relay.
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The receipt cases.
+pub const CASES: &[Case] = &[
+    Case {
+        id: "RECEIPT-FAILURE-DSN",
+        section: "Receipts",
+        clause: "DESIGN.md step 4 (failure DSN saying which check failed); RFC 3464 §2.3",
+        run: |t| Box::pin(with_relay(t, failure_dsn)),
+    },
+    Case {
+        id: "RECEIPT-DSN-SIGNED",
+        section: "Receipts",
+        clause: "DESIGN.md step 8 (receipts signed with the gateway's S/MIME certificate); RFC 8551 §3.5",
+        run: |t| Box::pin(with_relay(t, dsn_signed)),
+    },
+    Case {
+        id: "RECEIPT-MDN-AFTER-READ",
+        section: "Receipts",
+        clause: "DESIGN.md step 8; RFC 8098 §3",
+        run: |t| Box::pin(with_relay(t, mdn_after_read)),
+    },
+];
+
+/// Runs `check` with the receiver, or skips without `--relay-listen`.
+async fn with_relay(
+    t: &Target,
+    check: impl AsyncFnOnce(&Target, &Relay) -> Result<Option<String>, String>,
+) -> Outcome {
+    let Some(relay) = &t.relay else {
+        return Outcome::Skip(
+            "needs --relay-listen (the suite's receiver as the gateway's outbound relay)"
+                .to_owned(),
+        );
+    };
+    match check(t, relay).await {
+        Ok(None) => Outcome::Pass,
+        Ok(Some(why)) => Outcome::Skip(why),
+        Err(e) => Outcome::Fail(e),
+    }
+}
+
+fn text(m: &Received) -> String {
+    String::from_utf8_lossy(&m.data).to_lowercase()
+}
+
+/// Sends an unsigned letter and waits for the DSN it must cause; `None` if the
+/// gateway refused it at DATA already (then no DSN is owed).
+async fn provoke_dsn(t: &Target, relay: &Relay) -> Result<Option<Received>, String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    let message =
+        Letter::new(&t.practice.from, &rcpt)?.wrap(&Wrapping::EncryptOnly(&t.gateway_smime))?;
+    let Submitted::Accepted(id) = delivery::submit(t, &t.practice, &rcpt, &message).await? else {
+        return Ok(None);
+    };
+    relay
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
+            text(m).contains("report-type=delivery-status") || text(m).contains("report-type=\"delivery-status\"")
+        })
+        .await
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "an unsigned letter (tracking {id}) was accepted, but no DSN reached the relay for <{}> within {} s",
+                t.practice.from,
+                RECEIPT_TIMEOUT.as_secs()
+            )
+        })
+}
+
+const REFUSED_AT_DATA: &str = "the gateway refused the unsigned letter at DATA; no DSN is owed";
+
+async fn failure_dsn(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
+    let Some(dsn) = provoke_dsn(t, relay).await? else {
+        return Ok(Some(REFUSED_AT_DATA.to_owned()));
+    };
+    if !dsn.mail_from.is_empty() {
+        return Err(format!(
+            "a DSN must come from the null path <>, got <{}>",
+            dsn.mail_from
+        ));
+    }
+    let body = text(&dsn);
+    let missing: Vec<&str> = [
+        "action: failed",
+        "status: 5.",
+        "diagnostic-code:",
+        "final-recipient:",
+        "auto-submitted:",
+    ]
+    .into_iter()
+    .filter(|field| !body.contains(field))
+    .collect();
+    if missing.is_empty() {
+        Ok(None)
+    } else {
+        Err(format!("the DSN lacks {missing:?}"))
+    }
+}
+
+async fn dsn_signed(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
+    let Some(dsn) = provoke_dsn(t, relay).await? else {
+        return Ok(Some(REFUSED_AT_DATA.to_owned()));
+    };
+    let body = text(&dsn);
+    let head = body.split("\r\n\r\n").next().unwrap_or_default();
+    if head.contains("multipart/signed") && body.contains("application/pkcs7-signature") {
+        Ok(None)
+    } else {
+        Err(format!(
+            "expected a multipart/signed DSN with an application/pkcs7-signature part; header: {head:?}"
+        ))
+    }
+}
+
+async fn mdn_after_read(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
+    let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?
+        .request_mdn(&t.practice.from);
+    let message = letter.wrap(&Wrapping::SignThenEncrypt(
+        t.practice.signer(),
+        &t.gateway_smime,
+    ))?;
+    let id = delivery::accepted(t, &message, "a letter asking for a read receipt").await?;
+    let entry = delivery::await_delivery(t, &id).await?;
+    delivery::mark_read(t, &entry).await?;
+    let marker = letter.marker.to_lowercase();
+    let mdn = relay
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
+            text(m).contains("disposition-notification") && text(m).contains(&marker)
+        })
+        .await
+        .ok_or_else(|| {
+            format!(
+                "the letter {id} was read, but no MDN naming its Message-ID reached the relay within {} s",
+                RECEIPT_TIMEOUT.as_secs()
+            )
+        })?;
+    if text(&mdn).contains("displayed") {
+        Ok(None)
+    } else {
+        Err("the MDN does not say `displayed`".to_owned())
+    }
+}

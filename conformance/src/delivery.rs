@@ -1,0 +1,223 @@
+//! Submitting letters over SMTP and watching the member's inbox over the API.
+
+use std::time::{Duration, Instant};
+
+use kvgate_certs::openpgp;
+use serde_json::Value;
+
+use crate::letter::{Letter, Wrapping};
+use crate::target::{Sender, Target, TestMember};
+use crate::wire::Reply;
+
+/// How long a letter may take from 250 to the inbox.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the inbox is looked at.
+const POLL: Duration = Duration::from_millis(250);
+/// How long after a later letter arrived an earlier refused one is still looked for.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What the server answered to the end of DATA.
+pub enum Submitted {
+    /// `250` with this tracking ID.
+    Accepted(String),
+    /// Anything else.
+    Refused(Reply),
+}
+
+/// A letter that reached the test member's inbox, fetched and decrypted.
+pub struct Delivered {
+    /// The letter as sent.
+    pub letter: Letter,
+    /// The tracking ID from the 250.
+    pub tracking_id: String,
+    /// The inbox listing entry.
+    pub summary: Value,
+    /// What the API served for the message.
+    pub ciphertext: Vec<u8>,
+    /// The ciphertext decrypted with the member's key.
+    pub plaintext: Vec<u8>,
+}
+
+/// Sends `message` from `sender` to `rcpt` in one transaction.
+pub async fn submit(
+    t: &Target,
+    sender: &Sender,
+    rcpt: &str,
+    message: &[u8],
+) -> Result<Submitted, String> {
+    let mut w = t.session_as(sender).await?;
+    w.command(&format!("MAIL FROM:<{}>", sender.from))
+        .await?
+        .expect_code(250, "MAIL FROM")?;
+    w.command(&format!("RCPT TO:<{rcpt}>"))
+        .await?
+        .expect_code(250, "RCPT TO of the test member")?;
+    w.command("DATA").await?.expect_code(354, "DATA")?;
+    let mut data = Vec::with_capacity(message.len() + 8);
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            data.push(b'.');
+        }
+        data.extend_from_slice(line);
+    }
+    if !data.ends_with(b"\r\n") {
+        data.extend_from_slice(b"\r\n");
+    }
+    data.extend_from_slice(b".\r\n");
+    w.send(&data).await?;
+    let reply = w.reply().await?;
+    // QUIT is a courtesy; the verdict is already in.
+    let _ = w.command("QUIT").await;
+    Ok(match tracking_id(&reply) {
+        Some(id) if reply.code == 250 => Submitted::Accepted(id),
+        _ => Submitted::Refused(reply),
+    })
+}
+
+/// The tracking ID of `250 2.0.0 <id> queued`.
+pub fn tracking_id(reply: &Reply) -> Option<String> {
+    let line = reply.lines.last()?;
+    let mut words = line.split_whitespace();
+    let first = words.next()?;
+    let id = if reply.enhanced().is_some() {
+        words.next()?
+    } else {
+        first
+    };
+    Some(id.trim_matches(['<', '>']).to_owned())
+}
+
+/// The listing entry of the message with `tracking_id` in `member`'s inboxes, if any.
+pub async fn find(
+    t: &Target,
+    member: &TestMember,
+    tracking_id: &str,
+) -> Result<Option<Value>, String> {
+    let api = &t.api;
+    let token = member.token(api).await?;
+    let list = api
+        .request("GET", "/v1/messages", Some(token), None)
+        .await?;
+    list.expect(200, "listing the inbox")?;
+    let list = list.json()?;
+    let messages = list["messages"]
+        .as_array()
+        .ok_or_else(|| format!("the listing has no `messages` array: {list}"))?;
+    Ok(messages
+        .iter()
+        .find(|m| m["tracking_id"].as_str() == Some(tracking_id))
+        .cloned())
+}
+
+/// Waits until the message with `tracking_id` is in the test member's inbox.
+pub async fn await_delivery(t: &Target, tracking_id: &str) -> Result<Value, String> {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = find(t, &t.member, tracking_id).await? {
+            return Ok(found);
+        }
+        if started.elapsed() > DELIVERY_TIMEOUT {
+            return Err(format!(
+                "letter {tracking_id} was accepted but is not in the member's inbox after {} s",
+                DELIVERY_TIMEOUT.as_secs()
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Sends `message` from the test practice to the test member; it must be accepted.
+/// Returns the tracking ID; `what` names the letter in a failure.
+pub async fn accepted(t: &Target, message: &[u8], what: &str) -> Result<String, String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    match submit(t, &t.practice, &rcpt, message).await? {
+        Submitted::Accepted(id) => Ok(id),
+        Submitted::Refused(reply) => Err(format!(
+            "{what}: expected 250 with a tracking ID, got {reply}"
+        )),
+    }
+}
+
+/// The message ID of a listing entry.
+pub fn message_id(entry: &Value) -> Result<&str, String> {
+    entry["id"]
+        .as_str()
+        .ok_or_else(|| format!("the listing entry has no id: {entry}"))
+}
+
+/// Marks the test member's message of listing entry `entry` read.
+pub async fn mark_read(t: &Target, entry: &Value) -> Result<(), String> {
+    let id = message_id(entry)?;
+    let api = &t.api;
+    let token = t.member.token(api).await?;
+    api.request(
+        "POST",
+        &format!("/v1/messages/{id}/read"),
+        Some(token),
+        None,
+    )
+    .await?
+    .expect(204, "marking the letter read")
+}
+
+/// Sends a correct letter to the test member and waits for it.
+pub async fn deliver(t: &Target) -> Result<Delivered, String> {
+    let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?;
+    let message = letter.wrap(&Wrapping::SignThenEncrypt(
+        t.practice.signer(),
+        &t.gateway_smime,
+    ))?;
+    let tracking_id = accepted(
+        t,
+        &message,
+        "a signed and encrypted letter of the registered practice",
+    )
+    .await?;
+    let summary = await_delivery(t, &tracking_id).await?;
+    let id = message_id(&summary)?;
+    let api = &t.api;
+    let token = t.member.token(api).await?;
+    let fetched = api
+        .request("GET", &format!("/v1/messages/{id}"), Some(token), None)
+        .await?;
+    fetched.expect(200, "fetching the delivered letter")?;
+    let plaintext = openpgp::decrypt(&fetched.body, &t.member.secret_key)
+        .map_err(|e| format!("the member's key cannot decrypt the delivered letter: {e}"))?;
+    Ok(Delivered {
+        letter,
+        tracking_id,
+        summary,
+        ciphertext: fetched.body,
+        plaintext: plaintext.to_vec(),
+    })
+}
+
+/// The shared delivered letter (sent on first use).
+pub async fn delivered(t: &Target) -> Result<&Delivered, String> {
+    t.delivered
+        .get_or_init(|| deliver(t))
+        .await
+        .as_ref()
+        .map_err(|e| format!("the reference letter did not arrive: {e}"))
+}
+
+/// Passes if a letter with `from` in its From header, wrapped as `wrapping` and sent
+/// over the test practice's connection, is refused or, once accepted, never reaches
+/// the inbox: a correct letter sent right after it must arrive, and the first one
+/// must still be missing a moment later.
+pub async fn never_delivered(t: &Target, from: &str, wrapping: Wrapping<'_>) -> Result<(), String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    let message = Letter::new(from, &rcpt)?.wrap(&wrapping)?;
+    let Submitted::Accepted(bad) = submit(t, &t.practice, &rcpt, &message).await? else {
+        return Ok(());
+    };
+    let probe = deliver(t).await?;
+    tokio::time::sleep(SETTLE).await;
+    match find(t, &t.member, &bad).await? {
+        None => Ok(()),
+        Some(entry) => Err(format!(
+            "the letter was delivered to the member (tracking {bad}, while {} arrived): {entry}",
+            probe.tracking_id
+        )),
+    }
+}

@@ -19,16 +19,8 @@ pub fn sign(
     signer_cert_pem: &[u8],
     signer_key_pem: &[u8],
 ) -> Result<Vec<u8>, ErrorStack> {
-    let cert = X509::from_pem(signer_cert_pem)?;
-    let key = PKey::private_key_from_pem(signer_key_pem)?;
-    let cms = CmsContentInfo::sign(
-        Some(&cert),
-        Some(&key),
-        None,
-        Some(entity),
-        CMSOptions::BINARY,
-    )?;
-    Ok(pkcs7_mime("signed-data", &cms.to_der()?))
+    let der = signed_data(entity, signer_cert_pem, signer_key_pem, CMSOptions::BINARY)?;
+    Ok(pkcs7_mime("signed-data", &der))
 }
 
 /// Signs `entity` (a canonical MIME entity with CRLF line ends) as a detached
@@ -39,16 +31,24 @@ pub fn sign_detached(
     signer_cert_pem: &[u8],
     signer_key_pem: &[u8],
 ) -> Result<Vec<u8>, ErrorStack> {
+    signed_data(
+        entity,
+        signer_cert_pem,
+        signer_key_pem,
+        CMSOptions::BINARY | CMSOptions::DETACHED,
+    )
+}
+
+/// DER SignedData over `entity` by the PEM certificate and key, with `flags`.
+fn signed_data(
+    entity: &[u8],
+    signer_cert_pem: &[u8],
+    signer_key_pem: &[u8],
+    flags: CMSOptions,
+) -> Result<Vec<u8>, ErrorStack> {
     let cert = X509::from_pem(signer_cert_pem)?;
     let key = PKey::private_key_from_pem(signer_key_pem)?;
-    let cms = CmsContentInfo::sign(
-        Some(&cert),
-        Some(&key),
-        None,
-        Some(entity),
-        CMSOptions::BINARY | CMSOptions::DETACHED,
-    )?;
-    cms.to_der()
+    CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(entity), flags)?.to_der()
 }
 
 /// Encrypts `entity` to the recipient certificate (AES-256-CBC, key transport),

@@ -55,7 +55,7 @@ impl Refusal {
 
 /// A failure that may pass: the submission stays queued and is tried again.
 #[derive(Debug, thiserror::Error)]
-enum Transient {
+pub(crate) enum Transient {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("spool: {0}")]

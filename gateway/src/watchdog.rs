@@ -12,18 +12,8 @@ use kvgate_store::{
 use tokio::sync::{Notify, watch};
 
 use crate::config::QueuePolicy;
-use crate::reports::{Action, Dsn, Fate, ReportError, status_for};
-
-/// Why a look at one submission failed; it is tried again at the next look.
-#[derive(Debug, thiserror::Error)]
-enum WatchError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("spool: {0}")]
-    Io(#[from] std::io::Error),
-    #[error(transparent)]
-    Report(#[from] ReportError),
-}
+use crate::pipeline::Transient;
+use crate::reports::{Action, Dsn, Fate, status_for};
 
 /// The watchdog and what it needs.
 pub struct Watchdog {
@@ -86,7 +76,7 @@ impl Watchdog {
     }
 
     /// Acts on one waiting submission if it has waited too long.
-    fn check(&self, id: &TrackingId) -> Result<(), WatchError> {
+    fn check(&self, id: &TrackingId) -> Result<(), Transient> {
         let Some(submission) = self.store.submission(id)? else {
             return Ok(());
         };
@@ -111,7 +101,7 @@ impl Watchdog {
     }
 
     /// Records the delay and queues the delay DSN, once.
-    fn warn(&self, submission: &Submission, waited: Duration) -> Result<(), WatchError> {
+    fn warn(&self, submission: &Submission, waited: Duration) -> Result<(), Transient> {
         let sentence = format!("waiting for {} s in the gateway's queue", waited.as_secs());
         let (events, reports) = self.report(
             submission,
@@ -128,7 +118,7 @@ impl Watchdog {
     }
 
     /// Gives the submission up: `expired`, a failure DSN, and its spool file removed.
-    fn expire(&self, submission: &Submission, waited: Duration) -> Result<(), WatchError> {
+    fn expire(&self, submission: &Submission, waited: Duration) -> Result<(), Transient> {
         let sentence = format!(
             "given up after {} s in the gateway's queue (queue.lifetime_secs)",
             waited.as_secs()
@@ -157,7 +147,7 @@ impl Watchdog {
         kind: EventKind,
         reason: &str,
         sentence: &str,
-    ) -> Result<(Vec<Event>, Vec<kvgate_store::Outbound>), WatchError> {
+    ) -> Result<(Vec<Event>, Vec<kvgate_store::Outbound>), Transient> {
         let events = submission
             .recipients
             .iter()

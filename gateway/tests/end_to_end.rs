@@ -41,26 +41,8 @@ fn openssl_letter_reaches_gpg_member_intact() {
     let (home, public_key) = gpg_member(&install);
 
     // Enrol the gpg key as a device.
-    let enrol = serde_json::json!({
-        "kvnr": MEMBER, "code": install.enrollment_code, "device_name": "phone", "public_key": public_key,
-    });
+    let auth = enrol(&install, &server, &public_key);
     let body = install.work("enrol.json");
-    std::fs::write(&body, enrol.to_string()).unwrap();
-    let (status, answer) = curl(
-        &install,
-        &server,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &format!("@{}", body.display()),
-        ],
-        "/v1/enroll",
-    );
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
-    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-    let token = answer["token"].as_str().unwrap().to_owned();
-    let auth = format!("Authorization: Bearer {token}");
 
     // The code is single use.
     let (status, problem) = curl(

@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -99,14 +99,9 @@ impl Relay {
     /// Waits for message `n` (from 1); returns (raw bytes, receiver's summary).
     fn wait_for(&self, n: usize) -> (Vec<u8>, serde_json::Value) {
         let json = self.dir.join(format!("{n}.json"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !json.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "report {n} never reached the relay"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(&format!("report {n} never reached the relay"), 60, || {
+            json.exists()
+        });
         let raw = std::fs::read(self.dir.join(format!("{n}.eml"))).unwrap();
         let summary = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
         (raw, summary)
@@ -126,21 +121,17 @@ fn configure_relay(install: &Install, relay: &Relay) {
 
 /// The same, with letters and reports given up after `lifetime_secs`.
 fn configure_relay_with_lifetime(install: &Install, relay: &Relay, lifetime_secs: u64) {
-    let path = install.config();
-    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    let relay_table: toml::Table =
-        format!("address = \"127.0.0.1:{}\"\ntls = \"none\"\n", relay.port)
-            .parse()
-            .unwrap();
-    config.insert("relay".into(), relay_table.into());
-    let queue: toml::Table = format!(
-        "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = 0\n\
-         lifetime_secs = {lifetime_secs}\nper_destination = 2\ntimeout_secs = 10\n"
-    )
-    .parse()
-    .unwrap();
-    config.insert("queue".into(), queue.into());
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    install.set_config_table(
+        "relay",
+        &format!("address = \"127.0.0.1:{}\"\ntls = \"none\"\n", relay.port),
+    );
+    install.set_config_table(
+        "queue",
+        &format!(
+            "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = 0\n\
+             lifetime_secs = {lifetime_secs}\nper_destination = 2\ntimeout_secs = 10\n"
+        ),
+    );
 }
 
 /// Submits over SMTPS with DSN parameters on MAIL and RCPT.
@@ -479,15 +470,9 @@ fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
     let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
     let id = send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
     // The relay refuses connections: the DSN waits, and the wait is tracked.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !event_kinds(&install.track(&id)).contains(&"delayed".to_owned()) {
-        assert!(
-            Instant::now() < deadline,
-            "no delayed event: {}",
-            install.track(&id)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("no delayed event", 60, || {
+        event_kinds(&install.track(&id)).contains(&"delayed".to_owned())
+    });
     let queue = install.admin(&["queue", "list", "--json"]);
     let queue: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
     let entry = &queue[0];
@@ -505,11 +490,9 @@ fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
     );
     let (_, summary) = relay.wait_for(1);
     assert_eq!(summary["report"]["per_recipient"][0]["Action"], "delivered");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reported(&install, &id) != 1 {
-        assert!(Instant::now() < deadline, "the sent DSN was not recorded");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the sent DSN was not recorded", 30, || {
+        reported(&install, &id) == 1
+    });
     let queue = install.admin(&["queue", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
     drop(server);
@@ -528,11 +511,7 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     let id = send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
     // The relay has the whole DSN and holds its 250: kill the gateway now.
     let receiving = relay.dir.join("1.receiving");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !receiving.exists() {
-        assert!(Instant::now() < deadline, "the DSN never reached the relay");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the DSN never reached the relay", 60, || receiving.exists());
     server.kill();
     relay.stop();
     assert_eq!(reported(&install, &id), 0);
@@ -555,11 +534,9 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     );
     let (raw, _) = relay.wait_for(relay.count().max(1));
     assert!(String::from_utf8_lossy(&raw).contains(&id));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reported(&install, &id) != 1 {
-        assert!(Instant::now() < deadline, "the resent DSN was not recorded");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the resent DSN was not recorded", 30, || {
+        reported(&install, &id) == 1
+    });
     let queue = install.admin(&["queue", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
     drop(server);

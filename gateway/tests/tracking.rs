@@ -13,13 +13,10 @@ fn enable_admin(install: &Install) -> String {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let token_file = install.pki("admin.token");
     std::fs::write(&token_file, &token).unwrap();
-    let path = install.config();
-    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    let admin: toml::Table = "listen = \"127.0.0.1:0\"\ntoken_file = \"pki/admin.token\"\n"
-        .parse()
-        .unwrap();
-    config.insert("admin".into(), admin.into());
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    install.set_config_table(
+        "admin",
+        "listen = \"127.0.0.1:0\"\ntoken_file = \"pki/admin.token\"\n",
+    );
     token
 }
 

@@ -94,6 +94,14 @@ impl Install {
         self.dir.path().join(name)
     }
 
+    /// Sets table `name` of `kvgate.toml` to `table` (TOML text).
+    pub fn set_config_table(&self, name: &str, table: &str) {
+        let path = self.config();
+        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        config.insert(name.into(), table.parse::<toml::Table>().unwrap().into());
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    }
+
     /// Runs an admin command against this installation.
     pub fn admin(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(KVGATE);
@@ -462,4 +470,13 @@ pub fn enrol(install: &Install, server: &Server, public_key: &str) -> String {
         "Authorization: Bearer {}",
         answer["token"].as_str().unwrap()
     )
+}
+
+/// Polls `done` every 50 ms until it holds; fails with `what` after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

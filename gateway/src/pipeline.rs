@@ -158,26 +158,12 @@ impl Pipeline {
             Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
-                let events = submission
-                    .recipients
-                    .iter()
-                    .map(|r| {
-                        Event::new(EventKind::Failed)
-                            .recipient(&r.address)
-                            .reason(refusal.reason)
-                            .detail(refusal.detail.clone())
-                    })
-                    .collect();
-                let fates: Vec<Fate<'_>> = submission
-                    .recipients
-                    .iter()
-                    .map(|recipient| Fate {
-                        recipient,
-                        action: Action::Failed,
-                        status: status_for(refusal.reason),
-                        reason: Some((refusal.reason.to_owned(), refusal.detail.clone())),
-                    })
-                    .collect();
+                let (events, fates) = Fate::everyone(
+                    &submission,
+                    (Action::Failed, EventKind::Failed),
+                    refusal.reason,
+                    &refusal.detail,
+                );
                 let reports = Dsn::queue_for(&self.hostname, &submission, &raw, &fates)?;
                 self.store
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;

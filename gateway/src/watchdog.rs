@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvgate_store::{
-    Event, EventKind, Spool, Store, StoreError, Submission, SubmissionState, TrackingId, now,
+    Event, EventKind, Outbound, Spool, Store, StoreError, Submission, SubmissionState, TrackingId,
+    now,
 };
 use tokio::sync::{Notify, watch};
 
 use crate::config::QueuePolicy;
 use crate::pipeline::Transient;
-use crate::reports::{Action, Dsn, Fate, status_for};
+use crate::reports::{Action, Dsn, Fate};
 
 /// The watchdog and what it needs.
 pub struct Watchdog {
@@ -147,27 +148,8 @@ impl Watchdog {
         kind: EventKind,
         reason: &str,
         sentence: &str,
-    ) -> Result<(Vec<Event>, Vec<kvgate_store::Outbound>), Transient> {
-        let events = submission
-            .recipients
-            .iter()
-            .map(|r| {
-                Event::new(kind)
-                    .recipient(&r.address)
-                    .reason(reason)
-                    .detail(sentence)
-            })
-            .collect();
-        let fates: Vec<Fate<'_>> = submission
-            .recipients
-            .iter()
-            .map(|recipient| Fate {
-                recipient,
-                action,
-                status: status_for(reason),
-                reason: Some((reason.to_owned(), sentence.to_owned())),
-            })
-            .collect();
+    ) -> Result<(Vec<Event>, Vec<Outbound>), Transient> {
+        let (events, fates) = Fate::everyone(submission, (action, kind), reason, sentence);
         let received = self.spool.read(&submission.tracking_id)?;
         let reports = Dsn::queue_for(&self.hostname, submission, &received, &fates)?;
         Ok((events, reports))

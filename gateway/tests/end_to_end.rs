@@ -64,13 +64,7 @@ fn openssl_letter_reaches_gpg_member_intact() {
 
     let pdf = pdf_bytes();
     let message = install.practice_letter(&letter_with_pdf("Befund", &pdf), "Befund");
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &message,
-    );
-    let id = tracking_id(&reply);
+    let id = server.send_to_member(&install, &message);
     let trail = wait_final(&install, &id);
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
     assert_eq!(

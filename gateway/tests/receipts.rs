@@ -207,13 +207,7 @@ fn delivery_status_notifications_follow_notify_and_ret() {
 
     // An unsigned letter fails; the default NOTIFY (FAILURE,DELAY) asks for a DSN.
     let unsigned = install.openssl_letter(&text_letter("x", "UNSIGNED-MARKER"), None, "Befund");
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &unsigned,
-    );
-    let failed_id = tracking_id(&reply);
+    let failed_id = server.send_to_member(&install, &unsigned);
     let (raw, summary) = relay.wait_for(1);
     assert_eq!(summary["mail_from"], "<>");
     assert_eq!(summary["rcpt_tos"], serde_json::json!([PRACTICE]));
@@ -343,13 +337,7 @@ fn letter_asking(install: &Install, dnt: Option<&str>, message_id: &str) -> Vec<
 
 /// Delivers a letter and returns (tracking ID, message ID in the inbox).
 fn deliver(install: &Install, server: &Server, auth: &str, letter: &[u8]) -> (String, String) {
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        letter,
-    );
-    let id = tracking_id(&reply);
+    let id = server.send_to_member(install, letter);
     assert_eq!(wait_final(install, &id)["submission"]["state"], "delivered");
     let (status, list) = curl(
         install,
@@ -459,6 +447,31 @@ fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
     }
 }
 
+/// `kvgate queue retry ENTRY`, then waits until the relay has a report and the
+/// submission `id` records exactly one `reported`, with the queue empty. Returns the
+/// relay's newest message.
+fn retry_until_reported(
+    install: &Install,
+    relay: &Relay,
+    entry: &serde_json::Value,
+    id: &str,
+) -> (Vec<u8>, serde_json::Value) {
+    let out = install.admin(&["queue", "retry", entry.as_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the relay got nothing", 60, || relay.count() >= 1);
+    let received = relay.wait_for(relay.count());
+    wait_until("the sent report was not recorded", 30, || {
+        reported(install, id) == 1
+    });
+    let queue = install.admin(&["queue", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
+    received
+}
+
 #[test]
 fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
     require(&["openssl", "python3"]);
@@ -482,19 +495,8 @@ fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
     assert!(entry["last_error"].is_string());
 
     relay.start();
-    let out = install.admin(&["queue", "retry", entry["id"].as_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (_, summary) = relay.wait_for(1);
+    let (_, summary) = retry_until_reported(&install, &relay, &entry["id"], &id);
     assert_eq!(summary["report"]["per_recipient"][0]["Action"], "delivered");
-    wait_until("the sent DSN was not recorded", 30, || {
-        reported(&install, &id) == 1
-    });
-    let queue = install.admin(&["queue", "list", "--json"]);
-    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
     drop(server);
 }
 
@@ -526,19 +528,8 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     // Back up: the DSN goes out again (no 250 was recorded) and is recorded once.
     relay.start();
     let server = install.serve(&[]);
-    let out = install.admin(&["queue", "retry", queue[0]["id"].as_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (raw, _) = relay.wait_for(relay.count().max(1));
+    let (raw, _) = retry_until_reported(&install, &relay, &queue[0]["id"], &id);
     assert!(String::from_utf8_lossy(&raw).contains(&id));
-    wait_until("the resent DSN was not recorded", 30, || {
-        reported(&install, &id) == 1
-    });
-    let queue = install.admin(&["queue", "list", "--json"]);
-    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
     drop(server);
 }
 
@@ -553,13 +544,7 @@ fn a_held_letter_is_reported_delayed_then_expired() {
     let server = install.serve(&["--hold-queue"]);
 
     let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &letter,
-    );
-    let id = tracking_id(&reply);
+    let id = server.send_to_member(&install, &letter);
 
     let (raw, summary) = relay.wait_for(1);
     let recipient = &summary["report"]["per_recipient"][0];

@@ -29,13 +29,7 @@ fn operators_read_tracking_and_queue_over_https_with_their_token() {
     let admin = server.admin.expect("the admin endpoint listens");
 
     let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &letter,
-    );
-    let id = tracking_id(&reply);
+    let id = server.send_to_member(&install, &letter);
     wait_final(&install, &id);
 
     let auth = format!("Authorization: Bearer {token}");

@@ -4,7 +4,7 @@
 //! whole message as received — ciphertext, never what the gateway decrypted).
 
 use base64::Engine;
-use kvgate_store::{Outbound, Recipient, Submission, Timestamp, now};
+use kvgate_store::{Event, EventKind, Outbound, Recipient, Submission, Timestamp, now};
 use serde::{Deserialize, Serialize};
 
 use super::{Report, ReportError};
@@ -20,6 +20,35 @@ pub struct Fate<'a> {
     pub status: &'static str,
     /// The reason code and sentence, for failures and delays.
     pub reason: Option<(String, String)>,
+}
+
+impl<'a> Fate<'a> {
+    /// One outcome for every recipient of `submission`: the tracking events that
+    /// record it and the fates a DSN reports.
+    pub fn everyone(
+        submission: &'a Submission,
+        (action, kind): (Action, EventKind),
+        reason: &str,
+        sentence: &str,
+    ) -> (Vec<Event>, Vec<Fate<'a>>) {
+        submission
+            .recipients
+            .iter()
+            .map(|recipient| {
+                let event = Event::new(kind)
+                    .recipient(&recipient.address)
+                    .reason(reason)
+                    .detail(sentence);
+                let fate = Fate {
+                    recipient,
+                    action,
+                    status: status_for(reason),
+                    reason: Some((reason.to_owned(), sentence.to_owned())),
+                };
+                (event, fate)
+            })
+            .unzip()
+    }
 }
 
 /// The enhanced status (RFC 3463) a DSN reports for a refusal reason.

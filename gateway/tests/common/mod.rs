@@ -315,6 +315,18 @@ impl Server {
         block_on(smtp::submit(self.smtps, tls, from, to, message)).unwrap()
     }
 
+    /// Sends `message` from the demo practice to the demo member's smarthealth inbox;
+    /// returns the tracking ID of the 250 reply.
+    pub fn send_to_member(&self, install: &Install, message: &[u8]) -> String {
+        let reply = self.send(
+            install.practice_tls(),
+            PRACTICE,
+            &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+            message,
+        );
+        tracking_id(&reply)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as libc::pid_t;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use openssl::x509::{X509, X509Ref};
+use openssl::x509::{X509, X509NameRef, X509Ref};
 
 use crate::error::{CertError, Context};
 
@@ -31,8 +31,13 @@ pub fn fingerprint_der(der: &[u8]) -> String {
 
 /// The subject as one readable line, e.g. `CN=Demo Practice, O=demo-practice.test`.
 pub fn subject_line(cert: &X509Ref) -> String {
+    name_line(cert.subject_name())
+}
+
+/// A distinguished name as one readable line, e.g. `CN=Demo CA, O=Demo`.
+pub fn name_line(name: &X509NameRef) -> String {
     let mut parts = Vec::new();
-    for entry in cert.subject_name().entries() {
+    for entry in name.entries() {
         let nid = entry.object().nid();
         let label = nid
             .short_name()

@@ -2,6 +2,8 @@
 
 use openssl::error::ErrorStack;
 
+pub(super) use crate::error::reasons;
+
 /// Why [`unwrap`](super::unwrap) refused a message. [`UnwrapError::reason`] gives a
 /// stable code for logs, DSNs and tests; `Display` gives a sentence for people.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,48 @@ pub enum UnwrapError {
         /// Name of the refused algorithm.
         algorithm: String,
     },
+    /// A certificate of the signer's chain is revoked (`signer-revoked`).
+    #[error("the certificate {subject} of the signer's chain is revoked: {detail}")]
+    SignerRevoked {
+        /// Subject of the revoked certificate.
+        subject: String,
+        /// When, and which source said so.
+        detail: String,
+    },
+    /// Hard-fail: the revocation status of a certificate of the signer's chain
+    /// could not be established (`revocation-unknown`).
+    #[error("the revocation status of {subject} could not be checked: {detail}")]
+    RevocationUnknown {
+        /// Subject of the certificate.
+        subject: String,
+        /// What each CRL or OCSP source said.
+        detail: String,
+    },
+    /// The signer certificate may not sign e-mail: keyUsage without
+    /// digitalSignature or nonRepudiation, or an extendedKeyUsage without
+    /// emailProtection (`signer-usage`).
+    #[error("the certificate {subject} may not sign e-mail: {detail}")]
+    SignerUsage {
+        /// Subject of the signer certificate.
+        subject: String,
+        /// What the chain check said.
+        detail: String,
+    },
+    /// A certificate of the signer's chain has a critical extension that is not
+    /// understood (`critical-extension`).
+    #[error("the certificate {subject} has an unknown critical extension: {detail}")]
+    CriticalExtension {
+        /// Subject of the signer certificate.
+        subject: String,
+        /// What the chain check said.
+        detail: String,
+    },
+    /// A `multipart/signed` whose signature also embeds content: what is shown
+    /// would not be what is signed (`content-confusion`, CVE-2018-18509 class).
+    #[error(
+        "the multipart/signed signature embeds its own content, which could differ from the visible part"
+    )]
+    ContentConfusion,
     /// More nested S/MIME layers than allowed (`too-deep`).
     #[error("the message nests more than {max} S/MIME layers")]
     TooDeep {
@@ -62,29 +106,13 @@ impl UnwrapError {
             UnwrapError::UntrustedSigner { .. } => "untrusted-signer",
             UnwrapError::SignerExpired { .. } => "signer-expired",
             UnwrapError::WeakAlgorithm { .. } => "weak-algorithm",
+            UnwrapError::SignerRevoked { .. } => "signer-revoked",
+            UnwrapError::RevocationUnknown { .. } => "revocation-unknown",
+            UnwrapError::SignerUsage { .. } => "signer-usage",
+            UnwrapError::CriticalExtension { .. } => "critical-extension",
+            UnwrapError::ContentConfusion => "content-confusion",
             UnwrapError::TooDeep { .. } => "too-deep",
         }
-    }
-}
-
-/// OpenSSL's error reasons as one short line, e.g. "content verify error".
-pub(super) fn reasons(errors: &ErrorStack) -> String {
-    let mut lines: Vec<String> = errors
-        .errors()
-        .iter()
-        .map(|e| {
-            let reason = e.reason().unwrap_or("unknown reason");
-            match e.data() {
-                Some(data) if !data.is_empty() => format!("{reason} ({data})"),
-                _ => reason.to_owned(),
-            }
-        })
-        .collect();
-    lines.dedup();
-    if lines.is_empty() {
-        "no details from OpenSSL".to_owned()
-    } else {
-        lines.join("; ")
     }
 }
 

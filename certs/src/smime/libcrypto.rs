@@ -31,6 +31,7 @@ unsafe extern "C" {
         psig: *mut *mut ffi::X509_ALGOR,
     );
     fn CMS_get1_certs(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
+    fn CMS_is_detached(cms: *mut ffi::CMS_ContentInfo) -> c_int;
     fn OPENSSL_cleanse(ptr: *mut c_void, len: usize);
 }
 
@@ -56,6 +57,13 @@ pub(super) fn content_type(cms: &CmsContentInfoRef) -> ContentType {
         ffi::NID_pkcs7_signed => ContentType::Signed,
         other => ContentType::Other(Nid::from_raw(other)),
     }
+}
+
+/// Whether `cms` carries no content of its own (a detached signature).
+pub(super) fn is_detached(cms: &CmsContentInfoRef) -> bool {
+    // SAFETY: `cms` is valid for the borrow; CMS_is_detached only reads it and
+    // returns 1 (detached), 0 (content present) or -1 (no content field).
+    unsafe { CMS_is_detached(cms.as_ptr()) == 1 }
 }
 
 /// What one SignerInfo of a SignedData says.

@@ -13,6 +13,8 @@ use std::time::SystemTime;
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use zeroize::Zeroizing;
 
+use crate::revocation::RevocationStatus;
+
 pub use error::UnwrapError;
 pub use keys::{DecryptionKey, TrustAnchors};
 
@@ -33,6 +35,18 @@ pub struct Signer {
     pub fingerprint: String,
     /// The signer certificate's subject, readable.
     pub subject: String,
+    /// The signer certificate's serial number, uppercase hex.
+    pub serial: String,
+    /// The signer certificate's issuer, readable.
+    pub issuer: String,
+    /// The digest algorithm of the signature, e.g. `SHA256`.
+    pub digest_algorithm: String,
+    /// The signature algorithm, e.g. `RSASSA-PSS` or `ecdsa-with-SHA384`.
+    pub signature_algorithm: String,
+    /// What revocation checking found for the signer's chain.
+    pub revocation: RevocationStatus,
+    /// The instant the chain was validated for.
+    pub verified_at: SystemTime,
     /// The signer certificate, DER.
     pub cert_der: Vec<u8>,
 }
@@ -155,6 +169,9 @@ fn multipart_signed(
         return Err(UnwrapError::Malformed(
             "the signature part of multipart/signed is not signed data".to_owned(),
         ));
+    }
+    if !libcrypto::is_detached(&read.cms) {
+        return Err(UnwrapError::ContentConfusion);
     }
     signature::verify(read.cms, Some(&content), anchors, at)
 }

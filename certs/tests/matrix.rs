@@ -1,0 +1,464 @@
+//! The S/MIME matrix of issue 4, every cell made by the `openssl` command-line
+//! tool (an independent implementation): key transport and key agreement with
+//! every content cipher, several gateway keys at once, every signature algorithm
+//! opaque and detached, nesting, and path validation.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::pki::{Publish, TestPki};
+use kvgate_certs::revocation::RevocationStatus;
+use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, UnwrapError, Unwrapped};
+use kvgate_certs::x509;
+
+const LETTER: &str = "From: Praxis Dr. Demo <praxis@demo-practice.test>\n\
+To: <A123456780@smarthealth.kvgate.test>\n\
+Subject: Befund vom 1. April\n\
+MIME-Version: 1.0\n\
+Content-Type: text/plain; charset=utf-8\n\
+\n\
+Sehr geehrte Frau Muster,\n\
+anbei Ihr Befund: alles in Ordnung.\n";
+
+/// The gateway's keys during a rollover: two RSA, two ECC.
+const GATEWAY_KEYS: [(&str, &str); 4] = [
+    ("gw-rsa", "rsa2048"),
+    ("gw-rsa-previous", "rsa3072"),
+    ("gw-p256", "p256"),
+    ("gw-bp256", "bp256"),
+];
+
+struct Matrix {
+    pki: TestPki,
+    keys: Vec<DecryptionKey>,
+    anchors: TrustAnchors,
+}
+
+impl Matrix {
+    fn new() -> Matrix {
+        let pki = TestPki::new(&Publish::default());
+        for (name, kind) in GATEWAY_KEYS {
+            pki.issue(name, kind, "encrypt");
+        }
+        pki.issue("practice", "rsa2048", "sign");
+        common::write(pki.path(), "letter.eml", LETTER);
+        let keys = GATEWAY_KEYS
+            .iter()
+            .map(|(name, _)| pki.decryption_key(name))
+            .collect();
+        let anchors = pki.anchors();
+        Matrix { pki, keys, anchors }
+    }
+
+    fn unwrap_file(&self, name: &str) -> Result<Unwrapped, UnwrapError> {
+        self.unwrap_with(name, &self.anchors, SystemTime::now())
+    }
+
+    fn unwrap_with(
+        &self,
+        name: &str,
+        anchors: &TrustAnchors,
+        at: SystemTime,
+    ) -> Result<Unwrapped, UnwrapError> {
+        smime::unwrap(&self.pki.read(name), &self.keys, anchors, at)
+    }
+
+    /// Checks that `name` unwraps to the letter signed by `signer`; returns a
+    /// description of what is wrong, if anything.
+    fn check(&self, name: &str, signer: &str, encrypted: bool) -> Option<String> {
+        let unwrapped = match self.unwrap_file(name) {
+            Ok(unwrapped) => unwrapped,
+            Err(e) => return Some(format!("{name}: {}: {e}", e.reason())),
+        };
+        let found = unwrapped.signer.as_ref().map(|s| s.fingerprint.clone());
+        if common::lf(&unwrapped.content) != LETTER.as_bytes()
+            || found != Some(self.pki.fingerprint(signer))
+            || unwrapped.encrypted != encrypted
+        {
+            return Some(format!("{name}: wrong content, signer or encryption flag"));
+        }
+        None
+    }
+
+    fn reason(&self, name: &str) -> &'static str {
+        reason(self.unwrap_file(name))
+    }
+}
+
+fn reason(result: Result<Unwrapped, UnwrapError>) -> &'static str {
+    match result {
+        Ok(_) => panic!("unwrap succeeded where it should fail"),
+        Err(e) => {
+            eprintln!("{}: {e}", e.reason());
+            e.reason()
+        }
+    }
+}
+
+#[test]
+fn decryption_matrix_with_four_gateway_keys() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    m.pki
+        .sign("letter.eml", "signed.eml", "practice", false, &[]);
+    // (file, recipient certificate, content cipher, key transport options)
+    let cells: [(&str, &str, &str, &[&str]); 9] = [
+        ("rsa15-aes128", "gw-rsa", "-aes-128-cbc", &[]),
+        (
+            "rsa15-aes192-previous",
+            "gw-rsa-previous",
+            "-aes-192-cbc",
+            &[],
+        ),
+        (
+            "oaep-aes256",
+            "gw-rsa",
+            "-aes-256-cbc",
+            &["-keyopt", "rsa_padding_mode:oaep"],
+        ),
+        (
+            "oaep-sha256-aes128-previous",
+            "gw-rsa-previous",
+            "-aes-128-cbc",
+            &[
+                "-keyopt",
+                "rsa_padding_mode:oaep",
+                "-keyopt",
+                "rsa_oaep_md:sha256",
+            ],
+        ),
+        ("ecdh-p256-aes256", "gw-p256", "-aes-256-cbc", &[]),
+        ("ecdh-bp256-aes128", "gw-bp256", "-aes-128-cbc", &[]),
+        ("gcm128-rsa", "gw-rsa", "-aes-128-gcm", &[]),
+        (
+            "gcm256-oaep",
+            "gw-rsa",
+            "-aes-256-gcm",
+            &["-keyopt", "rsa_padding_mode:oaep"],
+        ),
+        ("gcm256-bp256", "gw-bp256", "-aes-256-gcm", &[]),
+    ];
+    let mut failures = Vec::new();
+    for (name, recipient, cipher, options) in cells {
+        let (out, recip) = (format!("{name}.eml"), format!("{recipient}.pem"));
+        let mut args = vec!["cms", "-encrypt", "-in", "signed.eml", "-out", &out, cipher];
+        args.extend(["-recip", &recip]);
+        args.extend_from_slice(options);
+        m.pki.run(&args);
+        failures.extend(m.check(&out, "practice", true));
+    }
+    // Two recipients, the gateway second: the matching RecipientInfo is found.
+    m.pki.issue("someone-else", "p256", "encrypt");
+    m.pki.run(&[
+        "cms",
+        "-encrypt",
+        "-in",
+        "signed.eml",
+        "-out",
+        "two.eml",
+        "-aes-256-gcm",
+        "someone-else.pem",
+        "gw-bp256.pem",
+    ]);
+    failures.extend(m.check("two.eml", "practice", true));
+    assert!(failures.is_empty(), "failing cells: {failures:#?}");
+
+    // Key agreement to a key the gateway does not hold: a reason, not a crash.
+    m.pki.run(&[
+        "cms",
+        "-encrypt",
+        "-in",
+        "signed.eml",
+        "-out",
+        "other.eml",
+        "-aes-256-cbc",
+        "someone-else.pem",
+    ]);
+    assert_eq!(m.reason("other.eml"), "not-for-gateway");
+}
+
+#[test]
+fn signature_matrix_opaque_and_detached() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    // (signer key type, detached, options, expected digest, expected signature algorithm)
+    let cells: [(&str, bool, &[&str], &str, &str); 9] = [
+        (
+            "rsa2048",
+            false,
+            &["-md", "sha256"],
+            "SHA256",
+            "rsaEncryption",
+        ),
+        (
+            "rsa2048",
+            true,
+            &["-md", "sha512"],
+            "SHA512",
+            "rsaEncryption",
+        ),
+        (
+            "rsa3072",
+            true,
+            &["-md", "sha256", "-keyopt", "rsa_padding_mode:pss"],
+            "SHA256",
+            "RSASSA-PSS",
+        ),
+        (
+            "rsa3072",
+            false,
+            &["-md", "sha384", "-keyopt", "rsa_padding_mode:pss"],
+            "SHA384",
+            "RSASSA-PSS",
+        ),
+        (
+            "p256",
+            true,
+            &["-md", "sha256"],
+            "SHA256",
+            "ecdsa-with-SHA256",
+        ),
+        (
+            "p384",
+            false,
+            &["-md", "sha384"],
+            "SHA384",
+            "ecdsa-with-SHA384",
+        ),
+        (
+            "bp256",
+            true,
+            &["-md", "sha256"],
+            "SHA256",
+            "ecdsa-with-SHA256",
+        ),
+        (
+            "bp384",
+            false,
+            &["-md", "sha384"],
+            "SHA384",
+            "ecdsa-with-SHA384",
+        ),
+        (
+            "bp384",
+            true,
+            &["-md", "sha512"],
+            "SHA512",
+            "ecdsa-with-SHA512",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (index, (kind, detached, options, digest, signature)) in cells.into_iter().enumerate() {
+        let signer = format!("signer-{index}-{kind}");
+        m.pki.issue(&signer, kind, "sign");
+        let out = format!("{signer}.eml");
+        m.pki.sign("letter.eml", &out, &signer, detached, options);
+        if let Some(failure) = m.check(&out, &signer, false) {
+            failures.push(failure);
+            continue;
+        }
+        let unwrapped = m.unwrap_file(&out).unwrap();
+        let found = unwrapped.signer.unwrap();
+        if (
+            found.digest_algorithm.as_str(),
+            found.signature_algorithm.as_str(),
+        ) != (digest, signature)
+        {
+            failures.push(format!(
+                "{out}: algorithms {} / {}, expected {digest} / {signature}",
+                found.digest_algorithm, found.signature_algorithm
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "failing cells: {failures:#?}");
+
+    // SHA-1 is refused with a reason, for RSA and ECDSA alike.
+    m.pki.issue("sha1-ec", "p256", "sign");
+    m.pki.sign(
+        "letter.eml",
+        "sha1-rsa.eml",
+        "practice",
+        true,
+        &["-md", "sha1"],
+    );
+    m.pki.sign(
+        "letter.eml",
+        "sha1-ec.eml",
+        "sha1-ec",
+        false,
+        &["-md", "sha1"],
+    );
+    assert_eq!(m.reason("sha1-rsa.eml"), "weak-algorithm");
+    assert_eq!(m.reason("sha1-ec.eml"), "weak-algorithm");
+}
+
+#[test]
+fn signer_details_travel_with_the_letter() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    m.pki
+        .sign("letter.eml", "signed.eml", "practice", true, &[]);
+    let at = SystemTime::now();
+    let signer = m
+        .unwrap_with("signed.eml", &m.anchors, at)
+        .unwrap()
+        .signer
+        .unwrap();
+    let serial =
+        String::from_utf8(
+            m.pki
+                .run(&["x509", "-in", "practice.pem", "-noout", "-serial"]),
+        )
+        .unwrap();
+    assert_eq!(format!("serial={}\n", signer.serial), serial);
+    assert_eq!(signer.subject, "CN=practice, O=kvgate test");
+    assert_eq!(signer.issuer, "CN=int, O=kvgate test");
+    assert_eq!(signer.verified_at, at);
+    // Neither certificate names a CRL or OCSP source.
+    assert_eq!(
+        signer.revocation,
+        RevocationStatus::NotChecked {
+            detail: "CN=practice, O=kvgate test: names no CRL or OCSP source; \
+                     CN=int, O=kvgate test: names no CRL or OCSP source"
+                .to_owned()
+        }
+    );
+}
+
+#[test]
+fn nested_layers_unwrap_to_the_innermost_content() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    m.pki.issue("outer-signer", "p256", "sign");
+    // Triple wrap (RFC 2634): sign, encrypt, sign again (by another party).
+    m.pki.sign("letter.eml", "inner.eml", "practice", true, &[]);
+    m.pki.run(&[
+        "cms",
+        "-encrypt",
+        "-in",
+        "inner.eml",
+        "-out",
+        "middle.eml",
+        "-aes-256-gcm",
+        "gw-p256.pem",
+    ]);
+    m.pki
+        .sign("middle.eml", "triple.eml", "outer-signer", false, &[]);
+    assert_eq!(m.check("triple.eml", "practice", true), None);
+    // Encrypt-then-sign with key agreement and a detached signature.
+    m.pki.run(&[
+        "cms",
+        "-encrypt",
+        "-in",
+        "letter.eml",
+        "-out",
+        "enc.eml",
+        "-aes-128-cbc",
+        "gw-bp256.pem",
+    ]);
+    m.pki
+        .sign("enc.eml", "enc-signed.eml", "practice", true, &[]);
+    assert_eq!(m.check("enc-signed.eml", "practice", true), None);
+}
+
+#[test]
+fn path_validation_refuses_unfit_certificates() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    let cases = [
+        ("no-signing-usage", "no_signing_usage", "signer-usage"),
+        ("server-only", "server_only", "signer-usage"),
+        ("unknown-critical", "unknown_critical", "critical-extension"),
+    ];
+    for (name, section, expected) in cases {
+        m.pki.issue(name, "p256", section);
+        let out = format!("{name}.eml");
+        m.pki.sign("letter.eml", &out, name, true, &[]);
+        assert_eq!(m.reason(&out), expected, "{name}");
+    }
+    // A leaf under an intermediate that is not a CA (basicConstraints).
+    m.pki.issue("fake-ca", "rsa2048", "not_a_ca");
+    m.pki.issue_from("under-fake-ca", "p256", "sign", "fake-ca");
+    m.pki.run(&[
+        "cms",
+        "-sign",
+        "-in",
+        "letter.eml",
+        "-out",
+        "fake.eml",
+        "-signer",
+        "under-fake-ca.pem",
+        "-inkey",
+        "under-fake-ca.key",
+        "-certfile",
+        "fake-ca.pem",
+    ]);
+    assert_eq!(m.reason("fake.eml"), "untrusted-signer");
+}
+
+#[test]
+fn validity_is_judged_at_verification_time() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    m.pki
+        .sign("letter.eml", "signed.eml", "practice", true, &[]);
+    let in_two_years = SystemTime::now() + Duration::from_secs(2 * 365 * 86_400);
+    assert!(
+        m.unwrap_with("signed.eml", &m.anchors, SystemTime::now())
+            .is_ok()
+    );
+    assert_eq!(
+        reason(m.unwrap_with("signed.eml", &m.anchors, in_two_years)),
+        "signer-expired"
+    );
+    // A certificate that expired before it was used.
+    m.pki
+        .issue_dated("expired", "p256", "20200101000000Z", "20210101000000Z");
+    m.pki
+        .sign("letter.eml", "expired.eml", "expired", true, &[]);
+    assert_eq!(m.reason("expired.eml"), "signer-expired");
+}
+
+#[test]
+fn intermediates_may_come_from_a_configured_store() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    // Signed without the intermediate in the message.
+    m.pki.run(&[
+        "cms",
+        "-sign",
+        "-in",
+        "letter.eml",
+        "-out",
+        "bare.eml",
+        "-signer",
+        "practice.pem",
+        "-inkey",
+        "practice.key",
+    ]);
+    assert_eq!(m.reason("bare.eml"), "untrusted-signer");
+    let intermediates = x509::parse_pem_chain(&m.pki.read("int.pem")).unwrap();
+    let anchors = m.anchors.clone().with_intermediates(&intermediates);
+    let unwrapped = m
+        .unwrap_with("bare.eml", &anchors, SystemTime::now())
+        .unwrap();
+    assert_eq!(
+        unwrapped.signer.unwrap().fingerprint,
+        m.pki.fingerprint("practice")
+    );
+}

@@ -9,25 +9,8 @@ use std::time::Duration;
 /// The largest response accepted (a CRL of a big CA is a few MiB).
 const MAX_RESPONSE: u64 = 32 * 1024 * 1024;
 
-/// Why a fetch failed, as a sentence.
-#[derive(Debug, thiserror::Error)]
-#[error("{url}: {detail}")]
-pub(crate) struct FetchError {
-    url: String,
-    detail: String,
-}
-
-impl FetchError {
-    fn new(url: &str, detail: impl Into<String>) -> Self {
-        FetchError {
-            url: url.to_owned(),
-            detail: detail.into(),
-        }
-    }
-}
-
 /// `GET url`, returning the body of a 200 answer.
-pub(crate) fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, FetchError> {
+pub(crate) fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     exchange(url, None, timeout)
 }
 
@@ -37,19 +20,14 @@ pub(crate) fn post(
     content_type: &str,
     body: &[u8],
     timeout: Duration,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Vec<u8>, String> {
     exchange(url, Some((content_type, body)), timeout)
 }
 
 /// One request and its answer; `post` selects POST with a body, else GET.
-fn exchange(
-    url: &str,
-    post: Option<(&str, &[u8])>,
-    timeout: Duration,
-) -> Result<Vec<u8>, FetchError> {
-    let (authority, path) = split_url(url).ok_or_else(|| {
-        FetchError::new(url, "only http://host[:port]/path addresses are supported")
-    })?;
+fn exchange(url: &str, post: Option<(&str, &[u8])>, timeout: Duration) -> Result<Vec<u8>, String> {
+    let (authority, path) =
+        split_url(url).ok_or("only http://host[:port]/path addresses are supported")?;
     let address = if authority.contains(':') {
         authority.to_owned()
     } else {
@@ -57,10 +35,10 @@ fn exchange(
     };
     let socket = address
         .to_socket_addrs()
-        .map_err(|e| FetchError::new(url, format!("cannot resolve {authority}: {e}")))?
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
         .next()
-        .ok_or_else(|| FetchError::new(url, format!("{authority} has no address")))?;
-    let io = |e: std::io::Error| FetchError::new(url, e.to_string());
+        .ok_or_else(|| format!("{authority} has no address"))?;
+    let io = |e: std::io::Error| e.to_string();
     let mut stream = TcpStream::connect_timeout(&socket, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
@@ -83,9 +61,9 @@ fn exchange(
         .read_to_end(&mut answer)
         .map_err(io)?;
     if answer.len() as u64 > MAX_RESPONSE {
-        return Err(FetchError::new(url, "the answer exceeds 32 MiB"));
+        return Err("the answer exceeds 32 MiB".to_owned());
     }
-    body_of(&answer).map_err(|detail| FetchError::new(url, detail))
+    body_of(&answer)
 }
 
 /// Splits `http://authority/path` into authority and path (`/` when absent).

@@ -246,7 +246,7 @@ impl Revocation {
         if let Some(cached) = cache.get(url).filter(|c| crl::is_current(c)) {
             return Ok(Arc::clone(cached));
         }
-        let body = http::get(url, self.policy.timeout).map_err(|e| e.to_string())?;
+        let body = http::get(url, self.policy.timeout)?;
         let fetched = Arc::new(crl::parse(&body)?);
         cache.insert(url.to_owned(), Arc::clone(&fetched));
         Ok(fetched)

@@ -61,8 +61,7 @@ pub(super) fn query(
     let der = request
         .to_der()
         .map_err(|e| failed("encoding the request", e))?;
-    let body =
-        http::post(url, "application/ocsp-request", &der, timeout).map_err(|e| e.to_string())?;
+    let body = http::post(url, "application/ocsp-request", &der, timeout)?;
     let response =
         OcspResponse::from_der(&body).map_err(|e| failed("the response is not OCSP", e))?;
     if response.status() != OcspResponseStatus::SUCCESSFUL {

@@ -462,3 +462,116 @@ fn intermediates_may_come_from_a_configured_store() {
         m.pki.fingerprint("practice")
     );
 }
+
+/// A `multipart/signed` entity with `visible` as its first part and `signature`
+/// (DER) as its signature part.
+fn multipart_signed(visible: &[u8], signature: &[u8]) -> Vec<u8> {
+    let mut entity = b"MIME-Version: 1.0\r\n\
+Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"sig\"\r\n\
+\r\n\
+--sig\r\n"
+        .to_vec();
+    entity.extend_from_slice(visible);
+    entity.extend_from_slice(
+        b"\r\n--sig\r\n\
+Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n",
+    );
+    for line in openssl::base64::encode_block(signature)
+        .as_bytes()
+        .chunks(64)
+    {
+        entity.extend_from_slice(line);
+        entity.extend_from_slice(b"\r\n");
+    }
+    entity.extend_from_slice(b"--sig--\r\n");
+    entity
+}
+
+#[test]
+fn signature_embedding_other_content_is_refused() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    // CVE-2018-18509 class: the signature carries (and validly signs) its own
+    // content; the visible part says something else.
+    let hidden = LETTER.replace("alles in Ordnung", "bitte sofort 500 EUR ueberweisen");
+    common::write(m.pki.path(), "hidden.eml", &hidden);
+    m.pki.run(&[
+        "cms",
+        "-sign",
+        "-nodetach",
+        "-binary",
+        "-in",
+        "hidden.eml",
+        "-outform",
+        "DER",
+        "-out",
+        "embedded.der",
+        "-signer",
+        "practice.pem",
+        "-inkey",
+        "practice.key",
+        "-certfile",
+        "int.pem",
+    ]);
+    let visible = LETTER.replace('\n', "\r\n");
+    let confused = multipart_signed(visible.as_bytes(), &m.pki.read("embedded.der"));
+    common::write(m.pki.path(), "confused.eml", &confused);
+    assert_eq!(m.reason("confused.eml"), "content-confusion");
+    // Even when the embedded content equals the visible part.
+    common::write(m.pki.path(), "visible.eml", &visible);
+    m.pki.run(&[
+        "cms",
+        "-sign",
+        "-nodetach",
+        "-binary",
+        "-in",
+        "visible.eml",
+        "-outform",
+        "DER",
+        "-out",
+        "same.der",
+        "-signer",
+        "practice.pem",
+        "-inkey",
+        "practice.key",
+        "-certfile",
+        "int.pem",
+    ]);
+    let same = multipart_signed(visible.as_bytes(), &m.pki.read("same.der"));
+    common::write(m.pki.path(), "same.eml", &same);
+    assert_eq!(m.reason("same.eml"), "content-confusion");
+}
+
+#[test]
+fn headers_outside_the_signature_are_not_delivered() {
+    if !common::have("openssl") {
+        return;
+    }
+    let m = Matrix::new();
+    m.pki
+        .sign("letter.eml", "detached.eml", "practice", true, &[]);
+    m.pki
+        .sign("letter.eml", "opaque.eml", "practice", false, &[]);
+    for name in ["detached.eml", "opaque.eml"] {
+        // Unsigned outer headers claiming another sender and subject.
+        let mut smuggled = b"From: <chef@other-practice.test>\r\nSubject: Kuendigung\r\n".to_vec();
+        smuggled.extend(m.pki.read(name));
+        let out = format!("smuggled-{name}");
+        common::write(m.pki.path(), &out, &smuggled);
+        let content = m.unwrap_file(&out).unwrap().content;
+        assert_eq!(common::lf(&content), LETTER.as_bytes(), "{name}");
+    }
+    // A header changed inside the signed part breaks the signature.
+    let signed = String::from_utf8(m.pki.read("detached.eml")).unwrap();
+    let forged = signed.replacen(
+        "Subject: Befund vom 1. April",
+        "Subject: Befund vom 2. April",
+        1,
+    );
+    assert_ne!(forged, signed);
+    common::write(m.pki.path(), "forged.eml", forged);
+    assert_eq!(m.reason("forged.eml"), "bad-signature");
+}

@@ -186,8 +186,14 @@ impl Pipeline {
             ));
         }
         let events = vec![Event::new(EventKind::Verified).detail(format!(
-            "signed by {} (sha256 {})",
-            signer.subject, signer.fingerprint
+            "signed by {} (sha256 {}, serial {}, issuer {}), {} with {}, revocation: {}",
+            signer.subject,
+            signer.fingerprint,
+            signer.serial,
+            signer.issuer,
+            signer.signature_algorithm,
+            signer.digest_algorithm,
+            signer.revocation
         ))];
         Ok((unwrapped, events))
     }

@@ -320,6 +320,7 @@ fn signer_details_travel_with_the_letter() {
     assert_eq!(format!("serial={}\n", signer.serial), serial);
     assert_eq!(signer.subject, "CN=practice, O=kvgate test");
     assert_eq!(signer.issuer, "CN=int, O=kvgate test");
+    assert_eq!(signer.emails, ["praxis@demo-practice.test"]);
     assert_eq!(signer.verified_at, at);
     // Neither certificate names a CRL or OCSP source.
     assert_eq!(

@@ -39,6 +39,8 @@ pub struct Signer {
     pub serial: String,
     /// The signer certificate's issuer, readable.
     pub issuer: String,
+    /// The e-mail addresses of its subjectAltName, lowercase.
+    pub emails: Vec<String>,
     /// The digest algorithm of the signature, e.g. `SHA256`.
     pub digest_algorithm: String,
     /// The signature algorithm, e.g. `RSASSA-PSS` or `ecdsa-with-SHA384`.

@@ -143,6 +143,16 @@ pub(super) fn verify(
             subject: crate::x509::subject_line(&cert),
             serial,
             issuer: crate::x509::name_line(cert.issuer_name()),
+            emails: cert
+                .subject_alt_names()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|name| name.email())
+                        .map(str::to_ascii_lowercase)
+                        .collect()
+                })
+                .unwrap_or_default(),
             digest_algorithm: algorithm_name(digest),
             signature_algorithm: algorithm_name(signature),
             revocation,

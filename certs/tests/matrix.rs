@@ -82,17 +82,7 @@ impl Matrix {
     }
 
     fn reason(&self, name: &str) -> &'static str {
-        reason(self.unwrap_file(name))
-    }
-}
-
-fn reason(result: Result<Unwrapped, UnwrapError>) -> &'static str {
-    match result {
-        Ok(_) => panic!("unwrap succeeded where it should fail"),
-        Err(e) => {
-            eprintln!("{}: {e}", e.reason());
-            e.reason()
-        }
+        common::reason(self.unwrap_file(name))
     }
 }
 
@@ -143,40 +133,31 @@ fn decryption_matrix_with_four_gateway_keys() {
     ];
     let mut failures = Vec::new();
     for (name, recipient, cipher, options) in cells {
-        let (out, recip) = (format!("{name}.eml"), format!("{recipient}.pem"));
-        let mut args = vec!["cms", "-encrypt", "-in", "signed.eml", "-out", &out, cipher];
-        args.extend(["-recip", &recip]);
-        args.extend_from_slice(options);
-        m.pki.run(&args);
+        let out = format!("{name}.eml");
+        m.pki
+            .encrypt("signed.eml", &out, cipher, &[recipient], options);
         failures.extend(m.check(&out, "practice", true));
     }
     // Two recipients, the gateway second: the matching RecipientInfo is found.
     m.pki.issue("someone-else", "p256", "encrypt");
-    m.pki.run(&[
-        "cms",
-        "-encrypt",
-        "-in",
+    m.pki.encrypt(
         "signed.eml",
-        "-out",
         "two.eml",
         "-aes-256-gcm",
-        "someone-else.pem",
-        "gw-bp256.pem",
-    ]);
+        &["someone-else", "gw-bp256"],
+        &[],
+    );
     failures.extend(m.check("two.eml", "practice", true));
     assert!(failures.is_empty(), "failing cells: {failures:#?}");
 
     // Key agreement to a key the gateway does not hold: a reason, not a crash.
-    m.pki.run(&[
-        "cms",
-        "-encrypt",
-        "-in",
+    m.pki.encrypt(
         "signed.eml",
-        "-out",
         "other.eml",
         "-aes-256-cbc",
-        "someone-else.pem",
-    ]);
+        &["someone-else"],
+        &[],
+    );
     assert_eq!(m.reason("other.eml"), "not-for-gateway");
 }
 
@@ -342,30 +323,14 @@ fn nested_layers_unwrap_to_the_innermost_content() {
     m.pki.issue("outer-signer", "p256", "sign");
     // Triple wrap (RFC 2634): sign, encrypt, sign again (by another party).
     m.pki.sign("letter.eml", "inner.eml", "practice", true, &[]);
-    m.pki.run(&[
-        "cms",
-        "-encrypt",
-        "-in",
-        "inner.eml",
-        "-out",
-        "middle.eml",
-        "-aes-256-gcm",
-        "gw-p256.pem",
-    ]);
+    m.pki
+        .encrypt("inner.eml", "middle.eml", "-aes-256-gcm", &["gw-p256"], &[]);
     m.pki
         .sign("middle.eml", "triple.eml", "outer-signer", false, &[]);
     assert_eq!(m.check("triple.eml", "practice", true), None);
     // Encrypt-then-sign with key agreement and a detached signature.
-    m.pki.run(&[
-        "cms",
-        "-encrypt",
-        "-in",
-        "letter.eml",
-        "-out",
-        "enc.eml",
-        "-aes-128-cbc",
-        "gw-bp256.pem",
-    ]);
+    m.pki
+        .encrypt("letter.eml", "enc.eml", "-aes-128-cbc", &["gw-bp256"], &[]);
     m.pki
         .sign("enc.eml", "enc-signed.eml", "practice", true, &[]);
     assert_eq!(m.check("enc-signed.eml", "practice", true), None);
@@ -391,20 +356,13 @@ fn path_validation_refuses_unfit_certificates() {
     // A leaf under an intermediate that is not a CA (basicConstraints).
     m.pki.issue("fake-ca", "rsa2048", "not_a_ca");
     m.pki.issue_from("under-fake-ca", "p256", "sign", "fake-ca");
-    m.pki.run(&[
-        "cms",
-        "-sign",
-        "-in",
+    m.pki.sign_with_chain(
         "letter.eml",
-        "-out",
         "fake.eml",
-        "-signer",
-        "under-fake-ca.pem",
-        "-inkey",
-        "under-fake-ca.key",
-        "-certfile",
-        "fake-ca.pem",
-    ]);
+        "under-fake-ca",
+        Some("fake-ca.pem"),
+        &[],
+    );
     assert_eq!(m.reason("fake.eml"), "untrusted-signer");
 }
 
@@ -422,7 +380,7 @@ fn validity_is_judged_at_verification_time() {
             .is_ok()
     );
     assert_eq!(
-        reason(m.unwrap_with("signed.eml", &m.anchors, in_two_years)),
+        common::reason(m.unwrap_with("signed.eml", &m.anchors, in_two_years)),
         "signer-expired"
     );
     // A certificate that expired before it was used.
@@ -440,18 +398,8 @@ fn intermediates_may_come_from_a_configured_store() {
     }
     let m = Matrix::new();
     // Signed without the intermediate in the message.
-    m.pki.run(&[
-        "cms",
-        "-sign",
-        "-in",
-        "letter.eml",
-        "-out",
-        "bare.eml",
-        "-signer",
-        "practice.pem",
-        "-inkey",
-        "practice.key",
-    ]);
+    m.pki
+        .sign_with_chain("letter.eml", "bare.eml", "practice", None, &[]);
     assert_eq!(m.reason("bare.eml"), "untrusted-signer");
     let intermediates = x509::parse_pem_chain(&m.pki.read("int.pem")).unwrap();
     let anchors = m.anchors.clone().with_intermediates(&intermediates);
@@ -463,6 +411,9 @@ fn intermediates_may_come_from_a_configured_store() {
         m.pki.fingerprint("practice")
     );
 }
+
+/// `openssl cms` options for a bare DER SignedData over the exact input octets.
+const DER: &[&str] = &["-binary", "-outform", "DER"];
 
 /// A `multipart/signed` entity with `visible` as its first part and `signature`
 /// (DER) as its signature part.
@@ -499,48 +450,16 @@ fn signature_embedding_other_content_is_refused() {
     // content; the visible part says something else.
     let hidden = LETTER.replace("alles in Ordnung", "bitte sofort 500 EUR ueberweisen");
     common::write(m.pki.path(), "hidden.eml", &hidden);
-    m.pki.run(&[
-        "cms",
-        "-sign",
-        "-nodetach",
-        "-binary",
-        "-in",
-        "hidden.eml",
-        "-outform",
-        "DER",
-        "-out",
-        "embedded.der",
-        "-signer",
-        "practice.pem",
-        "-inkey",
-        "practice.key",
-        "-certfile",
-        "int.pem",
-    ]);
+    m.pki
+        .sign("hidden.eml", "embedded.der", "practice", false, DER);
     let visible = LETTER.replace('\n', "\r\n");
     let confused = multipart_signed(visible.as_bytes(), &m.pki.read("embedded.der"));
     common::write(m.pki.path(), "confused.eml", &confused);
     assert_eq!(m.reason("confused.eml"), "content-confusion");
     // Even when the embedded content equals the visible part.
     common::write(m.pki.path(), "visible.eml", &visible);
-    m.pki.run(&[
-        "cms",
-        "-sign",
-        "-nodetach",
-        "-binary",
-        "-in",
-        "visible.eml",
-        "-outform",
-        "DER",
-        "-out",
-        "same.der",
-        "-signer",
-        "practice.pem",
-        "-inkey",
-        "practice.key",
-        "-certfile",
-        "int.pem",
-    ]);
+    m.pki
+        .sign("visible.eml", "same.der", "practice", false, DER);
     let same = multipart_signed(visible.as_bytes(), &m.pki.read("same.der"));
     common::write(m.pki.path(), "same.eml", &same);
     assert_eq!(m.reason("same.eml"), "content-confusion");

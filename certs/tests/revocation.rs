@@ -150,16 +150,6 @@ fn status(result: Result<Unwrapped, UnwrapError>) -> RevocationStatus {
     }
 }
 
-fn reason(result: Result<Unwrapped, UnwrapError>) -> &'static str {
-    match result {
-        Ok(_) => panic!("unwrap succeeded where it should fail"),
-        Err(e) => {
-            eprintln!("{}: {e}", e.reason());
-            e.reason()
-        }
-    }
-}
-
 fn with(pki: &TestPki, policy: RevocationPolicy) -> TrustAnchors {
     pki.anchors().with_revocation(Revocation::new(policy))
 }
@@ -207,12 +197,18 @@ fn crls_from_distribution_points_are_fetched_once_and_cached() {
         1,
         "the CRL is cached while current"
     );
-    assert_eq!(reason(verify(&pki, "revoked", &anchors)), "signer-revoked");
+    assert_eq!(
+        common::reason(verify(&pki, "revoked", &anchors)),
+        "signer-revoked"
+    );
     // A revoked intermediate takes its whole branch with it.
     pki.revoke("root", "int");
     server.publish(&pki);
     let fresh = pki.anchors();
-    assert_eq!(reason(verify(&pki, "good", &fresh)), "signer-revoked");
+    assert_eq!(
+        common::reason(verify(&pki, "good", &fresh)),
+        "signer-revoked"
+    );
 }
 
 #[test]
@@ -241,7 +237,7 @@ fn crl_files_cover_certificates_without_distribution_points() {
         }
     );
     assert_eq!(
-        reason(verify(&pki, "filed-revoked", &anchors)),
+        common::reason(verify(&pki, "filed-revoked", &anchors)),
         "signer-revoked"
     );
     // Without the file, nothing covers the leaf: recorded, not refused.
@@ -269,7 +265,7 @@ fn unreachable_sources_fail_hard_by_default_and_soft_by_choice() {
     pki.issue("dead", "p256", "sign_dead_crl");
     server.publish(&pki);
     assert_eq!(
-        reason(verify(&pki, "dead", &pki.anchors())),
+        common::reason(verify(&pki, "dead", &pki.anchors())),
         "revocation-unknown"
     );
     let RevocationStatus::NotChecked { detail } = status(verify(&pki, "dead", &with(&pki, soft())))
@@ -307,11 +303,11 @@ fn ocsp_responder_from_aia_with_cache_and_fail_modes() {
             }
         );
         assert_eq!(
-            reason(verify(&pki, "ocsp-revoked", &anchors)),
+            common::reason(verify(&pki, "ocsp-revoked", &anchors)),
             "signer-revoked"
         );
         assert_eq!(
-            reason(verify(&pki, "ocsp-unknown", &anchors)),
+            common::reason(verify(&pki, "ocsp-unknown", &anchors)),
             "revocation-unknown"
         );
     }
@@ -322,7 +318,7 @@ fn ocsp_responder_from_aia_with_cache_and_fail_modes() {
     ));
     // ...but without a cache, hard-fail refuses and soft-fail records it.
     assert_eq!(
-        reason(verify(&pki, "ocsp-good", &pki.anchors())),
+        common::reason(verify(&pki, "ocsp-good", &pki.anchors())),
         "revocation-unknown"
     );
     assert!(matches!(

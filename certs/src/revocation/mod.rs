@@ -265,10 +265,10 @@ impl Revocation {
             .ocsp_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((fetched, answer)) = cache.get(&key) {
-            if fetched.elapsed() < self.policy.ocsp_cache_for {
-                return Ok(answer.clone());
-            }
+        if let Some((fetched, answer)) = cache.get(&key)
+            && fetched.elapsed() < self.policy.ocsp_cache_for
+        {
+            return Ok(answer.clone());
         }
         let answer = ocsp::query(url, cert, issuers, store, self.policy.timeout)?;
         cache.insert(key, (Instant::now(), answer.clone()));

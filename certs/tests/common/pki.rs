@@ -310,23 +310,46 @@ impl TestPki {
     /// Signs `input` with `signer` into `output` (S/MIME, intermediate included):
     /// opaque unless `detached`, with `extra` options (e.g. `-md`, `-keyopt`).
     pub fn sign(&self, input: &str, output: &str, signer: &str, detached: bool, extra: &[&str]) {
+        let mut options = if detached { vec![] } else { vec!["-nodetach"] };
+        options.extend_from_slice(extra);
+        self.sign_with_chain(input, output, signer, Some("int.pem"), &options);
+    }
+
+    /// Signs `input` with `signer` into `output`, detached unless `extra` says
+    /// otherwise, carrying the certificates of `chain` (a PEM file), if any.
+    pub fn sign_with_chain(
+        &self,
+        input: &str,
+        output: &str,
+        signer: &str,
+        chain: Option<&str>,
+        extra: &[&str],
+    ) {
         let (cert, key) = (format!("{signer}.pem"), format!("{signer}.key"));
         let mut args = vec![
-            "cms",
-            "-sign",
-            "-in",
-            input,
-            "-out",
-            output,
-            "-signer",
-            &cert,
-            "-inkey",
-            &key,
-            "-certfile",
-            "int.pem",
+            "cms", "-sign", "-in", input, "-out", output, "-signer", &cert, "-inkey", &key,
         ];
-        if !detached {
-            args.push("-nodetach");
+        if let Some(chain) = chain {
+            args.extend(["-certfile", chain]);
+        }
+        args.extend_from_slice(extra);
+        self.run(&args);
+    }
+
+    /// Encrypts `input` into `output` with `cipher` to the certificates
+    /// `recipients` (names), with `extra` options for the last recipient.
+    pub fn encrypt(
+        &self,
+        input: &str,
+        output: &str,
+        cipher: &str,
+        recipients: &[&str],
+        extra: &[&str],
+    ) {
+        let files: Vec<String> = recipients.iter().map(|r| format!("{r}.pem")).collect();
+        let mut args = vec!["cms", "-encrypt", "-in", input, "-out", output, cipher];
+        for file in &files {
+            args.extend(["-recip", file.as_str()]);
         }
         args.extend_from_slice(extra);
         self.run(&args);

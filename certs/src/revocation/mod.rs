@@ -153,11 +153,6 @@ impl Revocation {
         Ok(self)
     }
 
-    /// The policy in force.
-    pub fn policy(&self) -> RevocationPolicy {
-        self.policy
-    }
-
     /// Checks every certificate of `chain` (leaf first, trust anchor last) but
     /// the anchor. `ocsp_store` holds the trust anchors for OCSP responses.
     pub(crate) fn check(

@@ -17,9 +17,13 @@ pub enum UnwrapError {
     /// Bad MIME, base64 or DER, or an unsupported CMS structure (`malformed`).
     #[error("the S/MIME structure is malformed: {0}")]
     Malformed(String),
-    /// No RecipientInfo matches any gateway key, or decryption failed (`not-for-gateway`).
+    /// No RecipientInfo matches any gateway key (`not-for-gateway`).
     #[error("the message is not encrypted for the gateway: {0}")]
     NotForGateway(String),
+    /// A RecipientInfo names a gateway key, but decryption failed: an
+    /// unsupported cipher, or a damaged key or content (`decryption-failed`).
+    #[error("the message is encrypted for the gateway but cannot be decrypted: {0}")]
+    DecryptionFailed(String),
     /// The signature does not verify: content altered or signature broken (`bad-signature`).
     #[error("the S/MIME signature does not verify (content altered or signature damaged): {0}")]
     BadSignature(String),
@@ -102,6 +106,7 @@ impl UnwrapError {
             UnwrapError::NotSmime { .. } => "not-smime",
             UnwrapError::Malformed(_) => "malformed",
             UnwrapError::NotForGateway(_) => "not-for-gateway",
+            UnwrapError::DecryptionFailed(_) => "decryption-failed",
             UnwrapError::BadSignature(_) => "bad-signature",
             UnwrapError::UntrustedSigner { .. } => "untrusted-signer",
             UnwrapError::SignerExpired { .. } => "signer-expired",

@@ -197,9 +197,12 @@ fn decrypt(
             )),
         }
     }
+    if !failures.is_empty() {
+        return Err(UnwrapError::DecryptionFailed(failures.join("; ")));
+    }
     Err(UnwrapError::NotForGateway(if keys.is_empty() {
         "the gateway has no decryption key".to_owned()
-    } else if failures.is_empty() {
+    } else {
         let ours: Vec<String> = keys
             .iter()
             .map(|k| crate::x509::subject_line(&k.cert))
@@ -208,7 +211,5 @@ fn decrypt(
             "it is addressed to none of the gateway certificates ({})",
             ours.join("; ")
         )
-    } else {
-        format!("decryption failed: {}", failures.join("; "))
     }))
 }

@@ -75,7 +75,10 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
     };
     let valid = !authority.is_empty()
         && !authority.contains('@')
-        && path.bytes().all(|b| b.is_ascii_graphic());
+        && authority
+            .bytes()
+            .chain(path.bytes())
+            .all(|b| b.is_ascii_graphic());
     valid.then_some((authority, path))
 }
 
@@ -127,6 +130,7 @@ mod tests {
         assert_eq!(split_url("https://ocsp.example/"), None);
         assert_eq!(split_url("http://user@host/"), None);
         assert_eq!(split_url("http://host/a b"), None);
+        assert_eq!(split_url("http://host\r\nX: y/"), None);
         assert_eq!(split_url("ldap://host/cn=x"), None);
     }
 

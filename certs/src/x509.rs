@@ -29,6 +29,15 @@ pub fn fingerprint_der(der: &[u8]) -> String {
     hex
 }
 
+/// The serial number in uppercase hex, e.g. `1A2B`.
+pub fn serial_hex(cert: &X509Ref) -> Result<String, CertError> {
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|hex| hex.to_string()));
+    serial.context("reading the serial number")
+}
+
 /// The subject as one readable line, e.g. `CN=Demo Practice, O=demo-practice.test`.
 pub fn subject_line(cert: &X509Ref) -> String {
     name_line(cert.subject_name())

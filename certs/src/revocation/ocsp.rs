@@ -32,11 +32,7 @@ pub(super) fn responders(cert: &X509) -> Vec<String> {
 /// Identifies `cert` of `issuer` in the cache: issuer fingerprint and serial.
 pub(super) fn cache_key(cert: &X509, issuer: &X509) -> Result<String, String> {
     let issuer = crate::x509::fingerprint(issuer).map_err(|e| e.to_string())?;
-    let serial = cert
-        .serial_number()
-        .to_bn()
-        .and_then(|bn| bn.to_hex_str())
-        .map_err(|e| format!("the serial number cannot be read: {}", reasons(&e)))?;
+    let serial = crate::x509::serial_hex(cert).map_err(|e| e.to_string())?;
     Ok(format!("{issuer}/{serial}"))
 }
 

@@ -131,11 +131,8 @@ pub(super) fn verify(
         ))
     };
     let cert_der = cert.to_der().map_err(unreadable)?;
-    let serial = cert
-        .serial_number()
-        .to_bn()
-        .and_then(|bn| bn.to_hex_str().map(|hex| hex.to_string()))
-        .map_err(unreadable)?;
+    let serial = crate::x509::serial_hex(&cert)
+        .map_err(|e| UnwrapError::Malformed(format!("the signer certificate: {e}")))?;
     Ok(Verified {
         content,
         signer: Signer {

@@ -849,3 +849,23 @@ fn intermediates_are_taken_from_the_message() {
         "untrusted-signer"
     );
 }
+
+#[test]
+fn non_utf8_bytes_in_openssl_errors_are_malformed_not_a_panic() {
+    // Found by fuzzing (fuzz/unwrap_cms): OpenSSL's MIME parser quotes the bad
+    // content type in its error data, which the `openssl` crate cannot turn
+    // into a `str` without panicking.
+    let message =
+        b"Content-Type:multipart/signed;boundary=\"179\";protocol=application/pkcs7-signature\n\
+\n--179\n\n--179\nContent-Type:\xb8\n--179--\n";
+    let f = Fixture::new();
+    assert_eq!(
+        common::reason(smime::unwrap(
+            message,
+            &f.keys,
+            &f.anchors,
+            SystemTime::now()
+        )),
+        "malformed"
+    );
+}

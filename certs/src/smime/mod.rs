@@ -151,16 +151,8 @@ fn multipart_signed(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<signature::Verified, UnwrapError> {
-    if i32::try_from(entity.len()).is_err() {
-        return Err(UnwrapError::Malformed(
-            "the message is larger than 2 GiB".to_owned(),
-        ));
-    }
     let read = libcrypto::smime_read(entity).map_err(|e| {
-        UnwrapError::Malformed(format!(
-            "the multipart/signed entity cannot be read: {}",
-            reasons(&e)
-        ))
+        UnwrapError::Malformed(format!("the multipart/signed entity cannot be read: {e}"))
     })?;
     let Some(content) = read.detached else {
         return Err(UnwrapError::Malformed(

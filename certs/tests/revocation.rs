@@ -162,23 +162,26 @@ fn soft() -> RevocationPolicy {
     }
 }
 
-/// A PKI publishing CRLs at a loopback server (and OCSP at `ocsp`, if given).
-fn published(ocsp: Option<String>) -> (TestPki, CrlServer) {
+/// A PKI publishing CRLs at a loopback server (and OCSP at `ocsp`, if given);
+/// `None` (with a note) without `openssl`.
+fn published(ocsp: Option<String>) -> Option<(TestPki, CrlServer)> {
+    if !common::have("openssl") {
+        return None;
+    }
     let server = CrlServer::start();
     let pki = TestPki::new(&Publish {
         crl_base: Some(server.base.clone()),
         ocsp,
     });
     common::write(pki.path(), "letter.eml", LETTER);
-    (pki, server)
+    Some((pki, server))
 }
 
 #[test]
 fn crls_from_distribution_points_are_fetched_once_and_cached() {
-    if !common::have("openssl") {
+    let Some((pki, server)) = published(None) else {
         return;
-    }
-    let (pki, server) = published(None);
+    };
     pki.issue("good", "p256", "sign_crl");
     pki.issue("revoked", "bp256", "sign_crl");
     pki.revoke("int", "revoked");
@@ -213,10 +216,9 @@ fn crls_from_distribution_points_are_fetched_once_and_cached() {
 
 #[test]
 fn crl_files_cover_certificates_without_distribution_points() {
-    if !common::have("openssl") {
+    let Some((pki, server)) = published(None) else {
         return;
-    }
-    let (pki, server) = published(None);
+    };
     pki.issue("filed", "rsa2048", "sign");
     pki.issue("filed-revoked", "p384", "sign");
     pki.revoke("int", "filed-revoked");
@@ -258,10 +260,9 @@ fn crl_files_cover_certificates_without_distribution_points() {
 
 #[test]
 fn unreachable_sources_fail_hard_by_default_and_soft_by_choice() {
-    if !common::have("openssl") {
+    let Some((pki, server)) = published(None) else {
         return;
-    }
-    let (pki, server) = published(None);
+    };
     pki.issue("dead", "p256", "sign_dead_crl");
     server.publish(&pki);
     assert_eq!(
@@ -278,12 +279,11 @@ fn unreachable_sources_fail_hard_by_default_and_soft_by_choice() {
 
 #[test]
 fn ocsp_responder_from_aia_with_cache_and_fail_modes() {
-    if !common::have("openssl") {
-        return;
-    }
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let (pki, server) = published(Some(url.clone()));
+    let Some((pki, server)) = published(Some(url.clone())) else {
+        return;
+    };
     pki.issue("ocsp-good", "rsa2048", "sign_ocsp");
     pki.issue("ocsp-revoked", "bp256", "sign_ocsp");
     pki.issue("ocsp-unknown", "p256", "sign_ocsp");

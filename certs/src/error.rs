@@ -36,3 +36,24 @@ impl<T> Context<T> for Result<T, ErrorStack> {
         self.map_err(|source| CertError::OpenSsl { context, source })
     }
 }
+
+/// OpenSSL's error reasons as one short line, e.g. "content verify error".
+pub(crate) fn reasons(errors: &ErrorStack) -> String {
+    let mut lines: Vec<String> = errors
+        .errors()
+        .iter()
+        .map(|e| {
+            let reason = e.reason().unwrap_or("unknown reason");
+            match e.data() {
+                Some(data) if !data.is_empty() => format!("{reason} ({data})"),
+                _ => reason.to_owned(),
+            }
+        })
+        .collect();
+    lines.dedup();
+    if lines.is_empty() {
+        "no details from OpenSSL".to_owned()
+    } else {
+        lines.join("; ")
+    }
+}

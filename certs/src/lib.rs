@@ -3,6 +3,7 @@
 //! - [`devpki`]: a development PKI (CA, gateway, practice) made with OpenSSL.
 //! - [`x509`]: small certificate helpers (PEM chains, fingerprints, subjects).
 //! - [`smime`]: unwrapping what a practice sends (CMS decrypt and verify).
+//! - [`revocation`]: CRL and OCSP checking of validated chains.
 //! - [`compose`]: composing S/MIME letters as a practice system does.
 //! - [`openpgp`]: member keys, encryption and PGP/MIME with sequoia.
 //!
@@ -17,6 +18,7 @@ pub mod compose;
 pub mod devpki;
 mod error;
 pub mod openpgp;
+pub mod revocation;
 pub mod smime;
 pub mod x509;
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use openssl::x509::{X509, X509Ref};
+use openssl::x509::{X509, X509NameRef, X509Ref};
 
 use crate::error::{CertError, Context};
 
@@ -29,10 +29,24 @@ pub fn fingerprint_der(der: &[u8]) -> String {
     hex
 }
 
+/// The serial number in uppercase hex, e.g. `1A2B`.
+pub fn serial_hex(cert: &X509Ref) -> Result<String, CertError> {
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .and_then(|bn| bn.to_hex_str().map(|hex| hex.to_string()));
+    serial.context("reading the serial number")
+}
+
 /// The subject as one readable line, e.g. `CN=Demo Practice, O=demo-practice.test`.
 pub fn subject_line(cert: &X509Ref) -> String {
+    name_line(cert.subject_name())
+}
+
+/// A distinguished name as one readable line, e.g. `CN=Demo CA, O=Demo`.
+pub fn name_line(name: &X509NameRef) -> String {
     let mut parts = Vec::new();
-    for entry in cert.subject_name().entries() {
+    for entry in name.entries() {
         let nid = entry.object().nid();
         let label = nid
             .short_name()

@@ -103,17 +103,6 @@ fn fingerprint(pem: &str) -> String {
     x509::fingerprint(&x509::parse_pem_chain(pem.as_bytes()).unwrap()[0]).unwrap()
 }
 
-fn reason(result: Result<Unwrapped, UnwrapError>) -> &'static str {
-    match result {
-        Ok(_) => panic!("unwrap succeeded where it should fail"),
-        Err(e) => {
-            assert!(!e.to_string().is_empty());
-            eprintln!("{}: {e}", e.reason());
-            e.reason()
-        }
-    }
-}
-
 #[test]
 fn detached_signature_then_encryption() {
     if !common::have("openssl") {
@@ -371,11 +360,14 @@ fn encrypted_to_another_certificate_is_not_for_gateway() {
         "letter.p7m",
         "practice.pem",
     ]);
-    assert_eq!(reason(f.unwrap_file("letter.p7m")), "not-for-gateway");
+    assert_eq!(
+        common::reason(f.unwrap_file("letter.p7m")),
+        "not-for-gateway"
+    );
     // No keys at all.
     let message = f.read("letter.p7m");
     assert_eq!(
-        reason(smime::unwrap(&message, &[], &f.anchors, SystemTime::now())),
+        common::reason(smime::unwrap(&message, &[], &f.anchors, SystemTime::now())),
         "not-for-gateway"
     );
     // With the right key among several, it opens.
@@ -437,7 +429,10 @@ fn signer_of_an_untrusted_ca_is_refused() {
             "letter.p7m",
             "gateway.pem",
         ]);
-        assert_eq!(reason(f.unwrap_file("letter.p7m")), "untrusted-signer");
+        assert_eq!(
+            common::reason(f.unwrap_file("letter.p7m")),
+            "untrusted-signer"
+        );
     }
     // Trusting the stranger's CA as well makes it verify.
     let mut anchors = x509::parse_pem_chain(f.pki.ca.cert_pem.as_bytes()).unwrap();
@@ -472,7 +467,7 @@ fn tampered_content_is_a_bad_signature() {
     assert!(signed.contains("alles in Ordnung"));
     let tampered = signed.replace("alles in Ordnung", "alles in Unordnung");
     assert_eq!(
-        reason(smime::unwrap(
+        common::reason(smime::unwrap(
             tampered.as_bytes(),
             &f.keys,
             &f.anchors,
@@ -491,7 +486,7 @@ fn tampered_content_is_a_bad_signature() {
         "letter.p7m",
         "gateway.pem",
     ]);
-    assert_eq!(reason(f.unwrap_file("letter.p7m")), "bad-signature");
+    assert_eq!(common::reason(f.unwrap_file("letter.p7m")), "bad-signature");
 }
 
 #[test]
@@ -527,7 +522,10 @@ fn expired_signer_is_refused() {
         "letter.p7m",
         "gateway.pem",
     ]);
-    assert_eq!(reason(f.unwrap_file("letter.p7m")), "signer-expired");
+    assert_eq!(
+        common::reason(f.unwrap_file("letter.p7m")),
+        "signer-expired"
+    );
 
     // Verification time `at`: the same letter verified while the certificate was valid.
     let message = f.read("letter.p7m");
@@ -556,7 +554,7 @@ fn expired_signer_is_refused() {
         SystemTime::now() + Duration::from_secs(3 * 365 * 86400),
     ] {
         assert_eq!(
-            reason(smime::unwrap(&good, &f.keys, &f.anchors, at)),
+            common::reason(smime::unwrap(&good, &f.keys, &f.anchors, at)),
             "signer-expired"
         );
     }
@@ -595,14 +593,17 @@ fn sha1_signature_is_weak() {
             "letter.p7m",
             "gateway.pem",
         ]);
-        assert_eq!(reason(f.unwrap_file("letter.p7m")), "weak-algorithm");
+        assert_eq!(
+            common::reason(f.unwrap_file("letter.p7m")),
+            "weak-algorithm"
+        );
     }
 }
 
 #[test]
 fn plain_mail_is_not_smime() {
     assert_eq!(
-        reason(smime::unwrap(
+        common::reason(smime::unwrap(
             LETTER.as_bytes(),
             &[],
             &TrustAnchors::new(&[]).unwrap(),
@@ -612,7 +613,7 @@ fn plain_mail_is_not_smime() {
     );
     let multipart = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\nhi\r\n--x--\r\n";
     assert_eq!(
-        reason(smime::unwrap(
+        common::reason(smime::unwrap(
             multipart,
             &[],
             &TrustAnchors::new(&[]).unwrap(),
@@ -633,7 +634,10 @@ fn garbage_is_malformed() {
         b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=b\r\n\r\n--b\r\n\r\nhello\r\n--b\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--b--\r\n",
     ];
     for case in cases {
-        assert_eq!(reason(smime::unwrap(case, &[], &anchors, now)), "malformed");
+        assert_eq!(
+            common::reason(smime::unwrap(case, &[], &anchors, now)),
+            "malformed"
+        );
     }
 }
 
@@ -661,7 +665,7 @@ fn more_than_four_layers_is_too_deep() {
         }
         input = output;
     }
-    assert_eq!(reason(f.unwrap_file(&input)), "too-deep");
+    assert_eq!(common::reason(f.unwrap_file(&input)), "too-deep");
 }
 
 #[test]
@@ -840,5 +844,28 @@ fn intermediates_are_taken_from_the_message() {
         "-out",
         "alone.eml",
     ]);
-    assert_eq!(reason(f.unwrap_file("alone.eml")), "untrusted-signer");
+    assert_eq!(
+        common::reason(f.unwrap_file("alone.eml")),
+        "untrusted-signer"
+    );
+}
+
+#[test]
+fn non_utf8_bytes_in_openssl_errors_are_malformed_not_a_panic() {
+    // Found by fuzzing (fuzz/unwrap_cms): OpenSSL's MIME parser quotes the bad
+    // content type in its error data, which the `openssl` crate cannot turn
+    // into a `str` without panicking.
+    let message =
+        b"Content-Type:multipart/signed;boundary=\"179\";protocol=application/pkcs7-signature\n\
+\n--179\n\n--179\nContent-Type:\xb8\n--179--\n";
+    let f = Fixture::new();
+    assert_eq!(
+        common::reason(smime::unwrap(
+            message,
+            &f.keys,
+            &f.anchors,
+            SystemTime::now()
+        )),
+        "malformed"
+    );
 }

@@ -81,13 +81,34 @@ pub struct Smime {
     pub decryption_keys: Vec<KeyPair>,
 }
 
-/// Trust anchors given as files.
+/// Trust anchors, intermediates and revocation checking of signer certificates.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Trust {
     /// CA certificates (PEM) that sender certificates must chain to.
     #[serde(default)]
     pub anchors: Vec<PathBuf>,
+    /// Intermediate CA certificates (PEM) for chains whose messages lack them.
+    #[serde(default)]
+    pub intermediates: Vec<PathBuf>,
+    /// CRL files (PEM or DER); newer ones are fetched from distribution points.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// What happens when no CRL or OCSP source answers: `hard` refuses the
+    /// letter (`revocation-unknown`), `soft` delivers it and records that.
+    #[serde(default)]
+    pub revocation: RevocationMode,
+}
+
+/// Hard-fail or soft-fail revocation checking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationMode {
+    /// Refuse when the status cannot be established.
+    #[default]
+    Hard,
+    /// Deliver, recording that the status was not checked.
+    Soft,
 }
 
 /// SMTP limits.
@@ -327,6 +348,7 @@ impl Config {
             },
             trust: Trust {
                 anchors: vec![PathBuf::from("pki/ca.pem")],
+                ..Trust::default()
             },
             limits: Limits::default(),
             relay: None,
@@ -351,6 +373,20 @@ mod tests {
         assert_eq!(config.domain, "kvgate.test");
         assert_eq!(config.database_path(), dir.path().join("./kvgate.redb"));
         assert_eq!(config.limits.max_recipients, 100);
+        assert_eq!(config.trust.revocation, RevocationMode::Hard);
+    }
+
+    #[test]
+    fn trust_takes_intermediates_crls_and_soft_fail() {
+        let trust: Trust = toml::from_str(
+            "anchors = [\"ca.pem\"]\nintermediates = [\"sub.pem\"]\n\
+             crls = [\"sub.crl\"]\nrevocation = \"soft\"\n",
+        )
+        .unwrap();
+        assert_eq!(trust.intermediates, vec![PathBuf::from("sub.pem")]);
+        assert_eq!(trust.crls, vec![PathBuf::from("sub.crl")]);
+        assert_eq!(trust.revocation, RevocationMode::Soft);
+        assert!(toml::from_str::<Trust>("revocation = \"lenient\"\n").is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The letter as the member receives it.
 //!
 //! Inside the encryption: the verified inner message, preceded by headers that record
-//! the tracking ID and who signed it when. Outside: routing headers only (the subject
+//! the tracking ID, who signed it when, and how it was verified (certificate serial
+//! and issuer, algorithms, revocation status). Outside: routing headers only (the subject
 //! is the RFC 9788 placeholder `[...]`), since the outside is what is stored in clear
 //! beside the ciphertext.
 
@@ -19,6 +20,14 @@ pub struct Provenance<'a> {
     pub signer: &'a str,
     /// The signer certificate's SHA-256 fingerprint.
     pub fingerprint: &'a str,
+    /// The signer certificate's serial number, hex.
+    pub serial: &'a str,
+    /// The signer certificate's issuer.
+    pub issuer: &'a str,
+    /// The signature and digest algorithms, e.g. `RSASSA-PSS with SHA256`.
+    pub algorithms: &'a str,
+    /// What revocation checking found for the signer's chain.
+    pub revocation: &'a str,
     /// When the signature was verified.
     pub verified_at: Timestamp,
 }
@@ -28,14 +37,20 @@ pub struct Provenance<'a> {
 pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec<u8>> {
     let message = enclosed_message(inner);
     let signer = header_safe(provenance.signer);
-    let mut out = Zeroizing::new(Vec::with_capacity(message.len() + 512));
+    let mut out = Zeroizing::new(Vec::with_capacity(message.len() + 1024));
     out.extend_from_slice(
         format!(
             "X-Kvgate-Tracking-Id: {}\r\n\
-             X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n",
+             X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n\
+             X-Kvgate-Verification: serial={}; issuer=\"{}\";\r\n algorithms=\"{}\";\r\n \
+             revocation=\"{}\"\r\n",
             provenance.tracking_id,
             provenance.fingerprint,
             provenance.verified_at.to_rfc3339(),
+            header_safe(provenance.serial),
+            header_safe(provenance.issuer),
+            header_safe(provenance.algorithms),
+            header_safe(provenance.revocation),
         )
         .as_bytes(),
     );
@@ -163,12 +178,21 @@ mod tests {
             tracking_id: &id,
             signer: "CN=A \"B\"",
             fingerprint: "ab",
+            serial: "1F",
+            issuer: "CN=CA",
+            algorithms: "RSASSA-PSS with SHA256",
+            revocation: "not revoked (OCSP http://ocsp.test/)",
             verified_at: Timestamp(0),
         };
         let letter = member_letter(inner, &p);
         let text = String::from_utf8(letter.to_vec()).unwrap();
         assert!(text.starts_with("X-Kvgate-Tracking-Id: 01ARZ3NDEKTSV4RRFFQ69G5FAV\r\n"));
         assert!(text.contains("signer=\"CN=A  B \""));
+        assert!(text.contains(
+            "X-Kvgate-Verification: serial=1F; issuer=\"CN=CA\";\r\n \
+             algorithms=\"RSASSA-PSS with SHA256\";\r\n \
+             revocation=\"not revoked (OCSP http://ocsp.test/)\"\r\n"
+        ));
         assert!(text.ends_with("From: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n"));
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
-use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, Unwrapped};
+use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
     Event, EventKind, NewMessage, Outbound, Recipient, Spool, Store, StoreError, Submission,
     SubmissionState, TrackingId, now,
@@ -225,8 +225,14 @@ impl Pipeline {
             ));
         }
         let events = vec![Event::new(EventKind::Verified).detail(format!(
-            "signed by {} (sha256 {})",
-            signer.subject, signer.fingerprint
+            "signed by {} (sha256 {}, serial {}, issuer {}), {} with {}, revocation: {}",
+            signer.subject,
+            signer.fingerprint,
+            signer.serial,
+            signer.issuer,
+            signer.signature_algorithm,
+            signer.digest_algorithm,
+            signer.revocation
         ))];
         Ok((unwrapped, events))
     }
@@ -240,18 +246,23 @@ impl Pipeline {
         mut events: Vec<Event>,
     ) -> Result<(), Transient> {
         let id = &submission.tracking_id;
-        let (fingerprint, subject) = unwrapped
-            .signer
-            .as_ref()
-            .map(|s| (s.fingerprint.as_str(), s.subject.as_str()))
+        let signer = unwrapped.signer.as_ref();
+        let text = |field: fn(&Signer) -> &str| signer.map(field).unwrap_or_default();
+        let algorithms = signer
+            .map(|s| format!("{} with {}", s.signature_algorithm, s.digest_algorithm))
             .unwrap_or_default();
+        let revocation = signer.map(|s| s.revocation.to_string()).unwrap_or_default();
         let verified_at = now();
         let plaintext = letter::member_letter(
             &unwrapped.content,
             &Provenance {
                 tracking_id: id,
-                signer: subject,
-                fingerprint,
+                signer: text(|s| &s.subject),
+                fingerprint: text(|s| &s.fingerprint),
+                serial: text(|s| &s.serial),
+                issuer: text(|s| &s.issuer),
+                algorithms: &algorithms,
+                revocation: &revocation,
                 verified_at,
             },
         );

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use kvgate_certs::revocation::{FailMode, Revocation, RevocationPolicy};
 use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
 
 use crate::outbox::Outbox;
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, RevocationMode};
 use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -146,11 +147,7 @@ impl Gateway {
             let key = zeroize::Zeroizing::new(read(&pair.key)?);
             keys.push(DecryptionKey::from_pem(&read(&pair.cert)?, &key)?);
         }
-        let mut anchors = Vec::new();
-        for pem in &anchor_pems {
-            anchors.extend(x509::parse_pem_chain(pem)?);
-        }
-        let anchors = TrustAnchors::new(&anchors)?;
+        let anchors = signer_trust(&config, &anchor_pems)?;
 
         let (shutdown, stop) = watch::channel(false);
         let wake = Arc::new(Notify::new());
@@ -309,4 +306,35 @@ fn trust_anchor_pems(config: &Config, store: &kvgate_store::Store) -> anyhow::Re
         anyhow::bail!("no trust anchors: configure trust.anchors or run `kvgate trust add`");
     }
     Ok(pems)
+}
+
+/// How signer certificates are validated: the anchors (PEM), plus the
+/// configured intermediates, CRL files and revocation mode.
+fn signer_trust(config: &Config, anchor_pems: &[Vec<u8>]) -> anyhow::Result<TrustAnchors> {
+    let mut anchors = Vec::new();
+    for pem in anchor_pems {
+        anchors.extend(x509::parse_pem_chain(pem)?);
+    }
+    let read = |path: &PathBuf| {
+        let path = config.resolve(path);
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut intermediates = Vec::new();
+    for path in &config.trust.intermediates {
+        intermediates.extend(x509::parse_pem_chain(&read(path)?)?);
+    }
+    let policy = RevocationPolicy {
+        fail_mode: match config.trust.revocation {
+            RevocationMode::Hard => FailMode::Hard,
+            RevocationMode::Soft => FailMode::Soft,
+        },
+        ..RevocationPolicy::default()
+    };
+    let mut revocation = Revocation::new(policy);
+    for path in &config.trust.crls {
+        revocation = revocation.with_crl(&read(path)?)?;
+    }
+    Ok(TrustAnchors::new(&anchors)?
+        .with_intermediates(&intermediates)
+        .with_revocation(revocation))
 }

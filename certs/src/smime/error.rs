@@ -2,6 +2,8 @@
 
 use openssl::error::ErrorStack;
 
+pub(super) use crate::error::reasons;
+
 /// Why [`unwrap`](super::unwrap) refused a message. [`UnwrapError::reason`] gives a
 /// stable code for logs, DSNs and tests; `Display` gives a sentence for people.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +17,13 @@ pub enum UnwrapError {
     /// Bad MIME, base64 or DER, or an unsupported CMS structure (`malformed`).
     #[error("the S/MIME structure is malformed: {0}")]
     Malformed(String),
-    /// No RecipientInfo matches any gateway key, or decryption failed (`not-for-gateway`).
+    /// No RecipientInfo matches any gateway key (`not-for-gateway`).
     #[error("the message is not encrypted for the gateway: {0}")]
     NotForGateway(String),
+    /// A RecipientInfo names a gateway key, but decryption failed: an
+    /// unsupported cipher, or a damaged key or content (`decryption-failed`).
+    #[error("the message is encrypted for the gateway but cannot be decrypted: {0}")]
+    DecryptionFailed(String),
     /// The signature does not verify: content altered or signature broken (`bad-signature`).
     #[error("the S/MIME signature does not verify (content altered or signature damaged): {0}")]
     BadSignature(String),
@@ -43,6 +49,48 @@ pub enum UnwrapError {
         /// Name of the refused algorithm.
         algorithm: String,
     },
+    /// A certificate of the signer's chain is revoked (`signer-revoked`).
+    #[error("the certificate {subject} of the signer's chain is revoked: {detail}")]
+    SignerRevoked {
+        /// Subject of the revoked certificate.
+        subject: String,
+        /// When, and which source said so.
+        detail: String,
+    },
+    /// Hard-fail: the revocation status of a certificate of the signer's chain
+    /// could not be established (`revocation-unknown`).
+    #[error("the revocation status of {subject} could not be checked: {detail}")]
+    RevocationUnknown {
+        /// Subject of the certificate.
+        subject: String,
+        /// What each CRL or OCSP source said.
+        detail: String,
+    },
+    /// The signer certificate may not sign e-mail: keyUsage without
+    /// digitalSignature or nonRepudiation, or an extendedKeyUsage without
+    /// emailProtection (`signer-usage`).
+    #[error("the certificate {subject} may not sign e-mail: {detail}")]
+    SignerUsage {
+        /// Subject of the signer certificate.
+        subject: String,
+        /// What the chain check said.
+        detail: String,
+    },
+    /// A certificate of the signer's chain has a critical extension that is not
+    /// understood (`critical-extension`).
+    #[error("the certificate {subject} has an unknown critical extension: {detail}")]
+    CriticalExtension {
+        /// Subject of the signer certificate.
+        subject: String,
+        /// What the chain check said.
+        detail: String,
+    },
+    /// A `multipart/signed` whose signature also embeds content: what is shown
+    /// would not be what is signed (`content-confusion`, CVE-2018-18509 class).
+    #[error(
+        "the multipart/signed signature embeds its own content, which could differ from the visible part"
+    )]
+    ContentConfusion,
     /// More nested S/MIME layers than allowed (`too-deep`).
     #[error("the message nests more than {max} S/MIME layers")]
     TooDeep {
@@ -58,33 +106,18 @@ impl UnwrapError {
             UnwrapError::NotSmime { .. } => "not-smime",
             UnwrapError::Malformed(_) => "malformed",
             UnwrapError::NotForGateway(_) => "not-for-gateway",
+            UnwrapError::DecryptionFailed(_) => "decryption-failed",
             UnwrapError::BadSignature(_) => "bad-signature",
             UnwrapError::UntrustedSigner { .. } => "untrusted-signer",
             UnwrapError::SignerExpired { .. } => "signer-expired",
             UnwrapError::WeakAlgorithm { .. } => "weak-algorithm",
+            UnwrapError::SignerRevoked { .. } => "signer-revoked",
+            UnwrapError::RevocationUnknown { .. } => "revocation-unknown",
+            UnwrapError::SignerUsage { .. } => "signer-usage",
+            UnwrapError::CriticalExtension { .. } => "critical-extension",
+            UnwrapError::ContentConfusion => "content-confusion",
             UnwrapError::TooDeep { .. } => "too-deep",
         }
-    }
-}
-
-/// OpenSSL's error reasons as one short line, e.g. "content verify error".
-pub(super) fn reasons(errors: &ErrorStack) -> String {
-    let mut lines: Vec<String> = errors
-        .errors()
-        .iter()
-        .map(|e| {
-            let reason = e.reason().unwrap_or("unknown reason");
-            match e.data() {
-                Some(data) if !data.is_empty() => format!("{reason} ({data})"),
-                _ => reason.to_owned(),
-            }
-        })
-        .collect();
-    lines.dedup();
-    if lines.is_empty() {
-        "no details from OpenSSL".to_owned()
-    } else {
-        lines.join("; ")
     }
 }
 

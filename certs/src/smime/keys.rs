@@ -1,6 +1,7 @@
 //! The gateway's own decryption keys and the trust anchors of signers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::error::ErrorStack;
@@ -10,6 +11,7 @@ use openssl::x509::verify::X509VerifyParam;
 use openssl::x509::{X509, X509PurposeId};
 
 use crate::error::{CertError, Context};
+use crate::revocation::{Revocation, RevocationPolicy};
 
 /// A gateway certificate with its private key: what letters are encrypted to.
 pub struct DecryptionKey {
@@ -42,24 +44,60 @@ impl fmt::Debug for DecryptionKey {
     }
 }
 
-/// The certificates a signer's chain must reach.
+/// The certificates a signer's chain must reach, intermediates known beforehand,
+/// and how revocation is checked. Clones share the revocation caches.
 #[derive(Clone)]
 pub struct TrustAnchors {
     anchors: Vec<X509>,
+    intermediates: Vec<X509>,
+    revocation: Arc<Revocation>,
 }
 
 impl TrustAnchors {
-    /// Trust exactly `anchors` (no system roots).
+    /// Trust exactly `anchors` (no system roots), with revocation checked by
+    /// the default policy (hard-fail, no CRL files).
     pub fn new(anchors: &[X509]) -> Result<Self, CertError> {
         let anchors = anchors.to_vec();
         // Building a store once checks that OpenSSL accepts every anchor.
-        store(&anchors, None).context("adding a trust anchor")?;
-        Ok(TrustAnchors { anchors })
+        store(&anchors, None, None).context("adding a trust anchor")?;
+        Ok(TrustAnchors {
+            anchors,
+            intermediates: Vec::new(),
+            revocation: Arc::new(Revocation::new(RevocationPolicy::default())),
+        })
+    }
+
+    /// Adds intermediate CA certificates (a configured store) that chains may
+    /// use besides those carried in the message. They are not trusted as anchors.
+    pub fn with_intermediates(mut self, intermediates: &[X509]) -> Self {
+        self.intermediates.extend_from_slice(intermediates);
+        self
+    }
+
+    /// Replaces the revocation checking (policy, CRL files, fresh caches).
+    pub fn with_revocation(mut self, revocation: Revocation) -> Self {
+        self.revocation = Arc::new(revocation);
+        self
     }
 
     /// An X509 store of the anchors that verifies for S/MIME signing at `at`.
     pub(super) fn store_at(&self, at: SystemTime) -> Result<X509Store, ErrorStack> {
-        store(&self.anchors, Some(at))
+        store(&self.anchors, Some(at), Some(X509PurposeId::SMIME_SIGN))
+    }
+
+    /// An X509 store of the anchors for OCSP responses (now, any purpose).
+    pub(super) fn ocsp_store(&self) -> Result<X509Store, ErrorStack> {
+        store(&self.anchors, None, None)
+    }
+
+    /// The configured intermediates.
+    pub(super) fn intermediates(&self) -> &[X509] {
+        &self.intermediates
+    }
+
+    /// The revocation checking.
+    pub(super) fn revocation(&self) -> &Revocation {
+        &self.revocation
     }
 }
 
@@ -72,18 +110,26 @@ impl fmt::Debug for TrustAnchors {
             .collect();
         f.debug_struct("TrustAnchors")
             .field("anchors", &subjects)
+            .field("intermediates", &self.intermediates.len())
+            .field("revocation", &self.revocation)
             .finish()
     }
 }
 
-/// A store of `anchors`, with purpose S/MIME signing and, if given, the verification time.
-fn store(anchors: &[X509], at: Option<SystemTime>) -> Result<X509Store, ErrorStack> {
+/// A store of `anchors` with, if given, the verification time and purpose.
+fn store(
+    anchors: &[X509],
+    at: Option<SystemTime>,
+    purpose: Option<X509PurposeId>,
+) -> Result<X509Store, ErrorStack> {
     let mut builder = X509StoreBuilder::new()?;
     for anchor in anchors {
         builder.add_cert(anchor.clone())?;
     }
     let mut param = X509VerifyParam::new()?;
-    param.set_purpose(X509PurposeId::SMIME_SIGN)?;
+    if let Some(purpose) = purpose {
+        param.set_purpose(purpose)?;
+    }
     if let Some(at) = at {
         // Times before 1970 become 1970, which no certificate of ours covers.
         let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

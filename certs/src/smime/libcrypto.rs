@@ -5,7 +5,7 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, c_void};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
 
 use foreign_types_shared::{ForeignType, ForeignTypeRef};
@@ -31,6 +31,7 @@ unsafe extern "C" {
         psig: *mut *mut ffi::X509_ALGOR,
     );
     fn CMS_get1_certs(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
+    fn CMS_is_detached(cms: *mut ffi::CMS_ContentInfo) -> c_int;
     fn OPENSSL_cleanse(ptr: *mut c_void, len: usize);
 }
 
@@ -58,6 +59,53 @@ pub(super) fn content_type(cms: &CmsContentInfoRef) -> ContentType {
     }
 }
 
+/// Whether `cms` carries no content of its own (a detached signature).
+pub(super) fn is_detached(cms: &CmsContentInfoRef) -> bool {
+    // SAFETY: `cms` is valid for the borrow; CMS_is_detached only reads it and
+    // returns 1 (detached), 0 (content present) or -1 (no content field).
+    unsafe { CMS_is_detached(cms.as_ptr()) == 1 }
+}
+
+/// Empties this thread's OpenSSL error queue.
+fn clear_errors() {
+    // SAFETY: ERR_clear_error only touches the calling thread's error queue.
+    unsafe { ffi::ERR_clear_error() }
+}
+
+/// Takes this thread's queued OpenSSL errors as one line of reason strings.
+///
+/// Unlike `ErrorStack::get`, this leaves out each error's free-text data: the
+/// MIME parser puts bytes of the message there (e.g. a content type), and the
+/// `openssl` crate panics when they are not UTF-8 (found by fuzzing).
+fn take_error_reasons() -> String {
+    let mut reasons: Vec<String> = Vec::new();
+    loop {
+        // SAFETY: ERR_get_error pops the oldest error code of this thread's
+        // queue; 0 means the queue is empty.
+        let code = unsafe { ffi::ERR_get_error() };
+        if code == 0 {
+            break;
+        }
+        // SAFETY: ERR_reason_error_string returns NULL or a pointer to a static,
+        // NUL-terminated string of the library.
+        let text = unsafe { ffi::ERR_reason_error_string(code) };
+        reasons.push(if text.is_null() {
+            format!("OpenSSL error {code:#x}")
+        } else {
+            // SAFETY: `text` is non-NULL, static and NUL-terminated.
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
+        });
+    }
+    reasons.dedup();
+    if reasons.is_empty() {
+        "no details from OpenSSL".to_owned()
+    } else {
+        reasons.join("; ")
+    }
+}
+
 /// What one SignerInfo of a SignedData says.
 pub(super) struct SignerInfo {
     /// The digest algorithm.
@@ -76,7 +124,7 @@ pub(super) fn signer_infos(cms: &CmsContentInfoRef) -> Vec<SignerInfo> {
     // not SignedData; the stack and its elements stay owned by `cms`.
     let stack = unsafe { CMS_get0_SignerInfos(cms.as_ptr()) };
     if stack.is_null() {
-        ErrorStack::get(); // drop the queued "not signed data" error
+        clear_errors(); // drop the queued "not signed data" error
         return infos;
     }
     // SAFETY: `stack` is a valid, non-NULL stack owned by `cms`.
@@ -137,7 +185,7 @@ pub(super) fn certificates(cms: &CmsContentInfoRef) -> Result<Stack<X509>, Error
     // returns a new stack of new references (ours to free), or NULL if none.
     let stack = unsafe { CMS_get1_certs(cms.as_ptr()) };
     if stack.is_null() {
-        ErrorStack::get();
+        clear_errors();
         return Stack::new();
     }
     // SAFETY: `stack` is a non-NULL STACK_OF(X509) that we own with owned
@@ -155,15 +203,17 @@ pub(super) struct SmimeRead {
 }
 
 /// Reads `entity` with `SMIME_read_CMS`. `entity` must be shorter than 2 GiB.
-pub(super) fn smime_read(entity: &[u8]) -> Result<SmimeRead, ErrorStack> {
+/// The error is OpenSSL's reasons, without their free-text data (see
+/// [`take_error_reasons`]).
+pub(super) fn smime_read(entity: &[u8]) -> Result<SmimeRead, String> {
     let Ok(len) = c_int::try_from(entity.len()) else {
-        return Err(ErrorStack::get());
+        return Err("the entity is larger than 2 GiB".to_owned());
     };
     // SAFETY: BIO_new_mem_buf makes a read-only BIO over `entity`, which outlives
     // it: the BIO is freed below before returning.
     let bio = unsafe { ffi::BIO_new_mem_buf(entity.as_ptr().cast(), len) };
     if bio.is_null() {
-        return Err(ErrorStack::get());
+        return Err(take_error_reasons());
     }
     let mut content: *mut ffi::BIO = ptr::null_mut();
     // SAFETY: `bio` is valid; SMIME_read_CMS returns a new CMS_ContentInfo (ours)
@@ -173,7 +223,7 @@ pub(super) fn smime_read(entity: &[u8]) -> Result<SmimeRead, ErrorStack> {
     // SAFETY: `bio` is ours and no longer used.
     unsafe { ffi::BIO_free_all(bio) };
     if cms.is_null() {
-        return Err(ErrorStack::get());
+        return Err(take_error_reasons());
     }
     // SAFETY: `cms` is a non-NULL CMS_ContentInfo that we own.
     let cms = unsafe { CmsContentInfo::from_ptr(cms) };

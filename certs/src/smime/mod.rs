@@ -13,6 +13,8 @@ use std::time::SystemTime;
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use zeroize::Zeroizing;
 
+use crate::revocation::RevocationStatus;
+
 pub use error::UnwrapError;
 pub use keys::{DecryptionKey, TrustAnchors};
 
@@ -33,6 +35,20 @@ pub struct Signer {
     pub fingerprint: String,
     /// The signer certificate's subject, readable.
     pub subject: String,
+    /// The signer certificate's serial number, uppercase hex.
+    pub serial: String,
+    /// The signer certificate's issuer, readable.
+    pub issuer: String,
+    /// The e-mail addresses of its subjectAltName, lowercase.
+    pub emails: Vec<String>,
+    /// The digest algorithm of the signature, e.g. `SHA256`.
+    pub digest_algorithm: String,
+    /// The signature algorithm, e.g. `RSASSA-PSS` or `ecdsa-with-SHA384`.
+    pub signature_algorithm: String,
+    /// What revocation checking found for the signer's chain.
+    pub revocation: RevocationStatus,
+    /// The instant the chain was validated for.
+    pub verified_at: SystemTime,
     /// The signer certificate, DER.
     pub cert_der: Vec<u8>,
 }
@@ -135,16 +151,8 @@ fn multipart_signed(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<signature::Verified, UnwrapError> {
-    if i32::try_from(entity.len()).is_err() {
-        return Err(UnwrapError::Malformed(
-            "the message is larger than 2 GiB".to_owned(),
-        ));
-    }
     let read = libcrypto::smime_read(entity).map_err(|e| {
-        UnwrapError::Malformed(format!(
-            "the multipart/signed entity cannot be read: {}",
-            reasons(&e)
-        ))
+        UnwrapError::Malformed(format!("the multipart/signed entity cannot be read: {e}"))
     })?;
     let Some(content) = read.detached else {
         return Err(UnwrapError::Malformed(
@@ -155,6 +163,9 @@ fn multipart_signed(
         return Err(UnwrapError::Malformed(
             "the signature part of multipart/signed is not signed data".to_owned(),
         ));
+    }
+    if !libcrypto::is_detached(&read.cms) {
+        return Err(UnwrapError::ContentConfusion);
     }
     signature::verify(read.cms, Some(&content), anchors, at)
 }
@@ -178,9 +189,12 @@ fn decrypt(
             )),
         }
     }
+    if !failures.is_empty() {
+        return Err(UnwrapError::DecryptionFailed(failures.join("; ")));
+    }
     Err(UnwrapError::NotForGateway(if keys.is_empty() {
         "the gateway has no decryption key".to_owned()
-    } else if failures.is_empty() {
+    } else {
         let ours: Vec<String> = keys
             .iter()
             .map(|k| crate::x509::subject_line(&k.cert))
@@ -189,7 +203,5 @@ fn decrypt(
             "it is addressed to none of the gateway certificates ({})",
             ours.join("; ")
         )
-    } else {
-        format!("decryption failed: {}", failures.join("; "))
     }))
 }

@@ -6,13 +6,14 @@ use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::nid::Nid;
 use openssl::stack::StackRef;
 use openssl::x509::store::X509StoreRef;
-use openssl::x509::{X509, X509StoreContext};
+use openssl::x509::{X509, X509Ref, X509StoreContext};
 use openssl_sys as ffi;
 use zeroize::Zeroizing;
 
 use super::error::{has_cms_reason, reasons};
 use super::libcrypto;
 use super::{Signer, TrustAnchors, UnwrapError};
+use crate::revocation::Refusal;
 
 /// `CMS_R_NO_CONTENT` (cmserr.h).
 const CMS_R_NO_CONTENT: i32 = 127;
@@ -91,55 +92,106 @@ pub(super) fn verify(
         subject: "unknown".to_owned(),
         detail: format!("the chain could not be checked: {}", reasons(&e)),
     };
-    let untrusted = libcrypto::certificates(&cms).map_err(chain_failure)?;
+    let mut untrusted = libcrypto::certificates(&cms).map_err(chain_failure)?;
+    for intermediate in anchors.intermediates() {
+        untrusted
+            .push(intermediate.clone())
+            .map_err(chain_failure)?;
+    }
     let store = anchors.store_at(at).map_err(chain_failure)?;
+    let ocsp_store = anchors.ocsp_store().map_err(chain_failure)?;
     let mut first = None;
     for info in libcrypto::signer_infos(&cms) {
         let cert = info.cert.ok_or_else(|| UnwrapError::UntrustedSigner {
             subject: "unknown".to_owned(),
             detail: "the signer's certificate is not included in the message".to_owned(),
         })?;
-        check_chain(&store, &cert, &untrusted)?;
-        first.get_or_insert(cert);
+        let chain = check_chain(&store, &cert, &untrusted)?;
+        let revocation = anchors
+            .revocation()
+            .check(&chain, &ocsp_store)
+            .map_err(|refusal| match refusal {
+                Refusal::Revoked { subject, detail } => {
+                    UnwrapError::SignerRevoked { subject, detail }
+                }
+                Refusal::Unknown { subject, detail } => {
+                    UnwrapError::RevocationUnknown { subject, detail }
+                }
+            })?;
+        if first.is_none() {
+            first = Some((cert, info.digest, info.signature, revocation));
+        }
     }
-    let cert =
+    let (cert, digest, signature, revocation) =
         first.ok_or_else(|| UnwrapError::Malformed("the signed data has no signer".to_owned()))?;
-    let cert_der = cert.to_der().map_err(|e| {
+    let unreadable = |e: openssl::error::ErrorStack| {
         UnwrapError::Malformed(format!(
-            "the signer certificate cannot be encoded: {}",
+            "the signer certificate cannot be read: {}",
             reasons(&e)
         ))
-    })?;
+    };
+    let cert_der = cert.to_der().map_err(unreadable)?;
+    let serial = crate::x509::serial_hex(&cert)
+        .map_err(|e| UnwrapError::Malformed(format!("the signer certificate: {e}")))?;
     Ok(Verified {
         content,
         signer: Signer {
             fingerprint: crate::x509::fingerprint_der(&cert_der),
             subject: crate::x509::subject_line(&cert),
+            serial,
+            issuer: crate::x509::name_line(cert.issuer_name()),
+            emails: cert
+                .subject_alt_names()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|name| name.email())
+                        .map(str::to_ascii_lowercase)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            digest_algorithm: algorithm_name(digest),
+            signature_algorithm: algorithm_name(signature),
+            revocation,
+            verified_at: at,
             cert_der,
         },
     })
 }
 
+/// A readable name of an algorithm, e.g. `SHA256` or `RSASSA-PSS`.
+fn algorithm_name(nid: Nid) -> String {
+    nid.short_name()
+        .or_else(|_| nid.long_name())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
 /// Checks that `cert` chains to the store's anchors (S/MIME signing purpose, the
-/// store's time), with intermediates from `untrusted`.
+/// store's time), with intermediates from `untrusted`; returns the chain, leaf
+/// first and anchor last.
 fn check_chain(
     store: &X509StoreRef,
     cert: &X509,
     untrusted: &StackRef<X509>,
-) -> Result<(), UnwrapError> {
+) -> Result<Vec<X509>, UnwrapError> {
     let subject = crate::x509::subject_line(cert);
     let outcome = X509StoreContext::new().and_then(|mut context| {
         context.init(store, cert, untrusted, |c| {
             let valid = c.verify_cert()?;
-            Ok((valid, c.error(), c.error_depth()))
+            let chain: Vec<X509> = c
+                .chain()
+                .map(|chain| chain.iter().map(X509Ref::to_owned).collect())
+                .unwrap_or_default();
+            Ok((valid, c.error(), c.error_depth(), chain))
         })
     });
-    let (valid, result, depth) = outcome.map_err(|e| UnwrapError::UntrustedSigner {
+    let (valid, result, depth, chain) = outcome.map_err(|e| UnwrapError::UntrustedSigner {
         subject: subject.clone(),
         detail: format!("the chain could not be checked: {}", reasons(&e)),
     })?;
     if valid {
-        return Ok(());
+        return Ok(chain);
     }
     let which = if depth == 0 {
         "the signer certificate".to_owned()
@@ -150,6 +202,10 @@ fn check_chain(
     match result.as_raw() {
         ffi::X509_V_ERR_CERT_HAS_EXPIRED | ffi::X509_V_ERR_CERT_NOT_YET_VALID => {
             Err(UnwrapError::SignerExpired { subject, detail })
+        }
+        ffi::X509_V_ERR_INVALID_PURPOSE => Err(UnwrapError::SignerUsage { subject, detail }),
+        ffi::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION => {
+            Err(UnwrapError::CriticalExtension { subject, detail })
         }
         _ => Err(UnwrapError::UntrustedSigner { subject, detail }),
     }

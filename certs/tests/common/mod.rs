@@ -2,8 +2,12 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use kvgate_certs::smime::{UnwrapError, Unwrapped};
 
 /// Whether `tool version` (OpenSSL) or `tool --version` (others) runs; prints
 /// why a test is skipped otherwise.
@@ -79,4 +83,16 @@ pub fn lf(bytes: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// The reason code of a refused unwrap (printing the sentence); panics if it succeeded.
+pub fn reason(result: Result<Unwrapped, UnwrapError>) -> &'static str {
+    match result {
+        Ok(_) => panic!("unwrap succeeded where it should fail"),
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            eprintln!("{}: {e}", e.reason());
+            e.reason()
+        }
+    }
 }

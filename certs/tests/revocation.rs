@@ -1,0 +1,328 @@
+//! Revocation of signer chains: CRLs from files and from distribution points
+//! (served over loopback HTTP), OCSP against the responder that the
+//! certificates' AIA names (`openssl ocsp` as an independent responder),
+//! hard-fail and soft-fail, and caching.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::pki::{Publish, TestPki};
+use kvgate_certs::revocation::{FailMode, Revocation, RevocationPolicy, RevocationStatus};
+use kvgate_certs::smime::{self, TrustAnchors, UnwrapError, Unwrapped};
+
+const LETTER: &str = "From: <praxis@demo-practice.test>\nSubject: Befund\n\nalles gut\n";
+
+/// Serves the CRLs of its own directory over HTTP/1.0 on loopback, counting requests.
+struct CrlServer {
+    base: String,
+    files: tempfile::TempDir,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl CrlServer {
+    fn start() -> CrlServer {
+        let files = tempfile::tempdir().unwrap();
+        let dir = files.path().to_path_buf();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let counted = Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                serve(stream, &dir, &counted);
+            }
+        });
+        CrlServer { base, files, hits }
+    }
+
+    /// Publishes the current CRLs of root and intermediate.
+    fn publish(&self, pki: &TestPki) {
+        for ca in ["root", "int"] {
+            let crl = pki.gencrl(ca);
+            std::fs::copy(crl, self.files.path().join(format!("{ca}.crl"))).unwrap();
+        }
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+fn serve(mut stream: TcpStream, dir: &std::path::Path, hits: &Mutex<HashMap<String, usize>>) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&request);
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let answer = match std::fs::read(dir.join(path.trim_start_matches('/'))) {
+        Ok(body) if path.ends_with(".crl") => {
+            let mut answer = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            answer.extend(body);
+            answer
+        }
+        _ => b"HTTP/1.0 404 Not Found\r\n\r\n".to_vec(),
+    };
+    let _ = stream.write_all(&answer);
+}
+
+/// `openssl ocsp` answering for the intermediate's database; killed on drop.
+struct Responder(Child);
+
+impl Responder {
+    fn start(pki: &TestPki, port: u16) -> Responder {
+        let mut child = Command::new("openssl")
+            .current_dir(pki.path())
+            .args([
+                "ocsp",
+                "-index",
+                "int-index.txt",
+                "-port",
+                &port.to_string(),
+                "-rsigner",
+                "ocsp.pem",
+                "-rkey",
+                "ocsp.key",
+                "-CA",
+                "int.pem",
+                "-ignore_err",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until it says it listens. (A probe connection would not do:
+        // `openssl ocsp` 3.0 hangs on a connection that sends nothing.)
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("waiting for OCSP client connections"));
+        assert!(ready, "openssl ocsp did not start on port {port}");
+        std::thread::spawn(move || lines.for_each(drop));
+        Responder(child)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Signs the letter with `signer` and unwraps it with `anchors`.
+fn verify(pki: &TestPki, signer: &str, anchors: &TrustAnchors) -> Result<Unwrapped, UnwrapError> {
+    let out = format!("{signer}.eml");
+    if !pki.file(&out).exists() {
+        pki.sign("letter.eml", &out, signer, true, &[]);
+    }
+    smime::unwrap(&pki.read(&out), &[], anchors, SystemTime::now())
+}
+
+fn status(result: Result<Unwrapped, UnwrapError>) -> RevocationStatus {
+    match result {
+        Ok(unwrapped) => unwrapped.signer.unwrap().revocation,
+        Err(e) => panic!("{}: {e}", e.reason()),
+    }
+}
+
+fn with(pki: &TestPki, policy: RevocationPolicy) -> TrustAnchors {
+    pki.anchors().with_revocation(Revocation::new(policy))
+}
+
+fn soft() -> RevocationPolicy {
+    RevocationPolicy {
+        fail_mode: FailMode::Soft,
+        timeout: Duration::from_secs(5),
+        ..RevocationPolicy::default()
+    }
+}
+
+/// A PKI publishing CRLs at a loopback server (and OCSP at `ocsp`, if given);
+/// `None` (with a note) without `openssl`.
+fn published(ocsp: Option<String>) -> Option<(TestPki, CrlServer)> {
+    if !common::have("openssl") {
+        return None;
+    }
+    let server = CrlServer::start();
+    let pki = TestPki::new(&Publish {
+        crl_base: Some(server.base.clone()),
+        ocsp,
+    });
+    common::write(pki.path(), "letter.eml", LETTER);
+    Some((pki, server))
+}
+
+#[test]
+fn crls_from_distribution_points_are_fetched_once_and_cached() {
+    let Some((pki, server)) = published(None) else {
+        return;
+    };
+    pki.issue("good", "p256", "sign_crl");
+    pki.issue("revoked", "bp256", "sign_crl");
+    pki.revoke("int", "revoked");
+    server.publish(&pki);
+    let anchors = pki.anchors();
+    let expected = RevocationStatus::Good {
+        sources: vec![
+            format!("CRL {}/int.crl", server.base),
+            format!("CRL {}/root.crl", server.base),
+        ],
+    };
+    assert_eq!(status(verify(&pki, "good", &anchors)), expected);
+    assert_eq!(status(verify(&pki, "good", &anchors)), expected);
+    assert_eq!(
+        server.hits("/int.crl"),
+        1,
+        "the CRL is cached while current"
+    );
+    assert_eq!(
+        common::reason(verify(&pki, "revoked", &anchors)),
+        "signer-revoked"
+    );
+    // A revoked intermediate takes its whole branch with it.
+    pki.revoke("root", "int");
+    server.publish(&pki);
+    let fresh = pki.anchors();
+    assert_eq!(
+        common::reason(verify(&pki, "good", &fresh)),
+        "signer-revoked"
+    );
+}
+
+#[test]
+fn crl_files_cover_certificates_without_distribution_points() {
+    let Some((pki, server)) = published(None) else {
+        return;
+    };
+    pki.issue("filed", "rsa2048", "sign");
+    pki.issue("filed-revoked", "p384", "sign");
+    pki.revoke("int", "filed-revoked");
+    server.publish(&pki);
+    let crl = std::fs::read(pki.file("int.crl")).unwrap();
+    let anchors = pki.anchors().with_revocation(
+        Revocation::new(RevocationPolicy::default())
+            .with_crl(&crl)
+            .unwrap(),
+    );
+    assert_eq!(
+        status(verify(&pki, "filed", &anchors)),
+        RevocationStatus::Good {
+            sources: vec![
+                "CRL file".to_owned(),
+                format!("CRL {}/root.crl", server.base)
+            ],
+        }
+    );
+    assert_eq!(
+        common::reason(verify(&pki, "filed-revoked", &anchors)),
+        "signer-revoked"
+    );
+    // Without the file, nothing covers the leaf: recorded, not refused.
+    let RevocationStatus::NotChecked { detail } = status(verify(&pki, "filed", &pki.anchors()))
+    else {
+        panic!("the leaf has no revocation source");
+    };
+    assert_eq!(
+        detail,
+        "CN=filed, O=kvgate test: names no CRL or OCSP source"
+    );
+    assert!(
+        Revocation::new(RevocationPolicy::default())
+            .with_crl(b"not a CRL")
+            .is_err()
+    );
+}
+
+#[test]
+fn unreachable_sources_fail_hard_by_default_and_soft_by_choice() {
+    let Some((pki, server)) = published(None) else {
+        return;
+    };
+    pki.issue("dead", "p256", "sign_dead_crl");
+    server.publish(&pki);
+    assert_eq!(
+        common::reason(verify(&pki, "dead", &pki.anchors())),
+        "revocation-unknown"
+    );
+    let RevocationStatus::NotChecked { detail } = status(verify(&pki, "dead", &with(&pki, soft())))
+    else {
+        panic!("soft-fail records the unknown status");
+    };
+    assert!(detail.contains("404 Not Found"), "{detail}");
+    assert_eq!(server.hits("/missing.crl"), 2);
+}
+
+#[test]
+fn ocsp_responder_from_aia_with_cache_and_fail_modes() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let Some((pki, server)) = published(Some(url.clone())) else {
+        return;
+    };
+    pki.issue("ocsp-good", "rsa2048", "sign_ocsp");
+    pki.issue("ocsp-revoked", "bp256", "sign_ocsp");
+    pki.issue("ocsp-unknown", "p256", "sign_ocsp");
+    pki.record_valid("int", "ocsp-good");
+    pki.revoke("int", "ocsp-revoked");
+    server.publish(&pki);
+    let anchors = pki.anchors();
+    {
+        let _responder = Responder::start(&pki, port);
+        assert_eq!(
+            status(verify(&pki, "ocsp-good", &anchors)),
+            RevocationStatus::Good {
+                sources: vec![
+                    format!("OCSP {url}"),
+                    format!("CRL {}/root.crl", server.base)
+                ],
+            }
+        );
+        assert_eq!(
+            common::reason(verify(&pki, "ocsp-revoked", &anchors)),
+            "signer-revoked"
+        );
+        assert_eq!(
+            common::reason(verify(&pki, "ocsp-unknown", &anchors)),
+            "revocation-unknown"
+        );
+    }
+    // The responder is gone: the cached answer still serves...
+    assert!(matches!(
+        status(verify(&pki, "ocsp-good", &anchors)),
+        RevocationStatus::Good { .. }
+    ));
+    // ...but without a cache, hard-fail refuses and soft-fail records it.
+    assert_eq!(
+        common::reason(verify(&pki, "ocsp-good", &pki.anchors())),
+        "revocation-unknown"
+    );
+    assert!(matches!(
+        status(verify(&pki, "ocsp-good", &with(&pki, soft()))),
+        RevocationStatus::NotChecked { .. }
+    ));
+}

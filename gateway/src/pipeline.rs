@@ -62,6 +62,8 @@ pub(crate) enum Transient {
     Io(#[from] std::io::Error),
     #[error("OpenPGP encryption failed: {0}")]
     Encrypt(String),
+    #[error("the signer's revocation status cannot be determined now: {0}")]
+    Revocation(String),
     #[error("cannot queue a report: {0}")]
     Report(#[from] ReportError),
 }
@@ -154,7 +156,7 @@ impl Pipeline {
             .submission(id)?
             .ok_or(StoreError::NotFound("submission"))?;
         let raw = self.spool.read(id)?;
-        match self.verify(&submission, &raw) {
+        match self.verify(&submission, &raw)? {
             Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
@@ -179,20 +181,32 @@ impl Pipeline {
         &self,
         submission: &Submission,
         raw: &[u8],
+    ) -> Result<Result<(Unwrapped, Vec<Event>), Refusal>, Transient> {
+        let Some(sender) = self.store.sender(&submission.sender_id)? else {
+            return Ok(Err(Refusal::new(
+                "sender-unknown",
+                format!("sender {} is no longer registered", submission.sender_id),
+            )));
+        };
+        let unwrapped = match smime::unwrap(raw, &self.keys, &self.anchors, SystemTime::now()) {
+            Ok(unwrapped) => unwrapped,
+            // A responder or distribution point that cannot be reached now may answer
+            // later: the letter waits (the watchdog reports the delay) instead of failing.
+            Err(e) if e.reason() == "revocation-unknown" => {
+                return Err(Transient::Revocation(e.to_string()));
+            }
+            Err(e) => return Ok(Err(Refusal::new(e.reason(), e.to_string()))),
+        };
+        Ok(self.check_signer(&sender, unwrapped))
+    }
+
+    /// The checks on a verified letter that need the sender: the signer is one of its
+    /// certificates and the From address one it may use.
+    fn check_signer(
+        &self,
+        sender: &kvgate_store::Sender,
+        unwrapped: Unwrapped,
     ) -> Result<(Unwrapped, Vec<Event>), Refusal> {
-        let sender = self
-            .store
-            .sender(&submission.sender_id)
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                Refusal::new(
-                    "sender-unknown",
-                    format!("sender {} is no longer registered", submission.sender_id),
-                )
-            })?;
-        let unwrapped = smime::unwrap(raw, &self.keys, &self.anchors, SystemTime::now())
-            .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
         if !unwrapped.encrypted {
             return Err(Refusal::new(
                 "not-encrypted",

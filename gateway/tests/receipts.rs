@@ -114,13 +114,15 @@ impl Drop for Relay {
     }
 }
 
-/// Points the installation at the relay, with retries fast enough for a test.
+/// Points the installation at the relay, with retries fast enough for a test and no
+/// delay warnings (a letter briefly queued must not draw a delay DSN).
 fn configure_relay(install: &Install, relay: &Relay) {
-    configure_relay_with_lifetime(install, relay, 3600);
+    configure_relay_with(install, relay, 3600, 3600);
 }
 
-/// The same, with letters and reports given up after `lifetime_secs`.
-fn configure_relay_with_lifetime(install: &Install, relay: &Relay, lifetime_secs: u64) {
+/// The same, with waits recorded as delayed after `delay_secs` and letters and reports
+/// given up after `lifetime_secs`.
+fn configure_relay_with(install: &Install, relay: &Relay, delay_secs: u64, lifetime_secs: u64) {
     install.set_config_table(
         "relay",
         &format!("address = \"127.0.0.1:{}\"\ntls = \"none\"\n", relay.port),
@@ -128,7 +130,7 @@ fn configure_relay_with_lifetime(install: &Install, relay: &Relay, lifetime_secs
     install.set_config_table(
         "queue",
         &format!(
-            "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = 0\n\
+            "first_retry_secs = 1\nmax_retry_secs = 1\ndelay_warning_secs = {delay_secs}\n\
              lifetime_secs = {lifetime_secs}\nper_destination = 2\ntimeout_secs = 10\n"
         ),
     );
@@ -477,14 +479,18 @@ fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
     require(&["openssl", "python3"]);
     let install = Install::new();
     let mut relay = Relay::new(&install);
-    configure_relay(&install, &relay);
+    configure_relay_with(&install, &relay, 1, 3600);
     let server = install.serve(&[]);
 
     let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
     let id = send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
     // The relay refuses connections: the DSN waits, and the wait is tracked.
-    wait_until("no delayed event", 60, || {
-        event_kinds(&install.track(&id)).contains(&"delayed".to_owned())
+    wait_until("no delayed event for the waiting DSN", 60, || {
+        install.track(&id)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "delayed" && e["reason"] == "relay-unavailable")
     });
     let queue = install.admin(&["queue", "list", "--json"]);
     let queue: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
@@ -539,7 +545,7 @@ fn a_held_letter_is_reported_delayed_then_expired() {
     let install = Install::new();
     let mut relay = Relay::new(&install);
     relay.start();
-    configure_relay_with_lifetime(&install, &relay, 4);
+    configure_relay_with(&install, &relay, 0, 4);
     // Held for maintenance: accepted, spooled, not processed.
     let server = install.serve(&["--hold-queue"]);
 

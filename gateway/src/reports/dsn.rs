@@ -54,9 +54,11 @@ impl<'a> Fate<'a> {
 /// The enhanced status (RFC 3463) a DSN reports for a refusal reason.
 pub fn status_for(reason: &str) -> &'static str {
     match reason {
-        "malformed" | "not-smime" => "5.6.0",
-        "bad-signature" | "untrusted-signer" | "signer-expired" => "5.7.7",
-        "not-encrypted" | "not-signed" | "not-for-gateway" | "weak-algorithm" => "5.7.5",
+        "malformed" | "not-smime" | "too-deep" => "5.6.0",
+        "bad-signature" | "content-confusion" | "untrusted-signer" | "signer-expired"
+        | "signer-revoked" | "signer-usage" | "critical-extension" => "5.7.7",
+        "not-encrypted" | "not-signed" | "not-for-gateway" | "decryption-failed"
+        | "weak-algorithm" => "5.7.5",
         "no-member-key" => "5.1.1",
         "queue-lifetime" => "5.4.7",
         "waiting" => "4.4.7",

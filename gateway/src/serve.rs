@@ -188,10 +188,12 @@ impl Gateway {
             }
         });
         let outbound = Arc::new(Notify::new());
+        let filed = Arc::new(watch::Sender::new(()));
         let router = api::router(ApiState {
             store: store.clone(),
             keys: Arc::new(crate::keys::OpenPgpKeyCheck),
             outbound: outbound.clone(),
+            filed: filed.clone(),
         });
         let rx = stop.clone();
         tasks.spawn(async move {
@@ -209,6 +211,7 @@ impl Gateway {
                 anchors,
                 (&config.domain, &config.hostname),
                 outbound.clone(),
+                filed,
             ));
             tasks.spawn(pipeline.run(wake, stop.clone()));
         }

@@ -1,0 +1,82 @@
+//! `POST /v1/enroll`: a device joins a member with a single-use enrolment code.
+//!
+//! Every device, the first and every later one (a device change), needs its own code:
+//! the member is identified again each time.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kvgate_store::{Kvnr, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::devices::device_name;
+use super::routes::{blocking, json_body};
+use super::{ApiState, Problem};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    kvnr: String,
+    code: String,
+    device_name: String,
+    public_key: String,
+}
+
+#[derive(Serialize)]
+struct EnrollResponse {
+    device_id: String,
+    token: String,
+}
+
+/// Enrols a device: checks the KVNR, the name and the key, then consumes the code.
+pub(crate) async fn enroll(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let request: EnrollRequest = json_body(
+        &body,
+        "{\"kvnr\", \"code\", \"device_name\", \"public_key\"}",
+    )?;
+    let kvnr = Kvnr::parse(&request.kvnr).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-kvnr",
+            "Invalid KVNR",
+            e.to_string(),
+        )
+    })?;
+    let name = device_name(&request.device_name)?;
+    let key = state
+        .keys
+        .check(request.public_key.as_bytes())
+        .map_err(|why| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-public-key",
+                "Unusable OpenPGP key",
+                why,
+            )
+        })?;
+    let code = request.code;
+    let enrolled = blocking(&state, move |store| {
+        match store.enroll(&kvnr, &code, &name, &key.fingerprint, &key.armored) {
+            Err(StoreError::NotFound(_)) => Ok(None),
+            other => other.map(Some),
+        }
+    })
+    .await?
+    .ok_or_else(|| {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "enrollment-code-invalid",
+            "Enrolment code not valid",
+            "the enrolment code is wrong, already used, or issued for another KVNR",
+        )
+    })?;
+    let body = EnrollResponse {
+        device_id: enrolled.device.id.to_string(),
+        token: enrolled.token,
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}

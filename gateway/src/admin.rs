@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
-use kvgate_store::{Kvnr, NewMember, SenderKind, TrackingId};
+use kvgate_store::{Kvnr, NewMember, SenderKind, StoreError, TrackingId};
 
 use crate::runtime::{Installation, config_path};
 
@@ -88,6 +88,15 @@ pub enum MemberCommand {
         /// Turn on app communication (Postfach letters from the insurer).
         #[arg(long)]
         app_communication: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print a new single-use enrolment code for a registered member's next device
+    /// (a device change needs one: the member is identified again).
+    Code {
+        /// The member's KVNR.
+        #[arg(long)]
+        kvnr: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -176,14 +185,17 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
 
 /// Runs a `member` command.
 pub fn member(command: MemberCommand) -> anyhow::Result<()> {
-    let MemberCommand::Add {
-        kvnr,
-        name,
-        key,
-        smarthealth,
-        app_communication,
-        config,
-    } = command;
+    let (kvnr, name, key, smarthealth, app_communication, config) = match command {
+        MemberCommand::Add {
+            kvnr,
+            name,
+            key,
+            smarthealth,
+            app_communication,
+            config,
+        } => (kvnr, name, key, smarthealth, app_communication, config),
+        MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
+    };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let key = match key {
         Some(path) => {
@@ -206,6 +218,17 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
         key,
     )?;
     println!("member {kvnr} registered");
+    println!("enrollment-code: {code}");
+    Ok(())
+}
+
+/// Runs `member code`: a new enrolment code for an existing member.
+fn enrollment_code(kvnr: &str, config: &ConfigArg) -> anyhow::Result<()> {
+    let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
+    let code = match config.open()?.store.add_enrollment_code(&kvnr) {
+        Err(StoreError::NotFound(_)) => bail!("no member {kvnr} is registered"),
+        other => other?,
+    };
     println!("enrollment-code: {code}");
     Ok(())
 }

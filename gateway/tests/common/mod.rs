@@ -405,13 +405,24 @@ pub fn curl(install: &Install, server: &Server, args: &[&str], path: &str) -> (u
 
 /// A GnuPG home with a fresh key; returns (home, armored public key).
 pub fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
-    let home = install.work("gnupg");
+    gpg_key(install, "phone")
+}
+
+/// A GnuPG home `gnupg-<name>` (plain `gnupg` for "phone") with a fresh key for
+/// `<name>@member.test`; returns (home, armored public key).
+pub fn gpg_key(install: &Install, name: &str) -> (std::path::PathBuf, String) {
+    let home = if name == "phone" {
+        install.work("gnupg")
+    } else {
+        install.work(&format!("gnupg-{name}"))
+    };
     std::fs::create_dir_all(&home).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
+    let email = format!("{name}@member.test");
     let gpg = |args: &[&str]| {
         run(Command::new("gpg")
             .env("GNUPGHOME", &home)
@@ -420,20 +431,65 @@ pub fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
     };
     gpg(&[
         "--quick-gen-key",
-        "Member Phone <phone@member.test>",
+        &format!("Member {name} <{email}>"),
         "default",
         "default",
         "never",
     ]);
-    let public = gpg(&["--armor", "--export", "phone@member.test"]);
+    let public = gpg(&["--armor", "--export", &email]);
     (home, String::from_utf8(public.stdout).unwrap())
+}
+
+/// Decrypts the armored part of a PGP/MIME message with the key in `home`; `None` if
+/// gpg cannot (the message was not encrypted to that key).
+pub fn gpg_decrypt(install: &Install, home: &Path, pgp_mime: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(pgp_mime);
+    let start = text.find("-----BEGIN PGP MESSAGE-----")?;
+    let end = text.find("-----END PGP MESSAGE-----")? + "-----END PGP MESSAGE-----".len();
+    let encrypted = install.work("to-decrypt.asc");
+    std::fs::write(&encrypted, &text[start..end]).unwrap();
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--decrypt",
+        ])
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
 }
 
 /// Enrols a device with `public_key` using the installation's enrolment code; returns
 /// the `Authorization` header for it.
 pub fn enrol(install: &Install, server: &Server, public_key: &str) -> String {
+    enrol_device(
+        install,
+        server,
+        MEMBER,
+        &install.enrollment_code,
+        "phone",
+        public_key,
+    )
+    .0
+}
+
+/// Enrols a device of `kvnr` with `code`; returns the `Authorization` header for it
+/// and the device ID.
+pub fn enrol_device(
+    install: &Install,
+    server: &Server,
+    kvnr: &str,
+    code: &str,
+    name: &str,
+    public_key: &str,
+) -> (String, String) {
     let enrol = serde_json::json!({
-        "kvnr": MEMBER, "code": install.enrollment_code, "device_name": "phone", "public_key": public_key,
+        "kvnr": kvnr, "code": code, "device_name": name, "public_key": public_key,
     });
     let body = install.work("enrol.json");
     std::fs::write(&body, enrol.to_string()).unwrap();
@@ -450,8 +506,11 @@ pub fn enrol(install: &Install, server: &Server, public_key: &str) -> String {
     );
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
     let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-    format!(
-        "Authorization: Bearer {}",
-        answer["token"].as_str().unwrap()
+    (
+        format!(
+            "Authorization: Bearer {}",
+            answer["token"].as_str().unwrap()
+        ),
+        answer["device_id"].as_str().unwrap().to_owned(),
     )
 }

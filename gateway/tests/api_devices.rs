@@ -4,135 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
-
-const BOB: &str = "X110411319";
-
-/// A member's API session: one device's `Authorization` header.
-struct Session<'a> {
-    install: &'a Install,
-    server: &'a Server,
-    auth: String,
-}
-
-impl Session<'_> {
-    /// `curl -X method path` with an optional JSON body; (status, body).
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Vec<u8>) {
-        let file = self.install.work("request.json");
-        let data = format!("@{}", file.display());
-        let mut args = vec!["-X", method, "-H", &self.auth];
-        if let Some(body) = body {
-            std::fs::write(&file, body.to_string()).unwrap();
-            args.extend([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &data,
-            ]);
-        }
-        curl(self.install, self.server, &args, path)
-    }
-
-    /// Like `call`, parsing the answer as JSON.
-    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let (status, answer) = self.call(method, path, body);
-        let value = if answer.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&answer)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer)))
-        };
-        (status, value)
-    }
-
-    /// Asserts a problem+json refusal with this status and type slug.
-    fn refused(&self, method: &str, path: &str, body: Option<&Value>, status: u16, slug: &str) {
-        let (got, problem) = self.json(method, path, body);
-        assert_eq!(
-            (got, &problem["type"]),
-            (status, &json!(format!("urn:kvgate:problem:{slug}"))),
-            "{method} {path}: {problem}"
-        );
-        assert!(!problem["detail"].as_str().unwrap().is_empty());
-    }
-
-    /// Uploads `bytes` as the key backup; the status.
-    fn put_backup(&self, bytes: &[u8]) -> u16 {
-        let file = self.install.work("backup.bin");
-        std::fs::write(&file, bytes).unwrap();
-        let data = format!("@{}", file.display());
-        let args = [
-            "-X",
-            "PUT",
-            "-H",
-            &self.auth,
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &data,
-        ];
-        curl(self.install, self.server, &args, "/v1/keys/backup").0
-    }
-}
-
-/// A new enrolment code for `kvnr` from `kvgate member code`.
-fn new_code(install: &Install, kvnr: &str) -> String {
-    let out = install.admin(&["member", "code", "--kvnr", kvnr]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .strip_prefix("enrollment-code: ")
-        .unwrap()
-        .to_owned()
-}
-
-/// Sends a letter to the demo member's smarthealth inbox and waits until it is filed;
-/// returns its tracking trail and the number of keys it was encrypted to.
-fn deliver(install: &Install, server: &Server, subject: &str) -> (String, String) {
-    let message = install.practice_letter(&text_letter(subject, "Befund"), subject);
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &message,
-    );
-    let id = tracking_id(&reply);
-    let trail = wait_final(install, &id);
-    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
-    let encrypted = trail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "encrypted")
-        .unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (id, encrypted)
-}
-
-/// The ciphertext of the member's message from submission `tracking_id`.
-fn letter_of(session: &Session<'_>, tracking_id: &str) -> Vec<u8> {
-    let (status, list) = session.json("GET", "/v1/messages", None);
-    assert_eq!(status, 200);
-    let id = list["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["tracking_id"] == tracking_id)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, body) = session.call("GET", &format!("/v1/messages/{id}"), None);
-    assert_eq!(status, 200);
-    body
-}
+use serde_json::json;
 
 #[test]
 fn devices_are_listed_renamed_and_removed_and_a_removed_key_gets_no_new_letters() {
@@ -243,29 +115,7 @@ fn devices_are_listed_renamed_and_removed_and_a_removed_key_gets_no_new_letters(
     assert!(gpg_decrypt(&install, &phone_home, &letter).is_some());
 
     // Another member sees none of it and can change none of it.
-    let out = install.admin(&[
-        "member",
-        "add",
-        "--kvnr",
-        BOB,
-        "--name",
-        "Bob",
-        "--smarthealth",
-    ]);
-    assert!(out.status.success());
-    let code = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("enrollment-code: "))
-        .unwrap()
-        .to_owned();
-    let (_, bob_key) = gpg_key(&install, "bob");
-    let (bob_auth, bob_id) = enrol_device(&install, &server, BOB, &code, "bob", &bob_key);
-    let bob = Session {
-        install: &install,
-        server: &server,
-        auth: bob_auth,
-    };
+    let (bob, bob_id) = second_member(&install, &server);
     let (_, list) = bob.json("GET", "/v1/devices", None);
     assert_eq!(list["devices"].as_array().unwrap().len(), 1);
     assert_eq!(list["devices"][0]["id"], bob_id.as_str());
@@ -376,19 +226,7 @@ fn the_recovery_key_receives_every_new_letter_and_the_backup_is_kept_as_given() 
     );
 
     // Another member sees neither.
-    let out = install.admin(&["member", "add", "--kvnr", BOB, "--name", "Bob"]);
-    let code = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("enrollment-code: "))
-        .unwrap()
-        .to_owned();
-    let (_, bob_key) = gpg_key(&install, "bob");
-    let bob = Session {
-        install: &install,
-        server: &server,
-        auth: enrol_device(&install, &server, BOB, &code, "bob", &bob_key).0,
-    };
+    let (bob, _) = second_member(&install, &server);
     bob.refused("GET", "/v1/keys/backup", None, 404, "not-found");
     bob.refused("GET", "/v1/keys/recovery", None, 404, "not-found");
 }

@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvgate::client::{smtp, tls_config};
+use serde_json::{Value, json};
 
 pub const KVGATE: &str = env!("CARGO_BIN_EXE_kvgate");
 pub const DOMAIN: &str = "kvgate.test";
 pub const PRACTICE: &str = "praxis@demo-practice.test";
 pub const MEMBER: &str = "A123456780";
+/// A second member, registered by the tests that need one.
+pub const BOB: &str = "X110411319";
 
 /// Fails the test unless the independent implementations it uses are installed.
 ///
@@ -512,5 +515,166 @@ pub fn enrol_device(
             answer["token"].as_str().unwrap()
         ),
         answer["device_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A member's API session: one device's `Authorization` header.
+pub struct Session<'a> {
+    pub install: &'a Install,
+    pub server: &'a Server,
+    pub auth: String,
+}
+
+impl Session<'_> {
+    /// `curl -X method path` with an optional JSON body; (status, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Vec<u8>) {
+        let file = self.install.work("request.json");
+        let data = format!("@{}", file.display());
+        let mut args = vec!["-X", method, "-H", &self.auth];
+        if let Some(body) = body {
+            std::fs::write(&file, body.to_string()).unwrap();
+            args.extend([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &data,
+            ]);
+        }
+        curl(self.install, self.server, &args, path)
+    }
+
+    /// Like `call`, parsing the answer as JSON.
+    pub fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (status, answer) = self.call(method, path, body);
+        let value = if answer.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&answer)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer)))
+        };
+        (status, value)
+    }
+
+    /// Asserts a problem+json refusal with this status and type slug.
+    pub fn refused(&self, method: &str, path: &str, body: Option<&Value>, status: u16, slug: &str) {
+        let (got, problem) = self.json(method, path, body);
+        assert_eq!(
+            (got, &problem["type"]),
+            (status, &json!(format!("urn:kvgate:problem:{slug}"))),
+            "{method} {path}: {problem}"
+        );
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+    }
+
+    /// Uploads `bytes` as the key backup; the status.
+    pub fn put_backup(&self, bytes: &[u8]) -> u16 {
+        let file = self.install.work("backup.bin");
+        std::fs::write(&file, bytes).unwrap();
+        let data = format!("@{}", file.display());
+        let args = [
+            "-X",
+            "PUT",
+            "-H",
+            &self.auth,
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+        ];
+        curl(self.install, self.server, &args, "/v1/keys/backup").0
+    }
+}
+
+/// A new enrolment code for `kvnr` from `kvgate member code`.
+pub fn new_code(install: &Install, kvnr: &str) -> String {
+    let out = install.admin(&["member", "code", "--kvnr", kvnr]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .strip_prefix("enrollment-code: ")
+        .unwrap()
+        .to_owned()
+}
+
+/// Sends a letter to the demo member's smarthealth inbox and waits until it is filed;
+/// returns its tracking trail and the number of keys it was encrypted to.
+pub fn deliver(install: &Install, server: &Server, subject: &str) -> (String, String) {
+    let message = install.practice_letter(&text_letter(subject, "Befund"), subject);
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        &message,
+    );
+    let id = tracking_id(&reply);
+    let trail = wait_final(install, &id);
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    let encrypted = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "encrypted")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, encrypted)
+}
+
+/// The ciphertext of the member's message from submission `tracking_id`.
+pub fn letter_of(session: &Session<'_>, tracking_id: &str) -> Vec<u8> {
+    let (status, list) = session.json("GET", "/v1/messages", None);
+    assert_eq!(status, 200);
+    let id = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["tracking_id"] == tracking_id)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = session.call("GET", &format!("/v1/messages/{id}"), None);
+    assert_eq!(status, 200);
+    body
+}
+
+/// Registers the second member [`BOB`] (smarthealth active) and enrols a device of
+/// theirs; returns the session and the device ID.
+pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'a>, String) {
+    let out = install.admin(&[
+        "member",
+        "add",
+        "--kvnr",
+        BOB,
+        "--name",
+        "Bob",
+        "--smarthealth",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("enrollment-code: "))
+        .unwrap()
+        .to_owned();
+    let (_, key) = gpg_key(install, "bob");
+    let (auth, id) = enrol_device(install, server, BOB, &code, "bob", &key);
+    (
+        Session {
+            install,
+            server,
+            auth,
+        },
+        id,
     )
 }

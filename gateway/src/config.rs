@@ -42,6 +42,10 @@ pub struct Config {
     /// Retries and lifetime of the outbound queue.
     #[serde(default)]
     pub queue: QueuePolicy,
+    /// The insurer's back office, which members' uploads are sent to; without it the
+    /// member API refuses uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_office: Option<BackOffice>,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -130,6 +134,27 @@ impl Limits {
     pub fn greeting_delay(&self) -> Duration {
         Duration::from_millis(self.greeting_delay_ms)
     }
+}
+
+/// Where members' uploads go: S/MIME signed by the gateway and encrypted to the back
+/// office's certificate, through the outbound queue and the relay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackOffice {
+    /// The back office's mail address (envelope and `To:`).
+    pub address: String,
+    /// Its S/MIME certificate (PEM) uploads are encrypted to.
+    pub certificate: PathBuf,
+    /// The envelope sender and `From:` of uploads (default `uploads@<domain>`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The largest document a member may upload, in octets (default 20 MiB).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_size: usize,
+}
+
+fn default_max_upload() -> usize {
+    20 * 1024 * 1024
 }
 
 /// How the gateway talks to its relay.
@@ -317,6 +342,7 @@ impl Config {
             limits: Limits::default(),
             relay: None,
             queue: QueuePolicy::default(),
+            back_office: None,
             base: PathBuf::new(),
         }
     }

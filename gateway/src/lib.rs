@@ -20,3 +20,4 @@ pub mod queue;
 pub mod reports;
 pub mod runtime;
 pub mod serve;
+pub mod uploads;

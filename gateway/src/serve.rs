@@ -11,6 +11,7 @@ use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
 
 use crate::outbox::Outbox;
 use crate::reports::ReportSigner;
+use crate::uploads::BackOfficeSealer;
 use kvgate_certs::x509;
 use kvgate_connectors::api::{self, ApiState};
 use kvgate_connectors::smtp::{self, Server};
@@ -187,6 +188,38 @@ impl Gateway {
                 tracing::error!(error = %e, "SMTPS listener failed");
             }
         });
+        // Uploads and reports are signed with the gateway's current S/MIME identity.
+        let identity = config
+            .smime
+            .decryption_keys
+            .first()
+            .context("smime.decryption_keys is empty")?;
+        let identity = (
+            config.resolve(&identity.cert),
+            config.resolve(&identity.key),
+        );
+        let uploads = match &config.back_office {
+            Some(back_office) => {
+                let certificate = config.resolve(&back_office.certificate);
+                let sealer = BackOfficeSealer::load(
+                    (&identity.0, &identity.1),
+                    &certificate,
+                    back_office,
+                    &config.domain,
+                )
+                .with_context(|| {
+                    format!(
+                        "reading the back office certificate {}",
+                        certificate.display()
+                    )
+                })?;
+                Some(api::Uploads {
+                    sealer: Arc::new(sealer),
+                    max_size: back_office.max_upload_size,
+                })
+            }
+            None => None,
+        };
         let outbound = Arc::new(Notify::new());
         let filed = Arc::new(watch::Sender::new(()));
         let router = api::router(ApiState {
@@ -194,6 +227,7 @@ impl Gateway {
             keys: Arc::new(crate::keys::OpenPgpKeyCheck),
             outbound: outbound.clone(),
             filed: filed.clone(),
+            uploads,
         });
         let rx = stop.clone();
         tasks.spawn(async move {
@@ -215,17 +249,8 @@ impl Gateway {
             ));
             tasks.spawn(pipeline.run(wake, stop.clone()));
         }
-        // Reports are signed with the gateway's current S/MIME identity.
-        let identity = config
-            .smime
-            .decryption_keys
-            .first()
-            .context("smime.decryption_keys is empty")?;
-        let signer = ReportSigner::load(
-            &config.resolve(&identity.cert),
-            &config.resolve(&identity.key),
-        )
-        .context("reading the report signing key")?;
+        let signer = ReportSigner::load(&identity.0, &identity.1)
+            .context("reading the report signing key")?;
         let outbox = Arc::new(Outbox::new(store, &config, signer)?);
         tasks.spawn(outbox.run(outbound, stop));
         Ok(Gateway {

@@ -49,8 +49,10 @@ pub(crate) const FILED: Records = TableDefinition::new("filed");
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
 /// Members' client-encrypted key backups (opaque bytes, not JSON) by KVNR.
 pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
+/// Members' document uploads by `KVNR/tracking-ID`.
+pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 
-const ALL_TABLES: [Records; 17] = [
+const ALL_TABLES: [Records; 18] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -68,6 +70,7 @@ const ALL_TABLES: [Records; 17] = [
     FILED,
     OUTBOUND,
     KEY_BACKUPS,
+    UPLOADS,
 ];
 
 /// The durable state of one kvgate installation.

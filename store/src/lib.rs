@@ -27,6 +27,7 @@ mod senders;
 mod spool;
 mod submissions;
 mod time;
+mod uploads;
 
 pub use db::Store;
 pub use error::StoreError;
@@ -42,3 +43,4 @@ pub use senders::{Sender, SenderKind};
 pub use spool::{Spool, SpoolFile};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
+pub use uploads::Upload;

@@ -2,6 +2,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::map_response;
@@ -10,7 +11,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use kvgate_store::{Store, StoreError};
 use serde::de::DeserializeOwned;
 
-use super::{ApiState, Problem, devices, enrolment, keys, messages};
+use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -43,6 +44,15 @@ where
     }
 }
 
+/// The same route without the default request body limit: its handler bounds what it
+/// reads itself (uploads, whose limit is configured).
+fn unbounded(route: Route) -> Route {
+    Route {
+        handler: route.handler.layer(DefaultBodyLimit::disable()),
+        ..route
+    }
+}
+
 /// Every route of the member API.
 pub(crate) fn routes() -> Vec<Route> {
     use Method as M;
@@ -61,6 +71,9 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/messages/{id}", M::GET, messages::fetch),
         route("/v1/messages/{id}", M::DELETE, messages::delete),
         route("/v1/messages/{id}/read", M::POST, messages::mark_read),
+        unbounded(route("/v1/documents", M::POST, documents::upload)),
+        route("/v1/documents", M::GET, documents::list),
+        route("/v1/tracking/{id}", M::GET, tracking::show),
     ]
 }
 

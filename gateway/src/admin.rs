@@ -240,10 +240,12 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("{:?} is not a tracking ID", args.tracking_id))?;
     let installation = args.config.open()?;
-    let Some(submission) = installation.store.submission(&id)? else {
-        bail!("no submission with tracking ID {id}");
-    };
+    // A member's upload has a history but no SMTP submission.
+    let submission = installation.store.submission(&id)?;
     let events = installation.store.events(&id)?;
+    if submission.is_none() && events.is_empty() {
+        bail!("no submission with tracking ID {id}");
+    }
     if args.verify {
         return match kvgate_store::verify_chain(&events) {
             Ok(()) => {
@@ -266,13 +268,16 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!(
-        "tracking {id}: from {} (sender {}), {} octets, received {}",
-        submission.mail_from,
-        submission.sender_id,
-        submission.size,
-        submission.received_at.to_rfc3339()
-    );
+    match &submission {
+        Some(submission) => println!(
+            "tracking {id}: from {} (sender {}), {} octets, received {}",
+            submission.mail_from,
+            submission.sender_id,
+            submission.size,
+            submission.received_at.to_rfc3339()
+        ),
+        None => println!("tracking {id}: a member's upload from the app"),
+    }
     for event in events {
         let mut line = format!("{}  {:<9}", event.at.to_rfc3339(), event.kind.as_str());
         if let Some(recipient) = &event.recipient {

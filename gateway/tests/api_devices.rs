@@ -154,6 +154,8 @@ fn the_recovery_key_receives_every_new_letter_and_the_backup_is_kept_as_given() 
     };
 
     phone.refused("GET", "/v1/keys/recovery", None, 404, "not-found");
+    // Without a configured back office, uploads are refused up front.
+    phone.refused("POST", "/v1/documents", None, 503, "uploads-unavailable");
     phone.refused(
         "PUT",
         "/v1/keys/recovery",

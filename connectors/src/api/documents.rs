@@ -166,6 +166,19 @@ async fn read_form(multipart: &mut Multipart, max_size: usize) -> Result<Form, P
     Ok(form)
 }
 
+/// Reads and drops what is left of a refused form, up to `budget` octets, so that a
+/// client still sending gets the refusal instead of a reset connection.
+async fn drain(multipart: &mut Multipart, mut budget: usize) {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(chunk)) = field.chunk().await {
+            budget = budget.saturating_sub(chunk.len());
+            if budget == 0 {
+                return;
+            }
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Queued {
     tracking_id: String,
@@ -197,7 +210,13 @@ pub(crate) async fn upload(
             ),
         )
     })?;
-    let form = read_form(&mut multipart, uploads.max_size).await?;
+    let form = match read_form(&mut multipart, uploads.max_size).await {
+        Ok(form) => form,
+        Err(problem) => {
+            drain(&mut multipart, uploads.max_size).await;
+            return Err(problem);
+        }
+    };
     let missing = |name: &str| {
         invalid(
             "missing-field",

@@ -110,6 +110,14 @@ fn upload(
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// An upload that must be refused: text fields, file (path, name), status, problem slug.
+type Refusal<'a> = (
+    Vec<(&'a str, &'a str)>,
+    Option<(&'a Path, &'a str)>,
+    u16,
+    &'a str,
+);
+
 /// A PDF of exactly `size` octets.
 fn pdf(size: usize) -> Vec<u8> {
     let mut pdf = b"%PDF-1.4\n".to_vec();
@@ -299,7 +307,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
     .unwrap();
     let too_long = "a".repeat(2001);
     let own = [("type", "invoice"), ("kvnr", MEMBER)];
-    let cases: Vec<(Vec<(&str, &str)>, Option<(&Path, &str)>, u16, &str)> = vec![
+    let cases: Vec<Refusal<'_>> = vec![
         (
             own.to_vec(),
             Some((&exe, "invoice.pdf")),

@@ -132,7 +132,7 @@ mod tests {
             store.queue_upload(&upload, &message),
             Err(StoreError::Exists("upload"))
         ));
-        assert_eq!(store.outbound().unwrap(), [message.clone()]);
+        assert_eq!(store.outbound().unwrap(), std::slice::from_ref(&message));
 
         let (found, events) = store.own_tracking(&alice, &id).unwrap().unwrap();
         assert_eq!(found, upload);

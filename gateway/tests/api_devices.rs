@@ -146,12 +146,7 @@ fn the_recovery_key_receives_every_new_letter_and_the_backup_is_kept_as_given() 
     require(&["openssl", "gpg", "curl"]);
     let install = Install::new();
     let server = install.serve(&[]);
-    let (_, phone_key) = gpg_member(&install);
-    let phone = Session {
-        install: &install,
-        server: &server,
-        auth: enrol(&install, &server, &phone_key),
-    };
+    let phone = member_session(&install, &server);
 
     phone.refused("GET", "/v1/keys/recovery", None, 404, "not-found");
     // Without a configured back office, uploads are refused up front.

@@ -160,12 +160,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
     let relay = Relay::start(&install);
     configure(&install, &relay);
     let server = install.serve(&[]);
-    let (_, key) = gpg_member(&install);
-    let alice = Session {
-        install: &install,
-        server: &server,
-        auth: enrol(&install, &server, &key),
-    };
+    let alice = member_session(&install, &server);
 
     // A PDF called .png is a PDF.
     let document = pdf(100_000);

@@ -23,12 +23,7 @@ fn inboxes_page_filter_wait_and_delete() {
     require(&["openssl", "gpg", "curl"]);
     let install = Install::new();
     let server = install.serve(&[]);
-    let (_, key) = gpg_member(&install);
-    let alice = Session {
-        install: &install,
-        server: &server,
-        auth: enrol(&install, &server, &key),
-    };
+    let alice = member_session(&install, &server);
     let tracking: Vec<String> = ["eins", "zwei", "drei"]
         .iter()
         .map(|s| deliver(&install, &server, s).0)

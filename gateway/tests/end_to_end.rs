@@ -80,15 +80,7 @@ fn openssl_letter_reaches_gpg_member_intact() {
 
     let pdf = pdf_bytes();
     let message = install.practice_letter(&letter_with_pdf("Befund", &pdf), "Befund");
-    let reply = server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &message,
-    );
-    let id = tracking_id(&reply);
-    let trail = wait_final(&install, &id);
-    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    let (id, trail) = file_letter(&install, &server, &message);
     assert_eq!(
         event_kinds(&trail),
         ["accepted", "verified", "encrypted", "delivered"]

@@ -93,26 +93,16 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::members::NewMember;
+    use crate::testing;
 
     #[test]
     fn a_removed_device_loses_its_key_and_token_and_others_are_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let alice = Kvnr::parse("A123456780").unwrap();
-        let bob = Kvnr::parse("X110411319").unwrap();
-        let new = |kvnr: &Kvnr| NewMember {
-            kvnr: kvnr.clone(),
-            name: "M".into(),
-            smarthealth: true,
-            app_communication: true,
-        };
-        let code = store.add_member(new(&alice), None).unwrap();
+        let (_dir, store) = testing::open();
+        let (alice, code) = testing::member(&store, "A123456780");
         let phone = store.enroll(&alice, &code, "phone", "FP1", "K1").unwrap();
         let code = store.add_enrollment_code(&alice).unwrap();
         let tablet = store.enroll(&alice, &code, "tablet", "FP2", "K2").unwrap();
-        let code = store.add_member(new(&bob), None).unwrap();
+        let (bob, code) = testing::member(&store, "X110411319");
         let bobs = store.enroll(&bob, &code, "bob", "FP3", "K3").unwrap();
 
         let names: Vec<_> = store

@@ -166,8 +166,7 @@ mod tests {
 
     #[test]
     fn pages_merge_inboxes_in_filing_order_and_deletion_removes_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_dir, store) = crate::testing::open();
         let alice = Kvnr::parse("A123456780").unwrap();
         let bob = Kvnr::parse("X110411319").unwrap();
         let mut filed = Vec::new();

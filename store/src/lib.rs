@@ -26,6 +26,8 @@ mod recovery;
 mod senders;
 mod spool;
 mod submissions;
+#[cfg(test)]
+mod testing;
 mod time;
 mod uploads;
 

@@ -65,21 +65,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::members::NewMember;
+    use crate::testing;
 
     #[test]
     fn a_new_recovery_key_replaces_the_old_one_and_keeps_device_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let kvnr = Kvnr::parse("A123456780").unwrap();
-        let new = NewMember {
-            kvnr: kvnr.clone(),
-            name: "M".into(),
-            smarthealth: true,
-            app_communication: true,
-        };
-        let code = store.add_member(new, None).unwrap();
+        let (_dir, store) = testing::open();
+        let (kvnr, code) = testing::member(&store, "A123456780");
         store.enroll(&kvnr, &code, "phone", "DEV", "K").unwrap();
         store.set_recovery_key(&kvnr, "R1", "K1").unwrap();
         store.set_recovery_key(&kvnr, "R2", "K2").unwrap();

@@ -100,8 +100,7 @@ mod tests {
 
     #[test]
     fn an_upload_is_queued_with_its_event_and_only_its_uploader_sees_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_dir, store) = crate::testing::open();
         let alice = Kvnr::parse("A123456780").unwrap();
         let bob = Kvnr::parse("X110411319").unwrap();
         let id = TrackingId::generate().unwrap();

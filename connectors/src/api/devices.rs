@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::{Device, DeviceId};
 use serde::{Deserialize, Serialize};
 
-use super::routes::{blocking, json_body};
+use super::routes::{blocking, json_body, no_content_if};
 use super::{ApiState, Problem, auth};
 
 /// A device as the API shows it.
@@ -111,8 +111,5 @@ pub(crate) async fn remove(
     let device = auth::device(&state, &headers).await?;
     let id = device_id(&id)?;
     let removed = blocking(&state, move |store| store.remove_device(&device.kvnr, &id)).await?;
-    if !removed {
-        return Err(Problem::not_found("device"));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    no_content_if(removed, "device")
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Outbound, OutboundId, TrackingId, Upload, now};
 use serde::Serialize;
 
-use super::routes::blocking;
+use super::routes::{blocking, parse_kvnr};
 use super::{ApiState, Problem, auth, sniff};
 
 /// The `purpose` of an upload in the outbound queue: its payload is the sealed message,
@@ -225,8 +225,7 @@ pub(crate) async fn upload(
         )
     };
     let content = form.file.ok_or_else(|| missing("file"))?;
-    let concerns = Kvnr::parse(form.kvnr.as_deref().ok_or_else(|| missing("kvnr"))?.trim())
-        .map_err(|e| invalid("invalid-kvnr", "Invalid KVNR", e.to_string()))?;
+    let concerns = parse_kvnr(form.kvnr.as_deref().ok_or_else(|| missing("kvnr"))?.trim())?;
     if concerns != device.kvnr {
         return Err(invalid(
             "kvnr-not-allowed",

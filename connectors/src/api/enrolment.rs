@@ -7,11 +7,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kvgate_store::{Kvnr, StoreError};
+use kvgate_store::StoreError;
 use serde::{Deserialize, Serialize};
 
 use super::devices::device_name;
-use super::routes::{blocking, json_body};
+use super::keys::checked_key;
+use super::routes::{blocking, json_body, parse_kvnr};
 use super::{ApiState, Problem};
 
 #[derive(Deserialize)]
@@ -38,26 +39,9 @@ pub(crate) async fn enroll(
         &body,
         "{\"kvnr\", \"code\", \"device_name\", \"public_key\"}",
     )?;
-    let kvnr = Kvnr::parse(&request.kvnr).map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-kvnr",
-            "Invalid KVNR",
-            e.to_string(),
-        )
-    })?;
+    let kvnr = parse_kvnr(&request.kvnr)?;
     let name = device_name(&request.device_name)?;
-    let key = state
-        .keys
-        .check(request.public_key.as_bytes())
-        .map_err(|why| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-public-key",
-                "Unusable OpenPGP key",
-                why,
-            )
-        })?;
+    let key = checked_key(&state, &request.public_key)?;
     let code = request.code;
     let enrolled = blocking(&state, move |store| {
         match store.enroll(&kvnr, &code, &name, &key.fingerprint, &key.armored) {

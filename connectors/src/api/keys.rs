@@ -13,7 +13,7 @@ use kvgate_store::MemberKey;
 use serde::{Deserialize, Serialize};
 
 use super::routes::{blocking, json_body};
-use super::{ApiState, Problem, auth};
+use super::{ApiState, CheckedKey, Problem, auth};
 
 /// The largest key backup the gateway keeps, in octets.
 const MAX_BACKUP: usize = 64 * 1024;
@@ -41,6 +41,19 @@ impl From<MemberKey> for RecoveryView {
     }
 }
 
+/// The OpenPGP public key a member presents (a device's or the recovery key), checked;
+/// 422 with the reason if it is unusable.
+pub(crate) fn checked_key(state: &ApiState, armored: &str) -> Result<CheckedKey, Problem> {
+    state.keys.check(armored.as_bytes()).map_err(|why| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-public-key",
+            "Unusable OpenPGP key",
+            why,
+        )
+    })
+}
+
 /// `PUT /v1/keys/recovery`: registers the member's recovery key (replacing the old
 /// one); every letter filed from now on is also encrypted to it.
 pub(crate) async fn put_recovery(
@@ -50,17 +63,7 @@ pub(crate) async fn put_recovery(
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let request: RecoveryRequest = json_body(&body, "{\"public_key\": \"<armored OpenPGP key>\"}")?;
-    let key = state
-        .keys
-        .check(request.public_key.as_bytes())
-        .map_err(|why| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-public-key",
-                "Unusable OpenPGP key",
-                why,
-            )
-        })?;
+    let key = checked_key(&state, &request.public_key)?;
     let stored = blocking(&state, move |store| {
         store.set_recovery_key(&device.kvnr, &key.fingerprint, &key.armored)
     })

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Mailbox, MessageId, MessageMeta, Page, PageQuery, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::routes::{blocking, json_body};
+use super::routes::{blocking, json_body, no_content_if};
 use super::{ApiState, Problem, auth};
 
 /// How many messages a page has unless `limit` says otherwise.
@@ -220,10 +220,7 @@ pub(crate) async fn delete(
     let device = auth::device(&state, &headers).await?;
     let id = message_id(&id)?;
     let deleted = blocking(&state, move |store| store.delete_message(&device.kvnr, &id)).await?;
-    if !deleted {
-        return Err(Problem::not_found("message"));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    no_content_if(deleted, "message")
 }
 
 /// The optional body of `POST /v1/messages/{id}/read`.
@@ -258,9 +255,6 @@ pub(crate) async fn mark_read(
         store.mark_read(&device.kvnr, &id, request.receipt)
     })
     .await?;
-    if !found {
-        return Err(Problem::not_found("message"));
-    }
     state.outbound.notify_one();
-    Ok(StatusCode::NO_CONTENT.into_response())
+    no_content_if(found, "message")
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use kvgate_store::{Store, StoreError};
+use kvgate_store::{Kvnr, Store, StoreError};
 use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
@@ -125,6 +125,27 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Problem::internal(&e))?
         .map_err(Problem::from)
+}
+
+/// A KVNR as given by the member; 422 `invalid-kvnr` with the reason if it is not one.
+pub(crate) fn parse_kvnr(raw: &str) -> Result<Kvnr, Problem> {
+    Kvnr::parse(raw).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-kvnr",
+            "Invalid KVNR",
+            e.to_string(),
+        )
+    })
+}
+
+/// `204 No Content` if the member's `what` was there (and is now changed), else 404.
+pub(crate) fn no_content_if(found: bool, what: &str) -> Result<Response, Problem> {
+    if found {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::not_found(what))
+    }
 }
 
 /// Decodes a JSON request body of the documented shape; `shape` says what it should

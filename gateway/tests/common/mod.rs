@@ -601,19 +601,26 @@ pub fn new_code(install: &Install, kvnr: &str) -> String {
         .to_owned()
 }
 
-/// Sends a letter to the demo member's smarthealth inbox and waits until it is filed;
-/// returns its tracking trail and the number of keys it was encrypted to.
-pub fn deliver(install: &Install, server: &Server, subject: &str) -> (String, String) {
-    let message = install.practice_letter(&text_letter(subject, "Befund"), subject);
+/// Sends `message` from the demo practice to the demo member's smarthealth inbox and
+/// waits until it is filed; returns its tracking ID and trail.
+pub fn file_letter(install: &Install, server: &Server, message: &[u8]) -> (String, Value) {
     let reply = server.send(
         install.practice_tls(),
         PRACTICE,
         &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
-        &message,
+        message,
     );
     let id = tracking_id(&reply);
     let trail = wait_final(install, &id);
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    (id, trail)
+}
+
+/// Sends a text letter to the demo member and waits until it is filed; returns its
+/// tracking ID and what its `encrypted` event says (e.g. `to 2 key(s)`).
+pub fn deliver(install: &Install, server: &Server, subject: &str) -> (String, String) {
+    let message = install.practice_letter(&text_letter(subject, "Befund"), subject);
+    let (id, trail) = file_letter(install, server, &message);
     let encrypted = trail["events"]
         .as_array()
         .unwrap()
@@ -642,6 +649,16 @@ pub fn letter_of(session: &Session<'_>, tracking_id: &str) -> Vec<u8> {
     let (status, body) = session.call("GET", &format!("/v1/messages/{id}"), None);
     assert_eq!(status, 200);
     body
+}
+
+/// A session of a device of the demo member, enrolled with a fresh `gpg` key.
+pub fn member_session<'a>(install: &'a Install, server: &'a Server) -> Session<'a> {
+    let (_, key) = gpg_member(install);
+    Session {
+        install,
+        server,
+        auth: enrol(install, server, &key),
+    }
 }
 
 /// Registers the second member [`BOB`] (smarthealth active) and enrols a device of

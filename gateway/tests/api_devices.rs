@@ -250,6 +250,22 @@ fn every_answer_is_no_store_and_unknown_routes_and_methods_are_problems() {
     anonymous.refused("PUT", "/v1/devices", None, 405, "method-not-allowed");
     anonymous.refused("GET", "/v1/nothing", None, 404, "no-such-route");
     anonymous.refused("GET", "/v1/devices", None, 401, "unauthorized");
+    // Request bodies are bounded (64 KiB) and malformed ones refused, as problems.
+    let huge =
+        json!({"kvnr": MEMBER, "code": "x", "device_name": "x", "public_key": "k".repeat(70_000)});
+    anonymous.refused("POST", "/v1/enroll", Some(&huge), 413, "body-too-large");
+    anonymous.refused(
+        "POST",
+        "/v1/enroll",
+        Some(&json!("not an object")),
+        400,
+        "invalid-request",
+    );
+    let unknown =
+        json!({"kvnr": MEMBER, "code": "x", "device_name": "x", "public_key": "k", "admin": true});
+    anonymous.refused("POST", "/v1/enroll", Some(&unknown), 400, "invalid-request");
+    let wrong = json!({"kvnr": "A123456781", "code": "x", "device_name": "x", "public_key": "k"});
+    anonymous.refused("POST", "/v1/enroll", Some(&wrong), 422, "invalid-kvnr");
     let (status, _) = curl(&install, &server, &["-D", &dump], "/v1/devices");
     assert_eq!(status, 401);
     let text = std::fs::read_to_string(&headers)

@@ -4,14 +4,13 @@
 //! not encrypted to it) and its token stops working. Adding a device is enrolment with
 //! a new code.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Device, DeviceId};
 use serde::{Deserialize, Serialize};
 
-use super::routes::{blocking, json_body, no_content_if};
+use super::routes::{RawBody, blocking, json_body, no_content_if};
 use super::{ApiState, Problem, auth};
 
 /// A device as the API shows it.
@@ -88,11 +87,11 @@ pub(crate) async fn rename(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: RawBody,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = device_id(&id)?;
-    let request: RenameRequest = json_body(&body, "{\"name\": \"…\"}")?;
+    let request: RenameRequest = json_body(body, "{\"name\": \"…\"}")?;
     let name = device_name(&request.name)?;
     let kvnr = device.kvnr.clone();
     let renamed = blocking(&state, move |store| store.rename_device(&kvnr, &id, &name))

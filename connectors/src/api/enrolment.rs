@@ -3,7 +3,6 @@
 //! Every device, the first and every later one (a device change), needs its own code:
 //! the member is identified again each time.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::devices::device_name;
 use super::keys::checked_key;
-use super::routes::{blocking, json_body, parse_kvnr};
+use super::routes::{RawBody, blocking, json_body, parse_kvnr};
 use super::{ApiState, Problem};
 
 #[derive(Deserialize)]
@@ -33,10 +32,10 @@ struct EnrollResponse {
 /// Enrols a device: checks the KVNR, the name and the key, then consumes the code.
 pub(crate) async fn enroll(
     State(state): State<ApiState>,
-    body: Bytes,
+    body: RawBody,
 ) -> Result<Response, Problem> {
     let request: EnrollRequest = json_body(
-        &body,
+        body,
         "{\"kvnr\", \"code\", \"device_name\", \"public_key\"}",
     )?;
     let kvnr = parse_kvnr(&request.kvnr)?;

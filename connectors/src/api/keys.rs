@@ -5,14 +5,14 @@
 //! without being able to read it. Restoring the backup on a new device makes old
 //! letters readable there.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::MemberKey;
 use serde::{Deserialize, Serialize};
 
-use super::routes::{blocking, json_body};
+use super::routes::{RawBody, blocking, json_body};
 use super::{ApiState, CheckedKey, Problem, auth};
 
 /// The largest key backup the gateway keeps, in octets.
@@ -59,10 +59,10 @@ pub(crate) fn checked_key(state: &ApiState, armored: &str) -> Result<CheckedKey,
 pub(crate) async fn put_recovery(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: RawBody,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
-    let request: RecoveryRequest = json_body(&body, "{\"public_key\": \"<armored OpenPGP key>\"}")?;
+    let request: RecoveryRequest = json_body(body, "{\"public_key\": \"<armored OpenPGP key>\"}")?;
     let key = checked_key(&state, &request.public_key)?;
     let stored = blocking(&state, move |store| {
         store.set_recovery_key(&device.kvnr, &key.fingerprint, &key.armored)

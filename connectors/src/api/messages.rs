@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Mailbox, MessageId, MessageMeta, Page, PageQuery, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::routes::{blocking, json_body, no_content_if};
+use super::routes::{RawBody, blocking, body_bytes, no_content_if, parse_json};
 use super::{ApiState, Problem, auth};
 
 /// How many messages a page has unless `limit` says otherwise.
@@ -242,14 +241,15 @@ pub(crate) async fn mark_read(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: RawBody,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = message_id(&id)?;
+    let body = body_bytes(body)?;
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         ReadRequest { receipt: true }
     } else {
-        json_body::<ReadRequest>(&body, "{\"receipt\": true|false} or empty")?
+        parse_json::<ReadRequest>(&body, "{\"receipt\": true|false} or empty")?
     };
     let found = blocking(&state, move |store| {
         store.mark_read(&device.kvnr, &id, request.receipt)

@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::map_response;
@@ -78,7 +79,8 @@ pub(crate) fn routes() -> Vec<Route> {
 }
 
 /// The member API's routes over `state`. Every response carries
-/// `Cache-Control: no-store`; unknown paths and methods are problem+json.
+/// `Cache-Control: no-store`; unknown paths and methods are problem+json; request
+/// bodies are bounded (64 KiB, except uploads, which bound themselves).
 pub fn router(state: ApiState) -> Router {
     routes()
         .into_iter()
@@ -99,6 +101,7 @@ pub fn router(state: ApiState) -> Router {
                 "this endpoint does not answer this method; see /v1/openapi.json",
             )
         })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(map_response(no_store))
         .with_state(state)
 }
@@ -148,9 +151,39 @@ pub(crate) fn no_content_if(found: bool, what: &str) -> Result<Response, Problem
     }
 }
 
+/// A request body as read within the router's limit, or why it could not be read.
+pub(crate) type RawBody = Result<Bytes, BytesRejection>;
+
+/// The largest request body of the JSON routes (enrolment carries an armored key).
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// The request body, or a problem: 413 above the limit, 400 if it could not be read.
+pub(crate) fn body_bytes(body: RawBody) -> Result<Bytes, Problem> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("a request body may have at most {MAX_JSON_BODY} octets here"),
+            )
+        } else {
+            Problem::bad_request(format!(
+                "the request body could not be read: {}",
+                e.body_text()
+            ))
+        }
+    })
+}
+
 /// Decodes a JSON request body of the documented shape; `shape` says what it should
 /// look like.
-pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, Problem> {
+pub(crate) fn json_body<T: DeserializeOwned>(body: RawBody, shape: &str) -> Result<T, Problem> {
+    parse_json(&body_bytes(body)?, shape)
+}
+
+/// Decodes JSON read from a request body; `shape` says what it should look like.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,

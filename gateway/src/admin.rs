@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
-use kvgate_store::{Kvnr, NewMember, SenderKind, TrackingId};
+use kvgate_store::{Kvnr, NewMember, SenderKind, StoreError, TrackingId};
 
 use crate::runtime::{Installation, config_path};
 
@@ -88,6 +88,15 @@ pub enum MemberCommand {
         /// Turn on app communication (Postfach letters from the insurer).
         #[arg(long)]
         app_communication: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print a new single-use enrolment code for a registered member's next device
+    /// (a device change needs one: the member is identified again).
+    Code {
+        /// The member's KVNR.
+        #[arg(long)]
+        kvnr: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -176,14 +185,17 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
 
 /// Runs a `member` command.
 pub fn member(command: MemberCommand) -> anyhow::Result<()> {
-    let MemberCommand::Add {
-        kvnr,
-        name,
-        key,
-        smarthealth,
-        app_communication,
-        config,
-    } = command;
+    let (kvnr, name, key, smarthealth, app_communication, config) = match command {
+        MemberCommand::Add {
+            kvnr,
+            name,
+            key,
+            smarthealth,
+            app_communication,
+            config,
+        } => (kvnr, name, key, smarthealth, app_communication, config),
+        MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
+    };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let key = match key {
         Some(path) => {
@@ -210,6 +222,17 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `member code`: a new enrolment code for an existing member.
+fn enrollment_code(kvnr: &str, config: &ConfigArg) -> anyhow::Result<()> {
+    let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
+    let code = match config.open()?.store.add_enrollment_code(&kvnr) {
+        Err(StoreError::NotFound(_)) => bail!("no member {kvnr} is registered"),
+        other => other?,
+    };
+    println!("enrollment-code: {code}");
+    Ok(())
+}
+
 /// Runs `track`.
 pub fn track(args: TrackArgs) -> anyhow::Result<()> {
     let id: TrackingId = args
@@ -217,10 +240,12 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("{:?} is not a tracking ID", args.tracking_id))?;
     let installation = args.config.open()?;
-    let Some(submission) = installation.store.submission(&id)? else {
-        bail!("no submission with tracking ID {id}");
-    };
+    // A member's upload has a history but no SMTP submission.
+    let submission = installation.store.submission(&id)?;
     let events = installation.store.events(&id)?;
+    if submission.is_none() && events.is_empty() {
+        bail!("no submission with tracking ID {id}");
+    }
     if args.verify {
         return match kvgate_store::verify_chain(&events) {
             Ok(()) => {
@@ -243,13 +268,16 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!(
-        "tracking {id}: from {} (sender {}), {} octets, received {}",
-        submission.mail_from,
-        submission.sender_id,
-        submission.size,
-        submission.received_at.to_rfc3339()
-    );
+    match &submission {
+        Some(submission) => println!(
+            "tracking {id}: from {} (sender {}), {} octets, received {}",
+            submission.mail_from,
+            submission.sender_id,
+            submission.size,
+            submission.received_at.to_rfc3339()
+        ),
+        None => println!("tracking {id}: a member's upload from the app"),
+    }
     for event in events {
         let mut line = format!("{}  {:<9}", event.at.to_rfc3339(), event.kind.as_str());
         if let Some(recipient) = &event.recipient {

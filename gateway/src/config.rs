@@ -45,6 +45,10 @@ pub struct Config {
     /// The operators' HTTPS endpoint (tracking, queue); off unless configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminApi>,
+    /// The insurer's back office, which members' uploads are sent to; without it the
+    /// member API refuses uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub back_office: Option<BackOffice>,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -165,6 +169,27 @@ pub struct AdminApi {
     /// A file (mode 0600) holding the operators' bearer token, e.g. made with
     /// `openssl rand -hex 32`.
     pub token_file: PathBuf,
+}
+
+/// Where members' uploads go: S/MIME signed by the gateway and encrypted to the back
+/// office's certificate, through the outbound queue and the relay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackOffice {
+    /// The back office's mail address (envelope and `To:`).
+    pub address: String,
+    /// Its S/MIME certificate (PEM) uploads are encrypted to.
+    pub certificate: PathBuf,
+    /// The envelope sender and `From:` of uploads (default `uploads@<domain>`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The largest document a member may upload, in octets (default 20 MiB).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_size: usize,
+}
+
+fn default_max_upload() -> usize {
+    20 * 1024 * 1024
 }
 
 /// How the gateway talks to its relay.
@@ -354,6 +379,7 @@ impl Config {
             relay: None,
             queue: QueuePolicy::default(),
             admin: None,
+            back_office: None,
             base: PathBuf::new(),
         }
     }

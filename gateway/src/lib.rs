@@ -20,4 +20,5 @@ pub mod queue;
 pub mod reports;
 pub mod runtime;
 pub mod serve;
+pub mod uploads;
 pub mod watchdog;

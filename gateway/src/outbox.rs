@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvgate_connectors::api::UPLOAD_PURPOSE;
 use kvgate_store::{Event, EventKind, Outbound, Store, StoreError, Timestamp, now};
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::{
@@ -173,7 +174,7 @@ impl Outbox {
                 ),
                 Some(Outcome::Sent(reply)) => store.settle_outbound(
                     &id,
-                    event(EventKind::Reported).detail(format!("{what} was accepted by the relay: {reply}")),
+                    event(sent_kind(&entry)).detail(format!("{what} was accepted by the relay: {reply}")),
                 ),
                 Some(Outcome::Refused(reply)) => store.settle_outbound(
                     &id,
@@ -211,7 +212,13 @@ impl Outbox {
             domain: &self.domain,
             signer: &self.signer,
         };
-        let message = match Report::render(entry, &context) {
+        // An upload is queued sealed, ready to send; a report is rendered and signed now.
+        let rendered = if entry.purpose == UPLOAD_PURPOSE {
+            Ok(entry.payload.clone().into_bytes())
+        } else {
+            Report::render(entry, &context)
+        };
+        let message = match rendered {
             Ok(message) => message,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
@@ -228,6 +235,16 @@ impl Outbox {
             Err(e) if e.is_permanent() => Outcome::Refused(e.to_string()),
             Err(e) => Outcome::Retry(e.to_string()),
         }
+    }
+}
+
+/// What handing an entry to the relay means for its submission: an upload is
+/// delivered (on its way to the back office), a report reported.
+fn sent_kind(entry: &Outbound) -> EventKind {
+    if entry.purpose == UPLOAD_PURPOSE {
+        EventKind::Delivered
+    } else {
+        EventKind::Reported
     }
 }
 

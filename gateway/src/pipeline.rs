@@ -36,6 +36,8 @@ pub struct Pipeline {
     hostname: String,
     /// Notified when reports were queued.
     outbound: Arc<Notify>,
+    /// Rung when letters were filed (wakes the member API's long-polls).
+    filed: Arc<watch::Sender<()>>,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
@@ -78,6 +80,7 @@ impl Pipeline {
         anchors: TrustAnchors,
         (domain, hostname): (&str, &str),
         outbound: Arc<Notify>,
+        filed: Arc<watch::Sender<()>>,
     ) -> Self {
         Pipeline {
             store,
@@ -87,6 +90,7 @@ impl Pipeline {
             domain: domain.to_owned(),
             hostname: hostname.to_owned(),
             outbound,
+            filed,
         }
     }
 
@@ -337,6 +341,7 @@ impl Pipeline {
             };
             self.store
                 .file_message(message, std::mem::take(&mut events))?;
+            self.filed.send_replace(());
             fates.push(Fate {
                 recipient,
                 action: Action::Delivered,

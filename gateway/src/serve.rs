@@ -12,6 +12,7 @@ use kvgate_certs::smime::{DecryptionKey, TrustAnchors};
 
 use crate::outbox::Outbox;
 use crate::reports::ReportSigner;
+use crate::uploads::BackOfficeSealer;
 use crate::watchdog::Watchdog;
 use kvgate_certs::x509;
 use kvgate_connectors::api::{self, AdminState, ApiState};
@@ -193,11 +194,46 @@ impl Gateway {
                 tracing::error!(error = %e, "SMTPS listener failed");
             }
         });
+        // Uploads and reports are signed with the gateway's current S/MIME identity.
+        let identity = config
+            .smime
+            .decryption_keys
+            .first()
+            .context("smime.decryption_keys is empty")?;
+        let identity = (
+            config.resolve(&identity.cert),
+            config.resolve(&identity.key),
+        );
+        let uploads = match &config.back_office {
+            Some(back_office) => {
+                let certificate = config.resolve(&back_office.certificate);
+                let sealer = BackOfficeSealer::load(
+                    (&identity.0, &identity.1),
+                    &certificate,
+                    back_office,
+                    &config.domain,
+                )
+                .with_context(|| {
+                    format!(
+                        "reading the back office certificate {}",
+                        certificate.display()
+                    )
+                })?;
+                Some(api::Uploads {
+                    sealer: Arc::new(sealer),
+                    max_size: back_office.max_upload_size,
+                })
+            }
+            None => None,
+        };
         let outbound = Arc::new(Notify::new());
+        let filed = Arc::new(watch::Sender::new(()));
         let router = api::router(ApiState {
             store: store.clone(),
             keys: Arc::new(crate::keys::OpenPgpKeyCheck),
             outbound: outbound.clone(),
+            filed: filed.clone(),
+            uploads,
         });
         let rx = stop.clone();
         tasks.spawn(async move {
@@ -223,20 +259,12 @@ impl Gateway {
                 anchors,
                 (&config.domain, &config.hostname),
                 outbound.clone(),
+                filed,
             ));
             tasks.spawn(pipeline.run(wake, stop.clone()));
         }
-        // Reports are signed with the gateway's current S/MIME identity.
-        let identity = config
-            .smime
-            .decryption_keys
-            .first()
-            .context("smime.decryption_keys is empty")?;
-        let signer = ReportSigner::load(
-            &config.resolve(&identity.cert),
-            &config.resolve(&identity.key),
-        )
-        .context("reading the report signing key")?;
+        let signer = ReportSigner::load(&identity.0, &identity.1)
+            .context("reading the report signing key")?;
         let admin = match &config.admin {
             Some(admin) => {
                 let token = zeroize::Zeroizing::new(read(&admin.token_file)?);

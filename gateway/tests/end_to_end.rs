@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use base64::Engine;
 use common::*;
 
@@ -64,9 +62,7 @@ fn openssl_letter_reaches_gpg_member_intact() {
 
     let pdf = pdf_bytes();
     let message = install.practice_letter(&letter_with_pdf("Befund", &pdf), "Befund");
-    let id = server.send_to_member(&install, &message);
-    let trail = wait_final(&install, &id);
-    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    let (id, trail) = file_letter(&install, &server, &message);
     assert_eq!(
         event_kinds(&trail),
         ["accepted", "verified", "encrypted", "delivered"]
@@ -117,22 +113,7 @@ fn openssl_letter_reaches_gpg_member_intact() {
     );
 
     // gpg decrypts the armored part of the PGP/MIME message.
-    let armored = &text[text.find("-----BEGIN PGP MESSAGE-----").unwrap()
-        ..text.find("-----END PGP MESSAGE-----").unwrap() + 25];
-    let encrypted = install.work("fetched.asc");
-    std::fs::write(&encrypted, armored).unwrap();
-    let out = run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args([
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            "--decrypt",
-        ])
-        .arg(&encrypted));
-    let plaintext = out.stdout;
+    let plaintext = gpg_decrypt(&install, &home, &pgp_mime).expect("gpg decrypts the letter");
     let parsed = mail_parser::MessageParser::default()
         .parse(plaintext.as_slice())
         .unwrap();

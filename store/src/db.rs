@@ -47,8 +47,12 @@ pub(crate) const FILED: Records = TableDefinition::new("filed");
 
 /// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
+/// Members' client-encrypted key backups (opaque bytes, not JSON) by KVNR.
+pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
+/// Members' document uploads by `KVNR/tracking-ID`.
+pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 
-const ALL_TABLES: [Records; 16] = [
+const ALL_TABLES: [Records; 18] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -65,6 +69,8 @@ const ALL_TABLES: [Records; 16] = [
     INBOX,
     FILED,
     OUTBOUND,
+    KEY_BACKUPS,
+    UPLOADS,
 ];
 
 /// The durable state of one kvgate installation.

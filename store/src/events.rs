@@ -41,6 +41,8 @@ pub enum EventKind {
     Expired,
     /// A delivery or disposition report went to the sender.
     Reported,
+    /// The member deleted the letter: its ciphertext and metadata are gone.
+    Deleted,
 }
 
 impl EventKind {
@@ -57,6 +59,7 @@ impl EventKind {
             EventKind::Delayed => "delayed",
             EventKind::Expired => "expired",
             EventKind::Reported => "reported",
+            EventKind::Deleted => "deleted",
         }
     }
 }

@@ -12,23 +12,30 @@
 //! times, sender ID).
 
 mod db;
+mod devices;
 mod error;
 mod events;
 mod ids;
+mod inbox;
 mod kvnr;
 mod mailbox;
 mod members;
 mod messages;
 mod outbound;
+mod recovery;
 mod senders;
 mod spool;
 mod submissions;
+#[cfg(test)]
+mod testing;
 mod time;
+mod uploads;
 
 pub use db::Store;
 pub use error::StoreError;
 pub use events::{ChainBreak, Event, EventKind, verify_chain};
 pub use ids::{DeviceId, MalformedId, MessageId, OutboundId, TrackingId};
+pub use inbox::{Page, PageQuery};
 pub use kvnr::{Kvnr, KvnrError};
 pub use mailbox::{Mailbox, UnknownMailbox};
 pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
@@ -38,3 +45,4 @@ pub use senders::{Sender, SenderKind};
 pub use spool::{Spool, SpoolFile};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
+pub use uploads::Upload;

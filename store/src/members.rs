@@ -51,6 +51,8 @@ pub enum KeyOrigin {
     Provisioned,
     /// The key of an enrolled device.
     Device(DeviceId),
+    /// The member's recovery key, whose secret the app keeps in the key backup.
+    Recovery,
 }
 
 /// One of a member's active OpenPGP public keys: every letter is encrypted to all of them.
@@ -98,7 +100,7 @@ struct EnrollmentCode {
     created_at: Timestamp,
 }
 
-fn key_id(kvnr: &Kvnr, fingerprint: &str) -> String {
+pub(crate) fn key_id(kvnr: &Kvnr, fingerprint: &str) -> String {
     format!("{kvnr}/{fingerprint}")
 }
 

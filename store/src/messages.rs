@@ -7,6 +7,7 @@ use crate::db::{BODIES, FILED, INBOX, MESSAGES, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
+use crate::inbox::inbox_key;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::outbound::{Outbound, enqueue};
@@ -59,10 +60,6 @@ pub struct NewMessage {
     pub on_read: Option<Outbound>,
 }
 
-fn inbox_key(kvnr: &Kvnr, mailbox: Mailbox, id: &MessageId) -> String {
-    format!("{kvnr}/{mailbox}/{id}")
-}
-
 impl Store {
     /// Files an encrypted letter in a member's inbox together with its `delivered` event
     /// (and any `events` before it), in one commit. Filing the same recipient of the
@@ -109,30 +106,6 @@ impl Store {
             events.push(Event::new(EventKind::Delivered).recipient(&message.address));
             append_events(tx, &message.tracking_id, events)?;
             Ok(id.clone())
-        })
-    }
-
-    /// A member's messages in one inbox, oldest first.
-    pub fn list_messages(
-        &self,
-        kvnr: &Kvnr,
-        mailbox: Mailbox,
-    ) -> Result<Vec<MessageMeta>, StoreError> {
-        self.read(|tx| {
-            let inbox = tx.open_table(INBOX)?;
-            let messages = tx.open_table(MESSAGES)?;
-            let prefix = format!("{kvnr}/{mailbox}/");
-            let mut out = Vec::new();
-            for entry in inbox.range(prefix.as_str()..)? {
-                let (key, _) = entry?;
-                let Some(id) = key.value().strip_prefix(&prefix) else {
-                    break;
-                };
-                if let Some(meta) = get::<MessageMeta>(&messages, id)? {
-                    out.push(meta);
-                }
-            }
-            Ok(out)
         })
     }
 

@@ -39,6 +39,17 @@ impl Timestamp {
     }
 }
 
+impl std::str::FromStr for Timestamp {
+    type Err = ::time::error::Parse;
+
+    /// Parses an RFC 3339 date-time (any offset; kept to the millisecond).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)?;
+        let millis = t.unix_timestamp_nanos() / 1_000_000;
+        Ok(Timestamp(u64::try_from(millis).unwrap_or(0)))
+    }
+}
+
 /// The current time.
 pub fn now() -> Timestamp {
     let millis = SystemTime::now()
@@ -59,5 +70,12 @@ mod tests {
             Timestamp(1_795_894_200_123).to_rfc3339(),
             "2026-11-28T19:30:00.123Z"
         );
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        let t: Timestamp = "2026-11-28T20:30:00.123+01:00".parse().unwrap();
+        assert_eq!(t, Timestamp(1_795_894_200_123));
+        assert!("yesterday".parse::<Timestamp>().is_err());
     }
 }

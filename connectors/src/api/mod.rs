@@ -1,21 +1,33 @@
 //! The member API: HTTPS + JSON for the member app.
 //!
-//! The app enrols a device (its OpenPGP key joins the member's keys), lists its inboxes,
-//! fetches letters as PGP/MIME ciphertext and marks them read. Errors are
+//! The app enrols a device (its OpenPGP key joins the member's keys), manages the
+//! member's devices, recovery key and key backup, lists its inboxes page by page or
+//! waits for new letters, fetches letters as PGP/MIME ciphertext, marks them read and
+//! deletes them, uploads documents for the insurer's back office and shows the
+//! tracking of the member's own uploads. Every route is described in `openapi.json`, served at
+//! `/v1/openapi.json`. Errors are
 //! `application/problem+json` (RFC 9457). A member never learns whether another
 //! member's message exists: it is 404 like a missing one.
 
 mod admin;
 mod auth;
+mod devices;
+mod documents;
+mod enrolment;
+mod keys;
+mod messages;
 mod problem;
 mod routes;
 mod server;
+mod sniff;
+mod tracking;
 
 use std::sync::Arc;
 
 use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
+pub use documents::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use problem::Problem;
 pub use routes::router;
 pub use server::serve;
@@ -45,6 +57,11 @@ pub struct ApiState {
     pub keys: Arc<dyn KeyCheck>,
     /// Notified after a change that may have queued outbound mail (a read receipt).
     pub outbound: Arc<tokio::sync::Notify>,
+    /// Rung (`send_replace(())`) after letters were filed: wakes `GET /v1/messages/wait`.
+    pub filed: Arc<tokio::sync::watch::Sender<()>>,
+    /// How document uploads are sealed and bounded; `None` refuses them (no back
+    /// office configured).
+    pub uploads: Option<Uploads>,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

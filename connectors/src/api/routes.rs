@@ -1,27 +1,90 @@
-//! The routes of the member API.
+//! The route table of the member API and what every handler shares.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use kvgate_store::{Kvnr, Mailbox, MessageId, MessageMeta, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use kvgate_store::{Kvnr, Store, StoreError};
+use serde::de::DeserializeOwned;
 
-use super::{ApiState, Problem, auth};
+use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
 
 /// The OpenAPI document describing these routes.
-const OPENAPI: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
-/// The member API's routes over `state`.
+/// One route: its path, its method and what answers it.
+pub(crate) struct Route {
+    /// The path pattern, as in the OpenAPI document (`{id}` for a parameter).
+    pub path: &'static str,
+    /// The HTTP method (the router keeps it in `handler`; the test compares it).
+    #[cfg(test)]
+    method: Method,
+    /// The handler for exactly this method.
+    handler: MethodRouter<ApiState>,
+}
+
+/// A route answering `method` on `path` with `handler`.
+fn route<H, T>(path: &'static str, method: Method, handler: H) -> Route
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    // The table below uses standard methods only, which all have a filter.
+    #[allow(clippy::expect_used)]
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard HTTP method");
+    Route {
+        path,
+        #[cfg(test)]
+        method,
+        handler: on(filter, handler),
+    }
+}
+
+/// The same route without the default request body limit: its handler bounds what it
+/// reads itself (uploads, whose limit is configured).
+fn unbounded(route: Route) -> Route {
+    Route {
+        handler: route.handler.layer(DefaultBodyLimit::disable()),
+        ..route
+    }
+}
+
+/// Every route of the member API.
+pub(crate) fn routes() -> Vec<Route> {
+    use Method as M;
+    vec![
+        route("/v1/openapi.json", M::GET, openapi),
+        route("/v1/enroll", M::POST, enrolment::enroll),
+        route("/v1/devices", M::GET, devices::list),
+        route("/v1/devices/{id}", M::PATCH, devices::rename),
+        route("/v1/devices/{id}", M::DELETE, devices::remove),
+        route("/v1/keys/recovery", M::PUT, keys::put_recovery),
+        route("/v1/keys/recovery", M::GET, keys::get_recovery),
+        route("/v1/keys/backup", M::PUT, keys::put_backup),
+        route("/v1/keys/backup", M::GET, keys::get_backup),
+        route("/v1/messages", M::GET, messages::list),
+        route("/v1/messages/wait", M::GET, messages::wait),
+        route("/v1/messages/{id}", M::GET, messages::fetch),
+        route("/v1/messages/{id}", M::DELETE, messages::delete),
+        route("/v1/messages/{id}/read", M::POST, messages::mark_read),
+        unbounded(route("/v1/documents", M::POST, documents::upload)),
+        route("/v1/documents", M::GET, documents::list),
+        route("/v1/tracking/{id}", M::GET, tracking::show),
+    ]
+}
+
+/// The member API's routes over `state`. Every response carries
+/// `Cache-Control: no-store`; unknown paths and methods are problem+json; request
+/// bodies are bounded (64 KiB, except uploads, which bound themselves).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/messages", get(list_messages))
-        .route("/v1/messages/{id}", get(fetch_message))
-        .route("/v1/messages/{id}/read", post(mark_read))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -30,7 +93,25 @@ pub fn router(state: ApiState) -> Router {
                 "there is no such endpoint; see /v1/openapi.json",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this endpoint does not answer this method; see /v1/openapi.json",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(map_response(no_store))
         .with_state(state)
+}
+
+/// Marks a response as not to be cached anywhere: it may carry a member's data.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn openapi() -> Response {
@@ -38,207 +119,108 @@ async fn openapi() -> Response {
 }
 
 /// Runs a blocking store operation off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Problem> {
     super::with_store(state.store.clone(), f).await
 }
 
-#[derive(Deserialize)]
-struct EnrollRequest {
-    kvnr: String,
-    code: String,
-    device_name: String,
-    public_key: String,
-}
-
-#[derive(Serialize)]
-struct EnrollResponse {
-    device_id: String,
-    token: String,
-}
-
-async fn enroll(State(state): State<ApiState>, body: Bytes) -> Result<Response, Problem> {
-    let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(format!(
-            "the enrolment request is not valid JSON of the documented shape: {e}"
-        ))
-    })?;
-    let kvnr = Kvnr::parse(&request.kvnr).map_err(|e| {
+/// A KVNR as given by the member; 422 `invalid-kvnr` with the reason if it is not one.
+pub(crate) fn parse_kvnr(raw: &str) -> Result<Kvnr, Problem> {
+    Kvnr::parse(raw).map_err(|e| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-kvnr",
             "Invalid KVNR",
             e.to_string(),
         )
-    })?;
-    let name = request.device_name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-device-name",
-            "Invalid device name",
-            "device_name must have 1 to 100 characters",
-        ));
-    }
-    let key = state
-        .keys
-        .check(request.public_key.as_bytes())
-        .map_err(|why| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-public-key",
-                "Unusable OpenPGP key",
-                why,
-            )
-        })?;
-    let code = request.code;
-    let enrolled = blocking(&state, move |store| {
-        match store.enroll(&kvnr, &code, &name, &key.fingerprint, &key.armored) {
-            Err(StoreError::NotFound(_)) => Ok(None),
-            other => other.map(Some),
-        }
     })
-    .await?
-    .ok_or_else(|| {
-        Problem::new(
-            StatusCode::FORBIDDEN,
-            "enrollment-code-invalid",
-            "Enrolment code not valid",
-            "the enrolment code is wrong, already used, or issued for another KVNR",
-        )
-    })?;
-    let body = EnrollResponse {
-        device_id: enrolled.device.id.to_string(),
-        token: enrolled.token,
-    };
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    mailbox: Option<String>,
-}
-
-#[derive(Serialize)]
-struct MessageSummary {
-    id: String,
-    tracking_id: String,
-    mailbox: Mailbox,
-    received_at: String,
-    size: u64,
-    read: bool,
-}
-
-impl From<MessageMeta> for MessageSummary {
-    fn from(m: MessageMeta) -> Self {
-        MessageSummary {
-            id: m.id.to_string(),
-            tracking_id: m.tracking_id.to_string(),
-            mailbox: m.mailbox,
-            received_at: m.received_at.to_rfc3339(),
-            size: m.size,
-            read: m.read,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct MessageList {
-    messages: Vec<MessageSummary>,
-}
-
-async fn list_messages(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, Problem> {
-    let device = auth::device(&state, &headers).await?;
-    let mailboxes = match query.mailbox.as_deref() {
-        None => Mailbox::ALL.to_vec(),
-        Some(name) => vec![
-            name.parse::<Mailbox>()
-                .map_err(|e| Problem::bad_request(e.to_string()))?,
-        ],
-    };
-    let kvnr = device.kvnr;
-    let mut messages = blocking(&state, move |store| {
-        let mut all = Vec::new();
-        for mailbox in mailboxes {
-            all.extend(store.list_messages(&kvnr, mailbox)?);
-        }
-        Ok(all)
-    })
-    .await?;
-    messages.sort_by(|a, b| a.id.cmp(&b.id));
-    let list = MessageList {
-        messages: messages.into_iter().map(MessageSummary::from).collect(),
-    };
-    Ok(axum::Json(list).into_response())
-}
-
-fn message_id(raw: &str) -> Result<MessageId, Problem> {
-    raw.parse().map_err(|_| Problem::not_found("message"))
-}
-
-async fn fetch_message(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let device = auth::device(&state, &headers).await?;
-    let id = message_id(&id)?;
-    let found = blocking(&state, move |store| store.fetch_message(&device.kvnr, &id)).await?;
-    let (_, body) = found.ok_or_else(|| Problem::not_found("message"))?;
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("message/rfc822"),
-    );
-    Ok(response)
-}
-
-/// The optional body of `POST /v1/messages/{id}/read`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadRequest {
-    /// Whether the sender may get the disposition notification it asked for.
-    #[serde(default = "yes")]
-    receipt: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-async fn mark_read(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Response, Problem> {
-    let device = auth::device(&state, &headers).await?;
-    let id = message_id(&id)?;
-    let request = if body.iter().all(u8::is_ascii_whitespace) {
-        ReadRequest { receipt: true }
+/// `204 No Content` if the member's `what` was there (and is now changed), else 404.
+pub(crate) fn no_content_if(found: bool, what: &str) -> Result<Response, Problem> {
+    if found {
+        Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        serde_json::from_slice::<ReadRequest>(&body).map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-request",
-                "Invalid request",
-                format!("the body must be {{\"receipt\": true|false}} or empty: {e}"),
-            )
-        })?
-    };
-    let found = blocking(&state, move |store| {
-        store.mark_read(&device.kvnr, &id, request.receipt)
-    })
-    .await?;
-    if !found {
-        return Err(Problem::not_found("message"));
+        Err(Problem::not_found(what))
     }
-    state.outbound.notify_one();
-    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A request body as read within the router's limit, or why it could not be read.
+pub(crate) type RawBody = Result<Bytes, BytesRejection>;
+
+/// The largest request body of the JSON routes (enrolment carries an armored key).
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// The request body, or a problem: 413 above the limit, 400 if it could not be read.
+pub(crate) fn body_bytes(body: RawBody) -> Result<Bytes, Problem> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+                format!("a request body may have at most {MAX_JSON_BODY} octets here"),
+            )
+        } else {
+            Problem::bad_request(format!(
+                "the request body could not be read: {}",
+                e.body_text()
+            ))
+        }
+    })
+}
+
+/// Decodes a JSON request body of the documented shape; `shape` says what it should
+/// look like.
+pub(crate) fn json_body<T: DeserializeOwned>(body: RawBody, shape: &str) -> Result<T, Problem> {
+    parse_json(&body_bytes(body)?, shape)
+}
+
+/// Decodes JSON read from a request body; `shape` says what it should look like.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            format!("the body must be {shape}: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_and_the_router_name_the_same_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    documented.insert((path.clone(), method.to_uppercase()));
+                }
+            }
+        }
+        let served: BTreeSet<(String, String)> = routes()
+            .iter()
+            .map(|r| (r.path.to_owned(), r.method.to_string()))
+            .collect();
+        assert_eq!(
+            documented.difference(&served).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "documented but not served"
+        );
+        assert_eq!(
+            served.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "served but not documented"
+        );
+        assert_eq!(served.len(), routes().len(), "a route is listed twice");
+    }
 }

@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvgate::client::{smtp, tls_config};
+use serde_json::{Value, json};
 
 pub const KVGATE: &str = env!("CARGO_BIN_EXE_kvgate");
 pub const DOMAIN: &str = "kvgate.test";
 pub const PRACTICE: &str = "praxis@demo-practice.test";
 pub const MEMBER: &str = "A123456780";
+/// A second member, registered by the tests that need one.
+pub const BOB: &str = "X110411319";
 
 /// Fails the test unless the independent implementations it uses are installed.
 ///
@@ -433,13 +436,24 @@ pub fn curl_at(install: &Install, addr: SocketAddr, args: &[&str], path: &str) -
 
 /// A GnuPG home with a fresh key; returns (home, armored public key).
 pub fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
-    let home = install.work("gnupg");
+    gpg_key(install, "phone")
+}
+
+/// A GnuPG home `gnupg-<name>` (plain `gnupg` for "phone") with a fresh key for
+/// `<name>@member.test`; returns (home, armored public key).
+pub fn gpg_key(install: &Install, name: &str) -> (std::path::PathBuf, String) {
+    let home = if name == "phone" {
+        install.work("gnupg")
+    } else {
+        install.work(&format!("gnupg-{name}"))
+    };
     std::fs::create_dir_all(&home).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
+    let email = format!("{name}@member.test");
     let gpg = |args: &[&str]| {
         run(Command::new("gpg")
             .env("GNUPGHOME", &home)
@@ -448,20 +462,65 @@ pub fn gpg_member(install: &Install) -> (std::path::PathBuf, String) {
     };
     gpg(&[
         "--quick-gen-key",
-        "Member Phone <phone@member.test>",
+        &format!("Member {name} <{email}>"),
         "default",
         "default",
         "never",
     ]);
-    let public = gpg(&["--armor", "--export", "phone@member.test"]);
+    let public = gpg(&["--armor", "--export", &email]);
     (home, String::from_utf8(public.stdout).unwrap())
+}
+
+/// Decrypts the armored part of a PGP/MIME message with the key in `home`; `None` if
+/// gpg cannot (the message was not encrypted to that key).
+pub fn gpg_decrypt(install: &Install, home: &Path, pgp_mime: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(pgp_mime);
+    let start = text.find("-----BEGIN PGP MESSAGE-----")?;
+    let end = text.find("-----END PGP MESSAGE-----")? + "-----END PGP MESSAGE-----".len();
+    let encrypted = install.work("to-decrypt.asc");
+    std::fs::write(&encrypted, &text[start..end]).unwrap();
+    let out = Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--decrypt",
+        ])
+        .arg(&encrypted)
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
 }
 
 /// Enrols a device with `public_key` using the installation's enrolment code; returns
 /// the `Authorization` header for it.
 pub fn enrol(install: &Install, server: &Server, public_key: &str) -> String {
+    enrol_device(
+        install,
+        server,
+        MEMBER,
+        &install.enrollment_code,
+        "phone",
+        public_key,
+    )
+    .0
+}
+
+/// Enrols a device of `kvnr` with `code`; returns the `Authorization` header for it
+/// and the device ID.
+pub fn enrol_device(
+    install: &Install,
+    server: &Server,
+    kvnr: &str,
+    code: &str,
+    name: &str,
+    public_key: &str,
+) -> (String, String) {
     let enrol = serde_json::json!({
-        "kvnr": MEMBER, "code": install.enrollment_code, "device_name": "phone", "public_key": public_key,
+        "kvnr": kvnr, "code": code, "device_name": name, "public_key": public_key,
     });
     let body = install.work("enrol.json");
     std::fs::write(&body, enrol.to_string()).unwrap();
@@ -478,9 +537,184 @@ pub fn enrol(install: &Install, server: &Server, public_key: &str) -> String {
     );
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
     let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-    format!(
-        "Authorization: Bearer {}",
-        answer["token"].as_str().unwrap()
+    (
+        format!(
+            "Authorization: Bearer {}",
+            answer["token"].as_str().unwrap()
+        ),
+        answer["device_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A member's API session: one device's `Authorization` header.
+pub struct Session<'a> {
+    pub install: &'a Install,
+    pub server: &'a Server,
+    pub auth: String,
+}
+
+impl Session<'_> {
+    /// `curl -X method path` with an optional JSON body; (status, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Vec<u8>) {
+        let file = self.install.work("request.json");
+        let data = format!("@{}", file.display());
+        let mut args = vec!["-X", method, "-H", &self.auth];
+        if let Some(body) = body {
+            std::fs::write(&file, body.to_string()).unwrap();
+            args.extend([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &data,
+            ]);
+        }
+        curl(self.install, self.server, &args, path)
+    }
+
+    /// Like `call`, parsing the answer as JSON.
+    pub fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (status, answer) = self.call(method, path, body);
+        let value = if answer.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&answer)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer)))
+        };
+        (status, value)
+    }
+
+    /// Asserts a problem+json refusal with this status and type slug.
+    pub fn refused(&self, method: &str, path: &str, body: Option<&Value>, status: u16, slug: &str) {
+        let (got, problem) = self.json(method, path, body);
+        assert_eq!(
+            (got, &problem["type"]),
+            (status, &json!(format!("urn:kvgate:problem:{slug}"))),
+            "{method} {path}: {problem}"
+        );
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+    }
+
+    /// Uploads `bytes` as the key backup; the status.
+    pub fn put_backup(&self, bytes: &[u8]) -> u16 {
+        let file = self.install.work("backup.bin");
+        std::fs::write(&file, bytes).unwrap();
+        let data = format!("@{}", file.display());
+        let args = [
+            "-X",
+            "PUT",
+            "-H",
+            &self.auth,
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+        ];
+        curl(self.install, self.server, &args, "/v1/keys/backup").0
+    }
+}
+
+/// A new enrolment code for `kvnr` from `kvgate member code`.
+pub fn new_code(install: &Install, kvnr: &str) -> String {
+    let out = install.admin(&["member", "code", "--kvnr", kvnr]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .strip_prefix("enrollment-code: ")
+        .unwrap()
+        .to_owned()
+}
+
+/// Sends `message` from the demo practice to the demo member's smarthealth inbox and
+/// waits until it is filed; returns its tracking ID and trail.
+pub fn file_letter(install: &Install, server: &Server, message: &[u8]) -> (String, Value) {
+    let id = server.send_to_member(install, message);
+    let trail = wait_final(install, &id);
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    (id, trail)
+}
+
+/// Sends a text letter to the demo member and waits until it is filed; returns its
+/// tracking ID and what its `encrypted` event says (e.g. `to 2 key(s)`).
+pub fn deliver(install: &Install, server: &Server, subject: &str) -> (String, String) {
+    let message = install.practice_letter(&text_letter(subject, "Befund"), subject);
+    let (id, trail) = file_letter(install, server, &message);
+    let encrypted = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "encrypted")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, encrypted)
+}
+
+/// The ciphertext of the member's message from submission `tracking_id`.
+pub fn letter_of(session: &Session<'_>, tracking_id: &str) -> Vec<u8> {
+    let (status, list) = session.json("GET", "/v1/messages", None);
+    assert_eq!(status, 200);
+    let id = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["tracking_id"] == tracking_id)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = session.call("GET", &format!("/v1/messages/{id}"), None);
+    assert_eq!(status, 200);
+    body
+}
+
+/// A session of a device of the demo member, enrolled with a fresh `gpg` key.
+pub fn member_session<'a>(install: &'a Install, server: &'a Server) -> Session<'a> {
+    let (_, key) = gpg_member(install);
+    Session {
+        install,
+        server,
+        auth: enrol(install, server, &key),
+    }
+}
+
+/// Registers the second member [`BOB`] (smarthealth active) and enrols a device of
+/// theirs; returns the session and the device ID.
+pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'a>, String) {
+    let out = install.admin(&[
+        "member",
+        "add",
+        "--kvnr",
+        BOB,
+        "--name",
+        "Bob",
+        "--smarthealth",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("enrollment-code: "))
+        .unwrap()
+        .to_owned();
+    let (_, key) = gpg_key(install, "bob");
+    let (auth, id) = enrol_device(install, server, BOB, &code, "bob", &key);
+    (
+        Session {
+            install,
+            server,
+            auth,
+        },
+        id,
     )
 }
 

@@ -1,0 +1,61 @@
+//! `GET /v1/tracking/{id}`: the tracking history of one of the member's own
+//! submissions (uploads). Any other tracking ID is 404, whether it exists or not.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use kvgate_store::{Event, TrackingId};
+use serde::Serialize;
+
+use super::routes::blocking;
+use super::{ApiState, Problem, auth};
+
+#[derive(Serialize)]
+struct EventView {
+    seq: u32,
+    at: String,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            seq: e.seq,
+            at: e.at.to_rfc3339(),
+            kind: e.kind.as_str(),
+            reason: e.reason,
+            detail: e.detail,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Trail {
+    tracking_id: String,
+    /// The latest event's kind.
+    state: &'static str,
+    events: Vec<EventView>,
+}
+
+/// `GET /v1/tracking/{id}`: the events of one of the member's own submissions.
+pub(crate) async fn show(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let device = auth::device(&state, &headers).await?;
+    let id: TrackingId = id.parse().map_err(|_| Problem::not_found("submission"))?;
+    let (upload, events) = blocking(&state, move |store| store.own_tracking(&device.kvnr, &id))
+        .await?
+        .ok_or_else(|| Problem::not_found("submission"))?;
+    let trail = Trail {
+        tracking_id: upload.tracking_id.to_string(),
+        state: events.last().map_or("accepted", |e| e.kind.as_str()),
+        events: events.into_iter().map(EventView::from).collect(),
+    };
+    Ok(axum::Json(trail).into_response())
+}

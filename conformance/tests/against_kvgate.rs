@@ -22,13 +22,6 @@ use tokio::net::TcpListener;
 
 const SUITE: &str = env!("CARGO_BIN_EXE_kvgate-conformance");
 
-/// Cases for features whose issues are still open; they fail against kvgate until
-/// those land, so the default run leaves them out.
-const PENDING: &[(&str, &str)] = &[(
-    "API-CACHE-CONTROL-NO-STORE",
-    "issue 9: Cache-Control: no-store",
-)];
-
 /// `target/debug/kvgate`, next to this test's own directory.
 fn kvgate() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
@@ -208,7 +201,7 @@ fn kvgate_passes_the_suite() {
     let serve = Serve::start(&config);
     let json = root.path().join("report.json");
     let junit = root.path().join("report.xml");
-    let mut args = vec![
+    let args = [
         "--smtp",
         &serve.smtp,
         "--smtps",
@@ -220,15 +213,12 @@ fn kvgate_passes_the_suite() {
         "--relay-listen",
         &relay,
     ];
-    for (id, _) in PENDING {
-        args.extend(["--skip", id]);
-    }
     let (ok, stdout, report) = suite(&pki, &json, &args);
     assert!(ok, "the suite failed against kvgate:\n{stdout}");
     let listed = stdout_of(Command::new(SUITE).arg("list")).lines().count();
     let summary = &report["summary"];
     assert_eq!(summary["failed"], 0, "{stdout}");
-    assert_eq!(summary["total"], listed - PENDING.len(), "{stdout}");
+    assert_eq!(summary["total"], listed, "{stdout}");
     for (id, status) in statuses(&report) {
         assert_eq!(status, "pass", "{id}\n{stdout}");
     }
@@ -250,8 +240,6 @@ fn kvgate_passes_the_suite() {
             &serve.api,
             "--only",
             "API-*",
-            "--skip",
-            "*NO-STORE",
         ],
     );
     assert!(ok, "a second run failed:\n{stdout}");

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
+use crate::group::Group;
 
 /// A table of JSON records under text keys.
 pub(crate) type Records = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -71,8 +72,11 @@ const ALL_TABLES: [Records; 16] = [
 ///
 /// Cheap to share behind an `Arc`; every method is one transaction. Methods block on
 /// disk I/O (commits fsync), so async callers should run them on a blocking thread.
+/// The hot paths (accepting, filing and finishing submissions) use group commit:
+/// concurrent callers share one durable commit.
 pub struct Store {
     db: Database,
+    group: Group,
 }
 
 impl Store {
@@ -82,7 +86,10 @@ impl Store {
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            group: Group::default(),
+        };
         store.write(|tx| {
             for table in ALL_TABLES {
                 tx.open_table(table)?;
@@ -101,6 +108,17 @@ impl Store {
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
+    }
+
+    /// Applies `change` in a write transaction shared with concurrent callers and
+    /// returns once that transaction is durably committed. `change` may run twice (if
+    /// its batch fails, it is retried alone), so it must not consume what it captures.
+    pub(crate) fn write_grouped<T, F>(&self, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.group.commit(&self.db, change)
     }
 
     /// Runs `f` in one read transaction.

@@ -14,6 +14,7 @@
 mod db;
 mod error;
 mod events;
+mod group;
 mod ids;
 mod kvnr;
 mod mailbox;

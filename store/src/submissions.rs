@@ -7,9 +7,10 @@ use crate::Store;
 use crate::db::{QUEUE, SUBMISSIONS, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
-use crate::ids::TrackingId;
+use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
+use crate::messages::{NewMessage, file};
 use crate::outbound::{Outbound, enqueue};
 use crate::time::Timestamp;
 
@@ -77,13 +78,14 @@ impl Store {
     /// `accepted` event, in one durable commit. Only after this returns may the sender
     /// be told 250.
     pub fn accept_submission(&self, submission: &Submission) -> Result<(), StoreError> {
-        let id = &submission.tracking_id;
-        self.write(|tx| {
+        let submission = submission.clone();
+        self.write_grouped(move |tx| {
+            let id = &submission.tracking_id;
             let mut submissions = tx.open_table(SUBMISSIONS)?;
             if submissions.get(id.as_str())?.is_some() {
                 return Err(StoreError::Exists("submission"));
             }
-            put(&mut submissions, id.as_str(), submission)?;
+            put(&mut submissions, id.as_str(), &submission)?;
             put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
             let events = submission
                 .recipients
@@ -124,15 +126,50 @@ impl Store {
         events: Vec<Event>,
         reports: Vec<Outbound>,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let mut submission = load(tx, id)?;
-            submission.state = state;
-            put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
-            tx.open_table(QUEUE)?.remove(id.as_str())?;
-            for report in &reports {
-                enqueue(tx, report)?;
+        let id = id.clone();
+        self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))
+    }
+
+    /// Files the encrypted letter for each recipient (each with its events, as
+    /// [`Store::file_message`] does) and ends the submission (as
+    /// [`Store::finish_submission`]), all in one commit.
+    pub fn deliver_submission(
+        &self,
+        id: &TrackingId,
+        filings: Vec<(NewMessage, Vec<Event>)>,
+        state: SubmissionState,
+        events: Vec<Event>,
+        reports: Vec<Outbound>,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        let filings = filings
+            .into_iter()
+            .map(|(message, events)| Ok((MessageId::generate()?, message, events)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_grouped(move |tx| {
+            for (message_id, message, events) in &filings {
+                file(tx, message_id, message, events.clone())?;
             }
-            append_events(tx, id, events)
+            finish(tx, &id, state, events.clone(), &reports)
         })
     }
+}
+
+/// Sets a submission's final state, appends its closing events, queues its reports and
+/// takes it off the pipeline's queue, inside `tx`.
+fn finish(
+    tx: &WriteTransaction,
+    id: &TrackingId,
+    state: SubmissionState,
+    events: Vec<Event>,
+    reports: &[Outbound],
+) -> Result<(), StoreError> {
+    let mut submission = load(tx, id)?;
+    submission.state = state;
+    put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
+    tx.open_table(QUEUE)?.remove(id.as_str())?;
+    for report in reports {
+        enqueue(tx, report)?;
+    }
+    append_events(tx, id, events)
 }

@@ -3,24 +3,33 @@
 //!
 //! A spool file is fsynced, and so is the spool directory (for the file's directory
 //! entry), before the submission is committed to the database; only then is the sender
-//! told 250. A file without a queued submission is a letter that was never
-//! acknowledged, and [`Spool::sweep`] removes it.
+//! told 250. Writes are buffered, and concurrent sessions share directory fsyncs: one
+//! covers every file created before it started. A file without a queued submission is
+//! a letter that was never acknowledged or is already filed, and [`Spool::sweep`]
+//! removes it.
 
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::Mutex;
 
 use crate::ids::TrackingId;
+
+/// How much of a letter is gathered in memory before it is written to its file.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// The spool directory.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    sync: Arc<DirSync>,
 }
 
 /// A spool file being written.
@@ -29,8 +38,35 @@ pub struct SpoolFile {
     id: TrackingId,
     path: PathBuf,
     dir: PathBuf,
-    file: File,
+    sync: Arc<DirSync>,
+    file: BufWriter<File>,
     written: u64,
+}
+
+/// Shared fsyncs of the spool directory. Each request takes a ticket; an fsync started
+/// after a ticket was taken covers it (the file's entry existed by then), so a request
+/// that waited behind such an fsync needs none of its own.
+#[derive(Debug, Default)]
+struct DirSync {
+    /// Tickets handed out so far.
+    requested: AtomicU64,
+    /// Every ticket up to this one is covered by a finished fsync.
+    synced: Mutex<u64>,
+}
+
+impl DirSync {
+    /// Makes the entries of every file created so far in `dir` durable.
+    async fn sync(&self, dir: &Path) -> io::Result<()> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= ticket {
+            return Ok(());
+        }
+        let covers = self.requested.load(Ordering::SeqCst);
+        File::open(dir).await?.sync_all().await?;
+        *synced = covers;
+        Ok(())
+    }
 }
 
 impl Spool {
@@ -44,6 +80,7 @@ impl Spool {
         }
         Ok(Spool {
             dir: dir.to_owned(),
+            sync: Arc::default(),
         })
     }
 
@@ -64,7 +101,8 @@ impl Spool {
             id: id.clone(),
             path,
             dir: self.dir.clone(),
-            file,
+            sync: self.sync.clone(),
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
             written: 0,
         })
     }
@@ -74,11 +112,12 @@ impl Spool {
         std::fs::read(self.path(id))
     }
 
-    /// Removes a spooled letter once it is filed (or failed) and makes the removal
-    /// durable (blocking). A file that is already gone is not an error.
+    /// Removes a spooled letter once it is filed (or failed) (blocking). A file that
+    /// is already gone is not an error. The removal is not fsynced: a file a crash
+    /// brings back belongs to no queued submission, and [`Spool::sweep`] removes it.
     pub fn remove(&self, id: &TrackingId) -> io::Result<()> {
         match std::fs::remove_file(self.path(id)) {
-            Ok(()) => std::fs::File::open(&self.dir)?.sync_all(),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
@@ -122,8 +161,8 @@ impl SpoolFile {
     /// Flushes the file to disk and makes its directory entry durable.
     pub async fn commit(mut self) -> io::Result<(TrackingId, u64)> {
         self.file.flush().await?;
-        self.file.sync_all().await?;
-        sync_dir(&self.dir).await?;
+        self.file.get_mut().sync_all().await?;
+        self.sync.sync(&self.dir).await?;
         Ok((self.id, self.written))
     }
 
@@ -135,10 +174,6 @@ impl SpoolFile {
             _ => Ok(()),
         }
     }
-}
-
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).await?.sync_all().await
 }
 
 impl AsyncWrite for SpoolFile {

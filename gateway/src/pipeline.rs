@@ -7,8 +7,13 @@
 //! then close the submission and remove the spool file. Plaintext exists only in
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
 //! replayed after a crash reaches each member once.
+//!
+//! Submissions are processed on as many threads as there are cores; every recipient's
+//! message and the submission's end go to the store in one (group) commit.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
@@ -19,6 +24,7 @@ use kvgate_store::{
 };
 use tokio::sync::{Notify, watch};
 
+use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
 use crate::reports::{Action, Dsn, DsnRecipient, Mdn, Report, ReportError, Returned};
 
@@ -36,6 +42,10 @@ pub struct Pipeline {
     hostname: String,
     /// Notified when reports were queued.
     outbound: Arc<Notify>,
+    /// Members' parsed OpenPGP certificates.
+    member_certs: KeyCache,
+    /// How many submissions are processed at once.
+    workers: usize,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
@@ -117,6 +127,8 @@ impl Pipeline {
             domain: domain.to_owned(),
             hostname: hostname.to_owned(),
             outbound,
+            member_certs: KeyCache::default(),
+            workers: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         }
     }
 
@@ -209,13 +221,21 @@ impl Pipeline {
         }
     }
 
-    /// Processes every queued submission once (blocking).
+    /// Processes every queued submission once, on one thread per core (blocking).
     pub fn drain(&self) -> Result<(), StoreError> {
-        for id in self.store.queued()? {
-            if let Err(e) = self.process(&id) {
-                tracing::warn!(tracking = %id, error = %e, "processing failed; will retry");
+        let queued = self.store.queued()?;
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..self.workers.min(queued.len()) {
+                scope.spawn(|| {
+                    while let Some(id) = queued.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = self.process(id) {
+                            tracing::warn!(tracking = %id, error = %e, "processing failed; will retry");
+                        }
+                    }
+                });
             }
-        }
+        });
         Ok(())
     }
 
@@ -343,6 +363,7 @@ impl Pipeline {
         );
         let mut failures: Vec<Event> = Vec::new();
         let mut fates: Vec<Fate<'_>> = Vec::new();
+        let mut filings = Vec::new();
         for (index, recipient) in submission.recipients.iter().enumerate() {
             let keys: Vec<PgpKey> = self
                 .store
@@ -369,6 +390,11 @@ impl Pipeline {
                 });
                 continue;
             }
+            let key_count = keys.len();
+            let certs = self
+                .member_certs
+                .recipients(&recipient.kvnr, keys)
+                .map_err(|e| Transient::Encrypt(e.to_string()))?;
             let headers = letter::outer_headers(
                 &submission.mail_from,
                 &recipient.address,
@@ -381,12 +407,12 @@ impl Pipeline {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            let ciphertext = openpgp::pgp_mime(&header_refs, &plaintext, &keys)
+            let ciphertext = openpgp::pgp_mime_to(&header_refs, &plaintext, &certs)
                 .map_err(|e| Transient::Encrypt(e.to_string()))?;
             events.push(
                 Event::new(EventKind::Encrypted)
                     .recipient(&recipient.address)
-                    .detail(format!("to {} key(s)", keys.len())),
+                    .detail(format!("to {key_count} key(s)")),
             );
             let message = NewMessage {
                 tracking_id: id.clone(),
@@ -396,8 +422,7 @@ impl Pipeline {
                 ciphertext,
                 on_read: self.mdn(submission, recipient, &unwrapped.content, raw)?,
             };
-            self.store
-                .file_message(message, std::mem::take(&mut events))?;
+            filings.push((message, std::mem::take(&mut events)));
             fates.push(Fate {
                 recipient,
                 action: Action::Delivered,
@@ -412,7 +437,8 @@ impl Pipeline {
         };
         events.extend(failures);
         let reports = self.dsn(submission, raw, &fates)?;
-        self.store.finish_submission(id, state, events, reports)?;
+        self.store
+            .deliver_submission(id, filings, state, events, reports)?;
         tracing::info!(tracking = %id, state = ?state, "letter processed");
         Ok(())
     }

@@ -49,6 +49,11 @@ pub(crate) const FILED: Records = TableDefinition::new("filed");
 /// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
 
+/// redb's page cache. Its default (1 GiB) kept every recently written letter body in
+/// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
+/// them as well.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const ALL_TABLES: [Records; 16] = [
     MEMBERS,
     MEMBER_KEYS,
@@ -85,6 +90,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_cache_size(CACHE_BYTES)
             .create(path)?;
         let store = Store {
             db,

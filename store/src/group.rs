@@ -111,3 +111,41 @@ fn apply_all(db: &Database, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError>
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::events::tests::submission;
+    use crate::{Store, StoreError, TrackingId};
+
+    #[test]
+    fn concurrent_changes_all_commit_and_a_failure_stays_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let first = TrackingId::generate().unwrap();
+        store.accept_submission(&submission(&first)).unwrap();
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let (store, first) = (&store, &first);
+                    scope.spawn(move || {
+                        let id = match i {
+                            7 => first.clone(),
+                            _ => TrackingId::generate().unwrap(),
+                        };
+                        (id.clone(), store.accept_submission(&submission(&id)))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (id, outcome)) in outcomes.iter().enumerate() {
+            if i == 7 {
+                assert!(matches!(outcome, Err(StoreError::Exists(_))), "{outcome:?}");
+            } else {
+                assert!(outcome.is_ok(), "{outcome:?}");
+                assert!(store.submission(id).unwrap().is_some());
+            }
+        }
+        assert_eq!(store.queued().unwrap().len(), 16);
+    }
+}

@@ -8,8 +8,9 @@
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
 //! replayed after a crash reaches each member once.
 //!
-//! Submissions are processed on as many threads as there are cores; every recipient's
-//! message and the submission's end go to the store in one (group) commit.
+//! Submissions are processed on two threads per core, so that one thread's crypto
+//! overlaps another's wait for its commit; every recipient's message and the
+//! submission's end go to the store in one (group) commit.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ use crate::reports::{Action, Dsn, DsnRecipient, Mdn, Report, ReportError, Return
 /// How often the queue is looked at even without a wake-up (retries of transient
 /// failures).
 const RESCAN: Duration = Duration::from_secs(30);
+
+/// Processing threads per core: while one waits for its commit, another computes.
+const WORKERS_PER_CORE: usize = 2;
 
 /// The pipeline and what it needs.
 pub struct Pipeline {
@@ -128,7 +132,8 @@ impl Pipeline {
             hostname: hostname.to_owned(),
             outbound,
             member_certs: KeyCache::default(),
-            workers: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            workers: WORKERS_PER_CORE
+                * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         }
     }
 
@@ -221,7 +226,8 @@ impl Pipeline {
         }
     }
 
-    /// Processes every queued submission once, on one thread per core (blocking).
+    /// Processes every queued submission once, on [`WORKERS_PER_CORE`] threads per core
+    /// (blocking).
     pub fn drain(&self) -> Result<(), StoreError> {
         let queued = self.store.queued()?;
         let next = AtomicUsize::new(0);

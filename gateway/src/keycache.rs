@@ -5,7 +5,7 @@
 //! so an added, replaced or withdrawn key takes effect with the next letter.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kvgate_certs::openpgp::{MemberKey, PgpError, Recipients};
 use kvgate_store::Kvnr;
@@ -13,10 +13,13 @@ use kvgate_store::Kvnr;
 /// How many members' certificates are kept; when full, the cache starts over.
 const CAPACITY: usize = 4096;
 
+/// A member's keys as the store gave them, and their parse.
+type Entry = (Vec<MemberKey>, Arc<Recipients>);
+
 /// Parsed certificates by member, with the armored keys they were parsed from.
 #[derive(Default)]
 pub struct KeyCache {
-    members: Mutex<HashMap<Kvnr, (Vec<MemberKey>, Arc<Recipients>)>>,
+    members: Mutex<HashMap<Kvnr, Entry>>,
 }
 
 impl KeyCache {
@@ -40,7 +43,27 @@ impl KeyCache {
         Ok(parsed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Kvnr, (Vec<MemberKey>, Arc<Recipients>)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Kvnr, Entry>> {
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvgate_certs::openpgp::generate_member_key;
+
+    use super::*;
+
+    #[test]
+    fn a_parse_is_reused_until_the_keys_change() {
+        let cache = KeyCache::default();
+        let kvnr = Kvnr::parse("A123456780").unwrap();
+        let (_, first) = generate_member_key("first <a@example.test>").unwrap();
+        let (_, second) = generate_member_key("second <b@example.test>").unwrap();
+        let a = cache.recipients(&kvnr, vec![first.clone()]).unwrap();
+        let again = cache.recipients(&kvnr, vec![first.clone()]).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        let changed = cache.recipients(&kvnr, vec![first, second]).unwrap();
+        assert!(!Arc::ptr_eq(&a, &changed));
     }
 }

@@ -251,7 +251,10 @@ impl Pipeline {
             .store
             .submission(id)?
             .ok_or(StoreError::NotFound("submission"))?;
-        let raw = self.spool.read(id)?;
+        let raw = match self.store.spooled_letter(id)? {
+            Some(letter) => letter,
+            None => self.spool.read(id)?,
+        };
         match self.verify(&submission, &raw) {
             Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
             Err(refusal) => {

@@ -46,6 +46,9 @@ pub(crate) const INBOX: Records = TableDefinition::new("inbox");
 /// Message IDs by `tracking-ID/KVNR/mailbox`: a submission is filed once per recipient.
 pub(crate) const FILED: Records = TableDefinition::new("filed");
 
+/// Small accepted letters (see `Spool`), by tracking ID, until they are processed.
+pub(crate) const SPOOLED: Records = TableDefinition::new("spooled");
+
 /// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
 
@@ -54,7 +57,7 @@ pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 16] = [
+const ALL_TABLES: [Records; 17] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -70,6 +73,7 @@ const ALL_TABLES: [Records; 16] = [
     BODIES,
     INBOX,
     FILED,
+    SPOOLED,
     OUTBOUND,
 ];
 

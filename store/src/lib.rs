@@ -36,6 +36,6 @@ pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMembe
 pub use messages::{MessageMeta, NewMessage};
 pub use outbound::Outbound;
 pub use senders::{Sender, SenderKind};
-pub use spool::{Spool, SpoolFile};
+pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};

@@ -4,7 +4,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{QUEUE, SUBMISSIONS, get, put};
+use crate::db::{QUEUE, SPOOLED, SUBMISSIONS, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
@@ -78,6 +78,32 @@ impl Store {
     /// `accepted` event, in one durable commit. Only after this returns may the sender
     /// be told 250.
     pub fn accept_submission(&self, submission: &Submission) -> Result<(), StoreError> {
+        self.accept(submission, None)
+    }
+
+    /// [`Store::accept_submission`] for a letter kept in the store rather than in a
+    /// spool file of its own (a small one): the letter commits with its submission.
+    pub fn accept_submission_with_letter(
+        &self,
+        submission: &Submission,
+        letter: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.accept(submission, Some(letter))
+    }
+
+    /// A letter accepted with [`Store::accept_submission_with_letter`], until its
+    /// submission is finished.
+    pub fn spooled_letter(&self, id: &TrackingId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            let spooled = tx.open_table(SPOOLED)?;
+            Ok(spooled
+                .get(id.as_str())?
+                .map(|letter| letter.value().to_vec()))
+        })
+    }
+
+    /// Records a submission, and its letter if given, in one grouped commit.
+    fn accept(&self, submission: &Submission, letter: Option<Vec<u8>>) -> Result<(), StoreError> {
         let submission = submission.clone();
         self.write_grouped(move |tx| {
             let id = &submission.tracking_id;
@@ -87,6 +113,10 @@ impl Store {
             }
             put(&mut submissions, id.as_str(), &submission)?;
             put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
+            if let Some(letter) = &letter {
+                tx.open_table(SPOOLED)?
+                    .insert(id.as_str(), letter.as_slice())?;
+            }
             let events = submission
                 .recipients
                 .iter()
@@ -118,7 +148,7 @@ impl Store {
 
     /// Ends a submission's processing: sets its final state, appends the closing
     /// events, queues the reports it owes its sender and takes it off the pipeline's
-    /// queue, in one commit.
+    /// queue (and drops its letter if the store kept it), in one commit.
     pub fn finish_submission(
         &self,
         id: &TrackingId,
@@ -168,6 +198,7 @@ fn finish(
     submission.state = state;
     put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
     tx.open_table(QUEUE)?.remove(id.as_str())?;
+    tx.open_table(SPOOLED)?.remove(id.as_str())?;
     for report in reports {
         enqueue(tx, report)?;
     }

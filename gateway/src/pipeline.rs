@@ -251,9 +251,9 @@ impl Pipeline {
             .store
             .submission(id)?
             .ok_or(StoreError::NotFound("submission"))?;
-        let raw = match self.store.spooled_letter(id)? {
-            Some(letter) => letter,
-            None => self.spool.read(id)?,
+        let (raw, in_file) = match self.store.spooled_letter(id)? {
+            Some(letter) => (letter, false),
+            None => (self.spool.read(id)?, true),
         };
         match self.verify(&submission, &raw) {
             Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
@@ -284,7 +284,9 @@ impl Pipeline {
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;
             }
         }
-        self.spool.remove(id)?;
+        if in_file {
+            self.spool.remove(id)?;
+        }
         self.outbound.notify_one();
         Ok(())
     }

@@ -28,8 +28,9 @@ use crate::ids::TrackingId;
 /// How much of a letter is gathered in memory before it is written to its file.
 const WRITE_BUFFER: usize = 256 * 1024;
 
-/// The largest letter kept in the store instead of a file of its own.
-pub const INLINE_MAX: usize = 64 * 1024;
+/// The largest letter kept in the store instead of a file of its own: one that fits in
+/// the write buffer a file would get, so it takes no more memory than a file would.
+pub const INLINE_MAX: usize = WRITE_BUFFER;
 
 /// The spool directory.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod init;
+pub mod keycache;
 pub mod keys;
 pub mod letter;
 pub mod logging;

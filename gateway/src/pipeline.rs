@@ -7,8 +7,14 @@
 //! then close the submission and remove the spool file. Plaintext exists only in
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
 //! replayed after a crash reaches each member once.
+//!
+//! Submissions are processed on two threads per core, so that one thread's crypto
+//! overlaps another's wait for its commit; every recipient's message and the
+//! submission's end go to the store in one (group) commit.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
@@ -19,12 +25,16 @@ use kvgate_store::{
 };
 use tokio::sync::{Notify, watch};
 
+use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Report, ReportError, status_for};
 
 /// How often the queue is looked at even without a wake-up (retries of transient
 /// failures).
 const RESCAN: Duration = Duration::from_secs(30);
+
+/// Processing threads per core: while one waits for its commit, another computes.
+const WORKERS_PER_CORE: usize = 2;
 
 /// The pipeline and what it needs.
 pub struct Pipeline {
@@ -38,6 +48,10 @@ pub struct Pipeline {
     outbound: Arc<Notify>,
     /// Rung when letters were filed (wakes the member API's long-polls).
     filed: Arc<watch::Sender<()>>,
+    /// Members' parsed OpenPGP certificates.
+    member_certs: KeyCache,
+    /// How many submissions are processed at once.
+    workers: usize,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
@@ -70,6 +84,19 @@ pub(crate) enum Transient {
     Report(#[from] ReportError),
 }
 
+/// A spooled letter as received: kept in the store (small letters) or in a spool file
+/// (then `true`: the file is removed once the submission is finished).
+pub(crate) fn received(
+    store: &Store,
+    spool: &Spool,
+    id: &TrackingId,
+) -> Result<(Vec<u8>, bool), Transient> {
+    Ok(match store.spooled_letter(id)? {
+        Some(letter) => (letter, false),
+        None => (spool.read(id)?, true),
+    })
+}
+
 impl Pipeline {
     /// A pipeline decrypting with `keys` and trusting `anchors`, for the gateway
     /// `hostname` serving `domain`; `outbound` is notified when reports are queued.
@@ -91,6 +118,9 @@ impl Pipeline {
             hostname: hostname.to_owned(),
             outbound,
             filed,
+            member_certs: KeyCache::default(),
+            workers: WORKERS_PER_CORE
+                * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         }
     }
 
@@ -143,13 +173,22 @@ impl Pipeline {
         }
     }
 
-    /// Processes every queued submission once (blocking).
+    /// Processes every queued submission once, on [`WORKERS_PER_CORE`] threads per core
+    /// (blocking).
     pub fn drain(&self) -> Result<(), StoreError> {
-        for id in self.store.queued()? {
-            if let Err(e) = self.process(&id) {
-                tracing::warn!(tracking = %id, error = %e, "processing failed; will retry");
+        let queued = self.store.queued()?;
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..self.workers.min(queued.len()) {
+                scope.spawn(|| {
+                    while let Some(id) = queued.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = self.process(id) {
+                            tracing::warn!(tracking = %id, error = %e, "processing failed; will retry");
+                        }
+                    }
+                });
             }
-        }
+        });
         Ok(())
     }
 
@@ -159,7 +198,7 @@ impl Pipeline {
             .store
             .submission(id)?
             .ok_or(StoreError::NotFound("submission"))?;
-        let raw = self.spool.read(id)?;
+        let (raw, in_file) = received(&self.store, &self.spool, id)?;
         match self.verify(&submission, &raw)? {
             Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
             Err(refusal) => {
@@ -175,7 +214,9 @@ impl Pipeline {
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;
             }
         }
-        self.spool.remove(id)?;
+        if in_file {
+            self.spool.remove(id)?;
+        }
         self.outbound.notify_one();
         Ok(())
     }
@@ -286,6 +327,7 @@ impl Pipeline {
         );
         let mut failures: Vec<Event> = Vec::new();
         let mut fates: Vec<Fate<'_>> = Vec::new();
+        let mut filings = Vec::new();
         for (index, recipient) in submission.recipients.iter().enumerate() {
             let keys: Vec<PgpKey> = self
                 .store
@@ -312,6 +354,11 @@ impl Pipeline {
                 });
                 continue;
             }
+            let key_count = keys.len();
+            let certs = self
+                .member_certs
+                .recipients(&recipient.kvnr, keys)
+                .map_err(|e| Transient::Encrypt(e.to_string()))?;
             let headers = letter::outer_headers(
                 &submission.mail_from,
                 &recipient.address,
@@ -324,12 +371,12 @@ impl Pipeline {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            let ciphertext = openpgp::pgp_mime(&header_refs, &plaintext, &keys)
+            let ciphertext = openpgp::pgp_mime_to(&header_refs, &plaintext, &certs)
                 .map_err(|e| Transient::Encrypt(e.to_string()))?;
             events.push(
                 Event::new(EventKind::Encrypted)
                     .recipient(&recipient.address)
-                    .detail(format!("to {} key(s)", keys.len())),
+                    .detail(format!("to {key_count} key(s)")),
             );
             let message = NewMessage {
                 tracking_id: id.clone(),
@@ -339,9 +386,7 @@ impl Pipeline {
                 ciphertext,
                 on_read: self.mdn(submission, recipient, &unwrapped.content, raw)?,
             };
-            self.store
-                .file_message(message, std::mem::take(&mut events))?;
-            self.filed.send_replace(());
+            filings.push((message, std::mem::take(&mut events)));
             fates.push(Fate {
                 recipient,
                 action: Action::Delivered,
@@ -356,7 +401,12 @@ impl Pipeline {
         };
         events.extend(failures);
         let reports = Dsn::queue_for(&self.hostname, submission, raw, &fates)?;
-        self.store.finish_submission(id, state, events, reports)?;
+        let filed_any = !filings.is_empty();
+        self.store
+            .deliver_submission(id, filings, state, events, reports)?;
+        if filed_any {
+            self.filed.send_replace(());
+        }
         tracing::info!(tracking = %id, state = ?state, "letter processed");
         Ok(())
     }

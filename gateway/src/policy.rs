@@ -3,8 +3,9 @@
 //! The connector runs the protocol; this module answers its questions. A sender is the
 //! owner of the TLS client certificate; `MAIL FROM` must be one of its addresses; each
 //! `RCPT TO` must name a member's inbox that can take the letter now (DESIGN.md, step
-//! 2). DATA goes to a spool file that is fsynced, with its directory, and committed to
-//! the store with its `accepted` event before the sender hears 250.
+//! 2). DATA goes to the spool (a small letter stays in memory and commits with its
+//! submission; a larger one goes to a file that is fsynced, with its directory), and the
+//! submission is committed with its `accepted` event before the sender hears 250.
 
 use std::sync::Arc;
 
@@ -268,10 +269,11 @@ impl Handler for Policy {
     }
 
     async fn data_end(&self, session: &mut Session, sink: SpoolFile) -> Reply {
-        let (tracking_id, size) = match sink.commit().await {
+        let spooled = match sink.commit().await {
             Ok(done) => done,
             Err(e) => return store_failure(&e),
         };
+        let (tracking_id, size) = (spooled.id, spooled.size);
         let submission = Submission {
             tracking_id: tracking_id.clone(),
             sender_id: session.sender.id.clone(),
@@ -284,8 +286,11 @@ impl Handler for Policy {
             envid: session.envid.clone(),
         };
         let store = self.store.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || store.accept_submission(&submission)).await;
+        let committed = tokio::task::spawn_blocking(move || match spooled.inline {
+            Some(letter) => store.accept_submission_with_letter(&submission, letter),
+            None => store.accept_submission(&submission),
+        })
+        .await;
         match committed {
             Ok(Ok(())) => {
                 self.wake.notify_one();

@@ -13,7 +13,7 @@ use kvgate_store::{
 use tokio::sync::{Notify, watch};
 
 use crate::config::QueuePolicy;
-use crate::pipeline::Transient;
+use crate::pipeline::{Transient, received};
 use crate::reports::{Action, Dsn, Fate};
 
 /// The watchdog and what it needs.
@@ -150,7 +150,7 @@ impl Watchdog {
         sentence: &str,
     ) -> Result<(Vec<Event>, Vec<Outbound>), Transient> {
         let (events, fates) = Fate::everyone(submission, (action, kind), reason, sentence);
-        let received = self.spool.read(&submission.tracking_id)?;
+        let (received, _) = received(&self.store, &self.spool, &submission.tracking_id)?;
         let reports = Dsn::queue_for(&self.hostname, submission, &received, &fates)?;
         Ok((events, reports))
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
+use crate::group::Group;
 
 /// A table of JSON records under text keys.
 pub(crate) type Records = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -45,6 +46,9 @@ pub(crate) const INBOX: Records = TableDefinition::new("inbox");
 /// Message IDs by `tracking-ID/KVNR/mailbox`: a submission is filed once per recipient.
 pub(crate) const FILED: Records = TableDefinition::new("filed");
 
+/// Small accepted letters (see `Spool`), by tracking ID, until they are processed.
+pub(crate) const SPOOLED: Records = TableDefinition::new("spooled");
+
 /// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
 /// Members' client-encrypted key backups (opaque bytes, not JSON) by KVNR.
@@ -52,7 +56,12 @@ pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
 /// Members' document uploads by `KVNR/tracking-ID`.
 pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 
-const ALL_TABLES: [Records; 18] = [
+/// redb's page cache. Its default (1 GiB) kept every recently written letter body in
+/// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
+/// them as well.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+const ALL_TABLES: [Records; 19] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -68,6 +77,7 @@ const ALL_TABLES: [Records; 18] = [
     BODIES,
     INBOX,
     FILED,
+    SPOOLED,
     OUTBOUND,
     KEY_BACKUPS,
     UPLOADS,
@@ -77,8 +87,11 @@ const ALL_TABLES: [Records; 18] = [
 ///
 /// Cheap to share behind an `Arc`; every method is one transaction. Methods block on
 /// disk I/O (commits fsync), so async callers should run them on a blocking thread.
+/// The hot paths (accepting, filing and finishing submissions) use group commit:
+/// concurrent callers share one durable commit.
 pub struct Store {
     db: Database,
+    group: Group,
 }
 
 impl Store {
@@ -87,8 +100,12 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_cache_size(CACHE_BYTES)
             .create(path)?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            group: Group::default(),
+        };
         store.write(|tx| {
             for table in ALL_TABLES {
                 tx.open_table(table)?;
@@ -107,6 +124,17 @@ impl Store {
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
+    }
+
+    /// Applies `change` in a write transaction shared with concurrent callers and
+    /// returns once that transaction is durably committed. `change` may run twice (if
+    /// its batch fails, it is retried alone), so it must not consume what it captures.
+    pub(crate) fn write_grouped<T, F>(&self, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.group.commit(&self.db, change)
     }
 
     /// Runs `f` in one read transaction.

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// The operation would overwrite something that already exists.
     #[error("{0} already exists")]
     Exists(&'static str),
+    /// A grouped commit ended without an outcome for this change (its batch leader
+    /// panicked).
+    #[error("the commit was abandoned")]
+    Abandoned,
     /// The system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(#[from] getrandom::Error),

@@ -215,14 +215,15 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::db::{EVENTS, put};
     use crate::kvnr::Kvnr;
     use crate::mailbox::Mailbox;
     use crate::submissions::{Recipient, Submission, SubmissionState};
 
-    fn submission(id: &TrackingId) -> Submission {
+    /// A one-recipient submission for tests.
+    pub(crate) fn submission(id: &TrackingId) -> Submission {
         Submission {
             tracking_id: id.clone(),
             sender_id: "p1".into(),

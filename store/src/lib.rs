@@ -15,6 +15,7 @@ mod db;
 mod devices;
 mod error;
 mod events;
+mod group;
 mod ids;
 mod inbox;
 mod kvnr;
@@ -42,7 +43,7 @@ pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMembe
 pub use messages::{MessageMeta, NewMessage};
 pub use outbound::Outbound;
 pub use senders::{Sender, SenderKind};
-pub use spool::{Spool, SpoolFile};
+pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
 pub use uploads::Upload;

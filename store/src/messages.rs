@@ -1,5 +1,6 @@
 //! Members' inboxes: OpenPGP ciphertext plus routing metadata.
 
+use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
@@ -68,45 +69,10 @@ impl Store {
     pub fn file_message(
         &self,
         message: NewMessage,
-        mut events: Vec<Event>,
+        events: Vec<Event>,
     ) -> Result<MessageId, StoreError> {
         let id = MessageId::generate()?;
-        let filed_key = format!(
-            "{}/{}/{}",
-            message.tracking_id, message.kvnr, message.mailbox
-        );
-        self.write(|tx| {
-            let mut filed = tx.open_table(FILED)?;
-            if let Some(existing) = get::<MessageId>(&filed, &filed_key)? {
-                return Ok(existing);
-            }
-            let submission = load(tx, &message.tracking_id)?;
-            let meta = MessageMeta {
-                id: id.clone(),
-                kvnr: message.kvnr.clone(),
-                mailbox: message.mailbox,
-                tracking_id: message.tracking_id.clone(),
-                address: message.address.clone(),
-                sender_id: submission.sender_id,
-                received_at: now(),
-                size: message.ciphertext.len() as u64,
-                fetched: false,
-                read: false,
-                on_read: message.on_read.clone(),
-            };
-            put(&mut filed, &filed_key, &id)?;
-            put(&mut tx.open_table(MESSAGES)?, id.as_str(), &meta)?;
-            tx.open_table(BODIES)?
-                .insert(id.as_str(), message.ciphertext.as_slice())?;
-            put(
-                &mut tx.open_table(INBOX)?,
-                &inbox_key(&message.kvnr, message.mailbox, &id),
-                &id,
-            )?;
-            events.push(Event::new(EventKind::Delivered).recipient(&message.address));
-            append_events(tx, &message.tracking_id, events)?;
-            Ok(id.clone())
-        })
+        self.write_grouped(move |tx| file(tx, &id, &message, events.clone()))
     }
 
     /// One of the member's messages: its metadata and ciphertext. Another member's
@@ -194,4 +160,49 @@ impl Store {
             Ok(true)
         })
     }
+}
+
+/// Files `message` under the new ID `id` with its `delivered` event (after `events`)
+/// inside `tx`, unless this recipient of this submission was filed before; returns the
+/// ID the message is filed under.
+pub(crate) fn file(
+    tx: &WriteTransaction,
+    id: &MessageId,
+    message: &NewMessage,
+    mut events: Vec<Event>,
+) -> Result<MessageId, StoreError> {
+    let filed_key = format!(
+        "{}/{}/{}",
+        message.tracking_id, message.kvnr, message.mailbox
+    );
+    let mut filed = tx.open_table(FILED)?;
+    if let Some(existing) = get::<MessageId>(&filed, &filed_key)? {
+        return Ok(existing);
+    }
+    let submission = load(tx, &message.tracking_id)?;
+    let meta = MessageMeta {
+        id: id.clone(),
+        kvnr: message.kvnr.clone(),
+        mailbox: message.mailbox,
+        tracking_id: message.tracking_id.clone(),
+        address: message.address.clone(),
+        sender_id: submission.sender_id,
+        received_at: now(),
+        size: message.ciphertext.len() as u64,
+        fetched: false,
+        read: false,
+        on_read: message.on_read.clone(),
+    };
+    put(&mut filed, &filed_key, id)?;
+    put(&mut tx.open_table(MESSAGES)?, id.as_str(), &meta)?;
+    tx.open_table(BODIES)?
+        .insert(id.as_str(), message.ciphertext.as_slice())?;
+    put(
+        &mut tx.open_table(INBOX)?,
+        &inbox_key(&message.kvnr, message.mailbox, id),
+        id,
+    )?;
+    events.push(Event::new(EventKind::Delivered).recipient(&message.address));
+    append_events(tx, &message.tracking_id, events)?;
+    Ok(id.clone())
 }

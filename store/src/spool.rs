@@ -1,36 +1,101 @@
-//! The spool: accepted letters exactly as received, one file per submission, until the
-//! pipeline has filed them.
+//! The spool: accepted letters exactly as received, until the pipeline has filed them.
 //!
-//! A spool file is fsynced, and so is the spool directory (for the file's directory
-//! entry), before the submission is committed to the database; only then is the sender
-//! told 250. A file without a queued submission is a letter that was never
-//! acknowledged, and [`Spool::sweep`] removes it.
+//! A letter of at most [`INLINE_MAX`] octets gets no file: it is held in memory and
+//! committed to the store with its submission. A larger one goes to its file; the file
+//! is fsynced, and so is the spool directory (for the file's directory entry), before
+//! the submission is committed to the database. Only then is the sender told 250.
+//! Writes are buffered, and concurrent sessions share directory fsyncs: one
+//! covers every file created before it started. A file without a queued submission is
+//! a letter that was never acknowledged or is already filed, and [`Spool::sweep`]
+//! removes it.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::fs::File;
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use crate::ids::TrackingId;
+
+/// How much of a letter is gathered in memory before it is written to its file.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The largest letter kept in the store instead of a file of its own: one that fits in
+/// the write buffer a file would get, so it takes no more memory than a file would.
+pub const INLINE_MAX: usize = WRITE_BUFFER;
 
 /// The spool directory.
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    sync: Arc<DirSync>,
 }
 
-/// A spool file being written.
+/// A letter being spooled: in memory while small, then in its file.
 #[derive(Debug)]
 pub struct SpoolFile {
     id: TrackingId,
     path: PathBuf,
     dir: PathBuf,
-    file: File,
+    sync: Arc<DirSync>,
+    body: Body,
     written: u64,
+}
+
+/// Where a letter being spooled is.
+#[derive(Debug)]
+enum Body {
+    /// Small so far: held in memory.
+    Memory(Vec<u8>),
+    /// Its file is being created and given what was held.
+    Opening(JoinHandle<io::Result<std::fs::File>>),
+    /// In its file.
+    File(BufWriter<File>),
+}
+
+/// A letter made durable enough to be committed with its submission.
+#[derive(Debug)]
+pub struct Spooled {
+    /// The tracking ID it was spooled under.
+    pub id: TrackingId,
+    /// Its size in octets.
+    pub size: u64,
+    /// The letter itself if it has no file and must be committed to the store.
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Shared fsyncs of the spool directory. Each request takes a ticket; an fsync started
+/// after a ticket was taken covers it (the file's entry existed by then), so a request
+/// that waited behind such an fsync needs none of its own.
+#[derive(Debug, Default)]
+struct DirSync {
+    /// Tickets handed out so far.
+    requested: AtomicU64,
+    /// Every ticket up to this one is covered by a finished fsync.
+    synced: Mutex<u64>,
+}
+
+impl DirSync {
+    /// Makes the entries of every file created so far in `dir` durable.
+    async fn sync(&self, dir: &Path) -> io::Result<()> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= ticket {
+            return Ok(());
+        }
+        let covers = self.requested.load(Ordering::SeqCst);
+        File::open(dir).await?.sync_all().await?;
+        *synced = covers;
+        Ok(())
+    }
 }
 
 impl Spool {
@@ -44,6 +109,7 @@ impl Spool {
         }
         Ok(Spool {
             dir: dir.to_owned(),
+            sync: Arc::default(),
         })
     }
 
@@ -52,19 +118,15 @@ impl Spool {
         self.dir.join(id.as_str())
     }
 
-    /// Creates the spool file for a new submission (mode 0600; never overwrites).
+    /// Starts spooling a new submission. Its file (mode 0600; never overwriting) is
+    /// created only once the letter outgrows [`INLINE_MAX`].
     pub async fn create(&self, id: &TrackingId) -> io::Result<SpoolFile> {
-        let path = self.path(id);
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let file = options.open(&path).await?;
         Ok(SpoolFile {
             id: id.clone(),
-            path,
+            path: self.path(id),
             dir: self.dir.clone(),
-            file,
+            sync: self.sync.clone(),
+            body: Body::Memory(Vec::new()),
             written: 0,
         })
     }
@@ -74,11 +136,12 @@ impl Spool {
         std::fs::read(self.path(id))
     }
 
-    /// Removes a spooled letter once it is filed (or failed) and makes the removal
-    /// durable (blocking). A file that is already gone is not an error.
+    /// Removes a spooled letter once it is filed (or failed) (blocking). A file that
+    /// is already gone is not an error. The removal is not fsynced: a file a crash
+    /// brings back belongs to no queued submission, and [`Spool::sweep`] removes it.
     pub fn remove(&self, id: &TrackingId) -> io::Result<()> {
         match std::fs::remove_file(self.path(id)) {
-            Ok(()) => std::fs::File::open(&self.dir)?.sync_all(),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
@@ -119,26 +182,71 @@ impl SpoolFile {
         self.written
     }
 
-    /// Flushes the file to disk and makes its directory entry durable.
-    pub async fn commit(mut self) -> io::Result<(TrackingId, u64)> {
-        self.file.flush().await?;
-        self.file.sync_all().await?;
-        sync_dir(&self.dir).await?;
-        Ok((self.id, self.written))
+    /// A letter held in memory is handed back to be committed with its submission;
+    /// a letter in its file is flushed to disk, and its directory entry made durable.
+    pub async fn commit(mut self) -> io::Result<Spooled> {
+        if let Body::Memory(held) = &mut self.body {
+            return Ok(Spooled {
+                inline: Some(std::mem::take(held)),
+                id: self.id,
+                size: self.written,
+            });
+        }
+        self.flush().await?;
+        if let Body::File(file) = &mut self.body {
+            file.get_mut().sync_all().await?;
+        }
+        self.sync.sync(&self.dir).await?;
+        Ok(Spooled {
+            id: self.id,
+            size: self.written,
+            inline: None,
+        })
     }
 
-    /// Throws the partial file away.
-    pub async fn discard(self) -> io::Result<()> {
-        drop(self.file);
+    /// Throws the partial letter away.
+    pub async fn discard(mut self) -> io::Result<()> {
+        if let Body::Memory(_) = self.body {
+            return Ok(());
+        }
+        // Wait until the file exists, lest it be created after its removal.
+        let opened = std::future::poll_fn(|cx| self.poll_opened(cx)).await;
+        drop(self.body);
         match tokio::fs::remove_file(&self.path).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            _ => opened,
         }
+    }
+
+    /// Moves a letter whose file is being created into that file once it exists.
+    fn poll_opened(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Body::Opening(handle) = &mut self.body {
+            let file = match Pin::new(handle).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Ok(file))) => file,
+                Poll::Ready(Ok(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+            };
+            self.body = Body::File(BufWriter::with_capacity(WRITE_BUFFER, File::from_std(file)));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir).await?.sync_all().await
+/// Creates the spool file at `path` (mode 0600; never overwriting) and writes `held`
+/// to it (blocking).
+fn create_with(path: &Path, held: &[u8]) -> io::Result<std::fs::File> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(held)?;
+    Ok(file)
 }
 
 impl AsyncWrite for SpoolFile {
@@ -147,19 +255,53 @@ impl AsyncWrite for SpoolFile {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.file).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.written += n as u64;
+        let this = &mut *self;
+        if let Body::Memory(held) = &mut this.body {
+            if held.len() + buf.len() > INLINE_MAX {
+                let mut held = std::mem::take(held);
+                held.extend_from_slice(buf);
+                let path = this.path.clone();
+                this.body = Body::Opening(tokio::task::spawn_blocking(move || {
+                    create_with(&path, &held)
+                }));
+            } else {
+                held.extend_from_slice(buf);
+            }
+            this.written += buf.len() as u64;
+            return Poll::Ready(Ok(buf.len()));
         }
-        poll
+        std::task::ready!(this.poll_opened(cx))?;
+        match &mut this.body {
+            Body::File(file) => {
+                let poll = Pin::new(file).poll_write(cx, buf);
+                if let Poll::Ready(Ok(n)) = poll {
+                    this.written += n as u64;
+                }
+                poll
+            }
+            // Neither is left once the letter is out of memory and its file is open.
+            Body::Memory(_) | Body::Opening(_) => {
+                Poll::Ready(Err(io::Error::other("the spool file is not open")))
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
+        let this = &mut *self;
+        std::task::ready!(this.poll_opened(cx))?;
+        match &mut this.body {
+            Body::File(file) => Pin::new(file).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
+        let this = &mut *self;
+        std::task::ready!(this.poll_opened(cx))?;
+        match &mut this.body {
+            Body::File(file) => Pin::new(file).poll_shutdown(cx),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -167,21 +309,38 @@ impl AsyncWrite for SpoolFile {
 mod tests {
     use super::*;
 
+    /// Spools `letter` in pieces as the SMTP connector does, and commits it.
+    async fn spool_letter(spool: &Spool, letter: &[u8]) -> (TrackingId, Spooled) {
+        let id = TrackingId::generate().unwrap();
+        let mut file = spool.create(&id).await.unwrap();
+        for piece in letter.chunks(1000) {
+            file.write_all(piece).await.unwrap();
+        }
+        (id, file.commit().await.unwrap())
+    }
+
     #[tokio::test]
-    async fn commit_keeps_and_sweep_removes_unacknowledged_files() {
+    async fn small_letters_stay_in_memory_and_large_ones_get_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let kept = TrackingId::generate().unwrap();
-        let mut file = spool.create(&kept).await.unwrap();
-        file.write_all(b"letter").await.unwrap();
-        assert_eq!(file.commit().await.unwrap().1, 6);
-        let orphan = TrackingId::generate().unwrap();
-        spool.create(&orphan).await.unwrap().commit().await.unwrap();
-        assert!(spool.create(&kept).await.is_err(), "never overwrites");
+        let (small, spooled) = spool_letter(&spool, b"letter").await;
+        assert_eq!(spooled.inline.as_deref(), Some(&b"letter"[..]));
+        assert!(!spool.path(&small).exists());
+
+        let letter = vec![b'x'; INLINE_MAX + 1];
+        let (kept, spooled) = spool_letter(&spool, &letter).await;
+        assert_eq!((spooled.inline, spooled.size), (None, letter.len() as u64));
+        assert_eq!(spool.read(&kept).unwrap(), letter);
+        spool_letter(&spool, &letter).await;
         let removed = spool.sweep(&HashSet::from([kept.clone()])).unwrap();
         assert_eq!(removed, 1);
-        assert_eq!(spool.read(&kept).unwrap(), b"letter");
         spool.remove(&kept).unwrap();
         spool.remove(&kept).unwrap();
+
+        let refused = TrackingId::generate().unwrap();
+        let mut file = spool.create(&refused).await.unwrap();
+        file.write_all(&letter).await.unwrap();
+        file.discard().await.unwrap();
+        assert!(!spool.path(&refused).exists());
     }
 }

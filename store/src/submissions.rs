@@ -4,12 +4,13 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{QUEUE, SUBMISSIONS, get, put};
+use crate::db::{QUEUE, SPOOLED, SUBMISSIONS, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
-use crate::ids::TrackingId;
+use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
+use crate::messages::{NewMessage, file};
 use crate::outbound::{Outbound, enqueue};
 use crate::time::Timestamp;
 
@@ -77,14 +78,45 @@ impl Store {
     /// `accepted` event, in one durable commit. Only after this returns may the sender
     /// be told 250.
     pub fn accept_submission(&self, submission: &Submission) -> Result<(), StoreError> {
-        let id = &submission.tracking_id;
-        self.write(|tx| {
+        self.accept(submission, None)
+    }
+
+    /// [`Store::accept_submission`] for a letter kept in the store rather than in a
+    /// spool file of its own (a small one): the letter commits with its submission.
+    pub fn accept_submission_with_letter(
+        &self,
+        submission: &Submission,
+        letter: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.accept(submission, Some(letter))
+    }
+
+    /// A letter accepted with [`Store::accept_submission_with_letter`], until its
+    /// submission is finished.
+    pub fn spooled_letter(&self, id: &TrackingId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            let spooled = tx.open_table(SPOOLED)?;
+            Ok(spooled
+                .get(id.as_str())?
+                .map(|letter| letter.value().to_vec()))
+        })
+    }
+
+    /// Records a submission, and its letter if given, in one grouped commit.
+    fn accept(&self, submission: &Submission, letter: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let submission = submission.clone();
+        self.write_grouped(move |tx| {
+            let id = &submission.tracking_id;
             let mut submissions = tx.open_table(SUBMISSIONS)?;
             if submissions.get(id.as_str())?.is_some() {
                 return Err(StoreError::Exists("submission"));
             }
-            put(&mut submissions, id.as_str(), submission)?;
+            put(&mut submissions, id.as_str(), &submission)?;
             put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
+            if let Some(letter) = &letter {
+                tx.open_table(SPOOLED)?
+                    .insert(id.as_str(), letter.as_slice())?;
+            }
             let events = submission
                 .recipients
                 .iter()
@@ -133,8 +165,9 @@ impl Store {
 
     /// Ends a submission's processing: sets its final state, appends the closing
     /// events, queues the reports it owes its sender and takes it off the pipeline's
-    /// queue, in one commit. Fails with `NotFound` if it is no longer queued (it was
-    /// finished meanwhile, e.g. expired), so a submission ends exactly once.
+    /// queue (and drops its letter if the store kept it), in one commit. Fails with
+    /// `NotFound` if it is no longer queued (it was finished meanwhile, e.g. expired),
+    /// so a submission ends exactly once.
     pub fn finish_submission(
         &self,
         id: &TrackingId,
@@ -142,17 +175,53 @@ impl Store {
         events: Vec<Event>,
         reports: Vec<Outbound>,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let mut submission = load(tx, id)?;
-            if tx.open_table(QUEUE)?.remove(id.as_str())?.is_none() {
-                return Err(StoreError::NotFound("queued submission"));
+        let id = id.clone();
+        self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))
+    }
+
+    /// Files the encrypted letter for each recipient (each with its events, as
+    /// [`Store::file_message`] does) and ends the submission (as
+    /// [`Store::finish_submission`]), all in one commit.
+    pub fn deliver_submission(
+        &self,
+        id: &TrackingId,
+        filings: Vec<(NewMessage, Vec<Event>)>,
+        state: SubmissionState,
+        events: Vec<Event>,
+        reports: Vec<Outbound>,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        let filings = filings
+            .into_iter()
+            .map(|(message, events)| Ok((MessageId::generate()?, message, events)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_grouped(move |tx| {
+            for (message_id, message, events) in &filings {
+                file(tx, message_id, message, events.clone())?;
             }
-            submission.state = state;
-            put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
-            for report in &reports {
-                enqueue(tx, report)?;
-            }
-            append_events(tx, id, events)
+            finish(tx, &id, state, events.clone(), &reports)
         })
     }
+}
+
+/// Sets a submission's final state, appends its closing events, queues its reports and
+/// takes it off the pipeline's queue, inside `tx`.
+fn finish(
+    tx: &WriteTransaction,
+    id: &TrackingId,
+    state: SubmissionState,
+    events: Vec<Event>,
+    reports: &[Outbound],
+) -> Result<(), StoreError> {
+    let mut submission = load(tx, id)?;
+    if tx.open_table(QUEUE)?.remove(id.as_str())?.is_none() {
+        return Err(StoreError::NotFound("queued submission"));
+    }
+    submission.state = state;
+    put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
+    tx.open_table(SPOOLED)?.remove(id.as_str())?;
+    for report in reports {
+        enqueue(tx, report)?;
+    }
+    append_events(tx, id, events)
 }

@@ -36,20 +36,38 @@ pub(super) fn valid_now<'a>(
         })
 }
 
+/// Members' certificates parsed once, for encrypting many letters to them.
+#[derive(Debug, Clone)]
+pub struct Recipients {
+    certs: Vec<Cert>,
+}
+
+impl Recipients {
+    /// Parses the armored certificates of `keys`.
+    pub fn parse(keys: &[MemberKey]) -> Result<Self, PgpError> {
+        let certs = keys
+            .iter()
+            .map(|r| Cert::from_bytes(r.armored.as_bytes()).map_err(|e| PgpError::Parse(e.into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Recipients { certs })
+    }
+}
+
 /// Encrypts `plaintext` to every valid transport-encryption key of every
 /// recipient, as an ASCII-armored OpenPGP message (LF line ends). Sequoia picks
 /// SEIPDv1 or v2 from what all recipients advertise.
 pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, PgpError> {
-    if recipients.is_empty() {
+    encrypt_to(plaintext, &Recipients::parse(recipients)?)
+}
+
+/// [`encrypt`] to certificates parsed before.
+pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, PgpError> {
+    if recipients.certs.is_empty() {
         return Err(PgpError::NoRecipients);
     }
     let policy = StandardPolicy::new();
-    let certs = recipients
-        .iter()
-        .map(|r| Cert::from_bytes(r.armored.as_bytes()).map_err(|e| PgpError::Parse(e.into())))
-        .collect::<Result<Vec<_>, _>>()?;
     let mut keys: Vec<Recipient<'_>> = Vec::new();
-    for cert in &certs {
+    for cert in &recipients.certs {
         let fingerprint = cert.fingerprint().to_hex();
         let valid = valid_now(cert, &policy)?;
         let before = keys.len();
@@ -60,7 +78,7 @@ pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, Pg
     }
 
     let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
-    let mut sink = Vec::new();
+    let mut sink = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
     let message = Message::new(&mut sink);
     let message = Armorer::new(message)
         .kind(armor::Kind::Message)

@@ -17,9 +17,9 @@ use sequoia_openpgp::{Cert, Profile};
 use zeroize::Zeroizing;
 
 pub use decrypt::decrypt;
-pub use encrypt::encrypt;
+pub use encrypt::{Recipients, encrypt, encrypt_to};
 pub use error::{PgpError, Source};
-pub use pgp_mime::pgp_mime;
+pub use pgp_mime::{pgp_mime, pgp_mime_to};
 
 /// A member's checked public key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,17 +2,26 @@
 
 use std::fmt::Write as _;
 
-use super::{MemberKey, PgpError, encrypt};
+use super::{MemberKey, PgpError, Recipients, encrypt_to};
 
 /// Builds an RFC 3156 PGP/MIME message with CRLF line ends: `headers` first
 /// ("Name: value" pairs, in order), then `MIME-Version` and a
 /// `multipart/encrypted` content type with a random boundary; part 1 is the
 /// `application/pgp-encrypted` version part, part 2 (`encrypted.asc`) holds
-/// [`encrypt`]`(inner_entity, recipients)`.
+/// [`encrypt`](super::encrypt)`(inner_entity, recipients)`.
 pub fn pgp_mime(
     headers: &[(&str, &str)],
     inner_entity: &[u8],
     recipients: &[MemberKey],
+) -> Result<Vec<u8>, PgpError> {
+    pgp_mime_to(headers, inner_entity, &Recipients::parse(recipients)?)
+}
+
+/// [`pgp_mime`] to certificates parsed before.
+pub fn pgp_mime_to(
+    headers: &[(&str, &str)],
+    inner_entity: &[u8],
+    recipients: &Recipients,
 ) -> Result<Vec<u8>, PgpError> {
     let mut out = String::new();
     for (name, value) in headers {
@@ -22,8 +31,10 @@ pub fn pgp_mime(
         }
         out.push_str(&format!("{name}: {value}\r\n"));
     }
-    let armored = encrypt(inner_entity, recipients)?;
+    let armored = encrypt_to(inner_entity, recipients)?;
     let boundary = boundary()?;
+    // Room for the armor with CRLF line ends (64 characters a line) and the MIME frame.
+    out.reserve(armored.len() + armored.len() / 32 + 1024);
     out.push_str(&format!(
         "MIME-Version: 1.0\r\n\
          Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n \

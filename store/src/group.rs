@@ -1,0 +1,151 @@
+//! Group commit: concurrent writers share one durable redb commit.
+//!
+//! Each caller queues its change and then waits for the leader lock. Whoever holds the
+//! lock takes every change queued so far, applies them in one write transaction and
+//! commits it (one fsync for the lot); the others find their change already committed
+//! when they get the lock, or lead the next batch. A caller returns only after the
+//! commit that holds its change is durable. If the batch fails as a whole, each change
+//! is retried alone, so one change's failure (a duplicate, a missing record) is never
+//! another's.
+
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use redb::{Database, WriteTransaction};
+
+use crate::error::StoreError;
+
+/// One queued change and the caller waiting for its outcome.
+trait Job: Send {
+    /// Applies the change inside `tx`; may run again in a fresh transaction.
+    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
+    /// Hands the outcome to the waiting caller once the transaction is settled.
+    fn settle(self: Box<Self>, outcome: Result<(), StoreError>);
+}
+
+/// A change with its last result and the channel its caller waits on.
+struct Call<T, F> {
+    change: F,
+    value: Option<T>,
+    reply: SyncSender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Call<T, F>
+where
+    T: Send,
+    F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
+{
+    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        self.value = Some((self.change)(tx)?);
+        Ok(())
+    }
+
+    fn settle(self: Box<Self>, outcome: Result<(), StoreError>) {
+        let Call { value, reply, .. } = *self;
+        let result = outcome.and_then(|()| value.ok_or(StoreError::Abandoned));
+        // The caller waits on the other end until it gets this; if it is gone there is
+        // nobody left to tell.
+        let _ = reply.send(result);
+    }
+}
+
+/// The changes waiting for a commit, and the lock of the batch leader.
+#[derive(Default)]
+pub(crate) struct Group {
+    waiting: Mutex<Vec<Box<dyn Job>>>,
+    leader: Mutex<()>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Group {
+    /// Commits `change` durably in `db`, batched with whatever other callers queued
+    /// meanwhile (blocking). `change` must be repeatable: it may run in a batch that
+    /// fails and then again alone.
+    pub(crate) fn commit<T, F>(&self, db: &Database, change: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, outcome) = sync_channel(1);
+        lock(&self.waiting).push(Box::new(Call {
+            change,
+            value: None,
+            reply,
+        }));
+        {
+            let _leader = lock(&self.leader);
+            let batch = std::mem::take(&mut *lock(&self.waiting));
+            if !batch.is_empty() {
+                run(db, batch);
+            }
+        }
+        outcome.recv().map_err(|_| StoreError::Abandoned)?
+    }
+}
+
+/// Commits a batch together, or each change alone if that fails, and settles them.
+fn run(db: &Database, mut batch: Vec<Box<dyn Job>>) {
+    if batch.len() > 1 && apply_all(db, &mut batch).is_ok() {
+        for job in batch {
+            job.settle(Ok(()));
+        }
+        return;
+    }
+    for mut job in batch {
+        let outcome = apply_all(db, std::slice::from_mut(&mut job));
+        job.settle(outcome);
+    }
+}
+
+/// Applies `jobs` in one write transaction and commits it; on error nothing is
+/// committed (the transaction is dropped, which aborts it).
+fn apply_all(db: &Database, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    let tx = db.begin_write()?;
+    for job in jobs.iter_mut() {
+        job.apply(&tx)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::events::tests::submission;
+    use crate::{Store, StoreError, TrackingId};
+
+    #[test]
+    fn concurrent_changes_all_commit_and_a_failure_stays_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let first = TrackingId::generate().unwrap();
+        store.accept_submission(&submission(&first)).unwrap();
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let (store, first) = (&store, &first);
+                    scope.spawn(move || {
+                        let id = match i {
+                            7 => first.clone(),
+                            _ => TrackingId::generate().unwrap(),
+                        };
+                        (id.clone(), store.accept_submission(&submission(&id)))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (id, outcome)) in outcomes.iter().enumerate() {
+            if i == 7 {
+                assert!(matches!(outcome, Err(StoreError::Exists(_))), "{outcome:?}");
+            } else {
+                assert!(outcome.is_ok(), "{outcome:?}");
+                assert!(store.submission(id).unwrap().is_some());
+            }
+        }
+        assert_eq!(store.queued().unwrap().len(), 16);
+    }
+}

@@ -276,12 +276,11 @@ impl Dsn {
                     .decode(encoded)
                     .unwrap_or_default();
                 body.extend_from_slice(&original);
-                if !original.ends_with(b"\r\n") {
-                    body.extend_from_slice(b"\r\n");
-                }
             }
         }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        // The CRLF before a boundary belongs to the boundary (RFC 2046 §5.1.1): this one
+        // keeps the returned text's own last line end.
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         (
             subject,
             format!("multipart/report; report-type=delivery-status;\r\n boundary=\"{boundary}\""),

@@ -32,9 +32,9 @@ pub async fn wait(
     let mut delivered = HashMap::with_capacity(expected.len());
     loop {
         for member in members {
-            for (tracking_id, at) in inbox(api, tls.clone(), &member.token).await? {
-                if expected.contains(&tracking_id) {
-                    delivered.insert(tracking_id, at);
+            for entry in inbox(api, tls.clone(), &member.token).await? {
+                if expected.contains(&entry.tracking_id) {
+                    delivered.insert(entry.tracking_id, entry.at);
                 }
             }
         }
@@ -45,12 +45,41 @@ pub async fn wait(
     }
 }
 
-/// The tracking IDs and delivery times in one member's smarthealth inbox.
-async fn inbox(
+/// Fetches the letter with `tracking_id` from `member`'s smarthealth inbox once,
+/// as an app would, and returns its size in octets.
+pub async fn fetch(
     api: SocketAddr,
     tls: Arc<ClientConfig>,
-    token: &str,
-) -> anyhow::Result<Vec<(String, SystemTime)>> {
+    member: &Member,
+    tracking_id: &str,
+) -> anyhow::Result<usize> {
+    let entry = inbox(api, tls.clone(), &member.token)
+        .await?
+        .into_iter()
+        .find(|e| e.tracking_id == tracking_id)
+        .with_context(|| format!("{tracking_id} is not in the inbox"))?;
+    let path = format!("/v1/messages/{}", entry.id);
+    let response = https::request(api, tls, "GET", &path, Some(&member.token), None).await?;
+    ensure!(
+        response.status == 200,
+        "fetching {tracking_id} failed with HTTP {}",
+        response.status
+    );
+    Ok(response.body.len())
+}
+
+/// One letter in an inbox listing.
+struct Entry {
+    /// The message ID the API fetches it by.
+    id: String,
+    /// The tracking ID the gateway answered the submission with.
+    tracking_id: String,
+    /// When the gateway filed it.
+    at: SystemTime,
+}
+
+/// The letters in one member's smarthealth inbox.
+async fn inbox(api: SocketAddr, tls: Arc<ClientConfig>, token: &str) -> anyhow::Result<Vec<Entry>> {
     let response = https::request(
         api,
         tls,
@@ -71,7 +100,8 @@ async fn inbox(
         .context("no messages array in the inbox listing")?
         .iter()
         .map(|m| {
-            let id = m["tracking_id"]
+            let id = m["id"].as_str().context("a message without id")?;
+            let tracking_id = m["tracking_id"]
                 .as_str()
                 .context("a message without tracking_id")?;
             let at = m["received_at"]
@@ -79,7 +109,11 @@ async fn inbox(
                 .context("a message without received_at")?;
             let at = OffsetDateTime::parse(at, &Rfc3339)
                 .with_context(|| format!("received_at {at:?} is not RFC 3339"))?;
-            Ok((id.to_owned(), SystemTime::from(at)))
+            Ok(Entry {
+                id: id.to_owned(),
+                tracking_id: tracking_id.to_owned(),
+                at: SystemTime::from(at),
+            })
         })
         .collect()
 }

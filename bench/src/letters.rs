@@ -21,6 +21,13 @@ pub struct Letter {
     pub plain_octets: usize,
 }
 
+/// The size of a letter (before signing and encryption) whose submitted S/MIME
+/// message is about `message_size` octets: signing and encrypting each wrap the entity
+/// in base64 lines of 76 characters plus CRLF, 78 octets for every 57.
+pub fn plain_size_for(message_size: usize) -> usize {
+    message_size / 78 * 57 / 78 * 57
+}
+
 /// One letter of about `size` octets (before signing and encryption) for each member.
 pub fn compose(
     installation: &Installation,

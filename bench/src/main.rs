@@ -7,6 +7,9 @@
 //! at several concurrencies, waits until each is in its inbox, and reports the
 //! figures as a table and as JSON. The gateway is driven from outside only: its CLI,
 //! SMTPS and the member API.
+//!
+//! `kvgate-bench memory` instead measures the server's peak RSS for one very large
+//! letter and for a batch of concurrent 1 MiB letters (see [`memory`]).
 
 #![deny(unsafe_code)]
 
@@ -15,6 +18,7 @@ mod letters;
 mod limits;
 mod load;
 mod members;
+mod memory;
 mod postfix;
 mod report;
 mod scenario;
@@ -26,8 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use clap::Parser;
-use kvgate::client::tls_config;
+use clap::{Parser, Subcommand};
 
 use crate::load::Plan;
 use crate::postfix::Comparison;
@@ -39,11 +42,14 @@ use crate::server::{Installation, Server};
 #[derive(Debug, Parser)]
 #[command(name = "kvgate-bench")]
 struct Args {
+    /// Run the memory benchmark instead of the throughput one.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// The kvgate binary to run (build it with `cargo build --release` first).
-    #[arg(long, default_value = "target/release/kvgate")]
+    #[arg(long, global = true, default_value = "target/release/kvgate")]
     kvgate: PathBuf,
-    /// Members to register; letters go to them round-robin.
-    #[arg(long, default_value_t = 8)]
+    /// Members to register; letters go to them round-robin (in `memory`, the batch's).
+    #[arg(long, global = true, default_value_t = 8)]
     members: usize,
     /// Letters per scenario (at least one per connection).
     #[arg(long, default_value_t = 200)]
@@ -58,14 +64,32 @@ struct Args {
     #[arg(long, default_value_t = 2.0)]
     limit_seconds: f64,
     /// Seconds to wait for the last delivery of a scenario.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, global = true, default_value_t = 300)]
     delivery_timeout: u64,
     /// Also run Postfix with smtp-source at the same sizes and concurrencies.
     #[arg(long)]
     compare_postfix: bool,
     /// Where the JSON result goes.
-    #[arg(long, default_value = "bench/results")]
+    #[arg(long, global = true, default_value = "bench/results")]
     out: PathBuf,
+}
+
+/// Benchmarks other than the default throughput run.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Peak RSS of the server for one large letter and for concurrent 1 MiB letters,
+    /// each on a fresh server; written to `<out>/<date>-memory.json`.
+    Memory {
+        /// Size of the large letter as submitted (signed and encrypted), MiB.
+        #[arg(long, default_value_t = 200)]
+        large_mib: usize,
+        /// Letters in the concurrent batch, each on its own connection.
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// Size of each batch letter as submitted, MiB.
+        #[arg(long, default_value_t = 1)]
+        batch_mib: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +104,29 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.members > 0, "--members must be at least 1");
+    if let Some(Mode::Memory {
+        large_mib,
+        batch,
+        batch_mib,
+    }) = args.mode
+    {
+        ensure!(
+            large_mib > 0 && batch > 0 && batch_mib > 0,
+            "--large-mib, --batch and --batch-mib must be at least 1"
+        );
+        let report = memory::run(&memory::Options {
+            kvgate: &args.kvgate,
+            large_mib,
+            batch,
+            batch_mib,
+            batch_members: args.members,
+            delivery_timeout: Duration::from_secs(args.delivery_timeout),
+        })?;
+        print!("{}", memory::render(&report));
+        let path = report::write_json(&report, &report.started_at, "-memory", &args.out)?;
+        println!("\nwritten to {}", path.display());
+        return Ok(());
+    }
     ensure!(
         args.concurrency.iter().chain(&args.sizes).all(|&n| n > 0),
         "concurrencies and sizes must be at least 1"
@@ -137,13 +184,7 @@ async fn scenarios(
     registered: &[members::Registered],
     limits: &limits::Limits,
 ) -> anyhow::Result<Vec<scenario::Row>> {
-    let ca = installation.pki("ca.pem")?;
-    let api_tls = tls_config(&ca, None)?;
-    let practice = (
-        installation.pki("demo-practice.pem")?,
-        installation.pki("demo-practice.key")?,
-    );
-    let smtp_tls = tls_config(&ca, Some((&practice.0, &practice.1)))?;
+    let (smtp_tls, api_tls) = installation.client_tls()?;
     let members = members::enroll(server.api, api_tls.clone(), registered).await?;
     let setup = Setup {
         server,

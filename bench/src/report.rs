@@ -266,10 +266,21 @@ fn triple(p: Option<Percentiles>) -> String {
 
 /// Writes the report as `<dir>/<YYYY-MM-DD>.json` and returns the path.
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<PathBuf> {
+    write_json(report, &report.started_at, "", dir)
+}
+
+/// Writes `value` as pretty JSON to `<dir>/<YYYY-MM-DD><suffix>.json`, the date taken
+/// from `started_at` (RFC 3339), and returns the path.
+pub fn write_json(
+    value: &impl Serialize,
+    started_at: &str,
+    suffix: &str,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let date = report.started_at.get(..10).unwrap_or("undated");
-    let path = dir.join(format!("{date}.json"));
-    let json = serde_json::to_string_pretty(report)?;
+    let date = started_at.get(..10).unwrap_or("undated");
+    let path = dir.join(format!("{date}{suffix}.json"));
+    let json = serde_json::to_string_pretty(value)?;
     std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

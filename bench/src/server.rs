@@ -4,10 +4,13 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use kvgate::client::tls_config;
+use rustls::ClientConfig;
 
 /// How long `serve` may take to log its listeners, and to exit after SIGTERM.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -40,6 +43,23 @@ impl Installation {
     pub fn pki(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         let path = self.dir.join("pki").join(name);
         std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Client TLS for SMTP submission (with the demo practice's certificate) and for
+    /// the member API, both trusting the installation's CA.
+    pub fn client_tls(&self) -> anyhow::Result<(Arc<ClientConfig>, Arc<ClientConfig>)> {
+        let ca = self.pki("ca.pem")?;
+        let practice = (
+            self.pki("demo-practice.pem")?,
+            self.pki("demo-practice.key")?,
+        );
+        let smtp = tls_config(&ca, Some((&practice.0, &practice.1)))?;
+        Ok((smtp, tls_config(&ca, None)?))
+    }
+
+    /// The log of `kvgate serve` (`DIR/serve.log`).
+    pub fn serve_log(&self) -> PathBuf {
+        self.dir.join("serve.log")
     }
 
     /// Runs one `kvgate` command to its end and returns its standard output; fails
@@ -80,7 +100,7 @@ pub struct Server {
 impl Server {
     /// Starts `kvgate serve` on free loopback ports; its log goes to `DIR/serve.log`.
     pub fn start(installation: &Installation) -> anyhow::Result<Self> {
-        let log_path = installation.dir.join("serve.log");
+        let log_path = installation.serve_log();
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let any = "127.0.0.1:0";
@@ -156,6 +176,13 @@ impl Server {
             cpu_seconds,
             peak_rss_bytes: peak_kib * 1024,
         })
+    }
+
+    /// How the process ended, or `None` while it runs.
+    pub fn exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.child
+            .try_wait()
+            .context("asking whether kvgate serve still runs")
     }
 
     /// Resets the peak RSS (VmHWM) to the current RSS, so the next scenario's peak is

@@ -264,14 +264,25 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // Nobody else's tracking: not another member's view of this upload, and not a
-    // practice's letter that reached this member.
+    // Nobody else's tracking: another member sees neither this upload nor a
+    // practice's letter to this member; this member follows that letter to delivery.
     let (bob, _) = second_member(&install, &server);
     bob.refused("GET", &format!("/v1/tracking/{id}"), None, 404, "not-found");
     let (_, theirs) = bob.json("GET", "/v1/documents", None);
     assert_eq!(theirs["documents"], serde_json::json!([]));
     let (letter, _) = deliver(&install, &server, "Befund");
-    alice.refused(
+    let (status, trail) = alice.json("GET", &format!("/v1/tracking/{letter}"), None);
+    assert_eq!(status, 200, "{trail}");
+    assert_eq!(trail["tracking_id"], letter.as_str());
+    assert_eq!(trail["state"], "delivered", "{trail}");
+    let kinds: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["accepted", "verified", "encrypted", "delivered"]);
+    bob.refused(
         "GET",
         &format!("/v1/tracking/{letter}"),
         None,

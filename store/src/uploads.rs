@@ -9,12 +9,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{EVENTS, UPLOADS, get, put, scan};
+use crate::db::{EVENTS, SUBMISSIONS, UPLOADS, get, put, scan};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::TrackingId;
 use crate::kvnr::Kvnr;
 use crate::outbound::{Outbound, enqueue};
+use crate::submissions::Submission;
 use crate::time::Timestamp;
 
 /// One document a member uploaded: metadata only, never the document.
@@ -74,20 +75,39 @@ impl Store {
         })
     }
 
-    /// The tracking history of one of the member's own uploads; `None` for a tracking
-    /// ID the member did not get (another member's, a practice's, or none at all).
-    pub fn own_tracking(
+    /// The tracking history a member may see: all of an upload of theirs, or, for a
+    /// letter addressed to them, the events about their own recipient addresses and
+    /// those about the letter as a whole (never another recipient's). `None` for any
+    /// other tracking ID.
+    pub fn member_tracking(
         &self,
         kvnr: &Kvnr,
         id: &TrackingId,
-    ) -> Result<Option<(Upload, Vec<Event>)>, StoreError> {
+    ) -> Result<Option<Vec<Event>>, StoreError> {
         self.read(|tx| {
-            let Some(upload) = get::<Upload>(&tx.open_table(UPLOADS)?, &upload_key(kvnr, id))?
+            let events: Vec<Event> = scan(&tx.open_table(EVENTS)?, &format!("{id}/"))?;
+            if get::<Upload>(&tx.open_table(UPLOADS)?, &upload_key(kvnr, id))?.is_some() {
+                return Ok(Some(events));
+            }
+            let Some(submission) = get::<Submission>(&tx.open_table(SUBMISSIONS)?, id.as_str())?
             else {
                 return Ok(None);
             };
-            let events = scan(&tx.open_table(EVENTS)?, &format!("{id}/"))?;
-            Ok(Some((upload, events)))
+            let own: Vec<&str> = submission
+                .recipients
+                .iter()
+                .filter(|r| r.kvnr == *kvnr)
+                .map(|r| r.address.as_str())
+                .collect();
+            if own.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(
+                events
+                    .into_iter()
+                    .filter(|e| e.recipient.as_deref().is_none_or(|r| own.contains(&r)))
+                    .collect(),
+            ))
         })
     }
 }
@@ -133,11 +153,10 @@ mod tests {
         ));
         assert_eq!(store.outbound().unwrap(), std::slice::from_ref(&message));
 
-        let (found, events) = store.own_tracking(&alice, &id).unwrap().unwrap();
-        assert_eq!(found, upload);
+        let events = store.member_tracking(&alice, &id).unwrap().unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::Accepted);
-        assert_eq!(store.own_tracking(&bob, &id).unwrap(), None);
+        assert_eq!(store.member_tracking(&bob, &id).unwrap(), None);
 
         store
             .settle_outbound(&message.id, Event::new(EventKind::Delivered))

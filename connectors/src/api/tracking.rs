@@ -1,5 +1,7 @@
-//! `GET /v1/tracking/{id}`: the tracking history of one of the member's own
-//! submissions (uploads). Any other tracking ID is 404, whether it exists or not.
+//! `GET /v1/tracking/{id}`: the tracking history of one of the member's own uploads,
+//! or of a letter addressed to the member (only the events about the member's own
+//! addresses and the letter as a whole). Any other tracking ID is 404, whether it
+//! exists or not.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -41,7 +43,7 @@ struct Trail {
     events: Vec<EventView>,
 }
 
-/// `GET /v1/tracking/{id}`: the events of one of the member's own submissions.
+/// `GET /v1/tracking/{id}`: the events of a submission the member may follow.
 pub(crate) async fn show(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -49,11 +51,14 @@ pub(crate) async fn show(
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id: TrackingId = id.parse().map_err(|_| Problem::not_found("submission"))?;
-    let (upload, events) = blocking(&state, move |store| store.own_tracking(&device.kvnr, &id))
-        .await?
-        .ok_or_else(|| Problem::not_found("submission"))?;
+    let tracking_id = id.to_string();
+    let events = blocking(&state, move |store| {
+        store.member_tracking(&device.kvnr, &id)
+    })
+    .await?
+    .ok_or_else(|| Problem::not_found("submission"))?;
     let trail = Trail {
-        tracking_id: upload.tracking_id.to_string(),
+        tracking_id,
         state: events.last().map_or("accepted", |e| e.kind.as_str()),
         events: events.into_iter().map(EventView::from).collect(),
     };

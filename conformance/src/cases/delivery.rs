@@ -43,6 +43,12 @@ pub const CASES: &[Case] = &[
         run: |t| Box::pin(async { with_letter(t, signer_recorded).await.into() }),
     },
     Case {
+        id: "DELIVERY-TRACKED-VIA-API",
+        section: "Delivery",
+        clause: "DESIGN.md (tracking IDs); issue 5 (GET /v1/tracking/{id})",
+        run: |t| Box::pin(async { with_letter(t, tracked).await.into() }),
+    },
+    Case {
         id: "DELIVERY-NO-SUBJECT-LEAK",
         section: "Delivery",
         clause: "DESIGN.md step 5; RFC 9788 (header protection)",
@@ -80,6 +86,27 @@ async fn right_inbox(t: &Target, d: &Delivered) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The tracking ID from the 250 shows `delivered` to the member through the API.
+async fn tracked(t: &Target, d: &Delivered) -> Result<(), String> {
+    let api = &t.api;
+    let token = t.member.token(api).await?;
+    let path = format!("/v1/tracking/{}", d.tracking_id);
+    let answer = api.request("GET", &path, Some(token), None).await?;
+    answer.expect(200, "the member's view of the letter's tracking")?;
+    let trail = answer.json()?;
+    let delivered = trail["events"]
+        .as_array()
+        .is_some_and(|events| events.iter().any(|e| e["kind"] == "delivered"));
+    if trail["tracking_id"] == d.tracking_id.as_str() && delivered {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected the trail of {} with a delivered event; got {trail}",
+            d.tracking_id
+        ))
+    }
 }
 
 async fn pgp_mime(_: &Target, d: &Delivered) -> Result<(), String> {

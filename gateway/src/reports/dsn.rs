@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::{Report, ReportError};
 use crate::letter::{header_safe, rfc5322_date};
 
+/// The largest message a failure DSN returns whole for `RET=FULL`; a larger one is
+/// returned as its headers (as Postfix's `bounce_size_limit` does), so the outbound
+/// queue never carries a letter-sized payload.
+pub const RETURN_FULL_MAX: usize = 1024 * 1024;
+
 /// The fate of one recipient of a submission, as a DSN reports it.
 pub struct Fate<'a> {
     /// The recipient.
@@ -168,7 +173,13 @@ impl Dsn {
         }
         let failure = recipients.iter().any(|r| r.action == Action::Failed);
         let returned = match submission.ret.as_deref() {
-            Some(ret) if failure && ret.eq_ignore_ascii_case("FULL") => Dsn::full(received),
+            Some(ret)
+                if failure
+                    && ret.eq_ignore_ascii_case("FULL")
+                    && received.len() <= RETURN_FULL_MAX =>
+            {
+                Dsn::full(received)
+            }
             _ => Returned::Headers(Dsn::headers_of(received)),
         };
         let report = Report::Dsn(Dsn {
@@ -326,5 +337,63 @@ fn smtp_code(status: &str) -> &'static str {
         Some(b'2') => "250",
         Some(b'4') => "450",
         _ => "550",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvgate_store::{Kvnr, Mailbox, SubmissionState, TrackingId};
+
+    use super::*;
+
+    fn submission(ret: &str) -> Submission {
+        Submission {
+            tracking_id: TrackingId::generate().unwrap(),
+            sender_id: "p1".into(),
+            mail_from: "praxis@p1.test".into(),
+            recipients: vec![Recipient {
+                kvnr: Kvnr::parse("A123456780").unwrap(),
+                mailbox: Mailbox::Smarthealth,
+                address: "A123456780@smarthealth.kvgate.test".into(),
+                notify: None,
+                orcpt: None,
+            }],
+            size: 0,
+            received_at: now(),
+            state: SubmissionState::Accepted,
+            ret: Some(ret.into()),
+            envid: None,
+        }
+    }
+
+    fn returned(submission: &Submission, received: &[u8]) -> Returned {
+        let (_, fates) = Fate::everyone(
+            submission,
+            (Action::Failed, EventKind::Failed),
+            "not-signed",
+            "unsigned",
+        );
+        let entries = Dsn::queue_for("mx.test", submission, received, &fates).unwrap();
+        match serde_json::from_str(&entries[0].payload).unwrap() {
+            Report::Dsn(dsn) => dsn.returned,
+            Report::Mdn(_) => panic!("a DSN was expected"),
+        }
+    }
+
+    #[test]
+    fn ret_full_returns_whole_messages_only_up_to_the_limit() {
+        let small = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+        let full = submission("FULL");
+        assert_eq!(returned(&full, &small), Dsn::full(&small));
+        let mut large = b"Subject: x\r\n\r\n".to_vec();
+        large.resize(RETURN_FULL_MAX + 1, b'a');
+        assert_eq!(
+            returned(&full, &large),
+            Returned::Headers("Subject: x\r\n".into())
+        );
+        assert_eq!(
+            returned(&submission("HDRS"), &small),
+            Returned::Headers("Subject: x\r\n".into())
+        );
     }
 }

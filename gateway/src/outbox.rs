@@ -212,11 +212,19 @@ impl Outbox {
             domain: &self.domain,
             signer: &self.signer,
         };
+        let store = self.store.clone();
+        let id = entry.id.clone();
+        let payload = match tokio::task::spawn_blocking(move || store.outbound_payload(&id)).await {
+            Ok(Ok(Some(payload))) => payload,
+            Ok(Ok(None)) => return Outcome::Retry("it left the queue meanwhile".to_owned()),
+            Ok(Err(e)) => return Outcome::Retry(e.to_string()),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
         // An upload is queued sealed, ready to send; a report is rendered and signed now.
         let rendered = if entry.purpose == UPLOAD_PURPOSE {
-            Ok(entry.payload.clone().into_bytes())
+            Ok(payload.into_bytes())
         } else {
-            Report::render(entry, &context)
+            Report::render(entry, &payload, &context)
         };
         let message = match rendered {
             Ok(message) => message,

@@ -51,6 +51,9 @@ pub(crate) const SPOOLED: Records = TableDefinition::new("spooled");
 
 /// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
+/// Payloads of outbound messages by outbound ID, apart so that looking at the queue
+/// never loads them (an upload's may be megabytes).
+pub(crate) const OUTBOUND_PAYLOADS: Records = TableDefinition::new("outbound_payloads");
 /// Members' client-encrypted key backups (opaque bytes, not JSON) by KVNR.
 pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
 /// Members' document uploads by `KVNR/tracking-ID`.
@@ -61,7 +64,7 @@ pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 19] = [
+const ALL_TABLES: [Records; 20] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -79,6 +82,7 @@ const ALL_TABLES: [Records; 19] = [
     FILED,
     SPOOLED,
     OUTBOUND,
+    OUTBOUND_PAYLOADS,
     KEY_BACKUPS,
     UPLOADS,
 ];

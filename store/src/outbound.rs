@@ -2,14 +2,17 @@
 //! reports, later members' uploads), kept until the relay has said 250.
 //!
 //! The store does not know what a queued message says: `payload` is whatever the
-//! gateway needs to render it when it sends. An entry leaves the queue only with an
-//! outcome (sent, dropped, expired), committed together with its tracking event.
+//! gateway needs to render it when it sends. Payloads are kept apart from the entries,
+//! so listing the queue (every pass of the sender, `kvgate queue list`) never loads
+//! them; [`Store::outbound_payload`] reads one when it is sent. An entry leaves the
+//! queue only with an outcome (sent, dropped, expired), committed together with its
+//! tracking event.
 
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{OUTBOUND, get, put, scan};
+use crate::db::{OUTBOUND, OUTBOUND_PAYLOADS, get, put, scan};
 use crate::error::StoreError;
 use crate::events::{Event, append_events};
 use crate::ids::{OutboundId, TrackingId};
@@ -28,7 +31,9 @@ pub struct Outbound {
     pub mail_from: String,
     /// The one envelope recipient.
     pub rcpt_to: String,
-    /// What the gateway renders the message from (opaque to the store).
+    /// What the gateway renders the message from (opaque to the store). Empty in the
+    /// entries the queue listings return; see [`Store::outbound_payload`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub payload: String,
     /// When it was queued.
     pub created_at: Timestamp,
@@ -49,16 +54,31 @@ pub(crate) fn enqueue(tx: &WriteTransaction, entry: &Outbound) -> Result<(), Sto
     if table.get(entry.id.as_str())?.is_some() {
         return Err(StoreError::Exists("outbound message"));
     }
-    put(&mut table, entry.id.as_str(), entry)
+    tx.open_table(OUTBOUND_PAYLOADS)?
+        .insert(entry.id.as_str(), entry.payload.as_bytes())?;
+    let listed = Outbound {
+        payload: String::new(),
+        ..entry.clone()
+    };
+    put(&mut table, entry.id.as_str(), &listed)
 }
 
 impl Store {
-    /// Every queued outbound message, oldest first.
+    /// Every queued outbound message, oldest first, without payloads.
     pub fn outbound(&self) -> Result<Vec<Outbound>, StoreError> {
         self.read(|tx| scan(&tx.open_table(OUTBOUND)?, ""))
     }
 
-    /// One queued outbound message.
+    /// The payload of a queued outbound message; `None` once it has left the queue.
+    pub fn outbound_payload(&self, id: &OutboundId) -> Result<Option<String>, StoreError> {
+        self.read(|tx| {
+            let table = tx.open_table(OUTBOUND_PAYLOADS)?;
+            let payload = table.get(id.as_str())?;
+            Ok(payload.map(|p| String::from_utf8_lossy(p.value()).into_owned()))
+        })
+    }
+
+    /// One queued outbound message, without its payload.
     pub fn outbound_entry(&self, id: &OutboundId) -> Result<Option<Outbound>, StoreError> {
         self.read(|tx| get(&tx.open_table(OUTBOUND)?, id.as_str()))
     }
@@ -76,6 +96,7 @@ impl Store {
             else {
                 return Ok(false);
             };
+            tx.open_table(OUTBOUND_PAYLOADS)?.remove(id.as_str())?;
             append_events(tx, &entry.tracking_id, vec![outcome])?;
             Ok(true)
         })

@@ -151,7 +151,15 @@ mod tests {
             store.queue_upload(&upload, &message),
             Err(StoreError::Exists("upload"))
         ));
-        assert_eq!(store.outbound().unwrap(), std::slice::from_ref(&message));
+        let listed = Outbound {
+            payload: String::new(),
+            ..message.clone()
+        };
+        assert_eq!(store.outbound().unwrap(), [listed]);
+        assert_eq!(
+            store.outbound_payload(&message.id).unwrap().as_deref(),
+            Some("sealed")
+        );
 
         let events = store.member_tracking(&alice, &id).unwrap().unwrap();
         assert_eq!(events.len(), 1);
@@ -161,6 +169,7 @@ mod tests {
         store
             .settle_outbound(&message.id, Event::new(EventKind::Delivered))
             .unwrap();
+        assert_eq!(store.outbound_payload(&message.id).unwrap(), None);
         let listed = store.uploads(&alice).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].1.as_ref().unwrap().kind, EventKind::Delivered);

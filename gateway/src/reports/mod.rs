@@ -81,9 +81,14 @@ impl Report {
         })
     }
 
-    /// Renders a queued entry as the signed message to hand to the relay.
-    pub fn render(entry: &Outbound, context: &Context<'_>) -> Result<Vec<u8>, ReportError> {
-        let report: Report = serde_json::from_str(&entry.payload)?;
+    /// Renders a queued entry, whose payload is `payload`, as the signed message to
+    /// hand to the relay.
+    pub fn render(
+        entry: &Outbound,
+        payload: &str,
+        context: &Context<'_>,
+    ) -> Result<Vec<u8>, ReportError> {
+        let report: Report = serde_json::from_str(payload)?;
         let (subject, content_type, body) = match &report {
             Report::Dsn(dsn) => dsn.render(entry),
             Report::Mdn(mdn) => mdn.render(entry),

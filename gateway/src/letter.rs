@@ -32,13 +32,28 @@ pub struct Provenance<'a> {
     pub verified_at: Timestamp,
 }
 
+/// The plaintext the member's keys receive, in two parts that are encrypted one
+/// after the other: no copy of a large letter is made to prepend the trace headers.
+pub struct MemberLetter<'a> {
+    /// The trace headers kvgate adds.
+    trace: Zeroizing<Vec<u8>>,
+    /// The inner message they precede.
+    message: &'a [u8],
+}
+
+impl MemberLetter<'_> {
+    /// The plaintext, as consecutive parts.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.trace, self.message]
+    }
+}
+
 /// The plaintext the member's keys receive: trace headers, then the inner message
 /// (unwrapped from `message/rfc822` where the sender wrapped it, as KIM does).
-pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec<u8>> {
+pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> MemberLetter<'a> {
     let message = enclosed_message(inner);
     let signer = header_safe(provenance.signer);
-    let mut out = Zeroizing::new(Vec::with_capacity(message.len() + 1024));
-    out.extend_from_slice(
+    let trace = Zeroizing::new(
         format!(
             "X-Kvgate-Tracking-Id: {}\r\n\
              X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n\
@@ -52,10 +67,9 @@ pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec
             header_safe(provenance.algorithms),
             header_safe(provenance.revocation),
         )
-        .as_bytes(),
+        .into_bytes(),
     );
-    out.extend_from_slice(message);
-    out
+    MemberLetter { trace, message }
 }
 
 /// The `From` address of the inner message, lowercase, if it names exactly one mailbox.
@@ -185,7 +199,7 @@ mod tests {
             verified_at: Timestamp(0),
         };
         let letter = member_letter(inner, &p);
-        let text = String::from_utf8(letter.to_vec()).unwrap();
+        let text = String::from_utf8(letter.parts().concat()).unwrap();
         assert!(text.starts_with("X-Kvgate-Tracking-Id: 01ARZ3NDEKTSV4RRFFQ69G5FAV\r\n"));
         assert!(text.contains("signer=\"CN=A  B \""));
         assert!(text.contains(

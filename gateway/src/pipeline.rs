@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
-use crate::reports::{Action, Dsn, Fate, Mdn, Report, ReportError, status_for};
+use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 
 /// How often the queue is looked at even without a wake-up (retries of transient
 /// failures).
@@ -132,7 +132,7 @@ impl Pipeline {
         submission: &Submission,
         recipient: &Recipient,
         inner: &[u8],
-        raw: &[u8],
+        original: &Original,
     ) -> Result<Option<Outbound>, ReportError> {
         let Some(to) = letter::disposition_notification_to(inner) else {
             return Ok(None);
@@ -146,7 +146,7 @@ impl Pipeline {
             original_recipient: recipient.orcpt.clone(),
             final_recipient: recipient.address.clone(),
             original_message_id: letter::message_id(inner),
-            received_mic: Mdn::mic_of(raw),
+            received_mic: original.mic(),
         });
         Ok(Some(report.queue_entry(
             &submission.tracking_id,
@@ -199,8 +199,10 @@ impl Pipeline {
             .submission(id)?
             .ok_or(StoreError::NotFound("submission"))?;
         let (raw, in_file) = received(&self.store, &self.spool, id)?;
-        match self.verify(&submission, &raw)? {
-            Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
+        // Reports need little of the message as received; the unwrapping takes it over.
+        let original = Original::of(&raw);
+        match self.verify(&submission, raw)? {
+            Ok((unwrapped, events)) => self.deliver(&submission, &original, unwrapped, events)?,
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
                 let (events, fates) = Fate::everyone(
@@ -209,7 +211,7 @@ impl Pipeline {
                     refusal.reason,
                     &refusal.detail,
                 );
-                let reports = Dsn::queue_for(&self.hostname, &submission, &raw, &fates)?;
+                let reports = Dsn::queue_for(&self.hostname, &submission, &original, &fates)?;
                 self.store
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;
             }
@@ -225,7 +227,7 @@ impl Pipeline {
     fn verify(
         &self,
         submission: &Submission,
-        raw: &[u8],
+        raw: Vec<u8>,
     ) -> Result<Result<(Unwrapped, Vec<Event>), Refusal>, Transient> {
         let Some(sender) = self.store.sender(&submission.sender_id)? else {
             return Ok(Err(Refusal::new(
@@ -233,7 +235,7 @@ impl Pipeline {
                 format!("sender {} is no longer registered", submission.sender_id),
             )));
         };
-        let unwrapped = match smime::unwrap(raw, &self.keys, &self.anchors, SystemTime::now()) {
+        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &self.anchors, SystemTime::now()) {
             Ok(unwrapped) => unwrapped,
             // A responder or distribution point that cannot be reached now may answer
             // later: the letter waits (the watchdog reports the delay) instead of failing.
@@ -300,8 +302,8 @@ impl Pipeline {
     fn deliver(
         &self,
         submission: &Submission,
-        raw: &[u8],
-        unwrapped: &Unwrapped,
+        original: &Original,
+        unwrapped: Unwrapped,
         mut events: Vec<Event>,
     ) -> Result<(), Transient> {
         let id = &submission.tracking_id;
@@ -371,7 +373,7 @@ impl Pipeline {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            let ciphertext = openpgp::pgp_mime_to(&header_refs, &plaintext, &certs)
+            let ciphertext = openpgp::pgp_mime_to(&header_refs, &plaintext.parts(), &certs)
                 .map_err(|e| Transient::Encrypt(e.to_string()))?;
             events.push(
                 Event::new(EventKind::Encrypted)
@@ -384,7 +386,7 @@ impl Pipeline {
                 mailbox: recipient.mailbox,
                 address: recipient.address.clone(),
                 ciphertext,
-                on_read: self.mdn(submission, recipient, &unwrapped.content, raw)?,
+                on_read: self.mdn(submission, recipient, &unwrapped.content, original)?,
             };
             filings.push((message, std::mem::take(&mut events)));
             fates.push(Fate {
@@ -394,13 +396,16 @@ impl Pipeline {
                 reason: None,
             });
         }
+        // The plaintext is no longer needed: free it before the ciphertext is committed.
+        drop(plaintext);
+        drop(unwrapped);
         let state = if failures.len() == submission.recipients.len() {
             SubmissionState::Failed
         } else {
             SubmissionState::Delivered
         };
         events.extend(failures);
-        let reports = Dsn::queue_for(&self.hostname, submission, raw, &fates)?;
+        let reports = Dsn::queue_for(&self.hostname, submission, original, &fates)?;
         let filed_any = !filings.is_empty();
         self.store
             .deliver_submission(id, filings, state, events, reports)?;

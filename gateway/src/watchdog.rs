@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::QueuePolicy;
 use crate::pipeline::{Transient, received};
-use crate::reports::{Action, Dsn, Fate};
+use crate::reports::{Action, Dsn, Fate, Original};
 
 /// The watchdog and what it needs.
 pub struct Watchdog {
@@ -151,7 +151,12 @@ impl Watchdog {
     ) -> Result<(Vec<Event>, Vec<Outbound>), Transient> {
         let (events, fates) = Fate::everyone(submission, (action, kind), reason, sentence);
         let (received, _) = received(&self.store, &self.spool, &submission.tracking_id)?;
-        let reports = Dsn::queue_for(&self.hostname, submission, &received, &fates)?;
+        let reports = Dsn::queue_for(
+            &self.hostname,
+            submission,
+            &Original::of(&received),
+            &fates,
+        )?;
         Ok((events, reports))
     }
 }

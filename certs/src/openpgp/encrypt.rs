@@ -62,6 +62,17 @@ pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, Pg
 
 /// [`encrypt`] to certificates parsed before.
 pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, PgpError> {
+    let mut sink = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
+    encrypt_into(&[plaintext], recipients, &mut sink)?;
+    Ok(sink)
+}
+
+/// Encrypts the concatenation of `parts` like [`encrypt_to`], writing the armored
+/// message to `sink` as it goes: the plaintext is never copied into one buffer.
+pub(super) fn encrypt_into<W>(parts: &[&[u8]], recipients: &Recipients, sink: W) -> Result<(), PgpError>
+where
+    W: Write + Send + Sync,
+{
     if recipients.certs.is_empty() {
         return Err(PgpError::NoRecipients);
     }
@@ -78,8 +89,7 @@ pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, 
     }
 
     let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
-    let mut sink = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
-    let message = Message::new(&mut sink);
+    let message = Message::new(sink);
     let message = Armorer::new(message)
         .kind(armor::Kind::Message)
         .build()
@@ -88,9 +98,11 @@ pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, 
         .build()
         .map_err(failed)?;
     let mut message = LiteralWriter::new(message).build().map_err(failed)?;
-    message
-        .write_all(plaintext)
-        .map_err(|e| PgpError::Encrypt(e.into()))?;
+    for part in parts {
+        message
+            .write_all(part)
+            .map_err(|e| PgpError::Encrypt(e.into()))?;
+    }
     message.finalize().map_err(failed)?;
-    Ok(sink)
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! PGP/MIME (RFC 3156) `multipart/encrypted` messages.
 
 use std::fmt::Write as _;
+use std::io::{self, Write};
 
-use super::{MemberKey, PgpError, Recipients, encrypt_to};
+use super::encrypt::encrypt_into;
+use super::{MemberKey, PgpError, Recipients};
 
 /// Builds an RFC 3156 PGP/MIME message with CRLF line ends: `headers` first
 /// ("Name: value" pairs, in order), then `MIME-Version` and a
@@ -14,28 +16,28 @@ pub fn pgp_mime(
     inner_entity: &[u8],
     recipients: &[MemberKey],
 ) -> Result<Vec<u8>, PgpError> {
-    pgp_mime_to(headers, inner_entity, &Recipients::parse(recipients)?)
+    pgp_mime_to(headers, &[inner_entity], &Recipients::parse(recipients)?)
 }
 
-/// [`pgp_mime`] to certificates parsed before.
+/// [`pgp_mime`] to certificates parsed before, of an inner entity given as
+/// consecutive parts (say, trace headers, then the message they precede). The armor
+/// is written into the message as it is made, so the message is the only large
+/// buffer besides the plaintext.
 pub fn pgp_mime_to(
     headers: &[(&str, &str)],
-    inner_entity: &[u8],
+    inner_entity: &[&[u8]],
     recipients: &Recipients,
 ) -> Result<Vec<u8>, PgpError> {
-    let mut out = String::new();
+    let mut frame = String::new();
     for (name, value) in headers {
         let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
         if !name_ok || value.contains(['\r', '\n']) {
             return Err(PgpError::InvalidHeader(format!("{name}: {value}")));
         }
-        out.push_str(&format!("{name}: {value}\r\n"));
+        frame.push_str(&format!("{name}: {value}\r\n"));
     }
-    let armored = encrypt_to(inner_entity, recipients)?;
     let boundary = boundary()?;
-    // Room for the armor with CRLF line ends (64 characters a line) and the MIME frame.
-    out.reserve(armored.len() + armored.len() / 32 + 1024);
-    out.push_str(&format!(
+    frame.push_str(&format!(
         "MIME-Version: 1.0\r\n\
          Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n \
          boundary=\"{boundary}\"\r\n\
@@ -53,13 +55,41 @@ pub fn pgp_mime_to(
          Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\
          \r\n"
     ));
-    // The armor is ASCII: the lossy conversion never replaces anything.
-    for line in String::from_utf8_lossy(&armored).lines() {
-        out.push_str(line);
-        out.push_str("\r\n");
+    let plaintext: usize = inner_entity.iter().map(|part| part.len()).sum();
+    // Base64 grows by 4/3, and each 64-character armor line by its CRLF; the packet
+    // framing and armor header and checksum fit in the last term.
+    let armor = plaintext / 3 * 4 / 64 * 66 + 2048;
+    let mut out = Vec::with_capacity(frame.len() + armor + boundary.len() + 8);
+    out.extend_from_slice(frame.as_bytes());
+    encrypt_into(inner_entity, recipients, Crlf(&mut out))?;
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
     }
-    out.push_str(&format!("\r\n--{boundary}--\r\n"));
-    Ok(out.into_bytes())
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(out)
+}
+
+/// Writes the armor with CRLF line ends: the armorer ends its lines with a bare LF
+/// and writes no CR of its own.
+struct Crlf<'a>(&'a mut Vec<u8>);
+
+impl Write for Crlf<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            match line.strip_suffix(b"\n") {
+                Some(text) => {
+                    self.0.extend_from_slice(text);
+                    self.0.extend_from_slice(b"\r\n");
+                }
+                None => self.0.extend_from_slice(line),
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A random boundary that cannot occur in base64 armor (it contains `=_`).

@@ -48,24 +48,46 @@ pub(super) fn pkcs7_body(entity: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapErro
     let encoding = header(&headers, "content-transfer-encoding")
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let der = Zeroizing::new(if encoding == "binary" {
-        body.to_vec()
+    let der = if encoding == "binary" {
+        Zeroizing::new(body.to_vec())
     } else {
-        // Opaque signed data carries the letter itself: wipe the copy.
-        let text: Zeroizing<String> = Zeroizing::new(
-            body.iter()
-                .filter(|b| !b.is_ascii_whitespace())
-                .map(|&b| char::from(b))
-                .collect(),
-        );
-        openssl::base64::decode_block(&text).map_err(|_| {
-            UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned())
-        })?
-    });
+        decode_base64(body)?
+    };
     if der.is_empty() {
         return Err(UnwrapError::Malformed(
             "the pkcs7-mime body is empty".to_owned(),
         ));
+    }
+    Ok(der)
+}
+
+/// Base64 characters decoded at a time (a multiple of 4).
+const BASE64_CHUNK: usize = 64 * 1024;
+
+/// Decodes a base64 body, skipping whitespace, a chunk at a time: no whitespace-free
+/// copy of a large body is made. Padding may only end the body.
+fn decode_base64(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    let invalid = || UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned());
+    let mut der = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3));
+    // Opaque signed data carries the letter itself: wipe the chunks too.
+    let mut chunk = Zeroizing::new(String::with_capacity(BASE64_CHUNK));
+    let mut padded = false;
+    let mut chars = body.iter().filter(|b| !b.is_ascii_whitespace()).peekable();
+    while chars.peek().is_some() {
+        if padded {
+            return Err(invalid());
+        }
+        chunk.clear();
+        chunk.extend(chars.by_ref().take(BASE64_CHUNK).map(|&b| char::from(b)));
+        if let Some(at) = chunk.find('=') {
+            // At most two padding characters, and nothing after them.
+            if chunk.len() - at > 2 || !chunk[at..].bytes().all(|b| b == b'=') {
+                return Err(invalid());
+            }
+            padded = true;
+        }
+        let decoded = Zeroizing::new(openssl::base64::decode_block(&chunk).map_err(|_| invalid())?);
+        der.extend_from_slice(&decoded);
     }
     Ok(der)
 }
@@ -160,6 +182,27 @@ fn parse_content_type(value: &str) -> (String, Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_bodies_decode_across_chunks_and_padding_only_ends_them() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let encoded = openssl::base64::encode_block(&data);
+        // 76-character lines with CRLF, as MIME writes them: whitespace falls inside chunks.
+        let body: Vec<u8> = encoded
+            .as_bytes()
+            .chunks(76)
+            .flat_map(|line| line.iter().copied().chain(*b"\r\n"))
+            .collect();
+        assert!(body.len() > 2 * BASE64_CHUNK);
+        assert_eq!(decode_base64(&body).unwrap().as_slice(), data.as_slice());
+        // Padding before the end, even at a chunk boundary, is refused.
+        let mut early = b"QQ==".repeat(BASE64_CHUNK / 4);
+        early.extend_from_slice(b"QUJD");
+        assert!(decode_base64(&early).is_err());
+        assert!(decode_base64(b"QQ==QUJD").is_err());
+        assert!(decode_base64(b"QUJ").is_err());
+        assert_eq!(decode_base64(b"QU\r\nJD\n").unwrap().as_slice(), b"ABC");
+    }
 
     #[test]
     fn classifies_by_content_type() {

@@ -92,7 +92,18 @@ pub fn unwrap(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<Unwrapped, UnwrapError> {
-    let mut current = Zeroizing::new(message.to_vec());
+    unwrap_owned(message.to_vec(), keys, anchors, at)
+}
+
+/// [`unwrap`] of a message handed over: each layer is freed as soon as the next is
+/// decoded, so a large letter is held about twice at most, not once a layer.
+pub fn unwrap_owned(
+    message: Vec<u8>,
+    keys: &[DecryptionKey],
+    anchors: &TrustAnchors,
+    at: SystemTime,
+) -> Result<Unwrapped, UnwrapError> {
+    let mut current = Zeroizing::new(message);
     let mut encrypted = false;
     let mut signer = None;
     let mut layers = 0;
@@ -118,12 +129,16 @@ pub fn unwrap(
             verified.content
         } else {
             let der = mime::pkcs7_body(&current)?;
+            // The MIME layer is no longer needed once its body is decoded, nor the DER
+            // once OpenSSL has parsed it: free each before the next copy is made.
+            drop(std::mem::take(&mut current));
             let cms = CmsContentInfo::from_der(&der).map_err(|e| {
                 UnwrapError::Malformed(format!(
                     "the CMS structure cannot be parsed: {}",
                     reasons(&e)
                 ))
             })?;
+            drop(der);
             match libcrypto::content_type(&cms) {
                 ContentType::Enveloped => {
                     encrypted = true;

@@ -7,13 +7,8 @@ use base64::Engine;
 use kvgate_store::{Event, EventKind, Outbound, Recipient, Submission, Timestamp, now};
 use serde::{Deserialize, Serialize};
 
-use super::{Report, ReportError};
+use super::{Original, Report, ReportError};
 use crate::letter::{header_safe, rfc5322_date};
-
-/// The largest message a failure DSN returns whole for `RET=FULL`; a larger one is
-/// returned as its headers (as Postfix's `bounce_size_limit` does), so the outbound
-/// queue never carries a letter-sized payload.
-pub const RETURN_FULL_MAX: usize = 1024 * 1024;
 
 /// The fate of one recipient of a submission, as a DSN reports it.
 pub struct Fate<'a> {
@@ -149,12 +144,12 @@ pub struct Dsn {
 impl Dsn {
     /// The queue entry of the DSN that `submission`'s sender asked for about these
     /// fates, if any recipient's `NOTIFY` asks for one (never for a null sender).
-    /// `received` is the message as the gateway received it: the whole of it is
+    /// `original` is what was kept of the message as received: the whole of it is
     /// returned only in a failure report with `RET=FULL` (RFC 3461 §4.3).
     pub fn queue_for(
         reporting_mta: &str,
         submission: &Submission,
-        received: &[u8],
+        original: &Original,
         fates: &[Fate<'_>],
     ) -> Result<Vec<Outbound>, ReportError> {
         let recipients: Vec<DsnRecipient> = fates
@@ -172,16 +167,12 @@ impl Dsn {
             return Ok(Vec::new());
         }
         let failure = recipients.iter().any(|r| r.action == Action::Failed);
-        let returned = match submission.ret.as_deref() {
-            Some(ret)
-                if failure
-                    && ret.eq_ignore_ascii_case("FULL")
-                    && received.len() <= RETURN_FULL_MAX =>
-            {
-                Dsn::full(received)
-            }
-            _ => Returned::Headers(Dsn::headers_of(received)),
-        };
+        let full = failure
+            && submission
+                .ret
+                .as_deref()
+                .is_some_and(|ret| ret.eq_ignore_ascii_case("FULL"));
+        let returned = original.returned(full);
         let report = Report::Dsn(Dsn {
             reporting_mta: reporting_mta.to_owned(),
             envid: submission.envid.clone(),
@@ -194,20 +185,6 @@ impl Dsn {
             &submission.mail_from,
             now(),
         )?])
-    }
-
-    /// The header block of a received message (up to the first empty line).
-    pub fn headers_of(message: &[u8]) -> String {
-        let end = message
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(message.len(), |p| p + 2);
-        String::from_utf8_lossy(&message[..end]).into_owned()
-    }
-
-    /// The whole received message, for `RET=FULL`.
-    pub fn full(message: &[u8]) -> Returned {
-        Returned::Full(base64::engine::general_purpose::STANDARD.encode(message))
     }
 
     /// Subject, content type and body of the report entity.
@@ -345,6 +322,7 @@ mod tests {
     use kvgate_store::{Kvnr, Mailbox, SubmissionState, TrackingId};
 
     use super::*;
+    use crate::reports::original::RETURN_FULL_MAX;
 
     fn submission(ret: &str) -> Submission {
         Submission {
@@ -373,7 +351,8 @@ mod tests {
             "not-signed",
             "unsigned",
         );
-        let entries = Dsn::queue_for("mx.test", submission, received, &fates).unwrap();
+        let entries =
+            Dsn::queue_for("mx.test", submission, &Original::of(received), &fates).unwrap();
         match serde_json::from_str(&entries[0].payload).unwrap() {
             Report::Dsn(dsn) => dsn.returned,
             Report::Mdn(_) => panic!("a DSN was expected"),
@@ -384,7 +363,10 @@ mod tests {
     fn ret_full_returns_whole_messages_only_up_to_the_limit() {
         let small = b"Subject: x\r\n\r\nbody\r\n".to_vec();
         let full = submission("FULL");
-        assert_eq!(returned(&full, &small), Dsn::full(&small));
+        assert_eq!(
+            returned(&full, &small),
+            Returned::Full(base64::engine::general_purpose::STANDARD.encode(&small))
+        );
         let mut large = b"Subject: x\r\n\r\n".to_vec();
         large.resize(RETURN_FULL_MAX + 1, b'a');
         assert_eq!(

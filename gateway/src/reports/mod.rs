@@ -8,6 +8,7 @@
 
 mod dsn;
 mod mdn;
+mod original;
 mod signed;
 
 use kvgate_store::{Outbound, OutboundId, StoreError, Timestamp, TrackingId};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dsn::{Action, Dsn, DsnRecipient, Fate, Returned, status_for};
 pub use mdn::Mdn;
+pub use original::Original;
 pub use signed::ReportSigner;
 
 /// What a queued report says, stored as the outbound entry's payload.

@@ -490,6 +490,49 @@ fn tampered_content_is_a_bad_signature() {
 }
 
 #[test]
+fn a_wrong_authentication_tag_fails_decryption() {
+    if !common::have("openssl") {
+        return;
+    }
+    let f = Fixture::new();
+    f.cms(&[
+        "-encrypt",
+        "-aes-256-gcm",
+        "-outform",
+        "DER",
+        "-in",
+        "letter.eml",
+        "-out",
+        "letter.der",
+        "gateway.pem",
+    ]);
+    let entity = |der: &[u8]| {
+        format!(
+            "Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            openssl::base64::encode_block(der)
+        )
+    };
+    let mut der = f.read("letter.der");
+    let intact = smime::unwrap(entity(&der).as_bytes(), &f.keys, &f.anchors, SystemTime::now())
+        .unwrap();
+    assert!(intact.encrypted);
+    assert_eq!(common::lf(&intact.content), LETTER.as_bytes());
+    // The MAC is the structure's last field: its last octet is the tag's.
+    let last = der.len() - 1;
+    der[last] ^= 1;
+    assert_eq!(
+        common::reason(smime::unwrap(
+            entity(&der).as_bytes(),
+            &f.keys,
+            &f.anchors,
+            SystemTime::now()
+        )),
+        "decryption-failed"
+    );
+}
+
+#[test]
 fn expired_signer_is_refused() {
     if !common::have("openssl") {
         return;

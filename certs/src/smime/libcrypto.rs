@@ -12,6 +12,7 @@ use foreign_types_shared::{ForeignType, ForeignTypeRef};
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
+use openssl::pkey::{PKeyRef, Private};
 use openssl::stack::Stack;
 use openssl::x509::{X509, X509Ref};
 use openssl_sys as ffi;
@@ -19,6 +20,10 @@ use zeroize::Zeroizing;
 
 /// `NID_id_smime_ct_authEnvelopedData` (obj_mac.h), missing in `openssl-sys`.
 const NID_AUTH_ENVELOPED: c_int = 1059;
+/// `BIO_TYPE_CIPHER` (bio.h).
+const BIO_TYPE_CIPHER: c_int = 10 | 0x0200;
+/// `BIO_C_GET_CIPHER_STATUS` (bio.h), the control behind `BIO_get_cipher_status`.
+const BIO_C_GET_CIPHER_STATUS: c_int = 113;
 
 unsafe extern "C" {
     fn CMS_get0_type(cms: *const ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
@@ -32,6 +37,14 @@ unsafe extern "C" {
     );
     fn CMS_get1_certs(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
     fn CMS_is_detached(cms: *mut ffi::CMS_ContentInfo) -> c_int;
+    fn CMS_get0_content(cms: *mut ffi::CMS_ContentInfo) -> *mut *mut ffi::ASN1_OCTET_STRING;
+    fn CMS_decrypt_set1_pkey(
+        cms: *mut ffi::CMS_ContentInfo,
+        pk: *mut ffi::EVP_PKEY,
+        cert: *mut ffi::X509,
+    ) -> c_int;
+    fn CMS_dataInit(cms: *mut ffi::CMS_ContentInfo, icont: *mut ffi::BIO) -> *mut ffi::BIO;
+    fn BIO_method_type(b: *const ffi::BIO) -> c_int;
     fn OPENSSL_cleanse(ptr: *mut c_void, len: usize);
 }
 
@@ -104,6 +117,101 @@ fn take_error_reasons() -> String {
     } else {
         reasons.join("; ")
     }
+}
+
+/// Why [`decrypt`] failed.
+pub(super) enum DecryptFailure {
+    /// The key could not open the envelope (OpenSSL's errors; none queued when no
+    /// RecipientInfo names the certificate).
+    Key(ErrorStack),
+    /// The key opened it, but the content did not decrypt (bad padding or a wrong
+    /// authentication tag).
+    Content,
+}
+
+/// Decrypts the enveloped or auth-enveloped `cms` with `key`, whose certificate is
+/// `cert`, as `CMS_decrypt` does, but reads the plaintext straight into one buffer
+/// sized to the ciphertext instead of through a memory BIO and a copy: a large
+/// letter's plaintext exists once.
+pub(super) fn decrypt(
+    cms: &CmsContentInfoRef,
+    key: &PKeyRef<Private>,
+    cert: &X509Ref,
+) -> Result<Zeroizing<Vec<u8>>, DecryptFailure> {
+    // SAFETY: `cms` is valid for the borrow. For (auth-)enveloped data
+    // CMS_get0_content returns a pointer to the encryptedContent field (or NULL);
+    // ASN1_STRING_length only reads the string it points to, if any.
+    let ciphertext = unsafe {
+        let content = CMS_get0_content(cms.as_ptr());
+        if content.is_null() || (*content).is_null() {
+            0
+        } else {
+            ffi::ASN1_STRING_length((*content).cast_const().cast())
+        }
+    };
+    clear_errors();
+    // SAFETY: all three pointers are valid for the borrows. CMS_decrypt_set1_pkey
+    // takes its own references to the key and certificate and stores the content
+    // key in `cms`.
+    if unsafe { CMS_decrypt_set1_pkey(cms.as_ptr(), key.as_ptr(), cert.as_ptr()) } != 1 {
+        return Err(DecryptFailure::Key(ErrorStack::get()));
+    }
+    // SAFETY: `cms` now holds the content key; CMS_dataInit returns a new BIO
+    // chain (ours to free) that decrypts the embedded content as it is read.
+    let bio = unsafe { CMS_dataInit(cms.as_ptr(), ptr::null_mut()) };
+    if bio.is_null() {
+        return Err(DecryptFailure::Key(ErrorStack::get()));
+    }
+    // Padding never makes the plaintext longer than the ciphertext.
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(
+        usize::try_from(ciphertext).unwrap_or(0) + 64,
+    ));
+    let result = loop {
+        if plaintext.len() == plaintext.capacity() {
+            grow_wiped(&mut plaintext);
+        }
+        let room = plaintext.capacity() - plaintext.len();
+        let room = c_int::try_from(room).unwrap_or(c_int::MAX);
+        // SAFETY: `bio` is valid; BIO_read writes at most `room` bytes into the
+        // vector's spare capacity, which is that large, and returns how many.
+        let read = unsafe {
+            ffi::BIO_read(
+                bio,
+                plaintext.as_mut_ptr().add(plaintext.len()).cast(),
+                room,
+            )
+        };
+        if let Ok(read @ 1..) = usize::try_from(read) {
+            let filled = plaintext.len() + read;
+            // SAFETY: BIO_read initialised `read` more bytes, within capacity.
+            unsafe { plaintext.set_len(filled) };
+            continue;
+        }
+        // The end: a cipher BIO reports here whether the final block (padding) or
+        // the authentication tag checked out, as cms_copy_content asks.
+        // SAFETY: `bio` is valid; both calls only read its state.
+        let cipher_failed = unsafe {
+            BIO_method_type(bio) == BIO_TYPE_CIPHER
+                && ffi::BIO_ctrl(bio, BIO_C_GET_CIPHER_STATUS, 0, ptr::null_mut()) <= 0
+        };
+        break if read < 0 || cipher_failed {
+            Err(DecryptFailure::Content)
+        } else {
+            Ok(())
+        };
+    };
+    // SAFETY: `bio` is ours and no longer used.
+    unsafe { ffi::BIO_free_all(bio) };
+    clear_errors();
+    result.map(|()| plaintext)
+}
+
+/// Doubles the capacity of `buffer`, wiping the old allocation (a `Vec` would free it
+/// as it is).
+fn grow_wiped(buffer: &mut Zeroizing<Vec<u8>>) {
+    let mut larger = Zeroizing::new(Vec::with_capacity((buffer.capacity() * 2).max(4096)));
+    larger.extend_from_slice(buffer);
+    *buffer = larger;
 }
 
 /// What one SignerInfo of a SignedData says.

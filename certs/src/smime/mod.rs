@@ -19,7 +19,7 @@ pub use error::UnwrapError;
 pub use keys::{DecryptionKey, TrustAnchors};
 
 use error::{has_cms_reason, reasons};
-use libcrypto::ContentType;
+use libcrypto::{ContentType, DecryptFailure};
 use mime::Kind;
 
 /// The most S/MIME layers [`unwrap`] opens.
@@ -192,15 +192,20 @@ fn decrypt(
 ) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
     let mut failures = Vec::new();
     for key in keys {
-        match cms.decrypt(&key.key, &key.cert) {
-            Ok(plaintext) => return Ok(Zeroizing::new(plaintext)),
+        match libcrypto::decrypt(cms, &key.key, &key.cert) {
+            Ok(plaintext) => return Ok(plaintext),
             // OpenSSL fails without any queued error when no RecipientInfo names
             // the certificate, and with NO_MATCHING_RECIPIENT when none fits the key type.
-            Err(e) if e.errors().is_empty() || has_cms_reason(&e, CMS_R_NO_MATCHING_RECIPIENT) => {}
-            Err(e) => failures.push(format!(
+            Err(DecryptFailure::Key(e))
+                if e.errors().is_empty() || has_cms_reason(&e, CMS_R_NO_MATCHING_RECIPIENT) => {}
+            Err(DecryptFailure::Key(e)) => failures.push(format!(
                 "{}: {}",
                 crate::x509::subject_line(&key.cert),
                 reasons(&e)
+            )),
+            Err(DecryptFailure::Content) => failures.push(format!(
+                "{}: the content does not decrypt (bad padding or authentication tag)",
+                crate::x509::subject_line(&key.cert)
             )),
         }
     }

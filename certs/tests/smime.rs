@@ -514,8 +514,13 @@ fn a_wrong_authentication_tag_fails_decryption() {
         )
     };
     let mut der = f.read("letter.der");
-    let intact = smime::unwrap(entity(&der).as_bytes(), &f.keys, &f.anchors, SystemTime::now())
-        .unwrap();
+    let intact = smime::unwrap(
+        entity(&der).as_bytes(),
+        &f.keys,
+        &f.anchors,
+        SystemTime::now(),
+    )
+    .unwrap();
     assert!(intact.encrypted);
     assert_eq!(common::lf(&intact.content), LETTER.as_bytes());
     // The MAC is the structure's last field: its last octet is the tag's.

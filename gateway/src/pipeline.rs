@@ -235,7 +235,8 @@ impl Pipeline {
                 format!("sender {} is no longer registered", submission.sender_id),
             )));
         };
-        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &self.anchors, SystemTime::now()) {
+        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &self.anchors, SystemTime::now())
+        {
             Ok(unwrapped) => unwrapped,
             // A responder or distribution point that cannot be reached now may answer
             // later: the letter waits (the watchdog reports the delay) instead of failing.

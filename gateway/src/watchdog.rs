@@ -151,12 +151,7 @@ impl Watchdog {
     ) -> Result<(Vec<Event>, Vec<Outbound>), Transient> {
         let (events, fates) = Fate::everyone(submission, (action, kind), reason, sentence);
         let (received, _) = received(&self.store, &self.spool, &submission.tracking_id)?;
-        let reports = Dsn::queue_for(
-            &self.hostname,
-            submission,
-            &Original::of(&received),
-            &fates,
-        )?;
+        let reports = Dsn::queue_for(&self.hostname, submission, &Original::of(&received), &fates)?;
         Ok((events, reports))
     }
 }

@@ -69,7 +69,11 @@ pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, 
 
 /// Encrypts the concatenation of `parts` like [`encrypt_to`], writing the armored
 /// message to `sink` as it goes: the plaintext is never copied into one buffer.
-pub(super) fn encrypt_into<W>(parts: &[&[u8]], recipients: &Recipients, sink: W) -> Result<(), PgpError>
+pub(super) fn encrypt_into<W>(
+    parts: &[&[u8]],
+    recipients: &Recipients,
+    sink: W,
+) -> Result<(), PgpError>
 where
     W: Write + Send + Sync,
 {

@@ -221,3 +221,65 @@ pub async fn never_delivered(t: &Target, from: &str, wrapping: Wrapping<'_>) -> 
         )),
     }
 }
+
+/// Passes if a letter wrapped as `wrapping`, sent by the test practice to the test
+/// member, is refused at DATA (5xx) or, once accepted, fails with `reason` in its
+/// tracking as the member sees it through the API, and is not in the inbox.
+pub async fn failed_for(t: &Target, wrapping: Wrapping<'_>, reason: &str) -> Result<(), String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    let message = Letter::new(&t.practice.from, &rcpt)?.wrap(&wrapping)?;
+    let id = match submit(t, &t.practice, &rcpt, &message).await? {
+        Submitted::Accepted(id) => id,
+        Submitted::Refused(reply) if reply.code / 100 == 5 => return Ok(()),
+        Submitted::Refused(reply) => {
+            return Err(format!("expected 250 or a refusal (5xx), got {reply}"));
+        }
+    };
+    let last = final_event(t, &id).await?;
+    if last["kind"] != "failed" || last["reason"] != reason {
+        return Err(format!(
+            "expected letter {id} to fail with reason {reason}; its last event is {last}"
+        ));
+    }
+    match find(t, &t.member, &id).await? {
+        None => Ok(()),
+        Some(entry) => Err(format!(
+            "letter {id} failed ({reason}) but is in the inbox: {entry}"
+        )),
+    }
+}
+
+/// The first final event (`delivered`, `failed`, `expired`) of the letter with
+/// `tracking_id`, as the test member sees its tracking through the API.
+async fn final_event(t: &Target, tracking_id: &str) -> Result<Value, String> {
+    let api = &t.api;
+    let token = t.member.token(api).await?;
+    let path = format!("/v1/tracking/{tracking_id}");
+    let started = Instant::now();
+    loop {
+        let answer = api.request("GET", &path, Some(token), None).await?;
+        if answer.status == 200 {
+            let trail = answer.json()?;
+            let last = trail["events"].as_array().and_then(|events| {
+                events.iter().find(|e| {
+                    ["delivered", "failed", "expired"]
+                        .contains(&e["kind"].as_str().unwrap_or_default())
+                })
+            });
+            if let Some(last) = last {
+                return Ok(last.clone());
+            }
+        } else if answer.status != 404 {
+            answer.expect(200, "the member's view of the letter's tracking")?;
+        }
+        if started.elapsed() > DELIVERY_TIMEOUT {
+            return Err(format!(
+                "letter {tracking_id} was accepted but its tracking shows no final event after {} s (last answer: HTTP {} {})",
+                DELIVERY_TIMEOUT.as_secs(),
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

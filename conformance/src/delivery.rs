@@ -160,13 +160,20 @@ pub async fn mark_read(t: &Target, entry: &Value) -> Result<(), String> {
     .expect(204, "marking the letter read")
 }
 
-/// Sends a correct letter to the test member and waits for it.
-pub async fn deliver(t: &Target) -> Result<Delivered, String> {
+/// A correct letter of the test practice to the test member: the letter and the
+/// message to send (signed, then encrypted to the gateway).
+pub fn correct_letter(t: &Target) -> Result<(Letter, Vec<u8>), String> {
     let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?;
     let message = letter.wrap(&Wrapping::SignThenEncrypt(
         t.practice.signer(),
         &t.gateway_smime,
     ))?;
+    Ok((letter, message))
+}
+
+/// Sends a correct letter to the test member and waits for it.
+pub async fn deliver(t: &Target) -> Result<Delivered, String> {
+    let (letter, message) = correct_letter(t)?;
     let tracking_id = accepted(
         t,
         &message,

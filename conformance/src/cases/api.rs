@@ -377,9 +377,5 @@ async fn removed_device(t: &Target) -> Outcome {
             .expect(200, "the first device's token after the other's removal")?;
         Ok(None)
     };
-    match run.await {
-        Ok(None) => Outcome::Pass,
-        Ok(Some(why)) => Outcome::Skip(why),
-        Err(e) => Outcome::Fail(e),
-    }
+    run.await.into()
 }

@@ -296,6 +296,52 @@ fn kvgate_passes_the_suite() {
     );
 }
 
+/// A deployment that was not told the test CA's CRL delivers the revoked signer's
+/// letter: the revocation case fails, while an ECC letter of the same practice
+/// still passes.
+#[test]
+fn a_deployment_without_the_crl_fails_the_revocation_case() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, pki) = prepare(root.path(), true);
+    let serve = Serve::start(&config);
+    let json = root.path().join("report.json");
+    let (ok, stdout, report) = suite(
+        &pki,
+        &json,
+        &[
+            "--smtp",
+            &serve.smtp,
+            "--smtps",
+            &serve.smtps,
+            "--api",
+            &serve.api,
+            "--only",
+            "SMIME-SIGNER-REVOKED",
+            "--only",
+            "SMIME-SIGN-THEN-ENCRYPT-ECDSA-P256",
+        ],
+    );
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        statuses(&report),
+        [
+            (
+                "SMIME-SIGN-THEN-ENCRYPT-ECDSA-P256".to_owned(),
+                "pass".to_owned()
+            ),
+            ("SMIME-SIGNER-REVOKED".to_owned(), "fail".to_owned()),
+        ],
+        "{stdout}"
+    );
+    let revoked = &report["cases"][1];
+    assert!(
+        revoked["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"kind\":\"delivered\"")),
+        "{revoked}"
+    );
+}
+
 /// A careless server: no client certificates, every command 250, and a line with
 /// a lone dot ends DATA whatever ends that line.
 async fn careless<S: AsyncRead + AsyncWrite + Unpin>(

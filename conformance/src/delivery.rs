@@ -6,6 +6,7 @@ use kvgate_certs::openpgp;
 use serde_json::Value;
 
 use crate::letter::{Letter, Wrapping};
+use crate::relay::RECEIPT_TIMEOUT;
 use crate::target::{Sender, Target, TestMember};
 use crate::wire::Reply;
 
@@ -231,7 +232,8 @@ pub async fn never_delivered(t: &Target, from: &str, wrapping: Wrapping<'_>) -> 
 
 /// Passes if a letter wrapped as `wrapping`, sent by the test practice to the test
 /// member, is refused at DATA (5xx) or, once accepted, fails with `reason` in its
-/// tracking as the member sees it through the API, and is not in the inbox.
+/// tracking as the member sees it through the API, is not in the inbox, and (with
+/// the suite's receiver) causes a failure DSN that gives `reason`.
 pub async fn failed_for(t: &Target, wrapping: Wrapping<'_>, reason: &str) -> Result<(), String> {
     let rcpt = t.smarthealth(&t.member.kvnr);
     let message = Letter::new(&t.practice.from, &rcpt)?.wrap(&wrapping)?;
@@ -248,11 +250,31 @@ pub async fn failed_for(t: &Target, wrapping: Wrapping<'_>, reason: &str) -> Res
             "expected letter {id} to fail with reason {reason}; its last event is {last}"
         ));
     }
-    match find(t, &t.member, &id).await? {
-        None => Ok(()),
-        Some(entry) => Err(format!(
+    if let Some(entry) = find(t, &t.member, &id).await? {
+        return Err(format!(
             "letter {id} failed ({reason}) but is in the inbox: {entry}"
-        )),
+        ));
+    }
+    // With the suite's receiver, the failure DSN to the practice must give the reason.
+    let Some(relay) = &t.relay else {
+        return Ok(());
+    };
+    let dsn = relay
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| m.is_dsn_for(&id))
+        .await
+        .ok_or_else(|| {
+            format!(
+                "letter {id} failed ({reason}), but no DSN naming it reached the relay within {} s",
+                RECEIPT_TIMEOUT.as_secs()
+            )
+        })?;
+    let diagnostic = dsn.diagnostic_code();
+    if diagnostic.contains(reason) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the failure DSN of letter {id} does not give the reason {reason}: {diagnostic:?}"
+        ))
     }
 }
 

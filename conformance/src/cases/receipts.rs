@@ -1,17 +1,12 @@
 //! Receipts: the failure DSN and the read MDN the gateway sends to the practice,
 //! caught by the suite's own receiver (`--relay-listen`).
 
-use std::time::Duration;
-
 use super::{Case, Outcome};
 use crate::delivery::{self, Submitted};
 use crate::letter::{Letter, Wrapping};
-use crate::relay::{Received, Relay};
+use crate::relay::{RECEIPT_TIMEOUT, Received, Relay};
 use crate::signed::signed_by;
 use crate::target::Target;
-
-/// How long a receipt may take to reach the relay.
-const RECEIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The receipt cases.
 pub const CASES: &[Case] = &[
@@ -55,10 +50,6 @@ async fn with_relay(
     check(t, relay).await.into()
 }
 
-fn text(m: &Received) -> String {
-    String::from_utf8_lossy(&m.data).to_lowercase()
-}
-
 /// Sends an unsigned letter and waits for the DSN it must cause, the one naming its
 /// tracking ID; `None` if the gateway refused it at DATA already (then no DSN is
 /// owed).
@@ -70,14 +61,8 @@ async fn provoke_dsn(t: &Target, relay: &Relay) -> Result<Option<Received>, Stri
         return Ok(None);
     };
     // Earlier cases cause DSNs too: this one must name the letter's tracking ID.
-    let tracking = id.to_lowercase();
     relay
-        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
-            let text = text(m);
-            (text.contains("report-type=delivery-status")
-                || text.contains("report-type=\"delivery-status\""))
-                && text.contains(&tracking)
-        })
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| m.is_dsn_for(&id))
         .await
         .map(Some)
         .ok_or_else(|| {
@@ -101,7 +86,7 @@ async fn failure_dsn(t: &Target, relay: &Relay) -> Result<Option<String>, String
             dsn.mail_from
         ));
     }
-    let body = text(&dsn);
+    let body = dsn.text();
     let missing: Vec<&str> = [
         "action: failed",
         "status: 5.",
@@ -116,10 +101,7 @@ async fn failure_dsn(t: &Target, relay: &Relay) -> Result<Option<String>, String
         return Err(format!("the DSN lacks {missing:?}"));
     }
     // The letter was not signed: the reason must name the signature check.
-    let diagnostic = body
-        .lines()
-        .find(|l| l.starts_with("diagnostic-code:"))
-        .unwrap_or_default();
+    let diagnostic = dsn.diagnostic_code();
     if diagnostic.contains("sign") {
         Ok(None)
     } else {
@@ -139,7 +121,7 @@ async fn dsn_signed(t: &Target, relay: &Relay) -> Result<Option<String>, String>
 }
 
 async fn mdn_after_read(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
-    if text(&provoke_mdn(t, relay).await?).contains("displayed") {
+    if provoke_mdn(t, relay).await?.text().contains("displayed") {
         Ok(None)
     } else {
         Err("the MDN does not say `displayed`".to_owned())
@@ -168,7 +150,7 @@ async fn provoke_mdn(t: &Target, relay: &Relay) -> Result<Received, String> {
     let marker = letter.marker.to_lowercase();
     relay
         .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
-            text(m).contains("disposition-notification") && text(m).contains(&marker)
+            m.text().contains("disposition-notification") && m.text().contains(&marker)
         })
         .await
         .ok_or_else(|| {

@@ -67,7 +67,7 @@ pub fn encrypt(entity: &[u8], recipient_cert_pem: &[u8]) -> Result<Vec<u8>, Erro
 }
 
 /// An `application/pkcs7-mime` entity holding `der` in base64 lines of 76 characters.
-fn pkcs7_mime(smime_type: &str, der: &[u8]) -> Vec<u8> {
+pub(crate) fn pkcs7_mime(smime_type: &str, der: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "MIME-Version: 1.0\r\n\
          Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\

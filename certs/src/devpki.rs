@@ -1,22 +1,28 @@
 //! A development PKI made with OpenSSL: a CA, the gateway's TLS and S/MIME
 //! certificate, and practice certificates (TLS client and S/MIME signer).
 //!
-//! Keys are RSA-2048, signatures SHA-256, certificates X.509 v3 with random
-//! positive 128-bit serials and subject and authority key identifiers.
+//! The CA's key is RSA-2048; an end entity's is RSA-2048 unless its profile asks
+//! for an ECC curve ([`KeyKind`]). Signatures are SHA-256, certificates X.509 v3
+//! with random positive 128-bit serials and subject and authority key identifiers.
+//! The CA can also issue a CRL ([`crl`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
     SubjectKeyIdentifier,
 };
-use openssl::x509::{X509, X509Builder, X509Name, X509NameBuilder};
+use openssl::x509::{
+    CrlNumber, X509, X509Builder, X509CrlBuilder, X509Name, X509NameBuilder, X509RevokedBuilder,
+};
 use zeroize::Zeroizing;
 
 use crate::error::{CertError, Context};
@@ -47,11 +53,24 @@ pub struct DevPki {
 /// What an end-entity certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
-    /// TLS server and S/MIME: EKU serverAuth + emailProtection, KU digitalSignature + keyEncipherment.
+    /// TLS server and S/MIME: EKU serverAuth + emailProtection, KU digitalSignature +
+    /// keyEncipherment (keyAgreement for an ECC key).
     Gateway,
     /// TLS client and S/MIME signer: EKU clientAuth + emailProtection, KU
-    /// digitalSignature + nonRepudiation + keyEncipherment.
+    /// digitalSignature + nonRepudiation + keyEncipherment (keyAgreement for ECC).
     Practice,
+}
+
+/// The kind of key an end-entity certificate gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeyKind {
+    /// RSA with a 2048-bit modulus.
+    #[default]
+    Rsa2048,
+    /// ECC on NIST P-256 (secp256r1).
+    EcP256,
+    /// ECC on brainpoolP256r1 (RFC 5639), as on German health professional cards.
+    BrainpoolP256r1,
 }
 
 /// What goes into an end-entity certificate.
@@ -63,6 +82,8 @@ pub struct Profile {
     pub organization: String,
     /// Key usages.
     pub usage: Usage,
+    /// The kind of key to generate.
+    pub key: KeyKind,
     /// Mail addresses (SAN rfc822Name).
     pub emails: Vec<String>,
     /// Host names (SAN dNSName).
@@ -85,6 +106,7 @@ impl Profile {
             common_name: cn.to_owned(),
             organization: organization.to_owned(),
             usage: Usage::Practice,
+            key: KeyKind::Rsa2048,
             emails: vec![email.to_owned()],
             dns: Vec::new(),
             ips: Vec::new(),
@@ -101,6 +123,7 @@ impl Profile {
             common_name: format!("kvgate gateway {domain}"),
             organization: domain.to_owned(),
             usage: Usage::Gateway,
+            key: KeyKind::Rsa2048,
             emails: vec![format!("gateway@{domain}")],
             dns: vec!["localhost".to_owned()],
             ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
@@ -134,7 +157,7 @@ pub fn issue(ca: &Issued, profile: &Profile) -> Result<Issued, CertError> {
             subject: crate::x509::subject_line(&ca_cert),
         });
     }
-    let key = new_key()?;
+    let key = new_key(profile.key)?;
     let subject = name(&profile.common_name, &profile.organization)?;
     let mut builder = builder(
         &subject,
@@ -152,36 +175,27 @@ pub fn issue(ca: &Issued, profile: &Profile) -> Result<Issued, CertError> {
                 .context("basicConstraints")?,
         )
         .context("adding basicConstraints")?;
-    let (key_usage, extended) = match profile.usage {
-        Usage::Gateway => (
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build(),
-            ExtendedKeyUsage::new()
-                .server_auth()
-                .email_protection()
-                .build(),
-        ),
-        Usage::Practice => (
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .non_repudiation()
-                .key_encipherment()
-                .build(),
-            ExtendedKeyUsage::new()
-                .client_auth()
-                .email_protection()
-                .build(),
-        ),
+    let mut key_usage = KeyUsage::new();
+    key_usage.critical().digital_signature();
+    let mut extended = ExtendedKeyUsage::new();
+    match profile.usage {
+        Usage::Gateway => extended.server_auth(),
+        Usage::Practice => {
+            key_usage.non_repudiation();
+            extended.client_auth()
+        }
+    };
+    extended.email_protection();
+    // Keys are transported to an RSA key, agreed with an ECC key (RFC 5753 §7.1).
+    match profile.key {
+        KeyKind::Rsa2048 => key_usage.key_encipherment(),
+        KeyKind::EcP256 | KeyKind::BrainpoolP256r1 => key_usage.key_agreement(),
     };
     builder
-        .append_extension(key_usage.context("keyUsage")?)
+        .append_extension(key_usage.build().context("keyUsage")?)
         .context("adding keyUsage")?;
     builder
-        .append_extension(extended.context("extendedKeyUsage")?)
+        .append_extension(extended.build().context("extendedKeyUsage")?)
         .context("adding extendedKeyUsage")?;
 
     let ski = SubjectKeyIdentifier::new()
@@ -223,9 +237,70 @@ pub fn issue(ca: &Issued, profile: &Profile) -> Result<Issued, CertError> {
     finish(builder.build(), &key)
 }
 
+/// A CRL of `ca` (PEM) that lists `revoked` (certificates it issued, PEM) as
+/// revoked since now, issued now and next updated after `valid_for`.
+pub fn crl(ca: &Issued, revoked: &[&str], valid_for: Duration) -> Result<String, CertError> {
+    let ca_cert = X509::from_pem(ca.cert_pem.as_bytes()).context("reading the CA certificate")?;
+    let ca_key =
+        PKey::private_key_from_pem(ca.key_pem.as_bytes()).context("reading the CA private key")?;
+    let now = SystemTime::now();
+    let this_update = asn1_time(now)?;
+    let next_update = asn1_time(now + valid_for)?;
+    let mut builder = X509CrlBuilder::new().context("creating a CRL")?;
+    builder
+        .set_issuer_name(ca_cert.subject_name())
+        .context("setting the CRL issuer")?;
+    builder
+        .set_last_update(&this_update)
+        .context("setting thisUpdate")?;
+    builder
+        .set_next_update(&next_update)
+        .context("setting nextUpdate")?;
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(
+            &X509Builder::new()
+                .context("creating a context")?
+                .x509v3_context(Some(&ca_cert), None),
+        )
+        .context("authorityKeyIdentifier")?;
+    builder
+        .append_extension(aki)
+        .context("adding authorityKeyIdentifier")?;
+    let number = BigNum::from_u32(1).context("creating the CRL number")?;
+    builder
+        .append_extension(
+            CrlNumber::new(number)
+                .context("CRL number")?
+                .build()
+                .context("CRL number")?,
+        )
+        .context("adding the CRL number")?;
+    for pem in revoked {
+        let cert = X509::from_pem(pem.as_bytes()).context("reading a revoked certificate")?;
+        let mut entry = X509RevokedBuilder::new().context("creating a CRL entry")?;
+        entry
+            .set_serial_number(cert.serial_number())
+            .context("setting the revoked serial")?;
+        entry
+            .set_revocation_date(&this_update)
+            .context("setting the revocation date")?;
+        builder
+            .add_revoked(entry.build())
+            .context("adding a CRL entry")?;
+    }
+    builder
+        .sign(&ca_key, MessageDigest::sha256())
+        .context("signing the CRL")?;
+    let crl = builder.build().context("finishing the CRL")?;
+    let pem = crl.to_pem().context("encoding the CRL")?;
+    // PEM is ASCII: the lossy conversion never replaces anything.
+    Ok(String::from_utf8_lossy(&pem).into_owned())
+}
+
 /// The self-signed development CA, valid from an hour ago for ten years.
 fn generate_ca() -> Result<Issued, CertError> {
-    let key = new_key()?;
+    let key = new_key(KeyKind::Rsa2048)?;
     let subject = name(CA_NAME, DEV_ORGANIZATION)?;
     let now = SystemTime::now();
     let mut builder = builder(&subject, &subject, &key, now - HOUR, now + 10 * 365 * DAY)?;
@@ -268,10 +343,19 @@ fn generate_ca() -> Result<Issued, CertError> {
     finish(builder.build(), &key)
 }
 
-/// A fresh RSA-2048 key.
-fn new_key() -> Result<PKey<Private>, CertError> {
-    let rsa = Rsa::generate(2048).context("generating an RSA key")?;
-    PKey::from_rsa(rsa).context("wrapping the RSA key")
+/// A fresh key of `kind`.
+fn new_key(kind: KeyKind) -> Result<PKey<Private>, CertError> {
+    let curve = match kind {
+        KeyKind::Rsa2048 => {
+            let rsa = Rsa::generate(2048).context("generating an RSA key")?;
+            return PKey::from_rsa(rsa).context("wrapping the RSA key");
+        }
+        KeyKind::EcP256 => Nid::X9_62_PRIME256V1,
+        KeyKind::BrainpoolP256r1 => Nid::BRAINPOOL_P256R1,
+    };
+    let group = EcGroup::from_curve_name(curve).context("choosing the curve")?;
+    let ec = EcKey::generate(&group).context("generating an ECC key")?;
+    PKey::from_ec_key(ec).context("wrapping the ECC key")
 }
 
 /// A subject name `CN=<cn>, O=<organization>`.

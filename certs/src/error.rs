@@ -23,6 +23,9 @@ pub enum CertError {
     /// A validity period that cannot be put into a certificate.
     #[error("invalid validity period: {0}")]
     Validity(String),
+    /// A key of a type the operation does not handle.
+    #[error("{0}: this key type is not supported here")]
+    UnsupportedKey(String),
 }
 
 /// Attaches a context to OpenSSL results.

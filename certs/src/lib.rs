@@ -5,6 +5,7 @@
 //! - [`smime`]: unwrapping what a practice sends (CMS decrypt and verify).
 //! - [`revocation`]: CRL and OCSP checking of validated chains.
 //! - [`compose`]: composing S/MIME letters as a practice system does.
+//! - [`sha1_signed`]: a SHA-1 signed letter, for checking that it is refused.
 //! - [`openpgp`]: member keys, encryption and PGP/MIME with sequoia.
 //!
 //! OpenSSL (the `openssl` crate, vendored) does everything X.509 and CMS;
@@ -19,6 +20,7 @@ pub mod devpki;
 mod error;
 pub mod openpgp;
 pub mod revocation;
+pub mod sha1_signed;
 pub mod smime;
 pub mod x509;
 

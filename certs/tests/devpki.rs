@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use kvgate_certs::devpki::{self, Profile};
+use kvgate_certs::devpki::{self, KeyKind, Profile};
 use kvgate_certs::x509;
 use openssl::pkey::PKey;
 use rustls::client::WebPkiServerVerifier;
@@ -257,4 +257,75 @@ fn mutual_tls_handshake_with_rustls() {
         x509::fingerprint(&x509::parse_pem_chain(pki.practice.cert_pem.as_bytes()).unwrap()[0])
             .unwrap()
     );
+}
+
+#[test]
+fn ecc_keys_and_a_crl_as_openssl_reads_them() {
+    if !common::have("openssl") {
+        return;
+    }
+    let pki = devpki::generate(DOMAIN, PRACTICE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::write(d, "ca.pem", &pki.ca.cert_pem);
+    for (kind, curve) in [
+        (KeyKind::EcP256, "prime256v1"),
+        (KeyKind::BrainpoolP256r1, "brainpoolP256r1"),
+    ] {
+        let mut profile = Profile::practice("ECC Practice", "ecc@demo-practice.test");
+        profile.key = kind;
+        let issued = devpki::issue(&pki.ca, &profile).unwrap();
+        let cert = common::write(d, &format!("{curve}.pem"), &issued.cert_pem);
+        let text = String::from_utf8(common::openssl(
+            d,
+            &["x509", "-noout", "-text", "-in", cert.to_str().unwrap()],
+        ))
+        .unwrap();
+        assert!(text.contains(&format!("ASN1 OID: {curve}")), "{text}");
+        assert!(text.contains("Key Agreement"), "{text}");
+        assert!(!text.contains("Key Encipherment"), "{text}");
+        let (ok, output) = common::openssl_status(
+            d,
+            &[
+                "verify",
+                "-CAfile",
+                "ca.pem",
+                "-purpose",
+                "smimesign",
+                &format!("{curve}.pem"),
+            ],
+        );
+        assert!(ok, "{curve}: {output}");
+        let key = PKey::private_key_from_pem(issued.key_pem.as_bytes()).unwrap();
+        assert_eq!(key.id(), openssl::pkey::Id::EC);
+    }
+
+    // The CRL revokes exactly the one certificate named, and verifies under the CA.
+    let revoked = devpki::issue(
+        &pki.ca,
+        &Profile::practice("Revoked", "r@demo-practice.test"),
+    )
+    .unwrap();
+    let crl = devpki::crl(&pki.ca, &[&revoked.cert_pem], Duration::from_secs(86400)).unwrap();
+    common::write(d, "ca.crl", &crl);
+    common::write(d, "revoked.pem", &revoked.cert_pem);
+    common::write(d, "practice.pem", &pki.practice.cert_pem);
+    for (cert, valid) in [("revoked.pem", false), ("practice.pem", true)] {
+        let (ok, output) = common::openssl_status(
+            d,
+            &[
+                "verify",
+                "-crl_check",
+                "-CAfile",
+                "ca.pem",
+                "-CRLfile",
+                "ca.crl",
+                cert,
+            ],
+        );
+        assert_eq!(ok, valid, "{cert}: {output}");
+        if !valid {
+            assert!(output.contains("certificate revoked"), "{output}");
+        }
+    }
 }

@@ -6,6 +6,7 @@ use kvgate_certs::openpgp;
 use serde_json::Value;
 
 use crate::letter::{Letter, Wrapping};
+use crate::relay::RECEIPT_TIMEOUT;
 use crate::target::{Sender, Target, TestMember};
 use crate::wire::Reply;
 
@@ -160,13 +161,20 @@ pub async fn mark_read(t: &Target, entry: &Value) -> Result<(), String> {
     .expect(204, "marking the letter read")
 }
 
-/// Sends a correct letter to the test member and waits for it.
-pub async fn deliver(t: &Target) -> Result<Delivered, String> {
+/// A correct letter of the test practice to the test member: the letter and the
+/// message to send (signed, then encrypted to the gateway).
+pub fn correct_letter(t: &Target) -> Result<(Letter, Vec<u8>), String> {
     let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?;
     let message = letter.wrap(&Wrapping::SignThenEncrypt(
         t.practice.signer(),
         &t.gateway_smime,
     ))?;
+    Ok((letter, message))
+}
+
+/// Sends a correct letter to the test member and waits for it.
+pub async fn deliver(t: &Target) -> Result<Delivered, String> {
+    let (letter, message) = correct_letter(t)?;
     let tracking_id = accepted(
         t,
         &message,
@@ -219,5 +227,88 @@ pub async fn never_delivered(t: &Target, from: &str, wrapping: Wrapping<'_>) -> 
             "the letter was delivered to the member (tracking {bad}, while {} arrived): {entry}",
             probe.tracking_id
         )),
+    }
+}
+
+/// Passes if a letter wrapped as `wrapping`, sent by the test practice to the test
+/// member, is refused at DATA (5xx) or, once accepted, fails with `reason` in its
+/// tracking as the member sees it through the API, is not in the inbox, and (with
+/// the suite's receiver) causes a failure DSN that gives `reason`.
+pub async fn failed_for(t: &Target, wrapping: Wrapping<'_>, reason: &str) -> Result<(), String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    let message = Letter::new(&t.practice.from, &rcpt)?.wrap(&wrapping)?;
+    let id = match submit(t, &t.practice, &rcpt, &message).await? {
+        Submitted::Accepted(id) => id,
+        Submitted::Refused(reply) if reply.code / 100 == 5 => return Ok(()),
+        Submitted::Refused(reply) => {
+            return Err(format!("expected 250 or a refusal (5xx), got {reply}"));
+        }
+    };
+    let last = final_event(t, &id).await?;
+    if last["kind"] != "failed" || last["reason"] != reason {
+        return Err(format!(
+            "expected letter {id} to fail with reason {reason}; its last event is {last}"
+        ));
+    }
+    if let Some(entry) = find(t, &t.member, &id).await? {
+        return Err(format!(
+            "letter {id} failed ({reason}) but is in the inbox: {entry}"
+        ));
+    }
+    // With the suite's receiver, the failure DSN to the practice must give the reason.
+    let Some(relay) = &t.relay else {
+        return Ok(());
+    };
+    let dsn = relay
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| m.is_dsn_for(&id))
+        .await
+        .ok_or_else(|| {
+            format!(
+                "letter {id} failed ({reason}), but no DSN naming it reached the relay within {} s",
+                RECEIPT_TIMEOUT.as_secs()
+            )
+        })?;
+    let diagnostic = dsn.diagnostic_code();
+    if diagnostic.contains(reason) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the failure DSN of letter {id} does not give the reason {reason}: {diagnostic:?}"
+        ))
+    }
+}
+
+/// The first final event (`delivered`, `failed`, `expired`) of the letter with
+/// `tracking_id`, as the test member sees its tracking through the API.
+async fn final_event(t: &Target, tracking_id: &str) -> Result<Value, String> {
+    let api = &t.api;
+    let token = t.member.token(api).await?;
+    let path = format!("/v1/tracking/{tracking_id}");
+    let started = Instant::now();
+    loop {
+        let answer = api.request("GET", &path, Some(token), None).await?;
+        if answer.status == 200 {
+            let trail = answer.json()?;
+            let last = trail["events"].as_array().and_then(|events| {
+                events.iter().find(|e| {
+                    ["delivered", "failed", "expired"]
+                        .contains(&e["kind"].as_str().unwrap_or_default())
+                })
+            });
+            if let Some(last) = last {
+                return Ok(last.clone());
+            }
+        } else if answer.status != 404 {
+            answer.expect(200, "the member's view of the letter's tracking")?;
+        }
+        if started.elapsed() > DELIVERY_TIMEOUT {
+            return Err(format!(
+                "letter {tracking_id} was accepted but its tracking shows no final event after {} s (last answer: HTTP {} {})",
+                DELIVERY_TIMEOUT.as_secs(),
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+        tokio::time::sleep(POLL).await;
     }
 }

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kvgate_certs::compose;
+use kvgate_certs::{compose, sha1_signed};
 use mail_parser::{Message, MessageParser, MimeHeaders};
 
 /// File name of the attachment every test letter carries.
@@ -35,6 +35,8 @@ pub enum Wrapping<'a> {
     SignThenEncrypt(SignerPem<'a>, &'a [u8]),
     /// Encrypted to `recipient`, then signed by `signer`.
     EncryptThenSign(SignerPem<'a>, &'a [u8]),
+    /// Signed by `signer` with SHA-1 as digest, then encrypted to `recipient`.
+    Sha1SignThenEncrypt(SignerPem<'a>, &'a [u8]),
     /// Encrypted only.
     EncryptOnly(&'a [u8]),
     /// Signed only.
@@ -101,6 +103,11 @@ impl Letter {
             }
             Wrapping::EncryptThenSign(signer, recipient) => {
                 sign(&encrypt(&self.inner, recipient)?, signer)?
+            }
+            Wrapping::Sha1SignThenEncrypt(signer, recipient) => {
+                let signed = sha1_signed::sign(&self.inner, signer.cert, signer.key)
+                    .map_err(|e| failed("signing (SHA-1)", &e))?;
+                encrypt(&signed, recipient)?
             }
             Wrapping::EncryptOnly(recipient) => encrypt(&self.inner, recipient)?,
             Wrapping::SignOnly(signer) => sign(&self.inner, signer)?,

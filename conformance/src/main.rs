@@ -13,6 +13,7 @@ mod manifest;
 mod pki;
 mod relay;
 mod report;
+mod signed;
 mod target;
 mod wire;
 

@@ -34,6 +34,25 @@ pub struct Manifest {
     pub smarthealth_off_kvnr: String,
     /// A member with smarthealth but no OpenPGP key.
     pub keyless_kvnr: String,
+    /// An S/MIME signing certificate of the test practice with an ECDSA P-256 key,
+    /// registered to it; its case skips without it.
+    #[serde(default)]
+    pub p256_signer: Option<Identity>,
+    /// The same with a brainpoolP256r1 key.
+    #[serde(default)]
+    pub brainpool_signer: Option<Identity>,
+    /// A signing certificate of the test practice that the test CA has revoked; the
+    /// revocation case skips without it.
+    #[serde(default)]
+    pub revoked_signer: Option<Identity>,
+    /// The test CA's CRL (PEM) listing `revoked_signer`, for the deployment's
+    /// `trust.crls`.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+    /// The gateway's S/MIME certificate with an ECC key (PEM), if it has one: letters
+    /// are then also encrypted to it by key agreement (ECDH).
+    #[serde(default)]
+    pub gateway_smime_ecc: Option<PathBuf>,
 }
 
 /// A certificate with its key and the address it may send from.
@@ -61,6 +80,10 @@ pub struct Member {
     pub enrollment: PathBuf,
     /// Where the suite keeps the device token after the first enrolment.
     pub token: PathBuf,
+    /// The output of `kvgate member code` (the line `enrollment-code: …`): a code for
+    /// a second device, used once by the device-removal case.
+    #[serde(default)]
+    pub next_device: Option<PathBuf>,
 }
 
 /// The PKI directory could not be read or written.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kvgate_certs::devpki::{self, Issued, Profile};
+use kvgate_certs::devpki::{self, Issued, KeyKind, Profile};
 use kvgate_certs::{openpgp, x509};
 use serde::Deserialize;
 
@@ -14,6 +14,11 @@ use crate::kvnr::random_kvnr;
 use crate::manifest::{self, Identity, Manifest, Member};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The test CA's CRL, in the PKI directory.
+const CRL_FILE: &str = "test-ca.crl";
+/// How long the CRL is current: a deployment that checks revocation hard refuses
+/// the test practice's letters once it is stale, so it outlives a usual test cycle.
+const CRL_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The parts of a `kvgate.toml` this command reads.
 #[derive(Deserialize)]
@@ -107,23 +112,39 @@ pub fn prepare(options: &Options<'_>) -> Result<String, PkiError> {
         options.server_ca,
     )?;
     write("server-ca.pem", &server_ca, 0o644)?;
-    let smime = config.smime.decryption_keys.first().ok_or_else(|| {
+    let mut gateway_certs = Vec::new();
+    for pair in &config.smime.decryption_keys {
+        let path = resolve(&pair.cert);
+        let pem = std::fs::read(&path).map_err(|e| PkiError::Io(path.clone(), e))?;
+        let chain = x509::parse_pem_chain(&pem).map_err(|e| material(&e))?;
+        let leaf = chain
+            .into_iter()
+            .next()
+            .ok_or_else(|| PkiError::Config(path, "holds no certificate".to_owned()))?;
+        gateway_certs.push(leaf);
+    }
+    let gateway = gateway_certs.first().ok_or_else(|| {
         PkiError::Config(
             config_path.to_owned(),
             "no smime.decryption_keys".to_owned(),
         )
     })?;
-    let smime_path = resolve(&smime.cert);
-    let smime_pem = std::fs::read(&smime_path).map_err(|e| PkiError::Io(smime_path.clone(), e))?;
-    let gateway = x509::parse_pem_chain(&smime_pem).map_err(|e| material(&e))?;
-    let gateway = gateway
-        .first()
-        .ok_or_else(|| PkiError::Config(smime_path.clone(), "holds no certificate".to_owned()))?;
     write(
         "gateway-smime.pem",
         &gateway.to_pem().map_err(|e| material(&e))?,
         0o644,
     )?;
+    let gateway_ecc = gateway_certs
+        .iter()
+        .find(|cert| cert.public_key().is_ok_and(|key| key.ec_key().is_ok()));
+    let gateway_smime_ecc = match gateway_ecc {
+        Some(cert) => {
+            let name = "gateway-smime-ecc.pem";
+            write(name, &cert.to_pem().map_err(|e| material(&e))?, 0o644)?;
+            Some(name.into())
+        }
+        None => None,
+    };
 
     let practice_a = "praxis-a@conformance.test";
     let practice_b = "praxis-b@conformance.test";
@@ -138,6 +159,18 @@ pub fn prepare(options: &Options<'_>) -> Result<String, PkiError> {
     expired_profile.not_before = SystemTime::now() - 60 * DAY;
     expired_profile.not_after = SystemTime::now() - DAY;
     let expired = devpki::issue(&dev.ca, &expired_profile).map_err(|e| material(&e))?;
+    // Further signing certificates of practice A: ECC ones, and one the CA revokes.
+    let signing = |what: &str, key: KeyKind| {
+        let mut profile =
+            Profile::practice(&format!("Conformance Practice A ({what})"), practice_a);
+        profile.key = key;
+        devpki::issue(&dev.ca, &profile).map_err(|e| material(&e))
+    };
+    let p256 = signing("P-256 signature", KeyKind::EcP256)?;
+    let brainpool = signing("brainpoolP256r1 signature", KeyKind::BrainpoolP256r1)?;
+    let revoked = signing("revoked signature", KeyKind::Rsa2048)?;
+    let crl = devpki::crl(&dev.ca, &[&revoked.cert_pem], CRL_VALIDITY).map_err(|e| material(&e))?;
+    write(CRL_FILE, crl.as_bytes(), 0o644)?;
     let identity = |name: &str, issued: &Issued, from: &str| -> Result<Identity, PkiError> {
         write(&format!("{name}.pem"), issued.cert_pem.as_bytes(), 0o644)?;
         write(&format!("{name}.key"), issued.key_pem.as_bytes(), 0o600)?;
@@ -151,6 +184,9 @@ pub fn prepare(options: &Options<'_>) -> Result<String, PkiError> {
     let practice = identity("practice", &dev.practice, practice_a)?;
     let second_practice = identity("practice2", &second, practice_b)?;
     let expired_practice = identity("expired", &expired, practice_expired)?;
+    let p256_signer = identity("practice-p256", &p256, practice_a)?;
+    let brainpool_signer = identity("practice-brainpool", &brainpool, practice_a)?;
+    let revoked_signer = identity("practice-revoked", &revoked, practice_a)?;
 
     let member = |name: &str| -> Result<Member, PkiError> {
         let kvnr = random_kvnr().map_err(|e| material(&e))?;
@@ -166,6 +202,7 @@ pub fn prepare(options: &Options<'_>) -> Result<String, PkiError> {
             secret_key: format!("{name}.sec.asc").into(),
             enrollment: format!("{name}.enroll").into(),
             token: format!("{name}.token").into(),
+            next_device: Some(format!("{name}.device.enroll").into()),
         })
     };
     let manifest = Manifest {
@@ -180,6 +217,11 @@ pub fn prepare(options: &Options<'_>) -> Result<String, PkiError> {
         second_member: member("member2")?,
         smarthealth_off_kvnr: random_kvnr().map_err(|e| material(&e))?,
         keyless_kvnr: random_kvnr().map_err(|e| material(&e))?,
+        p256_signer: Some(p256_signer),
+        brainpool_signer: Some(brainpool_signer),
+        revoked_signer: Some(revoked_signer),
+        crl: Some(CRL_FILE.into()),
+        gateway_smime_ecc,
     };
     let (_, off_key) = openpgp::generate_member_key("Conformance member without smarthealth")
         .map_err(|e| material(&e))?;
@@ -213,6 +255,14 @@ fn commands(m: &Manifest, out: &Path, config: &Path, kvgate: &str) -> String {
             quote(&who.from)
         );
     }
+    let practice_a_signers = [&m.p256_signer, &m.brainpool_signer, &m.revoked_signer];
+    for signer in practice_a_signers.into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{kv} sender add --id conformance-practice-a --cert {} {cfg}",
+            path(&signer.cert)
+        );
+    }
     for (member, name, pubkey) in [
         (&m.member, "Conformance Member A", "member.pub.asc"),
         (&m.second_member, "Conformance Member B", "member2.pub.asc"),
@@ -224,6 +274,14 @@ fn commands(m: &Manifest, out: &Path, config: &Path, kvgate: &str) -> String {
             quote(name),
             path(Path::new(pubkey)),
             path(&member.enrollment)
+        );
+    }
+    if let Some(next) = &m.second_member.next_device {
+        let _ = writeln!(
+            s,
+            "{kv} member code --kvnr {} {cfg} > {}",
+            m.second_member.kvnr,
+            path(next)
         );
     }
     let _ = writeln!(
@@ -239,9 +297,19 @@ fn commands(m: &Manifest, out: &Path, config: &Path, kvgate: &str) -> String {
         m.keyless_kvnr,
         quote("Conformance Member (no key)")
     );
+    if let Some(crl) = &m.crl {
+        let _ = writeln!(
+            s,
+            "# Let the deployment know the test CA's CRL (it revokes practice-revoked.pem):\n\
+             # in {}, add its path to the [trust] table's crls list:\n\
+             #   crls = [{}]",
+            config.display(),
+            toml_string(&out.join(crl).to_string_lossy())
+        );
+    }
     let _ = writeln!(
         s,
-        "# Then restart `kvgate serve` so that it loads the new trust anchor, and run:"
+        "# Then restart `kvgate serve` so that it loads the new trust anchor and CRL, and run:"
     );
     let _ = writeln!(
         s,
@@ -249,6 +317,11 @@ fn commands(m: &Manifest, out: &Path, config: &Path, kvgate: &str) -> String {
         quote(&out.to_string_lossy())
     );
     s
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// The CA certificate (PEM) that issued the TLS leaf in `tls_cert`: `explicit` if

@@ -23,6 +23,9 @@ pub struct Received {
     pub data: Vec<u8>,
 }
 
+/// How long a receipt may take to reach the relay.
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// A running receiver.
 pub struct Relay {
     received: Arc<Mutex<Vec<Received>>>,
@@ -67,6 +70,31 @@ impl Relay {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+impl Received {
+    /// The message as lower-case text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).to_lowercase()
+    }
+
+    /// The first `Diagnostic-Code:` line of a DSN, lower case (empty if none).
+    pub fn diagnostic_code(&self) -> String {
+        self.text()
+            .lines()
+            .find(|l| l.starts_with("diagnostic-code:"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Whether this is a DSN (`multipart/report; report-type=delivery-status`) that
+    /// names `tracking_id`.
+    pub fn is_dsn_for(&self, tracking_id: &str) -> bool {
+        let text = self.text();
+        (text.contains("report-type=delivery-status")
+            || text.contains("report-type=\"delivery-status\""))
+            && text.contains(&tracking_id.to_lowercase())
     }
 }
 

@@ -40,6 +40,14 @@ pub struct Target {
     pub server_ca: Vec<u8>,
     /// The gateway's S/MIME certificate, PEM.
     pub gateway_smime: Vec<u8>,
+    /// The gateway's S/MIME certificate with an ECC key, PEM, if it has one.
+    pub gateway_smime_ecc: Option<Vec<u8>>,
+    /// A signing certificate of the test practice with an ECDSA P-256 key.
+    pub p256_signer: Option<KeyPair>,
+    /// A signing certificate of the test practice with a brainpoolP256r1 key.
+    pub brainpool_signer: Option<KeyPair>,
+    /// A signing certificate of the test practice that its CA revoked.
+    pub revoked_signer: Option<KeyPair>,
     /// The test member.
     pub member: TestMember,
     /// The second test member.
@@ -54,12 +62,35 @@ pub struct Target {
     pub delivered: OnceCell<Result<crate::delivery::Delivered, String>>,
 }
 
-/// A sending identity: certificate, key, address and its TLS client configuration.
-pub struct Sender {
+/// A certificate and its private key, both PEM.
+pub struct KeyPair {
     /// Certificate, PEM.
     pub cert: Vec<u8>,
     /// Private key, PEM.
     pub key: Vec<u8>,
+}
+
+impl KeyPair {
+    fn load(pki: &Path, id: &Identity) -> Result<Self, TargetError> {
+        Ok(KeyPair {
+            cert: manifest::read(pki, &id.cert)?,
+            key: manifest::read(pki, &id.key)?,
+        })
+    }
+
+    /// The pair as an S/MIME signer.
+    pub fn signer(&self) -> SignerPem<'_> {
+        SignerPem {
+            cert: &self.cert,
+            key: &self.key,
+        }
+    }
+}
+
+/// A sending identity: certificate, key, address and its TLS client configuration.
+pub struct Sender {
+    /// Certificate and key: TLS client certificate and S/MIME signer.
+    pub pair: KeyPair,
     /// The address it may use in MAIL FROM and From.
     pub from: String,
     /// TLS with this certificate as the client certificate.
@@ -69,10 +100,7 @@ pub struct Sender {
 impl Sender {
     /// The identity as an S/MIME signer.
     pub fn signer(&self) -> SignerPem<'_> {
-        SignerPem {
-            cert: &self.cert,
-            key: &self.key,
-        }
+        self.pair.signer()
     }
 }
 
@@ -83,6 +111,7 @@ pub struct TestMember {
     /// The member's OpenPGP secret key, armored.
     pub secret_key: String,
     enrollment: PathBuf,
+    next_device: Option<PathBuf>,
     token_file: PathBuf,
     token: OnceCell<Result<String, String>>,
 }
@@ -129,16 +158,16 @@ impl Target {
         let ca = manifest::read(pki, &m.server_ca)?;
         let material = |e: String| TargetError::Material(e);
         let sender = |id: &Identity| -> Result<Sender, TargetError> {
-            let cert = manifest::read(pki, &id.cert)?;
-            let key = manifest::read(pki, &id.key)?;
-            let tls = client_config(&ca, Some((&cert, &key))).map_err(material)?;
+            let pair = KeyPair::load(pki, id)?;
+            let tls = client_config(&ca, Some((&pair.cert, &pair.key))).map_err(material)?;
             Ok(Sender {
-                cert,
-                key,
+                pair,
                 from: id.from.clone(),
                 tls,
             })
         };
+        let signing =
+            |id: &Option<Identity>| id.as_ref().map(|id| KeyPair::load(pki, id)).transpose();
         let domain = domain.unwrap_or(&m.domain).to_owned();
         let stranger_pki = devpki::generate(&domain, "stranger@untrusted.test")
             .map_err(|e| material(e.to_string()))?;
@@ -146,8 +175,10 @@ impl Target {
         let stranger_key = stranger_pki.practice.key_pem.as_bytes().to_vec();
         let stranger = Sender {
             tls: client_config(&ca, Some((&stranger_cert, &stranger_key))).map_err(material)?,
-            cert: stranger_cert,
-            key: stranger_key,
+            pair: KeyPair {
+                cert: stranger_cert,
+                key: stranger_key,
+            },
             from: "stranger@untrusted.test".to_owned(),
         };
         let api_tls = client_config(&ca, None).map_err(material)?;
@@ -176,6 +207,14 @@ impl Target {
             anonymous: client_config(&ca, None).map_err(material)?,
             server_ca: ca.clone(),
             gateway_smime: manifest::read(pki, &m.gateway_smime)?,
+            gateway_smime_ecc: m
+                .gateway_smime_ecc
+                .as_ref()
+                .map(|file| manifest::read(pki, file))
+                .transpose()?,
+            p256_signer: signing(&m.p256_signer)?,
+            brainpool_signer: signing(&m.brainpool_signer)?,
+            revoked_signer: signing(&m.revoked_signer)?,
             member: TestMember::load(pki, &m.member)?,
             second_member: TestMember::load(pki, &m.second_member)?,
             smarthealth_off_kvnr: m.smarthealth_off_kvnr,
@@ -246,6 +285,7 @@ impl TestMember {
             kvnr: m.kvnr.clone(),
             secret_key: String::from_utf8_lossy(&secret).into_owned(),
             enrollment: pki.join(&m.enrollment),
+            next_device: m.next_device.as_ref().map(|file| pki.join(file)),
             token_file: pki.join(&m.token),
             token: OnceCell::new(),
         })
@@ -264,23 +304,30 @@ impl TestMember {
 
     /// The enrolment code from the saved output of `kvgate member add`.
     pub fn enrollment_code(&self) -> Result<String, String> {
-        let output = std::fs::read_to_string(&self.enrollment).map_err(|e| {
+        self.code_in(&self.enrollment)
+    }
+
+    /// The code for a second device from the saved output of `kvgate member code`,
+    /// and that file, if the PKI directory has one.
+    pub fn next_device_code(&self) -> Option<(Result<String, String>, &Path)> {
+        let file = self.next_device.as_deref()?;
+        Some((self.code_in(file), file))
+    }
+
+    /// The code on the line `enrollment-code: …` of `file`.
+    fn code_in(&self, file: &Path) -> Result<String, String> {
+        let output = std::fs::read_to_string(file).map_err(|e| {
             format!(
                 "no enrolment code for {}: {}: {e}",
                 self.kvnr,
-                self.enrollment.display()
+                file.display()
             )
         })?;
         output
             .lines()
             .find_map(|l| l.strip_prefix("enrollment-code:"))
             .map(|code| code.trim().to_owned())
-            .ok_or_else(|| {
-                format!(
-                    "{} holds no line `enrollment-code: …`",
-                    self.enrollment.display()
-                )
-            })
+            .ok_or_else(|| format!("{} holds no line `enrollment-code: …`", file.display()))
     }
 
     async fn enroll(&self, api: &Api) -> Result<String, String> {

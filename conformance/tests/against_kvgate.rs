@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use kvgate_certs::devpki;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{
@@ -52,12 +53,46 @@ fn stdout_of(cmd: &mut Command) -> String {
     }
 }
 
-/// `kvgate init` in `root/data` and `kvgate-conformance pki` in `root/pki`; with
-/// `register`, the printed admin commands are run as an operator would.
+/// Reads `config`, lets `change` edit it, and writes it back.
+fn edit_config(config: &Path, change: impl FnOnce(&mut toml::Table)) {
+    let mut table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    change(&mut table);
+    std::fs::write(config, toml::to_string(&table).unwrap()).unwrap();
+}
+
+/// A second S/MIME decryption key for the installation in `data`, with a P-256 key
+/// issued by its development CA, as an operator adds one during a key rollover.
+fn add_ecc_decryption_key(data: &Path) {
+    let ca = devpki::Issued {
+        cert_pem: std::fs::read_to_string(data.join("pki/ca.pem")).unwrap(),
+        key_pem: std::fs::read_to_string(data.join("pki/ca.key"))
+            .unwrap()
+            .into(),
+    };
+    let mut profile = devpki::Profile::gateway("kvgate.test");
+    profile.key = devpki::KeyKind::EcP256;
+    let ecc = devpki::issue(&ca, &profile).unwrap();
+    std::fs::write(data.join("pki/gateway-ecc.pem"), &ecc.cert_pem).unwrap();
+    std::fs::write(data.join("pki/gateway-ecc.key"), ecc.key_pem.as_bytes()).unwrap();
+    edit_config(&data.join("kvgate.toml"), |config| {
+        let mut pair = toml::Table::new();
+        pair.insert("cert".into(), "pki/gateway-ecc.pem".into());
+        pair.insert("key".into(), "pki/gateway-ecc.key".into());
+        config["smime"]["decryption_keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(pair.into());
+    });
+}
+
+/// `kvgate init` in `root/data` (plus an ECC decryption key) and
+/// `kvgate-conformance pki` in `root/pki`; with `register`, the printed admin
+/// commands are run as an operator would.
 fn prepare(root: &Path, register: bool) -> (PathBuf, PathBuf) {
     let data = root.join("data");
     let pki = root.join("pki");
     stdout_of(Command::new(kvgate()).arg("init").arg("--dir").arg(&data));
+    add_ecc_decryption_key(&data);
     let config = data.join("kvgate.toml");
     let commands = stdout_of(
         Command::new(SUITE)
@@ -73,7 +108,12 @@ fn prepare(root: &Path, register: bool) -> (PathBuf, PathBuf) {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .collect();
-    assert_eq!(lines.len(), 8, "trust, 3 senders, 4 members: {commands}");
+    assert_eq!(
+        lines.len(),
+        12,
+        "trust, 3 senders, 3 more signing certificates, 4 members, 1 device code: {commands}"
+    );
+    assert!(commands.contains("crls = ["), "{commands}");
     if register {
         for line in lines {
             stdout_of(Command::new("sh").arg("-c").arg(line));
@@ -193,11 +233,17 @@ fn kvgate_passes_the_suite() {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .to_string();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[relay]\naddress = \"{relay}\"\ntls = \"none\"\n"
-    ));
-    std::fs::write(&config, text).unwrap();
+    edit_config(&config, |config| {
+        let mut table = toml::Table::new();
+        table.insert("address".into(), relay.clone().into());
+        table.insert("tls".into(), "none".into());
+        config.insert("relay".into(), table.into());
+        // The CRL, as the printed instructions say.
+        let crl = pki.join("test-ca.crl").to_string_lossy().into_owned();
+        config["trust"]["crls"] = vec![toml::Value::from(crl)].into();
+        // A limit the suite sends a body over (it skips that case above 64 MiB).
+        config["limits"]["max_message_size"] = toml::Value::from(8 * 1024 * 1024);
+    });
     let serve = Serve::start(&config);
     let json = root.path().join("report.json");
     let junit = root.path().join("report.xml");
@@ -230,7 +276,7 @@ fn kvgate_passes_the_suite() {
     assert!(xml.contains("failures=\"0\""), "{xml}");
 
     // A second run reuses the saved device tokens (enrolment codes work once).
-    let (ok, stdout, _) = suite(
+    let (ok, stdout, report) = suite(
         &pki,
         &json,
         &[
@@ -243,6 +289,57 @@ fn kvgate_passes_the_suite() {
         ],
     );
     assert!(ok, "a second run failed:\n{stdout}");
+    // The second device's code was used by the first run: that case now skips.
+    assert!(
+        statuses(&report).contains(&("API-REMOVED-DEVICE-TOKEN".to_owned(), "skip".to_owned())),
+        "{stdout}"
+    );
+}
+
+/// A deployment that was not told the test CA's CRL delivers the revoked signer's
+/// letter: the revocation case fails, while an ECC letter of the same practice
+/// still passes.
+#[test]
+fn a_deployment_without_the_crl_fails_the_revocation_case() {
+    let root = tempfile::tempdir().unwrap();
+    let (config, pki) = prepare(root.path(), true);
+    let serve = Serve::start(&config);
+    let json = root.path().join("report.json");
+    let (ok, stdout, report) = suite(
+        &pki,
+        &json,
+        &[
+            "--smtp",
+            &serve.smtp,
+            "--smtps",
+            &serve.smtps,
+            "--api",
+            &serve.api,
+            "--only",
+            "SMIME-SIGNER-REVOKED",
+            "--only",
+            "SMIME-SIGN-THEN-ENCRYPT-ECDSA-P256",
+        ],
+    );
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        statuses(&report),
+        [
+            (
+                "SMIME-SIGN-THEN-ENCRYPT-ECDSA-P256".to_owned(),
+                "pass".to_owned()
+            ),
+            ("SMIME-SIGNER-REVOKED".to_owned(), "fail".to_owned()),
+        ],
+        "{stdout}"
+    );
+    let revoked = &report["cases"][1];
+    assert!(
+        revoked["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"kind\":\"delivered\"")),
+        "{revoked}"
+    );
 }
 
 /// A careless server: no client certificates, every command 250, and a line with
@@ -371,6 +468,7 @@ fn a_careless_server_fails_the_suite() {
         "SMTP-VRFY-NO-DISCLOSURE",
         "SMTP-SMUGGLE-LF-DOT-LF",
         "SMTP-SIZE-OVER-LIMIT",
+        "SMTP-SIZE-BODY-OVER-LIMIT",
         "SMTP-RCPT-INVALID-KVNR",
         "SMTP-RCPT-UNKNOWN-MEMBER",
         "SMTP-MAIL-FROM-NOT-ALLOWED",

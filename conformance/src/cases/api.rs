@@ -3,7 +3,7 @@
 use kvgate_certs::openpgp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::Case;
+use super::{Case, Outcome};
 use crate::delivery::delivered;
 use crate::https::Response;
 use crate::kvnr::random_kvnr;
@@ -62,6 +62,12 @@ pub const CASES: &[Case] = &[
         section: "API",
         clause: "DESIGN.md (device change needs re-enrolment); issue 9 (enrolment codes)",
         run: |t| Box::pin(async { code_single_use(t).await.into() }),
+    },
+    Case {
+        id: "API-REMOVED-DEVICE-TOKEN",
+        section: "API",
+        clause: "DESIGN.md (device-bound credentials); issue 9 (a removed device's token stops working); RFC 6750 §3.1",
+        run: |t| Box::pin(removed_device(t)),
     },
     Case {
         id: "API-UNKNOWN-MESSAGE",
@@ -311,4 +317,65 @@ async fn code_single_use(t: &Target) -> Result<(), String> {
             response.status
         ))
     }
+}
+
+/// A second device of the second test member is enrolled with the code for it and
+/// removed with the first device's token; its own token must then be refused. Skips
+/// without that code, or when it was used by an earlier run.
+async fn removed_device(t: &Target) -> Outcome {
+    let member = &t.second_member;
+    let Some((code, file)) = member.next_device_code() else {
+        return Outcome::Skip(
+            "the PKI directory has no enrolment code for a second device (next_device)".to_owned(),
+        );
+    };
+    let fresh_code = || {
+        format!(
+            "write a new one with `kvgate member code --kvnr {} > {}`",
+            member.kvnr,
+            file.display()
+        )
+    };
+    let code = match code {
+        Ok(code) => code,
+        Err(e) => return Outcome::Skip(format!("{e}; {}", fresh_code())),
+    };
+    let api = &t.api;
+    let run = async {
+        let first = member.token(api).await?;
+        let enrolled = enroll(t, &member.kvnr, &code).await?;
+        if enrolled.status / 100 == 4 {
+            return Ok(Some(format!(
+                "the code for a second device was refused ({}), as a used code is; {}",
+                enrolled.status,
+                fresh_code()
+            )));
+        }
+        enrolled.expect(201, "enrolling a second device")?;
+        let body = enrolled.json()?;
+        let (Some(second), Some(device)) = (body["token"].as_str(), body["device_id"].as_str())
+        else {
+            return Err(format!(
+                "the enrolment answer lacks token or device_id: {body}"
+            ));
+        };
+        let list = |token| api.request("GET", "/v1/messages", Some(token), None);
+        list(second)
+            .await?
+            .expect(200, "the second device's token before its removal")?;
+        api.request(
+            "DELETE",
+            &format!("/v1/devices/{device}"),
+            Some(first),
+            None,
+        )
+        .await?
+        .expect(204, "removing the second device with the first one's token")?;
+        problem(&list(second).await?, 401, "the removed device's token")?;
+        list(first)
+            .await?
+            .expect(200, "the first device's token after the other's removal")?;
+        Ok(None)
+    };
+    run.await.into()
 }

@@ -154,7 +154,7 @@ async fn attachment_intact(_: &Target, d: &Delivered) -> Result<(), String> {
 /// The decrypted letter names the signer, by certificate fingerprint (SHA-256, hex)
 /// before the inner message's own headers end.
 async fn signer_recorded(t: &Target, d: &Delivered) -> Result<(), String> {
-    let der = CertificateDer::from_pem_slice(&t.practice.cert)
+    let der = CertificateDer::from_pem_slice(&t.practice.pair.cert)
         .map_err(|e| format!("reading the practice certificate: {e}"))?;
     let fingerprint = x509::fingerprint_der(&der).replace(':', "").to_lowercase();
     let head = header_block(&d.plaintext).replace(':', "").to_lowercase();

@@ -35,6 +35,17 @@ impl From<Result<(), String>> for Outcome {
     }
 }
 
+/// `Ok(None)`: passed; `Ok(Some(why))`: could not run here, for that reason.
+impl From<Result<Option<String>, String>> for Outcome {
+    fn from(r: Result<Option<String>, String>) -> Self {
+        match r {
+            Ok(None) => Outcome::Pass,
+            Ok(Some(why)) => Outcome::Skip(why),
+            Err(e) => Outcome::Fail(e),
+        }
+    }
+}
+
 /// The future a case runs as.
 pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + 'a>>;
 

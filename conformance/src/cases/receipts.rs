@@ -1,16 +1,12 @@
 //! Receipts: the failure DSN and the read MDN the gateway sends to the practice,
 //! caught by the suite's own receiver (`--relay-listen`).
 
-use std::time::Duration;
-
 use super::{Case, Outcome};
 use crate::delivery::{self, Submitted};
 use crate::letter::{Letter, Wrapping};
-use crate::relay::{Received, Relay};
+use crate::relay::{RECEIPT_TIMEOUT, Received, Relay};
+use crate::signed::signed_by;
 use crate::target::Target;
-
-/// How long a receipt may take to reach the relay.
-const RECEIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The receipt cases.
 pub const CASES: &[Case] = &[
@@ -32,6 +28,12 @@ pub const CASES: &[Case] = &[
         clause: "DESIGN.md step 8; RFC 8098 §3",
         run: |t| Box::pin(with_relay(t, mdn_after_read)),
     },
+    Case {
+        id: "RECEIPT-MDN-SIGNED",
+        section: "Receipts",
+        clause: "DESIGN.md step 8 (receipts signed with the gateway's S/MIME certificate); RFC 8098 §3.5; RFC 8551 §3.5",
+        run: |t| Box::pin(with_relay(t, mdn_signed)),
+    },
 ];
 
 /// Runs `check` with the receiver, or skips without `--relay-listen`.
@@ -45,19 +47,12 @@ async fn with_relay(
                 .to_owned(),
         );
     };
-    match check(t, relay).await {
-        Ok(None) => Outcome::Pass,
-        Ok(Some(why)) => Outcome::Skip(why),
-        Err(e) => Outcome::Fail(e),
-    }
+    check(t, relay).await.into()
 }
 
-fn text(m: &Received) -> String {
-    String::from_utf8_lossy(&m.data).to_lowercase()
-}
-
-/// Sends an unsigned letter and waits for the DSN it must cause; `None` if the
-/// gateway refused it at DATA already (then no DSN is owed).
+/// Sends an unsigned letter and waits for the DSN it must cause, the one naming its
+/// tracking ID; `None` if the gateway refused it at DATA already (then no DSN is
+/// owed).
 async fn provoke_dsn(t: &Target, relay: &Relay) -> Result<Option<Received>, String> {
     let rcpt = t.smarthealth(&t.member.kvnr);
     let message =
@@ -65,10 +60,9 @@ async fn provoke_dsn(t: &Target, relay: &Relay) -> Result<Option<Received>, Stri
     let Submitted::Accepted(id) = delivery::submit(t, &t.practice, &rcpt, &message).await? else {
         return Ok(None);
     };
+    // Earlier cases cause DSNs too: this one must name the letter's tracking ID.
     relay
-        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
-            text(m).contains("report-type=delivery-status") || text(m).contains("report-type=\"delivery-status\"")
-        })
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| m.is_dsn_for(&id))
         .await
         .map(Some)
         .ok_or_else(|| {
@@ -92,7 +86,7 @@ async fn failure_dsn(t: &Target, relay: &Relay) -> Result<Option<String>, String
             dsn.mail_from
         ));
     }
-    let body = text(&dsn);
+    let body = dsn.text();
     let missing: Vec<&str> = [
         "action: failed",
         "status: 5.",
@@ -103,10 +97,17 @@ async fn failure_dsn(t: &Target, relay: &Relay) -> Result<Option<String>, String
     .into_iter()
     .filter(|field| !body.contains(field))
     .collect();
-    if missing.is_empty() {
+    if !missing.is_empty() {
+        return Err(format!("the DSN lacks {missing:?}"));
+    }
+    // The letter was not signed: the reason must name the signature check.
+    let diagnostic = dsn.diagnostic_code();
+    if diagnostic.contains("sign") {
         Ok(None)
     } else {
-        Err(format!("the DSN lacks {missing:?}"))
+        Err(format!(
+            "the DSN for an unsigned letter does not say the signature check failed: {diagnostic:?}"
+        ))
     }
 }
 
@@ -114,18 +115,29 @@ async fn dsn_signed(t: &Target, relay: &Relay) -> Result<Option<String>, String>
     let Some(dsn) = provoke_dsn(t, relay).await? else {
         return Ok(Some(REFUSED_AT_DATA.to_owned()));
     };
-    let body = text(&dsn);
-    let head = body.split("\r\n\r\n").next().unwrap_or_default();
-    if head.contains("multipart/signed") && body.contains("application/pkcs7-signature") {
-        Ok(None)
-    } else {
-        Err(format!(
-            "expected a multipart/signed DSN with an application/pkcs7-signature part; header: {head:?}"
-        ))
-    }
+    signed_by(&dsn.data, &t.gateway_smime)
+        .map(|()| None)
+        .map_err(|e| format!("the DSN: {e}"))
 }
 
 async fn mdn_after_read(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
+    if provoke_mdn(t, relay).await?.text().contains("displayed") {
+        Ok(None)
+    } else {
+        Err("the MDN does not say `displayed`".to_owned())
+    }
+}
+
+async fn mdn_signed(t: &Target, relay: &Relay) -> Result<Option<String>, String> {
+    let mdn = provoke_mdn(t, relay).await?;
+    signed_by(&mdn.data, &t.gateway_smime)
+        .map(|()| None)
+        .map_err(|e| format!("the MDN: {e}"))
+}
+
+/// Sends a letter that asks for a read receipt, marks it read once delivered, and
+/// waits for the MDN naming it.
+async fn provoke_mdn(t: &Target, relay: &Relay) -> Result<Received, String> {
     let letter = Letter::new(&t.practice.from, &t.smarthealth(&t.member.kvnr))?
         .request_mdn(&t.practice.from);
     let message = letter.wrap(&Wrapping::SignThenEncrypt(
@@ -136,9 +148,9 @@ async fn mdn_after_read(t: &Target, relay: &Relay) -> Result<Option<String>, Str
     let entry = delivery::await_delivery(t, &id).await?;
     delivery::mark_read(t, &entry).await?;
     let marker = letter.marker.to_lowercase();
-    let mdn = relay
+    relay
         .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
-            text(m).contains("disposition-notification") && text(m).contains(&marker)
+            m.text().contains("disposition-notification") && m.text().contains(&marker)
         })
         .await
         .ok_or_else(|| {
@@ -146,10 +158,5 @@ async fn mdn_after_read(t: &Target, relay: &Relay) -> Result<Option<String>, Str
                 "the letter {id} was read, but no MDN naming its Message-ID reached the relay within {} s",
                 RECEIPT_TIMEOUT.as_secs()
             )
-        })?;
-    if text(&mdn).contains("displayed") {
-        Ok(None)
-    } else {
-        Err("the MDN does not say `displayed`".to_owned())
-    }
+        })
 }

@@ -1,6 +1,7 @@
 //! SMTP: the command surface, STARTTLS, limits, smuggling and pipelining.
 
 use super::{Case, advertised};
+use crate::delivery;
 use crate::target::Target;
 use crate::wire::{Reply, Wire};
 
@@ -129,6 +130,12 @@ pub const CASES: &[Case] = &[
         section: "SMTP",
         clause: "RFC 1870 §6.1 (552 5.3.4 at MAIL)",
         run: |t| Box::pin(async { size_over_limit(t).await.into() }),
+    },
+    Case {
+        id: "SMTP-SIZE-BODY-OVER-LIMIT",
+        section: "SMTP",
+        clause: "RFC 1870 §6.3 (552 5.3.4 after the final dot, not mid-stream); issue 3",
+        run: |t| Box::pin(body_over_limit(t)),
     },
     Case {
         id: "SMTP-PIPELINING-ORDER",
@@ -264,15 +271,40 @@ pub const CASES: &[Case] = &[
         id: "SMTP-BDAT-BEFORE-MAIL",
         section: "SMTP",
         clause: "RFC 3030 §2 (503 without a transaction)",
-        run: |t| Box::pin(async { bdat_sequence(t, false).await }),
+        run: |t| Box::pin(async { bdat_sequence(t, BdatOrder::BeforeMail).await }),
+    },
+    Case {
+        id: "SMTP-BDAT-BEFORE-RCPT",
+        section: "SMTP",
+        clause: "RFC 3030 §2; RFC 5321 §4.1.4 (503 without a recipient)",
+        run: |t| Box::pin(async { bdat_sequence(t, BdatOrder::BeforeRcpt).await }),
     },
     Case {
         id: "SMTP-DATA-AFTER-BDAT",
         section: "SMTP",
         clause: "RFC 3030 §2 (DATA after BDAT is 503)",
-        run: |t| Box::pin(async { bdat_sequence(t, true).await }),
+        run: |t| Box::pin(async { bdat_sequence(t, BdatOrder::DataAfter).await }),
+    },
+    Case {
+        id: "SMTP-BDAT-0-LAST",
+        section: "SMTP",
+        clause: "RFC 3030 §2 (a final empty BDAT 0 LAST chunk); DESIGN.md step 3 (250 with a tracking ID)",
+        run: |t| Box::pin(async { bdat_sequence(t, BdatOrder::ZeroLast).await }),
     },
 ];
+
+/// The BDAT orders the cases try.
+#[derive(Clone, Copy)]
+enum BdatOrder {
+    /// BDAT before MAIL: 503.
+    BeforeMail,
+    /// BDAT after MAIL, before any RCPT: 503.
+    BeforeRcpt,
+    /// DATA after a BDAT chunk: 503.
+    DataAfter,
+    /// A whole letter in one chunk, then `BDAT 0 LAST`: 250 and delivered.
+    ZeroLast,
+}
 
 /// Replaces `{from}` and `{member}` in a command template.
 fn fill(t: &Target, template: &str) -> String {
@@ -474,10 +506,7 @@ async fn long_text_line(t: &Target) -> Result<(), String> {
 async fn size_over_limit(t: &Target) -> Result<(), String> {
     let mut w = t.session().await?;
     let ehlo = w.command("EHLO conformance.test").await?;
-    let limit: u64 = advertised(&ehlo, "SIZE")
-        .and_then(|p| p.first().and_then(|n| n.parse().ok()))
-        .filter(|&n| n > 0)
-        .ok_or("EHLO advertises no SIZE limit")?;
+    let limit = size_limit(&ehlo).ok_or("EHLO advertises no SIZE limit")?;
     w.command(&format!(
         "MAIL FROM:<{}> SIZE={}",
         t.practice.from,
@@ -489,6 +518,56 @@ async fn size_over_limit(t: &Target) -> Result<(), String> {
         "5.3.4",
         &format!("MAIL with SIZE={} (limit {limit})", limit + 1),
     )
+}
+
+/// The largest SIZE limit for which a body over it is sent.
+const BODY_OVER_LIMIT_MAX: u64 = 64 * 1024 * 1024;
+
+/// The advertised SIZE limit, if any.
+fn size_limit(ehlo: &Reply) -> Option<u64> {
+    advertised(ehlo, "SIZE")
+        .and_then(|p| p.first().and_then(|n| n.parse().ok()))
+        .filter(|&n| n > 0)
+}
+
+/// A body one line over the SIZE limit, announced by no SIZE parameter, must be
+/// refused with 552 5.3.4 once it is complete; skipped above 64 MiB.
+async fn body_over_limit(t: &Target) -> super::Outcome {
+    let run = async {
+        let mut w = t.session().await?;
+        let ehlo = w.command("EHLO conformance.test").await?;
+        let limit = size_limit(&ehlo).ok_or("EHLO advertises no SIZE limit")?;
+        if limit > BODY_OVER_LIMIT_MAX {
+            return Ok(Some(format!(
+                "the SIZE limit ({limit} octets) is over {BODY_OVER_LIMIT_MAX}; the case would send more than that"
+            )));
+        }
+        w.command(&fill(t, "MAIL FROM:<{from}>"))
+            .await?
+            .expect_code(250, "MAIL FROM without SIZE")?;
+        w.command(&fill(t, "RCPT TO:<{member}>"))
+            .await?
+            .expect_code(250, "RCPT TO")?;
+        w.command("DATA").await?.expect_code(354, "DATA")?;
+        let mut line = vec![b'x'; 998];
+        line.extend_from_slice(b"\r\n");
+        let batch = line.repeat(1024);
+        let mut sent = 0;
+        while sent <= limit {
+            w.send(&batch).await.map_err(|e| {
+                format!("the server stopped reading after {sent} of over {limit} octets: {e}")
+            })?;
+            sent += batch.len() as u64;
+        }
+        w.send(b".\r\n").await?;
+        w.reply().await?.expect(
+            552,
+            "5.3.4",
+            &format!("a body of {sent} octets (limit {limit})"),
+        )?;
+        Ok::<_, String>(None)
+    };
+    run.await.into()
 }
 
 async fn pipelining_order(t: &Target) -> Result<(), String> {
@@ -696,9 +775,8 @@ async fn dsn_refused(t: &Target, mail_params: &str, rcpt_params: &str) -> Result
     }
 }
 
-/// BDAT before MAIL (`after_bdat` false), or DATA after a BDAT chunk (true), must get
-/// 503; skipped where CHUNKING is not offered.
-async fn bdat_sequence(t: &Target, after_bdat: bool) -> super::Outcome {
+/// BDAT in the order `order`; skipped where CHUNKING is not offered.
+async fn bdat_sequence(t: &Target, order: BdatOrder) -> super::Outcome {
     let run = async {
         let mut w = t.session().await?;
         let ehlo = w.command("EHLO conformance.test").await?;
@@ -707,7 +785,7 @@ async fn bdat_sequence(t: &Target, after_bdat: bool) -> super::Outcome {
                 "CHUNKING is not offered by this deployment".to_owned(),
             ));
         }
-        if !after_bdat {
+        if let BdatOrder::BeforeMail = order {
             w.send(b"BDAT 5 LAST\r\nhello").await?;
             w.reply().await?.expect_code(503, "BDAT before MAIL")?;
             return Ok(None);
@@ -715,19 +793,40 @@ async fn bdat_sequence(t: &Target, after_bdat: bool) -> super::Outcome {
         w.command(&fill(t, "MAIL FROM:<{from}>"))
             .await?
             .expect_code(250, "MAIL FROM")?;
+        if let BdatOrder::BeforeRcpt = order {
+            w.send(b"BDAT 5 LAST\r\nhello").await?;
+            w.reply().await?.expect_code(503, "BDAT before RCPT")?;
+            return Ok(None);
+        }
         w.command(&fill(t, "RCPT TO:<{member}>"))
             .await?
             .expect_code(250, "RCPT TO")?;
-        w.send(b"BDAT 7\r\nFrom: x").await?;
-        w.reply().await?.expect_code(250, "BDAT 7")?;
-        w.command("DATA")
+        if let BdatOrder::DataAfter = order {
+            w.send(b"BDAT 7\r\nFrom: x").await?;
+            w.reply().await?.expect_code(250, "BDAT 7")?;
+            w.command("DATA")
+                .await?
+                .expect_code(503, "DATA after BDAT")?;
+            return Ok(None);
+        }
+        let (_, message) = delivery::correct_letter(t)?;
+        let mut chunk = format!("BDAT {}\r\n", message.len()).into_bytes();
+        chunk.extend_from_slice(&message);
+        w.send(&chunk).await?;
+        w.reply()
             .await?
-            .expect_code(503, "DATA after BDAT")?;
+            .expect_code(250, "BDAT with the whole letter")?;
+        let reply = w.command("BDAT 0 LAST").await?;
+        let id = match delivery::tracking_id(&reply) {
+            Some(id) if reply.code == 250 => id,
+            _ => {
+                return Err(format!(
+                    "BDAT 0 LAST: expected 250 with a tracking ID, got {reply}"
+                ));
+            }
+        };
+        delivery::await_delivery(t, &id).await?;
         Ok::<_, String>(None)
     };
-    match run.await {
-        Ok(None) => super::Outcome::Pass,
-        Ok(Some(why)) => super::Outcome::Skip(why),
-        Err(e) => super::Outcome::Fail(e),
-    }
+    run.await.into()
 }

@@ -209,7 +209,7 @@ async fn version_accepted(
     let config = client_config_with(
         builder,
         &t.server_ca,
-        Some((&t.practice.cert, &t.practice.key)),
+        Some((&t.practice.pair.cert, &t.practice.pair.key)),
     )?;
     let mut w = match &t.smtps {
         Some(endpoint) => {

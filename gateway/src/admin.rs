@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
-use kvgate_store::{Kvnr, NewMember, SenderKind, StoreError, TrackingId};
+use kvgate_store::{Event, Kvnr, NewMember, SenderKind, StoreError, TrackingId};
 
 use crate::runtime::{Installation, config_path};
 
@@ -278,8 +278,14 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         ),
         None => println!("tracking {id}: a member's upload from the app"),
     }
+    print_events(&events);
+    Ok(())
+}
+
+/// Prints tracking events, one line each.
+pub(crate) fn print_events(events: &[Event]) {
     for event in events {
-        let mut line = format!("{}  {:<9}", event.at.to_rfc3339(), event.kind.as_str());
+        let mut line = format!("{}  {:<11}", event.at.to_rfc3339(), event.kind.as_str());
         if let Some(recipient) = &event.recipient {
             line.push_str(&format!("  {recipient}"));
         }
@@ -291,5 +297,4 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         }
         println!("{line}");
     }
-    Ok(())
 }

@@ -42,6 +42,9 @@ pub struct Config {
     /// Retries and lifetime of the outbound queue.
     #[serde(default)]
     pub queue: QueuePolicy,
+    /// Limits on processing one letter (poison letters are quarantined).
+    #[serde(default)]
+    pub pipeline: PipelinePolicy,
     /// The operators' HTTPS endpoint (tracking, queue); off unless configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminApi>,
@@ -221,6 +224,27 @@ pub struct Relay {
     pub client: Option<KeyPair>,
 }
 
+/// Limits on processing one letter: what is beyond them is quarantined.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinePolicy {
+    /// Attempts that may end abnormally (a panic, the process stopping) before the
+    /// letter is quarantined.
+    pub max_attempts: u32,
+    /// Seconds one letter may take; a letter still running then is quarantined.
+    pub time_limit_secs: u64,
+}
+
+impl Default for PipelinePolicy {
+    fn default() -> Self {
+        // A 256 MiB letter, the largest SIZE allows by default, takes about 10 s here.
+        PipelinePolicy {
+            max_attempts: 3,
+            time_limit_secs: 300,
+        }
+    }
+}
+
 /// Retries and lifetime of the outbound queue (defaults as Postfix's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -378,6 +402,7 @@ impl Config {
             limits: Limits::default(),
             relay: None,
             queue: QueuePolicy::default(),
+            pipeline: PipelinePolicy::default(),
             admin: None,
             back_office: None,
             base: PathBuf::new(),

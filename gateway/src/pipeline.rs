@@ -8,20 +8,19 @@
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
 //! replayed after a crash reaches each member once.
 //!
-//! Submissions are processed on two threads per core, so that one thread's crypto
-//! overlaps another's wait for its commit; every recipient's message and the
-//! submission's end go to the store in one (group) commit.
+//! Submissions are processed on two threads per core (see [`crate::supervise`]), so
+//! that one thread's crypto overlaps another's wait for its commit; every recipient's
+//! message and the submission's end go to the store in one (group) commit.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
 use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
-    Event, EventKind, NewMessage, Outbound, Recipient, Spool, Store, StoreError, Submission,
-    SubmissionState, TrackingId, now,
+    Event, EventKind, NewMessage, Outbound, Quarantined, Recipient, Spool, Store, StoreError,
+    Submission, SubmissionState, TrackingId, now,
 };
 use tokio::sync::{Notify, watch};
 
@@ -29,9 +28,10 @@ use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 
-/// How often the queue is looked at even without a wake-up (retries of transient
-/// failures).
-const RESCAN: Duration = Duration::from_secs(30);
+/// Refusals that mark a letter as built to hurt a parser (a structure beyond limits or
+/// that cannot be parsed): it is quarantined, kept as received for an operator to
+/// look at, rather than only refused.
+const POISON: [&str; 2] = ["malformed", "too-deep"];
 
 /// Processing threads per core: while one waits for its commit, another computes.
 const WORKERS_PER_CORE: usize = 2;
@@ -155,45 +155,62 @@ impl Pipeline {
         )?))
     }
 
-    /// Works the queue until `shutdown`: at start (letters left by a crash), whenever
-    /// `wake` is notified, and every 30 seconds.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let this = self.clone();
-            match tokio::task::spawn_blocking(move || this.drain()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "pipeline cannot read its queue"),
-                Err(e) => tracing::error!(error = %e, "pipeline task failed"),
-            }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(RESCAN) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+    /// How many letters are processed at once.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
     }
 
-    /// Processes every queued submission once, on [`WORKERS_PER_CORE`] threads per core
-    /// (blocking).
-    pub fn drain(&self) -> Result<(), StoreError> {
-        let queued = self.store.queued()?;
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..self.workers.min(queued.len()) {
-                scope.spawn(|| {
-                    while let Some(id) = queued.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = self.process(id) {
-                            tracing::warn!(tracking = %id, error = %e, "processing failed; will retry");
-                        }
-                    }
-                });
-            }
-        });
+    /// The store.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Quarantines a queued submission that could not be processed (see
+    /// [`Pipeline::set_aside`]).
+    pub(crate) fn quarantine(
+        &self,
+        id: &TrackingId,
+        reason: &'static str,
+        detail: &str,
+        attempts: u32,
+    ) -> Result<(), Transient> {
+        let submission = self
+            .store
+            .submission(id)?
+            .ok_or(StoreError::NotFound("submission"))?;
+        let (raw, _) = received(&self.store, &self.spool, id)?;
+        let original = Original::of(&raw);
+        drop(raw);
+        self.set_aside(&submission, &original, reason, detail, attempts)
+    }
+
+    /// Quarantines `submission`: its recipients' `quarantined` events and the failure
+    /// DSN its sender asked for commit with it; the letter stays (in the store or its
+    /// spool file) until an operator releases or drops it.
+    fn set_aside(
+        &self,
+        submission: &Submission,
+        original: &Original,
+        reason: &'static str,
+        detail: &str,
+        attempts: u32,
+    ) -> Result<(), Transient> {
+        let (events, fates) = Fate::everyone(
+            submission,
+            (Action::Failed, EventKind::Quarantined),
+            reason,
+            detail,
+        );
+        let reports = Dsn::queue_for(&self.hostname, submission, original, &fates)?;
+        let id = submission.tracking_id.clone();
+        let entry = Quarantined::new(id, reason, detail.to_owned(), attempts);
+        self.store.quarantine(entry, events, reports)?;
+        self.outbound.notify_one();
         Ok(())
     }
 
-    /// Processes one submission (blocking).
-    fn process(&self, id: &TrackingId) -> Result<(), Transient> {
+    /// Processes one submission (blocking); `attempt` counts this attempt.
+    pub(crate) fn process(&self, id: &TrackingId, attempt: u32) -> Result<(), Transient> {
         let submission = self
             .store
             .submission(id)?
@@ -203,6 +220,11 @@ impl Pipeline {
         let original = Original::of(&raw);
         match self.verify(&submission, raw)? {
             Ok((unwrapped, events)) => self.deliver(&submission, &original, unwrapped, events)?,
+            Err(refusal) if POISON.contains(&refusal.reason) => {
+                tracing::warn!(tracking = %id, reason = refusal.reason, "letter quarantined");
+                let reason = refusal.reason;
+                return self.set_aside(&submission, &original, reason, &refusal.detail, attempt);
+            }
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
                 let (events, fates) = Fate::everyone(

@@ -28,6 +28,7 @@ use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::runtime::{Installation, config_path};
+use crate::supervise::Supervisor;
 
 /// Options of `kvgate serve`.
 #[derive(Args, Debug, Default)]
@@ -123,8 +124,10 @@ impl Gateway {
             store,
             spool,
         } = installation;
-        let queued: HashSet<_> = store.queued()?.into_iter().collect();
-        let swept = spool.sweep(&queued)?;
+        // Quarantined letters keep their spool files too.
+        let mut keep: HashSet<_> = store.queued()?.into_iter().collect();
+        keep.extend(store.quarantined()?.into_iter().map(|q| q.tracking_id));
+        let swept = spool.sweep(&keep)?;
         if swept > 0 {
             tracing::info!(
                 files = swept,
@@ -261,7 +264,8 @@ impl Gateway {
                 outbound.clone(),
                 filed,
             ));
-            tasks.spawn(pipeline.run(wake, stop.clone()));
+            let supervisor = Arc::new(Supervisor::new(pipeline, config.pipeline.clone()));
+            tasks.spawn(supervisor.run(wake, stop.clone()));
         }
         let signer = ReportSigner::load(&identity.0, &identity.1)
             .context("reading the report signing key")?;

@@ -58,13 +58,17 @@ pub(crate) const OUTBOUND_PAYLOADS: Records = TableDefinition::new("outbound_pay
 pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
 /// Members' document uploads by `KVNR/tracking-ID`.
 pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
+/// Processing attempts of queued submissions that did not end normally, by tracking ID.
+pub(crate) const ATTEMPTS: Records = TableDefinition::new("attempts");
+/// Quarantined submissions: why, by tracking ID.
+pub(crate) const QUARANTINE: Records = TableDefinition::new("quarantine");
 
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 20] = [
+const ALL_TABLES: [Records; 22] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -85,6 +89,8 @@ const ALL_TABLES: [Records; 20] = [
     OUTBOUND_PAYLOADS,
     KEY_BACKUPS,
     UPLOADS,
+    ATTEMPTS,
+    QUARANTINE,
 ];
 
 /// The durable state of one kvgate installation.

@@ -43,6 +43,13 @@ pub enum EventKind {
     Reported,
     /// The member deleted the letter: its ciphertext and metadata are gone.
     Deleted,
+    /// Processing failed abnormally (it panicked, ran over its time limit, or kept
+    /// failing): the letter is set aside for an operator.
+    Quarantined,
+    /// An operator put a quarantined letter back on the queue.
+    Released,
+    /// An operator dropped a quarantined letter: it is deleted.
+    Dropped,
 }
 
 impl EventKind {
@@ -60,6 +67,9 @@ impl EventKind {
             EventKind::Expired => "expired",
             EventKind::Reported => "reported",
             EventKind::Deleted => "deleted",
+            EventKind::Quarantined => "quarantined",
+            EventKind::Released => "released",
+            EventKind::Dropped => "dropped",
         }
     }
 }

@@ -4,7 +4,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{QUEUE, SPOOLED, SUBMISSIONS, get, put};
+use crate::db::{ATTEMPTS, QUEUE, SPOOLED, SUBMISSIONS, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
@@ -41,6 +41,9 @@ pub enum SubmissionState {
     Delivered,
     /// Refused after acceptance; see the `failed` event for why.
     Failed,
+    /// Set aside because processing it failed abnormally (see the `quarantined`
+    /// event); its letter is kept, as received, until an operator releases or drops it.
+    Quarantined,
 }
 
 /// One accepted submission: routing metadata only, never content.
@@ -205,8 +208,9 @@ impl Store {
 }
 
 /// Sets a submission's final state, appends its closing events, queues its reports and
-/// takes it off the pipeline's queue, inside `tx`.
-fn finish(
+/// takes it off the pipeline's queue (dropping a letter the store kept, unless it is
+/// quarantined), inside `tx`.
+pub(crate) fn finish(
     tx: &WriteTransaction,
     id: &TrackingId,
     state: SubmissionState,
@@ -219,7 +223,10 @@ fn finish(
     }
     submission.state = state;
     put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
-    tx.open_table(SPOOLED)?.remove(id.as_str())?;
+    tx.open_table(ATTEMPTS)?.remove(id.as_str())?;
+    if state != SubmissionState::Quarantined {
+        tx.open_table(SPOOLED)?.remove(id.as_str())?;
+    }
     for report in reports {
         enqueue(tx, report)?;
     }

@@ -203,12 +203,17 @@ impl Install {
     /// Issues a practice certificate from the development CA with the `openssl` CLI;
     /// writes `<name>.pem` and `<name>.key` to the work directory.
     pub fn issue_practice(&self, name: &str, email: &str) {
+        self.issue_practice_with(name, email, "");
+    }
+
+    /// [`Install::issue_practice`] with more extension lines for `openssl x509 -extfile`.
+    pub fn issue_practice_with(&self, name: &str, email: &str, extensions: &str) {
         let ext = self.work(&format!("{name}.ext"));
         std::fs::write(
             &ext,
             format!(
                 "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,nonRepudiation,keyEncipherment\n\
-                 extendedKeyUsage=clientAuth,emailProtection\nsubjectAltName=email:{email}\n"
+                 extendedKeyUsage=clientAuth,emailProtection\nsubjectAltName=email:{email}\n{extensions}"
             ),
         )
         .unwrap();

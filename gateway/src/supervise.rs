@@ -1,0 +1,363 @@
+//! Poison letters never stop the pipeline: letters are processed on a pool of worker
+//! threads under supervision.
+//!
+//! - Before a batch is handed out, an attempt is counted durably for each letter, so
+//!   an attempt that takes the whole process down (an abort in a library, the kernel's
+//!   OOM killer) is counted too; a letter whose attempts all ended that way is
+//!   quarantined when `max_attempts` is exceeded, before it runs again.
+//! - A panic is caught on its worker; the letter is retried until `max_attempts`, then
+//!   quarantined with the panic message.
+//! - A letter still running after `time_limit_secs` is quarantined at once and its
+//!   worker abandoned (a thread cannot be stopped; a fresh worker takes its place, and
+//!   the old one exits when its call returns; its result cannot land, since a
+//!   submission ends exactly once).
+//! - A transient failure (disk, an unreachable revocation responder) is not held
+//!   against the letter: its attempt is taken back and it is retried later.
+//!
+//! Quarantine keeps the letter as received and sends the sender a failure DSN;
+//! `kvgate quarantine` lists, shows, releases and drops quarantined letters.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use kvgate_store::{StoreError, TrackingId};
+use tokio::sync::{Notify, watch};
+
+use crate::config::PipelinePolicy;
+use crate::pipeline::{Pipeline, Transient};
+
+/// How often the queue is looked at even without a wake-up (retries of transient
+/// failures).
+const RESCAN: Duration = Duration::from_secs(30);
+/// How often running letters are checked against the time limit.
+const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for letters being processed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A letter handed to the workers, with the attempts counted so far.
+struct Job {
+    id: TrackingId,
+    attempts: u32,
+}
+
+/// A letter on a worker.
+struct Running {
+    since: Instant,
+    worker: u64,
+    attempts: u32,
+}
+
+/// What the workers share with the supervisor.
+#[derive(Default)]
+struct Board {
+    /// Letters waiting for a worker.
+    waiting: VecDeque<Job>,
+    /// Letters on a worker.
+    running: HashMap<TrackingId, Running>,
+    /// Workers given up on (their letter ran over the time limit).
+    abandoned: HashSet<u64>,
+    /// Set at shutdown: workers stop taking letters.
+    closed: bool,
+}
+
+/// The pool: the board, and a condition variable for workers waiting for letters
+/// and for shutdown waiting for the running ones.
+#[derive(Default)]
+struct Pool {
+    board: Mutex<Board>,
+    changed: Condvar,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, Board> {
+        // A worker panic is caught before it could poison the lock; if one did, the
+        // board is still consistent (every change is a single insert or remove).
+        self.board.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next letter for worker `me`, once there is one; `None` when the pool is
+    /// closed.
+    fn take(&self, me: u64) -> Option<Job> {
+        let mut board = self.lock();
+        loop {
+            if board.closed {
+                return None;
+            }
+            if let Some(job) = board.waiting.pop_front() {
+                let running = Running {
+                    since: Instant::now(),
+                    worker: me,
+                    attempts: job.attempts,
+                };
+                board.running.insert(job.id.clone(), running);
+                return Some(job);
+            }
+            board = self
+                .changed
+                .wait(board)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Records that worker `me` is done with `id`; `false` if the worker was
+    /// abandoned meanwhile (it must exit: another took its place).
+    fn done(&self, id: &TrackingId, me: u64) -> bool {
+        let mut board = self.lock();
+        if board.abandoned.remove(&me) {
+            return false;
+        }
+        board.running.remove(id);
+        self.changed.notify_all();
+        true
+    }
+}
+
+/// Runs the pipeline's letters on worker threads, under supervision.
+pub struct Supervisor {
+    pipeline: Arc<Pipeline>,
+    policy: PipelinePolicy,
+    pool: Arc<Pool>,
+    /// The ID the last worker got.
+    last_worker: AtomicU64,
+}
+
+impl Supervisor {
+    /// Supervises `pipeline` under `policy`.
+    pub fn new(pipeline: Arc<Pipeline>, policy: PipelinePolicy) -> Self {
+        Supervisor {
+            pipeline,
+            policy,
+            pool: Arc::default(),
+            last_worker: AtomicU64::new(0),
+        }
+    }
+
+    /// Works the queue until `shutdown`: at start (letters left by a crash), whenever
+    /// `wake` is notified, and every 30 seconds; checks the time limit every second.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        for _ in 0..self.pipeline.workers() {
+            self.spawn_worker();
+        }
+        let mut rescan = tokio::time::interval(RESCAN);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                _ = rescan.tick() => self.dispatch().await,
+                _ = wake.notified() => self.dispatch().await,
+                _ = tick.tick() => self.enforce_time_limit().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        let this = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || this.close()).await {
+            tracing::error!(error = %e, "pipeline shutdown failed");
+        }
+    }
+
+    /// Starts one worker thread.
+    fn spawn_worker(self: &Arc<Self>) {
+        let me = self.last_worker.fetch_add(1, Ordering::Relaxed) + 1;
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pipeline-{me}"))
+            .spawn(move || this.work(me));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a pipeline worker");
+        }
+    }
+
+    /// A worker: processes letters until the pool closes or it is abandoned.
+    fn work(&self, me: u64) {
+        while let Some(job) = self.pool.take(me) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                self.pipeline.process(&job.id, job.attempts)
+            }));
+            if !self.pool.done(&job.id, me) {
+                tracing::warn!(tracking = %job.id, "an abandoned worker finished; it exits");
+                return;
+            }
+            let settled = match outcome {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    tracing::warn!(tracking = %job.id, error = %e, "processing failed; will retry");
+                    self.pipeline
+                        .store()
+                        .end_attempt(&job.id)
+                        .map_err(Into::into)
+                }
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    tracing::error!(tracking = %job.id, attempt = job.attempts, panic = %message, "processing panicked");
+                    if job.attempts >= self.policy.max_attempts {
+                        self.quarantine(
+                            &job.id,
+                            "processing-failed",
+                            format!("processing failed {} times; last: {message}", job.attempts),
+                            job.attempts,
+                        )
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            if let Err(e) = settled {
+                tracing::error!(tracking = %job.id, error = %e, "cannot record the outcome of processing");
+            }
+        }
+    }
+
+    /// Hands the queued letters that no worker has to the workers, counting an
+    /// attempt for each first; quarantines those whose attempts are used up.
+    async fn dispatch(self: &Arc<Self>) {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.dispatch_blocking()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "pipeline cannot read its queue"),
+            Err(e) => tracing::error!(error = %e, "pipeline dispatch failed"),
+        }
+    }
+
+    fn dispatch_blocking(&self) -> Result<(), StoreError> {
+        let store = self.pipeline.store();
+        let fresh: Vec<TrackingId> = {
+            let queued = store.queued()?;
+            let board = self.pool.lock();
+            queued
+                .into_iter()
+                .filter(|id| {
+                    !board.running.contains_key(id) && !board.waiting.iter().any(|j| j.id == *id)
+                })
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let counts = store.begin_attempts(&fresh)?;
+        let mut jobs = Vec::new();
+        for (id, count) in fresh.into_iter().zip(counts) {
+            match count {
+                None => {}
+                Some(attempts) if attempts > self.policy.max_attempts => {
+                    let detail = format!(
+                        "{} attempts ended without a result (the gateway stopped while processing it)",
+                        attempts - 1
+                    );
+                    if let Err(e) = self.quarantine(&id, "processing-crashed", detail, attempts - 1)
+                    {
+                        tracing::error!(tracking = %id, error = %e, "cannot quarantine");
+                    }
+                }
+                Some(attempts) => jobs.push(Job { id, attempts }),
+            }
+        }
+        let mut board = self.pool.lock();
+        board.waiting.extend(jobs);
+        self.pool.changed.notify_all();
+        Ok(())
+    }
+
+    /// Quarantines every letter running longer than the time limit, and replaces
+    /// its worker. The letter stays on the board as running until it is quarantined,
+    /// so that it is not handed out again meanwhile.
+    async fn enforce_time_limit(self: &Arc<Self>) {
+        let limit = Duration::from_secs(self.policy.time_limit_secs);
+        let overdue: Vec<(TrackingId, u32)> = {
+            let mut board = self.pool.lock();
+            let overdue: Vec<(TrackingId, u64, u32)> = board
+                .running
+                .iter()
+                .filter(|(_, r)| r.since.elapsed() > limit && !board.abandoned.contains(&r.worker))
+                .map(|(id, r)| (id.clone(), r.worker, r.attempts))
+                .collect();
+            overdue
+                .into_iter()
+                .map(|(id, worker, attempts)| {
+                    board.abandoned.insert(worker);
+                    (id, attempts)
+                })
+                .collect()
+        };
+        for (id, attempts) in overdue {
+            tracing::error!(tracking = %id, limit_secs = limit.as_secs(), "processing ran over its time limit; quarantined");
+            self.spawn_worker();
+            let this = self.clone();
+            let detail = format!(
+                "processing took longer than the limit of {} s",
+                limit.as_secs()
+            );
+            let letter = id.clone();
+            let quarantined = tokio::task::spawn_blocking(move || {
+                this.quarantine(&letter, "processing-timeout", detail, attempts)
+            })
+            .await;
+            match quarantined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(tracking = %id, error = %e, "cannot quarantine"),
+                Err(e) => tracing::error!(tracking = %id, error = %e, "quarantining failed"),
+            }
+            let mut board = self.pool.lock();
+            board.running.remove(&id);
+            self.pool.changed.notify_all();
+        }
+    }
+
+    /// Quarantines `id` unless it ended meanwhile.
+    fn quarantine(
+        &self,
+        id: &TrackingId,
+        reason: &'static str,
+        detail: String,
+        attempts: u32,
+    ) -> Result<(), Transient> {
+        match self.pipeline.quarantine(id, reason, &detail, attempts) {
+            Err(Transient::Store(StoreError::NotFound(_))) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Stops taking letters, takes back the attempts of those not started, and waits
+    /// (a while) for the running ones.
+    fn close(&self) {
+        let not_started: Vec<TrackingId> = {
+            let mut board = self.pool.lock();
+            board.closed = true;
+            self.pool.changed.notify_all();
+            board.waiting.drain(..).map(|job| job.id).collect()
+        };
+        for id in &not_started {
+            if let Err(e) = self.pipeline.store().end_attempt(id) {
+                tracing::warn!(tracking = %id, error = %e, "cannot take back an attempt");
+            }
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut board = self.pool.lock();
+        while !board.running.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    running = board.running.len(),
+                    "shutting down with letters in processing; they are retried at start"
+                );
+                return;
+            }
+            board = self
+                .pool
+                .changed
+                .wait_timeout(board, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// The message a panic carried, if it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

@@ -1,0 +1,222 @@
+//! Poison letters: processing attempts that did not end normally are counted durably
+//! before each attempt, and a letter that cannot be processed is set aside in the
+//! quarantine, kept as received, until an operator releases or drops it.
+
+use redb::{ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::Store;
+use crate::db::{ATTEMPTS, QUARANTINE, QUEUE, SPOOLED, SUBMISSIONS, get, put, scan};
+use crate::error::StoreError;
+use crate::events::{Event, EventKind, append_events};
+use crate::ids::TrackingId;
+use crate::outbound::Outbound;
+use crate::submissions::{SubmissionState, finish, load};
+use crate::time::{Timestamp, now};
+
+/// Why a submission is in quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The submission.
+    pub tracking_id: TrackingId,
+    /// A stable reason code, e.g. `processing-timeout`.
+    pub reason: String,
+    /// What happened, for the operator (never letter content).
+    pub detail: String,
+    /// Attempts that had ended abnormally when it was quarantined.
+    pub attempts: u32,
+    /// When it was quarantined.
+    pub at: Timestamp,
+}
+
+impl Store {
+    /// Counts an attempt at each submission of `ids` that is still queued, in one
+    /// commit, before they are processed, so that an attempt that takes the process
+    /// down is counted too. Returns the attempts counted so far, this one included, for
+    /// each of `ids` (`None` where it is no longer queued).
+    pub fn begin_attempts(&self, ids: &[TrackingId]) -> Result<Vec<Option<u32>>, StoreError> {
+        let ids = ids.to_vec();
+        self.write_grouped(move |tx| {
+            let queue = tx.open_table(QUEUE)?;
+            let mut attempts = tx.open_table(ATTEMPTS)?;
+            let mut counts = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if queue.get(id.as_str())?.is_none() {
+                    counts.push(None);
+                    continue;
+                }
+                let count = get::<u32>(&attempts, id.as_str())?.unwrap_or(0) + 1;
+                put(&mut attempts, id.as_str(), &count)?;
+                counts.push(Some(count));
+            }
+            Ok(counts)
+        })
+    }
+
+    /// Takes back the attempt counted for `id` when it ended normally without
+    /// finishing the submission (a transient failure, retried later).
+    pub fn end_attempt(&self, id: &TrackingId) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write_grouped(move |tx| {
+            let mut attempts = tx.open_table(ATTEMPTS)?;
+            match get::<u32>(&attempts, id.as_str())? {
+                Some(count) if count > 1 => put(&mut attempts, id.as_str(), &(count - 1)),
+                Some(_) => {
+                    attempts.remove(id.as_str())?;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Quarantines a queued submission with its event and the reports it owes its
+    /// sender, keeping its letter, in one commit. Fails with `NotFound` if it is no
+    /// longer queued, so a submission ends exactly once.
+    pub fn quarantine(
+        &self,
+        entry: Quarantined,
+        events: Vec<Event>,
+        reports: Vec<Outbound>,
+    ) -> Result<(), StoreError> {
+        self.write_grouped(move |tx| {
+            let id = entry.tracking_id.clone();
+            finish(
+                tx,
+                &id,
+                SubmissionState::Quarantined,
+                events.clone(),
+                &reports,
+            )?;
+            put(&mut tx.open_table(QUARANTINE)?, id.as_str(), &entry)
+        })
+    }
+
+    /// The quarantined submissions, oldest tracking ID first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        self.read(|tx| scan(&tx.open_table(QUARANTINE)?, ""))
+    }
+
+    /// Puts a quarantined submission back on the pipeline's queue with no attempts
+    /// counted, recording who released it; `false` if it is not quarantined.
+    pub fn release(&self, id: &TrackingId, by: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let event = Event::new(EventKind::Released).detail(format!("released by {by}"));
+            let left = leave(tx, id, SubmissionState::Accepted, event)?;
+            if left {
+                put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
+            }
+            Ok(left)
+        })
+    }
+
+    /// Drops a quarantined submission: it ends `failed`, its letter is deleted from
+    /// the store (the caller removes a spool file), and a `dropped` event records who
+    /// did it; `false` if it is not quarantined.
+    pub fn drop_quarantined(&self, id: &TrackingId, by: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let event = Event::new(EventKind::Dropped).detail(format!("dropped by {by}"));
+            let left = leave(tx, id, SubmissionState::Failed, event)?;
+            if left {
+                tx.open_table(SPOOLED)?.remove(id.as_str())?;
+            }
+            Ok(left)
+        })
+    }
+}
+
+/// Takes `id` out of the quarantine inside `tx`, in `state` and with `event`;
+/// `false` if it is not quarantined.
+fn leave(
+    tx: &WriteTransaction,
+    id: &TrackingId,
+    state: SubmissionState,
+    event: Event,
+) -> Result<bool, StoreError> {
+    if tx.open_table(QUARANTINE)?.remove(id.as_str())?.is_none() {
+        return Ok(false);
+    }
+    let mut submission = load(tx, id)?;
+    submission.state = state;
+    put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
+    append_events(tx, id, vec![event])?;
+    Ok(true)
+}
+
+impl Quarantined {
+    /// A quarantine entry for `tracking_id`, made now.
+    pub fn new(tracking_id: TrackingId, reason: &str, detail: String, attempts: u32) -> Self {
+        Quarantined {
+            tracking_id,
+            reason: reason.to_owned(),
+            detail,
+            attempts,
+            at: now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::tests::submission;
+    use crate::testing;
+
+    #[test]
+    fn attempts_count_until_taken_back_and_quarantine_keeps_the_letter() {
+        let (_dir, store) = testing::open();
+        let id = TrackingId::generate().unwrap();
+        store
+            .accept_submission_with_letter(&submission(&id), b"letter".to_vec())
+            .unwrap();
+        let other = TrackingId::generate().unwrap();
+        let ids = [id.clone(), other.clone()];
+        // Counted before each attempt; a transient failure takes its count back.
+        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(1), None]);
+        store.end_attempt(&id).unwrap();
+        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(1), None]);
+        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(2), None]);
+
+        let entry = Quarantined::new(id.clone(), "processing-crashed", "d".into(), 2);
+        let event = Event::new(EventKind::Quarantined).reason("processing-crashed");
+        store
+            .quarantine(entry.clone(), vec![event], Vec::new())
+            .unwrap();
+        assert_eq!(store.quarantined().unwrap(), vec![entry.clone()]);
+        assert!(store.queued().unwrap().is_empty());
+        assert_eq!(store.spooled_letter(&id).unwrap().unwrap(), b"letter");
+        let state = store.submission(&id).unwrap().unwrap().state;
+        assert_eq!(state, SubmissionState::Quarantined);
+        // A submission ends once: no second quarantine, no finish.
+        assert!(matches!(
+            store.quarantine(entry, Vec::new(), Vec::new()),
+            Err(StoreError::NotFound(_))
+        ));
+
+        // Released: queued again with no attempts counted.
+        assert!(store.release(&id, "op").unwrap());
+        assert!(!store.release(&id, "op").unwrap());
+        assert_eq!(store.queued().unwrap(), vec![id.clone()]);
+        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(1), None]);
+        let entry = Quarantined::new(id.clone(), "malformed", "d".into(), 1);
+        store.quarantine(entry, Vec::new(), Vec::new()).unwrap();
+
+        // Dropped: failed, the letter gone.
+        assert!(store.drop_quarantined(&id, "op").unwrap());
+        assert!(!store.drop_quarantined(&id, "op").unwrap());
+        assert!(store.quarantined().unwrap().is_empty());
+        assert_eq!(store.spooled_letter(&id).unwrap(), None);
+        let kinds: Vec<EventKind> = store.events(&id).unwrap().iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Accepted,
+                EventKind::Quarantined,
+                EventKind::Released,
+                EventKind::Dropped
+            ]
+        );
+        let state = store.submission(&id).unwrap().unwrap().state;
+        assert_eq!(state, SubmissionState::Failed);
+    }
+}

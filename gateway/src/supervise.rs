@@ -225,11 +225,10 @@ impl Supervisor {
         let fresh: Vec<TrackingId> = {
             let queued = store.queued()?;
             let board = self.pool.lock();
+            let waiting: HashSet<&TrackingId> = board.waiting.iter().map(|job| &job.id).collect();
             queued
                 .into_iter()
-                .filter(|id| {
-                    !board.running.contains_key(id) && !board.waiting.iter().any(|j| j.id == *id)
-                })
+                .filter(|id| !board.running.contains_key(id) && !waiting.contains(id))
                 .collect()
         };
         if fresh.is_empty() {

@@ -234,6 +234,7 @@ impl Gateway {
             outbound: outbound.clone(),
             filed: filed.clone(),
             uploads,
+            security: security(&config),
         });
         let rx = stop.clone();
         tasks.spawn(async move {
@@ -306,6 +307,20 @@ impl Gateway {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The member API's credential policy and enrolment limiters from the configuration.
+fn security(config: &Config) -> api::Security {
+    let rules = &config.member_api;
+    api::Security {
+        credentials: rules.credentials(),
+        enrolment_per_ip: Arc::new(api::Limiter::new(
+            rules.enrollment_limit(rules.enrollment_per_ip),
+        )),
+        enrolment_per_device: Arc::new(api::Limiter::new(
+            rules.enrollment_limit(rules.enrollment_per_device),
+        )),
     }
 }
 

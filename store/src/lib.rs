@@ -11,6 +11,7 @@
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
 //! times, sender ID).
 
+mod credentials;
 mod db;
 mod devices;
 mod error;
@@ -32,6 +33,7 @@ mod testing;
 mod time;
 mod uploads;
 
+pub use credentials::{Bearer, CredentialPolicy, IssuedToken};
 pub use db::Store;
 pub use error::StoreError;
 pub use events::{ChainBreak, Event, EventKind, verify_chain};

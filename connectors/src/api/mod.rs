@@ -11,10 +11,12 @@
 
 mod admin;
 mod auth;
+mod credentials;
 mod devices;
 mod documents;
 mod enrolment;
 mod keys;
+mod limiter;
 mod messages;
 mod problem;
 mod routes;
@@ -27,7 +29,9 @@ use std::sync::Arc;
 use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
+pub use credentials::Security;
 pub use documents::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
+pub use limiter::{Limiter, RateLimit};
 pub use problem::Problem;
 pub use routes::router;
 pub use server::serve;
@@ -62,6 +66,8 @@ pub struct ApiState {
     /// How document uploads are sealed and bounded; `None` refuses them (no back
     /// office configured).
     pub uploads: Option<Uploads>,
+    /// Credential lifetimes and enrolment rate limits.
+    pub security: Security,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

@@ -12,7 +12,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use kvgate_store::{Kvnr, Store, StoreError};
 use serde::de::DeserializeOwned;
 
-use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
+use super::{
+    ApiState, Problem, credentials, devices, documents, enrolment, keys, messages, tracking,
+};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -75,6 +77,8 @@ pub(crate) fn routes() -> Vec<Route> {
         unbounded(route("/v1/documents", M::POST, documents::upload)),
         route("/v1/documents", M::GET, documents::list),
         route("/v1/tracking/{id}", M::GET, tracking::show),
+        // Issue 9a: credentials, settings, smarthealth, family, export, account.
+        route("/v1/token/refresh", M::POST, credentials::refresh),
     ]
 }
 

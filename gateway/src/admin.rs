@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
-use kvgate_store::{Kvnr, NewMember, SenderKind, StoreError, TrackingId};
+use kvgate_store::{BirthDate, Kvnr, NewMember, SenderKind, StoreError, TrackingId};
 
 use crate::runtime::{Installation, config_path};
 
@@ -88,6 +88,9 @@ pub enum MemberCommand {
         /// Turn on app communication (Postfach letters from the insurer).
         #[arg(long)]
         app_communication: bool,
+        /// The member's date of birth, YYYY-MM-DD (smarthealth needs 18 or over).
+        #[arg(long)]
+        birth_date: Option<BirthDate>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -185,15 +188,24 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
 
 /// Runs a `member` command.
 pub fn member(command: MemberCommand) -> anyhow::Result<()> {
-    let (kvnr, name, key, smarthealth, app_communication, config) = match command {
+    let (kvnr, name, key, smarthealth, app_communication, birth_date, config) = match command {
         MemberCommand::Add {
             kvnr,
             name,
             key,
             smarthealth,
             app_communication,
+            birth_date,
             config,
-        } => (kvnr, name, key, smarthealth, app_communication, config),
+        } => (
+            kvnr,
+            name,
+            key,
+            smarthealth,
+            app_communication,
+            birth_date,
+            config,
+        ),
         MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
     };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
@@ -214,6 +226,7 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
             name,
             smarthealth,
             app_communication,
+            birth_date,
         },
         key,
     )?;

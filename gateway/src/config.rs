@@ -213,6 +213,10 @@ pub struct MemberApi {
     pub enrollment_per_device: u32,
     /// The rate limits' window, in seconds.
     pub enrollment_window_secs: u64,
+    /// The version of the smarthealth terms a member must accept to activate it.
+    pub smarthealth_terms_version: String,
+    /// Storage per member's smarthealth inbox, in octets (1 GiB).
+    pub smarthealth_quota_bytes: u64,
 }
 
 impl Default for MemberApi {
@@ -224,6 +228,8 @@ impl Default for MemberApi {
             enrollment_per_ip: 20,
             enrollment_per_device: 5,
             enrollment_window_secs: 60,
+            smarthealth_terms_version: "2026-01".to_owned(),
+            smarthealth_quota_bytes: 1 << 30,
         }
     }
 }
@@ -387,6 +393,8 @@ impl Config {
             || api.enrollment_per_ip == 0
             || api.enrollment_per_device == 0
             || api.enrollment_window_secs == 0
+            || api.smarthealth_quota_bytes == 0
+            || api.smarthealth_terms_version.trim().is_empty()
         {
             return Err(invalid("member_api values must be positive"));
         }

@@ -170,6 +170,7 @@ impl Gateway {
             spool.clone(),
             &config.domain,
             wake.clone(),
+            config.member_api.smarthealth_quota_bytes,
         ));
         let server = Arc::new(Server::new(policy, sender_tls, smtp_config));
 
@@ -235,6 +236,10 @@ impl Gateway {
             filed: filed.clone(),
             uploads,
             security: security(&config),
+            smarthealth: api::SmarthealthRules {
+                terms_version: config.member_api.smarthealth_terms_version.clone(),
+                quota: config.member_api.smarthealth_quota_bytes,
+            },
         });
         let rx = stop.clone();
         tasks.spawn(async move {

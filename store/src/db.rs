@@ -59,12 +59,16 @@ pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
 /// Members' document uploads by `KVNR/tracking-ID`.
 pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 
+// Issue 9a: member settings, family, lifecycle.
+/// Members' smarthealth records (accepted terms, quota refusals) by KVNR.
+pub(crate) const SMARTHEALTH: Records = TableDefinition::new("smarthealth");
+
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 20] = [
+const ALL_TABLES: [Records; 21] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -85,6 +89,8 @@ const ALL_TABLES: [Records; 20] = [
     OUTBOUND_PAYLOADS,
     KEY_BACKUPS,
     UPLOADS,
+    // Issue 9a.
+    SMARTHEALTH,
 ];
 
 /// The durable state of one kvgate installation.

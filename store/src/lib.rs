@@ -11,6 +11,7 @@
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
 //! times, sender ID).
 
+mod birthdate;
 mod credentials;
 mod db;
 mod devices;
@@ -26,6 +27,7 @@ mod messages;
 mod outbound;
 mod recovery;
 mod senders;
+mod settings;
 mod spool;
 mod submissions;
 #[cfg(test)]
@@ -33,6 +35,7 @@ mod testing;
 mod time;
 mod uploads;
 
+pub use birthdate::{BirthDate, InvalidBirthDate};
 pub use credentials::{Bearer, CredentialPolicy, IssuedToken};
 pub use db::Store;
 pub use error::StoreError;
@@ -45,6 +48,7 @@ pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMembe
 pub use messages::{MessageMeta, NewMessage};
 pub use outbound::Outbound;
 pub use senders::{Sender, SenderKind};
+pub use settings::{QuotaRefusal, Smarthealth};
 pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};

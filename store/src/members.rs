@@ -4,6 +4,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
+use crate::birthdate::BirthDate;
 use crate::credentials::{CredentialPolicy, EnrollmentCode, issue_token, take_code};
 use crate::db::{
     DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, get, put, random_hex, scan, secret_hash,
@@ -28,6 +29,9 @@ pub struct Member {
     pub created_at: Timestamp,
     /// When the membership ended, if it did.
     pub ended_at: Option<Timestamp>,
+    /// The member's date of birth, if the insurer registered it.
+    #[serde(default)]
+    pub birth_date: Option<BirthDate>,
 }
 
 /// What `member add` registers.
@@ -41,6 +45,8 @@ pub struct NewMember {
     pub smarthealth: bool,
     /// Whether app communication is on.
     pub app_communication: bool,
+    /// The member's date of birth, if known.
+    pub birth_date: Option<BirthDate>,
 }
 
 /// Where a member's key came from.
@@ -133,6 +139,7 @@ impl Store {
                 app_communication: new.app_communication,
                 created_at: at,
                 ended_at: None,
+                birth_date: new.birth_date,
             };
             put(&mut members, new.kvnr.as_str(), &member)?;
             if let Some((fingerprint, armored)) = key {
@@ -256,6 +263,7 @@ mod tests {
             name: "Alice".into(),
             smarthealth: true,
             app_communication: false,
+            birth_date: None,
         }
     }
 

@@ -22,6 +22,7 @@ pub(crate) fn member(store: &Store, kvnr: &str) -> (Kvnr, String) {
         name: "M".into(),
         smarthealth: true,
         app_communication: true,
+        birth_date: None,
     };
     let code = store.add_member(new, None).unwrap();
     (kvnr, code)

@@ -21,6 +21,7 @@ mod messages;
 mod problem;
 mod routes;
 mod server;
+mod settings;
 mod sniff;
 mod tracking;
 
@@ -35,6 +36,7 @@ pub use limiter::{Limiter, RateLimit};
 pub use problem::Problem;
 pub use routes::router;
 pub use server::serve;
+pub use settings::SmarthealthRules;
 
 /// A member's OpenPGP public key as checked by [`KeyCheck`].
 #[derive(Debug, Clone)]
@@ -68,6 +70,8 @@ pub struct ApiState {
     pub uploads: Option<Uploads>,
     /// Credential lifetimes and enrolment rate limits.
     pub security: Security,
+    /// The smarthealth terms version and quota.
+    pub smarthealth: SmarthealthRules,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

@@ -12,9 +12,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use kvgate_store::{Kvnr, Store, StoreError};
 use serde::de::DeserializeOwned;
 
-use super::{
-    ApiState, Problem, credentials, devices, documents, enrolment, keys, messages, tracking,
-};
+use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
+// Issue 9a.
+use super::{credentials, settings};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -79,6 +79,10 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/tracking/{id}", M::GET, tracking::show),
         // Issue 9a: credentials, settings, smarthealth, family, export, account.
         route("/v1/token/refresh", M::POST, credentials::refresh),
+        route("/v1/settings", M::GET, settings::get),
+        route("/v1/settings", M::PUT, settings::put),
+        route("/v1/smarthealth", M::GET, settings::show),
+        route("/v1/smarthealth/activate", M::POST, settings::activate),
     ]
 }
 

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod account;
+
 use kvgate::client::{smtp, tls_config};
 use serde_json::{Value, json};
 

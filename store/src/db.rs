@@ -62,13 +62,15 @@ pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 // Issue 9a: member settings, family, lifecycle.
 /// Members' smarthealth records (accepted terms, quota refusals) by KVNR.
 pub(crate) const SMARTHEALTH: Records = TableDefinition::new("smarthealth");
+/// Members' registered family members by `KVNR/family-member-KVNR`.
+pub(crate) const FAMILY: Records = TableDefinition::new("family");
 
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 21] = [
+const ALL_TABLES: [Records; 22] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -91,6 +93,7 @@ const ALL_TABLES: [Records; 21] = [
     UPLOADS,
     // Issue 9a.
     SMARTHEALTH,
+    FAMILY,
 ];
 
 /// The durable state of one kvgate installation.

@@ -15,6 +15,7 @@ mod credentials;
 mod devices;
 mod documents;
 mod enrolment;
+mod family;
 mod keys;
 mod limiter;
 mod messages;

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
 // Issue 9a.
-use super::{credentials, settings};
+use super::{credentials, family, settings};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -83,6 +83,9 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/settings", M::PUT, settings::put),
         route("/v1/smarthealth", M::GET, settings::show),
         route("/v1/smarthealth/activate", M::POST, settings::activate),
+        route("/v1/family", M::GET, family::list),
+        route("/v1/family", M::POST, family::add),
+        route("/v1/family/{kvnr}", M::DELETE, family::remove),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! Helpers for the member-account tests: more members, an insurer sender, SMTP
 //! probes that stop at RCPT, and problem+json checks.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use kvgate::client::smtp::{Reply, SmtpClient};
@@ -100,6 +101,27 @@ pub fn rcpt(
         let _ = client.command("QUIT").await;
         reply
     })
+}
+
+/// Uploads with `curl -F`: text fields as given, the file from `file` under `name`.
+pub fn upload_document(
+    session: &Session<'_>,
+    fields: &[(&str, &str)],
+    file: Option<(&Path, &str)>,
+) -> (u16, Value) {
+    let mut args: Vec<String> = vec!["-H".into(), session.auth.clone()];
+    for (name, value) in fields {
+        args.extend(["--form-string".into(), format!("{name}={value}")]);
+    }
+    if let Some((path, name)) = file {
+        args.extend([
+            "-F".into(),
+            format!("file=@{};filename={name}", path.display()),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, body) = curl(session.install, session.server, &args, "/v1/documents");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// The type slug of a problem+json body.

@@ -1,6 +1,7 @@
 //! The redb database and the helpers every table module shares.
 
 use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use redb::{
     ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
@@ -103,7 +104,8 @@ const ALL_TABLES: [Records; 22] = [
 /// The hot paths (accepting, filing and finishing submissions) use group commit:
 /// concurrent callers share one durable commit.
 pub struct Store {
-    db: Database,
+    /// Shared by every transaction; taken alone only to compact (see `compact`).
+    db: RwLock<Database>,
     group: Group,
 }
 
@@ -116,7 +118,7 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
         let store = Store {
-            db,
+            db: RwLock::new(db),
             group: Group::default(),
         };
         store.write(|tx| {
@@ -128,12 +130,33 @@ impl Store {
         Ok(store)
     }
 
+    /// The database, shared with every other transaction.
+    fn database(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rewrites the database file so that nothing deleted survives in it: redb does
+    /// not clear the pages it frees, so deleted records and letters stay readable in
+    /// the file until compaction moves the live pages over them and cuts the rest
+    /// off. Every other store call waits meanwhile; it fails if a transaction of
+    /// another process is open.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Each pass moves what it can; the last one finds nothing more to move.
+        for _ in 0..16 {
+            if !db.compact()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` in one write transaction and commits it durably.
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.database().begin_write()?;
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
@@ -147,7 +170,7 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.group.commit(&self.db, change)
+        self.group.commit(&self.database(), change)
     }
 
     /// Runs `f` in one read transaction.
@@ -155,7 +178,7 @@ impl Store {
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database().begin_read()?;
         f(&tx)
     }
 }

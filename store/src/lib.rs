@@ -11,6 +11,7 @@
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
 //! times, sender ID).
 
+mod account;
 mod birthdate;
 mod credentials;
 mod db;
@@ -36,6 +37,7 @@ mod testing;
 mod time;
 mod uploads;
 
+pub use account::Deleted;
 pub use birthdate::{BirthDate, InvalidBirthDate};
 pub use credentials::{Bearer, CredentialPolicy, IssuedToken};
 pub use db::Store;

@@ -9,6 +9,7 @@
 //! `application/problem+json` (RFC 9457). A member never learns whether another
 //! member's message exists: it is 404 like a missing one.
 
+mod account;
 mod admin;
 mod auth;
 mod credentials;

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
 // Issue 9a.
-use super::{credentials, family, settings};
+use super::{account, credentials, family, settings};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -86,6 +86,8 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/family", M::GET, family::list),
         route("/v1/family", M::POST, family::add),
         route("/v1/family/{kvnr}", M::DELETE, family::remove),
+        route("/v1/export", M::GET, account::export),
+        route("/v1/account", M::DELETE, account::cancel),
     ]
 }
 

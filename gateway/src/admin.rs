@@ -94,6 +94,17 @@ pub enum MemberCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Record the day a membership ended: the Postfach stays 3 months, smarthealth 1
+    /// month, then `kvgate lifecycle run` (and `serve`, hourly) deletes the data.
+    End {
+        /// The member's KVNR.
+        kvnr: String,
+        /// When it ended: YYYY-MM-DD (midnight UTC) or RFC 3339.
+        #[arg(long)]
+        date: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print a new single-use enrolment code for a registered member's next device
     /// (a device change needs one: the member is identified again).
     Code {
@@ -207,6 +218,7 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
             config,
         ),
         MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
+        MemberCommand::End { kvnr, date, config } => return end_membership(&kvnr, &date, &config),
     };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let key = match key {
@@ -232,6 +244,17 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
     )?;
     println!("member {kvnr} registered");
     println!("enrollment-code: {code}");
+    Ok(())
+}
+
+/// Runs `member end`: records the day the membership ended.
+fn end_membership(kvnr: &str, date: &str, config: &ConfigArg) -> anyhow::Result<()> {
+    let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
+    let at = crate::lifecycle::parse_when(date)?;
+    if config.open()?.store.end_membership(&kvnr, at)?.is_none() {
+        bail!("no member {kvnr} is registered");
+    }
+    println!("membership of {kvnr} ended {}", at.to_rfc3339());
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kvgate::{admin, demo, init, queue, serve};
+use kvgate::{admin, demo, init, lifecycle, queue, serve};
 
 /// kvgate: a secure mail gateway from S/MIME practice mail to members' OpenPGP inboxes.
 #[derive(Parser)]
@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Apply the retention rules (membership end, long absence).
+    Lifecycle {
+        #[command(subcommand)]
+        command: lifecycle::LifecycleCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Member { command } => admin::member(command),
         Command::Track(args) => admin::track(args),
         Command::Queue { command } => queue::queue(command),
+        Command::Lifecycle { command } => lifecycle::lifecycle(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,10 +22,7 @@ use kvgate_store::{
 };
 use tokio::sync::Notify;
 
-/// How long after membership ends the Postfach still takes letters (3 months).
-const POSTFACH_GRACE_MS: u64 = 92 * 24 * 3600 * 1000;
-/// How long after membership ends smarthealth still takes letters (1 month).
-const SMARTHEALTH_GRACE_MS: u64 = 31 * 24 * 3600 * 1000;
+use crate::lifecycle::{POSTFACH_GRACE_MS, SMARTHEALTH_GRACE_MS};
 
 /// The gateway's answers to the SMTP connector.
 pub struct Policy {

@@ -255,6 +255,7 @@ impl Gateway {
             outbound.clone(),
         ));
         tasks.spawn(watchdog.run(stop.clone()));
+        tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
         if args.hold_queue {
             tracing::warn!("queue held: letters are accepted and spooled but not processed");
         } else {

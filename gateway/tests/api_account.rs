@@ -54,35 +54,6 @@ fn unpack(install: &Install, archive: &Path, name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// How many times `needle` occurs in the files under `dir`.
-fn occurrences(dir: &Path, needle: &[u8]) -> usize {
-    files(dir)
-        .iter()
-        .map(|f| {
-            let hay = std::fs::read(dir.join(f)).unwrap_or_default();
-            hay.windows(needle.len()).filter(|w| *w == needle).count()
-        })
-        .sum()
-}
-
 #[test]
 fn the_export_holds_every_letter_of_the_member_and_nothing_of_anothers() {
     require(&["openssl", "gpg", "curl", "tar"]);
@@ -237,12 +208,7 @@ fn cancellation_needs_the_kvnr_and_leaves_none_of_the_members_bytes() {
     wait_final(&install, &bobs);
     let bobs_ciphertext = letter_of(&bob, &bobs);
 
-    // A piece of each letter's armored ciphertext, as the scan's needle.
-    let needle = |letter: &[u8]| {
-        let text = String::from_utf8_lossy(letter).to_string();
-        let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap() + 40;
-        text.as_bytes()[start..start + 64].to_vec()
-    };
+    let needle = |letter: &[u8]| ciphertext_sample(letter);
     for letter in &ciphertexts {
         assert_eq!(
             occurrences(&install.data(), &needle(letter)),

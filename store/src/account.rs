@@ -13,13 +13,14 @@ use crate::Store;
 use crate::credentials::EnrollmentCode;
 use crate::credentials::revoke_tokens;
 use crate::db::{
-    BODIES, DEVICES, ENROLLMENT_CODES, FAMILY, FILED, INBOX, KEY_BACKUPS, MEMBER_KEYS, MEMBERS,
-    MESSAGES, Records, SMARTHEALTH, UPLOADS, get,
+    ACCESS, BODIES, DEVICES, ENROLLMENT_CODES, FAMILY, FILED, INBOX, KEY_BACKUPS, MEMBER_KEYS,
+    MEMBERS, MESSAGES, Records, SMARTHEALTH, UPLOADS, get,
 };
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::MessageId;
 use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
 use crate::members::{KeyOrigin, MemberKey};
 use crate::messages::MessageMeta;
 use crate::uploads::Upload;
@@ -57,7 +58,46 @@ fn remove_prefix(
     Ok(values)
 }
 
+/// Deletes the member's letters (of one inbox, or all) inside `tx`, each with a
+/// `deleted` tracking event saying `reason`; returns how many.
+pub(crate) fn delete_letters(
+    tx: &WriteTransaction,
+    kvnr: &Kvnr,
+    mailbox: Option<Mailbox>,
+    reason: &str,
+) -> Result<usize, StoreError> {
+    let prefix = match mailbox {
+        Some(mailbox) => format!("{kvnr}/{mailbox}/"),
+        None => format!("{kvnr}/"),
+    };
+    let mut letters = 0;
+    for id in remove_prefix(tx, INBOX, &prefix)? {
+        let id: MessageId = serde_json::from_slice(&id)?;
+        let Some(meta) = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())? else {
+            continue;
+        };
+        tx.open_table(MESSAGES)?.remove(id.as_str())?;
+        tx.open_table(BODIES)?.remove(id.as_str())?;
+        let filed = format!("{}/{kvnr}/{}", meta.tracking_id, meta.mailbox);
+        tx.open_table(FILED)?.remove(filed.as_str())?;
+        let event = Event::new(EventKind::Deleted)
+            .recipient(&meta.address)
+            .detail(reason);
+        append_events(tx, &meta.tracking_id, vec![event])?;
+        letters += 1;
+    }
+    Ok(letters)
+}
+
 impl Store {
+    /// Compacts after a deletion (see `compact`); a failure is logged, not returned:
+    /// the deletion stands, but its bytes stay in the file until the next compaction.
+    pub(crate) fn scrub(&self) {
+        if let Err(error) = self.compact() {
+            tracing::error!(%error, "deleted data is still in the database file: compaction failed");
+        }
+    }
+
     /// The ciphertext of one of the member's letters, read only (unlike
     /// `fetch_message`, nothing is recorded); `None` for another member's.
     pub fn message_body(&self, kvnr: &Kvnr, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
@@ -76,12 +116,8 @@ impl Store {
     /// `None` if there is no such member.
     pub fn delete_account(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
         let deleted = self.delete_records(kvnr, reason)?;
-        if deleted.is_some()
-            && let Err(error) = self.compact()
-        {
-            // The records are gone; their bytes stay in free pages until the next
-            // compaction, so the operator must know.
-            tracing::error!(%error, "a cancelled account's bytes are still in the database file; compaction failed");
+        if deleted.is_some() {
+            self.scrub();
         }
         Ok(deleted)
     }
@@ -92,22 +128,7 @@ impl Store {
             if tx.open_table(MEMBERS)?.remove(kvnr.as_str())?.is_none() {
                 return Ok(None);
             }
-            let mut letters = 0;
-            for id in remove_prefix(tx, INBOX, &format!("{kvnr}/"))? {
-                let id: MessageId = serde_json::from_slice(&id)?;
-                let Some(meta) = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())? else {
-                    continue;
-                };
-                tx.open_table(MESSAGES)?.remove(id.as_str())?;
-                tx.open_table(BODIES)?.remove(id.as_str())?;
-                let filed = format!("{}/{kvnr}/{}", meta.tracking_id, meta.mailbox);
-                tx.open_table(FILED)?.remove(filed.as_str())?;
-                let event = Event::new(EventKind::Deleted)
-                    .recipient(&meta.address)
-                    .detail(reason);
-                append_events(tx, &meta.tracking_id, vec![event])?;
-                letters += 1;
-            }
+            let letters = delete_letters(tx, kvnr, None, reason)?;
             let uploads = remove_prefix(tx, UPLOADS, &format!("{kvnr}/"))?;
             for upload in &uploads {
                 let upload: Upload = serde_json::from_slice(upload)?;
@@ -134,6 +155,7 @@ impl Store {
             }
             tx.open_table(KEY_BACKUPS)?.remove(kvnr.as_str())?;
             tx.open_table(SMARTHEALTH)?.remove(kvnr.as_str())?;
+            tx.open_table(ACCESS)?.remove(kvnr.as_str())?;
             remove_prefix(tx, FAMILY, &format!("{kvnr}/"))?;
             Ok(Some(Deleted {
                 letters,

@@ -65,13 +65,15 @@ pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
 pub(crate) const SMARTHEALTH: Records = TableDefinition::new("smarthealth");
 /// Members' registered family members by `KVNR/family-member-KVNR`.
 pub(crate) const FAMILY: Records = TableDefinition::new("family");
+/// When each member's app last used the API (to the day), by KVNR.
+pub(crate) const ACCESS: Records = TableDefinition::new("access");
 
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 22] = [
+const ALL_TABLES: [Records; 23] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -95,6 +97,7 @@ const ALL_TABLES: [Records; 22] = [
     // Issue 9a.
     SMARTHEALTH,
     FAMILY,
+    ACCESS,
 ];
 
 /// The durable state of one kvgate installation.

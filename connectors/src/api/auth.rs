@@ -33,13 +33,22 @@ pub(crate) fn refusal(bearer: &Bearer) -> Problem {
     }
 }
 
-/// The device behind the request's `Authorization: Bearer` token.
+/// The device behind the request's `Authorization: Bearer` token; the member's
+/// access is recorded (to the day).
 pub async fn device(state: &ApiState, headers: &HeaderMap) -> Result<Device, Problem> {
     let token = presented_token(headers)?;
     let store = state.store.clone();
-    let found = tokio::task::spawn_blocking(move || store.bearer(&token, now()))
-        .await
-        .map_err(|e| Problem::internal(&e))??;
+    let found = tokio::task::spawn_blocking(move || {
+        let at = now();
+        let found = store.bearer(&token, at)?;
+        if let Bearer::Valid { device, .. } = &found {
+            // The retention rules count from the member's last access.
+            store.record_access(&device.kvnr, at)?;
+        }
+        Ok::<_, kvgate_store::StoreError>(found)
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))??;
     match found {
         Bearer::Valid { device, .. } => Ok(device),
         other => Err(refusal(&other)),

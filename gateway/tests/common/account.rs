@@ -124,6 +124,43 @@ pub fn upload_document(
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// Every file under `dir`, relative, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How many times `needle` occurs in the files under `dir`.
+pub fn occurrences(dir: &Path, needle: &[u8]) -> usize {
+    files(dir)
+        .iter()
+        .map(|f| {
+            let hay = std::fs::read(dir.join(f)).unwrap_or_default();
+            hay.windows(needle.len()).filter(|w| *w == needle).count()
+        })
+        .sum()
+}
+
+/// 64 octets from the middle of a letter's armored ciphertext: a needle to look for
+/// the stored letter with.
+pub fn ciphertext_sample(letter: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(letter).to_string();
+    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap() + 40;
+    text.as_bytes()[start..start + 64].to_vec()
+}
+
 /// The type slug of a problem+json body.
 pub fn slug(problem: &Value) -> &str {
     problem["type"]

@@ -68,32 +68,36 @@ pub enum Kind {
     Insurer,
 }
 
+/// `kvgate member add …`
+#[derive(Args)]
+pub struct AddMember {
+    /// The member's KVNR.
+    #[arg(long)]
+    kvnr: String,
+    /// The member's name.
+    #[arg(long)]
+    name: String,
+    /// An OpenPGP public key (armored) letters are encrypted to.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Activate smarthealth.
+    #[arg(long)]
+    smarthealth: bool,
+    /// Turn on app communication (Postfach letters from the insurer).
+    #[arg(long)]
+    app_communication: bool,
+    /// The member's date of birth, YYYY-MM-DD (smarthealth needs 18 or over).
+    #[arg(long)]
+    birth_date: Option<BirthDate>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 /// `kvgate member …`
 #[derive(Subcommand)]
 pub enum MemberCommand {
     /// Register a member and print an enrolment code for the first device.
-    Add {
-        /// The member's KVNR.
-        #[arg(long)]
-        kvnr: String,
-        /// The member's name.
-        #[arg(long)]
-        name: String,
-        /// An OpenPGP public key (armored) letters are encrypted to.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Activate smarthealth.
-        #[arg(long)]
-        smarthealth: bool,
-        /// Turn on app communication (Postfach letters from the insurer).
-        #[arg(long)]
-        app_communication: bool,
-        /// The member's date of birth, YYYY-MM-DD (smarthealth needs 18 or over).
-        #[arg(long)]
-        birth_date: Option<BirthDate>,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Add(AddMember),
     /// Record the day a membership ended: the Postfach stays 3 months, smarthealth 1
     /// month, then `kvgate lifecycle run` (and `serve`, hourly) deletes the data.
     End {
@@ -199,24 +203,16 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
 
 /// Runs a `member` command.
 pub fn member(command: MemberCommand) -> anyhow::Result<()> {
-    let (kvnr, name, key, smarthealth, app_communication, birth_date, config) = match command {
-        MemberCommand::Add {
-            kvnr,
-            name,
-            key,
-            smarthealth,
-            app_communication,
-            birth_date,
-            config,
-        } => (
-            kvnr,
-            name,
-            key,
-            smarthealth,
-            app_communication,
-            birth_date,
-            config,
-        ),
+    let AddMember {
+        kvnr,
+        name,
+        key,
+        smarthealth,
+        app_communication,
+        birth_date,
+        config,
+    } = match command {
+        MemberCommand::Add(add) => add,
         MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
         MemberCommand::End { kvnr, date, config } => return end_membership(&kvnr, &date, &config),
     };

@@ -68,14 +68,7 @@ fn the_export_holds_every_letter_of_the_member_and_nothing_of_anothers() {
     let (bob, _) = second_member(&install, &server);
     let (first, _) = deliver(&install, &server, "Befund 1");
     let (second, _) = deliver(&install, &server, "Befund 2");
-    let bobs_letter = install.practice_letter(&text_letter("Bobs Befund", "x"), "Bobs Befund");
-    let bobs = tracking_id(&server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{BOB}@smarthealth.{DOMAIN}")],
-        &bobs_letter,
-    ));
-    wait_final(&install, &bobs);
+    let bobs = deliver_to(&install, &server, BOB, "Bobs Befund");
     assert_eq!(alice.put_backup(b"opaque backup"), 204);
     let (status, _) = alice.json(
         "POST",
@@ -198,14 +191,7 @@ fn cancellation_needs_the_kvnr_and_leaves_none_of_the_members_bytes() {
     let (second, _) = deliver(&install, &server, "Befund 2");
     let ciphertexts = [letter_of(&alice, &first), letter_of(&alice, &second)];
     assert_eq!(alice.put_backup(b"alice's opaque key backup"), 204);
-    let bobs_letter = install.practice_letter(&text_letter("Bobs Befund", "x"), "Bobs Befund");
-    let bobs = tracking_id(&server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&format!("{BOB}@smarthealth.{DOMAIN}")],
-        &bobs_letter,
-    ));
-    wait_final(&install, &bobs);
+    let bobs = deliver_to(&install, &server, BOB, "Bobs Befund");
     let bobs_ciphertext = letter_of(&bob, &bobs);
 
     let needle = |letter: &[u8]| ciphertext_sample(letter);

@@ -82,7 +82,7 @@ fn smarthealth_opens_for_an_adult_with_a_recovery_key_who_accepts_the_current_te
     let install = Install::new();
     install.set_config_table("member_api", "smarthealth_terms_version = \"T-7\"\n");
     let server = install.serve(&[]);
-    let carol = add_member(
+    let (carol, _) = add_member(
         &install,
         &server,
         CAROL,
@@ -158,7 +158,7 @@ fn smarthealth_opens_for_an_adult_with_a_recovery_key_who_accepts_the_current_te
 
     // A minor cannot open it, nor a member whose birth date the insurer never gave.
     let born = format!("{}-01-01", this_year() - 17);
-    let dave = add_member(&install, &server, DAVE, "dave", &["--birth-date", &born]);
+    let (dave, _) = add_member(&install, &server, DAVE, "dave", &["--birth-date", &born]);
     let (status, problem) = activate(&dave, "T-7");
     assert_eq!((status, slug(&problem)), (403, "smarthealth-minor"));
     let (bob, _) = second_member(&install, &server);

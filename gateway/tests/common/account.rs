@@ -17,14 +17,15 @@ pub const DAVE: &str = "D123456786";
 pub const INSURER: &str = "post@insurer.test";
 
 /// Registers a member with `kvgate member add` plus `extra` arguments and enrols a
-/// device for them with a fresh gpg key named `name`; returns the session.
+/// device for them with a fresh gpg key named `name`; returns the session and the
+/// device ID.
 pub fn add_member<'a>(
     install: &'a Install,
     server: &'a Server,
     kvnr: &str,
     name: &str,
     extra: &[&str],
-) -> Session<'a> {
+) -> (Session<'a>, String) {
     let mut args = vec!["member", "add", "--kvnr", kvnr, "--name", name];
     args.extend_from_slice(extra);
     let out = install.admin(&args);
@@ -40,12 +41,23 @@ pub fn add_member<'a>(
         .unwrap()
         .to_owned();
     let (_, key) = gpg_key(install, name);
-    let (auth, _) = enrol_device(install, server, kvnr, &code, name, &key);
-    Session {
+    let (auth, device) = enrol_device(install, server, kvnr, &code, name, &key);
+    let session = Session {
         install,
         server,
         auth,
-    }
+    };
+    (session, device)
+}
+
+/// Sends a text letter from the demo practice to `kvnr`'s smarthealth inbox and waits
+/// until it is processed; returns its tracking ID.
+pub fn deliver_to(install: &Install, server: &Server, kvnr: &str, subject: &str) -> String {
+    let letter = install.practice_letter(&text_letter(subject, "Befund"), subject);
+    let to = format!("{kvnr}@smarthealth.{DOMAIN}");
+    let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[&to], &letter));
+    wait_final(install, &id);
+    id
 }
 
 /// Registers the insurer's back office as a sender (certificate from the development

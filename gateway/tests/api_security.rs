@@ -177,6 +177,23 @@ fn a_refreshed_token_replaces_the_old_one_for_the_same_device() {
     assert_eq!(list["devices"][0]["id"], json!(device_id));
     assert_eq!(list["devices"][0]["current"], json!(true));
 
+    // Another member's refresh gives a token for their own device only.
+    let (bob, bobs_device) = second_member(&install, &server);
+    let (status, bobs) = bob.json("POST", "/v1/token/refresh", None);
+    assert_eq!(status, 200);
+    let bob = Session {
+        auth: bearer(&bobs["token"]),
+        ..bob
+    };
+    let (_, list) = bob.json("GET", "/v1/devices", None);
+    let ids: Vec<&Value> = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["id"])
+        .collect();
+    assert_eq!(ids, [&json!(bobs_device)]);
+
     let anonymous = Session {
         auth: "X-Nothing: 1".into(),
         ..new

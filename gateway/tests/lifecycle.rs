@@ -129,3 +129,27 @@ fn twelve_months_without_access_and_twelve_retained_delete_the_account() {
     assert!(!registered(&install, MEMBER));
     bob.refused("GET", "/v1/devices", None, 401, "unauthorized");
 }
+
+#[test]
+fn serve_applies_the_rules_itself() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let out = install.admin(&["member", "end", MEMBER, "--date", "2020-01-01"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(registered(&install, MEMBER));
+    let server = install.serve(&[]);
+    wait_until("serve deletes the ended membership", 30, || {
+        !registered(&install, MEMBER)
+    });
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&format!(
+            "{MEMBER}: account deleted (membership ended over three months ago; deleted)"
+        )),
+        "{log}"
+    );
+}

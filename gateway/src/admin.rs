@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
-use kvgate_store::{Event, Kvnr, NewMember, SenderKind, StoreError, TrackingId};
+use kvgate_store::{BirthDate, Event, Kvnr, NewMember, SenderKind, StoreError, TrackingId};
 
 use crate::runtime::{Installation, config_path};
 
@@ -68,26 +68,44 @@ pub enum Kind {
     Insurer,
 }
 
+/// `kvgate member add …`
+#[derive(Args)]
+pub struct AddMember {
+    /// The member's KVNR.
+    #[arg(long)]
+    kvnr: String,
+    /// The member's name.
+    #[arg(long)]
+    name: String,
+    /// An OpenPGP public key (armored) letters are encrypted to.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Activate smarthealth.
+    #[arg(long)]
+    smarthealth: bool,
+    /// Turn on app communication (Postfach letters from the insurer).
+    #[arg(long)]
+    app_communication: bool,
+    /// The member's date of birth, YYYY-MM-DD (smarthealth needs 18 or over).
+    #[arg(long)]
+    birth_date: Option<BirthDate>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
 /// `kvgate member …`
 #[derive(Subcommand)]
 pub enum MemberCommand {
     /// Register a member and print an enrolment code for the first device.
-    Add {
+    Add(AddMember),
+    /// Record the day a membership ended: the Postfach stays 3 months, smarthealth 1
+    /// month, then `kvgate lifecycle run` (and `serve`, hourly) deletes the data.
+    End {
         /// The member's KVNR.
-        #[arg(long)]
         kvnr: String,
-        /// The member's name.
+        /// When it ended: YYYY-MM-DD (midnight UTC) or RFC 3339.
         #[arg(long)]
-        name: String,
-        /// An OpenPGP public key (armored) letters are encrypted to.
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Activate smarthealth.
-        #[arg(long)]
-        smarthealth: bool,
-        /// Turn on app communication (Postfach letters from the insurer).
-        #[arg(long)]
-        app_communication: bool,
+        date: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -185,16 +203,18 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
 
 /// Runs a `member` command.
 pub fn member(command: MemberCommand) -> anyhow::Result<()> {
-    let (kvnr, name, key, smarthealth, app_communication, config) = match command {
-        MemberCommand::Add {
-            kvnr,
-            name,
-            key,
-            smarthealth,
-            app_communication,
-            config,
-        } => (kvnr, name, key, smarthealth, app_communication, config),
+    let AddMember {
+        kvnr,
+        name,
+        key,
+        smarthealth,
+        app_communication,
+        birth_date,
+        config,
+    } = match command {
+        MemberCommand::Add(add) => add,
         MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
+        MemberCommand::End { kvnr, date, config } => return end_membership(&kvnr, &date, &config),
     };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let key = match key {
@@ -214,11 +234,23 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
             name,
             smarthealth,
             app_communication,
+            birth_date,
         },
         key,
     )?;
     println!("member {kvnr} registered");
     println!("enrollment-code: {code}");
+    Ok(())
+}
+
+/// Runs `member end`: records the day the membership ended.
+fn end_membership(kvnr: &str, date: &str, config: &ConfigArg) -> anyhow::Result<()> {
+    let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
+    let at = crate::lifecycle::parse_when(date)?;
+    if config.open()?.store.end_membership(&kvnr, at)?.is_none() {
+        bail!("no member {kvnr} is registered");
+    }
+    println!("membership of {kvnr} ended {}", at.to_rfc3339());
     Ok(())
 }
 

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kvgate_connectors::api::RateLimit;
+use kvgate_store::CredentialPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Name of the configuration file inside a data directory.
@@ -52,6 +54,9 @@ pub struct Config {
     /// member API refuses uploads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub back_office: Option<BackOffice>,
+    /// Credentials, enrolment limits and smarthealth rules of the member API.
+    #[serde(default)]
+    pub member_api: MemberApi,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -193,6 +198,62 @@ pub struct BackOffice {
 
 fn default_max_upload() -> usize {
     20 * 1024 * 1024
+}
+
+/// Credentials, enrolment limits and smarthealth rules of the member API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemberApi {
+    /// Seconds an enrolment code is valid after it was issued (15 minutes).
+    pub enrollment_code_lifetime_secs: u64,
+    /// Wrong codes tried for a KVNR after which its open codes are void.
+    pub enrollment_code_attempts: u32,
+    /// Seconds a device token is valid after it was issued or refreshed (7 days).
+    pub token_lifetime_secs: u64,
+    /// Enrolment attempts allowed per client IP address per window.
+    pub enrollment_per_ip: u32,
+    /// Enrolment attempts allowed per device key per window.
+    pub enrollment_per_device: u32,
+    /// The rate limits' window, in seconds.
+    pub enrollment_window_secs: u64,
+    /// The version of the smarthealth terms a member must accept to activate it.
+    pub smarthealth_terms_version: String,
+    /// Storage per member's smarthealth inbox, in octets (1 GiB).
+    pub smarthealth_quota_bytes: u64,
+}
+
+impl Default for MemberApi {
+    fn default() -> Self {
+        MemberApi {
+            enrollment_code_lifetime_secs: 15 * 60,
+            enrollment_code_attempts: 5,
+            token_lifetime_secs: 7 * 24 * 3600,
+            enrollment_per_ip: 20,
+            enrollment_per_device: 5,
+            enrollment_window_secs: 60,
+            smarthealth_terms_version: "2026-01".to_owned(),
+            smarthealth_quota_bytes: 1 << 30,
+        }
+    }
+}
+
+impl MemberApi {
+    /// The credential policy these settings describe.
+    pub fn credentials(&self) -> CredentialPolicy {
+        CredentialPolicy {
+            code_lifetime_ms: self.enrollment_code_lifetime_secs.saturating_mul(1000),
+            code_attempts: self.enrollment_code_attempts,
+            token_lifetime_ms: self.token_lifetime_secs.saturating_mul(1000),
+        }
+    }
+
+    /// The enrolment rate limit of `per_window` attempts.
+    pub fn enrollment_limit(&self, per_window: u32) -> RateLimit {
+        RateLimit {
+            max: per_window,
+            window: Duration::from_secs(self.enrollment_window_secs),
+        }
+    }
 }
 
 /// How the gateway talks to its relay.
@@ -349,6 +410,18 @@ impl Config {
         {
             return Err(invalid("limits must be positive"));
         }
+        let api = &config.member_api;
+        if api.enrollment_code_lifetime_secs == 0
+            || api.enrollment_code_attempts == 0
+            || api.token_lifetime_secs == 0
+            || api.enrollment_per_ip == 0
+            || api.enrollment_per_device == 0
+            || api.enrollment_window_secs == 0
+            || api.smarthealth_quota_bytes == 0
+            || api.smarthealth_terms_version.trim().is_empty()
+        {
+            return Err(invalid("member_api values must be positive"));
+        }
         if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {
             return Err(invalid(
                 "queue.per_destination and queue.lifetime_secs must be positive",
@@ -405,6 +478,7 @@ impl Config {
             pipeline: PipelinePolicy::default(),
             admin: None,
             back_office: None,
+            member_api: MemberApi::default(),
             base: PathBuf::new(),
         }
     }

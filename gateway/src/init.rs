@@ -22,6 +22,8 @@ pub const DEMO_PRACTICE_ID: &str = "demo-practice";
 pub const DEMO_PRACTICE_ADDRESS: &str = "praxis@demo-practice.test";
 /// The demo member's KVNR.
 pub const DEMO_KVNR: &str = "A123456780";
+/// The demo member's date of birth (an adult, so smarthealth can be activated).
+const DEMO_BIRTH_DATE: &str = "1980-05-17";
 
 /// What `init` did.
 pub enum Outcome {
@@ -137,6 +139,7 @@ pub fn run(dir: &Path) -> anyhow::Result<Outcome> {
             name: "Demo Member".to_owned(),
             smarthealth: true,
             app_communication: true,
+            birth_date: Some(DEMO_BIRTH_DATE.parse()?),
         },
         Some((member_key.fingerprint, member_key.armored)),
     )?;

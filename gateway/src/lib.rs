@@ -13,6 +13,7 @@ pub mod init;
 pub mod keycache;
 pub mod keys;
 pub mod letter;
+pub mod lifecycle;
 pub mod logging;
 pub mod outbox;
 pub mod pipeline;

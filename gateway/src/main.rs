@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kvgate::{admin, demo, init, quarantine, queue, serve};
+use kvgate::{admin, demo, init, lifecycle, quarantine, queue, serve};
 
 /// kvgate: a secure mail gateway from S/MIME practice mail to members' OpenPGP inboxes.
 #[derive(Parser)]
@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: quarantine::QuarantineCommand,
     },
+    /// Apply the retention rules (membership end, long absence).
+    Lifecycle {
+        #[command(subcommand)]
+        command: lifecycle::LifecycleCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Track(args) => admin::track(args),
         Command::Queue { command } => queue::queue(command),
         Command::Quarantine { command } => quarantine::quarantine(command),
+        Command::Lifecycle { command } => lifecycle::lifecycle(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,9 @@
 //! 2). DATA goes to the spool (a small letter stays in memory and commits with its
 //! submission; a larger one goes to a file that is fsynced, with its directory), and the
 //! submission is committed with its `accepted` event before the sender hears 250.
+//! A smarthealth inbox takes a letter only while it fits the configured quota: checked
+//! at RCPT against `SIZE=` and again after DATA against the size received (552 5.2.2,
+//! recorded for the member's app).
 
 use std::sync::Arc;
 
@@ -14,15 +17,12 @@ use kvgate_connectors::smtp::{
     Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
 };
 use kvgate_store::{
-    Kvnr, Mailbox, Member, Recipient, Sender, SenderKind, Spool, SpoolFile, Store, Submission,
-    SubmissionState, Timestamp, TrackingId, now,
+    Kvnr, Mailbox, Member, QuotaRefusal, Recipient, Sender, SenderKind, Spool, SpoolFile, Store,
+    Submission, SubmissionState, Timestamp, TrackingId, now,
 };
 use tokio::sync::Notify;
 
-/// How long after membership ends the Postfach still takes letters (3 months).
-const POSTFACH_GRACE_MS: u64 = 92 * 24 * 3600 * 1000;
-/// How long after membership ends smarthealth still takes letters (1 month).
-const SMARTHEALTH_GRACE_MS: u64 = 31 * 24 * 3600 * 1000;
+use crate::lifecycle::{POSTFACH_GRACE_MS, SMARTHEALTH_GRACE_MS};
 
 /// The gateway's answers to the SMTP connector.
 pub struct Policy {
@@ -30,6 +30,8 @@ pub struct Policy {
     spool: Spool,
     domain: String,
     wake: Arc<Notify>,
+    /// Octets each member's smarthealth inbox may hold.
+    smarthealth_quota: u64,
 }
 
 /// One SMTP connection's state: the authenticated sender and the envelope so far.
@@ -40,19 +42,50 @@ pub struct Session {
     ret: Option<String>,
     /// `ENVID=` of the current transaction.
     envid: Option<String>,
+    /// `SIZE=` of the current transaction (0 if not declared).
+    declared_size: u64,
     recipients: Vec<Recipient>,
 }
 
 impl Policy {
     /// A policy for mail to `<KVNR>@{postfach,smarthealth}.<domain>`; `wake` is notified
-    /// whenever a letter has been accepted.
-    pub fn new(store: Arc<Store>, spool: Spool, domain: &str, wake: Arc<Notify>) -> Self {
+    /// whenever a letter has been accepted; a smarthealth inbox holds at most
+    /// `smarthealth_quota` octets.
+    pub fn new(
+        store: Arc<Store>,
+        spool: Spool,
+        domain: &str,
+        wake: Arc<Notify>,
+        smarthealth_quota: u64,
+    ) -> Self {
         Policy {
             store,
             spool,
             domain: domain.to_ascii_lowercase(),
             wake,
+            smarthealth_quota,
         }
+    }
+
+    /// After DATA: whether the letter as received (`size` octets) still fits every
+    /// smarthealth recipient's quota (SIZE= may have been missing or wrong).
+    async fn still_fits(&self, session: &Session, size: u64) -> Result<(), Reply> {
+        let store = self.store.clone();
+        let quota = self.smarthealth_quota;
+        let sender = session.sender.id.clone();
+        let members: Vec<Kvnr> = session
+            .recipients
+            .iter()
+            .filter(|r| r.mailbox == Mailbox::Smarthealth)
+            .map(|r| r.kvnr.clone())
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            members
+                .iter()
+                .try_for_each(|kvnr| fits_quota(&store, quota, &sender, kvnr, size))
+        })
+        .await
+        .map_err(|e| store_failure(&e))?
     }
 
     /// Maps a recipient address to a member's inbox, or says exactly why not.
@@ -146,6 +179,39 @@ impl Policy {
     }
 }
 
+/// Whether a letter of `size` octets from `sender_id` still fits the smarthealth inbox
+/// of `kvnr`: what is stored plus the letter may reach `quota` exactly. A refusal
+/// (552 5.2.2) is recorded for the member's app to show.
+fn fits_quota(
+    store: &Store,
+    quota: u64,
+    sender_id: &str,
+    kvnr: &Kvnr,
+    size: u64,
+) -> Result<(), Reply> {
+    let used = store
+        .smarthealth_used(kvnr)
+        .map_err(|e| store_failure(&e))?;
+    if used.saturating_add(size) <= quota {
+        return Ok(());
+    }
+    let refusal = QuotaRefusal {
+        at: now(),
+        sender_id: sender_id.to_owned(),
+        size,
+        used,
+        quota,
+    };
+    store
+        .record_quota_refusal(kvnr, refusal)
+        .map_err(|e| store_failure(&e))?;
+    Err(Reply::new(
+        552,
+        (5, 2, 2),
+        format!("the smarthealth storage of member {kvnr} is full; the member is told in the app"),
+    ))
+}
+
 /// The reply for a store failure: temporary, so the sender retries.
 fn store_failure(error: &dyn std::fmt::Display) -> Reply {
     tracing::error!(%error, "store failure during SMTP session");
@@ -200,6 +266,7 @@ impl Handler for Policy {
             mail_from: None,
             ret: None,
             envid: None,
+            declared_size: 0,
             recipients: Vec::new(),
         })
     }
@@ -229,6 +296,7 @@ impl Handler for Policy {
             .to_owned()
         });
         session.envid = params.envid.clone();
+        session.declared_size = params.size.unwrap_or(0);
         Ok(())
     }
 
@@ -246,6 +314,15 @@ impl Handler for Policy {
                 .map(|o| format!("{};{}", o.addr_type, o.address)),
             ..self.route(&session.sender, forward_path)?
         };
+        if recipient.mailbox == Mailbox::Smarthealth {
+            fits_quota(
+                &self.store,
+                self.smarthealth_quota,
+                &session.sender.id,
+                &recipient.kvnr,
+                session.declared_size,
+            )?;
+        }
         if !session
             .recipients
             .iter()
@@ -274,6 +351,10 @@ impl Handler for Policy {
             Err(e) => return store_failure(&e),
         };
         let (tracking_id, size) = (spooled.id, spooled.size);
+        if let Err(full) = self.still_fits(session, size).await {
+            let _ = self.spool.remove(&tracking_id);
+            return full;
+        }
         let submission = Submission {
             tracking_id: tracking_id.clone(),
             sender_id: session.sender.id.clone(),
@@ -318,6 +399,7 @@ impl Handler for Policy {
         session.mail_from = None;
         session.ret = None;
         session.envid = None;
+        session.declared_size = 0;
         session.recipients.clear();
     }
 }

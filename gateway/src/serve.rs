@@ -173,6 +173,7 @@ impl Gateway {
             spool.clone(),
             &config.domain,
             wake.clone(),
+            config.member_api.smarthealth_quota_bytes,
         ));
         let server = Arc::new(Server::new(policy, sender_tls, smtp_config));
 
@@ -237,6 +238,11 @@ impl Gateway {
             outbound: outbound.clone(),
             filed: filed.clone(),
             uploads,
+            security: security(&config),
+            smarthealth: api::SmarthealthRules {
+                terms_version: config.member_api.smarthealth_terms_version.clone(),
+                quota: config.member_api.smarthealth_quota_bytes,
+            },
         });
         let rx = stop.clone();
         tasks.spawn(async move {
@@ -252,6 +258,7 @@ impl Gateway {
             outbound.clone(),
         ));
         tasks.spawn(watchdog.run(stop.clone()));
+        tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
         if args.hold_queue {
             tracing::warn!("queue held: letters are accepted and spooled but not processed");
         } else {
@@ -310,6 +317,20 @@ impl Gateway {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The member API's credential policy and enrolment limiters from the configuration.
+fn security(config: &Config) -> api::Security {
+    let rules = &config.member_api;
+    api::Security {
+        credentials: rules.credentials(),
+        enrolment_per_ip: Arc::new(api::Limiter::new(
+            rules.enrollment_limit(rules.enrollment_per_ip),
+        )),
+        enrolment_per_device: Arc::new(api::Limiter::new(
+            rules.enrollment_limit(rules.enrollment_per_device),
+        )),
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::account::upload_document;
 use common::*;
 use serde_json::Value;
 
@@ -89,27 +90,6 @@ fn configure(install: &Install, relay: &Relay) {
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
 }
 
-/// Uploads with `curl -F`: text fields as given, the file from `file` under `name`.
-fn upload(
-    session: &Session<'_>,
-    fields: &[(&str, &str)],
-    file: Option<(&Path, &str)>,
-) -> (u16, Value) {
-    let mut args: Vec<String> = vec!["-H".into(), session.auth.clone()];
-    for (name, value) in fields {
-        args.extend(["--form-string".into(), format!("{name}={value}")]);
-    }
-    if let Some((path, name)) = file {
-        args.extend([
-            "-F".into(),
-            format!("file=@{};filename={name}", path.display()),
-        ]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (status, body) = curl(session.install, session.server, &args, "/v1/documents");
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 /// An upload that must be refused: text fields, file (path, name), status, problem slug.
 type Refusal<'a> = (
     Vec<(&'a str, &'a str)>,
@@ -171,7 +151,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
         ("note", "Rechnung März"),
         ("kvnr", MEMBER),
     ];
-    let (status, queued) = upload(&alice, &fields, Some((&file, "scan.png")));
+    let (status, queued) = upload_document(&alice, &fields, Some((&file, "scan.png")));
     assert_eq!(status, 201, "{queued}");
     let id = queued["tracking_id"].as_str().unwrap().to_owned();
 
@@ -295,7 +275,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
     let at_limit = install.work("at-limit.pdf");
     std::fs::write(&at_limit, pdf(MAX_UPLOAD)).unwrap();
     let long_note = "ä".repeat(2000);
-    let (status, answer) = upload(
+    let (status, answer) = upload_document(
         &alice,
         &[("type", "other"), ("note", &long_note), ("kvnr", MEMBER)],
         Some((&at_limit, "a.pdf")),
@@ -372,7 +352,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
     ];
     let mut refusals = Vec::new();
     for (fields, file, status, slug) in cases {
-        let (got, problem) = upload(&alice, &fields, file);
+        let (got, problem) = upload_document(&alice, &fields, file);
         assert_eq!(
             (got, problem["type"].as_str()),
             (status, Some(format!("urn:kvgate:problem:{slug}").as_str())),

@@ -1,6 +1,7 @@
 //! The redb database and the helpers every table module shares.
 
 use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use redb::{
     ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
@@ -63,12 +64,20 @@ pub(crate) const ATTEMPTS: Records = TableDefinition::new("attempts");
 /// Quarantined submissions: why, by tracking ID.
 pub(crate) const QUARANTINE: Records = TableDefinition::new("quarantine");
 
+// Issue 9a: member settings, family, lifecycle.
+/// Members' smarthealth records (accepted terms, quota refusals) by KVNR.
+pub(crate) const SMARTHEALTH: Records = TableDefinition::new("smarthealth");
+/// Members' registered family members by `KVNR/family-member-KVNR`.
+pub(crate) const FAMILY: Records = TableDefinition::new("family");
+/// When each member's app last used the API (to the day), by KVNR.
+pub(crate) const ACCESS: Records = TableDefinition::new("access");
+
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 22] = [
+const ALL_TABLES: [Records; 25] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -91,6 +100,10 @@ const ALL_TABLES: [Records; 22] = [
     UPLOADS,
     ATTEMPTS,
     QUARANTINE,
+    // Issue 9a.
+    SMARTHEALTH,
+    FAMILY,
+    ACCESS,
 ];
 
 /// The durable state of one kvgate installation.
@@ -100,7 +113,8 @@ const ALL_TABLES: [Records; 22] = [
 /// The hot paths (accepting, filing and finishing submissions) use group commit:
 /// concurrent callers share one durable commit.
 pub struct Store {
-    db: Database,
+    /// Shared by every transaction; taken alone only to compact (see `compact`).
+    db: RwLock<Database>,
     group: Group,
 }
 
@@ -113,7 +127,7 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
         let store = Store {
-            db,
+            db: RwLock::new(db),
             group: Group::default(),
         };
         store.write(|tx| {
@@ -125,12 +139,33 @@ impl Store {
         Ok(store)
     }
 
+    /// The database, shared with every other transaction.
+    fn database(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rewrites the database file so that nothing deleted survives in it: redb does
+    /// not clear the pages it frees, so deleted records and letters stay readable in
+    /// the file until compaction moves the live pages over them and cuts the rest
+    /// off. Every other store call waits meanwhile; it fails if a transaction of
+    /// another process is open.
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Each pass moves what it can; the last one finds nothing more to move.
+        for _ in 0..16 {
+            if !db.compact()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `f` in one write transaction and commits it durably.
     pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.database().begin_write()?;
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
@@ -144,7 +179,7 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.group.commit(&self.db, change)
+        self.group.commit(&self.database(), change)
     }
 
     /// Runs `f` in one read transaction.
@@ -152,7 +187,7 @@ impl Store {
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.database().begin_read()?;
         f(&tx)
     }
 }

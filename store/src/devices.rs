@@ -5,10 +5,11 @@
 //! takes its key off the member's active keys and revokes its tokens in the same
 //! commit: the next letter filed is no longer encrypted to it.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::WriteTransaction;
 
 use crate::Store;
-use crate::db::{DEVICES, MEMBER_KEYS, TOKENS, get, put, scan};
+use crate::credentials::revoke_tokens;
+use crate::db::{DEVICES, MEMBER_KEYS, get, put, scan};
 use crate::error::StoreError;
 use crate::ids::DeviceId;
 use crate::kvnr::Kvnr;
@@ -74,18 +75,7 @@ impl Store {
             {
                 keys.remove(key.as_str())?;
             }
-            // Token hashes are not indexed by device; removal is rare, a scan is fine.
-            let mut tokens = tx.open_table(TOKENS)?;
-            let mut revoked = Vec::new();
-            for entry in tokens.iter()? {
-                let (hash, owner) = entry?;
-                if serde_json::from_slice::<DeviceId>(owner.value())? == *id {
-                    revoked.push(hash.value().to_owned());
-                }
-            }
-            for hash in revoked {
-                tokens.remove(hash.as_str())?;
-            }
+            revoke_tokens(tx, id)?;
             Ok(true)
         })
     }
@@ -93,17 +83,19 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::credentials::Bearer;
     use crate::testing;
+    use crate::time::now;
 
     #[test]
     fn a_removed_device_loses_its_key_and_token_and_others_are_untouched() {
         let (_dir, store) = testing::open();
         let (alice, code) = testing::member(&store, "A123456780");
-        let phone = store.enroll(&alice, &code, "phone", "FP1", "K1").unwrap();
+        let phone = testing::enroll(&store, &alice, &code, "phone", "FP1");
         let code = store.add_enrollment_code(&alice).unwrap();
-        let tablet = store.enroll(&alice, &code, "tablet", "FP2", "K2").unwrap();
+        let tablet = testing::enroll(&store, &alice, &code, "tablet", "FP2");
         let (bob, code) = testing::member(&store, "X110411319");
-        let bobs = store.enroll(&bob, &code, "bob", "FP3", "K3").unwrap();
+        let bobs = testing::enroll(&store, &bob, &code, "bob", "FP3");
 
         let names: Vec<_> = store
             .devices(&alice)
@@ -127,8 +119,11 @@ mod tests {
 
         assert!(store.remove_device(&alice, &phone.device.id).unwrap());
         assert!(!store.remove_device(&alice, &phone.device.id).unwrap());
-        assert!(store.device_for_token(&phone.token).unwrap().is_none());
-        assert!(store.device_for_token(&tablet.token).unwrap().is_some());
+        assert_eq!(store.bearer(&phone.token, now()).unwrap(), Bearer::Unknown);
+        assert!(matches!(
+            store.bearer(&tablet.token, now()).unwrap(),
+            Bearer::Valid { .. }
+        ));
         let keys: Vec<_> = store
             .member_keys(&alice)
             .unwrap()

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A stored record could not be decoded (or encoded).
     #[error("corrupt record: {0}")]
     Record(#[from] serde_json::Error),
+    /// The database file could not be compacted.
+    #[error("cannot compact the database: {0}")]
+    Compaction(#[from] redb::CompactionError),
     /// A spool file operation failed.
     #[error("spool I/O error: {0}")]
     Io(#[from] std::io::Error),

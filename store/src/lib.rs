@@ -11,14 +11,19 @@
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
 //! times, sender ID).
 
+mod account;
+mod birthdate;
+mod credentials;
 mod db;
 mod devices;
 mod error;
 mod events;
+mod family;
 mod group;
 mod ids;
 mod inbox;
 mod kvnr;
+mod lifecycle;
 mod mailbox;
 mod members;
 mod messages;
@@ -26,6 +31,7 @@ mod outbound;
 mod quarantine;
 mod recovery;
 mod senders;
+mod settings;
 mod spool;
 mod submissions;
 #[cfg(test)]
@@ -33,18 +39,24 @@ mod testing;
 mod time;
 mod uploads;
 
+pub use account::Deleted;
+pub use birthdate::{BirthDate, InvalidBirthDate};
+pub use credentials::{Bearer, CredentialPolicy, IssuedToken};
 pub use db::Store;
 pub use error::StoreError;
 pub use events::{ChainBreak, Event, EventKind, verify_chain};
+pub use family::{FamilyMember, FamilyRefusal, MAX_FAMILY};
 pub use ids::{DeviceId, MalformedId, MessageId, OutboundId, TrackingId};
 pub use inbox::{Page, PageQuery};
 pub use kvnr::{Kvnr, KvnrError};
+pub use lifecycle::Retention;
 pub use mailbox::{Mailbox, UnknownMailbox};
 pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
 pub use messages::{MessageMeta, NewMessage};
 pub use outbound::Outbound;
 pub use quarantine::Quarantined;
 pub use senders::{Sender, SenderKind};
+pub use settings::{QuotaRefusal, Smarthealth};
 pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};

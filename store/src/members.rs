@@ -4,9 +4,10 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
+use crate::birthdate::BirthDate;
+use crate::credentials::{CredentialPolicy, EnrollmentCode, issue_token, take_code};
 use crate::db::{
-    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, TOKENS, get, put, random_hex, scan,
-    secret_hash,
+    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, get, put, random_hex, scan, secret_hash,
 };
 use crate::error::StoreError;
 use crate::ids::DeviceId;
@@ -28,6 +29,9 @@ pub struct Member {
     pub created_at: Timestamp,
     /// When the membership ended, if it did.
     pub ended_at: Option<Timestamp>,
+    /// The member's date of birth, if the insurer registered it.
+    #[serde(default)]
+    pub birth_date: Option<BirthDate>,
 }
 
 /// What `member add` registers.
@@ -41,6 +45,8 @@ pub struct NewMember {
     pub smarthealth: bool,
     /// Whether app communication is on.
     pub app_communication: bool,
+    /// The member's date of birth, if known.
+    pub birth_date: Option<BirthDate>,
 }
 
 /// Where a member's key came from.
@@ -92,12 +98,8 @@ pub struct EnrolledDevice {
     pub device: Device,
     /// The bearer token the app presents from now on.
     pub token: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct EnrollmentCode {
-    kvnr: Kvnr,
-    created_at: Timestamp,
+    /// When the token expires (the app refreshes it before).
+    pub expires_at: Timestamp,
 }
 
 pub(crate) fn key_id(kvnr: &Kvnr, fingerprint: &str) -> String {
@@ -137,6 +139,7 @@ impl Store {
                 app_communication: new.app_communication,
                 created_at: at,
                 ended_at: None,
+                birth_date: new.birth_date,
             };
             put(&mut members, new.kvnr.as_str(), &member)?;
             if let Some((fingerprint, armored)) = key {
@@ -154,6 +157,7 @@ impl Store {
             let entry = EnrollmentCode {
                 kvnr: new.kvnr.clone(),
                 created_at: at,
+                failures: 0,
             };
             put(&mut codes, &secret_hash(&code), &entry)?;
             Ok(())
@@ -171,6 +175,7 @@ impl Store {
             let entry = EnrollmentCode {
                 kvnr: kvnr.clone(),
                 created_at: now(),
+                failures: 0,
             };
             put(
                 &mut tx.open_table(ENROLLMENT_CODES)?,
@@ -191,9 +196,11 @@ impl Store {
         self.read(|tx| scan(&tx.open_table(MEMBER_KEYS)?, &format!("{kvnr}/")))
     }
 
-    /// Enrols a device with a single-use code: the code is consumed, the device's key
-    /// joins the member's active keys, and a bearer token is returned. A wrong code, or a
-    /// code of another member, is `NotFound` (nothing is disclosed).
+    /// Enrols a device at `at` with a single-use code: the code is consumed, the
+    /// device's key joins the member's active keys, and a bearer token is issued. A
+    /// wrong, expired or voided code, or a code of another member, is `None` (nothing
+    /// is disclosed); the wrong try is counted (see `credentials`) and committed.
+    #[allow(clippy::too_many_arguments)]
     pub fn enroll(
         &self,
         kvnr: &Kvnr,
@@ -201,19 +208,14 @@ impl Store {
         device_name: &str,
         key_fingerprint: &str,
         key_armored: &str,
-    ) -> Result<EnrolledDevice, StoreError> {
+        at: Timestamp,
+        policy: &CredentialPolicy,
+    ) -> Result<Option<EnrolledDevice>, StoreError> {
         let id = DeviceId::generate()?;
-        let token = random_hex(32)?;
         self.write(|tx| {
-            let mut codes = tx.open_table(ENROLLMENT_CODES)?;
-            let code_hash = secret_hash(code.trim());
-            match get::<EnrollmentCode>(&codes, &code_hash)? {
-                Some(entry) if entry.kvnr == *kvnr => {
-                    codes.remove(code_hash.as_str())?;
-                }
-                _ => return Err(StoreError::NotFound("enrolment code")),
+            if !take_code(tx, kvnr, code, at, policy)? {
+                return Ok(None);
             }
-            let at = now();
             let device = Device {
                 id: id.clone(),
                 kvnr: kvnr.clone(),
@@ -222,7 +224,7 @@ impl Store {
                 enrolled_at: at,
             };
             put(&mut tx.open_table(DEVICES)?, id.as_str(), &device)?;
-            put(&mut tx.open_table(TOKENS)?, &secret_hash(&token), &id)?;
+            let issued = issue_token(tx, &id, at, policy)?;
             let key = MemberKey {
                 kvnr: kvnr.clone(),
                 fingerprint: key_fingerprint.to_owned(),
@@ -235,18 +237,11 @@ impl Store {
                 &key_id(kvnr, key_fingerprint),
                 &key,
             )?;
-            Ok(EnrolledDevice { device, token })
-        })
-    }
-
-    /// The device a bearer token belongs to, if any.
-    pub fn device_for_token(&self, token: &str) -> Result<Option<Device>, StoreError> {
-        self.read(|tx| {
-            let tokens = tx.open_table(TOKENS)?;
-            match get::<DeviceId>(&tokens, &secret_hash(token))? {
-                Some(id) => get(&tx.open_table(DEVICES)?, id.as_str()),
-                None => Ok(None),
-            }
+            Ok(Some(EnrolledDevice {
+                device,
+                token: issued.token,
+                expires_at: issued.expires_at,
+            }))
         })
     }
 }
@@ -254,6 +249,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials::Bearer;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -267,6 +263,7 @@ mod tests {
             name: "Alice".into(),
             smarthealth: true,
             app_communication: false,
+            birth_date: None,
         }
     }
 
@@ -280,19 +277,21 @@ mod tests {
             Err(StoreError::Exists("member"))
         ));
         let other = Kvnr::parse("X110411319").unwrap();
-        assert!(matches!(
-            store.enroll(&other, &code, "phone", "FP", "KEY"),
-            Err(StoreError::NotFound(_))
-        ));
-        let enrolled = store.enroll(&kvnr, &code, "phone", "FP1", "KEY1").unwrap();
-        assert!(matches!(
-            store.enroll(&kvnr, &code, "tablet", "FP2", "KEY2"),
-            Err(StoreError::NotFound(_))
-        ));
-        let device = store.device_for_token(&enrolled.token).unwrap().unwrap();
+        let policy = CredentialPolicy::default();
+        let enroll = |kvnr: &Kvnr, name, fp| {
+            store
+                .enroll(kvnr, &code, name, fp, "KEY", now(), &policy)
+                .unwrap()
+        };
+        assert!(enroll(&other, "phone", "FP").is_none());
+        let enrolled = enroll(&kvnr, "phone", "FP1").unwrap();
+        assert!(enroll(&kvnr, "tablet", "FP2").is_none());
+        let Bearer::Valid { device, .. } = store.bearer(&enrolled.token, now()).unwrap() else {
+            panic!("the token is valid")
+        };
         assert_eq!(device.kvnr, kvnr);
         assert_eq!(device.name, "phone");
-        assert!(store.device_for_token("nonsense").unwrap().is_none());
+        assert_eq!(store.bearer("nonsense", now()).unwrap(), Bearer::Unknown);
         let keys = store.member_keys(&kvnr).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].origin, KeyOrigin::Device(device.id));

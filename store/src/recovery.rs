@@ -71,7 +71,7 @@ mod tests {
     fn a_new_recovery_key_replaces_the_old_one_and_keeps_device_keys() {
         let (_dir, store) = testing::open();
         let (kvnr, code) = testing::member(&store, "A123456780");
-        store.enroll(&kvnr, &code, "phone", "DEV", "K").unwrap();
+        testing::enroll(&store, &kvnr, &code, "phone", "DEV");
         store.set_recovery_key(&kvnr, "R1", "K1").unwrap();
         store.set_recovery_key(&kvnr, "R2", "K2").unwrap();
         let fingerprints: Vec<_> = store

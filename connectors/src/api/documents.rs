@@ -3,7 +3,7 @@
 //!
 //! The form is `multipart/form-data` with `file` (PDF, JPEG, PNG or HEIC, told by the
 //! content), `type`, optional `note` (invoice and other only, at most 2000
-//! characters) and `kvnr` (the member's own). The document is sealed in memory (signed
+//! characters) and `kvnr` (the member's own or a registered family member's). The document is sealed in memory (signed
 //! by the gateway, encrypted to the back office) and queued durably with its tracking
 //! event before `201 {tracking_id}` is answered: a tracking ID means it will be sent.
 
@@ -226,7 +226,13 @@ pub(crate) async fn upload(
     };
     let content = form.file.ok_or_else(|| missing("file"))?;
     let concerns = parse_kvnr(form.kvnr.as_deref().ok_or_else(|| missing("kvnr"))?.trim())?;
-    if concerns != device.kvnr {
+    let (owner, relative) = (device.kvnr.clone(), concerns.clone());
+    let allowed = concerns == device.kvnr
+        || blocking(&state, move |store| {
+            store.is_family_member(&owner, &relative)
+        })
+        .await?;
+    if !allowed {
         return Err(invalid(
             "kvnr-not-allowed",
             "KVNR not allowed",

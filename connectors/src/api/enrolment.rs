@@ -1,17 +1,22 @@
 //! `POST /v1/enroll`: a device joins a member with a single-use enrolment code.
 //!
 //! Every device, the first and every later one (a device change), needs its own code:
-//! the member is identified again each time.
+//! the member is identified again each time. Attempts are rate-limited per client IP
+//! address and per device key (429 with `Retry-After`); codes expire and wrong tries
+//! void them (see the store's `credentials`).
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kvgate_store::StoreError;
+use kvgate_store::now;
 use serde::{Deserialize, Serialize};
 
+use super::credentials::{Security, TokenView};
 use super::devices::device_name;
 use super::keys::checked_key;
 use super::routes::{RawBody, blocking, json_body, parse_kvnr};
+use super::server::ClientAddr;
 use super::{ApiState, Problem};
 
 #[derive(Deserialize)]
@@ -26,14 +31,19 @@ struct EnrollRequest {
 #[derive(Serialize)]
 struct EnrollResponse {
     device_id: String,
-    token: String,
+    #[serde(flatten)]
+    token: TokenView,
 }
 
 /// Enrols a device: checks the KVNR, the name and the key, then consumes the code.
 pub(crate) async fn enroll(
     State(state): State<ApiState>,
+    client: Option<Extension<ClientAddr>>,
     body: RawBody,
 ) -> Result<Response, Problem> {
+    if let Some(Extension(ClientAddr(ip))) = client {
+        Security::enrolment_attempt(&state.security.enrolment_per_ip, &ip.to_string())?;
+    }
     let request: EnrollRequest = json_body(
         body,
         "{\"kvnr\", \"code\", \"device_name\", \"public_key\"}",
@@ -41,12 +51,19 @@ pub(crate) async fn enroll(
     let kvnr = parse_kvnr(&request.kvnr)?;
     let name = device_name(&request.device_name)?;
     let key = checked_key(&state, &request.public_key)?;
+    Security::enrolment_attempt(&state.security.enrolment_per_device, &key.fingerprint)?;
     let code = request.code;
+    let policy = state.security.credentials;
     let enrolled = blocking(&state, move |store| {
-        match store.enroll(&kvnr, &code, &name, &key.fingerprint, &key.armored) {
-            Err(StoreError::NotFound(_)) => Ok(None),
-            other => other.map(Some),
-        }
+        store.enroll(
+            &kvnr,
+            &code,
+            &name,
+            &key.fingerprint,
+            &key.armored,
+            now(),
+            &policy,
+        )
     })
     .await?
     .ok_or_else(|| {
@@ -54,12 +71,15 @@ pub(crate) async fn enroll(
             StatusCode::FORBIDDEN,
             "enrollment-code-invalid",
             "Enrolment code not valid",
-            "the enrolment code is wrong, already used, or issued for another KVNR",
+            "the enrolment code is wrong, expired, already used, voided by too many wrong tries, or issued for another KVNR",
         )
     })?;
     let body = EnrollResponse {
         device_id: enrolled.device.id.to_string(),
-        token: enrolled.token,
+        token: TokenView {
+            token: enrolled.token,
+            expires_at: enrolled.expires_at.to_rfc3339(),
+        },
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }

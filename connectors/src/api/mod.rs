@@ -9,16 +9,21 @@
 //! `application/problem+json` (RFC 9457). A member never learns whether another
 //! member's message exists: it is 404 like a missing one.
 
+mod account;
 mod admin;
 mod auth;
+mod credentials;
 mod devices;
 mod documents;
 mod enrolment;
+mod family;
 mod keys;
+mod limiter;
 mod messages;
 mod problem;
 mod routes;
 mod server;
+mod settings;
 mod sniff;
 mod tracking;
 
@@ -27,10 +32,13 @@ use std::sync::Arc;
 use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
+pub use credentials::Security;
 pub use documents::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
+pub use limiter::{Limiter, RateLimit};
 pub use problem::Problem;
 pub use routes::router;
 pub use server::serve;
+pub use settings::SmarthealthRules;
 
 /// A member's OpenPGP public key as checked by [`KeyCheck`].
 #[derive(Debug, Clone)]
@@ -62,6 +70,10 @@ pub struct ApiState {
     /// How document uploads are sealed and bounded; `None` refuses them (no back
     /// office configured).
     pub uploads: Option<Uploads>,
+    /// Credential lifetimes and enrolment rate limits.
+    pub security: Security,
+    /// The smarthealth terms version and quota.
+    pub smarthealth: SmarthealthRules,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

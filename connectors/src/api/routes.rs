@@ -13,6 +13,8 @@ use kvgate_store::{Kvnr, Store, StoreError};
 use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
+// Issue 9a.
+use super::{account, credentials, family, settings};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -75,6 +77,17 @@ pub(crate) fn routes() -> Vec<Route> {
         unbounded(route("/v1/documents", M::POST, documents::upload)),
         route("/v1/documents", M::GET, documents::list),
         route("/v1/tracking/{id}", M::GET, tracking::show),
+        // Issue 9a: credentials, settings, smarthealth, family, export, account.
+        route("/v1/token/refresh", M::POST, credentials::refresh),
+        route("/v1/settings", M::GET, settings::get),
+        route("/v1/settings", M::PUT, settings::put),
+        route("/v1/smarthealth", M::GET, settings::show),
+        route("/v1/smarthealth/activate", M::POST, settings::activate),
+        route("/v1/family", M::GET, family::list),
+        route("/v1/family", M::POST, family::add),
+        route("/v1/family/{kvnr}", M::DELETE, family::remove),
+        route("/v1/export", M::GET, account::export),
+        route("/v1/account", M::DELETE, account::cancel),
     ]
 }
 

@@ -1,16 +1,21 @@
 //! The HTTPS listener of the member API.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+
+/// The address of the client that sent a request (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub IpAddr);
 
 /// How long in-flight requests may run on after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -40,7 +45,9 @@ pub async fn serve(
                     }
                 };
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(router.clone());
+                let service = TowerToHyperService::new(
+                    router.clone().layer(Extension(ClientAddr(peer.ip()))),
+                );
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

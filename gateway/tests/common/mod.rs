@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod account;
+
 use kvgate::client::{smtp, tls_config};
 use serde_json::{Value, json};
 
@@ -691,36 +693,7 @@ pub fn member_session<'a>(install: &'a Install, server: &'a Server) -> Session<'
 /// Registers the second member [`BOB`] (smarthealth active) and enrols a device of
 /// theirs; returns the session and the device ID.
 pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'a>, String) {
-    let out = install.admin(&[
-        "member",
-        "add",
-        "--kvnr",
-        BOB,
-        "--name",
-        "Bob",
-        "--smarthealth",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("enrollment-code: "))
-        .unwrap()
-        .to_owned();
-    let (_, key) = gpg_key(install, "bob");
-    let (auth, id) = enrol_device(install, server, BOB, &code, "bob", &key);
-    (
-        Session {
-            install,
-            server,
-            auth,
-        },
-        id,
-    )
+    account::add_member(install, server, BOB, "bob", &["--smarthealth"])
 }
 
 /// Polls `done` every 50 ms until it holds; fails with `what` after `secs` seconds.

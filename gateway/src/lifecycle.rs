@@ -1,0 +1,235 @@
+//! The retention rules (DESIGN.md, "Member facts"): after a membership ends, the
+//! smarthealth inbox stays reachable one month and the Postfach three, then the data
+//! is deleted; a member whose app has not used the API for twelve months is kept
+//! twelve months more, then deleted. Every deletion is tracked without content.
+//!
+//! `kvgate lifecycle run [--now DATE]` applies the rules once (a test or an operator
+//! chooses the time); `kvgate serve` applies them at start and every hour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use kvgate_store::{Kvnr, Retention, Store, StoreError, Timestamp, now};
+use tokio::sync::watch;
+
+use crate::admin::ConfigArg;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+/// How long after membership ends the Postfach stays (3 months).
+pub const POSTFACH_GRACE_MS: u64 = 92 * DAY_MS;
+/// How long after membership ends smarthealth stays (1 month).
+pub const SMARTHEALTH_GRACE_MS: u64 = 31 * DAY_MS;
+/// Without access for this long (12 months), a member's data is only retained …
+const DORMANT_MS: u64 = 365 * DAY_MS;
+/// … for this long more (12 months), then deleted.
+const RETAINED_MS: u64 = 365 * DAY_MS;
+/// How often `serve` applies the rules.
+const INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What the rules call for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Delete the member's smarthealth inbox (membership ended over a month ago).
+    CloseSmarthealth(Kvnr),
+    /// Delete the member's whole account, for this reason.
+    DeleteAccount(Kvnr, &'static str),
+}
+
+impl Action {
+    /// The sentence recorded in the tracking of each deleted letter.
+    fn reason(&self) -> &'static str {
+        match self {
+            Action::CloseSmarthealth(_) => {
+                "membership ended over a month ago; smarthealth letter deleted"
+            }
+            Action::DeleteAccount(_, reason) => reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::CloseSmarthealth(kvnr) => write!(f, "{kvnr}: smarthealth closed"),
+            Action::DeleteAccount(kvnr, reason) => write!(f, "{kvnr}: account deleted ({reason})"),
+        }
+    }
+}
+
+/// What the rules call for at `at`, for these members.
+pub fn due(members: &[Retention], at: Timestamp) -> Vec<Action> {
+    let past = |since: Timestamp, span: u64| at.0 >= since.0.saturating_add(span);
+    let mut actions = Vec::new();
+    for Retention {
+        member,
+        last_access,
+    } in members
+    {
+        let kvnr = member.kvnr.clone();
+        if let Some(ended) = member.ended_at {
+            if past(ended, POSTFACH_GRACE_MS) {
+                actions.push(Action::DeleteAccount(
+                    kvnr,
+                    "membership ended over three months ago; deleted",
+                ));
+                continue;
+            }
+            if member.smarthealth && past(ended, SMARTHEALTH_GRACE_MS) {
+                actions.push(Action::CloseSmarthealth(kvnr));
+                continue;
+            }
+        }
+        if past(*last_access, DORMANT_MS + RETAINED_MS) {
+            actions.push(Action::DeleteAccount(
+                member.kvnr.clone(),
+                "no access for 24 months (12 without, 12 retained); deleted",
+            ));
+        }
+    }
+    actions
+}
+
+/// Applies the rules at `at`; returns what was done.
+pub fn apply(store: &Store, at: Timestamp) -> Result<Vec<Action>, StoreError> {
+    let actions = due(&store.retention()?, at);
+    for action in &actions {
+        match action {
+            Action::CloseSmarthealth(kvnr) => {
+                store.close_smarthealth(kvnr, action.reason())?;
+            }
+            Action::DeleteAccount(kvnr, reason) => {
+                store.delete_account(kvnr, reason)?;
+            }
+        }
+        tracing::info!(%action, "retention rule applied");
+    }
+    Ok(actions)
+}
+
+/// Applies the rules at start and every hour until `stop` turns true.
+pub async fn run(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || apply(&store, now())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "applying the retention rules failed"),
+            Err(error) => tracing::error!(%error, "the retention task failed"),
+        }
+    }
+}
+
+/// A point in time from the command line: `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+pub fn parse_when(text: &str) -> anyhow::Result<Timestamp> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    full.parse()
+        .with_context(|| format!("{text:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+}
+
+/// `kvgate lifecycle …`
+#[derive(Subcommand)]
+pub enum LifecycleCommand {
+    /// Apply the retention rules once and print what was deleted.
+    Run {
+        /// Apply them as at this time (YYYY-MM-DD or RFC 3339; default: now).
+        #[arg(long)]
+        now: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Runs a `lifecycle` command.
+pub fn lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
+    let LifecycleCommand::Run { now: at, config } = command;
+    let at = match at {
+        Some(text) => parse_when(&text)?,
+        None => now(),
+    };
+    let installation = config.open()?;
+    let actions = apply(&installation.store, at)?;
+    if actions.is_empty() {
+        println!("nothing due at {}", at.to_rfc3339());
+    }
+    for action in actions {
+        println!("{action}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kvgate_store::Member;
+
+    use super::*;
+
+    fn member(ended: Option<u64>, smarthealth: bool, last_access: u64) -> Retention {
+        Retention {
+            member: Member {
+                kvnr: Kvnr::parse("A123456780").unwrap(),
+                name: "A".into(),
+                smarthealth,
+                app_communication: true,
+                created_at: Timestamp(0),
+                ended_at: ended.map(Timestamp),
+                birth_date: None,
+            },
+            last_access: Timestamp(last_access),
+        }
+    }
+
+    fn kinds(members: &[Retention], at: u64) -> Vec<&'static str> {
+        due(members, Timestamp(at))
+            .iter()
+            .map(|a| match a {
+                Action::CloseSmarthealth(_) => "close-smarthealth",
+                Action::DeleteAccount(..) => "delete-account",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_rules_fall_due_exactly_at_their_spans() {
+        let end = 1000 * DAY_MS;
+        let ended = [member(Some(end), true, end)];
+        assert!(kinds(&ended, end + SMARTHEALTH_GRACE_MS - 1).is_empty());
+        assert_eq!(
+            kinds(&ended, end + SMARTHEALTH_GRACE_MS),
+            ["close-smarthealth"]
+        );
+        assert_eq!(
+            kinds(&ended, end + POSTFACH_GRACE_MS - 1),
+            ["close-smarthealth"]
+        );
+        assert_eq!(kinds(&ended, end + POSTFACH_GRACE_MS), ["delete-account"]);
+        // Smarthealth already closed: nothing more until the Postfach's turn.
+        let closed = [member(Some(end), false, end)];
+        assert!(kinds(&closed, end + POSTFACH_GRACE_MS - 1).is_empty());
+
+        let dormant = [member(None, true, end)];
+        assert!(kinds(&dormant, end + DORMANT_MS + RETAINED_MS - 1).is_empty());
+        assert_eq!(
+            kinds(&dormant, end + DORMANT_MS + RETAINED_MS),
+            ["delete-account"]
+        );
+    }
+
+    #[test]
+    fn dates_and_times_parse() {
+        assert_eq!(
+            parse_when("2026-11-29").unwrap(),
+            "2026-11-29T00:00:00Z".parse().unwrap()
+        );
+        assert!(parse_when("29.11.2026").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! The retention rules against the real binary, with the time chosen by the test
+//! (`kvgate lifecycle run --now`): after `kvgate member end`, smarthealth goes after a
+//! month and the whole account after three; twelve months without access plus twelve
+//! retained, and the account goes. Each deleted letter's tracking says so, without
+//! content.
+
+mod common;
+
+use std::process::Command;
+
+use common::account::{ciphertext_sample, occurrences};
+use common::*;
+use serde_json::json;
+
+/// `kvgate lifecycle run --now AT`; its output.
+fn lifecycle(install: &Install, at: &str) -> String {
+    let out = install.admin(&["lifecycle", "run", "--now", at]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether the member is still registered (`kvgate member code` works).
+fn registered(install: &Install, kvnr: &str) -> bool {
+    install
+        .admin(&["member", "code", "--kvnr", kvnr])
+        .status
+        .success()
+}
+
+/// The last tracking event of a submission.
+fn last_event(install: &Install, id: &str) -> serde_json::Value {
+    install.track(id)["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn after_membership_ends_smarthealth_goes_after_a_month_and_the_account_after_three() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let alice = member_session(&install, &server);
+    let (letter, _) = deliver(&install, &server, "Befund");
+    let needle = ciphertext_sample(&letter_of(&alice, &letter));
+    assert_eq!(occurrences(&install.data(), &needle), 1);
+
+    let out = install.admin(&["member", "end", MEMBER, "--date", "2025-01-01"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = install.admin(&["member", "end", "A123456781", "--date", "2025-01-01"]);
+    assert!(!out.status.success(), "a wrong check digit is refused");
+
+    assert_eq!(
+        lifecycle(&install, "2025-01-31T23:59:59Z"),
+        "nothing due at 2025-01-31T23:59:59.000Z\n"
+    );
+    assert_eq!(
+        lifecycle(&install, "2025-02-01"),
+        format!("{MEMBER}: smarthealth closed\n")
+    );
+    let deleted = last_event(&install, &letter);
+    assert_eq!(
+        (&deleted["kind"], &deleted["detail"]),
+        (
+            &json!("deleted"),
+            &json!("membership ended over a month ago; smarthealth letter deleted")
+        )
+    );
+    let (status, list) = alice.json("GET", "/v1/messages", None);
+    assert_eq!((status, &list["messages"]), (200, &json!([])));
+    assert_eq!(
+        occurrences(&install.data(), &needle),
+        0,
+        "the letter's bytes are gone"
+    );
+    assert_eq!(
+        alice.json("GET", "/v1/smarthealth", None).1["active"],
+        json!(false)
+    );
+
+    // The Postfach's three months (92 days) end on 3 April.
+    assert!(lifecycle(&install, "2025-04-02T23:59:59Z").starts_with("nothing due"));
+    assert!(registered(&install, MEMBER));
+    assert_eq!(
+        lifecycle(&install, "2025-04-03"),
+        format!("{MEMBER}: account deleted (membership ended over three months ago; deleted)\n")
+    );
+    assert!(!registered(&install, MEMBER));
+    alice.refused("GET", "/v1/messages", None, 401, "unauthorized");
+}
+
+#[test]
+fn twelve_months_without_access_and_twelve_retained_delete_the_account() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let alice = member_session(&install, &server);
+    let (letter, _) = deliver(&install, &server, "Befund");
+    // The app's access (today) is what the rule counts from.
+    assert_eq!(alice.json("GET", "/v1/messages", None).0, 200);
+    let (bob, _) = second_member(&install, &server);
+    let day = |offset: &str| {
+        let out = run(Command::new("date").args(["-u", "-d", offset, "+%F"]));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert!(lifecycle(&install, &day("+729 days")).starts_with("nothing due"));
+    let out = lifecycle(&install, &day("+731 days"));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    let reason = "no access for 24 months (12 without, 12 retained); deleted";
+    assert_eq!(
+        lines,
+        [
+            format!("{MEMBER}: account deleted ({reason})"),
+            format!("{BOB}: account deleted ({reason})"),
+        ]
+    );
+    assert_eq!(last_event(&install, &letter)["detail"], json!(reason));
+    assert!(!registered(&install, MEMBER));
+    bob.refused("GET", "/v1/devices", None, 401, "unauthorized");
+}
+
+#[test]
+fn serve_applies_the_rules_itself() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let out = install.admin(&["member", "end", MEMBER, "--date", "2020-01-01"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(registered(&install, MEMBER));
+    let server = install.serve(&[]);
+    wait_until("serve deletes the ended membership", 30, || {
+        !registered(&install, MEMBER)
+    });
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains(&format!(
+            "{MEMBER}: account deleted (membership ended over three months ago; deleted)"
+        )),
+        "{log}"
+    );
+}

@@ -1,0 +1,166 @@
+//! A member's whole account: what an export reads, and what cancellation deletes.
+//!
+//! Cancellation removes every record of the member (member, keys, devices, tokens,
+//! open enrolment codes, key backup, uploads, smarthealth record, family, and every
+//! letter with its ciphertext) in one commit, together with a `deleted` tracking event
+//! (without content) for each letter and upload, and then compacts the database so
+//! that their bytes are gone from the file too. The senders' own submission records
+//! and tracking histories stay: they belong to the senders.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::Store;
+use crate::credentials::EnrollmentCode;
+use crate::credentials::revoke_tokens;
+use crate::db::{
+    ACCESS, BODIES, DEVICES, ENROLLMENT_CODES, FAMILY, FILED, INBOX, KEY_BACKUPS, MEMBER_KEYS,
+    MEMBERS, MESSAGES, Records, SMARTHEALTH, UPLOADS, get,
+};
+use crate::error::StoreError;
+use crate::events::{Event, EventKind, append_events};
+use crate::ids::MessageId;
+use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
+use crate::members::{KeyOrigin, MemberKey};
+use crate::messages::MessageMeta;
+use crate::uploads::Upload;
+
+/// What cancelling an account deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// Letters deleted from the member's inboxes.
+    pub letters: usize,
+    /// Upload records deleted.
+    pub uploads: usize,
+}
+
+/// Removes every record of `table` whose key starts with `prefix`; returns their
+/// values.
+fn remove_prefix(
+    tx: &WriteTransaction,
+    table: Records,
+    prefix: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut table = tx.open_table(table)?;
+    let mut found = Vec::new();
+    for entry in table.range(prefix..)? {
+        let (key, value) = entry?;
+        if !key.value().starts_with(prefix) {
+            break;
+        }
+        found.push((key.value().to_owned(), value.value().to_vec()));
+    }
+    let mut values = Vec::with_capacity(found.len());
+    for (key, value) in found {
+        table.remove(key.as_str())?;
+        values.push(value);
+    }
+    Ok(values)
+}
+
+/// Deletes the member's letters (of one inbox, or all) inside `tx`, each with a
+/// `deleted` tracking event saying `reason`; returns how many.
+pub(crate) fn delete_letters(
+    tx: &WriteTransaction,
+    kvnr: &Kvnr,
+    mailbox: Option<Mailbox>,
+    reason: &str,
+) -> Result<usize, StoreError> {
+    let prefix = match mailbox {
+        Some(mailbox) => format!("{kvnr}/{mailbox}/"),
+        None => format!("{kvnr}/"),
+    };
+    let mut letters = 0;
+    for id in remove_prefix(tx, INBOX, &prefix)? {
+        let id: MessageId = serde_json::from_slice(&id)?;
+        let Some(meta) = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())? else {
+            continue;
+        };
+        tx.open_table(MESSAGES)?.remove(id.as_str())?;
+        tx.open_table(BODIES)?.remove(id.as_str())?;
+        let filed = format!("{}/{kvnr}/{}", meta.tracking_id, meta.mailbox);
+        tx.open_table(FILED)?.remove(filed.as_str())?;
+        let event = Event::new(EventKind::Deleted)
+            .recipient(&meta.address)
+            .detail(reason);
+        append_events(tx, &meta.tracking_id, vec![event])?;
+        letters += 1;
+    }
+    Ok(letters)
+}
+
+impl Store {
+    /// Compacts after a deletion (see `compact`); a failure is logged, not returned:
+    /// the deletion stands, but its bytes stay in the file until the next compaction.
+    pub(crate) fn scrub(&self) {
+        if let Err(error) = self.compact() {
+            tracing::error!(%error, "deleted data is still in the database file: compaction failed");
+        }
+    }
+
+    /// The ciphertext of one of the member's letters, read only (unlike
+    /// `fetch_message`, nothing is recorded); `None` for another member's.
+    pub fn message_body(&self, kvnr: &Kvnr, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            let meta = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())?;
+            if meta.is_none_or(|m| m.kvnr != *kvnr) {
+                return Ok(None);
+            }
+            let body = tx.open_table(BODIES)?.get(id.as_str())?;
+            Ok(body.map(|b| b.value().to_vec()))
+        })
+    }
+
+    /// Deletes the member's account irrecoverably: the records in one commit (see the
+    /// module documentation), then their bytes from the database file (`compact`);
+    /// `None` if there is no such member.
+    pub fn delete_account(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
+        let deleted = self.delete_records(kvnr, reason)?;
+        if deleted.is_some() {
+            self.scrub();
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes every record of the member in one commit.
+    fn delete_records(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
+        self.write(|tx| {
+            if tx.open_table(MEMBERS)?.remove(kvnr.as_str())?.is_none() {
+                return Ok(None);
+            }
+            let letters = delete_letters(tx, kvnr, None, reason)?;
+            let uploads = remove_prefix(tx, UPLOADS, &format!("{kvnr}/"))?;
+            for upload in &uploads {
+                let upload: Upload = serde_json::from_slice(upload)?;
+                let event = Event::new(EventKind::Deleted).detail(reason);
+                append_events(tx, &upload.tracking_id, vec![event])?;
+            }
+            for key in remove_prefix(tx, MEMBER_KEYS, &format!("{kvnr}/"))? {
+                if let KeyOrigin::Device(device) = serde_json::from_slice::<MemberKey>(&key)?.origin
+                {
+                    tx.open_table(DEVICES)?.remove(device.as_str())?;
+                    revoke_tokens(tx, &device)?;
+                }
+            }
+            let mut codes = tx.open_table(ENROLLMENT_CODES)?;
+            let mut open = Vec::new();
+            for entry in codes.iter()? {
+                let (key, value) = entry?;
+                if serde_json::from_slice::<EnrollmentCode>(value.value())?.kvnr == *kvnr {
+                    open.push(key.value().to_owned());
+                }
+            }
+            for key in open {
+                codes.remove(key.as_str())?;
+            }
+            tx.open_table(KEY_BACKUPS)?.remove(kvnr.as_str())?;
+            tx.open_table(SMARTHEALTH)?.remove(kvnr.as_str())?;
+            tx.open_table(ACCESS)?.remove(kvnr.as_str())?;
+            remove_prefix(tx, FAMILY, &format!("{kvnr}/"))?;
+            Ok(Some(Deleted {
+                letters,
+                uploads: uploads.len(),
+            }))
+        })
+    }
+}

@@ -278,8 +278,39 @@ pub async fn failed_for(t: &Target, wrapping: Wrapping<'_>, reason: &str) -> Res
     }
 }
 
-/// The first final event (`delivered`, `failed`, `expired`) of the letter with
-/// `tracking_id`, as the test member sees its tracking through the API.
+/// A letter built to hurt a parser, sent between two good letters of the test
+/// practice: the good ones arrive, and the poison one ends in quarantine (as the test
+/// member sees its tracking through the API) and never in the inbox.
+pub async fn poison_between_good_letters(t: &Target, poison: &[u8]) -> Result<(), String> {
+    let rcpt = t.smarthealth(&t.member.kvnr);
+    let good = || -> Result<Vec<u8>, String> {
+        Letter::new(&t.practice.from, &rcpt)?.wrap(&Wrapping::SignThenEncrypt(
+            t.practice.signer(),
+            &t.gateway_smime,
+        ))
+    };
+    let first = accepted(t, &good()?, "the good letter before the poison").await?;
+    let poisoned = accepted(t, poison, "the poison letter").await?;
+    let second = accepted(t, &good()?, "the good letter after the poison").await?;
+    for id in [&first, &second] {
+        await_delivery(t, id).await?;
+    }
+    let last = final_event(t, &poisoned).await?;
+    if last["kind"] != "quarantined" {
+        return Err(format!(
+            "expected the poison letter {poisoned} to be quarantined; its final event is {last}"
+        ));
+    }
+    if let Some(entry) = find(t, &t.member, &poisoned).await? {
+        return Err(format!(
+            "the poison letter {poisoned} is in the inbox: {entry}"
+        ));
+    }
+    Ok(())
+}
+
+/// The first final event (`delivered`, `failed`, `expired`, `quarantined`) of the
+/// letter with `tracking_id`, as the test member sees its tracking through the API.
 async fn final_event(t: &Target, tracking_id: &str) -> Result<Value, String> {
     let api = &t.api;
     let token = t.member.token(api).await?;
@@ -291,7 +322,7 @@ async fn final_event(t: &Target, tracking_id: &str) -> Result<Value, String> {
             let trail = answer.json()?;
             let last = trail["events"].as_array().and_then(|events| {
                 events.iter().find(|e| {
-                    ["delivered", "failed", "expired"]
+                    ["delivered", "failed", "expired", "quarantined"]
                         .contains(&e["kind"].as_str().unwrap_or_default())
                 })
             });

@@ -6,7 +6,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use super::Case;
-use crate::delivery::{Delivered, delivered};
+use crate::delivery::{self, Delivered, delivered};
 use crate::letter::{ATTACHMENT_NAME, find_attachment};
 use crate::target::Target;
 
@@ -54,7 +54,33 @@ pub const CASES: &[Case] = &[
         clause: "DESIGN.md step 5; RFC 9788 (header protection)",
         run: |t| Box::pin(async { with_letter(t, no_leak).await.into() }),
     },
+    Case {
+        id: "DELIVERY-POISON-QUARANTINED",
+        section: "Delivery",
+        clause: "issue 8 (poison letters: quarantined, never blocking others)",
+        run: |t| {
+            Box::pin(async {
+                let poison = poison_letter(&t.practice.from, &t.smarthealth(&t.member.kvnr));
+                delivery::poison_between_good_letters(t, &poison)
+                    .await
+                    .into()
+            })
+        },
+    },
 ];
+
+/// An enveloped-data letter whose CMS structure declares a length of 4 GiB.
+fn poison_letter(from: &str, to: &str) -> Vec<u8> {
+    use base64::Engine;
+    let der = [0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x00];
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+         Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+    .into_bytes()
+}
 
 /// Runs `check` on the delivered reference letter (the API knows which inbox).
 async fn with_letter(

@@ -49,6 +49,9 @@ pub struct Config {
     /// member API refuses uploads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub back_office: Option<BackOffice>,
+    /// Rate limits of the app's basic tier (uploads without enrolment).
+    #[serde(default)]
+    pub basic_tier: BasicTier,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -190,6 +193,28 @@ pub struct BackOffice {
 
 fn default_max_upload() -> usize {
     20 * 1024 * 1024
+}
+
+/// Rate limits of the app's basic tier, where anyone may send documents for a KVNR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicTier {
+    /// Uploads per install ID in each window.
+    pub uploads_per_install: u32,
+    /// Uploads per client IP address in each window.
+    pub uploads_per_ip: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+impl Default for BasicTier {
+    fn default() -> Self {
+        BasicTier {
+            uploads_per_install: 10,
+            uploads_per_ip: 50,
+            window_secs: 3600,
+        }
+    }
 }
 
 /// How the gateway talks to its relay.
@@ -380,6 +405,7 @@ impl Config {
             queue: QueuePolicy::default(),
             admin: None,
             back_office: None,
+            basic_tier: BasicTier::default(),
             base: PathBuf::new(),
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
+use kvgate_certs::openpgp;
 use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
     Event, EventKind, NewMessage, Outbound, Recipient, Spool, Store, StoreError, Submission,
@@ -25,7 +25,7 @@ use kvgate_store::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::keycache::KeyCache;
+use crate::keycache::{KeyCache, member_keys};
 use crate::letter::{self, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Report, ReportError, status_for};
 
@@ -329,15 +329,7 @@ impl Pipeline {
         let mut fates: Vec<Fate<'_>> = Vec::new();
         let mut filings = Vec::new();
         for (index, recipient) in submission.recipients.iter().enumerate() {
-            let keys: Vec<PgpKey> = self
-                .store
-                .member_keys(&recipient.kvnr)?
-                .into_iter()
-                .map(|k| PgpKey {
-                    fingerprint: k.fingerprint,
-                    armored: k.armored,
-                })
-                .collect();
+            let keys = member_keys(&self.store, &recipient.kvnr)?;
             if keys.is_empty() {
                 let detail = "the member has no active OpenPGP key; nothing could be encrypted";
                 failures.push(

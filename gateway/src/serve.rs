@@ -208,6 +208,7 @@ impl Gateway {
             Some(back_office) => {
                 let certificate = config.resolve(&back_office.certificate);
                 let sealer = BackOfficeSealer::load(
+                    store.clone(),
                     (&identity.0, &identity.1),
                     &certificate,
                     back_office,
@@ -234,6 +235,11 @@ impl Gateway {
             outbound: outbound.clone(),
             filed: filed.clone(),
             uploads,
+            basic: Arc::new(api::RateLimits::new(
+                config.basic_tier.uploads_per_install,
+                config.basic_tier.uploads_per_ip,
+                std::time::Duration::from_secs(config.basic_tier.window_secs),
+            )),
         });
         let rx = stop.clone();
         tasks.spawn(async move {

@@ -58,13 +58,16 @@ pub(crate) const OUTBOUND_PAYLOADS: Records = TableDefinition::new("outbound_pay
 pub(crate) const KEY_BACKUPS: Records = TableDefinition::new("key_backups");
 /// Members' document uploads by `KVNR/tracking-ID`.
 pub(crate) const UPLOADS: Records = TableDefinition::new("uploads");
+// issue 9b: member app sending (basic tier).
+/// Basic-tier uploads (no enrolment) by tracking ID.
+pub(crate) const BASIC_UPLOADS: Records = TableDefinition::new("basic_uploads");
 
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 20] = [
+const ALL_TABLES: [Records; 21] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -85,6 +88,8 @@ const ALL_TABLES: [Records; 20] = [
     OUTBOUND_PAYLOADS,
     KEY_BACKUPS,
     UPLOADS,
+    // issue 9b
+    BASIC_UPLOADS,
 ];
 
 /// The durable state of one kvgate installation.

@@ -47,3 +47,5 @@ pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
 pub use uploads::Upload;
+// issue 9b: member app sending.
+pub use uploads::{BasicUpload, Cap, UploadKind};

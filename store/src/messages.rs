@@ -194,15 +194,24 @@ pub(crate) fn file(
         on_read: message.on_read.clone(),
     };
     put(&mut filed, &filed_key, id)?;
-    put(&mut tx.open_table(MESSAGES)?, id.as_str(), &meta)?;
-    tx.open_table(BODIES)?
-        .insert(id.as_str(), message.ciphertext.as_slice())?;
-    put(
-        &mut tx.open_table(INBOX)?,
-        &inbox_key(&message.kvnr, message.mailbox, id),
-        id,
-    )?;
+    store_message(tx, &meta, &message.ciphertext)?;
     events.push(Event::new(EventKind::Delivered).recipient(&message.address));
     append_events(tx, &message.tracking_id, events)?;
     Ok(id.clone())
+}
+
+/// Writes a message's metadata, ciphertext and inbox index entry inside `tx`.
+pub(crate) fn store_message(
+    tx: &WriteTransaction,
+    meta: &MessageMeta,
+    ciphertext: &[u8],
+) -> Result<(), StoreError> {
+    put(&mut tx.open_table(MESSAGES)?, meta.id.as_str(), meta)?;
+    tx.open_table(BODIES)?
+        .insert(meta.id.as_str(), ciphertext)?;
+    put(
+        &mut tx.open_table(INBOX)?,
+        &inbox_key(&meta.kvnr, meta.mailbox, &meta.id),
+        &meta.id,
+    )
 }

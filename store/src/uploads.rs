@@ -1,35 +1,82 @@
-//! Members' document uploads to the insurer's back office: what was sent, by whom,
-//! and its tracking history, which only the uploading member may see.
+//! What members send to the insurer's back office from the app (document uploads and
+//! requests): what was sent, by whom, and its tracking history, which only the sending
+//! member may see. The app's basic tier sends without enrolment; its uploads are
+//! tracked for the install ID that sent them only.
 //!
-//! An upload is queued as a sealed outbound message (signed by the gateway, encrypted
-//! to the back office; the store does not know what it says) together with its record
-//! and its `accepted` event, in one commit: a tracking ID handed out means the upload
-//! is durably queued.
+//! Each is queued as a sealed outbound message (signed by the gateway, encrypted to
+//! the back office; the store does not know what it says) together with its record,
+//! its `accepted` event and, for a member, a copy in their `sent` mailbox (ciphertext
+//! to their keys), in one commit: a tracking ID handed out means it is durably queued.
 
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{EVENTS, SUBMISSIONS, UPLOADS, get, put, scan};
+use crate::db::{BASIC_UPLOADS, EVENTS, SUBMISSIONS, UPLOADS, get, put, scan, secret_hash};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
-use crate::ids::TrackingId;
+use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
+use crate::messages::{MessageMeta, store_message};
 use crate::outbound::{Outbound, enqueue};
 use crate::submissions::Submission;
 use crate::time::Timestamp;
 
-/// One document a member uploaded: metadata only, never the document.
+/// What a member sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadKind {
+    /// A document (invoice, sick note, …).
+    #[default]
+    Document,
+    /// A request to the insurer (certificate, replacement card, health data).
+    Request,
+}
+
+/// One thing a member sent to the back office: metadata only, never its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     /// The tracking ID the member got.
     pub tracking_id: TrackingId,
-    /// The uploading member.
+    /// The sending member.
     pub kvnr: Kvnr,
-    /// The member the document concerns (the uploader or a family member).
+    /// Whether it is a document or a request.
+    #[serde(default)]
+    pub kind: UploadKind,
+    /// The member the document or request concerns (the sender or another person).
     pub concerns: Kvnr,
-    /// The document type the member chose (`invoice`, `sick-note`, …).
+    /// The document type (`invoice`, `sick-note`, …) or request type.
     pub document_type: String,
-    /// The media type found in the content (`application/pdf`, `image/png`, …).
+    /// The media type found in the content (`application/pdf`, `image/png`, …); empty
+    /// for a request.
+    pub content_type: String,
+    /// Size of the document in octets (0 for a request).
+    pub size: u64,
+    /// When it was queued.
+    pub uploaded_at: Timestamp,
+}
+
+/// A limit on how many uploads of one kind and type a member may send since a time
+/// (e.g. replacement cards per calendar year).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    /// Only uploads from this time on count.
+    pub since: Timestamp,
+    /// How many may be sent in that time.
+    pub max: usize,
+}
+
+/// An upload of the app's basic tier: sent without enrolment for a KVNR, tracked for
+/// the install ID that sent it (stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicUpload {
+    /// The tracking ID the app got.
+    pub tracking_id: TrackingId,
+    /// SHA-256 of the device-generated install ID.
+    install: String,
+    /// The document type.
+    pub document_type: String,
+    /// The media type found in the content.
     pub content_type: String,
     /// Size of the document in octets.
     pub size: u64,
@@ -37,27 +84,129 @@ pub struct Upload {
     pub uploaded_at: Timestamp,
 }
 
+impl BasicUpload {
+    /// The record of a basic-tier upload sent by `install_id`.
+    pub fn new(
+        tracking_id: TrackingId,
+        install_id: &str,
+        document_type: String,
+        content_type: String,
+        size: u64,
+        uploaded_at: Timestamp,
+    ) -> Self {
+        BasicUpload {
+            tracking_id,
+            install: secret_hash(install_id),
+            document_type,
+            content_type,
+            size,
+            uploaded_at,
+        }
+    }
+}
+
 fn upload_key(kvnr: &Kvnr, id: &TrackingId) -> String {
     format!("{kvnr}/{id}")
 }
 
+/// Queues `message` with its `accepted` event inside `tx`.
+fn enqueue_accepted(tx: &redb::WriteTransaction, message: &Outbound) -> Result<(), StoreError> {
+    enqueue(tx, message)?;
+    let event = Event::new(EventKind::Accepted)
+        .recipient(&message.rcpt_to)
+        .detail("queued for the insurer's back office");
+    append_events(tx, &message.tracking_id, vec![event])
+}
+
 impl Store {
-    /// Queues a sealed upload for the back office: its record, its outbound message and
-    /// its `accepted` event, in one commit.
-    pub fn queue_upload(&self, upload: &Upload, message: &Outbound) -> Result<(), StoreError> {
+    /// Queues a sealed upload for the back office: its record, its outbound message, its
+    /// `accepted` event and the member's `sent_copy` (ciphertext to their keys), in one
+    /// commit. With a `cap`, nothing is queued (and false returned) if the member has
+    /// already sent `cap.max` uploads of this kind and type since `cap.since`.
+    pub fn queue_upload(
+        &self,
+        upload: &Upload,
+        message: &Outbound,
+        sent_copy: Option<&[u8]>,
+        cap: Option<Cap>,
+    ) -> Result<bool, StoreError> {
+        let copy_id = sent_copy.map(|_| MessageId::generate()).transpose()?;
         self.write(|tx| {
             let mut uploads = tx.open_table(UPLOADS)?;
             let key = upload_key(&upload.kvnr, &upload.tracking_id);
             if get::<Upload>(&uploads, &key)?.is_some() {
                 return Err(StoreError::Exists("upload"));
             }
+            if let Some(cap) = cap {
+                let earlier: Vec<Upload> = scan(&uploads, &format!("{}/", upload.kvnr))?;
+                let counted = earlier
+                    .iter()
+                    .filter(|u| u.kind == upload.kind && u.document_type == upload.document_type)
+                    .filter(|u| u.uploaded_at >= cap.since)
+                    .count();
+                if counted >= cap.max {
+                    return Ok(false);
+                }
+            }
             put(&mut uploads, &key, upload)?;
             drop(uploads);
-            enqueue(tx, message)?;
-            let event = Event::new(EventKind::Accepted)
-                .recipient(&message.rcpt_to)
-                .detail("queued for the insurer's back office");
-            append_events(tx, &upload.tracking_id, vec![event])
+            if let (Some(id), Some(ciphertext)) = (copy_id.clone(), sent_copy) {
+                let meta = MessageMeta {
+                    id,
+                    kvnr: upload.kvnr.clone(),
+                    mailbox: Mailbox::Sent,
+                    tracking_id: upload.tracking_id.clone(),
+                    address: message.rcpt_to.clone(),
+                    sender_id: upload.kvnr.to_string(),
+                    received_at: upload.uploaded_at,
+                    size: ciphertext.len() as u64,
+                    fetched: false,
+                    read: true,
+                    on_read: None,
+                };
+                store_message(tx, &meta, ciphertext)?;
+            }
+            enqueue_accepted(tx, message)?;
+            Ok(true)
+        })
+    }
+
+    /// Queues a sealed basic-tier upload with its record and `accepted` event, in one
+    /// commit.
+    pub fn queue_basic_upload(
+        &self,
+        upload: &BasicUpload,
+        message: &Outbound,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut uploads = tx.open_table(BASIC_UPLOADS)?;
+            let key = upload.tracking_id.as_str();
+            if get::<BasicUpload>(&uploads, key)?.is_some() {
+                return Err(StoreError::Exists("upload"));
+            }
+            put(&mut uploads, key, upload)?;
+            drop(uploads);
+            enqueue_accepted(tx, message)
+        })
+    }
+
+    /// A basic-tier upload and its tracking history, if `install_id` sent it; `None`
+    /// for any other tracking ID or install ID.
+    pub fn basic_tracking(
+        &self,
+        id: &TrackingId,
+        install_id: &str,
+    ) -> Result<Option<(BasicUpload, Vec<Event>)>, StoreError> {
+        self.read(|tx| {
+            let Some(upload) = get::<BasicUpload>(&tx.open_table(BASIC_UPLOADS)?, id.as_str())?
+            else {
+                return Ok(None);
+            };
+            if upload.install != secret_hash(install_id) {
+                return Ok(None);
+            }
+            let events = scan(&tx.open_table(EVENTS)?, &format!("{id}/"))?;
+            Ok(Some((upload, events)))
         })
     }
 
@@ -127,6 +276,7 @@ mod tests {
         let upload = Upload {
             tracking_id: id.clone(),
             kvnr: alice.clone(),
+            kind: UploadKind::Document,
             concerns: alice.clone(),
             document_type: "invoice".into(),
             content_type: "application/pdf".into(),
@@ -146,9 +296,9 @@ mod tests {
             last_error: None,
             delay_reported: false,
         };
-        store.queue_upload(&upload, &message).unwrap();
+        assert!(store.queue_upload(&upload, &message, None, None).unwrap());
         assert!(matches!(
-            store.queue_upload(&upload, &message),
+            store.queue_upload(&upload, &message, None, None),
             Err(StoreError::Exists("upload"))
         ));
         let listed = Outbound {

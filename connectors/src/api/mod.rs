@@ -16,7 +16,12 @@ mod documents;
 mod enrolment;
 mod keys;
 mod messages;
+// issue 9b: member app sending.
+mod basic;
+mod outgoing;
 mod problem;
+mod ratelimit;
+mod requests;
 mod routes;
 mod server;
 mod sniff;
@@ -27,8 +32,9 @@ use std::sync::Arc;
 use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
-pub use documents::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
+pub use outgoing::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use problem::Problem;
+pub use ratelimit::RateLimits;
 pub use routes::router;
 pub use server::serve;
 
@@ -62,6 +68,8 @@ pub struct ApiState {
     /// How document uploads are sealed and bounded; `None` refuses them (no back
     /// office configured).
     pub uploads: Option<Uploads>,
+    /// The basic tier's rate limits (issue 9b).
+    pub basic: Arc<RateLimits>,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

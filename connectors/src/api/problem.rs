@@ -17,6 +17,9 @@ pub struct Problem {
     pub status: u16,
     /// What exactly went wrong, for a person.
     pub detail: String,
+    /// Seconds after which the client may try again (`Retry-After`), if it says so.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -32,6 +35,15 @@ impl Problem {
             title,
             status: status.as_u16(),
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same problem with a `Retry-After` of `secs` seconds.
+    pub fn retry_after(self, secs: u64) -> Self {
+        Problem {
+            retry_after: Some(secs),
+            ..self
         }
     }
 
@@ -86,11 +98,17 @@ impl From<StoreError> for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.retry_after;
         let mut response = (status, axum::Json(self)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }

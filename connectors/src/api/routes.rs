@@ -13,6 +13,8 @@ use kvgate_store::{Kvnr, Store, StoreError};
 use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
+// issue 9b: member app sending.
+use super::{basic, requests};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -75,6 +77,10 @@ pub(crate) fn routes() -> Vec<Route> {
         unbounded(route("/v1/documents", M::POST, documents::upload)),
         route("/v1/documents", M::GET, documents::list),
         route("/v1/tracking/{id}", M::GET, tracking::show),
+        // issue 9b: member app sending.
+        unbounded(route("/v1/basic/documents", M::POST, basic::upload)),
+        route("/v1/basic/tracking/{id}", M::GET, basic::track),
+        route("/v1/requests", M::POST, requests::create),
     ]
 }
 

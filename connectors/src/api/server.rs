@@ -40,7 +40,8 @@ pub async fn serve(
                     }
                 };
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(router.clone());
+                let peer_ip = super::ratelimit::Peer(peer.ip());
+                let service = TowerToHyperService::new(router.clone().layer(axum::Extension(peer_ip)));
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -325,6 +325,7 @@ impl Pipeline {
                 verified_at,
             },
         );
+        let (message_id, replies_to) = letter::threading(&unwrapped.content);
         let mut failures: Vec<Event> = Vec::new();
         let mut fates: Vec<Fate<'_>> = Vec::new();
         let mut filings = Vec::new();
@@ -377,6 +378,9 @@ impl Pipeline {
                 address: recipient.address.clone(),
                 ciphertext,
                 on_read: self.mdn(submission, recipient, &unwrapped.content, raw)?,
+                // An answer to the member's messenger message joins its thread.
+                thread: self.store.thread_for_reply(&recipient.kvnr, &replies_to)?,
+                message_id: message_id.clone(),
             };
             filings.push((message, std::mem::take(&mut events)));
             fates.push(Fate {

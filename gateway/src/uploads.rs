@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use kvgate_certs::openpgp;
 use kvgate_connectors::api::{Document, Sealed, Sealer};
-use kvgate_store::{Kvnr, Store, Timestamp, UploadKind};
+use kvgate_store::{Kvnr, Store, ThreadId, Timestamp, UploadKind};
 use zeroize::Zeroizing;
 
 use crate::config::BackOffice;
@@ -81,12 +81,13 @@ fn kind_name(kind: UploadKind) -> &'static str {
     match kind {
         UploadKind::Document => "upload",
         UploadKind::Request => "request",
+        UploadKind::Message => "message",
     }
 }
 
-/// The entity the back office reads once decrypted: the metadata as JSON, then the
-/// document if there is one. Both parts are base64, so the boundary (with `_`) cannot
-/// occur in them.
+/// The entity the back office reads once decrypted: the metadata as JSON, the
+/// message text if there is one, then the documents. Every part is base64, so the
+/// boundary (with `_`) cannot occur in them.
 fn inner_entity(document: &Document<'_>) -> Result<Vec<u8>, String> {
     let metadata = serde_json::json!({
         "tracking_id": document.tracking_id.as_str(),
@@ -97,8 +98,9 @@ fn inner_entity(document: &Document<'_>) -> Result<Vec<u8>, String> {
         "type": document.document_type,
         "note": document.note,
         "details": document.details,
-        "content_type": document.file.map(|(t, _)| t),
-        "size": document.file.map(|(_, c)| c.len()),
+        "thread_id": document.thread.map(ThreadId::as_str),
+        "content_type": document.files.first().map(|(t, _)| t),
+        "size": document.files.iter().map(|(_, c)| c.len()).sum::<usize>(),
     });
     let metadata = serde_json::to_vec(&metadata).map_err(|e| e.to_string())?;
     let boundary = format!("=_kvgate_upload_{}", document.tracking_id);
@@ -110,8 +112,21 @@ fn inner_entity(document: &Document<'_>) -> Result<Vec<u8>, String> {
          {metadata}",
         metadata = base64_lines(&metadata),
     );
-    if let Some((content_type, content)) = document.file {
-        let name = format!("document.{}", extension(content_type));
+    if let Some(text) = document.text {
+        entity.push_str(&format!(
+            "--{boundary}\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n\
+             {text}",
+            text = base64_lines(text.as_bytes()),
+        ));
+    }
+    for (n, (content_type, content)) in document.files.iter().enumerate() {
+        let ext = extension(content_type);
+        let name = match n {
+            0 => format!("document.{ext}"),
+            _ => format!("document-{}.{ext}", n + 1),
+        };
         entity.push_str(&format!(
             "--{boundary}\r\n\
              Content-Type: {content_type}; name=\"{name}\"\r\n\
@@ -126,7 +141,8 @@ fn inner_entity(document: &Document<'_>) -> Result<Vec<u8>, String> {
 }
 
 impl BackOfficeSealer {
-    /// The header block of the message to the back office (CRLF line ends).
+    /// The header block of the message to the back office (CRLF line ends); a
+    /// messenger message also names its thread and what it replies to.
     fn headers(
         &self,
         from: &str,
@@ -134,19 +150,29 @@ impl BackOfficeSealer {
         message_id: &str,
         at: Timestamp,
     ) -> String {
-        format!(
+        let mut headers = format!(
             "From: <{from}>\r\n\
              To: <{to}>\r\n\
              Subject: kvgate {kind} {id}\r\n\
              Date: {date}\r\n\
-             Message-ID: {message_id}\r\n\
+             Message-ID: <{message_id}>\r\n\
              X-Kvgate-Tracking-Id: {id}\r\n",
             from = header_safe(from),
             to = header_safe(&self.to),
             kind = kind_name(document.kind),
             id = document.tracking_id,
             date = rfc5322_date(at),
-        )
+        );
+        if let Some(thread) = document.thread {
+            headers.push_str(&format!("X-Kvgate-Thread-Id: {thread}\r\n"));
+        }
+        if let Some(original) = document.in_reply_to {
+            let original = header_safe(original);
+            headers.push_str(&format!(
+                "In-Reply-To: <{original}>\r\nReferences: <{original}>\r\n"
+            ));
+        }
+        headers
     }
 
     /// The sending member's copy: the message as sent, encrypted to their active keys;
@@ -201,7 +227,7 @@ impl Sealer for BackOfficeSealer {
             .map_err(|_| "the encrypted upload is not 7-bit text".to_owned())?;
         let id = document.tracking_id;
         let kind = kind_name(document.kind);
-        let message_id = format!("<{kind}.{id}@{}>", self.domain);
+        let message_id = format!("{kind}.{id}@{}", self.domain);
         let message = format!(
             "{}{encrypted}",
             self.headers(&self.from, document, &message_id, kvgate_store::now())
@@ -214,6 +240,7 @@ impl Sealer for BackOfficeSealer {
             mail_from: self.from.clone(),
             rcpt_to: self.to.clone(),
             message,
+            message_id,
             sent_copy,
         })
     }

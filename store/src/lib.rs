@@ -29,6 +29,7 @@ mod spool;
 mod submissions;
 #[cfg(test)]
 mod testing;
+mod threads;
 mod time;
 mod uploads;
 
@@ -36,6 +37,8 @@ pub use db::Store;
 pub use error::StoreError;
 pub use events::{ChainBreak, Event, EventKind, verify_chain};
 pub use ids::{DeviceId, MalformedId, MessageId, OutboundId, TrackingId};
+// issue 9b: messenger threads.
+pub use ids::ThreadId;
 pub use inbox::{Page, PageQuery};
 pub use kvnr::{Kvnr, KvnrError};
 pub use mailbox::{Mailbox, UnknownMailbox};
@@ -48,4 +51,5 @@ pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
 pub use uploads::Upload;
 // issue 9b: member app sending.
-pub use uploads::{BasicUpload, Cap, UploadKind};
+pub use threads::{Thread, ThreadRef};
+pub use uploads::{BasicUpload, Cap, Sending, UploadKind};

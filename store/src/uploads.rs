@@ -20,6 +20,7 @@ use crate::mailbox::Mailbox;
 use crate::messages::{MessageMeta, store_message};
 use crate::outbound::{Outbound, enqueue};
 use crate::submissions::Submission;
+use crate::threads::{ThreadRef, record_sent};
 use crate::time::Timestamp;
 
 /// What a member sent.
@@ -31,6 +32,8 @@ pub enum UploadKind {
     Document,
     /// A request to the insurer (certificate, replacement card, health data).
     Request,
+    /// A messenger message or a reply to a letter.
+    Message,
 }
 
 /// One thing a member sent to the back office: metadata only, never its content.
@@ -54,6 +57,21 @@ pub struct Upload {
     pub size: u64,
     /// When it was queued.
     pub uploaded_at: Timestamp,
+}
+
+/// One thing a member sends, as queued by [`Store::queue_upload`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sending<'a> {
+    /// Its record.
+    pub upload: &'a Upload,
+    /// The sealed message for the back office.
+    pub message: &'a Outbound,
+    /// The member's copy for `sent` (ciphertext to their keys), if any.
+    pub sent_copy: Option<&'a [u8]>,
+    /// A limit it must stay within, if any.
+    pub cap: Option<Cap>,
+    /// The messenger thread it belongs to, if any.
+    pub thread: Option<&'a ThreadRef>,
 }
 
 /// A limit on how many uploads of one kind and type a member may send since a time
@@ -119,17 +137,18 @@ fn enqueue_accepted(tx: &redb::WriteTransaction, message: &Outbound) -> Result<(
 }
 
 impl Store {
-    /// Queues a sealed upload for the back office: its record, its outbound message, its
-    /// `accepted` event and the member's `sent_copy` (ciphertext to their keys), in one
-    /// commit. With a `cap`, nothing is queued (and false returned) if the member has
+    /// Queues what a member sends for the back office: its record, its outbound
+    /// message, its `accepted` event, the member's copy in `sent` and its thread, in one
+    /// commit. With a cap, nothing is queued (and false returned) if the member has
     /// already sent `cap.max` uploads of this kind and type since `cap.since`.
-    pub fn queue_upload(
-        &self,
-        upload: &Upload,
-        message: &Outbound,
-        sent_copy: Option<&[u8]>,
-        cap: Option<Cap>,
-    ) -> Result<bool, StoreError> {
+    pub fn queue_upload(&self, sending: Sending<'_>) -> Result<bool, StoreError> {
+        let Sending {
+            upload,
+            message,
+            sent_copy,
+            cap,
+            thread,
+        } = sending;
         let copy_id = sent_copy.map(|_| MessageId::generate()).transpose()?;
         self.write(|tx| {
             let mut uploads = tx.open_table(UPLOADS)?;
@@ -150,6 +169,9 @@ impl Store {
             }
             put(&mut uploads, &key, upload)?;
             drop(uploads);
+            if let Some(thread) = thread {
+                record_sent(tx, &upload.kvnr, thread, upload.uploaded_at)?;
+            }
             if let (Some(id), Some(ciphertext)) = (copy_id.clone(), sent_copy) {
                 let meta = MessageMeta {
                     id,
@@ -163,6 +185,8 @@ impl Store {
                     fetched: false,
                     read: true,
                     on_read: None,
+                    thread: thread.map(|t| t.thread.clone()),
+                    message_id: thread.map(|t| t.message_id.clone()),
                 };
                 store_message(tx, &meta, ciphertext)?;
             }
@@ -296,9 +320,16 @@ mod tests {
             last_error: None,
             delay_reported: false,
         };
-        assert!(store.queue_upload(&upload, &message, None, None).unwrap());
+        let sending = Sending {
+            upload: &upload,
+            message: &message,
+            sent_copy: None,
+            cap: None,
+            thread: None,
+        };
+        assert!(store.queue_upload(sending).unwrap());
         assert!(matches!(
-            store.queue_upload(&upload, &message, None, None),
+            store.queue_upload(sending),
             Err(StoreError::Exists("upload"))
         ));
         let listed = Outbound {

@@ -44,7 +44,8 @@ pub(crate) fn invalid(slug: &str, title: &'static str, detail: impl Into<String>
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, title, detail)
 }
 
-fn malformed(detail: impl std::fmt::Display) -> Problem {
+/// 400: the body is not a well-formed form.
+pub(crate) fn malformed(detail: impl std::fmt::Display) -> Problem {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "invalid-form",
@@ -54,7 +55,7 @@ fn malformed(detail: impl std::fmt::Display) -> Problem {
 }
 
 /// Reads one field, refusing it once it exceeds `cap` octets.
-async fn read_field(
+pub(crate) async fn read_field(
     mut field: Field<'_>,
     cap: usize,
     too_large: Problem,
@@ -70,7 +71,7 @@ async fn read_field(
 }
 
 /// Reads one short text field.
-async fn read_text(field: Field<'_>, name: &str, cap: usize) -> Result<String, Problem> {
+pub(crate) async fn read_text(field: Field<'_>, name: &str, cap: usize) -> Result<String, Problem> {
     let too_long = invalid(
         &format!("{name}-too-long"),
         "Form field too long",
@@ -156,19 +157,30 @@ pub(crate) async fn form(
     multipart: Result<Multipart, MultipartRejection>,
     basic: bool,
 ) -> Result<Form, Problem> {
+    read_multipart(state, multipart, async |m, max_size| {
+        read_form(m, max_size, basic).await
+    })
+    .await
+}
+
+/// Reads a `multipart/form-data` body with `read`, which gets the configured document
+/// size limit; if `read` refuses it, the rest is drained so that the client gets the
+/// refusal.
+pub(crate) async fn read_multipart<T>(
+    state: &ApiState,
+    multipart: Result<Multipart, MultipartRejection>,
+    read: impl AsyncFnOnce(&mut Multipart, usize) -> Result<T, Problem>,
+) -> Result<T, Problem> {
     let max_size = outgoing::uploads(state)?.max_size;
     let mut multipart = multipart.map_err(|e| {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not-multipart",
             "Not a form upload",
-            format!(
-                "send the document as multipart/form-data: {}",
-                e.body_text()
-            ),
+            format!("send the form as multipart/form-data: {}", e.body_text()),
         )
     })?;
-    match read_form(&mut multipart, max_size, basic).await {
+    match read(&mut multipart, max_size).await {
         Ok(form) => Ok(form),
         Err(problem) => {
             drain(&mut multipart, max_size).await;
@@ -241,8 +253,10 @@ pub(crate) fn checked(form: Form, from: From, own: Option<&Kvnr>) -> Result<Outg
         document_type,
         note,
         details: None,
-        file: Some((content_type, content)),
+        text: None,
+        files: vec![(content_type, content)],
         cap: None,
+        thread: None,
     })
 }
 

@@ -25,6 +25,7 @@ mod requests;
 mod routes;
 mod server;
 mod sniff;
+mod threads;
 mod tracking;
 
 use std::sync::Arc;

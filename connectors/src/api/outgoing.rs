@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use kvgate_store::{
-    BasicUpload, Cap, Kvnr, Outbound, OutboundId, TrackingId, Upload, UploadKind, now,
+    BasicUpload, Cap, Kvnr, MessageId, Outbound, OutboundId, Sending, ThreadId, ThreadRef,
+    TrackingId, Upload, UploadKind, now,
 };
 
 use super::routes::blocking;
@@ -34,8 +35,15 @@ pub struct Document<'a> {
     pub note: Option<&'a str>,
     /// Further details of a request (a JSON object), if any.
     pub details: Option<&'a serde_json::Value>,
-    /// The document and the media type found in its content; `None` for a request.
-    pub file: Option<(&'static str, &'a [u8])>,
+    /// A message's text, if it is one.
+    pub text: Option<&'a str>,
+    /// The documents, each with the media type found in its content (none for a
+    /// request).
+    pub files: &'a [(&'static str, Vec<u8>)],
+    /// The messenger thread it belongs to, if any.
+    pub thread: Option<&'a ThreadId>,
+    /// The Message-ID it replies to (without angle brackets), if any.
+    pub in_reply_to: Option<&'a str>,
 }
 
 /// A sealed upload, ready for the outbound queue.
@@ -47,6 +55,8 @@ pub struct Sealed {
     pub rcpt_to: String,
     /// The whole message (7-bit: its content is S/MIME in base64).
     pub message: String,
+    /// Its Message-ID, without angle brackets (what the back office answers to).
+    pub message_id: String,
     /// The same content as PGP/MIME to the sending member's keys, for their `sent`
     /// mailbox; `None` without a sending member (or without keys).
     pub sent_copy: Option<Vec<u8>>,
@@ -78,6 +88,16 @@ pub(crate) enum From {
     Basic(String),
 }
 
+/// Where a messenger message goes.
+pub(crate) struct InThread {
+    /// The thread (new or existing).
+    pub thread: ThreadId,
+    /// The letter a new thread answers, if any.
+    pub origin: Option<MessageId>,
+    /// The Message-ID it replies to, if any.
+    pub in_reply_to: Option<String>,
+}
+
 /// Something to send, as checked by its route.
 pub(crate) struct Outgoing {
     pub from: From,
@@ -86,9 +106,12 @@ pub(crate) struct Outgoing {
     pub document_type: String,
     pub note: Option<String>,
     pub details: Option<serde_json::Value>,
-    pub file: Option<(&'static str, Vec<u8>)>,
+    pub text: Option<String>,
+    pub files: Vec<(&'static str, Vec<u8>)>,
     /// At most so many of this kind and type (members only).
     pub cap: Option<Cap>,
+    /// The messenger thread, for a message.
+    pub thread: Option<InThread>,
 }
 
 /// The upload configuration, or 503 if no back office is configured.
@@ -126,7 +149,13 @@ pub(crate) async fn send(
             document_type: &outgoing.document_type,
             note: outgoing.note.as_deref(),
             details: outgoing.details.as_ref(),
-            file: outgoing.file.as_ref().map(|(t, c)| (*t, c.as_slice())),
+            text: outgoing.text.as_deref(),
+            files: &outgoing.files,
+            thread: outgoing.thread.as_ref().map(|t| &t.thread),
+            in_reply_to: outgoing
+                .thread
+                .as_ref()
+                .and_then(|t| t.in_reply_to.as_deref()),
         };
         let sealed = uploads.sealer.seal(&document)?;
         Ok::<_, String>((sealed, outgoing))
@@ -148,9 +177,11 @@ pub(crate) async fn send(
         last_error: None,
         delay_reported: false,
     };
-    let (content_type, size) = outgoing.file.as_ref().map_or((String::new(), 0), |(t, c)| {
-        ((*t).to_owned(), c.len() as u64)
-    });
+    let content_type = outgoing
+        .files
+        .first()
+        .map_or_else(String::new, |(t, _)| (*t).to_owned());
+    let size = outgoing.files.iter().map(|(_, c)| c.len() as u64).sum();
     let id = tracking_id.clone();
     let copied = sealed.sent_copy.is_some();
     let queued = match outgoing.from {
@@ -167,8 +198,19 @@ pub(crate) async fn send(
             };
             let copy = sealed.sent_copy;
             let cap = outgoing.cap;
+            let thread = outgoing.thread.map(|t| ThreadRef {
+                thread: t.thread,
+                origin: t.origin,
+                message_id: sealed.message_id,
+            });
             blocking(state, move |store| {
-                store.queue_upload(&record, &message, copy.as_deref(), cap)
+                store.queue_upload(Sending {
+                    upload: &record,
+                    message: &message,
+                    sent_copy: copy.as_deref(),
+                    cap,
+                    thread: thread.as_ref(),
+                })
             })
             .await?
         }

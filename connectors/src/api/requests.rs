@@ -170,8 +170,10 @@ pub(crate) async fn create(
         document_type: request_type.to_owned(),
         note: None,
         details,
-        file: None,
+        text: None,
+        files: Vec::new(),
         cap,
+        thread: None,
     };
     let tracking_id = outgoing::send(&state, outgoing).await?.ok_or_else(|| {
         Problem::new(

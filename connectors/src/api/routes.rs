@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
 // issue 9b: member app sending.
-use super::{basic, requests};
+use super::{basic, requests, threads};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -81,6 +81,11 @@ pub(crate) fn routes() -> Vec<Route> {
         unbounded(route("/v1/basic/documents", M::POST, basic::upload)),
         route("/v1/basic/tracking/{id}", M::GET, basic::track),
         route("/v1/requests", M::POST, requests::create),
+        unbounded(route("/v1/messages/{id}/reply", M::POST, threads::reply)),
+        unbounded(route("/v1/threads", M::POST, threads::create)),
+        route("/v1/threads", M::GET, threads::list),
+        route("/v1/threads/{id}", M::GET, threads::show),
+        unbounded(route("/v1/threads/{id}/messages", M::POST, threads::post)),
     ]
 }
 

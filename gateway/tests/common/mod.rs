@@ -688,15 +688,21 @@ pub fn member_session<'a>(install: &'a Install, server: &'a Server) -> Session<'
 /// Registers the second member [`BOB`] (smarthealth active) and enrols a device of
 /// theirs; returns the session and the device ID.
 pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'a>, String) {
-    let out = install.admin(&[
-        "member",
-        "add",
-        "--kvnr",
-        BOB,
-        "--name",
-        "Bob",
-        "--smarthealth",
-    ]);
+    new_member(install, server, BOB, &["--smarthealth"])
+}
+
+/// Registers member `kvnr` with `kvgate member add … flags` and enrols a device of
+/// theirs with a fresh `gpg` key (home `gnupg-<kvnr>`); returns the session and the
+/// device ID.
+pub fn new_member<'a>(
+    install: &'a Install,
+    server: &'a Server,
+    kvnr: &str,
+    flags: &[&str],
+) -> (Session<'a>, String) {
+    let mut args = vec!["member", "add", "--kvnr", kvnr, "--name", "Member"];
+    args.extend(flags);
+    let out = install.admin(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -708,8 +714,9 @@ pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'
         .find_map(|l| l.strip_prefix("enrollment-code: "))
         .unwrap()
         .to_owned();
-    let (_, key) = gpg_key(install, "bob");
-    let (auth, id) = enrol_device(install, server, BOB, &code, "bob", &key);
+    let name = if kvnr == BOB { "bob" } else { kvnr };
+    let (_, key) = gpg_key(install, name);
+    let (auth, id) = enrol_device(install, server, kvnr, &code, name, &key);
     (
         Session {
             install,

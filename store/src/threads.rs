@@ -166,14 +166,4 @@ impl Store {
             Ok(meta.filter(|m| m.kvnr == *kvnr))
         })
     }
-
-    /// Whether the member has a thread `id`.
-    pub fn has_thread(&self, kvnr: &Kvnr, id: &ThreadId) -> Result<bool, StoreError> {
-        self.read(|tx| {
-            Ok(tx
-                .open_table(THREADS)?
-                .get(thread_key(kvnr, id).as_str())?
-                .is_some())
-        })
-    }
 }

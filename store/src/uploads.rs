@@ -357,4 +357,151 @@ mod tests {
         assert!(store.uploads(&bob).unwrap().is_empty());
         assert_eq!(store.verify_events(&id).unwrap(), Ok(()));
     }
+
+    /// An outbound message for the upload `id`.
+    fn outbound(id: &TrackingId) -> Outbound {
+        Outbound {
+            id: OutboundId::generate().unwrap(),
+            tracking_id: id.clone(),
+            purpose: "upload".into(),
+            mail_from: "uploads@kvgate.test".into(),
+            rcpt_to: "eingang@backoffice.test".into(),
+            payload: "sealed".into(),
+            created_at: now(),
+            next_attempt_at: now(),
+            attempts: 0,
+            last_error: None,
+            delay_reported: false,
+        }
+    }
+
+    /// A request of `kind` by `kvnr` at `at`.
+    fn request(kvnr: &Kvnr, document_type: &str, at: Timestamp) -> Upload {
+        Upload {
+            tracking_id: TrackingId::generate().unwrap(),
+            kvnr: kvnr.clone(),
+            kind: UploadKind::Request,
+            concerns: kvnr.clone(),
+            document_type: document_type.into(),
+            content_type: String::new(),
+            size: 0,
+            uploaded_at: at,
+        }
+    }
+
+    #[test]
+    fn a_cap_counts_one_members_uploads_of_one_type_since_its_start() {
+        let (_dir, store) = crate::testing::open();
+        let alice = Kvnr::parse("A123456780").unwrap();
+        let bob = Kvnr::parse("X110411319").unwrap();
+        let cap = Some(Cap {
+            since: Timestamp(1_000),
+            max: 2,
+        });
+        let send = |upload: &Upload| {
+            store.queue_upload(Sending {
+                upload,
+                message: &outbound(&upload.tracking_id),
+                sent_copy: None,
+                cap,
+                thread: None,
+            })
+        };
+        // Before the cap's start, and of another type: not counted.
+        assert!(send(&request(&alice, "card", Timestamp(999))).unwrap());
+        assert!(send(&request(&alice, "certificate", now())).unwrap());
+        assert!(send(&request(&alice, "card", now())).unwrap());
+        assert!(send(&request(&alice, "card", now())).unwrap());
+        let refused = request(&alice, "card", now());
+        assert!(!send(&refused).unwrap());
+        assert_eq!(
+            store.member_tracking(&alice, &refused.tracking_id).unwrap(),
+            None
+        );
+        assert!(send(&request(&bob, "card", now())).unwrap());
+    }
+
+    #[test]
+    fn a_sent_copy_and_its_thread_are_the_members_alone() {
+        let (_dir, store) = crate::testing::open();
+        let alice = Kvnr::parse("A123456780").unwrap();
+        let bob = Kvnr::parse("X110411319").unwrap();
+        let upload = Upload {
+            kind: UploadKind::Message,
+            ..request(&alice, "message", now())
+        };
+        let thread = ThreadRef {
+            thread: crate::ThreadId::generate().unwrap(),
+            origin: None,
+            message_id: "message.1@kvgate.test".into(),
+        };
+        assert!(
+            store
+                .queue_upload(Sending {
+                    upload: &upload,
+                    message: &outbound(&upload.tracking_id),
+                    sent_copy: Some(b"PGP"),
+                    cap: None,
+                    thread: Some(&thread),
+                })
+                .unwrap()
+        );
+        let (found, messages) = store.thread(&alice, &thread.thread).unwrap().unwrap();
+        assert_eq!(found.created_at, upload.uploaded_at);
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].mailbox, Mailbox::Sent);
+        assert_eq!(messages[0].thread.as_ref(), Some(&thread.thread));
+        let (_, body) = store
+            .fetch_message(&alice, &messages[0].id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(body, b"PGP");
+        let ids = ["other@x".to_owned(), thread.message_id.clone()];
+        assert_eq!(
+            store.thread_for_reply(&alice, &ids).unwrap(),
+            Some(thread.thread.clone())
+        );
+        assert_eq!(store.thread_for_reply(&bob, &ids).unwrap(), None);
+        assert_eq!(store.thread(&bob, &thread.thread).unwrap(), None);
+        assert!(store.threads(&bob).unwrap().is_empty());
+        assert_eq!(store.message_meta(&bob, &messages[0].id).unwrap(), None);
+    }
+
+    #[test]
+    fn a_basic_upload_is_tracked_for_its_install_only() {
+        let (_dir, store) = crate::testing::open();
+        let id = TrackingId::generate().unwrap();
+        let upload = BasicUpload::new(
+            id.clone(),
+            "install-aaaaaaaaaaaaaaaa",
+            "sick-note".into(),
+            "application/pdf".into(),
+            10,
+            now(),
+        );
+        store.queue_basic_upload(&upload, &outbound(&id)).unwrap();
+        let (found, events) = store
+            .basic_tracking(&id, "install-aaaaaaaaaaaaaaaa")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, upload);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            store
+                .basic_tracking(&id, "install-bbbbbbbbbbbbbbbb")
+                .unwrap(),
+            None
+        );
+        let other = TrackingId::generate().unwrap();
+        assert_eq!(
+            store
+                .basic_tracking(&other, "install-aaaaaaaaaaaaaaaa")
+                .unwrap(),
+            None
+        );
+        assert!(matches!(
+            store.queue_basic_upload(&upload, &outbound(&id)),
+            Err(StoreError::Exists("upload"))
+        ));
+    }
 }

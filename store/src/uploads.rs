@@ -307,19 +307,7 @@ mod tests {
             size: 5,
             uploaded_at: now(),
         };
-        let message = Outbound {
-            id: OutboundId::generate().unwrap(),
-            tracking_id: id.clone(),
-            purpose: "upload".into(),
-            mail_from: "uploads@kvgate.test".into(),
-            rcpt_to: "eingang@backoffice.test".into(),
-            payload: "sealed".into(),
-            created_at: now(),
-            next_attempt_at: now(),
-            attempts: 0,
-            last_error: None,
-            delay_reported: false,
-        };
+        let message = outbound(&id);
         let sending = Sending {
             upload: &upload,
             message: &message,

@@ -13,7 +13,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kvgate_store::{Cap, UploadKind, now};
+use kvgate_store::{Cap, Kvnr, UploadKind, now};
 use serde::{Deserialize, Serialize};
 
 use super::documents::invalid;
@@ -67,6 +67,37 @@ struct Accepted {
     notice: String,
 }
 
+/// A request as it will be sent, and what the member is told about its answer.
+struct Plan {
+    request_type: &'static str,
+    concerns: Kvnr,
+    details: Option<serde_json::Value>,
+    cap: Option<Cap>,
+    answer_by: &'static str,
+    valid_until: Option<String>,
+    notice: String,
+}
+
+impl Plan {
+    /// A request of `request_type` about `concerns`, answered by `answer_by`.
+    fn new(
+        request_type: &'static str,
+        concerns: Kvnr,
+        answer_by: &'static str,
+        notice: impl Into<String>,
+    ) -> Self {
+        Plan {
+            request_type,
+            concerns,
+            details: None,
+            cap: None,
+            answer_by,
+            valid_until: None,
+            notice: notice.into(),
+        }
+    }
+}
+
 /// `POST /v1/requests`: checks, seals and queues one request; `201` with its tracking
 /// ID and what the member should know about the answer.
 pub(crate) async fn create(
@@ -81,47 +112,42 @@ pub(crate) async fn create(
     )?;
     let own = device.kvnr.clone();
     let at = now();
-    let (request_type, concerns, details, cap, answer_by, valid_until, notice) = match request {
+    let plan = match request {
         Request::InsuranceCertificate { kvnr } => {
             let concerns = kvnr.as_deref().map(|k| parse_kvnr(k.trim())).transpose()?;
             match concerns.filter(|k| *k != own) {
-                Some(other) => (
+                Some(other) => Plan::new(
                     "insurance-certificate",
                     other,
-                    None,
-                    None,
                     "post",
-                    None,
-                    "the insurance certificate for another person is always sent by post"
-                        .to_owned(),
+                    "the insurance certificate for another person is always sent by post",
                 ),
-                None => (
+                None => Plan::new(
                     "insurance-certificate",
                     own.clone(),
-                    None,
-                    None,
                     "postfach",
-                    None,
-                    "the insurance certificate arrives in your Postfach".to_owned(),
+                    "the insurance certificate arrives in your Postfach",
                 ),
             }
         }
         Request::ReplacementCard {} => {
             let until = at.plus_days(CARD_VALID_DAYS).to_rfc3339();
-            (
-                "replacement-card",
-                own.clone(),
-                Some(serde_json::json!({ "valid_until": until })),
-                Some(Cap {
+            Plan {
+                details: Some(serde_json::json!({ "valid_until": until })),
+                cap: Some(Cap {
                     since: at.start_of_year(),
                     max: CARDS_PER_YEAR,
                 }),
-                "postfach",
-                Some(until.clone()),
-                format!(
-                    "the digital replacement insurance card arrives in your Postfach and is valid until {until}"
-                ),
-            )
+                valid_until: Some(until.clone()),
+                ..Plan::new(
+                    "replacement-card",
+                    own.clone(),
+                    "postfach",
+                    format!(
+                        "the digital replacement insurance card arrives in your Postfach and is valid until {until}"
+                    ),
+                )
+            }
         }
         Request::HealthData { categories } => {
             if categories.is_empty() {
@@ -151,28 +177,27 @@ pub(crate) async fn create(
                     "health data goes into smarthealth; activate smarthealth first",
                 ));
             }
-            (
-                "health-data",
-                own.clone(),
-                Some(serde_json::json!({ "categories": unique })),
-                None,
-                "smarthealth",
-                None,
-                "the data arrives in smarthealth: treatment data (physician, dentist) covers the last four years, medication data the last six; billing data reaches the insurer 6 to 9 months after the treatment, so the most recent months are missing"
-                    .to_owned(),
-            )
+            Plan {
+                details: Some(serde_json::json!({ "categories": unique })),
+                ..Plan::new(
+                    "health-data",
+                    own.clone(),
+                    "smarthealth",
+                    "the data arrives in smarthealth: treatment data (physician, dentist) covers the last four years, medication data the last six; billing data reaches the insurer 6 to 9 months after the treatment, so the most recent months are missing",
+                )
+            }
         }
     };
     let outgoing = Outgoing {
         from: From::Member(own),
         kind: UploadKind::Request,
-        concerns,
-        document_type: request_type.to_owned(),
+        concerns: plan.concerns,
+        document_type: plan.request_type.to_owned(),
         note: None,
-        details,
+        details: plan.details,
         text: None,
         files: Vec::new(),
-        cap,
+        cap: plan.cap,
         thread: None,
     };
     let tracking_id = outgoing::send(&state, outgoing).await?.ok_or_else(|| {
@@ -187,10 +212,10 @@ pub(crate) async fn create(
     })?;
     let accepted = Accepted {
         tracking_id: tracking_id.to_string(),
-        request_type,
-        answer_by,
-        valid_until,
-        notice,
+        request_type: plan.request_type,
+        answer_by: plan.answer_by,
+        valid_until: plan.valid_until,
+        notice: plan.notice,
     };
     Ok((StatusCode::CREATED, axum::Json(accepted)).into_response())
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use kvgate_certs::openpgp;
 use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
-    Event, EventKind, NewMessage, Outbound, Recipient, Spool, Store, StoreError, Submission,
-    SubmissionState, TrackingId, now,
+    Event, EventKind, Mailbox, NewMessage, Outbound, Recipient, Spool, Store, StoreError,
+    Submission, SubmissionState, TrackingId, now,
 };
 use tokio::sync::{Notify, watch};
 
@@ -378,8 +378,14 @@ impl Pipeline {
                 address: recipient.address.clone(),
                 ciphertext,
                 on_read: self.mdn(submission, recipient, &unwrapped.content, raw)?,
-                // An answer to the member's messenger message joins its thread.
-                thread: self.store.thread_for_reply(&recipient.kvnr, &replies_to)?,
+                // The insurer's answer to the member's messenger message joins its
+                // thread (only the insurer writes to the Postfach).
+                thread: match recipient.mailbox {
+                    Mailbox::Postfach => {
+                        self.store.thread_for_reply(&recipient.kvnr, &replies_to)?
+                    }
+                    _ => None,
+                },
                 message_id: message_id.clone(),
             };
             filings.push((message, std::mem::take(&mut events)));

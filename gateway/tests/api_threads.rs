@@ -296,8 +296,24 @@ fn a_conversation_goes_to_the_back_office_and_its_answers_come_back_into_the_thr
         .unwrap()
         .clone();
     assert_eq!(filed.get("thread_id"), None);
+    // Nor does a practice's letter to smarthealth that names it.
+    let inner = format!(
+        "From: Demo Practice <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\n\
+         Subject: Befund\r\nIn-Reply-To: {message_id}\r\nContent-Type: text/plain\r\n\r\nBefund\r\n"
+    );
+    let finding = install.practice_letter(inner.as_bytes(), "Befund");
+    let (finding, _) = file_letter(&install, &server, &finding);
     let (_, view) = alice.json("GET", &format!("/v1/threads/{thread}"), None);
     assert_eq!(view["messages"].as_array().unwrap().len(), 4);
+    let (_, list) = alice.json("GET", "/v1/messages?mailbox=smarthealth", None);
+    let filed = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["tracking_id"] == finding.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(filed.get("thread_id"), None);
 
     // Bad input.
     let exe = install.work("virus.pdf");

@@ -78,6 +78,10 @@ fn an_upload_leaves_a_copy_in_sent_that_only_its_member_reads() {
     assert_eq!(status, 201, "{queued}");
     let id = queued["tracking_id"].as_str().unwrap();
 
+    // Nothing readable of it is on disk: the queue holds S/MIME, `sent` PGP.
+    let hits = files_containing(&install.data(), b"Rechnung Mai");
+    assert!(hits.is_empty(), "the note is readable in {hits:?}");
+
     let copies = sent(&alice);
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert_eq!(copies[0]["tracking_id"], id);

@@ -131,6 +131,8 @@ fn a_conversation_goes_to_the_back_office_and_its_answers_come_back_into_the_thr
     let thread = first["thread_id"].as_str().unwrap().to_owned();
     let first_id = first["tracking_id"].as_str().unwrap();
     let (headers, inner) = at_back_office(&install, &relay, first_id, 1);
+    let hits = files_containing(&install.data(), b"Frage zur Rechnung");
+    assert!(hits.is_empty(), "the message is readable in {hits:?}");
     assert_eq!(
         header(&headers, "X-Kvgate-Thread-Id"),
         Some(thread.as_str())

@@ -13,7 +13,7 @@ use axum::response::Response;
 use kvgate_store::TrackingId;
 
 use super::documents::{checked, created, form};
-use super::outgoing::{self, From};
+use super::outgoing::{self, Origin};
 use super::ratelimit::Peer;
 use super::routes::blocking;
 use super::tracking::trail;
@@ -50,7 +50,7 @@ pub(crate) async fn upload(
     state.basic.ip(peer.map(|Extension(p)| p))?;
     let form = form(&state, multipart, true).await?;
     let install = install_id(form.install_id.as_deref())?;
-    let outgoing = checked(form, From::Basic(install.clone()), None)?;
+    let outgoing = checked(form, Origin::Basic(install.clone()), None)?;
     state.basic.install(&install)?;
     let tracking_id = outgoing::send(&state, outgoing)
         .await?

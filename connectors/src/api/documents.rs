@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, UploadKind};
 use serde::Serialize;
 
-use super::outgoing::{self, From, Outgoing};
+use super::outgoing::{self, Origin, Outgoing};
 use super::routes::{blocking, parse_kvnr};
 use super::{ApiState, Problem, auth, sniff};
 
@@ -192,7 +192,7 @@ pub(crate) async fn read_multipart<T>(
 /// Checks the form's fields; what is to be sent, from `from`. `own` is the KVNR the
 /// document may concern (the sending member's); `None` takes any valid KVNR (basic
 /// tier: whether it exists is the back office's business).
-pub(crate) fn checked(form: Form, from: From, own: Option<&Kvnr>) -> Result<Outgoing, Problem> {
+pub(crate) fn checked(form: Form, from: Origin, own: Option<&Kvnr>) -> Result<Outgoing, Problem> {
     let missing = |name: &str| {
         invalid(
             "missing-field",
@@ -269,7 +269,7 @@ pub(crate) async fn upload(
     let device = auth::device(&state, &headers).await?;
     let form = form(&state, multipart, false).await?;
     let kvnr = device.kvnr;
-    let outgoing = checked(form, From::Member(kvnr.clone()), Some(&kvnr))?;
+    let outgoing = checked(form, Origin::Member(kvnr.clone()), Some(&kvnr))?;
     let tracking_id = outgoing::send(&state, outgoing)
         .await?
         .ok_or_else(|| Problem::internal(&"an uncapped upload was refused"))?;

@@ -4,9 +4,11 @@
 //! member's devices, recovery key and key backup, lists its inboxes page by page or
 //! waits for new letters, fetches letters as PGP/MIME ciphertext, marks them read and
 //! deletes them, uploads documents for the insurer's back office and shows the
-//! tracking of the member's own uploads. Every route is described in `openapi.json`, served at
-//! `/v1/openapi.json`. Errors are
-//! `application/problem+json` (RFC 9457). A member never learns whether another
+//! tracking of the member's own uploads. Everything the app sends to the back office
+//! (documents, also from the basic tier without enrolment; requests; replies and
+//! messenger messages) takes one path (`outgoing`) and leaves a copy in `sent`.
+//! Every route is described in `openapi.json`, served at `/v1/openapi.json`. Errors
+//! are `application/problem+json` (RFC 9457). A member never learns whether another
 //! member's message exists: it is 404 like a missing one.
 
 mod admin;

@@ -81,7 +81,7 @@ pub struct Uploads {
 }
 
 /// Who sends.
-pub(crate) enum From {
+pub(crate) enum Origin {
     /// An enrolled member.
     Member(Kvnr),
     /// The basic tier: an app install, by its device-generated ID.
@@ -100,7 +100,7 @@ pub(crate) struct InThread {
 
 /// Something to send, as checked by its route.
 pub(crate) struct Outgoing {
-    pub from: From,
+    pub from: Origin,
     pub kind: UploadKind,
     pub concerns: Kvnr,
     pub document_type: String,
@@ -138,8 +138,8 @@ pub(crate) async fn send(
     // Signing and encrypting take a while: off the async threads.
     let (sealed, outgoing) = tokio::task::spawn_blocking(move || {
         let uploader = match &outgoing.from {
-            From::Member(kvnr) => Some(kvnr),
-            From::Basic(_) => None,
+            Origin::Member(kvnr) => Some(kvnr),
+            Origin::Basic(_) => None,
         };
         let document = Document {
             tracking_id: &id,
@@ -185,7 +185,7 @@ pub(crate) async fn send(
     let id = tracking_id.clone();
     let copied = sealed.sent_copy.is_some();
     let queued = match outgoing.from {
-        From::Member(kvnr) => {
+        Origin::Member(kvnr) => {
             let record = Upload {
                 tracking_id: id,
                 kvnr,
@@ -214,7 +214,7 @@ pub(crate) async fn send(
             })
             .await?
         }
-        From::Basic(install_id) => {
+        Origin::Basic(install_id) => {
             let record = BasicUpload::new(
                 id,
                 &install_id,

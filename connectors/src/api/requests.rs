@@ -17,7 +17,7 @@ use kvgate_store::{Cap, Kvnr, UploadKind, now};
 use serde::{Deserialize, Serialize};
 
 use super::documents::invalid;
-use super::outgoing::{self, From, Outgoing};
+use super::outgoing::{self, Origin, Outgoing};
 use super::routes::{RawBody, blocking, json_body, parse_kvnr};
 use super::{ApiState, Problem, auth};
 
@@ -189,7 +189,7 @@ pub(crate) async fn create(
         }
     };
     let outgoing = Outgoing {
-        from: From::Member(own),
+        from: Origin::Member(own),
         kind: UploadKind::Request,
         concerns: plan.concerns,
         document_type: plan.request_type.to_owned(),

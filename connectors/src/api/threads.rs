@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::documents::{invalid, malformed, read_field, read_multipart, read_text};
 use super::messages::{MessageSummary, message_id};
-use super::outgoing::{self, From, InThread, Outgoing};
+use super::outgoing::{self, InThread, Origin, Outgoing};
 use super::routes::blocking;
 use super::{ApiState, Problem, auth, sniff};
 
@@ -111,7 +111,7 @@ async fn send(
 ) -> Result<Response, Problem> {
     let thread_id = thread.thread.to_string();
     let outgoing = Outgoing {
-        from: From::Member(kvnr.clone()),
+        from: Origin::Member(kvnr.clone()),
         kind: UploadKind::Message,
         concerns: kvnr,
         document_type: document_type.to_owned(),

@@ -57,6 +57,9 @@ pub struct Config {
     /// Credentials, enrolment limits and smarthealth rules of the member API.
     #[serde(default)]
     pub member_api: MemberApi,
+    /// Rate limits of the app's basic tier (uploads without enrolment).
+    #[serde(default)]
+    pub basic_tier: BasicTier,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -252,6 +255,28 @@ impl MemberApi {
         RateLimit {
             max: per_window,
             window: Duration::from_secs(self.enrollment_window_secs),
+        }
+    }
+}
+
+/// Rate limits of the app's basic tier, where anyone may send documents for a KVNR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicTier {
+    /// Uploads per install ID in each window.
+    pub uploads_per_install: u32,
+    /// Uploads per client IP address in each window.
+    pub uploads_per_ip: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+impl Default for BasicTier {
+    fn default() -> Self {
+        BasicTier {
+            uploads_per_install: 10,
+            uploads_per_ip: 50,
+            window_secs: 3600,
         }
     }
 }
@@ -479,6 +504,7 @@ impl Config {
             admin: None,
             back_office: None,
             member_api: MemberApi::default(),
+            basic_tier: BasicTier::default(),
             base: PathBuf::new(),
         }
     }

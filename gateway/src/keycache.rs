@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kvgate_certs::openpgp::{MemberKey, PgpError, Recipients};
-use kvgate_store::Kvnr;
+use kvgate_store::{Kvnr, Store, StoreError};
 
 /// How many members' certificates are kept; when full, the cache starts over.
 const CAPACITY: usize = 4096;
@@ -46,6 +46,19 @@ impl KeyCache {
     fn lock(&self) -> MutexGuard<'_, HashMap<Kvnr, Entry>> {
         self.members.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The member's active OpenPGP keys as the store holds them, in the form the OpenPGP
+/// library takes.
+pub fn member_keys(store: &Store, kvnr: &Kvnr) -> Result<Vec<MemberKey>, StoreError> {
+    Ok(store
+        .member_keys(kvnr)?
+        .into_iter()
+        .map(|k| MemberKey {
+            fingerprint: k.fingerprint,
+            armored: k.armored,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -82,6 +82,38 @@ pub fn from_address(inner: &[u8]) -> Option<String> {
     }
 }
 
+/// The message IDs (without angle brackets) in `<…>` tokens of a header value.
+fn angle_ids(raw: &str) -> Vec<String> {
+    raw.split('<')
+        .skip(1)
+        .filter_map(|part| part.split_once('>'))
+        .map(|(id, _)| id.trim().to_owned())
+        .filter(|id| !id.is_empty() && !id.contains(char::is_whitespace))
+        .collect()
+}
+
+/// How a letter threads: its own Message-ID and the IDs it replies to (In-Reply-To
+/// first, then References, latest first), all without angle brackets.
+pub fn threading(inner: &[u8]) -> (Option<String>, Vec<String>) {
+    let Some(parsed) = MessageParser::default().parse_headers(enclosed_message(inner)) else {
+        return (None, Vec::new());
+    };
+    let own = parsed
+        .header_raw("Message-ID")
+        .and_then(|raw| angle_ids(raw).into_iter().next());
+    let mut replies_to = parsed
+        .header_raw("In-Reply-To")
+        .map(angle_ids)
+        .unwrap_or_default();
+    let mut references = parsed
+        .header_raw("References")
+        .map(angle_ids)
+        .unwrap_or_default();
+    references.reverse();
+    replies_to.extend(references);
+    (own, replies_to)
+}
+
 /// Where the sender asked for a disposition notification: the single address of
 /// `Disposition-Notification-To`, lowercase, if there is exactly one.
 pub fn disposition_notification_to(inner: &[u8]) -> Option<String> {
@@ -182,6 +214,25 @@ pub(crate) fn rfc5322_date(at: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_names_what_it_answers() {
+        let letter =
+            b"Message-ID: <answer.1@insurer.test>\r\nIn-Reply-To: <message.X@kvgate.test>\r\n\
+                       References: <a@x> <b@y>\r\nSubject: Re\r\n\r\nbody";
+        assert_eq!(
+            threading(letter),
+            (
+                Some("answer.1@insurer.test".to_owned()),
+                vec![
+                    "message.X@kvgate.test".to_owned(),
+                    "b@y".to_owned(),
+                    "a@x".to_owned()
+                ]
+            )
+        );
+        assert_eq!(threading(b"Subject: none\r\n\r\nbody"), (None, Vec::new()));
+    }
 
     #[test]
     fn unwraps_message_rfc822_and_reads_from() {

@@ -16,15 +16,15 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
+use kvgate_certs::openpgp;
 use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
-    Event, EventKind, NewMessage, Outbound, Quarantined, Recipient, Spool, Store, StoreError,
-    Submission, SubmissionState, TrackingId, now,
+    Event, EventKind, Mailbox, NewMessage, Outbound, Quarantined, Recipient, Spool, Store,
+    StoreError, Submission, SubmissionState, TrackingId, now,
 };
 use tokio::sync::{Notify, watch};
 
-use crate::keycache::KeyCache;
+use crate::keycache::{KeyCache, member_keys};
 use crate::letter::{self, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 
@@ -350,19 +350,12 @@ impl Pipeline {
                 verified_at,
             },
         );
+        let (message_id, replies_to) = letter::threading(&unwrapped.content);
         let mut failures: Vec<Event> = Vec::new();
         let mut fates: Vec<Fate<'_>> = Vec::new();
         let mut filings = Vec::new();
         for (index, recipient) in submission.recipients.iter().enumerate() {
-            let keys: Vec<PgpKey> = self
-                .store
-                .member_keys(&recipient.kvnr)?
-                .into_iter()
-                .map(|k| PgpKey {
-                    fingerprint: k.fingerprint,
-                    armored: k.armored,
-                })
-                .collect();
+            let keys = member_keys(&self.store, &recipient.kvnr)?;
             if keys.is_empty() {
                 let detail = "the member has no active OpenPGP key; nothing could be encrypted";
                 failures.push(
@@ -410,6 +403,15 @@ impl Pipeline {
                 address: recipient.address.clone(),
                 ciphertext,
                 on_read: self.mdn(submission, recipient, &unwrapped.content, original)?,
+                // The insurer's answer to the member's messenger message joins its
+                // thread (only the insurer writes to the Postfach).
+                thread: match recipient.mailbox {
+                    Mailbox::Postfach => {
+                        self.store.thread_for_reply(&recipient.kvnr, &replies_to)?
+                    }
+                    _ => None,
+                },
+                message_id: message_id.clone(),
             };
             filings.push((message, std::mem::take(&mut events)));
             fates.push(Fate {

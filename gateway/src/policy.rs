@@ -94,7 +94,7 @@ impl Policy {
             Reply::new(501, (5, 1, 3), format!("<{address}> is not a mail address"))
         })?;
         let domain = domain.to_ascii_lowercase();
-        let mailbox = Mailbox::ALL
+        let mailbox = Mailbox::INBOUND
             .into_iter()
             .find(|m| domain == format!("{m}.{}", self.domain))
             .ok_or_else(|| {
@@ -148,6 +148,14 @@ impl Policy {
         let grace = match mailbox {
             Mailbox::Postfach => POSTFACH_GRACE_MS,
             Mailbox::Smarthealth => SMARTHEALTH_GRACE_MS,
+            // `route` never yields it: only the member's own app fills `sent`.
+            Mailbox::Sent => {
+                return Err(Reply::new(
+                    550,
+                    (5, 1, 1),
+                    "a member's sent mailbox takes no mail",
+                ));
+            }
         };
         if let Some(Timestamp(ended)) = member.ended_at
             && now().as_millis() > ended.saturating_add(grace)

@@ -212,6 +212,7 @@ impl Gateway {
             Some(back_office) => {
                 let certificate = config.resolve(&back_office.certificate);
                 let sealer = BackOfficeSealer::load(
+                    store.clone(),
                     (&identity.0, &identity.1),
                     &certificate,
                     back_office,
@@ -243,6 +244,11 @@ impl Gateway {
                 terms_version: config.member_api.smarthealth_terms_version.clone(),
                 quota: config.member_api.smarthealth_quota_bytes,
             },
+            basic: Arc::new(api::RateLimits::new(
+                config.basic_tier.uploads_per_install,
+                config.basic_tier.uploads_per_ip,
+                std::time::Duration::from_secs(config.basic_tier.window_secs),
+            )),
         });
         let rx = stop.clone();
         tasks.spawn(async move {

@@ -4,134 +4,11 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::account::upload_document;
+use common::back_office::*;
 use common::*;
 use serde_json::Value;
-
-const BACK_OFFICE: &str = "eingang@backoffice.test";
-/// The configured upload limit of these tests.
-const MAX_UPLOAD: usize = 200_000;
-
-/// aiosmtpd's stock Maildir handler on a free port; killed on drop.
-struct Relay {
-    port: u16,
-    maildir: PathBuf,
-    child: Child,
-}
-
-impl Relay {
-    fn start(install: &Install) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let maildir = install.work("maildir");
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .spawn()
-            .expect("python3 runs");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not start (pip install aiosmtpd)"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Relay {
-            port,
-            maildir,
-            child,
-        }
-    }
-
-    /// The messages received so far.
-    fn messages(&self) -> Vec<Vec<u8>> {
-        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
-            return Vec::new();
-        };
-        entries
-            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Points the installation at the relay and the back office (a certificate from the
-/// development CA, made with `openssl`).
-fn configure(install: &Install, relay: &Relay) {
-    install.issue_practice("backoffice", BACK_OFFICE);
-    let path = install.config();
-    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-    let extra: toml::Table = format!(
-        "[relay]\naddress = \"127.0.0.1:{port}\"\ntls = \"none\"\n\
-         [queue]\nfirst_retry_secs = 1\nmax_retry_secs = 1\n\
-         [back_office]\naddress = \"{BACK_OFFICE}\"\ncertificate = \"{cert}\"\nmax_upload_size = {MAX_UPLOAD}\n",
-        port = relay.port,
-        cert = install.work("backoffice.pem").display(),
-    )
-    .parse()
-    .unwrap();
-    config.extend(extra);
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-}
-
-/// An upload that must be refused: text fields, file (path, name), status, problem slug.
-type Refusal<'a> = (
-    Vec<(&'a str, &'a str)>,
-    Option<(&'a Path, &'a str)>,
-    u16,
-    &'a str,
-);
-
-/// A PDF of exactly `size` octets.
-fn pdf(size: usize) -> Vec<u8> {
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    pdf.extend((0..=255u8).cycle().take(size - pdf.len() - 6));
-    pdf.extend_from_slice(b"%%EOF\n");
-    assert_eq!(pdf.len(), size);
-    pdf
-}
-
-/// The back office's view: decrypts with its key, verifies the gateway's signature
-/// against the development CA; returns the inner entity.
-fn open_as_back_office(install: &Install, raw: &[u8]) -> Vec<u8> {
-    let sealed = install.work("upload.eml");
-    std::fs::write(&sealed, raw).unwrap();
-    let signed = install.work("upload.signed");
-    run(Command::new("openssl")
-        .args(["cms", "-decrypt", "-in"])
-        .arg(&sealed)
-        .arg("-recip")
-        .arg(install.work("backoffice.pem"))
-        .arg("-inkey")
-        .arg(install.work("backoffice.key"))
-        .arg("-out")
-        .arg(&signed));
-    let inner = install.work("upload.inner");
-    run(Command::new("openssl")
-        .args(["cms", "-verify", "-in"])
-        .arg(&signed)
-        .arg("-CAfile")
-        .arg(install.pki("ca.pem"))
-        .arg("-out")
-        .arg(&inner));
-    std::fs::read(inner).unwrap()
-}
 
 #[test]
 fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only() {
@@ -151,7 +28,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
         ("note", "Rechnung März"),
         ("kvnr", MEMBER),
     ];
-    let (status, queued) = upload_document(&alice, &fields, Some((&file, "scan.png")));
+    let (status, queued) = upload(&alice, &fields, Some((&file, "scan.png")));
     assert_eq!(status, 201, "{queued}");
     let id = queued["tracking_id"].as_str().unwrap().to_owned();
 
@@ -275,7 +152,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
     let at_limit = install.work("at-limit.pdf");
     std::fs::write(&at_limit, pdf(MAX_UPLOAD)).unwrap();
     let long_note = "ä".repeat(2000);
-    let (status, answer) = upload_document(
+    let (status, answer) = upload(
         &alice,
         &[("type", "other"), ("note", &long_note), ("kvnr", MEMBER)],
         Some((&at_limit, "a.pdf")),
@@ -352,7 +229,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
     ];
     let mut refusals = Vec::new();
     for (fields, file, status, slug) in cases {
-        let (got, problem) = upload_document(&alice, &fields, file);
+        let (got, problem) = upload(&alice, &fields, file);
         assert_eq!(
             (got, problem["type"].as_str()),
             (status, Some(format!("urn:kvgate:problem:{slug}").as_str())),

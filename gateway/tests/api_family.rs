@@ -5,6 +5,7 @@
 mod common;
 
 use common::account::*;
+use common::back_office::upload;
 use common::*;
 use serde_json::json;
 
@@ -27,7 +28,7 @@ fn family_members_are_the_members_own_and_uploads_follow_them() {
     std::fs::write(&pdf, b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n").unwrap();
     let upload_for = |session: &Session<'_>, kvnr: &str| {
         let fields = [("type", "invoice"), ("kvnr", kvnr)];
-        upload_document(session, &fields, Some((&pdf, "invoice.pdf")))
+        upload(session, &fields, Some((&pdf, "invoice.pdf")))
     };
 
     // Before Carol is registered as Alice's family, uploads for her are refused.

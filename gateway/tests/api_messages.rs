@@ -66,7 +66,7 @@ fn inboxes_page_filter_wait_and_delete() {
         ("limit=x", "query"),
         ("cursor=nonsense", "cursor"),
         ("since=yesterday", "since"),
-        ("mailbox=sent", "mailbox"),
+        ("mailbox=outbox", "mailbox"),
         ("colour=red", "query"),
     ] {
         let (status, problem) = alice.json("GET", &format!("/v1/messages?{query}"), None);

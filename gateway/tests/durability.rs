@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 #[test]
@@ -35,21 +33,6 @@ fn letter_acknowledged_before_a_kill_is_delivered_once_after_restart() {
     assert!(server.terminate().success());
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn scan(dir: &Path, needle: &[u8], hits: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            scan(&path, needle, hits);
-        } else if contains(&std::fs::read(&path).unwrap(), needle) {
-            hits.push(path.display().to_string());
-        }
-    }
-}
-
 #[test]
 fn no_plaintext_marker_reaches_the_data_directory() {
     require(&["openssl"]);
@@ -72,7 +55,6 @@ fn no_plaintext_marker_reaches_the_data_directory() {
         "delivered"
     );
     assert!(server.terminate().success());
-    let mut hits = Vec::new();
-    scan(&install.data(), marker.as_bytes(), &mut hits);
+    let hits = files_containing(&install.data(), marker.as_bytes());
     assert!(hits.is_empty(), "plaintext marker found in {hits:?}");
 }

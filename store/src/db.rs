@@ -71,13 +71,20 @@ pub(crate) const SMARTHEALTH: Records = TableDefinition::new("smarthealth");
 pub(crate) const FAMILY: Records = TableDefinition::new("family");
 /// When each member's app last used the API (to the day), by KVNR.
 pub(crate) const ACCESS: Records = TableDefinition::new("access");
+// issue 9b: member app sending (basic tier).
+/// Basic-tier uploads (no enrolment) by tracking ID.
+pub(crate) const BASIC_UPLOADS: Records = TableDefinition::new("basic_uploads");
+/// Messenger threads by `KVNR/thread-ID`.
+pub(crate) const THREADS: Records = TableDefinition::new("threads");
+/// Thread IDs by `KVNR/Message-ID` of what the member sent, to file answers into them.
+pub(crate) const THREAD_REFS: Records = TableDefinition::new("thread_refs");
 
 /// redb's page cache. Its default (1 GiB) kept every recently written letter body in
 /// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
 /// them as well.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 25] = [
+const ALL_TABLES: [Records; 28] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -104,6 +111,10 @@ const ALL_TABLES: [Records; 25] = [
     SMARTHEALTH,
     FAMILY,
     ACCESS,
+    // issue 9b
+    BASIC_UPLOADS,
+    THREADS,
+    THREAD_REFS,
 ];
 
 /// The durable state of one kvgate installation.

@@ -112,6 +112,13 @@ id_type!(
     "outbound ID"
 );
 
+// issue 9b: messenger threads.
+id_type!(
+    /// The ID of one messenger thread between a member and the insurer.
+    ThreadId,
+    "thread ID"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

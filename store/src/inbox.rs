@@ -153,6 +153,8 @@ mod tests {
                     address,
                     ciphertext: b"PGP".to_vec(),
                     on_read: None,
+                    thread: None,
+                    message_id: None,
                 },
                 Vec::new(),
             )

@@ -36,6 +36,7 @@ mod spool;
 mod submissions;
 #[cfg(test)]
 mod testing;
+mod threads;
 mod time;
 mod uploads;
 
@@ -47,6 +48,8 @@ pub use error::StoreError;
 pub use events::{ChainBreak, Event, EventKind, verify_chain};
 pub use family::{FamilyMember, FamilyRefusal, MAX_FAMILY};
 pub use ids::{DeviceId, MalformedId, MessageId, OutboundId, TrackingId};
+// issue 9b: messenger threads.
+pub use ids::ThreadId;
 pub use inbox::{Page, PageQuery};
 pub use kvnr::{Kvnr, KvnrError};
 pub use lifecycle::Retention;
@@ -61,3 +64,6 @@ pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
 pub use uploads::Upload;
+// issue 9b: member app sending.
+pub use threads::{Thread, ThreadRef};
+pub use uploads::{BasicUpload, Cap, Sending, UploadKind};

@@ -13,22 +13,28 @@ pub enum Mailbox {
     Postfach,
     /// The member's electronic health record: physicians' letters and findings.
     Smarthealth,
+    /// Copies of what the member sent from the app (uploads, requests), encrypted to
+    /// the member's keys like every letter, so they can read them again.
+    Sent,
 }
 
 /// The name is not one of the mailboxes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mailbox {0:?} (expected postfach or smarthealth)")]
+#[error("unknown mailbox {0:?} (expected postfach, smarthealth or sent)")]
 pub struct UnknownMailbox(pub String);
 
 impl Mailbox {
     /// Every mailbox.
-    pub const ALL: [Mailbox; 2] = [Mailbox::Postfach, Mailbox::Smarthealth];
+    pub const ALL: [Mailbox; 3] = [Mailbox::Postfach, Mailbox::Smarthealth, Mailbox::Sent];
+    /// The mailboxes senders deliver to (`sent` is filled by the member's app only).
+    pub const INBOUND: [Mailbox; 2] = [Mailbox::Postfach, Mailbox::Smarthealth];
 
     /// The lowercase name used in addresses and in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Mailbox::Postfach => "postfach",
             Mailbox::Smarthealth => "smarthealth",
+            Mailbox::Sent => "sent",
         }
     }
 }

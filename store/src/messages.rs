@@ -7,12 +7,13 @@ use crate::Store;
 use crate::db::{BODIES, FILED, INBOX, MESSAGES, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
-use crate::ids::{MessageId, TrackingId};
+use crate::ids::{MessageId, ThreadId, TrackingId};
 use crate::inbox::inbox_key;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::outbound::{Outbound, enqueue};
 use crate::submissions::load;
+use crate::threads::touch;
 use crate::time::{Timestamp, now};
 
 /// What is known in clear about a filed message: routing metadata only.
@@ -42,6 +43,12 @@ pub struct MessageMeta {
     /// the sender asked for), until then.
     #[serde(default)]
     pub on_read: Option<Outbound>,
+    /// The messenger thread it belongs to, if any.
+    #[serde(default)]
+    pub thread: Option<ThreadId>,
+    /// The letter's Message-ID (without angle brackets), for replies to it.
+    #[serde(default)]
+    pub message_id: Option<String>,
 }
 
 /// A message to file: the encrypted letter for one recipient of a submission.
@@ -59,6 +66,10 @@ pub struct NewMessage {
     pub ciphertext: Vec<u8>,
     /// The report to queue when the member marks it read, if the sender asked for one.
     pub on_read: Option<Outbound>,
+    /// The member's messenger thread it answers, if any.
+    pub thread: Option<ThreadId>,
+    /// The letter's Message-ID (without angle brackets), if it has one.
+    pub message_id: Option<String>,
 }
 
 impl Store {
@@ -192,17 +203,31 @@ pub(crate) fn file(
         fetched: false,
         read: false,
         on_read: message.on_read.clone(),
+        thread: message.thread.clone(),
+        message_id: message.message_id.clone(),
     };
     put(&mut filed, &filed_key, id)?;
-    put(&mut tx.open_table(MESSAGES)?, id.as_str(), &meta)?;
-    tx.open_table(BODIES)?
-        .insert(id.as_str(), message.ciphertext.as_slice())?;
-    put(
-        &mut tx.open_table(INBOX)?,
-        &inbox_key(&message.kvnr, message.mailbox, id),
-        id,
-    )?;
+    store_message(tx, &meta, &message.ciphertext)?;
+    if let Some(thread) = &meta.thread {
+        touch(tx, &meta.kvnr, thread, meta.received_at)?;
+    }
     events.push(Event::new(EventKind::Delivered).recipient(&message.address));
     append_events(tx, &message.tracking_id, events)?;
     Ok(id.clone())
+}
+
+/// Writes a message's metadata, ciphertext and inbox index entry inside `tx`.
+pub(crate) fn store_message(
+    tx: &WriteTransaction,
+    meta: &MessageMeta,
+    ciphertext: &[u8],
+) -> Result<(), StoreError> {
+    put(&mut tx.open_table(MESSAGES)?, meta.id.as_str(), meta)?;
+    tx.open_table(BODIES)?
+        .insert(meta.id.as_str(), ciphertext)?;
+    put(
+        &mut tx.open_table(INBOX)?,
+        &inbox_key(&meta.kvnr, meta.mailbox, &meta.id),
+        &meta.id,
+    )
 }

@@ -39,6 +39,26 @@ impl Timestamp {
     }
 }
 
+// issue 9b: calendar arithmetic for request limits.
+impl Timestamp {
+    /// The first instant of this instant's calendar year (UTC).
+    pub fn start_of_year(self) -> Timestamp {
+        let nanos = i128::from(self.0) * 1_000_000;
+        let year =
+            ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos).map_or(1970, |t| t.year());
+        ::time::Date::from_calendar_date(year, ::time::Month::January, 1)
+            .map(|d| d.midnight().assume_utc().unix_timestamp())
+            .map_or(Timestamp(0), |secs| {
+                Timestamp(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+            })
+    }
+
+    /// This instant plus `days` days.
+    pub fn plus_days(self, days: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(days.saturating_mul(86_400_000)))
+    }
+}
+
 impl std::str::FromStr for Timestamp {
     type Err = ::time::error::Parse;
 
@@ -70,6 +90,13 @@ mod tests {
             Timestamp(1_795_894_200_123).to_rfc3339(),
             "2026-11-28T19:30:00.123Z"
         );
+    }
+
+    #[test]
+    fn finds_the_start_of_the_year() {
+        let t: Timestamp = "2026-11-28T19:30:00Z".parse().unwrap();
+        assert_eq!(t.start_of_year().to_rfc3339(), "2026-01-01T00:00:00.000Z");
+        assert_eq!(t.plus_days(14).to_rfc3339(), "2026-12-12T19:30:00.000Z");
     }
 
     #[test]

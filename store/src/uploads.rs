@@ -1,35 +1,100 @@
-//! Members' document uploads to the insurer's back office: what was sent, by whom,
-//! and its tracking history, which only the uploading member may see.
+//! What members send to the insurer's back office from the app (document uploads and
+//! requests): what was sent, by whom, and its tracking history, which only the sending
+//! member may see. The app's basic tier sends without enrolment; its uploads are
+//! tracked for the install ID that sent them only.
 //!
-//! An upload is queued as a sealed outbound message (signed by the gateway, encrypted
-//! to the back office; the store does not know what it says) together with its record
-//! and its `accepted` event, in one commit: a tracking ID handed out means the upload
-//! is durably queued.
+//! Each is queued as a sealed outbound message (signed by the gateway, encrypted to
+//! the back office; the store does not know what it says) together with its record,
+//! its `accepted` event and, for a member, a copy in their `sent` mailbox (ciphertext
+//! to their keys), in one commit: a tracking ID handed out means it is durably queued.
 
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{EVENTS, SUBMISSIONS, UPLOADS, get, put, scan};
+use crate::db::{BASIC_UPLOADS, EVENTS, SUBMISSIONS, UPLOADS, get, put, scan, secret_hash};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
-use crate::ids::TrackingId;
+use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
+use crate::messages::{MessageMeta, store_message};
 use crate::outbound::{Outbound, enqueue};
 use crate::submissions::Submission;
+use crate::threads::{ThreadRef, record_sent};
 use crate::time::Timestamp;
 
-/// One document a member uploaded: metadata only, never the document.
+/// What a member sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadKind {
+    /// A document (invoice, sick note, …).
+    #[default]
+    Document,
+    /// A request to the insurer (certificate, replacement card, health data).
+    Request,
+    /// A messenger message or a reply to a letter.
+    Message,
+}
+
+/// One thing a member sent to the back office: metadata only, never its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     /// The tracking ID the member got.
     pub tracking_id: TrackingId,
-    /// The uploading member.
+    /// The sending member.
     pub kvnr: Kvnr,
-    /// The member the document concerns (the uploader or a family member).
+    /// Whether it is a document or a request.
+    #[serde(default)]
+    pub kind: UploadKind,
+    /// The member the document or request concerns (the sender or another person).
     pub concerns: Kvnr,
-    /// The document type the member chose (`invoice`, `sick-note`, …).
+    /// The document type (`invoice`, `sick-note`, …) or request type.
     pub document_type: String,
-    /// The media type found in the content (`application/pdf`, `image/png`, …).
+    /// The media type found in the content (`application/pdf`, `image/png`, …); empty
+    /// for a request.
+    pub content_type: String,
+    /// Size of the document in octets (0 for a request).
+    pub size: u64,
+    /// When it was queued.
+    pub uploaded_at: Timestamp,
+}
+
+/// One thing a member sends, as queued by [`Store::queue_upload`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sending<'a> {
+    /// Its record.
+    pub upload: &'a Upload,
+    /// The sealed message for the back office.
+    pub message: &'a Outbound,
+    /// The member's copy for `sent` (ciphertext to their keys), if any.
+    pub sent_copy: Option<&'a [u8]>,
+    /// A limit it must stay within, if any.
+    pub cap: Option<Cap>,
+    /// The messenger thread it belongs to, if any.
+    pub thread: Option<&'a ThreadRef>,
+}
+
+/// A limit on how many uploads of one kind and type a member may send since a time
+/// (e.g. replacement cards per calendar year).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    /// Only uploads from this time on count.
+    pub since: Timestamp,
+    /// How many may be sent in that time.
+    pub max: usize,
+}
+
+/// An upload of the app's basic tier: sent without enrolment for a KVNR, tracked for
+/// the install ID that sent it (stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasicUpload {
+    /// The tracking ID the app got.
+    pub tracking_id: TrackingId,
+    /// SHA-256 of the device-generated install ID.
+    install: String,
+    /// The document type.
+    pub document_type: String,
+    /// The media type found in the content.
     pub content_type: String,
     /// Size of the document in octets.
     pub size: u64,
@@ -37,27 +102,135 @@ pub struct Upload {
     pub uploaded_at: Timestamp,
 }
 
+impl BasicUpload {
+    /// The record of a basic-tier upload sent by `install_id`.
+    pub fn new(
+        tracking_id: TrackingId,
+        install_id: &str,
+        document_type: String,
+        content_type: String,
+        size: u64,
+        uploaded_at: Timestamp,
+    ) -> Self {
+        BasicUpload {
+            tracking_id,
+            install: secret_hash(install_id),
+            document_type,
+            content_type,
+            size,
+            uploaded_at,
+        }
+    }
+}
+
 fn upload_key(kvnr: &Kvnr, id: &TrackingId) -> String {
     format!("{kvnr}/{id}")
 }
 
+/// Queues `message` with its `accepted` event inside `tx`.
+fn enqueue_accepted(tx: &redb::WriteTransaction, message: &Outbound) -> Result<(), StoreError> {
+    enqueue(tx, message)?;
+    let event = Event::new(EventKind::Accepted)
+        .recipient(&message.rcpt_to)
+        .detail("queued for the insurer's back office");
+    append_events(tx, &message.tracking_id, vec![event])
+}
+
 impl Store {
-    /// Queues a sealed upload for the back office: its record, its outbound message and
-    /// its `accepted` event, in one commit.
-    pub fn queue_upload(&self, upload: &Upload, message: &Outbound) -> Result<(), StoreError> {
+    /// Queues what a member sends for the back office: its record, its outbound
+    /// message, its `accepted` event, the member's copy in `sent` and its thread, in one
+    /// commit. With a cap, nothing is queued (and false returned) if the member has
+    /// already sent `cap.max` uploads of this kind and type since `cap.since`.
+    pub fn queue_upload(&self, sending: Sending<'_>) -> Result<bool, StoreError> {
+        let Sending {
+            upload,
+            message,
+            sent_copy,
+            cap,
+            thread,
+        } = sending;
+        let copy_id = sent_copy.map(|_| MessageId::generate()).transpose()?;
         self.write(|tx| {
             let mut uploads = tx.open_table(UPLOADS)?;
             let key = upload_key(&upload.kvnr, &upload.tracking_id);
             if get::<Upload>(&uploads, &key)?.is_some() {
                 return Err(StoreError::Exists("upload"));
             }
+            if let Some(cap) = cap {
+                let earlier: Vec<Upload> = scan(&uploads, &format!("{}/", upload.kvnr))?;
+                let counted = earlier
+                    .iter()
+                    .filter(|u| u.kind == upload.kind && u.document_type == upload.document_type)
+                    .filter(|u| u.uploaded_at >= cap.since)
+                    .count();
+                if counted >= cap.max {
+                    return Ok(false);
+                }
+            }
             put(&mut uploads, &key, upload)?;
             drop(uploads);
-            enqueue(tx, message)?;
-            let event = Event::new(EventKind::Accepted)
-                .recipient(&message.rcpt_to)
-                .detail("queued for the insurer's back office");
-            append_events(tx, &upload.tracking_id, vec![event])
+            if let Some(thread) = thread {
+                record_sent(tx, &upload.kvnr, thread, upload.uploaded_at)?;
+            }
+            if let (Some(id), Some(ciphertext)) = (copy_id.clone(), sent_copy) {
+                let meta = MessageMeta {
+                    id,
+                    kvnr: upload.kvnr.clone(),
+                    mailbox: Mailbox::Sent,
+                    tracking_id: upload.tracking_id.clone(),
+                    address: message.rcpt_to.clone(),
+                    sender_id: upload.kvnr.to_string(),
+                    received_at: upload.uploaded_at,
+                    size: ciphertext.len() as u64,
+                    fetched: false,
+                    read: true,
+                    on_read: None,
+                    thread: thread.map(|t| t.thread.clone()),
+                    message_id: thread.map(|t| t.message_id.clone()),
+                };
+                store_message(tx, &meta, ciphertext)?;
+            }
+            enqueue_accepted(tx, message)?;
+            Ok(true)
+        })
+    }
+
+    /// Queues a sealed basic-tier upload with its record and `accepted` event, in one
+    /// commit.
+    pub fn queue_basic_upload(
+        &self,
+        upload: &BasicUpload,
+        message: &Outbound,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut uploads = tx.open_table(BASIC_UPLOADS)?;
+            let key = upload.tracking_id.as_str();
+            if get::<BasicUpload>(&uploads, key)?.is_some() {
+                return Err(StoreError::Exists("upload"));
+            }
+            put(&mut uploads, key, upload)?;
+            drop(uploads);
+            enqueue_accepted(tx, message)
+        })
+    }
+
+    /// A basic-tier upload and its tracking history, if `install_id` sent it; `None`
+    /// for any other tracking ID or install ID.
+    pub fn basic_tracking(
+        &self,
+        id: &TrackingId,
+        install_id: &str,
+    ) -> Result<Option<(BasicUpload, Vec<Event>)>, StoreError> {
+        self.read(|tx| {
+            let Some(upload) = get::<BasicUpload>(&tx.open_table(BASIC_UPLOADS)?, id.as_str())?
+            else {
+                return Ok(None);
+            };
+            if upload.install != secret_hash(install_id) {
+                return Ok(None);
+            }
+            let events = scan(&tx.open_table(EVENTS)?, &format!("{id}/"))?;
+            Ok(Some((upload, events)))
         })
     }
 
@@ -127,28 +300,24 @@ mod tests {
         let upload = Upload {
             tracking_id: id.clone(),
             kvnr: alice.clone(),
+            kind: UploadKind::Document,
             concerns: alice.clone(),
             document_type: "invoice".into(),
             content_type: "application/pdf".into(),
             size: 5,
             uploaded_at: now(),
         };
-        let message = Outbound {
-            id: OutboundId::generate().unwrap(),
-            tracking_id: id.clone(),
-            purpose: "upload".into(),
-            mail_from: "uploads@kvgate.test".into(),
-            rcpt_to: "eingang@backoffice.test".into(),
-            payload: "sealed".into(),
-            created_at: now(),
-            next_attempt_at: now(),
-            attempts: 0,
-            last_error: None,
-            delay_reported: false,
+        let message = outbound(&id);
+        let sending = Sending {
+            upload: &upload,
+            message: &message,
+            sent_copy: None,
+            cap: None,
+            thread: None,
         };
-        store.queue_upload(&upload, &message).unwrap();
+        assert!(store.queue_upload(sending).unwrap());
         assert!(matches!(
-            store.queue_upload(&upload, &message),
+            store.queue_upload(sending),
             Err(StoreError::Exists("upload"))
         ));
         let listed = Outbound {
@@ -175,5 +344,152 @@ mod tests {
         assert_eq!(listed[0].1.as_ref().unwrap().kind, EventKind::Delivered);
         assert!(store.uploads(&bob).unwrap().is_empty());
         assert_eq!(store.verify_events(&id).unwrap(), Ok(()));
+    }
+
+    /// An outbound message for the upload `id`.
+    fn outbound(id: &TrackingId) -> Outbound {
+        Outbound {
+            id: OutboundId::generate().unwrap(),
+            tracking_id: id.clone(),
+            purpose: "upload".into(),
+            mail_from: "uploads@kvgate.test".into(),
+            rcpt_to: "eingang@backoffice.test".into(),
+            payload: "sealed".into(),
+            created_at: now(),
+            next_attempt_at: now(),
+            attempts: 0,
+            last_error: None,
+            delay_reported: false,
+        }
+    }
+
+    /// A request of `kind` by `kvnr` at `at`.
+    fn request(kvnr: &Kvnr, document_type: &str, at: Timestamp) -> Upload {
+        Upload {
+            tracking_id: TrackingId::generate().unwrap(),
+            kvnr: kvnr.clone(),
+            kind: UploadKind::Request,
+            concerns: kvnr.clone(),
+            document_type: document_type.into(),
+            content_type: String::new(),
+            size: 0,
+            uploaded_at: at,
+        }
+    }
+
+    #[test]
+    fn a_cap_counts_one_members_uploads_of_one_type_since_its_start() {
+        let (_dir, store) = crate::testing::open();
+        let alice = Kvnr::parse("A123456780").unwrap();
+        let bob = Kvnr::parse("X110411319").unwrap();
+        let cap = Some(Cap {
+            since: Timestamp(1_000),
+            max: 2,
+        });
+        let send = |upload: &Upload| {
+            store.queue_upload(Sending {
+                upload,
+                message: &outbound(&upload.tracking_id),
+                sent_copy: None,
+                cap,
+                thread: None,
+            })
+        };
+        // Before the cap's start, and of another type: not counted.
+        assert!(send(&request(&alice, "card", Timestamp(999))).unwrap());
+        assert!(send(&request(&alice, "certificate", now())).unwrap());
+        assert!(send(&request(&alice, "card", now())).unwrap());
+        assert!(send(&request(&alice, "card", now())).unwrap());
+        let refused = request(&alice, "card", now());
+        assert!(!send(&refused).unwrap());
+        assert_eq!(
+            store.member_tracking(&alice, &refused.tracking_id).unwrap(),
+            None
+        );
+        assert!(send(&request(&bob, "card", now())).unwrap());
+    }
+
+    #[test]
+    fn a_sent_copy_and_its_thread_are_the_members_alone() {
+        let (_dir, store) = crate::testing::open();
+        let alice = Kvnr::parse("A123456780").unwrap();
+        let bob = Kvnr::parse("X110411319").unwrap();
+        let upload = Upload {
+            kind: UploadKind::Message,
+            ..request(&alice, "message", now())
+        };
+        let thread = ThreadRef {
+            thread: crate::ThreadId::generate().unwrap(),
+            origin: None,
+            message_id: "message.1@kvgate.test".into(),
+        };
+        assert!(
+            store
+                .queue_upload(Sending {
+                    upload: &upload,
+                    message: &outbound(&upload.tracking_id),
+                    sent_copy: Some(b"PGP"),
+                    cap: None,
+                    thread: Some(&thread),
+                })
+                .unwrap()
+        );
+        let (found, messages) = store.thread(&alice, &thread.thread).unwrap().unwrap();
+        assert_eq!(found.created_at, upload.uploaded_at);
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].mailbox, Mailbox::Sent);
+        assert_eq!(messages[0].thread.as_ref(), Some(&thread.thread));
+        let (_, body) = store
+            .fetch_message(&alice, &messages[0].id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(body, b"PGP");
+        let ids = ["other@x".to_owned(), thread.message_id.clone()];
+        assert_eq!(
+            store.thread_for_reply(&alice, &ids).unwrap(),
+            Some(thread.thread.clone())
+        );
+        assert_eq!(store.thread_for_reply(&bob, &ids).unwrap(), None);
+        assert_eq!(store.thread(&bob, &thread.thread).unwrap(), None);
+        assert!(store.threads(&bob).unwrap().is_empty());
+        assert_eq!(store.message_meta(&bob, &messages[0].id).unwrap(), None);
+    }
+
+    #[test]
+    fn a_basic_upload_is_tracked_for_its_install_only() {
+        let (_dir, store) = crate::testing::open();
+        let id = TrackingId::generate().unwrap();
+        let upload = BasicUpload::new(
+            id.clone(),
+            "install-aaaaaaaaaaaaaaaa",
+            "sick-note".into(),
+            "application/pdf".into(),
+            10,
+            now(),
+        );
+        store.queue_basic_upload(&upload, &outbound(&id)).unwrap();
+        let (found, events) = store
+            .basic_tracking(&id, "install-aaaaaaaaaaaaaaaa")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, upload);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            store
+                .basic_tracking(&id, "install-bbbbbbbbbbbbbbbb")
+                .unwrap(),
+            None
+        );
+        let other = TrackingId::generate().unwrap();
+        assert_eq!(
+            store
+                .basic_tracking(&other, "install-aaaaaaaaaaaaaaaa")
+                .unwrap(),
+            None
+        );
+        assert!(matches!(
+            store.queue_basic_upload(&upload, &outbound(&id)),
+            Err(StoreError::Exists("upload"))
+        ));
     }
 }

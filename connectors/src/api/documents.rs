@@ -7,21 +7,16 @@
 //! by the gateway, encrypted to the back office) and queued durably with its tracking
 //! event before `201 {tracking_id}` is answered: a tracking ID means it will be sent.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::extract::multipart::{Field, Multipart, MultipartRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kvgate_store::{Kvnr, Outbound, OutboundId, TrackingId, Upload, now};
+use kvgate_store::{Kvnr, UploadKind};
 use serde::Serialize;
 
+use super::outgoing::{self, Origin, Outgoing};
 use super::routes::{blocking, parse_kvnr};
 use super::{ApiState, Problem, auth, sniff};
-
-/// The `purpose` of an upload in the outbound queue: its payload is the sealed message,
-/// sent as it is.
-pub const UPLOAD_PURPOSE: &str = "upload";
 
 /// The document types a member may choose, and whether each may carry a note.
 const DOCUMENT_TYPES: [(&str, bool); 4] = [
@@ -33,66 +28,24 @@ const DOCUMENT_TYPES: [(&str, bool); 4] = [
 /// The longest note, in characters.
 const MAX_NOTE: usize = 2000;
 
-/// One upload as the back office gets it, before sealing.
-#[derive(Debug)]
-pub struct Document<'a> {
-    /// The upload's tracking ID.
-    pub tracking_id: &'a TrackingId,
-    /// The uploading member.
-    pub uploader: &'a Kvnr,
-    /// The member the document concerns.
-    pub concerns: &'a Kvnr,
-    /// The document type the member chose.
-    pub document_type: &'a str,
-    /// The member's note, if any.
-    pub note: Option<&'a str>,
-    /// The media type found in the content.
-    pub content_type: &'static str,
-    /// The document.
-    pub content: &'a [u8],
-}
-
-/// A sealed upload, ready for the outbound queue.
-#[derive(Debug, Clone)]
-pub struct Sealed {
-    /// The envelope sender.
-    pub mail_from: String,
-    /// The back office's address.
-    pub rcpt_to: String,
-    /// The whole message (7-bit: its content is S/MIME in base64).
-    pub message: String,
-}
-
-/// Seals an upload for the back office. The gateway implements it with its S/MIME
-/// identity and the configured back-office certificate; connectors stay free of CMS.
-pub trait Sealer: Send + Sync + 'static {
-    /// The message the back office gets; on failure, a sentence that says why.
-    fn seal(&self, document: &Document<'_>) -> Result<Sealed, String>;
-}
-
-/// How uploads are handled; without it the API refuses them.
-#[derive(Clone)]
-pub struct Uploads {
-    /// Seals each document for the back office.
-    pub sealer: Arc<dyn Sealer>,
-    /// The largest document accepted, in octets.
-    pub max_size: usize,
-}
-
 /// The fields of the upload form, as read.
 #[derive(Default)]
-struct Form {
+pub(crate) struct Form {
     file: Option<Vec<u8>>,
     document_type: Option<String>,
     note: Option<String>,
     kvnr: Option<String>,
+    /// The basic tier's device-generated install ID.
+    pub install_id: Option<String>,
 }
 
-fn invalid(slug: &str, title: &'static str, detail: impl Into<String>) -> Problem {
+/// 422: a field is not what the route takes.
+pub(crate) fn invalid(slug: &str, title: &'static str, detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, slug, title, detail)
 }
 
-fn malformed(detail: impl std::fmt::Display) -> Problem {
+/// 400: the body is not a well-formed form.
+pub(crate) fn malformed(detail: impl std::fmt::Display) -> Problem {
     Problem::new(
         StatusCode::BAD_REQUEST,
         "invalid-form",
@@ -102,7 +55,7 @@ fn malformed(detail: impl std::fmt::Display) -> Problem {
 }
 
 /// Reads one field, refusing it once it exceeds `cap` octets.
-async fn read_field(
+pub(crate) async fn read_field(
     mut field: Field<'_>,
     cap: usize,
     too_large: Problem,
@@ -118,7 +71,7 @@ async fn read_field(
 }
 
 /// Reads one short text field.
-async fn read_text(field: Field<'_>, name: &str, cap: usize) -> Result<String, Problem> {
+pub(crate) async fn read_text(field: Field<'_>, name: &str, cap: usize) -> Result<String, Problem> {
     let too_long = invalid(
         &format!("{name}-too-long"),
         "Form field too long",
@@ -128,8 +81,13 @@ async fn read_text(field: Field<'_>, name: &str, cap: usize) -> Result<String, P
         .map_err(|_| malformed(format!("{name} is not UTF-8 text")))
 }
 
-/// Reads the whole form; every field at most once, none unknown.
-async fn read_form(multipart: &mut Multipart, max_size: usize) -> Result<Form, Problem> {
+/// Reads the whole form; every field at most once, none unknown (`install_id` is
+/// known in the basic tier only).
+async fn read_form(
+    multipart: &mut Multipart,
+    max_size: usize,
+    basic: bool,
+) -> Result<Form, Problem> {
     let mut form = Form::default();
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_owned();
@@ -138,9 +96,15 @@ async fn read_form(multipart: &mut Multipart, max_size: usize) -> Result<Form, P
             "type" => form.document_type.is_some(),
             "note" => form.note.is_some(),
             "kvnr" => form.kvnr.is_some(),
+            "install_id" if basic => form.install_id.is_some(),
             other => {
+                let expected = if basic {
+                    "file, type, note, kvnr, install_id"
+                } else {
+                    "file, type, note, kvnr"
+                };
                 return Err(malformed(format!(
-                    "unknown field {other:?} (expected file, type, note, kvnr)"
+                    "unknown field {other:?} (expected {expected})"
                 )));
             }
         };
@@ -160,7 +124,8 @@ async fn read_form(multipart: &mut Multipart, max_size: usize) -> Result<Form, P
             "type" => form.document_type = Some(read_text(field, "type", 64).await?),
             // Four octets per character at most.
             "note" => form.note = Some(read_text(field, "note", 4 * MAX_NOTE).await?),
-            _ => form.kvnr = Some(read_text(field, "kvnr", 64).await?),
+            "kvnr" => form.kvnr = Some(read_text(field, "kvnr", 64).await?),
+            _ => form.install_id = Some(read_text(field, "install_id", 64).await?),
         }
     }
     Ok(form)
@@ -179,44 +144,60 @@ async fn drain(multipart: &mut Multipart, mut budget: usize) {
     }
 }
 
-#[derive(Serialize)]
-struct Queued {
-    tracking_id: String,
+/// `201 {tracking_id}`: sent (durably queued).
+pub(crate) fn created(tracking_id: &kvgate_store::TrackingId) -> Response {
+    let body = serde_json::json!({ "tracking_id": tracking_id.as_str() });
+    (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
-/// `POST /v1/documents`: checks, seals and queues one document; `201 {tracking_id}`.
-pub(crate) async fn upload(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
+/// Reads the upload form of `POST /v1/documents` (`basic`: of `POST /v1/basic/documents`)
+/// within the configured limit.
+pub(crate) async fn form(
+    state: &ApiState,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Response, Problem> {
-    let device = auth::device(&state, &headers).await?;
-    let uploads = state.uploads.clone().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "uploads-unavailable",
-            "Uploads unavailable",
-            "this gateway has no back office configured to send documents to",
-        )
-    })?;
+    basic: bool,
+) -> Result<Form, Problem> {
+    read_multipart(state, multipart, async |m, max_size| {
+        read_form(m, max_size, basic).await
+    })
+    .await
+}
+
+/// Reads a `multipart/form-data` body with `read`, which gets the configured document
+/// size limit; if `read` refuses it, the rest is drained so that the client gets the
+/// refusal.
+pub(crate) async fn read_multipart<T>(
+    state: &ApiState,
+    multipart: Result<Multipart, MultipartRejection>,
+    read: impl AsyncFnOnce(&mut Multipart, usize) -> Result<T, Problem>,
+) -> Result<T, Problem> {
+    let max_size = outgoing::uploads(state)?.max_size;
     let mut multipart = multipart.map_err(|e| {
         Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not-multipart",
             "Not a form upload",
-            format!(
-                "send the document as multipart/form-data: {}",
-                e.body_text()
-            ),
+            format!("send the form as multipart/form-data: {}", e.body_text()),
         )
     })?;
-    let form = match read_form(&mut multipart, uploads.max_size).await {
-        Ok(form) => form,
+    match read(&mut multipart, max_size).await {
+        Ok(form) => Ok(form),
         Err(problem) => {
-            drain(&mut multipart, uploads.max_size).await;
-            return Err(problem);
+            drain(&mut multipart, max_size).await;
+            Err(problem)
         }
-    };
+    }
+}
+
+/// Checks the form's fields; what is to be sent, from `from`. `allowed` are the KVNRs
+/// the document may concern (the sending member's own and its family members');
+/// `None` takes any valid KVNR (basic tier: whether it exists is the back office's
+/// business).
+pub(crate) fn checked(
+    form: Form,
+    from: Origin,
+    allowed: Option<&[Kvnr]>,
+) -> Result<Outgoing, Problem> {
     let missing = |name: &str| {
         invalid(
             "missing-field",
@@ -226,13 +207,7 @@ pub(crate) async fn upload(
     };
     let content = form.file.ok_or_else(|| missing("file"))?;
     let concerns = parse_kvnr(form.kvnr.as_deref().ok_or_else(|| missing("kvnr"))?.trim())?;
-    let (owner, relative) = (device.kvnr.clone(), concerns.clone());
-    let allowed = concerns == device.kvnr
-        || blocking(&state, move |store| {
-            store.is_family_member(&owner, &relative)
-        })
-        .await?;
-    if !allowed {
+    if allowed.is_some_and(|allowed| !allowed.contains(&concerns)) {
         return Err(invalid(
             "kvnr-not-allowed",
             "KVNR not allowed",
@@ -276,56 +251,39 @@ pub(crate) async fn upload(
             "the file's content is not a PDF, JPEG, PNG or HEIC image (its name does not matter)",
         )
     })?;
-
-    let tracking_id = TrackingId::generate()?;
-    let id = tracking_id.clone();
-    let uploader = device.kvnr.clone();
-    // Signing and encrypting take a while: off the async threads.
-    let (sealed, record) = tokio::task::spawn_blocking(move || {
-        let document = Document {
-            tracking_id: &id,
-            uploader: &uploader,
-            concerns: &concerns,
-            document_type: &document_type,
-            note: note.as_deref(),
-            content_type,
-            content: &content,
-        };
-        let sealed = uploads.sealer.seal(&document)?;
-        let record = Upload {
-            tracking_id: id.clone(),
-            kvnr: uploader.clone(),
-            concerns: concerns.clone(),
-            document_type: document_type.clone(),
-            content_type: content_type.to_owned(),
-            size: content.len() as u64,
-            uploaded_at: now(),
-        };
-        Ok::<_, String>((sealed, record))
+    Ok(Outgoing {
+        from,
+        kind: UploadKind::Document,
+        concerns,
+        document_type,
+        note,
+        details: None,
+        text: None,
+        files: vec![(content_type, content)],
+        cap: None,
+        thread: None,
     })
-    .await
-    .map_err(|e| Problem::internal(&e))?
-    .map_err(|why| Problem::internal(&why))?;
-    let at = record.uploaded_at;
-    let message = Outbound {
-        id: OutboundId::generate()?,
-        tracking_id: tracking_id.clone(),
-        purpose: UPLOAD_PURPOSE.to_owned(),
-        mail_from: sealed.mail_from,
-        rcpt_to: sealed.rcpt_to,
-        payload: sealed.message,
-        created_at: at,
-        next_attempt_at: at,
-        attempts: 0,
-        last_error: None,
-        delay_reported: false,
-    };
-    blocking(&state, move |store| store.queue_upload(&record, &message)).await?;
-    state.outbound.notify_one();
-    let body = Queued {
-        tracking_id: tracking_id.to_string(),
-    };
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `POST /v1/documents`: checks, seals and queues one document; `201 {tracking_id}`.
+pub(crate) async fn upload(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, Problem> {
+    let device = auth::device(&state, &headers).await?;
+    let form = form(&state, multipart, false).await?;
+    let kvnr = device.kvnr;
+    let owner = kvnr.clone();
+    let family = blocking(&state, move |store| store.family(&owner)).await?;
+    let allowed: Vec<Kvnr> = std::iter::once(kvnr.clone())
+        .chain(family.into_iter().map(|member| member.kvnr))
+        .collect();
+    let outgoing = checked(form, Origin::Member(kvnr.clone()), Some(&allowed))?;
+    let tracking_id = outgoing::send(&state, outgoing)
+        .await?
+        .ok_or_else(|| Problem::internal(&"an uncapped upload was refused"))?;
+    Ok(created(&tracking_id))
 }
 
 #[derive(Serialize)]
@@ -355,6 +313,7 @@ pub(crate) async fn list(
     let uploads = blocking(&state, move |store| store.uploads(&device.kvnr)).await?;
     let documents = uploads
         .into_iter()
+        .filter(|(u, _)| u.kind == UploadKind::Document)
         .map(|(u, last)| UploadView {
             tracking_id: u.tracking_id.to_string(),
             document_type: u.document_type,

@@ -39,14 +39,18 @@ pub(crate) struct WaitQuery {
     timeout: Option<u64>,
 }
 
+/// One message as lists show it.
 #[derive(Serialize)]
-struct MessageSummary {
+pub(crate) struct MessageSummary {
     id: String,
     tracking_id: String,
     mailbox: Mailbox,
     received_at: String,
     size: u64,
     read: bool,
+    /// The messenger thread it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<String>,
 }
 
 impl From<MessageMeta> for MessageSummary {
@@ -58,6 +62,7 @@ impl From<MessageMeta> for MessageSummary {
             received_at: m.received_at.to_rfc3339(),
             size: m.size,
             read: m.read,
+            thread_id: m.thread.map(|t| t.to_string()),
         }
     }
 }
@@ -188,7 +193,8 @@ pub(crate) async fn wait(
     }
 }
 
-fn message_id(raw: &str) -> Result<MessageId, Problem> {
+/// A message ID from the path; 404 if it cannot be one.
+pub(crate) fn message_id(raw: &str) -> Result<MessageId, Problem> {
     raw.parse().map_err(|_| Problem::not_found("message"))
 }
 

@@ -4,9 +4,11 @@
 //! member's devices, recovery key and key backup, lists its inboxes page by page or
 //! waits for new letters, fetches letters as PGP/MIME ciphertext, marks them read and
 //! deletes them, uploads documents for the insurer's back office and shows the
-//! tracking of the member's own uploads. Every route is described in `openapi.json`, served at
-//! `/v1/openapi.json`. Errors are
-//! `application/problem+json` (RFC 9457). A member never learns whether another
+//! tracking of the member's own uploads. Everything the app sends to the back office
+//! (documents, also from the basic tier without enrolment; requests; replies and
+//! messenger messages) takes one path (`outgoing`) and leaves a copy in `sent`.
+//! Every route is described in `openapi.json`, served at `/v1/openapi.json`. Errors
+//! are `application/problem+json` (RFC 9457). A member never learns whether another
 //! member's message exists: it is 404 like a missing one.
 
 mod account;
@@ -20,11 +22,17 @@ mod family;
 mod keys;
 mod limiter;
 mod messages;
+// issue 9b: member app sending.
+mod basic;
+mod outgoing;
 mod problem;
+mod ratelimit;
+mod requests;
 mod routes;
 mod server;
 mod settings;
 mod sniff;
+mod threads;
 mod tracking;
 
 use std::sync::Arc;
@@ -33,9 +41,10 @@ use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
 pub use credentials::Security;
-pub use documents::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use limiter::{Limiter, RateLimit};
+pub use outgoing::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use problem::Problem;
+pub use ratelimit::RateLimits;
 pub use routes::router;
 pub use server::serve;
 pub use settings::SmarthealthRules;
@@ -74,6 +83,8 @@ pub struct ApiState {
     pub security: Security,
     /// The smarthealth terms version and quota.
     pub smarthealth: SmarthealthRules,
+    /// The basic tier's rate limits (issue 9b).
+    pub basic: Arc<RateLimits>,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

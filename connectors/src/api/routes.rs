@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
 // Issue 9a.
 use super::{account, credentials, family, settings};
+// issue 9b: member app sending.
+use super::{basic, requests, threads};
 
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
@@ -88,6 +90,15 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/family/{kvnr}", M::DELETE, family::remove),
         route("/v1/export", M::GET, account::export),
         route("/v1/account", M::DELETE, account::cancel),
+        // issue 9b: member app sending.
+        unbounded(route("/v1/basic/documents", M::POST, basic::upload)),
+        route("/v1/basic/tracking/{id}", M::GET, basic::track),
+        route("/v1/requests", M::POST, requests::create),
+        unbounded(route("/v1/messages/{id}/reply", M::POST, threads::reply)),
+        unbounded(route("/v1/threads", M::POST, threads::create)),
+        route("/v1/threads", M::GET, threads::list),
+        route("/v1/threads/{id}", M::GET, threads::show),
+        unbounded(route("/v1/threads/{id}/messages", M::POST, threads::post)),
     ]
 }
 

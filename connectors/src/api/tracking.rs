@@ -57,10 +57,15 @@ pub(crate) async fn show(
     })
     .await?
     .ok_or_else(|| Problem::not_found("submission"))?;
+    Ok(trail(tracking_id, events))
+}
+
+/// The tracking trail of `tracking_id` as the API shows it.
+pub(crate) fn trail(tracking_id: String, events: Vec<Event>) -> Response {
     let trail = Trail {
         tracking_id,
         state: events.last().map_or("accepted", |e| e.kind.as_str()),
         events: events.into_iter().map(EventView::from).collect(),
     };
-    Ok(axum::Json(trail).into_response())
+    axum::Json(trail).into_response()
 }

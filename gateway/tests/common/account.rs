@@ -115,27 +115,6 @@ pub fn rcpt(
     })
 }
 
-/// Uploads with `curl -F`: text fields as given, the file from `file` under `name`.
-pub fn upload_document(
-    session: &Session<'_>,
-    fields: &[(&str, &str)],
-    file: Option<(&Path, &str)>,
-) -> (u16, Value) {
-    let mut args: Vec<String> = vec!["-H".into(), session.auth.clone()];
-    for (name, value) in fields {
-        args.extend(["--form-string".into(), format!("{name}={value}")]);
-    }
-    if let Some((path, name)) = file {
-        args.extend([
-            "-F".into(),
-            format!("file=@{};filename={name}", path.display()),
-        ]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (status, body) = curl(session.install, session.server, &args, "/v1/documents");
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 /// Every file under `dir`, relative, sorted.
 pub fn files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod back_office;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -694,6 +696,24 @@ pub fn member_session<'a>(install: &'a Install, server: &'a Server) -> Session<'
 /// theirs; returns the session and the device ID.
 pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'a>, String) {
     account::add_member(install, server, BOB, "bob", &["--smarthealth"])
+}
+
+/// The files below `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path)
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
 }
 
 /// Polls `done` every 50 ms until it holds; fails with `what` after `secs` seconds.

@@ -1,6 +1,8 @@
 //! Unwrapping what a practice sends: S/MIME (CMS) decryption and signature
 //! verification, layer after layer, with OpenSSL.
 
+mod auth_enveloped;
+mod ber;
 mod error;
 mod keys;
 mod libcrypto;
@@ -98,6 +100,11 @@ pub fn unwrap(
     let mut layers = 0;
     loop {
         let kind = mime::classify(&current);
+        if layers == 0 && kind == Kind::Rfc822 {
+            return Err(UnwrapError::NotSmime {
+                content_type: "message/rfc822".to_owned(),
+            });
+        }
         if let Kind::Other(content_type) = kind {
             if layers == 0 {
                 return Err(UnwrapError::NotSmime { content_type });
@@ -112,18 +119,38 @@ pub fn unwrap(
             return Err(UnwrapError::TooDeep { max: MAX_LAYERS });
         }
         layers += 1;
-        current = if kind == Kind::MultipartSigned {
+        current = if kind == Kind::Rfc822 {
+            // Signed or encrypted content that wraps a whole message: the message.
+            Zeroizing::new(mime::body(&current).to_vec())
+        } else if kind == Kind::MultipartSigned {
             let verified = multipart_signed(&current, anchors, at)?;
             signer = Some(verified.signer);
             verified.content
         } else {
             let der = mime::pkcs7_body(&current)?;
-            let cms = CmsContentInfo::from_der(&der).map_err(|e| {
-                UnwrapError::Malformed(format!(
-                    "the CMS structure cannot be parsed: {}",
-                    reasons(&e)
-                ))
-            })?;
+            let cms = match CmsContentInfo::from_der(&der) {
+                Ok(cms) => cms,
+                Err(e) => match auth_enveloped::parse(&der) {
+                    // OpenSSL refuses some valid AuthEnvelopedData (KIM's unauthAttrs).
+                    Some(parsed) => {
+                        encrypted = true;
+                        current = auth_enveloped::decrypt(&parsed?, keys)?;
+                        continue;
+                    }
+                    None => {
+                        let hint = if mime::binary_with_crlf(&current) {
+                            " (the body is sent as binary and has CRLF line breaks: \
+                             converting line endings may have damaged the DER)"
+                        } else {
+                            ""
+                        };
+                        return Err(UnwrapError::Malformed(format!(
+                            "the CMS structure cannot be parsed: {}{hint}",
+                            reasons(&e)
+                        )));
+                    }
+                },
+            };
             match libcrypto::content_type(&cms) {
                 ContentType::Enveloped => {
                     encrypted = true;
@@ -192,7 +219,12 @@ fn decrypt(
     if !failures.is_empty() {
         return Err(UnwrapError::DecryptionFailed(failures.join("; ")));
     }
-    Err(UnwrapError::NotForGateway(if keys.is_empty() {
+    Err(not_for_gateway(keys))
+}
+
+/// The refusal for enveloped data addressed to none of `keys`.
+fn not_for_gateway(keys: &[DecryptionKey]) -> UnwrapError {
+    UnwrapError::NotForGateway(if keys.is_empty() {
         "the gateway has no decryption key".to_owned()
     } else {
         let ours: Vec<String> = keys
@@ -203,5 +235,5 @@ fn decrypt(
             "it is addressed to none of the gateway certificates ({})",
             ours.join("; ")
         )
-    }))
+    })
 }

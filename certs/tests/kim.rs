@@ -192,6 +192,41 @@ fn resealed(dir: &Path) -> Vec<u8> {
     out
 }
 
+/// The mail as sent (`.05.encryptedwrap`'s header) around the resealed DER.
+fn resealed_mail(dir: &Path) -> Vec<u8> {
+    let sent = read(dir, "inputEmail.txt.05.encryptedwrap");
+    let header_end = sent.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut mail = sent[..header_end].to_vec();
+    for line in openssl::base64::encode_block(&resealed(dir))
+        .as_bytes()
+        .chunks(76)
+    {
+        mail.extend_from_slice(line);
+        mail.extend_from_slice(b"\r\n");
+    }
+    mail
+}
+
+/// `tests/fixtures/kim-resealed.eml` (used by the gateway's `kvgate verify`
+/// tests) is exactly the resealed sample.
+#[test]
+fn the_resealed_fixture_is_the_resealed_sample() {
+    let Some(dir) = samples() else { return };
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kim-resealed.eml"
+    );
+    assert_eq!(std::fs::read(fixture).unwrap(), resealed_mail(&dir));
+    let unwrapped = smime::unwrap(
+        &resealed_mail(&dir),
+        &[recipient(&dir, "a")],
+        &pinned_signer(&dir),
+        at_sending(),
+    )
+    .unwrap();
+    assert_is_the_sample(&dir, &unwrapped);
+}
+
 #[test]
 fn the_mail_as_sent_decrypts_for_each_recipient_up_to_its_damaged_signed_layer() {
     let Some(dir) = samples() else { return };

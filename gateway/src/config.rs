@@ -5,8 +5,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use kvgate_store::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Name of the configuration file inside a data directory.
@@ -83,6 +84,66 @@ pub struct Smime {
     /// Every key the gateway decrypts with: the current one and, during a rollover,
     /// the previous ones.
     pub decryption_keys: Vec<KeyPair>,
+    /// The instant signer certificates are validated for: `receipt` (when the
+    /// letter was accepted, the default), `processing`, or an RFC 3339 instant
+    /// (re-checking archived letters as of their date).
+    #[serde(default, skip_serializing_if = "VerifyAt::is_receipt")]
+    pub verify_at: VerifyAt,
+}
+
+/// The instant a letter's signature chain is validated for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum VerifyAt {
+    /// When the gateway accepted the letter.
+    #[default]
+    Receipt,
+    /// When the pipeline processes it.
+    Processing,
+    /// A fixed instant.
+    Instant(Timestamp),
+}
+
+impl VerifyAt {
+    /// Whether this is the default, [`VerifyAt::Receipt`].
+    pub fn is_receipt(&self) -> bool {
+        *self == VerifyAt::Receipt
+    }
+
+    /// The instant for a letter received at `received`.
+    pub fn instant(self, received: Timestamp) -> SystemTime {
+        match self {
+            VerifyAt::Receipt => received.to_system_time(),
+            VerifyAt::Processing => SystemTime::now(),
+            VerifyAt::Instant(at) => at.to_system_time(),
+        }
+    }
+}
+
+impl TryFrom<String> for VerifyAt {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "receipt" => Ok(VerifyAt::Receipt),
+            "processing" => Ok(VerifyAt::Processing),
+            instant => instant.parse().map(VerifyAt::Instant).map_err(|_| {
+                format!(
+                    "verify_at must be \"receipt\", \"processing\" or an RFC 3339 instant, not {instant:?}"
+                )
+            }),
+        }
+    }
+}
+
+impl From<VerifyAt> for String {
+    fn from(value: VerifyAt) -> Self {
+        match value {
+            VerifyAt::Receipt => "receipt".to_owned(),
+            VerifyAt::Processing => "processing".to_owned(),
+            VerifyAt::Instant(at) => at.to_rfc3339(),
+        }
+    }
 }
 
 /// Trust anchors, intermediates and revocation checking of signer certificates.
@@ -370,6 +431,7 @@ impl Config {
             tls: pair(),
             smime: Smime {
                 decryption_keys: vec![pair()],
+                verify_at: VerifyAt::Receipt,
             },
             trust: Trust {
                 anchors: vec![PathBuf::from("pki/ca.pem")],
@@ -400,6 +462,23 @@ mod tests {
         assert_eq!(config.database_path(), dir.path().join("./kvgate.redb"));
         assert_eq!(config.limits.max_recipients, 100);
         assert_eq!(config.trust.revocation, RevocationMode::Hard);
+    }
+
+    #[test]
+    fn verify_at_is_receipt_processing_or_an_instant() {
+        let smime = |text: &str| toml::from_str::<Smime>(&format!("decryption_keys = []\n{text}"));
+        assert_eq!(smime("").unwrap().verify_at, VerifyAt::Receipt);
+        assert_eq!(
+            smime("verify_at = \"processing\"").unwrap().verify_at,
+            VerifyAt::Processing
+        );
+        let at = smime("verify_at = \"2020-06-20T12:58:26+02:00\"")
+            .unwrap()
+            .verify_at;
+        assert_eq!(at, VerifyAt::Instant(Timestamp(1_592_650_706_000)));
+        assert_eq!(String::from(at), "2020-06-20T10:58:26.000Z");
+        let error = smime("verify_at = \"yesterday\"").unwrap_err().to_string();
+        assert!(error.contains("RFC 3339 instant"), "{error}");
     }
 
     #[test]

@@ -22,4 +22,5 @@ pub mod reports;
 pub mod runtime;
 pub mod serve;
 pub mod uploads;
+pub mod verify;
 pub mod watchdog;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kvgate::{admin, demo, init, queue, serve};
+use kvgate::{admin, demo, init, queue, serve, verify};
 
 /// kvgate: a secure mail gateway from S/MIME practice mail to members' OpenPGP inboxes.
 #[derive(Parser)]
@@ -48,6 +48,9 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Decrypt and verify a letter file as the pipeline does, as of a given instant;
+    /// prints the verdict and exits 1 if the letter is refused.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,11 @@ fn main() -> ExitCode {
         Command::Member { command } => admin::member(command),
         Command::Track(args) => admin::track(args),
         Command::Queue { command } => queue::queue(command),
+        Command::Verify(args) => match verify::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
 use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
@@ -25,6 +25,7 @@ use kvgate_store::{
 };
 use tokio::sync::{Notify, watch};
 
+use crate::config::VerifyAt;
 use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Report, ReportError, status_for};
@@ -52,12 +53,16 @@ pub struct Pipeline {
     member_certs: KeyCache,
     /// How many submissions are processed at once.
     workers: usize,
+    /// The instant signer chains are validated for.
+    verify_at: VerifyAt,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
-struct Refusal {
-    reason: &'static str,
-    detail: String,
+pub(crate) struct Refusal {
+    /// The stable reason code.
+    pub reason: &'static str,
+    /// The sentence for people.
+    pub detail: String,
 }
 
 impl Refusal {
@@ -97,6 +102,20 @@ pub(crate) fn received(
     })
 }
 
+/// What the gateway demands of every unwrapped letter: encrypted to it and signed.
+pub(crate) fn signed_and_encrypted(unwrapped: &Unwrapped) -> Result<&Signer, Refusal> {
+    if !unwrapped.encrypted {
+        return Err(Refusal::new(
+            "not-encrypted",
+            "the letter was not encrypted to the gateway",
+        ));
+    }
+    unwrapped
+        .signer
+        .as_ref()
+        .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))
+}
+
 impl Pipeline {
     /// A pipeline decrypting with `keys` and trusting `anchors`, for the gateway
     /// `hostname` serving `domain`; `outbound` is notified when reports are queued.
@@ -121,7 +140,14 @@ impl Pipeline {
             member_certs: KeyCache::default(),
             workers: WORKERS_PER_CORE
                 * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            verify_at: VerifyAt::default(),
         }
+    }
+
+    /// Validates signer chains for `verify_at` instead of the receipt time.
+    pub fn with_verify_at(mut self, verify_at: VerifyAt) -> Self {
+        self.verify_at = verify_at;
+        self
     }
 
     /// The disposition notification to queue when the member marks the letter read:
@@ -233,7 +259,8 @@ impl Pipeline {
                 format!("sender {} is no longer registered", submission.sender_id),
             )));
         };
-        let unwrapped = match smime::unwrap(raw, &self.keys, &self.anchors, SystemTime::now()) {
+        let at = self.verify_at.instant(submission.received_at);
+        let unwrapped = match smime::unwrap(raw, &self.keys, &self.anchors, at) {
             Ok(unwrapped) => unwrapped,
             // A responder or distribution point that cannot be reached now may answer
             // later: the letter waits (the watchdog reports the delay) instead of failing.
@@ -252,16 +279,7 @@ impl Pipeline {
         sender: &kvgate_store::Sender,
         unwrapped: Unwrapped,
     ) -> Result<(Unwrapped, Vec<Event>), Refusal> {
-        if !unwrapped.encrypted {
-            return Err(Refusal::new(
-                "not-encrypted",
-                "the letter was not encrypted to the gateway",
-            ));
-        }
-        let signer = unwrapped
-            .signer
-            .as_ref()
-            .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))?;
+        let signer = signed_and_encrypted(&unwrapped)?;
         if !sender.owns(&signer.fingerprint) {
             return Err(Refusal::new(
                 "signer-mismatch",

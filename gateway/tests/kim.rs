@@ -1,0 +1,255 @@
+//! `kvgate verify` (the real binary) on gematik's KIM sample and on letters the
+//! `openssl` CLI makes, and the configured verification time of the pipeline.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// gematik's KIM sample folder (`../shared/testdata/kim-samples`).
+fn samples() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/kim-samples");
+    assert!(dir.is_dir(), "{} is missing", dir.display());
+    dir
+}
+
+/// The KIM sample resealed around its undamaged signed layer (see certs/README.md).
+fn resealed() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../certs/tests/fixtures/kim-resealed.eml")
+}
+
+/// `--cert`/`--key` of recipient `a` (hci-enc-2) or `b` (hci-enc-3).
+fn recipient_flags(which: &str) -> Vec<String> {
+    let name = match which {
+        "a" => "recipient-a/hci-enc-2-kim-bsp",
+        _ => "recipient-b/hci-enc-3-kim-bsp",
+    };
+    let dir = samples();
+    vec![
+        "--cert".into(),
+        dir.join(format!("{name}.pem")).display().to_string(),
+        "--key".into(),
+        dir.join(format!("{name}.prv.pem")).display().to_string(),
+    ]
+}
+
+/// The sample's signer certificate, taken out of its SignedData by `openssl cms`
+/// (its issuing CA is not part of the sample, so it is pinned).
+fn signer_pem(work: &Path) -> PathBuf {
+    let out = work.join("kim-signer.pem");
+    run(Command::new("openssl")
+        .args(["cms", "-verify", "-noverify", "-inform", "DER", "-in"])
+        .arg(samples().join("inputEmail.txt.02.signedcms"))
+        .arg("-certsout")
+        .arg(&out)
+        .arg("-out")
+        .arg(work.join("kim-content")));
+    out
+}
+
+fn verify(args: &[String]) -> Output {
+    Command::new(KVGATE)
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kim_sample_verifies_with_flags_as_of_its_date() {
+    require(&["openssl"]);
+    let work = tempfile::tempdir().unwrap();
+    let signer = signer_pem(work.path());
+    for which in ["a", "b"] {
+        let mut args = vec![resealed().display().to_string()];
+        args.extend(recipient_flags(which));
+        args.extend([
+            "--trust".into(),
+            signer.display().to_string(),
+            "--at".into(),
+            "2020-06-20T12:58:26+02:00".into(),
+        ]);
+        let out = verify(&args);
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "verified as of: 2020-06-20T10:58:26.000Z");
+        assert_eq!(lines[1], "verdict: verified");
+        assert!(
+            lines[2].starts_with("signer: CN=Asclepios ApothekeTEST-ONLY"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"signature: RSASSA-PSS with SHA256"),
+            "{text}"
+        );
+        assert!(lines.contains(&"from: mustersender@komle.de"), "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("signer-issuer: ") && l.contains("GEM.SMCB-CA24 TEST-ONLY")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn kim_sample_verified_now_is_refused_as_expired() {
+    require(&["openssl"]);
+    let work = tempfile::tempdir().unwrap();
+    let mut args = vec![resealed().display().to_string()];
+    args.extend(recipient_flags("a"));
+    args.extend([
+        "--trust".into(),
+        signer_pem(work.path()).display().to_string(),
+    ]);
+    let out = verify(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1..3],
+        ["verdict: refused", "reason: signer-expired"],
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("detail: the signer certificate CN=Asclepios"),
+        "{text}"
+    );
+}
+
+#[test]
+fn kim_sample_as_sent_decrypts_and_is_refused_at_its_damaged_signed_layer() {
+    require(&["openssl"]);
+    let work = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        samples()
+            .join("inputEmail.txt.05.encryptedwrap")
+            .display()
+            .to_string(),
+    ];
+    args.extend(recipient_flags("b"));
+    args.extend([
+        "--trust".into(),
+        signer_pem(work.path()).display().to_string(),
+        "--at".into(),
+        "2020-06-20".into(),
+    ]);
+    let out = verify(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("verified as of: 2020-06-20T12:00:00.000Z\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nreason: malformed\n"), "{text}");
+    assert!(
+        text.contains("sent as binary and has CRLF line breaks"),
+        "{text}"
+    );
+}
+
+#[test]
+fn configured_keys_and_trust_verify_a_practice_letter() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let letter = install.work("letter.p7m");
+    std::fs::write(
+        &letter,
+        install.practice_letter(&text_letter("s", "body"), "s"),
+    )
+    .unwrap();
+    let config = install.config().display().to_string();
+    let file = letter.display().to_string();
+
+    let out = verify(&[file.clone(), "--config".into(), config.clone()]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\nverdict: verified\n"), "{text}");
+    assert!(text.contains(&format!("\nfrom: {PRACTICE}\n")), "{text}");
+
+    // Before the development PKI existed: the signer was not yet valid.
+    let out = verify(&[
+        file.clone(),
+        "--config".into(),
+        config.clone(),
+        "--at".into(),
+        "2000-01-01".into(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("\nreason: signer-expired\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Encrypted but not signed: refused as the pipeline refuses it.
+    let unsigned = install.work("unsigned.p7m");
+    std::fs::write(
+        &unsigned,
+        install.openssl_letter(&text_letter("u", "u"), None, "u"),
+    )
+    .unwrap();
+    let out = verify(&[
+        unsigned.display().to_string(),
+        "--config".into(),
+        config.clone(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("\nreason: not-signed\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A bad --at is an error, not a verdict.
+    let out = verify(&[
+        file,
+        "--config".into(),
+        config,
+        "--at".into(),
+        "soon".into(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--at \"soon\" is neither an RFC 3339 instant"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_pipeline_verifies_as_of_the_configured_instant() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let path = install.config();
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    config["smime"]
+        .as_table_mut()
+        .unwrap()
+        .insert("verify_at".into(), "2000-01-01T00:00:00Z".into());
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let server = install.serve(&[]);
+    let letter = install.practice_letter(&text_letter("old", "as of 2000"), "old");
+    let id = server.send_to_member(&install, &letter);
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "signer-expired", "{trail}");
+}

@@ -386,3 +386,58 @@ fn a_gateway_key_it_is_not_addressed_to_is_not_for_gateway() {
     let result = smime::unwrap(&mail, &[other], &pinned_signer(&dir), at_sending());
     assert_eq!(reason(result), "not-for-gateway");
 }
+
+#[test]
+fn gematik_recipient_attribute_maps_addresses_to_certificates() {
+    let Some(dir) = samples() else { return };
+    let mail = resealed_mail(&dir);
+    let anchors = pinned_signer(&dir);
+    for (which, serial, address) in [
+        ("a", "FF22A88FFD24", "mustersender@komle.de"),
+        ("b", "9F52A80078E4", "musterempfaenger@komle.de"),
+    ] {
+        let unwrapped =
+            smime::unwrap(&mail, &[recipient(&dir, which)], &anchors, at_sending()).unwrap();
+        let all: Vec<(&str, &str, bool, bool)> = unwrapped
+            .recipients
+            .iter()
+            .map(|r| {
+                (
+                    r.address.as_str(),
+                    r.serial.as_str(),
+                    r.signed,
+                    r.decrypting,
+                )
+            })
+            .collect();
+        // Signed attributes first (the inner layer is verified), then unauthAttrs.
+        let mut expected = vec![
+            ("mustersender@komle.de", "FF22A88FFD24", true),
+            ("musterempfaenger@komle.de", "9F52A80078E4", true),
+            ("mustersender@komle.de", "FF22A88FFD24", false),
+            ("musterempfaenger@komle.de", "9F52A80078E4", false),
+        ]
+        .into_iter()
+        .map(|(a, s, signed)| (a, s, signed, s == serial))
+        .collect::<Vec<_>>();
+        expected.sort();
+        let mut all_sorted = all.clone();
+        all_sorted.sort();
+        assert_eq!(all_sorted, expected, "{which}");
+        assert!(
+            unwrapped
+                .recipients
+                .iter()
+                .all(|r| r.issuer.contains("CN=GEM.KOMP-CA24 TEST-ONLY")),
+            "{:?}",
+            unwrapped.recipients
+        );
+        let ours: Vec<&str> = unwrapped
+            .recipients
+            .iter()
+            .filter(|r| r.decrypting)
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(ours, [address, address], "{which}");
+    }
+}

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kvgate_certs::openpgp::{self, MemberKey as PgpKey};
-use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
+use kvgate_certs::smime::{self, DecryptionKey, KimRecipient, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
     Event, EventKind, NewMessage, Outbound, Recipient, Spool, Store, StoreError, Submission,
     SubmissionState, TrackingId, now,
@@ -28,6 +28,7 @@ use tokio::sync::{Notify, watch};
 use crate::config::VerifyAt;
 use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
+use crate::policy::mailbox_of;
 use crate::reports::{Action, Dsn, Fate, Mdn, Report, ReportError, status_for};
 
 /// How often the queue is looked at even without a wake-up (retries of transient
@@ -301,7 +302,7 @@ impl Pipeline {
                 format!("sender {} may not use the From address <{from}>", sender.id),
             ));
         }
-        let events = vec![Event::new(EventKind::Verified).detail(format!(
+        let mut detail = format!(
             "signed by {} (sha256 {}, serial {}, issuer {}), {} with {}, revocation: {}",
             signer.subject,
             signer.fingerprint,
@@ -310,8 +311,56 @@ impl Pipeline {
             signer.signature_algorithm,
             signer.digest_algorithm,
             signer.revocation
-        ))];
+        );
+        if let Some(mapping) = self.check_kim_recipients(&unwrapped.recipients)? {
+            detail.push_str("; ");
+            detail.push_str(&mapping);
+        }
+        let events = vec![Event::new(EventKind::Verified).detail(detail)];
         Ok((unwrapped, events))
+    }
+
+    /// gematik's recipient attribute (KIM), if the letter carries it: the entries
+    /// naming the certificate the gateway decrypted with must include an address of
+    /// this gateway. The signed attribute is used when present, else the
+    /// unauthenticated one. Returns the mapping for the tracking event.
+    fn check_kim_recipients(&self, recipients: &[KimRecipient]) -> Result<Option<String>, Refusal> {
+        let signed = recipients.iter().any(|r| r.signed);
+        let used: Vec<&KimRecipient> = recipients.iter().filter(|r| r.signed == signed).collect();
+        if used.is_empty() {
+            return Ok(None);
+        }
+        let mapping: Vec<String> = used
+            .iter()
+            .map(|r| format!("<{}> = serial {} of {}", r.address, r.serial, r.issuer))
+            .collect();
+        let mapping = format!(
+            "KIM recipients ({}): {}",
+            if signed { "signed" } else { "unauthenticated" },
+            mapping.join(", ")
+        );
+        let ours: Vec<&str> = used
+            .iter()
+            .filter(|r| r.decrypting)
+            .map(|r| r.address.as_str())
+            .filter(|address| {
+                address.rsplit_once('@').is_some_and(|(_, domain)| {
+                    mailbox_of(&self.domain.to_ascii_lowercase(), domain).is_some()
+                })
+            })
+            .collect();
+        if ours.is_empty() {
+            return Err(Refusal::new(
+                "recipient-mismatch",
+                format!(
+                    "gematik's recipient attribute maps the gateway certificate the letter was decrypted with to no address of this gateway ({mapping})"
+                ),
+            ));
+        }
+        Ok(Some(format!(
+            "{mapping}; decrypted for <{}>",
+            ours.join(">, <")
+        )))
     }
 
     /// Encrypts the letter to each recipient's keys and files it.

@@ -101,6 +101,24 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     if let Some(from) = letter::from_address(&unwrapped.content) {
         println!("from: {from}");
     }
+    for recipient in &unwrapped.recipients {
+        println!(
+            "kim-recipient: <{}> = serial {} of {} ({}{})",
+            recipient.address,
+            recipient.serial,
+            recipient.issuer,
+            if recipient.signed {
+                "signed"
+            } else {
+                "unauthenticated"
+            },
+            if recipient.decrypting {
+                ", decrypted with"
+            } else {
+                ""
+            }
+        );
+    }
     println!("content: {} octets", unwrapped.content.len());
     Ok(true)
 }

@@ -94,6 +94,21 @@ fn kim_sample_verifies_with_flags_as_of_its_date() {
             "{text}"
         );
         assert!(lines.contains(&"from: mustersender@komle.de"), "{text}");
+        let (serial, address) = match which {
+            "a" => ("FF22A88FFD24", "mustersender@komle.de"),
+            _ => ("9F52A80078E4", "musterempfaenger@komle.de"),
+        };
+        let decrypted_with: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("kim-recipient: ") && l.ends_with(", decrypted with)"))
+            .collect();
+        assert_eq!(decrypted_with.len(), 2, "{text}");
+        for line in decrypted_with {
+            assert!(
+                line.starts_with(&format!("kim-recipient: <{address}> = serial {serial} of ")),
+                "{text}"
+            );
+        }
         assert!(
             lines
                 .iter()
@@ -252,4 +267,88 @@ fn the_pipeline_verifies_as_of_the_configured_instant() {
     assert_eq!(trail["submission"]["state"], "failed", "{trail}");
     let last = trail["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["reason"], "signer-expired", "{trail}");
+}
+
+/// An installation that decrypts with recipient-a's key besides its own, trusts
+/// the KIM sample's signer (pinned), verifies as of the sample's date, and has
+/// a sender `kim` (TLS certificate from the development CA, S/MIME certificate
+/// the sample's signer, From `mustersender@komle.de`).
+fn kim_installation() -> Install {
+    let install = Install::new();
+    let path = install.config();
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let smime = config["smime"].as_table_mut().unwrap();
+    smime.insert("verify_at".into(), "2020-06-20T10:58:26Z".into());
+    let mut pair = toml::Table::new();
+    let name = samples().join("recipient-a/hci-enc-2-kim-bsp");
+    pair.insert("cert".into(), format!("{}.pem", name.display()).into());
+    pair.insert("key".into(), format!("{}.prv.pem", name.display()).into());
+    smime["decryption_keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(pair.into());
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+
+    let signer = signer_pem(install.dir.path());
+    install.issue_practice("kim", "mustersender@komle.de");
+    let kim_tls = install.work("kim.pem").display().to_string();
+    for args in [
+        vec!["trust", "add", signer.to_str().unwrap()],
+        vec![
+            "sender",
+            "add",
+            "--id",
+            "kim",
+            "--cert",
+            &kim_tls,
+            "--from",
+            "mustersender@komle.de",
+        ],
+        vec![
+            "sender",
+            "add",
+            "--id",
+            "kim",
+            "--cert",
+            signer.to_str().unwrap(),
+        ],
+    ] {
+        let out = install.admin(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    install
+}
+
+#[test]
+fn kim_letter_whose_recipient_attribute_names_no_gateway_address_is_refused() {
+    require(&["openssl"]);
+    let install = kim_installation();
+    let server = install.serve(&[]);
+    let letter = std::fs::read(resealed()).unwrap();
+    let reply = server.send(
+        install.tls_as("kim.pem", "kim.key"),
+        "mustersender@komle.de",
+        &[&format!("{MEMBER}@smarthealth.{DOMAIN}")],
+        &letter,
+    );
+    let trail = wait_final(&install, &tracking_id(&reply));
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "recipient-mismatch", "{trail}");
+    let detail = last["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "maps the gateway certificate the letter was decrypted with to no address of this gateway \
+             (KIM recipients (signed): <mustersender@komle.de> = serial FF22A88FFD24 of "
+        ),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("<musterempfaenger@komle.de> = serial 9F52A80078E4"),
+        "{detail}"
+    );
 }

@@ -22,6 +22,7 @@ use cms::enveloped_data::{
 
 use super::ber;
 use super::error::reasons;
+use super::kim::{self, KimRecipient, strip_zeros};
 use super::{DecryptionKey, UnwrapError};
 
 /// id-ct-authEnvelopedData (RFC 5083).
@@ -103,6 +104,16 @@ struct AlgorithmIdentifier {
 /// A readable AuthEnvelopedData: what [`decrypt`] needs.
 pub(super) struct Parsed {
     data: AuthEnvelopedData,
+}
+
+impl Parsed {
+    /// The recipients gematik's attribute names in `unauthAttrs`.
+    pub fn recipients(&self) -> Result<Vec<KimRecipient>, UnwrapError> {
+        match &self.data.unauth_attrs {
+            Some(attrs) => kim::recipients(attrs, false),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 /// Whether `der` (BER or DER) is a ContentInfo of AuthEnvelopedData; reads it.
@@ -188,13 +199,13 @@ fn read(tree: &mut ber::Node) -> Result<Parsed, UnwrapError> {
 }
 
 /// Decrypts with the first of `keys` a key-transport RecipientInfo names (by
-/// issuer and serial or by subject key identifier). The GCM tag (`mac`) is
-/// verified, with the authenticated attributes as additional data, before any
-/// plaintext is returned.
-pub(super) fn decrypt(
+/// issuer and serial or by subject key identifier); returns the plaintext and
+/// the key's certificate. The GCM tag (`mac`) is verified, with the
+/// authenticated attributes as additional data, before any plaintext is returned.
+pub(super) fn decrypt<'k>(
     parsed: &Parsed,
-    keys: &[DecryptionKey],
-) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    keys: &'k [DecryptionKey],
+) -> Result<(Zeroizing<Vec<u8>>, &'k X509), UnwrapError> {
     let data = &parsed.data;
     let mut failures = Vec::new();
     for key in keys {
@@ -206,7 +217,7 @@ pub(super) fn decrypt(
                 continue;
             }
             match unwrap_key(ktri, key).and_then(|cek| open(data, &cek)) {
-                Ok(plaintext) => return Ok(plaintext),
+                Ok(plaintext) => return Ok((plaintext, &key.cert)),
                 Err(e) => failures.push(format!("{}: {e}", crate::x509::subject_line(&key.cert))),
             }
         }
@@ -231,12 +242,6 @@ fn names(rid: &RecipientIdentifier, cert: &X509) -> bool {
             .subject_key_id()
             .is_some_and(|own| own.as_slice() == ski.0.as_bytes()),
     }
-}
-
-/// An unsigned big-endian integer without its leading zero octets.
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let skip = bytes.iter().take_while(|&&b| b == 0).count();
-    &bytes[skip..]
 }
 
 /// Recovers the content-encryption key with the gateway's RSA key.

@@ -5,6 +5,7 @@ mod auth_enveloped;
 mod ber;
 mod error;
 mod keys;
+mod kim;
 mod libcrypto;
 mod mime;
 mod signature;
@@ -13,12 +14,14 @@ use std::fmt;
 use std::time::SystemTime;
 
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
+use openssl::x509::X509;
 use zeroize::Zeroizing;
 
 use crate::revocation::RevocationStatus;
 
 pub use error::UnwrapError;
 pub use keys::{DecryptionKey, TrustAnchors};
+pub use kim::KimRecipient;
 
 use error::{has_cms_reason, reasons};
 use libcrypto::ContentType;
@@ -63,6 +66,9 @@ pub struct Unwrapped {
     pub signer: Option<Signer>,
     /// Whether any layer was encrypted to the gateway.
     pub encrypted: bool,
+    /// The recipients gematik's attribute 1.2.276.0.76.4.173 names (KIM), from
+    /// the signed attributes and the AuthEnvelopedData's `unauthAttrs`.
+    pub recipients: Vec<KimRecipient>,
 }
 
 impl fmt::Debug for Unwrapped {
@@ -72,6 +78,7 @@ impl fmt::Debug for Unwrapped {
             .field("content", &format_args!("<{} octets>", self.content.len()))
             .field("signer", &self.signer)
             .field("encrypted", &self.encrypted)
+            .field("recipients", &self.recipients)
             .finish()
     }
 }
@@ -97,6 +104,8 @@ pub fn unwrap(
     let mut current = Zeroizing::new(message.to_vec());
     let mut encrypted = false;
     let mut signer = None;
+    let mut recipients: Vec<KimRecipient> = Vec::new();
+    let mut decrypting: Option<&X509> = None;
     let mut layers = 0;
     loop {
         let kind = mime::classify(&current);
@@ -109,10 +118,14 @@ pub fn unwrap(
             if layers == 0 {
                 return Err(UnwrapError::NotSmime { content_type });
             }
+            for recipient in &mut recipients {
+                recipient.decrypting = decrypting.is_some_and(|cert| recipient.names(cert));
+            }
             return Ok(Unwrapped {
                 content: current,
                 signer,
                 encrypted,
+                recipients,
             });
         }
         if layers == MAX_LAYERS {
@@ -125,6 +138,7 @@ pub fn unwrap(
         } else if kind == Kind::MultipartSigned {
             let verified = multipart_signed(&current, anchors, at)?;
             signer = Some(verified.signer);
+            recipients.extend(verified.recipients);
             verified.content
         } else {
             let der = mime::pkcs7_body(&current)?;
@@ -133,8 +147,11 @@ pub fn unwrap(
                 Err(e) => match auth_enveloped::parse(&der) {
                     // OpenSSL refuses some valid AuthEnvelopedData (KIM's unauthAttrs).
                     Some(parsed) => {
-                        encrypted = true;
-                        current = auth_enveloped::decrypt(&parsed?, keys)?;
+                        let parsed = parsed?;
+                        let (plaintext, cert) = auth_enveloped::decrypt(&parsed, keys)?;
+                        recipients.extend(parsed.recipients()?);
+                        (encrypted, decrypting) = (true, Some(cert));
+                        current = plaintext;
                         continue;
                     }
                     None => {
@@ -153,12 +170,14 @@ pub fn unwrap(
             };
             match libcrypto::content_type(&cms) {
                 ContentType::Enveloped => {
-                    encrypted = true;
-                    decrypt(&cms, keys)?
+                    let (plaintext, cert) = decrypt(&cms, keys)?;
+                    (encrypted, decrypting) = (true, Some(cert));
+                    plaintext
                 }
                 ContentType::Signed => {
                     let verified = signature::verify(cms, None, anchors, at)?;
                     signer = Some(verified.signer);
+                    recipients.extend(verified.recipients);
                     verified.content
                 }
                 ContentType::Other(nid) => {
@@ -197,15 +216,16 @@ fn multipart_signed(
     signature::verify(read.cms, Some(&content), anchors, at)
 }
 
-/// Decrypts enveloped data with the first key it is addressed to.
-fn decrypt(
+/// Decrypts enveloped data with the first key it is addressed to; returns the
+/// plaintext and that key's certificate.
+fn decrypt<'k>(
     cms: &CmsContentInfoRef,
-    keys: &[DecryptionKey],
-) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    keys: &'k [DecryptionKey],
+) -> Result<(Zeroizing<Vec<u8>>, &'k X509), UnwrapError> {
     let mut failures = Vec::new();
     for key in keys {
         match cms.decrypt(&key.key, &key.cert) {
-            Ok(plaintext) => return Ok(Zeroizing::new(plaintext)),
+            Ok(plaintext) => return Ok((Zeroizing::new(plaintext), &key.cert)),
             // OpenSSL fails without any queued error when no RecipientInfo names
             // the certificate, and with NO_MATCHING_RECIPIENT when none fits the key type.
             Err(e) if e.errors().is_empty() || has_cms_reason(&e, CMS_R_NO_MATCHING_RECIPIENT) => {}

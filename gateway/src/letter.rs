@@ -68,6 +68,17 @@ pub fn from_address(inner: &[u8]) -> Option<String> {
     }
 }
 
+/// The `Sender` header of the inner message: `None` without one, `Some(None)`
+/// if it does not name exactly one mailbox, else its address, lowercase.
+pub fn sender_address(inner: &[u8]) -> Option<Option<String>> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    let sender = parsed.sender()?;
+    Some(match sender.as_list() {
+        Some([only]) => only.address().map(str::to_ascii_lowercase),
+        _ => None,
+    })
+}
+
 /// Where the sender asked for a disposition notification: the single address of
 /// `Disposition-Notification-To`, lowercase, if there is exactly one.
 pub fn disposition_notification_to(inner: &[u8]) -> Option<String> {

@@ -117,6 +117,45 @@ pub(crate) fn signed_and_encrypted(unwrapped: &Unwrapped) -> Result<&Signer, Ref
         .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))
 }
 
+/// Sender integrity (KIM): a `Sender` header names an address the connected sender
+/// may use, and the envelope sender is the From or the Sender address.
+fn check_sender_integrity(
+    sender: &kvgate_store::Sender,
+    mail_from: &str,
+    from: &str,
+    content: &[u8],
+) -> Result<(), Refusal> {
+    let header_sender = match letter::sender_address(content) {
+        None => None,
+        Some(Some(address)) if sender.may_use(&address) => Some(address),
+        Some(Some(address)) => {
+            return Err(Refusal::new(
+                "sender-mismatch",
+                format!(
+                    "sender {} may not use the Sender address <{address}>",
+                    sender.id
+                ),
+            ));
+        }
+        Some(None) => {
+            return Err(Refusal::new(
+                "sender-mismatch",
+                "the Sender header of the signed letter does not name exactly one mailbox",
+            ));
+        }
+    };
+    let envelope = mail_from.to_ascii_lowercase();
+    if envelope != from && header_sender.as_deref() != Some(envelope.as_str()) {
+        return Err(Refusal::new(
+            "sender-mismatch",
+            format!(
+                "the envelope sender <{envelope}> is neither the From address <{from}> nor the Sender of the signed letter"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Pipeline {
     /// A pipeline decrypting with `keys` and trusting `anchors`, for the gateway
     /// `hostname` serving `domain`; `outbound` is notified when reports are queued.
@@ -270,14 +309,17 @@ impl Pipeline {
             }
             Err(e) => return Ok(Err(Refusal::new(e.reason(), e.to_string()))),
         };
-        Ok(self.check_signer(&sender, unwrapped))
+        Ok(self.check_signer(&sender, &submission.mail_from, unwrapped))
     }
 
     /// The checks on a verified letter that need the sender: the signer is one of its
-    /// certificates and the From address one it may use.
+    /// certificates, the From address one it may use, and (sender integrity, as KIM
+    /// requires) a `Sender` header one it may use too, with the envelope sender
+    /// `mail_from` being the From or the Sender address.
     fn check_signer(
         &self,
         sender: &kvgate_store::Sender,
+        mail_from: &str,
         unwrapped: Unwrapped,
     ) -> Result<(Unwrapped, Vec<Event>), Refusal> {
         let signer = signed_and_encrypted(&unwrapped)?;
@@ -302,6 +344,7 @@ impl Pipeline {
                 format!("sender {} may not use the From address <{from}>", sender.id),
             ));
         }
+        check_sender_integrity(sender, mail_from, &from, &unwrapped.content)?;
         let mut detail = format!(
             "signed by {} (sha256 {}, serial {}, issuer {}), {} with {}, revocation: {}",
             signer.subject,

@@ -352,3 +352,80 @@ fn kim_letter_whose_recipient_attribute_names_no_gateway_address_is_refused() {
         "{detail}"
     );
 }
+
+/// A letter from the demo practice with `headers` (From, Sender) as given.
+fn letter_with(headers: &str) -> Vec<u8> {
+    format!(
+        "{headers}To: <{MEMBER}@smarthealth.{DOMAIN}>\r\nSubject: integrity\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBefund\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn sender_integrity_envelope_from_and_sender_must_agree() {
+    require(&["openssl"]);
+    let install = Install::new();
+    const OTHER: &str = "empfang@demo-practice.test";
+    let out = install.admin(&[
+        "sender",
+        "add",
+        "--id",
+        "demo-practice",
+        "--cert",
+        install.pki("demo-practice.pem").to_str().unwrap(),
+        "--from",
+        OTHER,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = install.serve(&[]);
+    let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
+    let send = |mail_from: &str, headers: &str| {
+        let letter = install.practice_letter(&letter_with(headers), "integrity");
+        let reply = server.send(install.practice_tls(), mail_from, &[&to], &letter);
+        wait_final(&install, &tracking_id(&reply))
+    };
+    let refused = |trail: &serde_json::Value, detail: &str| {
+        assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+        let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["reason"], "sender-mismatch", "{trail}");
+        assert_eq!(last["detail"], detail, "{trail}");
+    };
+
+    // Envelope sender and From differ (both addresses of the sender), no Sender header.
+    let trail = send(OTHER, &format!("From: <{PRACTICE}>\r\n"));
+    refused(
+        &trail,
+        &format!(
+            "the envelope sender <{OTHER}> is neither the From address <{PRACTICE}> nor the Sender of the signed letter"
+        ),
+    );
+    // A Sender header naming an address the connected sender may not use.
+    let trail = send(
+        PRACTICE,
+        &format!("From: <{PRACTICE}>\r\nSender: <someone@else.test>\r\n"),
+    );
+    refused(
+        &trail,
+        "sender demo-practice may not use the Sender address <someone@else.test>",
+    );
+    // A Sender header with two mailboxes.
+    let trail = send(
+        PRACTICE,
+        &format!("From: <{PRACTICE}>\r\nSender: <{PRACTICE}>, <{OTHER}>\r\n"),
+    );
+    refused(
+        &trail,
+        "the Sender header of the signed letter does not name exactly one mailbox",
+    );
+    // The envelope sender is the Sender, From another address of the same sender: delivered.
+    let trail = send(
+        OTHER,
+        &format!("From: <{PRACTICE}>\r\nSender: <{OTHER}>\r\n"),
+    );
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+}

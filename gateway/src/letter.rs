@@ -79,6 +79,27 @@ pub fn sender_address(inner: &[u8]) -> Option<Option<String>> {
     })
 }
 
+/// The most octets of a KIM header value kept (routing metadata, not content).
+const KIM_HEADER_MAX: usize = 200;
+
+/// The value of KIM header `name` (e.g. `X-KIM-Dienstkennung`) of the inner
+/// message, unfolded and trimmed, if present and at most 200 octets of
+/// printable ASCII.
+pub fn kim_header(inner: &[u8], name: &str) -> Option<String> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    let value = parsed
+        .header_raw(name)?
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!value.is_empty()
+        && value.len() <= KIM_HEADER_MAX
+        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+    .then_some(value)
+}
+
 /// Where the sender asked for a disposition notification: the single address of
 /// `Disposition-Notification-To`, lowercase, if there is exactly one.
 pub fn disposition_notification_to(inner: &[u8]) -> Option<String> {
@@ -102,7 +123,8 @@ pub fn message_id(inner: &[u8]) -> Option<String> {
     parsed.message_id().map(|id| format!("<{id}>"))
 }
 
-/// The outer headers of the encrypted letter: routing data only.
+/// The outer headers of the encrypted letter: routing data only (with KIM's
+/// service identifier `dienstkennung`, which KIM carries in clear).
 pub fn outer_headers(
     from: &str,
     to: &str,
@@ -110,8 +132,9 @@ pub fn outer_headers(
     index: usize,
     domain: &str,
     at: Timestamp,
+    dienstkennung: Option<&str>,
 ) -> Vec<(String, String)> {
-    vec![
+    let mut headers = vec![
         ("From".to_owned(), format!("<{}>", header_safe(from))),
         ("To".to_owned(), format!("<{}>", header_safe(to))),
         ("Date".to_owned(), rfc5322_date(at)),
@@ -121,7 +144,11 @@ pub fn outer_headers(
         ),
         ("Subject".to_owned(), "[...]".to_owned()),
         ("X-Kvgate-Tracking-Id".to_owned(), tracking_id.to_string()),
-    ]
+    ];
+    if let Some(dienstkennung) = dienstkennung {
+        headers.push(("X-KIM-Dienstkennung".to_owned(), dienstkennung.to_owned()));
+    }
+    headers
 }
 
 /// If `entity` is a `message/rfc822` wrapper, the message inside; else `entity`.

@@ -359,6 +359,11 @@ impl Pipeline {
             detail.push_str("; ");
             detail.push_str(&mapping);
         }
+        for name in ["X-KIM-Dienstkennung", "X-KIM-Sendersystem"] {
+            if let Some(value) = letter::kim_header(&unwrapped.content, name) {
+                detail.push_str(&format!("; {name}: {value}"));
+            }
+        }
         let events = vec![Event::new(EventKind::Verified).detail(detail)];
         Ok((unwrapped, events))
     }
@@ -422,6 +427,7 @@ impl Pipeline {
             .unwrap_or_default();
         let revocation = signer.map(|s| s.revocation.to_string()).unwrap_or_default();
         let verified_at = now();
+        let dienstkennung = letter::kim_header(&unwrapped.content, "X-KIM-Dienstkennung");
         let plaintext = letter::member_letter(
             &unwrapped.content,
             &Provenance {
@@ -476,6 +482,7 @@ impl Pipeline {
                 index,
                 &self.domain,
                 verified_at,
+                dienstkennung.as_deref(),
             );
             let header_refs: Vec<(&str, &str)> = headers
                 .iter()

@@ -429,3 +429,43 @@ fn sender_integrity_envelope_from_and_sender_must_agree() {
     );
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
 }
+
+#[test]
+fn kim_headers_are_recorded_and_the_service_identifier_kept_in_clear() {
+    require(&["openssl", "gpg"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let session = member_session(&install, &server);
+    let letter = install.practice_letter(
+        &letter_with(&format!(
+            "From: <{PRACTICE}>\r\nX-KIM-Dienstkennung: Arztbrief;Rehabilitationsbericht;V1.2\r\n\
+             X-KIM-Sendersystem: Demo-PVS;4.2\r\n"
+        )),
+        "kim",
+    );
+    let (id, trail) = file_letter(&install, &server, &letter);
+    let verified = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "verified")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        verified.ends_with(
+            "; X-KIM-Dienstkennung: Arztbrief;Rehabilitationsbericht;V1.2; X-KIM-Sendersystem: Demo-PVS;4.2"
+        ),
+        "{verified}"
+    );
+    let delivered = String::from_utf8(letter_of(&session, &id)).unwrap();
+    let (outer, _) = delivered.split_once("\r\n\r\n").unwrap();
+    assert!(
+        outer
+            .lines()
+            .any(|l| l == "X-KIM-Dienstkennung: Arztbrief;Rehabilitationsbericht;V1.2"),
+        "{outer}"
+    );
+    assert!(!outer.contains("Sendersystem"), "{outer}");
+}

@@ -50,6 +50,9 @@ pub struct Config {
     /// member API refuses uploads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub back_office: Option<BackOffice>,
+    /// KIM profiles.
+    #[serde(default)]
+    pub kim: Kim,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -144,6 +147,27 @@ impl From<VerifyAt> for String {
             VerifyAt::Instant(at) => at.to_rfc3339(),
         }
     }
+}
+
+/// KIM settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kim {
+    /// What a letter that breaks the eArztbrief profile gets: `flag` (delivered,
+    /// the finding recorded) or `refuse` (failure DSN, `earztbrief-profile`).
+    #[serde(default)]
+    pub earztbrief: ProfilePolicy,
+}
+
+/// What happens to a letter that breaks a profile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfilePolicy {
+    /// Deliver it and record the finding.
+    #[default]
+    Flag,
+    /// Refuse it.
+    Refuse,
 }
 
 /// Trust anchors, intermediates and revocation checking of signer certificates.
@@ -442,6 +466,7 @@ impl Config {
             queue: QueuePolicy::default(),
             admin: None,
             back_office: None,
+            kim: Kim::default(),
             base: PathBuf::new(),
         }
     }

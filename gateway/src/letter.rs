@@ -30,6 +30,8 @@ pub struct Provenance<'a> {
     pub revocation: &'a str,
     /// When the signature was verified.
     pub verified_at: Timestamp,
+    /// A profile the letter breaks and why (e.g. `earztbrief-profile`), if delivered anyway.
+    pub finding: Option<(&'a str, &'a str)>,
 }
 
 /// The plaintext the member's keys receive: trace headers, then the inner message
@@ -54,6 +56,16 @@ pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec
         )
         .as_bytes(),
     );
+    if let Some((code, detail)) = provenance.finding {
+        out.extend_from_slice(
+            format!(
+                "X-Kvgate-Finding: {}; detail=\"{}\"\r\n",
+                header_safe(code),
+                header_safe(detail)
+            )
+            .as_bytes(),
+        );
+    }
     out.extend_from_slice(message);
     out
 }
@@ -152,7 +164,7 @@ pub fn outer_headers(
 }
 
 /// If `entity` is a `message/rfc822` wrapper, the message inside; else `entity`.
-fn enclosed_message(entity: &[u8]) -> &[u8] {
+pub(crate) fn enclosed_message(entity: &[u8]) -> &[u8] {
     let Some(parsed) = MessageParser::default().parse_headers(entity) else {
         return entity;
     };
@@ -221,6 +233,7 @@ mod tests {
             algorithms: "RSASSA-PSS with SHA256",
             revocation: "not revoked (OCSP http://ocsp.test/)",
             verified_at: Timestamp(0),
+            finding: None,
         };
         let letter = member_letter(inner, &p);
         let text = String::from_utf8(letter.to_vec()).unwrap();

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod earztbrief;
 pub mod init;
 pub mod keycache;
 pub mod keys;

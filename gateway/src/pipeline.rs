@@ -25,7 +25,8 @@ use kvgate_store::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::config::VerifyAt;
+use crate::config::{ProfilePolicy, VerifyAt};
+use crate::earztbrief;
 use crate::keycache::KeyCache;
 use crate::letter::{self, Provenance};
 use crate::policy::mailbox_of;
@@ -56,6 +57,16 @@ pub struct Pipeline {
     workers: usize,
     /// The instant signer chains are validated for.
     verify_at: VerifyAt,
+    /// What a letter breaking the eArztbrief profile gets.
+    earztbrief: ProfilePolicy,
+}
+
+/// A letter that passed every check, with its `verified` event and, if it was
+/// let through with one, a profile finding (code, sentence).
+struct Accepted {
+    unwrapped: Unwrapped,
+    events: Vec<Event>,
+    finding: Option<(&'static str, String)>,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
@@ -181,7 +192,14 @@ impl Pipeline {
             workers: WORKERS_PER_CORE
                 * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             verify_at: VerifyAt::default(),
+            earztbrief: ProfilePolicy::default(),
         }
+    }
+
+    /// Flags or refuses letters that break the eArztbrief profile.
+    pub fn with_earztbrief(mut self, policy: ProfilePolicy) -> Self {
+        self.earztbrief = policy;
+        self
     }
 
     /// Validates signer chains for `verify_at` instead of the receipt time.
@@ -266,7 +284,7 @@ impl Pipeline {
             .ok_or(StoreError::NotFound("submission"))?;
         let (raw, in_file) = received(&self.store, &self.spool, id)?;
         match self.verify(&submission, &raw)? {
-            Ok((unwrapped, events)) => self.deliver(&submission, &raw, &unwrapped, events)?,
+            Ok(accepted) => self.deliver(&submission, &raw, accepted)?,
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
                 let (events, fates) = Fate::everyone(
@@ -292,7 +310,7 @@ impl Pipeline {
         &self,
         submission: &Submission,
         raw: &[u8],
-    ) -> Result<Result<(Unwrapped, Vec<Event>), Refusal>, Transient> {
+    ) -> Result<Result<Accepted, Refusal>, Transient> {
         let Some(sender) = self.store.sender(&submission.sender_id)? else {
             return Ok(Err(Refusal::new(
                 "sender-unknown",
@@ -309,7 +327,33 @@ impl Pipeline {
             }
             Err(e) => return Ok(Err(Refusal::new(e.reason(), e.to_string()))),
         };
-        Ok(self.check_signer(&sender, &submission.mail_from, unwrapped))
+        let (unwrapped, mut events) =
+            match self.check_signer(&sender, &submission.mail_from, unwrapped) {
+                Ok(checked) => checked,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+        let finding = match earztbrief::check(&unwrapped.content) {
+            None | Some(Ok(())) => None,
+            Some(Err(detail)) if self.earztbrief == ProfilePolicy::Refuse => {
+                return Ok(Err(Refusal::new(
+                    "earztbrief-profile",
+                    format!("the eArztbrief breaks the KBV profile: {detail}"),
+                )));
+            }
+            Some(Err(detail)) => {
+                if let Some(verified) = events.first_mut() {
+                    let before = verified.detail.take().unwrap_or_default();
+                    verified.detail =
+                        Some(format!("{before}; flagged earztbrief-profile: {detail}"));
+                }
+                Some(("earztbrief-profile", detail))
+            }
+        };
+        Ok(Ok(Accepted {
+            unwrapped,
+            events,
+            finding,
+        }))
     }
 
     /// The checks on a verified letter that need the sender: the signer is one of its
@@ -416,9 +460,14 @@ impl Pipeline {
         &self,
         submission: &Submission,
         raw: &[u8],
-        unwrapped: &Unwrapped,
-        mut events: Vec<Event>,
+        accepted: Accepted,
     ) -> Result<(), Transient> {
+        let Accepted {
+            unwrapped,
+            mut events,
+            finding,
+        } = accepted;
+        let unwrapped = &unwrapped;
         let id = &submission.tracking_id;
         let signer = unwrapped.signer.as_ref();
         let text = |field: fn(&Signer) -> &str| signer.map(field).unwrap_or_default();
@@ -439,6 +488,9 @@ impl Pipeline {
                 algorithms: &algorithms,
                 revocation: &revocation,
                 verified_at,
+                finding: finding
+                    .as_ref()
+                    .map(|(code, detail)| (*code, detail.as_str())),
             },
         );
         let mut failures: Vec<Event> = Vec::new();

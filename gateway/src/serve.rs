@@ -258,7 +258,8 @@ impl Gateway {
                     outbound.clone(),
                     filed,
                 )
-                .with_verify_at(config.smime.verify_at),
+                .with_verify_at(config.smime.verify_at)
+                .with_earztbrief(config.kim.earztbrief),
             );
             tasks.spawn(pipeline.run(wake, stop.clone()));
         }

@@ -469,3 +469,109 @@ fn kim_headers_are_recorded_and_the_service_identifier_kept_in_clear() {
     );
     assert!(!outer.contains("Sendersystem"), "{outer}");
 }
+
+/// An eArztbrief from the demo practice: `body` as its text, then one part per
+/// `(media type, Content-Description)`.
+fn earztbrief(body: &str, parts: &[(&str, &str)]) -> Vec<u8> {
+    let mut letter = format!(
+        "From: <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\nSubject: eArztbrief\r\n\
+         X-KIM-Dienstkennung: Arztbrief;Entlassbrief;V1.2\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"eab\"\r\n\r\n\
+         --eab\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    );
+    for (media, description) in parts {
+        letter.push_str(&format!(
+            "--eab\r\nContent-Type: {media}\r\nContent-Description: {description}\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJSBrdmdhdGUgdGVzdAo=\r\n"
+        ));
+    }
+    letter.push_str("--eab--\r\n");
+    letter.into_bytes()
+}
+
+const PDF: (&str, &str) = ("application/pdf", "eAB-PDF-signed");
+const CDA: (&str, &str) = ("text/xml", "eAB-XML");
+
+fn verified_detail(trail: &serde_json::Value) -> String {
+    trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "verified")
+        .unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn earztbrief_profile_is_flagged_by_default() {
+    require(&["openssl", "gpg"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let session = member_session(&install, &server);
+
+    let good = earztbrief(
+        "Anbei der eArztbrief.",
+        &[
+            PDF,
+            CDA,
+            ("image/png", "eAB-Anhang-01"),
+            ("application/pdf", "eAB-Anhang-02"),
+        ],
+    );
+    let (_, trail) = file_letter(&install, &server, &install.practice_letter(&good, "eab"));
+    assert!(!verified_detail(&trail).contains("flagged"), "{trail}");
+
+    let two_pdfs = earztbrief("", &[PDF, PDF, CDA]);
+    let (id, trail) = file_letter(
+        &install,
+        &server,
+        &install.practice_letter(&two_pdfs, "eab"),
+    );
+    assert!(
+        verified_detail(&trail)
+            .ends_with("; flagged earztbrief-profile: 2 eAB-PDF-signed parts instead of one"),
+        "{trail}"
+    );
+    let plaintext =
+        gpg_decrypt(&install, &install.work("gnupg"), &letter_of(&session, &id)).unwrap();
+    let text = String::from_utf8_lossy(&plaintext);
+    assert!(
+        text.contains(
+            "X-Kvgate-Finding: earztbrief-profile; detail=\"2 eAB-PDF-signed parts instead of one\"\r\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn earztbrief_profile_refused_when_configured() {
+    require(&["openssl"]);
+    let install = Install::new();
+    install.set_config_table("kim", "earztbrief = \"refuse\"");
+    let server = install.serve(&[]);
+    let medical = "Diagnose: ".to_owned() + &"Befund ".repeat(40);
+    for (letter, detail) in [
+        (earztbrief("", &[PDF]), "0 eAB-XML parts instead of one"),
+        (
+            earztbrief(&medical, &[PDF, CDA]),
+            "289 characters of text outside the eAB parts (at most 200: no medical text in the body)",
+        ),
+        (
+            earztbrief("", &[PDF, CDA, ("image/png", "eAB-Anhang-00")]),
+            "attachment \"eAB-Anhang-00\" is not numbered 01 to 99",
+        ),
+    ] {
+        let id = server.send_to_member(&install, &install.practice_letter(&letter, "eab"));
+        let trail = wait_final(&install, &id);
+        assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+        let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["reason"], "earztbrief-profile", "{trail}");
+        assert_eq!(
+            last["detail"],
+            format!("the eArztbrief breaks the KBV profile: {detail}"),
+            "{trail}"
+        );
+    }
+}

@@ -34,8 +34,15 @@ pub struct Provenance<'a> {
     pub finding: Option<(&'a str, &'a str)>,
 }
 
-/// The plaintext the member's keys receive: trace headers, then the inner message
-/// (unwrapped from `message/rfc822` where the sender wrapped it, as KIM does).
+/// KIM's result headers for a letter that was decrypted and whose signature
+/// verified, with the values gematik's own example of a delivered client mail
+/// carries (gematik/api-kim `samples`, "Client-Mail finalisiert"), so KIM-aware
+/// apps read the outcome as a KIM client module reports it.
+const KIM_RESULTS: &str = "X-KIM-DecryptionResult: 00\r\nX-KIM-IntegrityCheckResult: 01\r\n";
+
+/// The plaintext the member's keys receive: trace headers (kvgate's verification
+/// block and KIM's result headers), then the inner message (unwrapped from
+/// `message/rfc822` where the sender wrapped it, as KIM does).
 pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec<u8>> {
     let message = enclosed_message(inner);
     let signer = header_safe(provenance.signer);
@@ -56,6 +63,7 @@ pub fn member_letter(inner: &[u8], provenance: &Provenance<'_>) -> Zeroizing<Vec
         )
         .as_bytes(),
     );
+    out.extend_from_slice(KIM_RESULTS.as_bytes());
     if let Some((code, detail)) = provenance.finding {
         out.extend_from_slice(
             format!(

@@ -438,7 +438,7 @@ fn kim_headers_are_recorded_and_the_service_identifier_kept_in_clear() {
     let session = member_session(&install, &server);
     let letter = install.practice_letter(
         &letter_with(&format!(
-            "From: <{PRACTICE}>\r\nX-KIM-Dienstkennung: Arztbrief;Rehabilitationsbericht;V1.2\r\n\
+            "From: <{PRACTICE}>\r\nX-KIM-Dienstkennung: KIM-Mail;Default;V1.0\r\n\
              X-KIM-Sendersystem: Demo-PVS;4.2\r\n"
         )),
         "kim",
@@ -455,7 +455,7 @@ fn kim_headers_are_recorded_and_the_service_identifier_kept_in_clear() {
         .to_owned();
     assert!(
         verified.ends_with(
-            "; X-KIM-Dienstkennung: Arztbrief;Rehabilitationsbericht;V1.2; X-KIM-Sendersystem: Demo-PVS;4.2"
+            "; X-KIM-Dienstkennung: KIM-Mail;Default;V1.0; X-KIM-Sendersystem: Demo-PVS;4.2"
         ),
         "{verified}"
     );
@@ -464,10 +464,28 @@ fn kim_headers_are_recorded_and_the_service_identifier_kept_in_clear() {
     assert!(
         outer
             .lines()
-            .any(|l| l == "X-KIM-Dienstkennung: Arztbrief;Rehabilitationsbericht;V1.2"),
+            .any(|l| l == "X-KIM-Dienstkennung: KIM-Mail;Default;V1.0"),
         "{outer}"
     );
     assert!(!outer.contains("Sendersystem"), "{outer}");
+
+    // Inside the encryption: KIM's result headers with the values of gematik's
+    // example of a decrypted, verified client mail.
+    let plaintext = gpg_decrypt(&install, &install.work("gnupg"), delivered.as_bytes()).unwrap();
+    let text = String::from_utf8_lossy(&plaintext);
+    let gematik =
+        std::fs::read_to_string(samples().join("kas/2_4_Client-Mail_finalisiert.txt")).unwrap();
+    for name in ["X-KIM-DecryptionResult: ", "X-KIM-IntegrityCheckResult: "] {
+        let expected = gematik.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(
+            text.contains(&format!("\r\n{expected}\r\n")),
+            "{expected}: {text}"
+        );
+    }
+    assert!(
+        text.contains("\r\nX-Kvgate-Signature: verified; "),
+        "{text}"
+    );
 }
 
 /// An eArztbrief from the demo practice: `body` as its text, then one part per

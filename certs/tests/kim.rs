@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{have, lf, openssl, reason};
-use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, Unwrapped};
+use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, UnwrapError, Unwrapped};
 use kvgate_certs::x509;
 
 /// `Date: Sat, 20 Jun 2020 12:58:26 +0200` of the sample.
@@ -106,6 +106,21 @@ Content-Transfer-Encoding: base64\r\n\r\n"
         entity.extend_from_slice(b"\r\n");
     }
     entity
+}
+
+/// Unwraps AuthEnvelopedData `der` for `which` recipient, trusting the pinned signer, as of `at`.
+fn unwrap_der(
+    dir: &Path,
+    der: &[u8],
+    which: &str,
+    at: SystemTime,
+) -> Result<Unwrapped, UnwrapError> {
+    smime::unwrap(
+        &entity(der, "authenticated-enveloped-data"),
+        &[recipient(dir, which)],
+        &pinned_signer(dir),
+        at,
+    )
 }
 
 fn assert_is_the_sample(dir: &Path, unwrapped: &Unwrapped) {
@@ -294,12 +309,7 @@ fn a_tampered_tag_fails_decryption() {
         .collect();
     assert_eq!(at.len(), 1);
     der[at[0] + marker.len() + 15] ^= 0x01;
-    let result = smime::unwrap(
-        &entity(&der, "authenticated-enveloped-data"),
-        &[recipient(&dir, "a")],
-        &pinned_signer(&dir),
-        at_sending(),
-    );
+    let result = unwrap_der(&dir, &der, "a", at_sending());
     assert_eq!(reason(result), "decryption-failed");
 }
 
@@ -309,25 +319,14 @@ fn tampered_ciphertext_fails_decryption() {
     let mut der = read(&dir, "inputEmail.txt.04.encryptedcms");
     // Inside the first 1000-octet segment of the encrypted content.
     der[1100] ^= 0x80;
-    let result = smime::unwrap(
-        &entity(&der, "authenticated-enveloped-data"),
-        &[recipient(&dir, "b")],
-        &pinned_signer(&dir),
-        at_sending(),
-    );
+    let result = unwrap_der(&dir, &der, "b", at_sending());
     assert_eq!(reason(result), "decryption-failed");
 }
 
 #[test]
 fn verified_now_the_signer_has_expired() {
     let Some(dir) = samples() else { return };
-    let mail = entity(&resealed(&dir), "authenticated-enveloped-data");
-    let result = smime::unwrap(
-        &mail,
-        &[recipient(&dir, "a")],
-        &pinned_signer(&dir),
-        SystemTime::now(),
-    );
+    let result = unwrap_der(&dir, &resealed(&dir), "a", SystemTime::now());
     assert_eq!(reason(result), "signer-expired");
 }
 

@@ -292,26 +292,14 @@ fn kim_installation() -> Install {
     let signer = signer_pem(install.dir.path());
     install.issue_practice("kim", "mustersender@komle.de");
     let kim_tls = install.work("kim.pem").display().to_string();
+    let signer = signer.to_str().unwrap();
+    fn sender<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+        [&["sender", "add", "--id", "kim"], rest].concat()
+    }
     for args in [
-        vec!["trust", "add", signer.to_str().unwrap()],
-        vec![
-            "sender",
-            "add",
-            "--id",
-            "kim",
-            "--cert",
-            &kim_tls,
-            "--from",
-            "mustersender@komle.de",
-        ],
-        vec![
-            "sender",
-            "add",
-            "--id",
-            "kim",
-            "--cert",
-            signer.to_str().unwrap(),
-        ],
+        vec!["trust", "add", signer],
+        sender(&["--cert", &kim_tls, "--from", "mustersender@komle.de"]),
+        sender(&["--cert", signer]),
     ] {
         let out = install.admin(&args);
         assert!(
@@ -444,15 +432,7 @@ fn kim_headers_are_recorded_and_the_service_identifier_kept_in_clear() {
         "kim",
     );
     let (id, trail) = file_letter(&install, &server, &letter);
-    let verified = trail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["kind"] == "verified")
-        .unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let verified = verified_detail(&trail);
     assert!(
         verified.ends_with(
             "; X-KIM-Dienstkennung: KIM-Mail;Default;V1.0; X-KIM-Sendersystem: Demo-PVS;4.2"

@@ -91,7 +91,10 @@ impl fmt::Debug for Unwrapped {
 /// - signed data, opaque or as `multipart/signed`, is verified (over the exact,
 ///   CRLF-canonical bytes of the first part) and its signers' chains checked
 ///   against `anchors` at time `at` for S/MIME signing, with intermediates taken
-///   from the message. SHA-1 and MD5 are refused.
+///   from the message. SHA-1 and MD5 are refused;
+/// - AuthEnvelopedData that OpenSSL's parser refuses (KIM's `unauthAttrs`) is
+///   read with the `cms`/`der` crates and decrypted with OpenSSL's primitives;
+/// - a `message/rfc822` entity inside a layer is opened to the message it wraps.
 ///
 /// At most [`MAX_LAYERS`] layers are opened. An unsigned letter is returned with
 /// `signer: None`; whether that is acceptable is the caller's policy.

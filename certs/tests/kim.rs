@@ -440,3 +440,30 @@ fn gematik_recipient_attribute_maps_addresses_to_certificates() {
         assert_eq!(ours, [address, address], "{which}");
     }
 }
+
+#[test]
+fn a_flood_of_empty_elements_behind_the_auth_enveloped_oid_is_malformed() {
+    // ContentInfo { id-ct-authEnvelopedData, [0] { 200,000 empty OCTET STRINGs } }
+    let mut der = vec![0x30, 0x80, 0x06, 0x0b];
+    der.extend_from_slice(&[
+        0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17,
+    ]);
+    der.extend_from_slice(&[0xa0, 0x80]);
+    for _ in 0..200_000 {
+        der.extend_from_slice(&[0x04, 0x00]);
+    }
+    der.extend_from_slice(&[0, 0, 0, 0]);
+    let result = smime::unwrap(
+        &entity(&der, "authEnveloped-data"),
+        &[],
+        &TrustAnchors::new(&[]).unwrap(),
+        SystemTime::now(),
+    );
+    let error = result.err().unwrap();
+    assert_eq!(error.reason(), "malformed");
+    assert_eq!(
+        error.to_string(),
+        "the S/MIME structure is malformed: the AuthEnvelopedData cannot be read: \
+         the encoding holds too many elements for its size"
+    );
+}

@@ -119,14 +119,25 @@ impl Parsed {
 /// Whether `der` (BER or DER) is a ContentInfo of AuthEnvelopedData; reads it.
 /// `None` when it is some other content type or no ContentInfo at all.
 pub(super) fn parse(der: &[u8]) -> Option<Result<Parsed, UnwrapError>> {
-    let mut tree = ber::parse(der).ok()?;
-    let is_auth_enveloped = tree
-        .children()
-        .first()
-        .is_some_and(|oid| oid.to_der() == AUTH_ENVELOPED_DATA.to_der().unwrap_or_default());
-    if !is_auth_enveloped {
+    // Only a ContentInfo naming AuthEnvelopedData right after its header is read
+    // further: SEQUENCE, a length (definite or not), then the OID.
+    let oid = AUTH_ENVELOPED_DATA.to_der().ok()?;
+    let header = match der.get(1)? {
+        0x80 => 2,
+        &first if first < 0x80 => 2,
+        &first => 2 + usize::from(first & 0x7f),
+    };
+    if der.first() != Some(&0x30) || der.get(header..header + oid.len())? != oid.as_slice() {
         return None;
     }
+    let mut tree = match ber::parse(der) {
+        Ok(tree) => tree,
+        Err(e) => {
+            return Some(Err(UnwrapError::Malformed(format!(
+                "the AuthEnvelopedData cannot be read: {e}"
+            ))));
+        }
+    };
     Some(read(&mut tree))
 }
 

@@ -1,10 +1,15 @@
 //! Reading BER (indefinite lengths, constructed strings) into a tree that is
 //! written back as DER, so a DER library can decode what practice systems send.
 //!
-//! Bounded: at most [`MAX_DEPTH`] nested elements, lengths never beyond the input.
+//! Bounded: at most [`MAX_DEPTH`] nested elements, lengths never beyond the input,
+//! and at most [`MIN_ELEMENTS`] elements plus one per 64 octets of input (so a
+//! flood of empty elements cannot make the tree many times larger than the input).
 
 /// The deepest nesting read; CMS structures need about a dozen levels.
 pub(super) const MAX_DEPTH: usize = 32;
+
+/// Elements always allowed, whatever the input's size.
+pub(super) const MIN_ELEMENTS: usize = 4096;
 
 /// Tag of a universal, primitive OCTET STRING.
 const OCTET_STRING: u8 = 0x04;
@@ -29,6 +34,9 @@ pub(super) enum BerError {
     /// Nesting deeper than [`MAX_DEPTH`].
     #[error("the elements nest more than {MAX_DEPTH} deep")]
     TooDeep,
+    /// More elements than the input's size allows.
+    #[error("the encoding holds too many elements for its size")]
+    TooMany,
     /// A constructed string whose segments are not octet strings.
     #[error("a constructed octet string holds something else")]
     BadSegment,
@@ -53,14 +61,6 @@ pub(super) enum Value {
 }
 
 impl Node {
-    /// The elements inside, or none for a primitive element.
-    pub fn children(&self) -> &[Node] {
-        match &self.value {
-            Value::Constructed(children) => children,
-            Value::Primitive(_) => &[],
-        }
-    }
-
     /// The elements inside, mutable; none for a primitive element.
     pub fn children_mut(&mut self) -> &mut [Node] {
         match &mut self.value {
@@ -117,7 +117,8 @@ impl Node {
 /// OCTET STRINGs become primitive ones; implicitly tagged ones are left for
 /// the caller, who knows the schema ([`Node::join_segments`]).
 pub(super) fn parse(input: &[u8]) -> Result<Node, BerError> {
-    let (node, rest) = element(input, 0)?;
+    let mut budget = MIN_ELEMENTS + input.len() / 64;
+    let (node, rest) = element(input, 0, &mut budget)?;
     match rest {
         [] => Ok(node),
         _ => Err(BerError::BadLength),
@@ -125,10 +126,15 @@ pub(super) fn parse(input: &[u8]) -> Result<Node, BerError> {
 }
 
 /// Reads one element from the start of `input`; returns it and what follows.
-fn element(input: &[u8], depth: usize) -> Result<(Node, &[u8]), BerError> {
+fn element<'i>(
+    input: &'i [u8],
+    depth: usize,
+    budget: &mut usize,
+) -> Result<(Node, &'i [u8]), BerError> {
     if depth > MAX_DEPTH {
         return Err(BerError::TooDeep);
     }
+    *budget = budget.checked_sub(1).ok_or(BerError::TooMany)?;
     let (&tag, rest) = input.split_first().ok_or(BerError::Truncated)?;
     if tag & 0x1f == 0x1f {
         return Err(BerError::HighTag);
@@ -145,7 +151,7 @@ fn element(input: &[u8], depth: usize) -> Result<(Node, &[u8]), BerError> {
             let (mut inner, rest) = rest.split_at_checked(len).ok_or(BerError::BadLength)?;
             let mut children = Vec::new();
             while !inner.is_empty() {
-                let (child, after) = element(inner, depth + 1)?;
+                let (child, after) = element(inner, depth + 1, budget)?;
                 children.push(child);
                 inner = after;
             }
@@ -158,7 +164,7 @@ fn element(input: &[u8], depth: usize) -> Result<(Node, &[u8]), BerError> {
                 if let [0, 0, after @ ..] = inner {
                     break (Value::Constructed(children), after);
                 }
-                let (child, after) = element(inner, depth + 1)?;
+                let (child, after) = element(inner, depth + 1, budget)?;
                 children.push(child);
                 inner = after;
             }
@@ -249,5 +255,11 @@ mod tests {
             deep.extend_from_slice(&[0x30, 0x80]);
         }
         assert_eq!(parse(&deep), Err(BerError::TooDeep));
+        let mut flood = vec![0x30, 0x80];
+        for _ in 0..20_000 {
+            flood.extend_from_slice(&[0x04, 0x00]);
+        }
+        flood.extend_from_slice(&[0, 0]);
+        assert_eq!(parse(&flood), Err(BerError::TooMany));
     }
 }

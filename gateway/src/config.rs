@@ -5,10 +5,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use kvgate_connectors::api::RateLimit;
 use kvgate_store::CredentialPolicy;
+use kvgate_store::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Name of the configuration file inside a data directory.
@@ -60,6 +61,9 @@ pub struct Config {
     /// Rate limits of the app's basic tier (uploads without enrolment).
     #[serde(default)]
     pub basic_tier: BasicTier,
+    /// KIM profiles.
+    #[serde(default)]
+    pub kim: Kim,
     /// Where this configuration was read from (not part of the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -94,6 +98,87 @@ pub struct Smime {
     /// Every key the gateway decrypts with: the current one and, during a rollover,
     /// the previous ones.
     pub decryption_keys: Vec<KeyPair>,
+    /// The instant signer certificates are validated for: `receipt` (when the
+    /// letter was accepted, the default), `processing`, or an RFC 3339 instant
+    /// (re-checking archived letters as of their date).
+    #[serde(default, skip_serializing_if = "VerifyAt::is_receipt")]
+    pub verify_at: VerifyAt,
+}
+
+/// The instant a letter's signature chain is validated for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum VerifyAt {
+    /// When the gateway accepted the letter.
+    #[default]
+    Receipt,
+    /// When the pipeline processes it.
+    Processing,
+    /// A fixed instant.
+    Instant(Timestamp),
+}
+
+impl VerifyAt {
+    /// Whether this is the default, [`VerifyAt::Receipt`].
+    pub fn is_receipt(&self) -> bool {
+        *self == VerifyAt::Receipt
+    }
+
+    /// The instant for a letter received at `received`.
+    pub fn instant(self, received: Timestamp) -> SystemTime {
+        match self {
+            VerifyAt::Receipt => received.to_system_time(),
+            VerifyAt::Processing => SystemTime::now(),
+            VerifyAt::Instant(at) => at.to_system_time(),
+        }
+    }
+}
+
+impl TryFrom<String> for VerifyAt {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "receipt" => Ok(VerifyAt::Receipt),
+            "processing" => Ok(VerifyAt::Processing),
+            instant => instant.parse().map(VerifyAt::Instant).map_err(|_| {
+                format!(
+                    "verify_at must be \"receipt\", \"processing\" or an RFC 3339 instant, not {instant:?}"
+                )
+            }),
+        }
+    }
+}
+
+impl From<VerifyAt> for String {
+    fn from(value: VerifyAt) -> Self {
+        match value {
+            VerifyAt::Receipt => "receipt".to_owned(),
+            VerifyAt::Processing => "processing".to_owned(),
+            VerifyAt::Instant(at) => at.to_rfc3339(),
+        }
+    }
+}
+
+/// KIM settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kim {
+    /// What a letter that breaks the eArztbrief profile gets: `flag` (delivered,
+    /// the finding recorded) or `refuse` (failure DSN, `earztbrief-profile`).
+    #[serde(default)]
+    pub earztbrief: ProfilePolicy,
+}
+
+/// What happens to a letter that breaks a profile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfilePolicy {
+    /// Deliver it and record the finding.
+    #[default]
+    Flag,
+    /// Refuse it.
+    Refuse,
 }
 
 /// Trust anchors, intermediates and revocation checking of signer certificates.
@@ -492,6 +577,7 @@ impl Config {
             tls: pair(),
             smime: Smime {
                 decryption_keys: vec![pair()],
+                verify_at: VerifyAt::Receipt,
             },
             trust: Trust {
                 anchors: vec![PathBuf::from("pki/ca.pem")],
@@ -505,6 +591,7 @@ impl Config {
             back_office: None,
             member_api: MemberApi::default(),
             basic_tier: BasicTier::default(),
+            kim: Kim::default(),
             base: PathBuf::new(),
         }
     }
@@ -525,6 +612,23 @@ mod tests {
         assert_eq!(config.database_path(), dir.path().join("./kvgate.redb"));
         assert_eq!(config.limits.max_recipients, 100);
         assert_eq!(config.trust.revocation, RevocationMode::Hard);
+    }
+
+    #[test]
+    fn verify_at_is_receipt_processing_or_an_instant() {
+        let smime = |text: &str| toml::from_str::<Smime>(&format!("decryption_keys = []\n{text}"));
+        assert_eq!(smime("").unwrap().verify_at, VerifyAt::Receipt);
+        assert_eq!(
+            smime("verify_at = \"processing\"").unwrap().verify_at,
+            VerifyAt::Processing
+        );
+        let at = smime("verify_at = \"2020-06-20T12:58:26+02:00\"")
+            .unwrap()
+            .verify_at;
+        assert_eq!(at, VerifyAt::Instant(Timestamp(1_592_650_706_000)));
+        assert_eq!(String::from(at), "2020-06-20T10:58:26.000Z");
+        let error = smime("verify_at = \"yesterday\"").unwrap_err().to_string();
+        assert!(error.contains("RFC 3339 instant"), "{error}");
     }
 
     #[test]

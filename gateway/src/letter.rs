@@ -30,7 +30,15 @@ pub struct Provenance<'a> {
     pub revocation: &'a str,
     /// When the signature was verified.
     pub verified_at: Timestamp,
+    /// A profile the letter breaks and why (e.g. `earztbrief-profile`), if delivered anyway.
+    pub finding: Option<(&'a str, &'a str)>,
 }
+
+/// KIM's result headers for a letter that was decrypted and whose signature
+/// verified, with the values gematik's own example of a delivered client mail
+/// carries (gematik/api-kim `samples`, "Client-Mail finalisiert"), so KIM-aware
+/// apps read the outcome as a KIM client module reports it.
+const KIM_RESULTS: &str = "X-KIM-DecryptionResult: 00\r\nX-KIM-IntegrityCheckResult: 01\r\n";
 
 /// The plaintext the member's keys receive, in two parts that are encrypted one
 /// after the other: no copy of a large letter is made to prepend the trace headers.
@@ -48,12 +56,13 @@ impl MemberLetter<'_> {
     }
 }
 
-/// The plaintext the member's keys receive: trace headers, then the inner message
-/// (unwrapped from `message/rfc822` where the sender wrapped it, as KIM does).
+/// The plaintext the member's keys receive: trace headers (kvgate's verification
+/// block and KIM's result headers), then the inner message (unwrapped from
+/// `message/rfc822` where the sender wrapped it, as KIM does).
 pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> MemberLetter<'a> {
     let message = enclosed_message(inner);
     let signer = header_safe(provenance.signer);
-    let trace = Zeroizing::new(
+    let mut trace = Zeroizing::new(
         format!(
             "X-Kvgate-Tracking-Id: {}\r\n\
              X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n\
@@ -69,6 +78,17 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
         )
         .into_bytes(),
     );
+    trace.extend_from_slice(KIM_RESULTS.as_bytes());
+    if let Some((code, detail)) = provenance.finding {
+        trace.extend_from_slice(
+            format!(
+                "X-Kvgate-Finding: {}; detail=\"{}\"\r\n",
+                header_safe(code),
+                header_safe(detail)
+            )
+            .as_bytes(),
+        );
+    }
     MemberLetter { trace, message }
 }
 
@@ -114,6 +134,38 @@ pub fn threading(inner: &[u8]) -> (Option<String>, Vec<String>) {
     (own, replies_to)
 }
 
+/// The `Sender` header of the inner message: `None` without one, `Some(None)`
+/// if it does not name exactly one mailbox, else its address, lowercase.
+pub fn sender_address(inner: &[u8]) -> Option<Option<String>> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    let sender = parsed.sender()?;
+    Some(match sender.as_list() {
+        Some([only]) => only.address().map(str::to_ascii_lowercase),
+        _ => None,
+    })
+}
+
+/// The most octets of a KIM header value kept (routing metadata, not content).
+const KIM_HEADER_MAX: usize = 200;
+
+/// The value of KIM header `name` (e.g. `X-KIM-Dienstkennung`) of the inner
+/// message, unfolded and trimmed, if present and at most 200 octets of
+/// printable ASCII.
+pub fn kim_header(inner: &[u8], name: &str) -> Option<String> {
+    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
+    let value = parsed
+        .header_raw(name)?
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!value.is_empty()
+        && value.len() <= KIM_HEADER_MAX
+        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+    .then_some(value)
+}
+
 /// Where the sender asked for a disposition notification: the single address of
 /// `Disposition-Notification-To`, lowercase, if there is exactly one.
 pub fn disposition_notification_to(inner: &[u8]) -> Option<String> {
@@ -137,7 +189,8 @@ pub fn message_id(inner: &[u8]) -> Option<String> {
     parsed.message_id().map(|id| format!("<{id}>"))
 }
 
-/// The outer headers of the encrypted letter: routing data only.
+/// The outer headers of the encrypted letter: routing data only (with KIM's
+/// service identifier `dienstkennung`, which KIM carries in clear).
 pub fn outer_headers(
     from: &str,
     to: &str,
@@ -145,8 +198,9 @@ pub fn outer_headers(
     index: usize,
     domain: &str,
     at: Timestamp,
+    dienstkennung: Option<&str>,
 ) -> Vec<(String, String)> {
-    vec![
+    let mut headers = vec![
         ("From".to_owned(), format!("<{}>", header_safe(from))),
         ("To".to_owned(), format!("<{}>", header_safe(to))),
         ("Date".to_owned(), rfc5322_date(at)),
@@ -156,11 +210,15 @@ pub fn outer_headers(
         ),
         ("Subject".to_owned(), "[...]".to_owned()),
         ("X-Kvgate-Tracking-Id".to_owned(), tracking_id.to_string()),
-    ]
+    ];
+    if let Some(dienstkennung) = dienstkennung {
+        headers.push(("X-KIM-Dienstkennung".to_owned(), dienstkennung.to_owned()));
+    }
+    headers
 }
 
 /// If `entity` is a `message/rfc822` wrapper, the message inside; else `entity`.
-fn enclosed_message(entity: &[u8]) -> &[u8] {
+pub(crate) fn enclosed_message(entity: &[u8]) -> &[u8] {
     let Some(parsed) = MessageParser::default().parse_headers(entity) else {
         return entity;
     };
@@ -248,6 +306,7 @@ mod tests {
             algorithms: "RSASSA-PSS with SHA256",
             revocation: "not revoked (OCSP http://ocsp.test/)",
             verified_at: Timestamp(0),
+            finding: None,
         };
         let letter = member_letter(inner, &p);
         let text = String::from_utf8(letter.parts().concat()).unwrap();

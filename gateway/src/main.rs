@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kvgate::{admin, demo, init, lifecycle, quarantine, queue, serve};
+use kvgate::{admin, demo, init, lifecycle, quarantine, queue, serve, verify};
 
 /// kvgate: a secure mail gateway from S/MIME practice mail to members' OpenPGP inboxes.
 #[derive(Parser)]
@@ -58,6 +58,9 @@ enum Command {
         #[command(subcommand)]
         command: lifecycle::LifecycleCommand,
     },
+    /// Decrypt and verify a letter file as the pipeline does, as of a given instant;
+    /// prints the verdict and exits 1 if the letter is refused.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,11 @@ fn main() -> ExitCode {
         Command::Queue { command } => queue::queue(command),
         Command::Quarantine { command } => quarantine::quarantine(command),
         Command::Lifecycle { command } => lifecycle::lifecycle(command),
+        Command::Verify(args) => match verify::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,20 +12,21 @@
 //! that one thread's crypto overlaps another's wait for its commit; every recipient's
 //! message and the submission's end go to the store in one (group) commit.
 
-use std::num::NonZeroUsize;
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use kvgate_certs::openpgp;
-use kvgate_certs::smime::{self, DecryptionKey, Signer, TrustAnchors, Unwrapped};
+use kvgate_certs::smime::{self, DecryptionKey, KimRecipient, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
     Event, EventKind, Mailbox, NewMessage, Outbound, Quarantined, Recipient, Spool, Store,
     StoreError, Submission, SubmissionState, TrackingId, now,
 };
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
+use crate::config::{ProfilePolicy, VerifyAt};
+use crate::earztbrief;
 use crate::keycache::{KeyCache, member_keys};
 use crate::letter::{self, Provenance};
+use crate::policy::mailbox_of;
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 
 /// Refusals that mark a letter as built to hurt a parser (a structure beyond limits or
@@ -52,12 +53,26 @@ pub struct Pipeline {
     member_certs: KeyCache,
     /// How many submissions are processed at once.
     workers: usize,
+    /// The instant signer chains are validated for.
+    verify_at: VerifyAt,
+    /// What a letter breaking the eArztbrief profile gets.
+    earztbrief: ProfilePolicy,
+}
+
+/// A letter that passed every check, with its `verified` event and, if it was
+/// let through with one, a profile finding (code, sentence).
+struct Accepted {
+    unwrapped: Unwrapped,
+    events: Vec<Event>,
+    finding: Option<(&'static str, String)>,
 }
 
 /// Why a submission is refused: a stable reason code and a sentence for the sender.
-struct Refusal {
-    reason: &'static str,
-    detail: String,
+pub(crate) struct Refusal {
+    /// The stable reason code.
+    pub reason: &'static str,
+    /// The sentence for people.
+    pub detail: String,
 }
 
 impl Refusal {
@@ -97,6 +112,59 @@ pub(crate) fn received(
     })
 }
 
+/// What the gateway demands of every unwrapped letter: encrypted to it and signed.
+pub(crate) fn signed_and_encrypted(unwrapped: &Unwrapped) -> Result<&Signer, Refusal> {
+    if !unwrapped.encrypted {
+        return Err(Refusal::new(
+            "not-encrypted",
+            "the letter was not encrypted to the gateway",
+        ));
+    }
+    unwrapped
+        .signer
+        .as_ref()
+        .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))
+}
+
+/// Sender integrity (KIM): a `Sender` header names an address the connected sender
+/// may use, and the envelope sender is the From or the Sender address.
+fn check_sender_integrity(
+    sender: &kvgate_store::Sender,
+    mail_from: &str,
+    from: &str,
+    content: &[u8],
+) -> Result<(), Refusal> {
+    let header_sender = match letter::sender_address(content) {
+        None => None,
+        Some(Some(address)) if sender.may_use(&address) => Some(address),
+        Some(Some(address)) => {
+            return Err(Refusal::new(
+                "sender-mismatch",
+                format!(
+                    "sender {} may not use the Sender address <{address}>",
+                    sender.id
+                ),
+            ));
+        }
+        Some(None) => {
+            return Err(Refusal::new(
+                "sender-mismatch",
+                "the Sender header of the signed letter does not name exactly one mailbox",
+            ));
+        }
+    };
+    let envelope = mail_from.to_ascii_lowercase();
+    if envelope != from && header_sender.as_deref() != Some(envelope.as_str()) {
+        return Err(Refusal::new(
+            "sender-mismatch",
+            format!(
+                "the envelope sender <{envelope}> is neither the From address <{from}> nor the Sender of the signed letter"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Pipeline {
     /// A pipeline decrypting with `keys` and trusting `anchors`, for the gateway
     /// `hostname` serving `domain`; `outbound` is notified when reports are queued.
@@ -121,7 +189,21 @@ impl Pipeline {
             member_certs: KeyCache::default(),
             workers: WORKERS_PER_CORE
                 * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            verify_at: VerifyAt::default(),
+            earztbrief: ProfilePolicy::default(),
         }
+    }
+
+    /// Flags or refuses letters that break the eArztbrief profile.
+    pub fn with_earztbrief(mut self, policy: ProfilePolicy) -> Self {
+        self.earztbrief = policy;
+        self
+    }
+
+    /// Validates signer chains for `verify_at` instead of the receipt time.
+    pub fn with_verify_at(mut self, verify_at: VerifyAt) -> Self {
+        self.verify_at = verify_at;
+        self
     }
 
     /// The disposition notification to queue when the member marks the letter read:
@@ -219,7 +301,7 @@ impl Pipeline {
         // Reports need little of the message as received; the unwrapping takes it over.
         let original = Original::of(&raw);
         match self.verify(&submission, raw)? {
-            Ok((unwrapped, events)) => self.deliver(&submission, &original, unwrapped, events)?,
+            Ok(accepted) => self.deliver(&submission, &original, accepted)?,
             Err(refusal) if POISON.contains(&refusal.reason) => {
                 tracing::warn!(tracking = %id, reason = refusal.reason, "letter quarantined");
                 let reason = refusal.reason;
@@ -250,15 +332,15 @@ impl Pipeline {
         &self,
         submission: &Submission,
         raw: Vec<u8>,
-    ) -> Result<Result<(Unwrapped, Vec<Event>), Refusal>, Transient> {
+    ) -> Result<Result<Accepted, Refusal>, Transient> {
         let Some(sender) = self.store.sender(&submission.sender_id)? else {
             return Ok(Err(Refusal::new(
                 "sender-unknown",
                 format!("sender {} is no longer registered", submission.sender_id),
             )));
         };
-        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &self.anchors, SystemTime::now())
-        {
+        let at = self.verify_at.instant(submission.received_at);
+        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &self.anchors, at) {
             Ok(unwrapped) => unwrapped,
             // A responder or distribution point that cannot be reached now may answer
             // later: the letter waits (the watchdog reports the delay) instead of failing.
@@ -267,26 +349,46 @@ impl Pipeline {
             }
             Err(e) => return Ok(Err(Refusal::new(e.reason(), e.to_string()))),
         };
-        Ok(self.check_signer(&sender, unwrapped))
+        let (unwrapped, mut events) =
+            match self.check_signer(&sender, &submission.mail_from, unwrapped) {
+                Ok(checked) => checked,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+        let finding = match earztbrief::check(&unwrapped.content) {
+            None | Some(Ok(())) => None,
+            Some(Err(detail)) if self.earztbrief == ProfilePolicy::Refuse => {
+                return Ok(Err(Refusal::new(
+                    "earztbrief-profile",
+                    format!("the eArztbrief breaks the KBV profile: {detail}"),
+                )));
+            }
+            Some(Err(detail)) => {
+                if let Some(verified) = events.first_mut() {
+                    let before = verified.detail.take().unwrap_or_default();
+                    verified.detail =
+                        Some(format!("{before}; flagged earztbrief-profile: {detail}"));
+                }
+                Some(("earztbrief-profile", detail))
+            }
+        };
+        Ok(Ok(Accepted {
+            unwrapped,
+            events,
+            finding,
+        }))
     }
 
     /// The checks on a verified letter that need the sender: the signer is one of its
-    /// certificates and the From address one it may use.
+    /// certificates, the From address one it may use, and (sender integrity, as KIM
+    /// requires) a `Sender` header one it may use too, with the envelope sender
+    /// `mail_from` being the From or the Sender address.
     fn check_signer(
         &self,
         sender: &kvgate_store::Sender,
+        mail_from: &str,
         unwrapped: Unwrapped,
     ) -> Result<(Unwrapped, Vec<Event>), Refusal> {
-        if !unwrapped.encrypted {
-            return Err(Refusal::new(
-                "not-encrypted",
-                "the letter was not encrypted to the gateway",
-            ));
-        }
-        let signer = unwrapped
-            .signer
-            .as_ref()
-            .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))?;
+        let signer = signed_and_encrypted(&unwrapped)?;
         if !sender.owns(&signer.fingerprint) {
             return Err(Refusal::new(
                 "signer-mismatch",
@@ -308,7 +410,8 @@ impl Pipeline {
                 format!("sender {} may not use the From address <{from}>", sender.id),
             ));
         }
-        let events = vec![Event::new(EventKind::Verified).detail(format!(
+        check_sender_integrity(sender, mail_from, &from, &unwrapped.content)?;
+        let mut detail = format!(
             "signed by {} (sha256 {}, serial {}, issuer {}), {} with {}, revocation: {}",
             signer.subject,
             signer.fingerprint,
@@ -317,8 +420,61 @@ impl Pipeline {
             signer.signature_algorithm,
             signer.digest_algorithm,
             signer.revocation
-        ))];
+        );
+        if let Some(mapping) = self.check_kim_recipients(&unwrapped.recipients)? {
+            detail.push_str("; ");
+            detail.push_str(&mapping);
+        }
+        for name in ["X-KIM-Dienstkennung", "X-KIM-Sendersystem"] {
+            if let Some(value) = letter::kim_header(&unwrapped.content, name) {
+                detail.push_str(&format!("; {name}: {value}"));
+            }
+        }
+        let events = vec![Event::new(EventKind::Verified).detail(detail)];
         Ok((unwrapped, events))
+    }
+
+    /// gematik's recipient attribute (KIM), if the letter carries it: the entries
+    /// naming the certificate the gateway decrypted with must include an address of
+    /// this gateway. The signed attribute is used when present, else the
+    /// unauthenticated one. Returns the mapping for the tracking event.
+    fn check_kim_recipients(&self, recipients: &[KimRecipient]) -> Result<Option<String>, Refusal> {
+        let signed = recipients.iter().any(|r| r.signed);
+        let used: Vec<&KimRecipient> = recipients.iter().filter(|r| r.signed == signed).collect();
+        if used.is_empty() {
+            return Ok(None);
+        }
+        let mapping: Vec<String> = used
+            .iter()
+            .map(|r| format!("<{}> = serial {} of {}", r.address, r.serial, r.issuer))
+            .collect();
+        let mapping = format!(
+            "KIM recipients ({}): {}",
+            if signed { "signed" } else { "unauthenticated" },
+            mapping.join(", ")
+        );
+        let ours: Vec<&str> = used
+            .iter()
+            .filter(|r| r.decrypting)
+            .map(|r| r.address.as_str())
+            .filter(|address| {
+                address.rsplit_once('@').is_some_and(|(_, domain)| {
+                    mailbox_of(&self.domain.to_ascii_lowercase(), domain).is_some()
+                })
+            })
+            .collect();
+        if ours.is_empty() {
+            return Err(Refusal::new(
+                "recipient-mismatch",
+                format!(
+                    "gematik's recipient attribute maps the gateway certificate the letter was decrypted with to no address of this gateway ({mapping})"
+                ),
+            ));
+        }
+        Ok(Some(format!(
+            "{mapping}; decrypted for <{}>",
+            ours.join(">, <")
+        )))
     }
 
     /// Encrypts the letter to each recipient's keys and files it.
@@ -326,9 +482,13 @@ impl Pipeline {
         &self,
         submission: &Submission,
         original: &Original,
-        unwrapped: Unwrapped,
-        mut events: Vec<Event>,
+        accepted: Accepted,
     ) -> Result<(), Transient> {
+        let Accepted {
+            unwrapped,
+            mut events,
+            finding,
+        } = accepted;
         let id = &submission.tracking_id;
         let signer = unwrapped.signer.as_ref();
         let text = |field: fn(&Signer) -> &str| signer.map(field).unwrap_or_default();
@@ -337,6 +497,7 @@ impl Pipeline {
             .unwrap_or_default();
         let revocation = signer.map(|s| s.revocation.to_string()).unwrap_or_default();
         let verified_at = now();
+        let dienstkennung = letter::kim_header(&unwrapped.content, "X-KIM-Dienstkennung");
         let plaintext = letter::member_letter(
             &unwrapped.content,
             &Provenance {
@@ -348,6 +509,9 @@ impl Pipeline {
                 algorithms: &algorithms,
                 revocation: &revocation,
                 verified_at,
+                finding: finding
+                    .as_ref()
+                    .map(|(code, detail)| (*code, detail.as_str())),
             },
         );
         let (message_id, replies_to) = letter::threading(&unwrapped.content);
@@ -384,6 +548,7 @@ impl Pipeline {
                 index,
                 &self.domain,
                 verified_at,
+                dienstkennung.as_deref(),
             );
             let header_refs: Vec<(&str, &str)> = headers
                 .iter()

@@ -94,10 +94,7 @@ impl Policy {
             Reply::new(501, (5, 1, 3), format!("<{address}> is not a mail address"))
         })?;
         let domain = domain.to_ascii_lowercase();
-        let mailbox = Mailbox::INBOUND
-            .into_iter()
-            .find(|m| domain == format!("{m}.{}", self.domain))
-            .ok_or_else(|| {
+        let mailbox = mailbox_of(&self.domain, &domain).ok_or_else(|| {
                 Reply::new(
                     550,
                     (5, 1, 2),
@@ -410,4 +407,12 @@ impl Handler for Policy {
         session.declared_size = 0;
         session.recipients.clear();
     }
+}
+
+/// The inbox a mail domain names at the gateway of `gateway_domain` (both
+/// lowercase): `postfach.<domain>` or `smarthealth.<domain>`.
+pub(crate) fn mailbox_of(gateway_domain: &str, domain: &str) -> Option<Mailbox> {
+    Mailbox::INBOUND
+        .into_iter()
+        .find(|m| domain == format!("{m}.{gateway_domain}"))
 }

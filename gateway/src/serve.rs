@@ -146,11 +146,7 @@ impl Gateway {
         let api_tls = tls::api_server_config(&tls_cert, &tls_key)?;
         let admin_tls = api_tls.clone();
 
-        let mut keys = Vec::new();
-        for pair in &config.smime.decryption_keys {
-            let key = zeroize::Zeroizing::new(read(&pair.key)?);
-            keys.push(DecryptionKey::from_pem(&read(&pair.cert)?, &key)?);
-        }
+        let keys = decryption_keys(&config)?;
         let anchors = signer_trust(&config, &anchor_pems)?;
 
         let (shutdown, stop) = watch::channel(false);
@@ -268,7 +264,7 @@ impl Gateway {
         if args.hold_queue {
             tracing::warn!("queue held: letters are accepted and spooled but not processed");
         } else {
-            let pipeline = Arc::new(Pipeline::new(
+            let pipeline = Pipeline::new(
                 store.clone(),
                 spool,
                 keys,
@@ -276,8 +272,10 @@ impl Gateway {
                 (&config.domain, &config.hostname),
                 outbound.clone(),
                 filed,
-            ));
-            let supervisor = Arc::new(Supervisor::new(pipeline, config.pipeline.clone()));
+            )
+            .with_verify_at(config.smime.verify_at)
+            .with_earztbrief(config.kim.earztbrief);
+            let supervisor = Arc::new(Supervisor::new(Arc::new(pipeline), config.pipeline.clone()));
             tasks.spawn(supervisor.run(wake, stop.clone()));
         }
         let signer = ReportSigner::load(&identity.0, &identity.1)
@@ -349,9 +347,26 @@ async fn bind(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
+/// The gateway's S/MIME decryption keys as configured.
+pub(crate) fn decryption_keys(config: &Config) -> anyhow::Result<Vec<DecryptionKey>> {
+    let mut keys = Vec::new();
+    for pair in &config.smime.decryption_keys {
+        let read = |path: &PathBuf| {
+            let path = config.resolve(path);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let key = zeroize::Zeroizing::new(read(&pair.key)?);
+        keys.push(DecryptionKey::from_pem(&read(&pair.cert)?, &key)?);
+    }
+    Ok(keys)
+}
+
 /// The trust anchors: files named in the configuration plus those added with
 /// `kvgate trust add`.
-fn trust_anchor_pems(config: &Config, store: &kvgate_store::Store) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn trust_anchor_pems(
+    config: &Config,
+    store: &kvgate_store::Store,
+) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut pems = Vec::new();
     for path in &config.trust.anchors {
         let path = config.resolve(path);
@@ -369,7 +384,10 @@ fn trust_anchor_pems(config: &Config, store: &kvgate_store::Store) -> anyhow::Re
 
 /// How signer certificates are validated: the anchors (PEM), plus the
 /// configured intermediates, CRL files and revocation mode.
-fn signer_trust(config: &Config, anchor_pems: &[Vec<u8>]) -> anyhow::Result<TrustAnchors> {
+pub(crate) fn signer_trust(
+    config: &Config,
+    anchor_pems: &[Vec<u8>],
+) -> anyhow::Result<TrustAnchors> {
     let mut anchors = Vec::new();
     for pem in anchor_pems {
         anchors.extend(x509::parse_pem_chain(pem)?);

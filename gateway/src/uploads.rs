@@ -203,7 +203,15 @@ impl BackOfficeSealer {
             .into_bytes(),
         );
         plaintext.extend_from_slice(inner);
-        let headers = outer_headers(&from, &self.to, document.tracking_id, 0, &self.domain, at);
+        let headers = outer_headers(
+            &from,
+            &self.to,
+            document.tracking_id,
+            0,
+            &self.domain,
+            at,
+            None,
+        );
         let header_refs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))

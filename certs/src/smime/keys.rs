@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::verify::X509VerifyParam;
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509, X509PurposeId};
 
 use crate::error::{CertError, Context};
@@ -55,7 +55,9 @@ pub struct TrustAnchors {
 
 impl TrustAnchors {
     /// Trust exactly `anchors` (no system roots), with revocation checked by
-    /// the default policy (hard-fail, no CRL files).
+    /// the default policy (hard-fail, no CRL files). An anchor may be a root,
+    /// an intermediate CA or a pinned end-entity certificate: chains end at
+    /// the first certificate found among them.
     pub fn new(anchors: &[X509]) -> Result<Self, CertError> {
         let anchors = anchors.to_vec();
         // Building a store once checks that OpenSSL accepts every anchor.
@@ -127,6 +129,9 @@ fn store(
         builder.add_cert(anchor.clone())?;
     }
     let mut param = X509VerifyParam::new()?;
+    // An anchor need not be self-signed: an operator may trust an intermediate CA
+    // or pin a signer certificate (e.g. when the issuing CA is not at hand).
+    param.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
     if let Some(purpose) = purpose {
         param.set_purpose(purpose)?;
     }

@@ -12,6 +12,8 @@ pub(super) enum Kind {
     Pkcs7Mime,
     /// `multipart/signed` with a PKCS#7 signature protocol.
     MultipartSigned,
+    /// `message/rfc822`: a whole message wrapped before signing (RFC 8551 3.1, KIM).
+    Rfc822,
     /// Anything else, with its media type.
     Other(String),
 }
@@ -25,6 +27,7 @@ pub(super) fn classify(entity: &[u8]) -> Kind {
     let (media_type, params) = parse_content_type(&value);
     match media_type.as_str() {
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => Kind::Pkcs7Mime,
+        "message/rfc822" => Kind::Rfc822,
         "multipart/signed" => {
             let protocol = params
                 .iter()
@@ -90,6 +93,20 @@ fn decode_base64(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
         der.extend_from_slice(&decoded);
     }
     Ok(der)
+}
+
+/// Whether `entity` declares a `binary` transfer encoding and its body holds a
+/// CRLF: a sign that line endings were converted, which breaks binary DER.
+pub(super) fn binary_with_crlf(entity: &[u8]) -> bool {
+    let (headers, body) = split(entity);
+    header(&headers, "content-transfer-encoding")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("binary"))
+        && body.windows(2).any(|w| w == b"\r\n")
+}
+
+/// The body of `entity`, after its header block.
+pub(super) fn body(entity: &[u8]) -> &[u8] {
+    split(entity).1
 }
 
 /// Splits an entity into its unfolded header fields (lowercase name, value)

@@ -1,8 +1,11 @@
 //! Unwrapping what a practice sends: S/MIME (CMS) decryption and signature
 //! verification, layer after layer, with OpenSSL.
 
+mod auth_enveloped;
+mod ber;
 mod error;
 mod keys;
+mod kim;
 mod libcrypto;
 mod mime;
 mod signature;
@@ -11,12 +14,14 @@ use std::fmt;
 use std::time::SystemTime;
 
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
+use openssl::x509::X509;
 use zeroize::Zeroizing;
 
 use crate::revocation::RevocationStatus;
 
 pub use error::UnwrapError;
 pub use keys::{DecryptionKey, TrustAnchors};
+pub use kim::KimRecipient;
 
 use error::{has_cms_reason, reasons};
 use libcrypto::{ContentType, DecryptFailure};
@@ -61,6 +66,9 @@ pub struct Unwrapped {
     pub signer: Option<Signer>,
     /// Whether any layer was encrypted to the gateway.
     pub encrypted: bool,
+    /// The recipients gematik's attribute 1.2.276.0.76.4.173 names (KIM), from
+    /// the signed attributes and the AuthEnvelopedData's `unauthAttrs`.
+    pub recipients: Vec<KimRecipient>,
 }
 
 impl fmt::Debug for Unwrapped {
@@ -70,6 +78,7 @@ impl fmt::Debug for Unwrapped {
             .field("content", &format_args!("<{} octets>", self.content.len()))
             .field("signer", &self.signer)
             .field("encrypted", &self.encrypted)
+            .field("recipients", &self.recipients)
             .finish()
     }
 }
@@ -82,7 +91,10 @@ impl fmt::Debug for Unwrapped {
 /// - signed data, opaque or as `multipart/signed`, is verified (over the exact,
 ///   CRLF-canonical bytes of the first part) and its signers' chains checked
 ///   against `anchors` at time `at` for S/MIME signing, with intermediates taken
-///   from the message. SHA-1 and MD5 are refused.
+///   from the message. SHA-1 and MD5 are refused;
+/// - AuthEnvelopedData that OpenSSL's parser refuses (KIM's `unauthAttrs`) is
+///   read with the `cms`/`der` crates and decrypted with OpenSSL's primitives;
+/// - a `message/rfc822` entity inside a layer is opened to the message it wraps.
 ///
 /// At most [`MAX_LAYERS`] layers are opened. An unsigned letter is returned with
 /// `signer: None`; whether that is acceptable is the caller's policy.
@@ -106,47 +118,85 @@ pub fn unwrap_owned(
     let mut current = Zeroizing::new(message);
     let mut encrypted = false;
     let mut signer = None;
+    let mut recipients: Vec<KimRecipient> = Vec::new();
+    let mut decrypting: Option<&X509> = None;
     let mut layers = 0;
     loop {
         let kind = mime::classify(&current);
+        if layers == 0 && kind == Kind::Rfc822 {
+            return Err(UnwrapError::NotSmime {
+                content_type: "message/rfc822".to_owned(),
+            });
+        }
         if let Kind::Other(content_type) = kind {
             if layers == 0 {
                 return Err(UnwrapError::NotSmime { content_type });
+            }
+            for recipient in &mut recipients {
+                recipient.decrypting = decrypting.is_some_and(|cert| recipient.names(cert));
             }
             return Ok(Unwrapped {
                 content: current,
                 signer,
                 encrypted,
+                recipients,
             });
         }
         if layers == MAX_LAYERS {
             return Err(UnwrapError::TooDeep { max: MAX_LAYERS });
         }
         layers += 1;
-        current = if kind == Kind::MultipartSigned {
+        current = if kind == Kind::Rfc822 {
+            // Signed or encrypted content that wraps a whole message: the message.
+            Zeroizing::new(mime::body(&current).to_vec())
+        } else if kind == Kind::MultipartSigned {
             let verified = multipart_signed(&current, anchors, at)?;
             signer = Some(verified.signer);
+            recipients.extend(verified.recipients);
             verified.content
         } else {
             let der = mime::pkcs7_body(&current)?;
+            let converted = mime::binary_with_crlf(&current);
             // The MIME layer is no longer needed once its body is decoded, nor the DER
-            // once OpenSSL has parsed it: free each before the next copy is made.
+            // once it is parsed: free each before the next copy is made.
             drop(std::mem::take(&mut current));
-            let cms = CmsContentInfo::from_der(&der).map_err(|e| {
-                UnwrapError::Malformed(format!(
-                    "the CMS structure cannot be parsed: {}",
-                    reasons(&e)
-                ))
-            })?;
+            let cms = match CmsContentInfo::from_der(&der) {
+                Ok(cms) => cms,
+                Err(e) => match auth_enveloped::parse(&der) {
+                    // OpenSSL refuses some valid AuthEnvelopedData (KIM's unauthAttrs).
+                    Some(parsed) => {
+                        let parsed = parsed?;
+                        let (plaintext, cert) = auth_enveloped::decrypt(&parsed, keys)?;
+                        recipients.extend(parsed.recipients()?);
+                        (encrypted, decrypting) = (true, Some(cert));
+                        current = plaintext;
+                        continue;
+                    }
+                    None => {
+                        let hint = if converted {
+                            " (the body is sent as binary and has CRLF line breaks: \
+                             converting line endings may have damaged the DER)"
+                        } else {
+                            ""
+                        };
+                        return Err(UnwrapError::Malformed(format!(
+                            "the CMS structure cannot be parsed: {}{hint}",
+                            reasons(&e)
+                        )));
+                    }
+                },
+            };
             drop(der);
             match libcrypto::content_type(&cms) {
                 ContentType::Enveloped => {
-                    encrypted = true;
-                    decrypt(&cms, keys)?
+                    let (plaintext, cert) = decrypt(&cms, keys)?;
+                    (encrypted, decrypting) = (true, Some(cert));
+                    plaintext
                 }
                 ContentType::Signed => {
                     let verified = signature::verify(cms, None, anchors, at)?;
                     signer = Some(verified.signer);
+                    recipients.extend(verified.recipients);
                     verified.content
                 }
                 ContentType::Other(nid) => {
@@ -185,15 +235,16 @@ fn multipart_signed(
     signature::verify(read.cms, Some(&content), anchors, at)
 }
 
-/// Decrypts enveloped data with the first key it is addressed to.
-fn decrypt(
+/// Decrypts enveloped data with the first key it is addressed to; returns the
+/// plaintext and that key's certificate.
+fn decrypt<'k>(
     cms: &CmsContentInfoRef,
-    keys: &[DecryptionKey],
-) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    keys: &'k [DecryptionKey],
+) -> Result<(Zeroizing<Vec<u8>>, &'k X509), UnwrapError> {
     let mut failures = Vec::new();
     for key in keys {
         match libcrypto::decrypt(cms, &key.key, &key.cert) {
-            Ok(plaintext) => return Ok(plaintext),
+            Ok(plaintext) => return Ok((plaintext, &key.cert)),
             // OpenSSL fails without any queued error when no RecipientInfo names
             // the certificate, and with NO_MATCHING_RECIPIENT when none fits the key type.
             Err(DecryptFailure::Key(e))
@@ -212,7 +263,12 @@ fn decrypt(
     if !failures.is_empty() {
         return Err(UnwrapError::DecryptionFailed(failures.join("; ")));
     }
-    Err(UnwrapError::NotForGateway(if keys.is_empty() {
+    Err(not_for_gateway(keys))
+}
+
+/// The refusal for enveloped data addressed to none of `keys`.
+fn not_for_gateway(keys: &[DecryptionKey]) -> UnwrapError {
+    UnwrapError::NotForGateway(if keys.is_empty() {
         "the gateway has no decryption key".to_owned()
     } else {
         let ours: Vec<String> = keys
@@ -223,5 +279,5 @@ fn decrypt(
             "it is addressed to none of the gateway certificates ({})",
             ours.join("; ")
         )
-    }))
+    })
 }

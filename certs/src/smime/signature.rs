@@ -11,6 +11,7 @@ use openssl_sys as ffi;
 use zeroize::Zeroizing;
 
 use super::error::{has_cms_reason, reasons};
+use super::kim::{self, KimRecipient};
 use super::libcrypto;
 use super::{Signer, TrustAnchors, UnwrapError};
 use crate::revocation::Refusal;
@@ -41,6 +42,8 @@ pub(super) struct Verified {
     pub content: Zeroizing<Vec<u8>>,
     /// The (first) signer.
     pub signer: Signer,
+    /// The recipients gematik's attribute names in the first signer's signed attributes.
+    pub recipients: Vec<KimRecipient>,
 }
 
 /// Verifies SignedData `cms` over its own content or over `detached`: every
@@ -51,6 +54,12 @@ pub(super) fn verify(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<Verified, UnwrapError> {
+    let der = Zeroizing::new(cms.to_der().map_err(|e| {
+        UnwrapError::Malformed(format!(
+            "the signed data cannot be encoded: {}",
+            reasons(&e)
+        ))
+    })?);
     let infos = libcrypto::signer_infos(&cms);
     if infos.is_empty() {
         return Err(UnwrapError::Malformed(
@@ -135,6 +144,7 @@ pub(super) fn verify(
         .map_err(|e| UnwrapError::Malformed(format!("the signer certificate: {e}")))?;
     Ok(Verified {
         content,
+        recipients: kim::signed_recipients(&der)?,
         signer: Signer {
             fingerprint: crate::x509::fingerprint_der(&cert_der),
             subject: crate::x509::subject_line(&cert),

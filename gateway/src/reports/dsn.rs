@@ -54,8 +54,8 @@ impl<'a> Fate<'a> {
 /// The enhanced status (RFC 3463) a DSN reports for a refusal reason.
 pub fn status_for(reason: &str) -> &'static str {
     match reason {
-        "malformed" | "not-smime" | "too-deep" | "processing-failed" | "processing-timeout"
-        | "processing-crashed" => "5.6.0",
+        "malformed" | "not-smime" | "too-deep" | "earztbrief-profile" | "processing-failed"
+        | "processing-timeout" | "processing-crashed" => "5.6.0",
         "bad-signature" | "content-confusion" | "untrusted-signer" | "signer-expired"
         | "signer-revoked" | "signer-usage" | "critical-extension" => "5.7.7",
         "not-encrypted" | "not-signed" | "not-for-gateway" | "decryption-failed"

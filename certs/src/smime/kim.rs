@@ -1,0 +1,116 @@
+//! gematik's recipient attribute 1.2.276.0.76.4.173 (KIM): for every recipient,
+//! its mail address and the encryption certificate (issuer and serial) the
+//! letter is encrypted to. KIM puts it in the signed attributes of the
+//! SignerInfo and in the `unauthAttrs` of the AuthEnvelopedData.
+
+use der::asn1::{Ia5String, ObjectIdentifier, SetOfVec};
+use der::{Decode, Encode, Sequence};
+use openssl::x509::{X509, X509Name};
+
+use cms::cert::IssuerAndSerialNumber;
+use cms::cert::x509::attr::Attributes;
+use cms::content_info::ContentInfo;
+use cms::signed_data::SignedData;
+
+use super::UnwrapError;
+use super::ber;
+
+/// The attribute's OID.
+const RECIPIENT_EMAILS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.276.0.76.4.173");
+
+/// One value of the attribute: `SEQUENCE { rfc822Name IA5String, certID IssuerAndSerialNumber }`.
+#[derive(Clone, Debug, Sequence)]
+struct RecipientEmail {
+    address: Ia5String,
+    cert: IssuerAndSerialNumber,
+}
+
+/// A recipient as gematik's attribute names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KimRecipient {
+    /// The recipient's mail address, lowercase.
+    pub address: String,
+    /// The issuer of its encryption certificate, readable.
+    pub issuer: String,
+    /// The serial number of its encryption certificate, uppercase hex.
+    pub serial: String,
+    /// Whether it came from the signed attributes (else from the unauthenticated ones).
+    pub signed: bool,
+    /// Whether the certificate is the gateway's that decrypted the letter.
+    pub decrypting: bool,
+    /// DER of the issuer name and the serial's magnitude, to compare with certificates.
+    issuer_der: Vec<u8>,
+    serial_bytes: Vec<u8>,
+}
+
+impl KimRecipient {
+    /// Whether this entry names `cert`.
+    pub(super) fn names(&self, cert: &X509) -> bool {
+        let issuer = cert.issuer_name().to_der().ok();
+        let serial = cert.serial_number().to_bn().map(|bn| bn.to_vec()).ok();
+        issuer.as_deref() == Some(self.issuer_der.as_slice())
+            && serial.as_deref() == Some(self.serial_bytes.as_slice())
+    }
+}
+
+/// The recipients the attribute in `attributes` names (none without it).
+pub(super) fn recipients(
+    attributes: &Attributes,
+    signed: bool,
+) -> Result<Vec<KimRecipient>, UnwrapError> {
+    let malformed = |e: String| {
+        UnwrapError::Malformed(format!("gematik's recipient attribute cannot be read: {e}"))
+    };
+    let mut found = Vec::new();
+    for attribute in attributes.iter().filter(|a| a.oid == RECIPIENT_EMAILS) {
+        for value in attribute.values.iter() {
+            let entry: RecipientEmail = value.decode_as().map_err(|e| malformed(e.to_string()))?;
+            let issuer_der = entry
+                .cert
+                .issuer
+                .to_der()
+                .map_err(|e| malformed(e.to_string()))?;
+            let issuer = X509Name::from_der(&issuer_der)
+                .map(|name| crate::x509::name_line(&name))
+                .map_err(|e| malformed(super::error::reasons(&e)))?;
+            let serial_bytes = strip_zeros(entry.cert.serial_number.as_bytes()).to_vec();
+            found.push(KimRecipient {
+                address: entry.address.to_string().to_ascii_lowercase(),
+                issuer,
+                serial: serial_bytes.iter().map(|b| format!("{b:02X}")).collect(),
+                signed,
+                decrypting: false,
+                issuer_der,
+                serial_bytes,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The recipients named in the signed attributes of the first SignerInfo of
+/// SignedData `der` (already verified by OpenSSL).
+pub(super) fn signed_recipients(der: &[u8]) -> Result<Vec<KimRecipient>, UnwrapError> {
+    let decoded = ber::parse(der)
+        .ok()
+        .and_then(|tree| ContentInfo::from_der(&tree.to_der()).ok())
+        .and_then(|info| info.content.decode_as::<SignedData>().ok());
+    let Some(signed) = decoded else {
+        // OpenSSL read and verified it; without a DER reading there is no attribute to use.
+        return Ok(Vec::new());
+    };
+    let attributes = signed
+        .signer_infos
+        .0
+        .iter()
+        .next()
+        .and_then(|info| info.signed_attrs.clone())
+        .unwrap_or_else(SetOfVec::new);
+    recipients(&attributes, true)
+}
+
+/// An unsigned big-endian integer without its leading zero octets.
+pub(super) fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let skip = bytes.iter().take_while(|&&b| b == 0).count();
+    &bytes[skip..]
+}

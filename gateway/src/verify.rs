@@ -1,0 +1,180 @@
+//! `kvgate verify`: the whole S/MIME unwrap of the pipeline on one letter file,
+//! as of a chosen instant, with the verdict and its reasons printed.
+//!
+//! Keys and trust come from the configuration (decryption keys, anchors incl.
+//! those added with `kvgate trust add`, intermediates, CRLs, revocation mode),
+//! or from `--cert/--key` and `--trust`, so a letter can be checked without an
+//! installation (e.g. gematik's KIM sample with its recipients' keys).
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors};
+use kvgate_certs::x509;
+use kvgate_store::Timestamp;
+
+use crate::letter;
+use crate::pipeline::signed_and_encrypted;
+use crate::runtime::{Installation, config_path};
+use crate::serve::{decryption_keys, signer_trust, trust_anchor_pems};
+
+/// Options of `kvgate verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The letter as received (an RFC 5322 message, CRLF or LF).
+    pub file: PathBuf,
+    /// Validate the signer's chain as of this instant: RFC 3339
+    /// (`2020-06-20T12:58:26+02:00`) or a date (`2020-06-20`, noon UTC).
+    /// Default: now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// A decryption certificate (PEM), paired in order with `--key`; replaces
+    /// the configured decryption keys. Repeatable.
+    #[arg(long = "cert")]
+    pub certs: Vec<PathBuf>,
+    /// The private key (PEM) of the `--cert` at the same position. Repeatable.
+    #[arg(long = "key")]
+    pub keys: Vec<PathBuf>,
+    /// A certificate to trust (PEM, every certificate in the file): a root, an
+    /// intermediate or the signer's own certificate; replaces the configured
+    /// trust (then revocation is checked hard-fail, without CRL files). Repeatable.
+    #[arg(long = "trust")]
+    pub trust: Vec<PathBuf>,
+    /// The configuration file, for what the flags do not give (default:
+    /// ./kvgate-data/kvgate.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs `kvgate verify`: prints the verdict; `Ok(false)` when the letter is refused.
+pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+    let at = match &args.at {
+        Some(text) => instant(text)?,
+        None => SystemTime::now(),
+    };
+    let letter =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let installation = if args.certs.is_empty() || args.trust.is_empty() {
+        Some(Installation::open(&config_path(args.config.as_deref()))?)
+    } else {
+        None
+    };
+    let keys = match &installation {
+        Some(installation) if args.certs.is_empty() => decryption_keys(&installation.config)?,
+        _ => flag_keys(&args)?,
+    };
+    let anchors = match &installation {
+        Some(installation) if args.trust.is_empty() => {
+            let config = &installation.config;
+            signer_trust(config, &trust_anchor_pems(config, &installation.store)?)?
+        }
+        _ => flag_trust(&args.trust)?,
+    };
+
+    println!("verified as of: {}", rfc3339(at));
+    let refused = |reason: &str, detail: &str| {
+        println!("verdict: refused");
+        println!("reason: {reason}");
+        println!("detail: {detail}");
+        Ok(false)
+    };
+    let unwrapped = match smime::unwrap(&letter, &keys, &anchors, at) {
+        Ok(unwrapped) => unwrapped,
+        Err(e) => return refused(e.reason(), &e.to_string()),
+    };
+    let signer = match signed_and_encrypted(&unwrapped) {
+        Ok(signer) => signer,
+        Err(refusal) => return refused(refusal.reason, &refusal.detail),
+    };
+    println!("verdict: verified");
+    println!("signer: {}", signer.subject);
+    println!("signer-sha256: {}", signer.fingerprint);
+    println!("signer-serial: {}", signer.serial);
+    println!("signer-issuer: {}", signer.issuer);
+    println!(
+        "signature: {} with {}",
+        signer.signature_algorithm, signer.digest_algorithm
+    );
+    println!("revocation: {}", signer.revocation);
+    if let Some(from) = letter::from_address(&unwrapped.content) {
+        println!("from: {from}");
+    }
+    for recipient in &unwrapped.recipients {
+        println!(
+            "kim-recipient: <{}> = serial {} of {} ({}{})",
+            recipient.address,
+            recipient.serial,
+            recipient.issuer,
+            if recipient.signed {
+                "signed"
+            } else {
+                "unauthenticated"
+            },
+            if recipient.decrypting {
+                ", decrypted with"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("content: {} octets", unwrapped.content.len());
+    Ok(true)
+}
+
+/// `--at`: an RFC 3339 instant, or a date meaning noon UTC.
+fn instant(text: &str) -> anyhow::Result<SystemTime> {
+    let full = if text.len() == 10 {
+        format!("{text}T12:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    let at: Timestamp = full.parse().with_context(|| {
+        format!("--at {text:?} is neither an RFC 3339 instant nor a date (YYYY-MM-DD)")
+    })?;
+    Ok(at.to_system_time())
+}
+
+/// RFC 3339 form of `at` (UTC, milliseconds).
+fn rfc3339(at: SystemTime) -> String {
+    let millis = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Timestamp(millis).to_rfc3339()
+}
+
+/// The decryption keys given as `--cert`/`--key` pairs.
+fn flag_keys(args: &VerifyArgs) -> anyhow::Result<Vec<DecryptionKey>> {
+    if args.certs.len() != args.keys.len() {
+        bail!(
+            "{} --cert but {} --key: give each certificate its key",
+            args.certs.len(),
+            args.keys.len()
+        );
+    }
+    let mut keys = Vec::new();
+    for (cert, key) in args.certs.iter().zip(&args.keys) {
+        let cert_pem =
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let key_pem = zeroize::Zeroizing::new(
+            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        );
+        keys.push(DecryptionKey::from_pem(&cert_pem, &key_pem)?);
+    }
+    Ok(keys)
+}
+
+/// The anchors given as `--trust` files.
+fn flag_trust(files: &[PathBuf]) -> anyhow::Result<TrustAnchors> {
+    let mut anchors = Vec::new();
+    for file in files {
+        let pem = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let certs = x509::parse_pem_chain(&pem)?;
+        if certs.is_empty() {
+            bail!("{} holds no PEM certificate", file.display());
+        }
+        anchors.extend(certs);
+    }
+    Ok(TrustAnchors::new(&anchors)?)
+}

@@ -234,3 +234,24 @@ fn now_rfc3339() -> String {
     let out = run(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S"]));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A client that sends its whole body before it reads (as Python's http.client does)
+/// gets the early refusal, not a reset: the server drains what it did not read.
+#[test]
+fn an_early_refusal_reaches_a_client_still_sending_its_body() {
+    require(&["python3", "openssl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let script = "import http.client, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        conn = http.client.HTTPSConnection('localhost', int(sys.argv[2]), context=ctx)\n\
+        conn.request('PUT', '/v1/keys/backup', body=b'x' * (8 << 20))\n\
+        print(conn.getresponse().status)\n";
+    for _ in 0..3 {
+        let out = run(Command::new("python3")
+            .args(["-c", script])
+            .arg(install.pki("ca.pem"))
+            .arg(server.api.port().to_string()));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401");
+    }
+}

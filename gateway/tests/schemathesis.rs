@@ -10,6 +10,7 @@ mod common;
 
 use std::process::Command;
 
+use common::account::{self, CAROL};
 use common::back_office::post_form;
 use common::*;
 
@@ -82,12 +83,17 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     // schemathesis reuses IDs it saw in answers: a device removal would end the run's
     // session, so removals go with another member's token (their 404s are the isolation).
     let (other, _) = second_member(&install, &server);
+    // Refreshing the token and cancelling the account end a session too: they go with a
+    // third member's token.
+    let (third, _) = account::add_member(&install, &server, CAROL, "carol", &[]);
     let config = install.work("schemathesis.toml");
     std::fs::write(
         &config,
         format!(
             "[[operations]]\ninclude-name = \"DELETE /v1/devices/{{id}}\"\n\
              headers = {{ Authorization = \"{bearer}\" }}\n\
+             [[operations]]\ninclude-path-regex = \"^/v1/(token/refresh|account)$\"\n\
+             headers = {{ Authorization = \"{third}\" }}\n\
              [[operations]]\ninclude-name = \"GET /v1/messages/wait\"\n\
              parameters = {{ \"query.timeout\" = 1 }}\n\
              [[operations]]\ninclude-name = \"GET /v1/tracking/{{id}}\"\n\
@@ -100,6 +106,7 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             tracking = upload["tracking_id"].as_str().unwrap(),
             basic = basic["tracking_id"].as_str().unwrap(),
             bearer = other.auth.trim_start_matches("Authorization: "),
+            third = third.auth.trim_start_matches("Authorization: "),
         ),
     )
     .unwrap();

@@ -21,6 +21,7 @@ mod enrolment;
 mod family;
 mod keys;
 mod limiter;
+mod linger;
 mod messages;
 // issue 9b: member app sending.
 mod basic;

@@ -6,13 +6,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::map_response;
+use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use kvgate_store::{Kvnr, Store, StoreError};
 use serde::de::DeserializeOwned;
 
-use super::{ApiState, Problem, devices, documents, enrolment, keys, messages, tracking};
+use super::{ApiState, Problem, devices, documents, enrolment, keys, linger, messages, tracking};
 // Issue 9a.
 use super::{account, credentials, family, settings};
 // issue 9b: member app sending.
@@ -127,6 +127,7 @@ pub fn router(state: ApiState) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(map_response(no_store))
+        .layer(from_fn(linger::drain_unread))
         .with_state(state)
 }
 

@@ -101,7 +101,7 @@ impl Store {
     /// The ciphertext of one of the member's letters, read only (unlike
     /// `fetch_message`, nothing is recorded); `None` for another member's.
     pub fn message_body(&self, kvnr: &Kvnr, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.member_message(kvnr, id)?.is_none() {
+        if self.message_meta(kvnr, id)?.is_none() {
             return Ok(None);
         }
         self.body(id)

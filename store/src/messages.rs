@@ -104,7 +104,7 @@ impl Store {
         kvnr: &Kvnr,
         id: &MessageId,
     ) -> Result<Option<(MessageMeta, Vec<u8>)>, StoreError> {
-        let Some(meta) = self.member_message(kvnr, id)? else {
+        let Some(meta) = self.message_meta(kvnr, id)? else {
             return Ok(None);
         };
         let found = self.body(id)?.map(|body| (meta, body));
@@ -117,18 +117,6 @@ impl Store {
             })?;
         }
         Ok(found)
-    }
-
-    /// The metadata of one of the member's messages; `None` for another member's.
-    pub(crate) fn member_message(
-        &self,
-        kvnr: &Kvnr,
-        id: &MessageId,
-    ) -> Result<Option<MessageMeta>, StoreError> {
-        self.read(|tx| {
-            let meta = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())?;
-            Ok(meta.filter(|m| m.kvnr == *kvnr))
-        })
     }
 
     /// Marks one of the member's messages read (once; a `read` tracking event records

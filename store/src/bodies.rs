@@ -149,7 +149,7 @@ impl Store {
         let (value, recorded) = match commit() {
             Ok(outcome) => outcome,
             Err(error) => {
-                letters.iter().for_each(|(id, _)| self.bodies.discard(id));
+                self.discard_unrecorded(letters);
                 return Err(error);
             }
         };
@@ -159,6 +159,31 @@ impl Store {
             }
         }
         Ok(value)
+    }
+
+    /// Removes the files of `letters` after a failed commit, except those a message
+    /// record names after all (a commit whose outcome was unknown may have landed); if
+    /// that cannot be read, every file stays for the start-up sweep.
+    fn discard_unrecorded(&self, letters: &[(&MessageId, &[u8])]) {
+        let named = self.read(|tx| {
+            let messages = tx.open_table(MESSAGES)?;
+            let mut named = HashSet::new();
+            for (id, _) in letters {
+                if messages.get(id.as_str())?.is_some() {
+                    named.insert((*id).clone());
+                }
+            }
+            Ok(named)
+        });
+        match named {
+            Ok(named) => letters
+                .iter()
+                .filter(|(id, _)| !named.contains(*id))
+                .for_each(|(id, _)| self.bodies.discard(id)),
+            Err(error) => {
+                tracing::error!(%error, "letter body files of a failed commit stay until the next start");
+            }
+        }
     }
 
     /// The body of message `id` (whose record the caller has read); `None` if its file
@@ -198,6 +223,7 @@ mod tests {
     use crate::kvnr::Kvnr;
     use crate::mailbox::Mailbox;
     use crate::messages::NewMessage;
+    use crate::submissions::SubmissionState;
     use crate::testing::{self, body_files, file, submitted};
 
     #[test]
@@ -229,6 +255,36 @@ mod tests {
         assert!(store.delete_message(&alice, &id).unwrap());
         assert!(body_files(dir.path()).is_empty());
         assert_eq!(store.message_body(&alice, &id).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_commit_leaves_no_body_file_behind() {
+        let (dir, store) = testing::open();
+        let alice = Kvnr::parse("A123456780").unwrap();
+        let message = submitted(&store, &alice, Mailbox::Postfach, b"FIRST");
+        let id = message.tracking_id.clone();
+        let again = NewMessage {
+            ciphertext: b"SECOND".to_vec(),
+            ..message.clone()
+        };
+        let deliver = |message: NewMessage| {
+            let filings = vec![(message, Vec::new())];
+            store.deliver_submission(
+                &id,
+                filings,
+                SubmissionState::Delivered,
+                Vec::new(),
+                Vec::new(),
+            )
+        };
+        deliver(message).unwrap();
+        assert_eq!(body_files(dir.path()).len(), 1);
+        // The submission is no longer queued: the commit fails, and the second body
+        // file goes while the first letter's stays.
+        assert!(matches!(deliver(again), Err(StoreError::NotFound(_))));
+        let [kept] = body_files(dir.path()).try_into().unwrap();
+        let body = std::fs::read(dir.path().join("bodies").join(kept)).unwrap();
+        assert_eq!(body, b"FIRST");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! open enrolment codes, key backup, uploads, smarthealth record, family, and every
 //! letter) in one commit, together with a `deleted` tracking event (without content)
 //! for each letter and upload; then it removes the letters' body files and compacts
-//! the database so that the records' bytes are gone from its file too. The senders' own submission records
-//! and tracking histories stay: they belong to the senders.
+//! the database so that the records' bytes are gone from its file too. The senders'
+//! own submission records and tracking histories stay: they belong to the senders.
 
 use redb::{ReadableTable, WriteTransaction};
 

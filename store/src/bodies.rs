@@ -181,7 +181,7 @@ impl Store {
                 .filter(|(id, _)| !named.contains(*id))
                 .for_each(|(id, _)| self.bodies.discard(id)),
             Err(error) => {
-                tracing::error!(%error, "letter body files of a failed commit stay until the next start");
+                tracing::error!(%error, "body files of a failed commit stay until the next start");
             }
         }
     }

@@ -134,6 +134,14 @@ impl Gateway {
                 "removed spool files of letters that were never acknowledged"
             );
         }
+        // Here, not in `Store::open`: the admin CLI opens the store while serve runs.
+        let swept = store.sweep_bodies()?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed letter body files that no letter names (never filed, or deleted)"
+            );
+        }
         let read = |path: &std::path::Path| {
             let path = config.resolve(path);
             std::fs::read(&path).with_context(|| format!("reading {}", path.display()))

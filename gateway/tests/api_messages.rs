@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::account::{ciphertext_sample, deliver_to};
 use common::*;
 use serde_json::Value;
 
@@ -173,4 +174,37 @@ fn inboxes_page_filter_wait_and_delete() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn a_deleted_letter_is_gone_from_disk_at_once() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let alice = member_session(&install, &server);
+    let (bob, _) = second_member(&install, &server);
+    let (tracking, _) = deliver(&install, &server, "Befund");
+    let bobs_tracking = deliver_to(&install, &server, BOB, "Bobs Befund");
+    let letter = letter_of(&alice, &tracking);
+    let bobs_letter = letter_of(&bob, &bobs_tracking);
+    let (_, list) = alice.json("GET", "/v1/messages", None);
+    let [id] = ids(&list).try_into().unwrap();
+    let (_, list) = bob.json("GET", "/v1/messages", None);
+    let [bobs_id] = ids(&list).try_into().unwrap();
+
+    // Each letter is stored exactly as fetched, in its own file and nowhere else.
+    let data = install.data();
+    let body_file = |id: &str| data.join("bodies").join(id).display().to_string();
+    assert_eq!(files_containing(&data, &letter), [body_file(&id)]);
+    assert_eq!(files_containing(&data, &bobs_letter), [body_file(&bobs_id)]);
+
+    let (status, _) = alice.call("DELETE", &format!("/v1/messages/{id}"), None);
+    assert_eq!(status, 204);
+    assert_eq!(
+        files_containing(&data, &ciphertext_sample(&letter)),
+        Vec::<String>::new()
+    );
+    assert!(!std::path::Path::new(&body_file(&id)).exists());
+    assert_eq!(files_containing(&data, &bobs_letter), [body_file(&bobs_id)]);
+    assert_eq!(letter_of(&bob, &bobs_tracking), bobs_letter);
 }

@@ -2,10 +2,10 @@
 //!
 //! Cancellation removes every record of the member (member, keys, devices, tokens,
 //! open enrolment codes, key backup, uploads, smarthealth record, family, and every
-//! letter with its ciphertext) in one commit, together with a `deleted` tracking event
-//! (without content) for each letter and upload, and then compacts the database so
-//! that their bytes are gone from the file too. The senders' own submission records
-//! and tracking histories stay: they belong to the senders.
+//! letter) in one commit, together with a `deleted` tracking event (without content)
+//! for each letter and upload; then it removes the letters' body files and compacts
+//! the database so that the records' bytes are gone from its file too. The senders'
+//! own submission records and tracking histories stay: they belong to the senders.
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -13,8 +13,8 @@ use crate::Store;
 use crate::credentials::EnrollmentCode;
 use crate::credentials::revoke_tokens;
 use crate::db::{
-    ACCESS, BODIES, DEVICES, ENROLLMENT_CODES, FAMILY, FILED, INBOX, KEY_BACKUPS, MEMBER_KEYS,
-    MEMBERS, MESSAGES, Records, SMARTHEALTH, UPLOADS, get,
+    ACCESS, DEVICES, ENROLLMENT_CODES, FAMILY, FILED, INBOX, KEY_BACKUPS, MEMBER_KEYS, MEMBERS,
+    MESSAGES, Records, SMARTHEALTH, UPLOADS, get,
 };
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
@@ -59,32 +59,32 @@ fn remove_prefix(
 }
 
 /// Deletes the member's letters (of one inbox, or all) inside `tx`, each with a
-/// `deleted` tracking event saying `reason`; returns how many.
+/// `deleted` tracking event saying `reason`; returns their IDs, whose body files the
+/// caller removes after the commit.
 pub(crate) fn delete_letters(
     tx: &WriteTransaction,
     kvnr: &Kvnr,
     mailbox: Option<Mailbox>,
     reason: &str,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<MessageId>, StoreError> {
     let prefix = match mailbox {
         Some(mailbox) => format!("{kvnr}/{mailbox}/"),
         None => format!("{kvnr}/"),
     };
-    let mut letters = 0;
+    let mut letters = Vec::new();
     for id in remove_prefix(tx, INBOX, &prefix)? {
         let id: MessageId = serde_json::from_slice(&id)?;
         let Some(meta) = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())? else {
             continue;
         };
         tx.open_table(MESSAGES)?.remove(id.as_str())?;
-        tx.open_table(BODIES)?.remove(id.as_str())?;
         let filed = format!("{}/{kvnr}/{}", meta.tracking_id, meta.mailbox);
         tx.open_table(FILED)?.remove(filed.as_str())?;
         let event = Event::new(EventKind::Deleted)
             .recipient(&meta.address)
             .detail(reason);
         append_events(tx, &meta.tracking_id, vec![event])?;
-        letters += 1;
+        letters.push(id);
     }
     Ok(letters)
 }
@@ -101,29 +101,31 @@ impl Store {
     /// The ciphertext of one of the member's letters, read only (unlike
     /// `fetch_message`, nothing is recorded); `None` for another member's.
     pub fn message_body(&self, kvnr: &Kvnr, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|tx| {
-            let meta = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())?;
-            if meta.is_none_or(|m| m.kvnr != *kvnr) {
-                return Ok(None);
-            }
-            let body = tx.open_table(BODIES)?.get(id.as_str())?;
-            Ok(body.map(|b| b.value().to_vec()))
-        })
+        if self.message_meta(kvnr, id)?.is_none() {
+            return Ok(None);
+        }
+        self.body(id)
     }
 
     /// Deletes the member's account irrecoverably: the records in one commit (see the
-    /// module documentation), then their bytes from the database file (`compact`);
-    /// `None` if there is no such member.
+    /// module documentation), then the letters' body files, then the records' bytes
+    /// from the database file (`compact`); `None` if there is no such member.
     pub fn delete_account(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
-        let deleted = self.delete_records(kvnr, reason)?;
-        if deleted.is_some() {
-            self.scrub();
-        }
-        Ok(deleted)
+        let Some((deleted, letters)) = self.delete_records(kvnr, reason)? else {
+            return Ok(None);
+        };
+        self.discard_bodies(&letters);
+        self.scrub();
+        Ok(Some(deleted))
     }
 
-    /// Deletes every record of the member in one commit.
-    fn delete_records(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
+    /// Deletes every record of the member in one commit; returns what went and the IDs
+    /// of the letters.
+    fn delete_records(
+        &self,
+        kvnr: &Kvnr,
+        reason: &str,
+    ) -> Result<Option<(Deleted, Vec<MessageId>)>, StoreError> {
         self.write(|tx| {
             if tx.open_table(MEMBERS)?.remove(kvnr.as_str())?.is_none() {
                 return Ok(None);
@@ -157,10 +159,11 @@ impl Store {
             tx.open_table(SMARTHEALTH)?.remove(kvnr.as_str())?;
             tx.open_table(ACCESS)?.remove(kvnr.as_str())?;
             remove_prefix(tx, FAMILY, &format!("{kvnr}/"))?;
-            Ok(Some(Deleted {
-                letters,
+            let deleted = Deleted {
+                letters: letters.len(),
                 uploads: uploads.len(),
-            }))
+            };
+            Ok(Some((deleted, letters)))
         })
     }
 }

@@ -10,6 +10,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bodies::Bodies;
 use crate::error::StoreError;
 use crate::group::Group;
 
@@ -40,8 +41,6 @@ pub(crate) const QUEUE: Records = TableDefinition::new("queue");
 pub(crate) const EVENTS: Records = TableDefinition::new("events");
 /// Inbox message metadata by message ID.
 pub(crate) const MESSAGES: Records = TableDefinition::new("messages");
-/// Inbox message ciphertext by message ID.
-pub(crate) const BODIES: Records = TableDefinition::new("bodies");
 /// Message IDs by `KVNR/mailbox/message-ID`, for listing an inbox in order.
 pub(crate) const INBOX: Records = TableDefinition::new("inbox");
 /// Message IDs by `tracking-ID/KVNR/mailbox`: a submission is filed once per recipient.
@@ -79,12 +78,11 @@ pub(crate) const THREADS: Records = TableDefinition::new("threads");
 /// Thread IDs by `KVNR/Message-ID` of what the member sent, to file answers into them.
 pub(crate) const THREAD_REFS: Records = TableDefinition::new("thread_refs");
 
-/// redb's page cache. Its default (1 GiB) kept every recently written letter body in
-/// memory; bodies are read rarely (one fetch per device), and the OS page cache serves
-/// them as well.
+/// redb's page cache. Its default (1 GiB) is far more than the records need (letter
+/// bodies live in files of their own, see `Bodies`).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 28] = [
+const ALL_TABLES: [Records; 27] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -97,7 +95,6 @@ const ALL_TABLES: [Records; 28] = [
     QUEUE,
     EVENTS,
     MESSAGES,
-    BODIES,
     INBOX,
     FILED,
     SPOOLED,
@@ -127,12 +124,17 @@ pub struct Store {
     /// Shared by every transaction; taken alone only to compact (see `compact`).
     db: RwLock<Database>,
     group: Group,
+    /// The letter body files.
+    pub(crate) bodies: Bodies,
 }
 
 impl Store {
-    /// Opens the database at `path`, creating it and its tables if needed. Several
-    /// processes (the server and the admin CLI) may have it open at once.
+    /// Opens the database at `path`, creating it and its tables if needed, and the
+    /// directory of letter bodies (`bodies/` beside it). Several processes (the server
+    /// and the admin CLI) may have it open at once.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let bodies = Bodies::open(dir.join("bodies"))?;
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .set_cache_size(CACHE_BYTES)
@@ -140,6 +142,7 @@ impl Store {
         let store = Store {
             db: RwLock::new(db),
             group: Group::default(),
+            bodies,
         };
         store.write(|tx| {
             for table in ALL_TABLES {

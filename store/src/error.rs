@@ -24,8 +24,8 @@ pub enum StoreError {
     /// The database file could not be compacted.
     #[error("cannot compact the database: {0}")]
     Compaction(#[from] redb::CompactionError),
-    /// A spool file operation failed.
-    #[error("spool I/O error: {0}")]
+    /// A spool or letter body file operation failed.
+    #[error("file I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// The operation refers to something that does not exist.
     #[error("{0} not found")]

@@ -1,7 +1,7 @@
 //! Reading a member's inboxes page by page, and deleting letters from them.
 
 use crate::Store;
-use crate::db::{BODIES, INBOX, MESSAGES, get};
+use crate::db::{INBOX, MESSAGES, get};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::MessageId;
@@ -87,12 +87,12 @@ impl Store {
         })
     }
 
-    /// Deletes one of the member's messages: its ciphertext, metadata and index entry
-    /// go, together with a `deleted` tracking event, in one commit. A disposition
-    /// notification still waiting for the member to read it is never sent. Returns
-    /// false if the member has no such message.
+    /// Deletes one of the member's messages: its metadata and index entry go, together
+    /// with a `deleted` tracking event, in one commit, and its body file right after. A
+    /// disposition notification still waiting for the member to read it is never sent.
+    /// Returns false if the member has no such message.
     pub fn delete_message(&self, kvnr: &Kvnr, id: &MessageId) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        let deleted = self.write(|tx| {
             let mut messages = tx.open_table(MESSAGES)?;
             let Some(meta) = get::<MessageMeta>(&messages, id.as_str())? else {
                 return Ok(false);
@@ -101,7 +101,6 @@ impl Store {
                 return Ok(false);
             }
             messages.remove(id.as_str())?;
-            tx.open_table(BODIES)?.remove(id.as_str())?;
             tx.open_table(INBOX)?
                 .remove(inbox_key(kvnr, meta.mailbox, id).as_str())?;
             let event = Event::new(EventKind::Deleted)
@@ -109,58 +108,18 @@ impl Store {
                 .detail("deleted by the member");
             append_events(tx, &meta.tracking_id, vec![event])?;
             Ok(true)
-        })
+        })?;
+        if deleted {
+            self.discard_bodies(std::slice::from_ref(id));
+        }
+        Ok(deleted)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::TrackingId;
-    use crate::messages::NewMessage;
-    use crate::submissions::{Recipient, Submission, SubmissionState};
-    use crate::time::now;
-
-    /// Files one letter for `kvnr` in `mailbox`; returns its ID and tracking ID.
-    fn file(store: &Store, kvnr: &Kvnr, mailbox: Mailbox) -> (MessageId, TrackingId) {
-        let tracking_id = TrackingId::generate().unwrap();
-        let address = format!("{kvnr}@{mailbox}.kvgate.test");
-        store
-            .accept_submission(&Submission {
-                tracking_id: tracking_id.clone(),
-                sender_id: "p1".into(),
-                mail_from: "praxis@p1.test".into(),
-                recipients: vec![Recipient {
-                    kvnr: kvnr.clone(),
-                    mailbox,
-                    address: address.clone(),
-                    notify: None,
-                    orcpt: None,
-                }],
-                size: 3,
-                received_at: now(),
-                state: SubmissionState::Accepted,
-                ret: None,
-                envid: None,
-            })
-            .unwrap();
-        let id = store
-            .file_message(
-                NewMessage {
-                    tracking_id: tracking_id.clone(),
-                    kvnr: kvnr.clone(),
-                    mailbox,
-                    address,
-                    ciphertext: b"PGP".to_vec(),
-                    on_read: None,
-                    thread: None,
-                    message_id: None,
-                },
-                Vec::new(),
-            )
-            .unwrap();
-        (id, tracking_id)
-    }
+    use crate::testing::{body_files, file};
 
     fn ids(page: &Page) -> Vec<MessageId> {
         page.messages.iter().map(|m| m.id.clone()).collect()
@@ -168,15 +127,15 @@ mod tests {
 
     #[test]
     fn pages_merge_inboxes_in_filing_order_and_deletion_removes_everything() {
-        let (_dir, store) = crate::testing::open();
+        let (dir, store) = crate::testing::open();
         let alice = Kvnr::parse("A123456780").unwrap();
         let bob = Kvnr::parse("X110411319").unwrap();
         let mut filed = Vec::new();
         for mailbox in [Mailbox::Postfach, Mailbox::Smarthealth, Mailbox::Postfach] {
-            filed.push(file(&store, &alice, mailbox));
+            filed.push(file(&store, &alice, mailbox, b"PGP"));
             std::thread::sleep(std::time::Duration::from_millis(3));
         }
-        let (bobs, _) = file(&store, &bob, Mailbox::Postfach);
+        let (bobs, _) = file(&store, &bob, Mailbox::Postfach, b"PGP");
         let all: Vec<MessageId> = filed.iter().map(|(id, _)| id.clone()).collect();
 
         let mut query = PageQuery {
@@ -221,9 +180,10 @@ mod tests {
         assert!(store.delete_message(&alice, &all[0]).unwrap());
         assert!(!store.delete_message(&alice, &all[0]).unwrap());
         assert!(store.fetch_message(&alice, &all[0]).unwrap().is_none());
+        assert!(!body_files(dir.path()).contains(&all[0].to_string()));
+        assert_eq!(body_files(dir.path()).len(), 3);
         store
             .read(|tx| {
-                assert!(tx.open_table(BODIES)?.get(all[0].as_str())?.is_none());
                 assert!(tx.open_table(MESSAGES)?.get(all[0].as_str())?.is_none());
                 Ok(())
             })

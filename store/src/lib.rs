@@ -9,10 +9,14 @@
 //!
 //! Nothing readable of a letter is stored: message bodies are OpenPGP ciphertext, and
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
-//! times, sender ID).
+//! times, sender ID). A filed letter's ciphertext is not in the database but in a file
+//! of its own in `bodies/` beside it, written durably before the commit that records
+//! the letter and removed after the one that deletes it, so that a deleted letter's
+//! bytes leave the disk with its file (redb keeps freed pages until compaction).
 
 mod account;
 mod birthdate;
+mod bodies;
 mod credentials;
 mod db;
 mod devices;

@@ -70,7 +70,8 @@ impl Store {
 
     /// Closes the member's smarthealth inbox: its letters are deleted (each with a
     /// `deleted` event saying `reason`), smarthealth is off and its record gone, in one
-    /// commit; then the database is compacted. Returns how many letters went.
+    /// commit; then the letters' body files are removed and the database is compacted.
+    /// Returns how many letters went.
     pub fn close_smarthealth(&self, kvnr: &Kvnr, reason: &str) -> Result<usize, StoreError> {
         let letters = self.write(|tx| {
             let mut members = tx.open_table(MEMBERS)?;
@@ -81,8 +82,9 @@ impl Store {
             tx.open_table(SMARTHEALTH)?.remove(kvnr.as_str())?;
             delete_letters(tx, kvnr, Some(Mailbox::Smarthealth), reason)
         })?;
+        self.discard_bodies(&letters);
         self.scrub();
-        Ok(letters)
+        Ok(letters.len())
     }
 }
 

@@ -1,10 +1,13 @@
-//! Members' inboxes: OpenPGP ciphertext plus routing metadata.
+//! Members' inboxes: OpenPGP ciphertext (in body files, see `bodies`) plus routing
+//! metadata.
+
+use std::sync::Arc;
 
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{BODIES, FILED, INBOX, MESSAGES, get, put};
+use crate::db::{FILED, INBOX, MESSAGES, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, ThreadId, TrackingId};
@@ -74,36 +77,37 @@ pub struct NewMessage {
 
 impl Store {
     /// Files an encrypted letter in a member's inbox together with its `delivered` event
-    /// (and any `events` before it), in one commit. Filing the same recipient of the
-    /// same submission again (after a crash) returns the first message's ID and changes
-    /// nothing.
+    /// (and any `events` before it), in one commit; its body file is written before.
+    /// Filing the same recipient of the same submission again (after a crash) returns
+    /// the first message's ID and changes nothing.
     pub fn file_message(
         &self,
         message: NewMessage,
         events: Vec<Event>,
     ) -> Result<MessageId, StoreError> {
         let id = MessageId::generate()?;
-        self.write_grouped(move |tx| file(tx, &id, &message, events.clone()))
+        let message = Arc::new(message);
+        let filing = message.clone();
+        let letters = [(&id, message.ciphertext.as_slice())];
+        self.commit_with_bodies(&letters, || {
+            let new = id.clone();
+            let filed = self.write_grouped(move |tx| file(tx, &new, &filing, events.clone()))?;
+            Ok((filed.clone(), vec![filed]))
+        })
     }
 
     /// One of the member's messages: its metadata and ciphertext. Another member's
-    /// message is `None`, exactly as a missing one. The first fetch is recorded as a
-    /// `fetched` tracking event.
+    /// message is `None`, exactly as a missing one (and so is one whose body file is
+    /// gone). The first fetch is recorded as a `fetched` tracking event.
     pub fn fetch_message(
         &self,
         kvnr: &Kvnr,
         id: &MessageId,
     ) -> Result<Option<(MessageMeta, Vec<u8>)>, StoreError> {
-        let found = self.read(|tx| {
-            let Some(meta) = get::<MessageMeta>(&tx.open_table(MESSAGES)?, id.as_str())? else {
-                return Ok(None);
-            };
-            if meta.kvnr != *kvnr {
-                return Ok(None);
-            }
-            let body = tx.open_table(BODIES)?.get(id.as_str())?;
-            Ok(body.map(|b| (meta, b.value().to_vec())))
-        })?;
+        let Some(meta) = self.message_meta(kvnr, id)? else {
+            return Ok(None);
+        };
+        let found = self.body(id)?.map(|body| (meta, body));
         if let Some((meta, _)) = &found
             && !meta.fetched
         {
@@ -207,7 +211,7 @@ pub(crate) fn file(
         message_id: message.message_id.clone(),
     };
     put(&mut filed, &filed_key, id)?;
-    store_message(tx, &meta, &message.ciphertext)?;
+    store_message(tx, &meta)?;
     if let Some(thread) = &meta.thread {
         touch(tx, &meta.kvnr, thread, meta.received_at)?;
     }
@@ -216,15 +220,10 @@ pub(crate) fn file(
     Ok(id.clone())
 }
 
-/// Writes a message's metadata, ciphertext and inbox index entry inside `tx`.
-pub(crate) fn store_message(
-    tx: &WriteTransaction,
-    meta: &MessageMeta,
-    ciphertext: &[u8],
-) -> Result<(), StoreError> {
+/// Writes a message's metadata and inbox index entry inside `tx` (its body file is
+/// written before the commit).
+pub(crate) fn store_message(tx: &WriteTransaction, meta: &MessageMeta) -> Result<(), StoreError> {
     put(&mut tx.open_table(MESSAGES)?, meta.id.as_str(), meta)?;
-    tx.open_table(BODIES)?
-        .insert(meta.id.as_str(), ciphertext)?;
     put(
         &mut tx.open_table(INBOX)?,
         &inbox_key(&meta.kvnr, meta.mailbox, &meta.id),

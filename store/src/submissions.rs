@@ -1,5 +1,7 @@
 //! Submissions, the pipeline's queue, and the tracking events of each submission.
 
+use std::sync::Arc;
+
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +186,8 @@ impl Store {
 
     /// Files the encrypted letter for each recipient (each with its events, as
     /// [`Store::file_message`] does) and ends the submission (as
-    /// [`Store::finish_submission`]), all in one commit.
+    /// [`Store::finish_submission`]), all in one commit; the letters' body files are
+    /// written before.
     pub fn deliver_submission(
         &self,
         id: &TrackingId,
@@ -198,11 +201,22 @@ impl Store {
             .into_iter()
             .map(|(message, events)| Ok((MessageId::generate()?, message, events)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.write_grouped(move |tx| {
-            for (message_id, message, events) in &filings {
-                file(tx, message_id, message, events.clone())?;
-            }
-            finish(tx, &id, state, events.clone(), &reports)
+        let filings = Arc::new(filings);
+        let batch = filings.clone();
+        let letters: Vec<(&MessageId, &[u8])> = filings
+            .iter()
+            .map(|(message_id, message, _)| (message_id, message.ciphertext.as_slice()))
+            .collect();
+        self.commit_with_bodies(&letters, || {
+            let filed = self.write_grouped(move |tx| {
+                let mut filed = Vec::with_capacity(batch.len());
+                for (message_id, message, events) in batch.iter() {
+                    filed.push(file(tx, message_id, message, events.clone())?);
+                }
+                finish(tx, &id, state, events.clone(), &reports)?;
+                Ok(filed)
+            })?;
+            Ok(((), filed))
         })
     }
 }

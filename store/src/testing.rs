@@ -1,9 +1,16 @@
-//! What the store's unit tests share: a fresh store and registered members.
+//! What the store's unit tests share: a fresh store, registered members and filed
+//! letters.
+
+use std::path::Path;
 
 use crate::Store;
 use crate::credentials::CredentialPolicy;
+use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
 use crate::members::{EnrolledDevice, NewMember};
+use crate::messages::NewMessage;
+use crate::submissions::{Recipient, Submission, SubmissionState};
 use crate::time::now;
 
 /// A fresh store in a temporary directory (removed when the directory is dropped).
@@ -48,4 +55,71 @@ pub(crate) fn enroll(
         )
         .unwrap()
         .expect("the enrolment code is accepted")
+}
+
+/// Accepts a submission for `kvnr`'s `mailbox`; returns the message that files
+/// `ciphertext` for it.
+pub(crate) fn submitted(
+    store: &Store,
+    kvnr: &Kvnr,
+    mailbox: Mailbox,
+    ciphertext: &[u8],
+) -> NewMessage {
+    let tracking_id = TrackingId::generate().unwrap();
+    let address = format!("{kvnr}@{mailbox}.kvgate.test");
+    store
+        .accept_submission(&Submission {
+            tracking_id: tracking_id.clone(),
+            sender_id: "p1".into(),
+            mail_from: "praxis@p1.test".into(),
+            recipients: vec![Recipient {
+                kvnr: kvnr.clone(),
+                mailbox,
+                address: address.clone(),
+                notify: None,
+                orcpt: None,
+            }],
+            size: ciphertext.len() as u64,
+            received_at: now(),
+            state: SubmissionState::Accepted,
+            ret: None,
+            envid: None,
+        })
+        .unwrap();
+    NewMessage {
+        tracking_id,
+        kvnr: kvnr.clone(),
+        mailbox,
+        address,
+        ciphertext: ciphertext.to_vec(),
+        on_read: None,
+        thread: None,
+        message_id: None,
+    }
+}
+
+/// Files a letter of `ciphertext` for `kvnr` in `mailbox`; returns its ID and tracking
+/// ID.
+pub(crate) fn file(
+    store: &Store,
+    kvnr: &Kvnr,
+    mailbox: Mailbox,
+    ciphertext: &[u8],
+) -> (MessageId, TrackingId) {
+    let message = submitted(store, kvnr, mailbox, ciphertext);
+    let tracking_id = message.tracking_id.clone();
+    (
+        store.file_message(message, Vec::new()).unwrap(),
+        tracking_id,
+    )
+}
+
+/// The names of the files in the body directory of the store opened in `dir`, sorted.
+pub(crate) fn body_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("bodies"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
 }

@@ -142,14 +142,32 @@ impl Store {
     /// commit. With a cap, nothing is queued (and false returned) if the member has
     /// already sent `cap.max` uploads of this kind and type since `cap.since`.
     pub fn queue_upload(&self, sending: Sending<'_>) -> Result<bool, StoreError> {
+        let copy_id = sending
+            .sent_copy
+            .map(|_| MessageId::generate())
+            .transpose()?;
+        let letters: Vec<(&MessageId, &[u8])> = copy_id.iter().zip(sending.sent_copy).collect();
+        self.commit_with_bodies(&letters, || {
+            let queued = self.queue_records(&sending, copy_id.as_ref())?;
+            let recorded = copy_id.iter().filter(|_| queued).cloned().collect();
+            Ok((queued, recorded))
+        })
+    }
+
+    /// The commit of [`Store::queue_upload`]; `copy_id` names the member's copy in
+    /// `sent`, whose body file is written before.
+    fn queue_records(
+        &self,
+        sending: &Sending<'_>,
+        copy_id: Option<&MessageId>,
+    ) -> Result<bool, StoreError> {
         let Sending {
             upload,
             message,
             sent_copy,
             cap,
             thread,
-        } = sending;
-        let copy_id = sent_copy.map(|_| MessageId::generate()).transpose()?;
+        } = *sending;
         self.write(|tx| {
             let mut uploads = tx.open_table(UPLOADS)?;
             let key = upload_key(&upload.kvnr, &upload.tracking_id);
@@ -172,7 +190,7 @@ impl Store {
             if let Some(thread) = thread {
                 record_sent(tx, &upload.kvnr, thread, upload.uploaded_at)?;
             }
-            if let (Some(id), Some(ciphertext)) = (copy_id.clone(), sent_copy) {
+            if let (Some(id), Some(ciphertext)) = (copy_id.cloned(), sent_copy) {
                 let meta = MessageMeta {
                     id,
                     kvnr: upload.kvnr.clone(),
@@ -188,7 +206,7 @@ impl Store {
                     thread: thread.map(|t| t.thread.clone()),
                     message_id: thread.map(|t| t.message_id.clone()),
                 };
-                store_message(tx, &meta, ciphertext)?;
+                store_message(tx, &meta)?;
             }
             enqueue_accepted(tx, message)?;
             Ok(true)
@@ -379,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_cap_counts_one_members_uploads_of_one_type_since_its_start() {
-        let (_dir, store) = crate::testing::open();
+        let (dir, store) = crate::testing::open();
         let alice = Kvnr::parse("A123456780").unwrap();
         let bob = Kvnr::parse("X110411319").unwrap();
         let cap = Some(Cap {
@@ -390,7 +408,7 @@ mod tests {
             store.queue_upload(Sending {
                 upload,
                 message: &outbound(&upload.tracking_id),
-                sent_copy: None,
+                sent_copy: Some(b"COPY"),
                 cap,
                 thread: None,
             })
@@ -407,6 +425,8 @@ mod tests {
             None
         );
         assert!(send(&request(&bob, "card", now())).unwrap());
+        // The refused upload's sent copy left no body file behind.
+        assert_eq!(crate::testing::body_files(dir.path()).len(), 5);
     }
 
     #[test]

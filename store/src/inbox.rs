@@ -132,7 +132,7 @@ mod tests {
                 mail_from: "praxis@p1.test".into(),
                 recipients: vec![Recipient {
                     kvnr: kvnr.clone(),
-                    mailbox,
+                    mailbox: Some(mailbox),
                     address: address.clone(),
                     notify: None,
                     orcpt: None,

@@ -574,16 +574,16 @@ fn earztbrief_profile_refused_when_configured() {
     }
 }
 
-/// The one `failed` event of a trail.
-fn failed_event(trail: &serde_json::Value) -> serde_json::Value {
-    let failed: Vec<_> = trail["events"]
+/// The one event of `kind` in a trail.
+fn the_event(trail: &serde_json::Value, kind: &str) -> serde_json::Value {
+    let found: Vec<_> = trail["events"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["kind"] == "failed")
+        .filter(|e| e["kind"] == kind)
         .collect();
-    assert_eq!(failed.len(), 1, "{trail}");
-    failed[0].clone()
+    assert_eq!(found.len(), 1, "{kind}: {trail}");
+    found[0].clone()
 }
 
 /// The delivery status part of the DSN about submission `id` that reached `relay`
@@ -643,16 +643,10 @@ fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
         "entlassbrief",
     );
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
-    let routed: Vec<_> = trail["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "routed")
-        .collect();
-    assert_eq!(routed.len(), 1, "{trail}");
-    assert_eq!(routed[0]["recipient"], bare.as_str());
+    let routed = the_event(&trail, "routed");
+    assert_eq!(routed["recipient"], bare.as_str());
     assert_eq!(
-        routed[0]["detail"],
+        routed["detail"],
         "to smarthealth: the address named no inbox; X-KIM-Dienstkennung \
          Arztbrief;Entlassbrief;V1.0 is a physician's letter"
     );
@@ -682,7 +676,7 @@ fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
     // No Dienstkennung: refused, not guessed, and the sender is told.
     let (id, trail) = send(&bare, "", "ohne");
     assert_eq!(trail["submission"]["state"], "failed", "{trail}");
-    let failed = failed_event(&trail);
+    let failed = the_event(&trail, "failed");
     assert_eq!(failed["recipient"], bare.as_str());
     assert_eq!(failed["reason"], "inbox-undetermined");
     let detail = format!(
@@ -701,22 +695,7 @@ fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
 
     // A member who has not activated smarthealth: the reason RCPT gives for
     // smarthealth, now as a failure DSN.
-    let key = install.pki("demo-member.pub.asc");
-    let out = install.admin(&[
-        "member",
-        "add",
-        "--kvnr",
-        "B987654320",
-        "--name",
-        "N",
-        "--key",
-        key.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    account::add_member(&install, &server, "B987654320", "n", &[]);
     let inactive = format!("B987654320@{DOMAIN}");
     let (id, trail) = send(
         &inactive,
@@ -724,7 +703,7 @@ fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
         "inaktiv",
     );
     assert_eq!(trail["submission"]["state"], "failed", "{trail}");
-    let failed = failed_event(&trail);
+    let failed = the_event(&trail, "failed");
     assert_eq!(failed["reason"], "smarthealth-inactive");
     assert_eq!(
         failed["detail"],

@@ -718,4 +718,51 @@ fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
         )),
         "{dsn}"
     );
+
+    // The insurer's back office writes to the Postfach, no Dienstkennung needed; with
+    // app communication off, the reason RCPT gives for the Postfach.
+    let insurer = account::add_insurer(&install);
+    let by_insurer = |subject: &str| {
+        let inner = format!(
+            "From: <{}>\r\nTo: <{bare}>\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nIhr Bescheid\r\n",
+            account::INSURER
+        );
+        let (cert, key) = (install.work("insurer.pem"), install.work("insurer.key"));
+        let letter = install.openssl_letter(inner.as_bytes(), Some((&cert, &key)), subject);
+        let reply = server.send(insurer.clone(), account::INSURER, &[&bare], &letter);
+        let id = tracking_id(&reply);
+        let trail = wait_final(&install, &id);
+        (id, trail)
+    };
+    let (id, trail) = by_insurer("bescheid");
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    assert_eq!(
+        the_event(&trail, "routed")["detail"],
+        "to postfach: the address named no inbox; the letter is from the insurer's back office"
+    );
+    let (_, list) = session.json("GET", "/v1/messages?mailbox=postfach", None);
+    assert!(
+        list["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["tracking_id"] == id.as_str()),
+        "{list}"
+    );
+    let off = serde_json::json!({"app_communication": false});
+    assert_eq!(session.json("PUT", "/v1/settings", Some(&off)).0, 200);
+    let (id, trail) = by_insurer("aus");
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let failed = the_event(&trail, "failed");
+    assert_eq!(failed["reason"], "app-communication-off");
+    let dsn = dsn_for(&install, &relay, &id);
+    assert!(
+        dsn.contains(&format!(
+            "\nFinal-Recipient: rfc822; {bare}\nAction: failed\nStatus: 5.7.1\n\
+             Diagnostic-Code: smtp; 550 5.7.1 app-communication-off: \
+             member {MEMBER} has not turned on app communication; deliver by post\n"
+        )),
+        "{dsn}"
+    );
 }

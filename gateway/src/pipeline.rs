@@ -2,7 +2,8 @@
 //!
 //! For each queued submission: decrypt with the gateway's keys, verify the signature
 //! (chain to a trust anchor, valid now, signer certificate owned by the connected
-//! sender, From address one the sender may use), re-encrypt the inner message as
+//! sender, From address one the sender may use), decide the inbox of a recipient whose
+//! address named none (see [`crate::inbox`]), re-encrypt the inner message as
 //! PGP/MIME to every active key of each recipient, file it with its `delivered` event,
 //! then close the submission and remove the spool file. Plaintext exists only in
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
@@ -204,7 +205,8 @@ impl Pipeline {
     }
 
     /// Refuses a letter to an address that named no inbox when it is decided to be
-    /// smarthealth and does not fit the member's `quota` octets there.
+    /// smarthealth and does not fit the member's `quota` octets there (default: no
+    /// limit; `serve` sets the configured one, as for `RCPT`).
     pub fn with_smarthealth_quota(mut self, quota: u64) -> Self {
         self.smarthealth_quota = quota;
         self

@@ -4,9 +4,10 @@
 //! owner of the TLS client certificate; `MAIL FROM` must be one of its addresses; each
 //! `RCPT TO` must name a member's inbox that can take the letter now (DESIGN.md, step
 //! 2), or name only the member (`<KVNR>@<domain>`), whose inbox the pipeline decides
-//! (see [`crate::inbox`]). DATA goes to the spool (a small letter stays in memory and commits with its
-//! submission; a larger one goes to a file that is fsynced, with its directory), and the
-//! submission is committed with its `accepted` event before the sender hears 250.
+//! (see [`crate::inbox`]). DATA goes to the spool (a small letter stays in memory and
+//! commits with its submission; a larger one goes to a file that is fsynced, with its
+//! directory), and the submission is committed with its `accepted` event before the
+//! sender hears 250.
 //! A smarthealth inbox takes a letter only while it fits the configured quota: checked
 //! at RCPT against `SIZE=` and again after DATA against the size received (552 5.2.2,
 //! recorded for the member's app).
@@ -50,9 +51,8 @@ pub struct Session {
 
 impl Policy {
     /// A policy for mail to `<KVNR>@{postfach,smarthealth}.<domain>` and
-    /// `<KVNR>@<domain>`; `wake` is notified
-    /// whenever a letter has been accepted; a smarthealth inbox holds at most
-    /// `smarthealth_quota` octets.
+    /// `<KVNR>@<domain>`; `wake` is notified whenever a letter has been accepted; a
+    /// smarthealth inbox holds at most `smarthealth_quota` octets.
     pub fn new(
         store: Arc<Store>,
         spool: Spool,

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod earztbrief;
+pub mod inbox;
 pub mod init;
 pub mod keycache;
 pub mod keys;

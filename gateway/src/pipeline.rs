@@ -2,7 +2,8 @@
 //!
 //! For each queued submission: decrypt with the gateway's keys, verify the signature
 //! (chain to a trust anchor, valid now, signer certificate owned by the connected
-//! sender, From address one the sender may use), re-encrypt the inner message as
+//! sender, From address one the sender may use), decide the inbox of a recipient whose
+//! address named none (see [`crate::inbox`]), re-encrypt the inner message as
 //! PGP/MIME to every active key of each recipient, file it with its `delivered` event,
 //! then close the submission and remove the spool file. Plaintext exists only in
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
@@ -15,8 +16,8 @@
 use kvgate_certs::openpgp;
 use kvgate_certs::smime::{self, DecryptionKey, KimRecipient, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
-    Event, EventKind, Mailbox, NewMessage, Outbound, Quarantined, Recipient, Spool, Store,
-    StoreError, Submission, SubmissionState, TrackingId, now,
+    Event, EventKind, Mailbox, NewMessage, Outbound, Quarantined, Recipient, SenderKind, Spool,
+    Store, StoreError, Submission, SubmissionState, TrackingId, now,
 };
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -24,15 +25,18 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::{ProfilePolicy, VerifyAt};
 use crate::earztbrief;
+use crate::inbox::{self, Closed, inbox_of};
 use crate::keycache::{KeyCache, member_keys};
 use crate::letter::{self, Provenance};
-use crate::policy::mailbox_of;
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 
 /// Refusals that mark a letter as built to hurt a parser (a structure beyond limits or
 /// that cannot be parsed): it is quarantined, kept as received for an operator to
 /// look at, rather than only refused.
 const POISON: [&str; 2] = ["malformed", "too-deep"];
+
+/// A recipient's letter that is not delivered and will not be.
+const FAILED: (Action, EventKind) = (Action::Failed, EventKind::Failed);
 
 /// Processing threads per core: while one waits for its commit, another computes.
 const WORKERS_PER_CORE: usize = 2;
@@ -57,12 +61,17 @@ pub struct Pipeline {
     verify_at: VerifyAt,
     /// What a letter breaking the eArztbrief profile gets.
     earztbrief: ProfilePolicy,
+    /// Octets each member's smarthealth inbox may hold (checked here for addresses
+    /// that named no inbox).
+    smarthealth_quota: u64,
 }
 
 /// A letter that passed every check, with its `verified` event and, if it was
 /// let through with one, a profile finding (code, sentence).
 struct Accepted {
     unwrapped: Unwrapped,
+    /// The kind of the sender that submitted it.
+    sender_kind: SenderKind,
     events: Vec<Event>,
     finding: Option<(&'static str, String)>,
 }
@@ -191,7 +200,16 @@ impl Pipeline {
                 * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             verify_at: VerifyAt::default(),
             earztbrief: ProfilePolicy::default(),
+            smarthealth_quota: u64::MAX,
         }
+    }
+
+    /// Refuses a letter to an address that named no inbox when it is decided to be
+    /// smarthealth and does not fit the member's `quota` octets there (default: no
+    /// limit; `serve` sets the configured one, as for `RCPT`).
+    pub fn with_smarthealth_quota(mut self, quota: u64) -> Self {
+        self.smarthealth_quota = quota;
+        self
     }
 
     /// Flags or refuses letters that break the eArztbrief profile.
@@ -309,12 +327,8 @@ impl Pipeline {
             }
             Err(refusal) => {
                 tracing::info!(tracking = %id, reason = refusal.reason, "letter refused");
-                let (events, fates) = Fate::everyone(
-                    &submission,
-                    (Action::Failed, EventKind::Failed),
-                    refusal.reason,
-                    &refusal.detail,
-                );
+                let (events, fates) =
+                    Fate::everyone(&submission, FAILED, refusal.reason, &refusal.detail);
                 let reports = Dsn::queue_for(&self.hostname, &submission, &original, &fates)?;
                 self.store
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;
@@ -373,6 +387,7 @@ impl Pipeline {
         };
         Ok(Ok(Accepted {
             unwrapped,
+            sender_kind: sender.kind,
             events,
             finding,
         }))
@@ -459,7 +474,7 @@ impl Pipeline {
             .map(|r| r.address.as_str())
             .filter(|address| {
                 address.rsplit_once('@').is_some_and(|(_, domain)| {
-                    mailbox_of(&self.domain.to_ascii_lowercase(), domain).is_some()
+                    inbox_of(&self.domain.to_ascii_lowercase(), domain).is_some()
                 })
             })
             .collect();
@@ -477,6 +492,46 @@ impl Pipeline {
         )))
     }
 
+    /// The inbox of `recipient`: the one its address named, else the one
+    /// [`inbox::decide`] picks for the letter, checked as `RCPT` checks a named one
+    /// (membership, activation, app communication, quota), with the `routed` event
+    /// recording the choice and why.
+    fn inbox(
+        &self,
+        submission: &Submission,
+        recipient: &Recipient,
+        kind: SenderKind,
+        dienstkennung: Option<&str>,
+    ) -> Result<Result<(Mailbox, Option<Event>), Closed>, Transient> {
+        if let Some(named) = recipient.mailbox {
+            return Ok(Ok((named, None)));
+        }
+        let domain = self.domain.to_ascii_lowercase();
+        let decided = inbox::decide((&recipient.kvnr, &domain), kind, dienstkennung);
+        let (mailbox, why) = match decided {
+            Ok(decided) => decided,
+            Err(closed) => return Ok(Err(closed)),
+        };
+        let Some(member) = self.store.member(&recipient.kvnr)? else {
+            return Ok(Err(Closed::NoMember(recipient.kvnr.clone())));
+        };
+        if let Err(closed) = inbox::admit(kind, &member, mailbox) {
+            return Ok(Err(closed));
+        }
+        if mailbox == Mailbox::Smarthealth {
+            let (quota, sender) = (self.smarthealth_quota, &submission.sender_id);
+            let fits =
+                inbox::fits_quota(&self.store, quota, sender, &member.kvnr, submission.size)?;
+            if let Err(closed) = fits {
+                return Ok(Err(closed));
+            }
+        }
+        let routed = Event::new(EventKind::Routed)
+            .recipient(&recipient.address)
+            .detail(format!("to {mailbox}: {why}"));
+        Ok(Ok((mailbox, Some(routed))))
+    }
+
     /// Encrypts the letter to each recipient's keys and files it.
     fn deliver(
         &self,
@@ -486,6 +541,7 @@ impl Pipeline {
     ) -> Result<(), Transient> {
         let Accepted {
             unwrapped,
+            sender_kind,
             mut events,
             finding,
         } = accepted;
@@ -519,21 +575,28 @@ impl Pipeline {
         let mut fates: Vec<Fate<'_>> = Vec::new();
         let mut filings = Vec::new();
         for (index, recipient) in submission.recipients.iter().enumerate() {
+            let service = dienstkennung.as_deref();
+            let mailbox = match self.inbox(submission, recipient, sender_kind, service)? {
+                Ok((mailbox, routed)) => {
+                    events.extend(routed);
+                    mailbox
+                }
+                Err(closed) => {
+                    let status = (closed.reason(), closed.enhanced());
+                    let (event, fate) = Fate::one(recipient, FAILED, status, &closed.to_string());
+                    failures.push(event);
+                    fates.push(fate);
+                    continue;
+                }
+            };
             let keys = member_keys(&self.store, &recipient.kvnr)?;
             if keys.is_empty() {
                 let detail = "the member has no active OpenPGP key; nothing could be encrypted";
-                failures.push(
-                    Event::new(EventKind::Failed)
-                        .recipient(&recipient.address)
-                        .reason("no-member-key")
-                        .detail(detail),
-                );
-                fates.push(Fate {
-                    recipient,
-                    action: Action::Failed,
-                    status: status_for("no-member-key"),
-                    reason: Some(("no-member-key".to_owned(), detail.to_owned())),
-                });
+                let reason = "no-member-key";
+                let (event, fate) =
+                    Fate::one(recipient, FAILED, (reason, status_for(reason)), detail);
+                failures.push(event);
+                fates.push(fate);
                 continue;
             }
             let key_count = keys.len();
@@ -564,13 +627,13 @@ impl Pipeline {
             let message = NewMessage {
                 tracking_id: id.clone(),
                 kvnr: recipient.kvnr.clone(),
-                mailbox: recipient.mailbox,
+                mailbox,
                 address: recipient.address.clone(),
                 ciphertext,
                 on_read: self.mdn(submission, recipient, &unwrapped.content, original)?,
                 // The insurer's answer to the member's messenger message joins its
                 // thread (only the insurer writes to the Postfach).
-                thread: match recipient.mailbox {
+                thread: match mailbox {
                     Mailbox::Postfach => {
                         self.store.thread_for_reply(&recipient.kvnr, &replies_to)?
                     }

@@ -3,9 +3,11 @@
 //! The connector runs the protocol; this module answers its questions. A sender is the
 //! owner of the TLS client certificate; `MAIL FROM` must be one of its addresses; each
 //! `RCPT TO` must name a member's inbox that can take the letter now (DESIGN.md, step
-//! 2). DATA goes to the spool (a small letter stays in memory and commits with its
-//! submission; a larger one goes to a file that is fsynced, with its directory), and the
-//! submission is committed with its `accepted` event before the sender hears 250.
+//! 2), or name only the member (`<KVNR>@<domain>`), whose inbox the pipeline decides
+//! (see [`crate::inbox`]). DATA goes to the spool (a small letter stays in memory and
+//! commits with its submission; a larger one goes to a file that is fsynced, with its
+//! directory), and the submission is committed with its `accepted` event before the
+//! sender hears 250.
 //! A smarthealth inbox takes a letter only while it fits the configured quota: checked
 //! at RCPT against `SIZE=` and again after DATA against the size received (552 5.2.2,
 //! recorded for the member's app).
@@ -17,12 +19,12 @@ use kvgate_connectors::smtp::{
     Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
 };
 use kvgate_store::{
-    Kvnr, Mailbox, Member, QuotaRefusal, Recipient, Sender, SenderKind, Spool, SpoolFile, Store,
-    Submission, SubmissionState, Timestamp, TrackingId, now,
+    Kvnr, Mailbox, Recipient, Sender, Spool, SpoolFile, Store, Submission, SubmissionState,
+    TrackingId, now,
 };
 use tokio::sync::Notify;
 
-use crate::lifecycle::{POSTFACH_GRACE_MS, SMARTHEALTH_GRACE_MS};
+use crate::inbox::{self, Closed, inbox_of};
 
 /// The gateway's answers to the SMTP connector.
 pub struct Policy {
@@ -48,9 +50,9 @@ pub struct Session {
 }
 
 impl Policy {
-    /// A policy for mail to `<KVNR>@{postfach,smarthealth}.<domain>`; `wake` is notified
-    /// whenever a letter has been accepted; a smarthealth inbox holds at most
-    /// `smarthealth_quota` octets.
+    /// A policy for mail to `<KVNR>@{postfach,smarthealth}.<domain>` and
+    /// `<KVNR>@<domain>`; `wake` is notified whenever a letter has been accepted; a
+    /// smarthealth inbox holds at most `smarthealth_quota` octets.
     pub fn new(
         store: Arc<Store>,
         spool: Spool,
@@ -76,7 +78,7 @@ impl Policy {
         let members: Vec<Kvnr> = session
             .recipients
             .iter()
-            .filter(|r| r.mailbox == Mailbox::Smarthealth)
+            .filter(|r| r.mailbox == Some(Mailbox::Smarthealth))
             .map(|r| r.kvnr.clone())
             .collect();
         tokio::task::spawn_blocking(move || {
@@ -88,18 +90,20 @@ impl Policy {
         .map_err(|e| store_failure(&e))?
     }
 
-    /// Maps a recipient address to a member's inbox, or says exactly why not.
+    /// Maps a recipient address to a member's inbox, or says exactly why not. An
+    /// address naming no inbox (`<KVNR>@<domain>`) is taken for a member with a key;
+    /// the pipeline decides and checks its inbox once the letter is verified.
     fn route(&self, sender: &Sender, address: &str) -> Result<Recipient, Reply> {
         let (local, domain) = address.rsplit_once('@').ok_or_else(|| {
             Reply::new(501, (5, 1, 3), format!("<{address}> is not a mail address"))
         })?;
         let domain = domain.to_ascii_lowercase();
-        let mailbox = mailbox_of(&self.domain, &domain).ok_or_else(|| {
+        let mailbox = inbox_of(&self.domain, &domain).ok_or_else(|| {
                 Reply::new(
                     550,
                     (5, 1, 2),
                     format!(
-                        "this gateway takes mail for postfach.{0} and smarthealth.{0} only, not {domain}",
+                        "this gateway takes mail for {0}, postfach.{0} and smarthealth.{0} only, not {domain}",
                         self.domain
                     ),
                 )
@@ -115,8 +119,10 @@ impl Policy {
             .store
             .member(&kvnr)
             .map_err(|e| store_failure(&e))?
-            .ok_or_else(|| Reply::new(550, (5, 1, 1), format!("no member with KVNR {kvnr}")))?;
-        self.admit(sender, &member, mailbox)?;
+            .ok_or_else(|| Closed::NoMember(kvnr.clone()).reply())?;
+        if let Some(mailbox) = mailbox {
+            inbox::admit(sender.kind, &member, mailbox).map_err(|closed| closed.reply())?;
+        }
         let keys = self
             .store
             .member_keys(&kvnr)
@@ -138,55 +144,10 @@ impl Policy {
             orcpt: None,
         })
     }
-
-    /// Whether the member's inbox takes a letter from this sender now.
-    fn admit(&self, sender: &Sender, member: &Member, mailbox: Mailbox) -> Result<(), Reply> {
-        let kvnr = &member.kvnr;
-        let grace = match mailbox {
-            Mailbox::Postfach => POSTFACH_GRACE_MS,
-            Mailbox::Smarthealth => SMARTHEALTH_GRACE_MS,
-            // `route` never yields it: only the member's own app fills `sent`.
-            Mailbox::Sent => {
-                return Err(Reply::new(
-                    550,
-                    (5, 1, 1),
-                    "a member's sent mailbox takes no mail",
-                ));
-            }
-        };
-        if let Some(Timestamp(ended)) = member.ended_at
-            && now().as_millis() > ended.saturating_add(grace)
-        {
-            return Err(Reply::new(
-                550,
-                (5, 1, 1),
-                format!("the membership of {kvnr} has ended and its {mailbox} is closed"),
-            ));
-        }
-        match mailbox {
-            Mailbox::Postfach if sender.kind != SenderKind::Insurer => Err(Reply::new(
-                550,
-                (5, 7, 1),
-                "only the insurer writes to the Postfach; practices send to smarthealth",
-            )),
-            Mailbox::Postfach if !member.app_communication => Err(Reply::new(
-                550,
-                (5, 7, 1),
-                format!("member {kvnr} has not turned on app communication; deliver by post"),
-            )),
-            Mailbox::Smarthealth if !member.smarthealth => Err(Reply::new(
-                550,
-                (5, 1, 1),
-                format!("member {kvnr} has not activated smarthealth"),
-            )),
-            _ => Ok(()),
-        }
-    }
 }
 
-/// Whether a letter of `size` octets from `sender_id` still fits the smarthealth inbox
-/// of `kvnr`: what is stored plus the letter may reach `quota` exactly. A refusal
-/// (552 5.2.2) is recorded for the member's app to show.
+/// [`inbox::fits_quota`] as the SMTP connector needs it: a full inbox or a store
+/// failure as the reply.
 fn fits_quota(
     store: &Store,
     quota: u64,
@@ -194,27 +155,9 @@ fn fits_quota(
     kvnr: &Kvnr,
     size: u64,
 ) -> Result<(), Reply> {
-    let used = store
-        .smarthealth_used(kvnr)
-        .map_err(|e| store_failure(&e))?;
-    if used.saturating_add(size) <= quota {
-        return Ok(());
-    }
-    let refusal = QuotaRefusal {
-        at: now(),
-        sender_id: sender_id.to_owned(),
-        size,
-        used,
-        quota,
-    };
-    store
-        .record_quota_refusal(kvnr, refusal)
-        .map_err(|e| store_failure(&e))?;
-    Err(Reply::new(
-        552,
-        (5, 2, 2),
-        format!("the smarthealth storage of member {kvnr} is full; the member is told in the app"),
-    ))
+    inbox::fits_quota(store, quota, sender_id, kvnr, size)
+        .map_err(|e| store_failure(&e))?
+        .map_err(|closed| closed.reply())
 }
 
 /// The reply for a store failure: temporary, so the sender retries.
@@ -319,7 +262,7 @@ impl Handler for Policy {
                 .map(|o| format!("{};{}", o.addr_type, o.address)),
             ..self.route(&session.sender, forward_path)?
         };
-        if recipient.mailbox == Mailbox::Smarthealth {
+        if recipient.mailbox == Some(Mailbox::Smarthealth) {
             fits_quota(
                 &self.store,
                 self.smarthealth_quota,
@@ -407,12 +350,4 @@ impl Handler for Policy {
         session.declared_size = 0;
         session.recipients.clear();
     }
-}
-
-/// The inbox a mail domain names at the gateway of `gateway_domain` (both
-/// lowercase): `postfach.<domain>` or `smarthealth.<domain>`.
-pub(crate) fn mailbox_of(gateway_domain: &str, domain: &str) -> Option<Mailbox> {
-    Mailbox::INBOUND
-        .into_iter()
-        .find(|m| domain == format!("{m}.{gateway_domain}"))
 }

@@ -282,7 +282,8 @@ impl Gateway {
                 filed,
             )
             .with_verify_at(config.smime.verify_at)
-            .with_earztbrief(config.kim.earztbrief);
+            .with_earztbrief(config.kim.earztbrief)
+            .with_smarthealth_quota(config.member_api.smarthealth_quota_bytes);
             let supervisor = Arc::new(Supervisor::new(Arc::new(pipeline), config.pipeline.clone()));
             tasks.spawn(supervisor.run(wake, stop.clone()));
         }

@@ -573,3 +573,196 @@ fn earztbrief_profile_refused_when_configured() {
         );
     }
 }
+
+/// The one event of `kind` in a trail.
+fn the_event(trail: &serde_json::Value, kind: &str) -> serde_json::Value {
+    let found: Vec<_> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "{kind}: {trail}");
+    found[0].clone()
+}
+
+/// The delivery status part of the DSN about submission `id` that reached `relay`
+/// (the Maildir keeps lines ending in LF).
+fn dsn_for(install: &Install, relay: &back_office::Relay, id: &str) -> String {
+    let marker = format!("X-Kvgate-Tracking-Id: {id}\n");
+    let found = || {
+        relay
+            .messages()
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m).replace("\r\n", "\n"))
+            .find(|m| m.contains(&marker))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(dsn) = found() {
+            let status = dsn.split("Content-Type: message/delivery-status").nth(1);
+            return status.unwrap_or_else(|| panic!("{dsn}")).to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DSN about {id} reached the relay: {:?} {}",
+            relay.messages().len(),
+            install.track(id)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
+    require(&["openssl", "gpg", "python3"]);
+    let install = Install::new();
+    let relay = back_office::Relay::start(&install);
+    back_office::configure(&install, &relay);
+    let server = install.serve(&[]);
+    let session = member_session(&install, &server);
+    let bare = format!("{MEMBER}@{DOMAIN}");
+    let send = |to: &str, headers: &str, subject: &str| {
+        let letter = install.practice_letter(
+            format!(
+                "From: <{PRACTICE}>\r\n{headers}To: <{to}>\r\nSubject: {subject}\r\n\
+                 MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBefund {subject}\r\n"
+            )
+            .as_bytes(),
+            subject,
+        );
+        let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[to], &letter));
+        let trail = wait_final(&install, &id);
+        (id, trail)
+    };
+
+    // A physician's letter: smarthealth, and the trail says why.
+    let (id, trail) = send(
+        &bare,
+        "X-KIM-Dienstkennung: Arztbrief;Entlassbrief;V1.0\r\n",
+        "entlassbrief",
+    );
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    let routed = the_event(&trail, "routed");
+    assert_eq!(routed["recipient"], bare.as_str());
+    assert_eq!(
+        routed["detail"],
+        "to smarthealth: the address named no inbox; X-KIM-Dienstkennung \
+         Arztbrief;Entlassbrief;V1.0 is a physician's letter"
+    );
+    assert_eq!(
+        event_kinds(&trail),
+        ["accepted", "verified", "routed", "encrypted", "delivered"],
+        "{trail}"
+    );
+    let (status, list) = session.json("GET", "/v1/messages?mailbox=smarthealth", None);
+    assert_eq!(status, 200);
+    assert!(
+        list["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["tracking_id"] == id.as_str() && m["mailbox"] == "smarthealth"),
+        "{list}"
+    );
+    let plaintext =
+        gpg_decrypt(&install, &install.work("gnupg"), &letter_of(&session, &id)).unwrap();
+    assert!(
+        String::from_utf8_lossy(&plaintext).contains("\r\n\r\nBefund entlassbrief\r\n"),
+        "{}",
+        String::from_utf8_lossy(&plaintext)
+    );
+
+    // No Dienstkennung: refused, not guessed, and the sender is told.
+    let (id, trail) = send(&bare, "", "ohne");
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let failed = the_event(&trail, "failed");
+    assert_eq!(failed["recipient"], bare.as_str());
+    assert_eq!(failed["reason"], "inbox-undetermined");
+    let detail = format!(
+        "the address <{bare}> names no inbox and the letter carries no X-KIM-Dienstkennung; \
+         name one: {MEMBER}@smarthealth.{DOMAIN} or {MEMBER}@postfach.{DOMAIN}"
+    );
+    assert_eq!(failed["detail"], detail.as_str());
+    let dsn = dsn_for(&install, &relay, &id);
+    assert!(
+        dsn.contains(&format!(
+            "\nFinal-Recipient: rfc822; {bare}\nAction: failed\nStatus: 5.1.0\n\
+             Diagnostic-Code: smtp; 550 5.1.0 inbox-undetermined: {detail}\n"
+        )),
+        "{dsn}"
+    );
+
+    // A member who has not activated smarthealth: the reason RCPT gives for
+    // smarthealth, now as a failure DSN.
+    account::add_member(&install, &server, "B987654320", "n", &[]);
+    let inactive = format!("B987654320@{DOMAIN}");
+    let (id, trail) = send(
+        &inactive,
+        "X-KIM-Dienstkennung: Arztbrief;Entlassbrief;V1.0\r\n",
+        "inaktiv",
+    );
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let failed = the_event(&trail, "failed");
+    assert_eq!(failed["reason"], "smarthealth-inactive");
+    assert_eq!(
+        failed["detail"],
+        "member B987654320 has not activated smarthealth"
+    );
+    let dsn = dsn_for(&install, &relay, &id);
+    assert!(
+        dsn.contains(&format!(
+            "\nFinal-Recipient: rfc822; {inactive}\nAction: failed\nStatus: 5.1.1\n\
+             Diagnostic-Code: smtp; 550 5.1.1 smarthealth-inactive: \
+             member B987654320 has not activated smarthealth\n"
+        )),
+        "{dsn}"
+    );
+
+    // The insurer's back office writes to the Postfach, no Dienstkennung needed; with
+    // app communication off, the reason RCPT gives for the Postfach.
+    let insurer = account::add_insurer(&install);
+    let by_insurer = |subject: &str| {
+        let inner = format!(
+            "From: <{}>\r\nTo: <{bare}>\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nIhr Bescheid\r\n",
+            account::INSURER
+        );
+        let (cert, key) = (install.work("insurer.pem"), install.work("insurer.key"));
+        let letter = install.openssl_letter(inner.as_bytes(), Some((&cert, &key)), subject);
+        let reply = server.send(insurer.clone(), account::INSURER, &[&bare], &letter);
+        let id = tracking_id(&reply);
+        let trail = wait_final(&install, &id);
+        (id, trail)
+    };
+    let (id, trail) = by_insurer("bescheid");
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    assert_eq!(
+        the_event(&trail, "routed")["detail"],
+        "to postfach: the address named no inbox; the letter is from the insurer's back office"
+    );
+    let (_, list) = session.json("GET", "/v1/messages?mailbox=postfach", None);
+    assert!(
+        list["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["tracking_id"] == id.as_str()),
+        "{list}"
+    );
+    let off = serde_json::json!({"app_communication": false});
+    assert_eq!(session.json("PUT", "/v1/settings", Some(&off)).0, 200);
+    let (id, trail) = by_insurer("aus");
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let failed = the_event(&trail, "failed");
+    assert_eq!(failed["reason"], "app-communication-off");
+    let dsn = dsn_for(&install, &relay, &id);
+    assert!(
+        dsn.contains(&format!(
+            "\nFinal-Recipient: rfc822; {bare}\nAction: failed\nStatus: 5.7.1\n\
+             Diagnostic-Code: smtp; 550 5.7.1 app-communication-off: \
+             member {MEMBER} has not turned on app communication; deliver by post\n"
+        )),
+        "{dsn}"
+    );
+}

@@ -113,8 +113,17 @@ fn smtp_refusals_carry_exact_codes() {
     let (_, r) = rcpt_reply(&server, tls.clone(), PRACTICE, "someone@example.org");
     assert_eq!(
         r.to_string(),
-        "550 5.1.2 this gateway takes mail for postfach.kvgate.test and smarthealth.kvgate.test only, not example.org"
+        "550 5.1.2 this gateway takes mail for kvgate.test, postfach.kvgate.test and smarthealth.kvgate.test only, not example.org"
     );
+
+    // An address naming no inbox: the member must exist (its inbox is decided later).
+    for (kvnr, reply) in [
+        ("X110411319", "550 5.1.1 no member with KVNR X110411319"),
+        (MEMBER, "250 2.1.5 Recipient OK"),
+    ] {
+        let (_, r) = rcpt_reply(&server, tls.clone(), PRACTICE, &format!("{kvnr}@{DOMAIN}"));
+        assert_eq!(r.to_string(), reply);
+    }
 
     // A member without smarthealth, and one without any key.
     let key = install.pki("demo-member.pub.asc");
@@ -155,14 +164,14 @@ fn smtp_refusals_carry_exact_codes() {
     assert!(out.status.success());
     let (_, r) = rcpt_reply(
         &server,
-        tls,
+        tls.clone(),
         PRACTICE,
         &format!("M123456785@smarthealth.{DOMAIN}"),
     );
-    assert_eq!(
-        r.to_string(),
-        "550 5.1.1 member M123456785 has no active OpenPGP key yet, so nothing could be encrypted to them; send by post"
-    );
+    let no_key = "550 5.1.1 member M123456785 has no active OpenPGP key yet, so nothing could be encrypted to them; send by post";
+    assert_eq!(r.to_string(), no_key);
+    let (_, r) = rcpt_reply(&server, tls, PRACTICE, &format!("M123456785@{DOMAIN}"));
+    assert_eq!(r.to_string(), no_key);
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub enum EventKind {
     Accepted,
     /// Decrypted and the signature verified.
     Verified,
+    /// The inbox was chosen for an address that named none, and why (from the
+    /// letter's `X-KIM-Dienstkennung` or the kind of sender).
+    Routed,
     /// Re-encrypted to the member's keys.
     Encrypted,
     /// Filed in the member's inbox.
@@ -58,6 +61,7 @@ impl EventKind {
         match self {
             EventKind::Accepted => "accepted",
             EventKind::Verified => "verified",
+            EventKind::Routed => "routed",
             EventKind::Encrypted => "encrypted",
             EventKind::Delivered => "delivered",
             EventKind::Fetched => "fetched",
@@ -240,7 +244,7 @@ pub(crate) mod tests {
             mail_from: "praxis@p1.test".into(),
             recipients: vec![Recipient {
                 kvnr: Kvnr::parse("A123456780").unwrap(),
-                mailbox: Mailbox::Smarthealth,
+                mailbox: Some(Mailbox::Smarthealth),
                 address: "A123456780@smarthealth.kvgate.test".into(),
                 notify: None,
                 orcpt: None,

@@ -21,8 +21,10 @@ use crate::time::Timestamp;
 pub struct Recipient {
     /// The member.
     pub kvnr: Kvnr,
-    /// The inbox named by the address.
-    pub mailbox: Mailbox,
+    /// The inbox named by the address (`<KVNR>@<inbox>.<domain>`); `None` when the
+    /// address named none (`<KVNR>@<domain>`): the gateway decides it from the letter
+    /// once it is verified.
+    pub mailbox: Option<Mailbox>,
     /// The address as given in `RCPT TO`.
     pub address: String,
     /// `NOTIFY=` as given (RFC 3461), upper case; `None` means the default.

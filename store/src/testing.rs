@@ -74,7 +74,7 @@ pub(crate) fn submitted(
             mail_from: "praxis@p1.test".into(),
             recipients: vec![Recipient {
                 kvnr: kvnr.clone(),
-                mailbox,
+                mailbox: Some(mailbox),
                 address: address.clone(),
                 notify: None,
                 orcpt: None,

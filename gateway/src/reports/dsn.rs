@@ -27,27 +27,36 @@ impl<'a> Fate<'a> {
     /// record it and the fates a DSN reports.
     pub fn everyone(
         submission: &'a Submission,
-        (action, kind): (Action, EventKind),
+        outcome: (Action, EventKind),
         reason: &str,
         sentence: &str,
     ) -> (Vec<Event>, Vec<Fate<'a>>) {
         submission
             .recipients
             .iter()
-            .map(|recipient| {
-                let event = Event::new(kind)
-                    .recipient(&recipient.address)
-                    .reason(reason)
-                    .detail(sentence);
-                let fate = Fate {
-                    recipient,
-                    action,
-                    status: status_for(reason),
-                    reason: Some((reason.to_owned(), sentence.to_owned())),
-                };
-                (event, fate)
-            })
+            .map(|recipient| Fate::one(recipient, outcome, (reason, status_for(reason)), sentence))
             .unzip()
+    }
+
+    /// The outcome of one recipient, refused or set aside for `reason` with the
+    /// enhanced `status`: its tracking event and the fate a DSN reports.
+    pub fn one(
+        recipient: &'a Recipient,
+        (action, kind): (Action, EventKind),
+        (reason, status): (&str, &'static str),
+        sentence: &str,
+    ) -> (Event, Fate<'a>) {
+        let event = Event::new(kind)
+            .recipient(&recipient.address)
+            .reason(reason)
+            .detail(sentence);
+        let fate = Fate {
+            recipient,
+            action,
+            status,
+            reason: Some((reason.to_owned(), sentence.to_owned())),
+        };
+        (event, fate)
     }
 }
 
@@ -332,7 +341,7 @@ mod tests {
             mail_from: "praxis@p1.test".into(),
             recipients: vec![Recipient {
                 kvnr: Kvnr::parse("A123456780").unwrap(),
-                mailbox: Mailbox::Smarthealth,
+                mailbox: Some(Mailbox::Smarthealth),
                 address: "A123456780@smarthealth.kvgate.test".into(),
                 notify: None,
                 orcpt: None,

@@ -78,42 +78,49 @@ struct Entry {
     at: SystemTime,
 }
 
-/// The letters in one member's smarthealth inbox.
+/// The letters in one member's smarthealth inbox, every page of it.
 async fn inbox(api: SocketAddr, tls: Arc<ClientConfig>, token: &str) -> anyhow::Result<Vec<Entry>> {
-    let response = https::request(
-        api,
-        tls,
-        "GET",
-        "/v1/messages?mailbox=smarthealth",
-        Some(token),
-        None,
-    )
-    .await?;
-    ensure!(
-        response.status == 200,
-        "listing an inbox failed: {}",
-        String::from_utf8_lossy(&response.body)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&response.body)?;
-    list["messages"]
-        .as_array()
-        .context("no messages array in the inbox listing")?
-        .iter()
-        .map(|m| {
-            let id = m["id"].as_str().context("a message without id")?;
-            let tracking_id = m["tracking_id"]
-                .as_str()
-                .context("a message without tracking_id")?;
-            let at = m["received_at"]
-                .as_str()
-                .context("a message without received_at")?;
-            let at = OffsetDateTime::parse(at, &Rfc3339)
-                .with_context(|| format!("received_at {at:?} is not RFC 3339"))?;
-            Ok(Entry {
-                id: id.to_owned(),
-                tracking_id: tracking_id.to_owned(),
-                at: SystemTime::from(at),
-            })
-        })
-        .collect()
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/messages?mailbox=smarthealth&limit=200&cursor={cursor}"),
+            None => "/v1/messages?mailbox=smarthealth&limit=200".to_owned(),
+        };
+        let response = https::request(api, tls.clone(), "GET", &path, Some(token), None).await?;
+        ensure!(
+            response.status == 200,
+            "listing an inbox failed: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let list: serde_json::Value = serde_json::from_slice(&response.body)?;
+        for m in list["messages"]
+            .as_array()
+            .context("no messages array in the inbox listing")?
+        {
+            entries.push(entry(m)?);
+        }
+        match list["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(entries),
+        }
+    }
+}
+
+/// One entry of an inbox listing.
+fn entry(m: &serde_json::Value) -> anyhow::Result<Entry> {
+    let id = m["id"].as_str().context("a message without id")?;
+    let tracking_id = m["tracking_id"]
+        .as_str()
+        .context("a message without tracking_id")?;
+    let at = m["received_at"]
+        .as_str()
+        .context("a message without received_at")?;
+    let at = OffsetDateTime::parse(at, &Rfc3339)
+        .with_context(|| format!("received_at {at:?} is not RFC 3339"))?;
+    Ok(Entry {
+        id: id.to_owned(),
+        tracking_id: tracking_id.to_owned(),
+        at: SystemTime::from(at),
+    })
 }

@@ -23,6 +23,7 @@ use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::members::{KeyOrigin, MemberKey};
 use crate::messages::MessageMeta;
+use crate::settings::count_usage;
 use crate::uploads::Upload;
 
 /// What cancelling an account deleted.
@@ -78,6 +79,7 @@ pub(crate) fn delete_letters(
             continue;
         };
         tx.open_table(MESSAGES)?.remove(id.as_str())?;
+        count_usage(tx, &meta, false)?;
         let filed = format!("{}/{kvnr}/{}", meta.tracking_id, meta.mailbox);
         tx.open_table(FILED)?.remove(filed.as_str())?;
         let event = Event::new(EventKind::Deleted)

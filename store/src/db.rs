@@ -70,6 +70,9 @@ pub(crate) const SMARTHEALTH: Records = TableDefinition::new("smarthealth");
 pub(crate) const FAMILY: Records = TableDefinition::new("family");
 /// When each member's app last used the API (to the day), by KVNR.
 pub(crate) const ACCESS: Records = TableDefinition::new("access");
+/// Octets of ciphertext per member and inbox, by `KVNR/mailbox`: kept with every
+/// filing and deletion, so a quota check reads one record, not every message.
+pub(crate) const USAGE: Records = TableDefinition::new("usage");
 // issue 9b: member app sending (basic tier).
 /// Basic-tier uploads (no enrolment) by tracking ID.
 pub(crate) const BASIC_UPLOADS: Records = TableDefinition::new("basic_uploads");
@@ -82,7 +85,7 @@ pub(crate) const THREAD_REFS: Records = TableDefinition::new("thread_refs");
 /// bodies live in files of their own, see `Bodies`).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 27] = [
+const ALL_TABLES: [Records; 28] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -108,6 +111,7 @@ const ALL_TABLES: [Records; 27] = [
     SMARTHEALTH,
     FAMILY,
     ACCESS,
+    USAGE,
     // issue 9b
     BASIC_UPLOADS,
     THREADS,

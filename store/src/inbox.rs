@@ -8,6 +8,7 @@ use crate::ids::MessageId;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::messages::MessageMeta;
+use crate::settings::count_usage;
 use crate::time::Timestamp;
 
 /// Which of a member's messages to list.
@@ -103,6 +104,7 @@ impl Store {
             messages.remove(id.as_str())?;
             tx.open_table(INBOX)?
                 .remove(inbox_key(kvnr, meta.mailbox, id).as_str())?;
+            count_usage(tx, &meta, false)?;
             let event = Event::new(EventKind::Deleted)
                 .recipient(&meta.address)
                 .detail("deleted by the member");

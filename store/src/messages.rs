@@ -15,6 +15,7 @@ use crate::inbox::inbox_key;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::outbound::{Outbound, enqueue};
+use crate::settings::count_usage;
 use crate::submissions::load;
 use crate::threads::touch;
 use crate::time::{Timestamp, now};
@@ -224,6 +225,7 @@ pub(crate) fn file(
 /// written before the commit).
 pub(crate) fn store_message(tx: &WriteTransaction, meta: &MessageMeta) -> Result<(), StoreError> {
     put(&mut tx.open_table(MESSAGES)?, meta.id.as_str(), meta)?;
+    count_usage(tx, meta, true)?;
     put(
         &mut tx.open_table(INBOX)?,
         &inbox_key(&meta.kvnr, meta.mailbox, &meta.id),

@@ -1,11 +1,11 @@
 //! A member's own settings: app communication, and the smarthealth record (activation
 //! with the accepted terms version, storage used, and letters refused over quota).
 
-use redb::ReadableTable;
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{INBOX, MEMBERS, MESSAGES, SMARTHEALTH, get, put};
+use crate::db::{MEMBERS, SMARTHEALTH, USAGE, get, put};
 use crate::error::StoreError;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
@@ -108,7 +108,7 @@ impl Store {
 
     /// Octets of ciphertext in the member's smarthealth inbox.
     pub fn smarthealth_used(&self, kvnr: &Kvnr) -> Result<u64, StoreError> {
-        self.read(|tx| used(&tx.open_table(INBOX)?, &tx.open_table(MESSAGES)?, kvnr))
+        self.read(|tx| used(&tx.open_table(USAGE)?, kvnr))
     }
 
     /// The member's smarthealth record; `None` if not a member.
@@ -123,7 +123,7 @@ impl Store {
                 active: member.smarthealth,
                 terms_version: record.terms_version,
                 activated_at: record.activated_at,
-                used: used(&tx.open_table(INBOX)?, &tx.open_table(MESSAGES)?, kvnr)?,
+                used: used(&tx.open_table(USAGE)?, kvnr)?,
                 refusals: record.refusals,
             }))
         })
@@ -149,22 +149,34 @@ impl Store {
 
 /// Octets of ciphertext in the member's smarthealth inbox, inside a transaction.
 fn used(
-    inbox: &impl ReadableTable<&'static str, &'static [u8]>,
-    messages: &impl ReadableTable<&'static str, &'static [u8]>,
+    usage: &impl ReadableTable<&'static str, &'static [u8]>,
     kvnr: &Kvnr,
 ) -> Result<u64, StoreError> {
-    let prefix = format!("{kvnr}/{}/", Mailbox::Smarthealth);
-    let mut total = 0u64;
-    for entry in inbox.range(prefix.as_str()..)? {
-        let (key, _) = entry?;
-        let Some(id) = key.value().strip_prefix(&prefix) else {
-            break;
-        };
-        if let Some(meta) = get::<MessageMeta>(messages, id)? {
-            total = total.saturating_add(meta.size);
-        }
+    let key = format!("{kvnr}/{}", Mailbox::Smarthealth);
+    Ok(get::<u64>(usage, &key)?.unwrap_or(0))
+}
+
+/// Counts a message filed (`filed`) or deleted in its inbox's usage, inside the
+/// transaction that files or deletes it; an inbox emptied leaves no record.
+pub(crate) fn count_usage(
+    tx: &WriteTransaction,
+    meta: &MessageMeta,
+    filed: bool,
+) -> Result<(), StoreError> {
+    let key = format!("{}/{}", meta.kvnr, meta.mailbox);
+    let mut usage = tx.open_table(USAGE)?;
+    let before = get::<u64>(&usage, &key)?.unwrap_or(0);
+    let after = if filed {
+        before.saturating_add(meta.size)
+    } else {
+        before.saturating_sub(meta.size)
+    };
+    if after == 0 {
+        usage.remove(key.as_str())?;
+        Ok(())
+    } else {
+        put(&mut usage, &key, &after)
     }
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -172,6 +184,30 @@ mod tests {
     use super::*;
     use crate::testing;
     use crate::time::now;
+
+    #[test]
+    fn smarthealth_usage_follows_filing_and_deletion() {
+        let (_dir, store) = testing::open();
+        let (alice, _) = testing::member(&store, "A123456780");
+        let (bob, _) = testing::member(&store, "X110411319");
+        let (first, _) = testing::file(&store, &alice, Mailbox::Smarthealth, &[1; 100]);
+        testing::file(&store, &alice, Mailbox::Smarthealth, &[2; 30]);
+        testing::file(&store, &alice, Mailbox::Postfach, &[3; 7]);
+        testing::file(&store, &bob, Mailbox::Smarthealth, &[4; 5]);
+        assert_eq!(store.smarthealth_used(&alice).unwrap(), 130);
+        assert_eq!(store.smarthealth_used(&bob).unwrap(), 5);
+        assert!(store.delete_message(&alice, &first).unwrap());
+        assert_eq!(store.smarthealth_used(&alice).unwrap(), 30);
+        assert_eq!(store.smarthealth(&alice).unwrap().unwrap().used, 30);
+        // Closing smarthealth empties it: no usage record is left behind.
+        store.close_smarthealth(&alice, "test").unwrap();
+        assert_eq!(store.smarthealth_used(&alice).unwrap(), 0);
+        let left = store
+            .read(|tx| Ok(tx.open_table(USAGE)?.get("A123456780/smarthealth")?.is_some()))
+            .unwrap();
+        assert!(!left);
+        assert_eq!(store.smarthealth_used(&bob).unwrap(), 5);
+    }
 
     #[test]
     fn settings_change_only_their_member_and_refusals_are_capped() {

@@ -203,7 +203,12 @@ mod tests {
         store.close_smarthealth(&alice, "test").unwrap();
         assert_eq!(store.smarthealth_used(&alice).unwrap(), 0);
         let left = store
-            .read(|tx| Ok(tx.open_table(USAGE)?.get("A123456780/smarthealth")?.is_some()))
+            .read(|tx| {
+                Ok(tx
+                    .open_table(USAGE)?
+                    .get("A123456780/smarthealth")?
+                    .is_some())
+            })
             .unwrap();
         assert!(!left);
         assert_eq!(store.smarthealth_used(&bob).unwrap(), 5);

@@ -99,7 +99,7 @@ pub async fn find(
     let list = api
         .request("GET", "/v1/messages", Some(token), None)
         .await?;
-    list.expect(200, "listing the inbox")?;
+    list.expect_status(200, "listing the inbox")?;
     let list = list.json()?;
     let messages = list["messages"]
         .as_array()
@@ -158,7 +158,7 @@ pub async fn mark_read(t: &Target, entry: &Value) -> Result<(), String> {
         None,
     )
     .await?
-    .expect(204, "marking the letter read")
+    .expect_status(204, "marking the letter read")
 }
 
 /// A correct letter of the test practice to the test member: the letter and the
@@ -188,7 +188,7 @@ pub async fn deliver(t: &Target) -> Result<Delivered, String> {
     let fetched = api
         .request("GET", &format!("/v1/messages/{id}"), Some(token), None)
         .await?;
-    fetched.expect(200, "fetching the delivered letter")?;
+    fetched.expect_status(200, "fetching the delivered letter")?;
     let plaintext = openpgp::decrypt(&fetched.body, &t.member.secret_key)
         .map_err(|e| format!("the member's key cannot decrypt the delivered letter: {e}"))?;
     Ok(Delivered {
@@ -330,7 +330,7 @@ async fn final_event(t: &Target, tracking_id: &str) -> Result<Value, String> {
                 return Ok(last.clone());
             }
         } else if answer.status != 404 {
-            answer.expect(200, "the member's view of the letter's tracking")?;
+            answer.expect_status(200, "the member's view of the letter's tracking")?;
         }
         if started.elapsed() > DELIVERY_TIMEOUT {
             return Err(format!(

@@ -52,7 +52,7 @@ impl Response {
     }
 
     /// Fails unless the status is `status`.
-    pub fn expect(&self, status: u16, what: &str) -> Result<(), String> {
+    pub fn expect_status(&self, status: u16, what: &str) -> Result<(), String> {
         if self.status == status {
             Ok(())
         } else {

@@ -353,7 +353,7 @@ impl TestMember {
             "public_key": device_key.armored,
         });
         let response = api.request("POST", "/v1/enroll", None, Some(&body)).await?;
-        response.expect(201, "enrolment of the test member's device")?;
+        response.expect_status(201, "enrolment of the test member's device")?;
         let token = response.json()?["token"]
             .as_str()
             .ok_or("the enrolment response has no token")?

@@ -43,7 +43,7 @@ impl Reply {
     }
 
     /// Fails unless the reply has exactly this code and enhanced code.
-    pub fn expect(&self, code: u16, enhanced: &str, what: &str) -> Result<(), String> {
+    pub fn expect_reply(&self, code: u16, enhanced: &str, what: &str) -> Result<(), String> {
         if self.code == code && self.enhanced() == Some(enhanced) {
             Ok(())
         } else {

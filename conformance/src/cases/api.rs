@@ -97,7 +97,7 @@ pub const CASES: &[Case] = &[
 
 /// Fails unless `response` is a problem document (RFC 9457) with `status`.
 fn problem(response: &Response, status: u16, what: &str) -> Result<(), String> {
-    response.expect(status, what)?;
+    response.expect_status(status, what)?;
     match response.header("content-type") {
         Some(ct) if ct.starts_with("application/problem+json") => {
             let body = response.json()?;
@@ -117,7 +117,7 @@ fn problem(response: &Response, status: u16, what: &str) -> Result<(), String> {
 
 async fn openapi(t: &Target) -> Result<(), String> {
     let response = t.api.request("GET", "/v1/openapi.json", None, None).await?;
-    response.expect(200, "GET /v1/openapi.json")?;
+    response.expect_status(200, "GET /v1/openapi.json")?;
     let doc = response.json()?;
     let version = doc["openapi"].as_str().unwrap_or_default();
     if !version.starts_with("3.") {
@@ -175,7 +175,7 @@ async fn other_member(t: &Target) -> Result<(), String> {
     let list = api
         .request("GET", "/v1/messages", Some(token), None)
         .await?;
-    list.expect(200, "the other member's listing")?;
+    list.expect_status(200, "the other member's listing")?;
     if String::from_utf8_lossy(&list.body).contains(id) {
         return Err(format!(
             "the other member's listing shows the test member's letter {id}"
@@ -351,7 +351,7 @@ async fn removed_device(t: &Target) -> Outcome {
                 fresh_code()
             )));
         }
-        enrolled.expect(201, "enrolling a second device")?;
+        enrolled.expect_status(201, "enrolling a second device")?;
         let body = enrolled.json()?;
         let (Some(second), Some(device)) = (body["token"].as_str(), body["device_id"].as_str())
         else {
@@ -362,7 +362,7 @@ async fn removed_device(t: &Target) -> Outcome {
         let list = |token| api.request("GET", "/v1/messages", Some(token), None);
         list(second)
             .await?
-            .expect(200, "the second device's token before its removal")?;
+            .expect_status(200, "the second device's token before its removal")?;
         api.request(
             "DELETE",
             &format!("/v1/devices/{device}"),
@@ -370,11 +370,11 @@ async fn removed_device(t: &Target) -> Outcome {
             None,
         )
         .await?
-        .expect(204, "removing the second device with the first one's token")?;
+        .expect_status(204, "removing the second device with the first one's token")?;
         problem(&list(second).await?, 401, "the removed device's token")?;
         list(first)
             .await?
-            .expect(200, "the first device's token after the other's removal")?;
+            .expect_status(200, "the first device's token after the other's removal")?;
         Ok(None)
     };
     run.await.into()

@@ -104,7 +104,7 @@ async fn right_inbox(t: &Target, d: &Delivered) -> Result<(), String> {
     let postfach = api
         .request("GET", "/v1/messages?mailbox=postfach", Some(token), None)
         .await?;
-    postfach.expect(200, "listing the Postfach")?;
+    postfach.expect_status(200, "listing the Postfach")?;
     if String::from_utf8_lossy(&postfach.body).contains(&d.tracking_id) {
         return Err(format!(
             "the smarthealth letter {} is also listed in the Postfach",
@@ -120,7 +120,7 @@ async fn tracked(t: &Target, d: &Delivered) -> Result<(), String> {
     let token = t.member.token(api).await?;
     let path = format!("/v1/tracking/{}", d.tracking_id);
     let answer = api.request("GET", &path, Some(token), None).await?;
-    answer.expect(200, "the member's view of the letter's tracking")?;
+    answer.expect_status(200, "the member's view of the letter's tracking")?;
     let trail = answer.json()?;
     let delivered = trail["events"]
         .as_array()

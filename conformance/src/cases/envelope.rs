@@ -109,7 +109,7 @@ async fn rcpt_refused(
     let mut w = t.transaction().await?;
     let reply = w.command(&format!("RCPT TO:<{rcpt}>")).await?;
     let what = format!("RCPT TO:<{rcpt}>");
-    reply.expect(code, enhanced, &what)?;
+    reply.expect_reply(code, enhanced, &what)?;
     match mention {
         Some(word) if !reply.to_string().to_lowercase().contains(word) => Err(format!(
             "{what}: expected a text that mentions {word:?}, got {reply}"

@@ -455,7 +455,7 @@ async fn long_command_line(t: &Target) -> Result<(), String> {
     let line = format!("NOOP {}", "x".repeat(600));
     w.command(&line)
         .await?
-        .expect(500, "5.5.2", "a 607-octet command line")?;
+        .expect_reply(500, "5.5.2", "a 607-octet command line")?;
     w.command("NOOP").await?.expect_code(
         250,
         "NOOP after the over-long line (the session must go on)",
@@ -475,7 +475,7 @@ async fn megabyte_line(t: &Target) -> Result<(), String> {
     if first.code == 421 {
         return Ok(());
     }
-    first.expect(500, "5.5.2", "a 1 MiB command line")?;
+    first.expect_reply(500, "5.5.2", "a 1 MiB command line")?;
     w.reply()
         .await?
         .expect_code(250, "NOOP after the 1 MiB line (the session must go on)")
@@ -513,7 +513,7 @@ async fn size_over_limit(t: &Target) -> Result<(), String> {
         limit + 1
     ))
     .await?
-    .expect(
+    .expect_reply(
         552,
         "5.3.4",
         &format!("MAIL with SIZE={} (limit {limit})", limit + 1),
@@ -560,7 +560,7 @@ async fn body_over_limit(t: &Target) -> super::Outcome {
             sent += batch.len() as u64;
         }
         w.send(b".\r\n").await?;
-        w.reply().await?.expect(
+        w.reply().await?.expect_reply(
             552,
             "5.3.4",
             &format!("a body of {sent} octets (limit {limit})"),

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::handler::Handler;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{from_fn, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -21,31 +21,63 @@ use super::{basic, requests, threads};
 /// The OpenAPI document describing these routes.
 pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 
+/// The HTTP methods the member API answers.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Verb {
+    /// The router's filter for this method.
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Patch => MethodFilter::PATCH,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+
+    /// The method's name, as the OpenAPI document spells it (lowercase).
+    #[cfg(test)]
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Put => "put",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
 /// One route: its path, its method and what answers it.
 pub(crate) struct Route {
     /// The path pattern, as in the OpenAPI document (`{id}` for a parameter).
     pub path: &'static str,
     /// The HTTP method (the router keeps it in `handler`; the test compares it).
     #[cfg(test)]
-    method: Method,
+    method: Verb,
     /// The handler for exactly this method.
     handler: MethodRouter<ApiState>,
 }
 
 /// A route answering `method` on `path` with `handler`.
-fn route<H, T>(path: &'static str, method: Method, handler: H) -> Route
+fn route<H, T>(path: &'static str, method: Verb, handler: H) -> Route
 where
     H: Handler<T, ApiState>,
     T: 'static,
 {
-    // The table below uses standard methods only, which all have a filter.
-    #[allow(clippy::expect_used)]
-    let filter = MethodFilter::try_from(method.clone()).expect("a standard HTTP method");
     Route {
         path,
         #[cfg(test)]
         method,
-        handler: on(filter, handler),
+        handler: on(method.filter(), handler),
     }
 }
 
@@ -60,45 +92,48 @@ fn unbounded(route: Route) -> Route {
 
 /// Every route of the member API.
 pub(crate) fn routes() -> Vec<Route> {
-    use Method as M;
     vec![
-        route("/v1/openapi.json", M::GET, openapi),
-        route("/v1/enroll", M::POST, enrolment::enroll),
-        route("/v1/devices", M::GET, devices::list),
-        route("/v1/devices/{id}", M::PATCH, devices::rename),
-        route("/v1/devices/{id}", M::DELETE, devices::remove),
-        route("/v1/keys/recovery", M::PUT, keys::put_recovery),
-        route("/v1/keys/recovery", M::GET, keys::get_recovery),
-        route("/v1/keys/backup", M::PUT, keys::put_backup),
-        route("/v1/keys/backup", M::GET, keys::get_backup),
-        route("/v1/messages", M::GET, messages::list),
-        route("/v1/messages/wait", M::GET, messages::wait),
-        route("/v1/messages/{id}", M::GET, messages::fetch),
-        route("/v1/messages/{id}", M::DELETE, messages::delete),
-        route("/v1/messages/{id}/read", M::POST, messages::mark_read),
-        unbounded(route("/v1/documents", M::POST, documents::upload)),
-        route("/v1/documents", M::GET, documents::list),
-        route("/v1/tracking/{id}", M::GET, tracking::show),
+        route("/v1/openapi.json", Verb::Get, openapi),
+        route("/v1/enroll", Verb::Post, enrolment::enroll),
+        route("/v1/devices", Verb::Get, devices::list),
+        route("/v1/devices/{id}", Verb::Patch, devices::rename),
+        route("/v1/devices/{id}", Verb::Delete, devices::remove),
+        route("/v1/keys/recovery", Verb::Put, keys::put_recovery),
+        route("/v1/keys/recovery", Verb::Get, keys::get_recovery),
+        route("/v1/keys/backup", Verb::Put, keys::put_backup),
+        route("/v1/keys/backup", Verb::Get, keys::get_backup),
+        route("/v1/messages", Verb::Get, messages::list),
+        route("/v1/messages/wait", Verb::Get, messages::wait),
+        route("/v1/messages/{id}", Verb::Get, messages::fetch),
+        route("/v1/messages/{id}", Verb::Delete, messages::delete),
+        route("/v1/messages/{id}/read", Verb::Post, messages::mark_read),
+        unbounded(route("/v1/documents", Verb::Post, documents::upload)),
+        route("/v1/documents", Verb::Get, documents::list),
+        route("/v1/tracking/{id}", Verb::Get, tracking::show),
         // Issue 9a: credentials, settings, smarthealth, family, export, account.
-        route("/v1/token/refresh", M::POST, credentials::refresh),
-        route("/v1/settings", M::GET, settings::get),
-        route("/v1/settings", M::PUT, settings::put),
-        route("/v1/smarthealth", M::GET, settings::show),
-        route("/v1/smarthealth/activate", M::POST, settings::activate),
-        route("/v1/family", M::GET, family::list),
-        route("/v1/family", M::POST, family::add),
-        route("/v1/family/{kvnr}", M::DELETE, family::remove),
-        route("/v1/export", M::GET, account::export),
-        route("/v1/account", M::DELETE, account::cancel),
+        route("/v1/token/refresh", Verb::Post, credentials::refresh),
+        route("/v1/settings", Verb::Get, settings::get),
+        route("/v1/settings", Verb::Put, settings::put),
+        route("/v1/smarthealth", Verb::Get, settings::show),
+        route("/v1/smarthealth/activate", Verb::Post, settings::activate),
+        route("/v1/family", Verb::Get, family::list),
+        route("/v1/family", Verb::Post, family::add),
+        route("/v1/family/{kvnr}", Verb::Delete, family::remove),
+        route("/v1/export", Verb::Get, account::export),
+        route("/v1/account", Verb::Delete, account::cancel),
         // issue 9b: member app sending.
-        unbounded(route("/v1/basic/documents", M::POST, basic::upload)),
-        route("/v1/basic/tracking/{id}", M::GET, basic::track),
-        route("/v1/requests", M::POST, requests::create),
-        unbounded(route("/v1/messages/{id}/reply", M::POST, threads::reply)),
-        unbounded(route("/v1/threads", M::POST, threads::create)),
-        route("/v1/threads", M::GET, threads::list),
-        route("/v1/threads/{id}", M::GET, threads::show),
-        unbounded(route("/v1/threads/{id}/messages", M::POST, threads::post)),
+        unbounded(route("/v1/basic/documents", Verb::Post, basic::upload)),
+        route("/v1/basic/tracking/{id}", Verb::Get, basic::track),
+        route("/v1/requests", Verb::Post, requests::create),
+        unbounded(route("/v1/messages/{id}/reply", Verb::Post, threads::reply)),
+        unbounded(route("/v1/threads", Verb::Post, threads::create)),
+        route("/v1/threads", Verb::Get, threads::list),
+        route("/v1/threads/{id}", Verb::Get, threads::show),
+        unbounded(route(
+            "/v1/threads/{id}/messages",
+            Verb::Post,
+            threads::post,
+        )),
     ]
 }
 
@@ -228,13 +263,13 @@ mod tests {
         for (path, item) in doc["paths"].as_object().unwrap() {
             for method in item.as_object().unwrap().keys() {
                 if method != "parameters" {
-                    documented.insert((path.clone(), method.to_uppercase()));
+                    documented.insert((path.clone(), method.clone()));
                 }
             }
         }
         let served: BTreeSet<(String, String)> = routes()
             .iter()
-            .map(|r| (r.path.to_owned(), r.method.to_string()))
+            .map(|r| (r.path.to_owned(), r.method.name().to_owned()))
             .collect();
         assert_eq!(
             documented.difference(&served).collect::<Vec<_>>(),

@@ -355,7 +355,7 @@ fn sender_integrity_envelope_from_and_sender_must_agree() {
     require(&["openssl"]);
     let install = Install::new();
     const OTHER: &str = "empfang@demo-practice.test";
-    let out = install.admin(&[
+    install.admin_ok(&[
         "sender",
         "add",
         "--id",
@@ -365,11 +365,6 @@ fn sender_integrity_envelope_from_and_sender_must_agree() {
         "--from",
         OTHER,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let server = install.serve(&[]);
     let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
     let send = |mail_from: &str, headers: &str| {

@@ -68,16 +68,6 @@ fn wait_quarantined(install: &Install, id: &str) -> serde_json::Value {
     found.unwrap()
 }
 
-fn admin_ok(install: &Install, args: &[&str]) -> String {
-    let out = install.admin(args);
-    assert!(
-        out.status.success(),
-        "kvgate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn crafted_structures_are_quarantined_between_good_letters() {
     require(&["openssl"]);
@@ -112,7 +102,7 @@ fn crafted_structures_are_quarantined_between_good_letters() {
     }
     // Each sender is told: a failure DSN waits in the outbound queue (no relay here).
     let queue: serde_json::Value =
-        serde_json::from_str(&admin_ok(&install, &["queue", "list", "--json"])).unwrap();
+        serde_json::from_str(&install.admin_ok(&["queue", "list", "--json"])).unwrap();
     for id in &poisons {
         assert!(
             queue
@@ -131,7 +121,7 @@ fn crafted_structures_are_quarantined_between_good_letters() {
     assert_eq!(quarantine_list(&install).len(), 3);
     assert!(spooled.exists(), "the restart swept a quarantined letter");
 
-    let shown = admin_ok(&install, &["quarantine", "show", &poisons[2]]);
+    let shown = install.admin_ok(&["quarantine", "show", &poisons[2]]);
     assert!(shown.contains("[malformed]"), "{shown}");
     assert!(
         shown.contains(&format!("from {PRACTICE} (sender demo-practice)")),
@@ -139,7 +129,7 @@ fn crafted_structures_are_quarantined_between_good_letters() {
     );
 
     // Released, it is processed again and, still poison, quarantined again.
-    admin_ok(&install, &["quarantine", "release", &poisons[2]]);
+    install.admin_ok(&["quarantine", "release", &poisons[2]]);
     let kinds = || event_kinds(&install.track(&poisons[2]));
     wait_until("the released letter was not quarantined again", 60, || {
         kinds().iter().filter(|k| *k == "quarantined").count() == 1 + 1
@@ -147,7 +137,7 @@ fn crafted_structures_are_quarantined_between_good_letters() {
     assert!(kinds().contains(&"released".to_owned()));
 
     // Dropped, it is gone: from the quarantine, the spool and the store.
-    let dropped = admin_ok(&install, &["quarantine", "drop", &poisons[2]]);
+    let dropped = install.admin_ok(&["quarantine", "drop", &poisons[2]]);
     assert!(dropped.contains("dropped"), "{dropped}");
     assert!(!spooled.exists());
     let trail = install.track(&poisons[2]);
@@ -180,17 +170,14 @@ fn a_letter_over_the_time_limit_is_quarantined_and_others_go_on() {
         &format!("authorityInfoAccess=OCSP;URI:http://127.0.0.1:{port}/\n"),
     );
     let cert = install.work("hanging.pem");
-    admin_ok(
-        &install,
-        &[
-            "sender",
-            "add",
-            "--id",
-            "demo-practice",
-            "--cert",
-            cert.to_str().unwrap(),
-        ],
-    );
+    install.admin_ok(&[
+        "sender",
+        "add",
+        "--id",
+        "demo-practice",
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
     install.set_config_table("pipeline", "time_limit_secs = 1");
     let server = install.serve(&[]);
 

@@ -116,6 +116,17 @@ impl Install {
         cmd.output().unwrap()
     }
 
+    /// Runs an admin command that must succeed; returns what it printed.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "kvgate {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// `kvgate track ID --json`, parsed.
     pub fn track(&self, id: &str) -> serde_json::Value {
         let out = self.admin(&["track", id, "--json"]);

@@ -1,15 +1,17 @@
 //! Group commit: concurrent writers share one durable redb commit.
 //!
-//! Each caller queues its change and then waits for the leader lock. Whoever holds the
-//! lock takes every change queued so far, applies them in one write transaction and
-//! commits it (one fsync for the lot); the others find their change already committed
-//! when they get the lock, or lead the next batch. A caller returns only after the
-//! commit that holds its change is durable. If the batch fails as a whole, each change
-//! is retried alone, so one change's failure (a duplicate, a missing record) is never
-//! another's.
+//! Each caller queues its change. If no batch is being committed, the caller leads:
+//! it takes every change queued so far, applies them in one write transaction and
+//! commits it (one fsync for the lot). Otherwise it waits until the running batch is
+//! done, and then either finds its own change settled (it was in that batch) or leads
+//! the next one. Waiting is on a condition variable, never on the leader's lock, so a
+//! caller whose change is committed returns at once instead of queueing behind later
+//! batches. A caller returns only after the commit that holds its change is durable. If
+//! the batch fails as a whole, each change is retried alone, so one change's failure (a
+//! duplicate, a missing record) is never another's.
 
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, WriteTransaction};
 
@@ -49,16 +51,34 @@ where
     }
 }
 
-/// The changes waiting for a commit, and the lock of the batch leader.
+/// The changes waiting for a commit, and whether a batch is being committed.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Box<dyn Job>>,
+    leading: bool,
+}
+
+/// Group commit of one database: the queue, and a condition variable rung whenever a
+/// batch is done.
 #[derive(Default)]
 pub(crate) struct Group {
-    waiting: Mutex<Vec<Box<dyn Job>>>,
-    leader: Mutex<()>,
+    queue: Mutex<Queue>,
+    done: Condvar,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Ends a batch, even one whose leader panicked: the next caller may lead.
+struct Leading<'a>(&'a Group);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.queue).leading = false;
+        self.0.done.notify_all();
+    }
 }
 
 impl Group {
@@ -71,19 +91,35 @@ impl Group {
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, outcome) = sync_channel(1);
-        lock(&self.waiting).push(Box::new(Call {
+        let mut queue = lock(&self.queue);
+        queue.waiting.push(Box::new(Call {
             change,
             value: None,
             reply,
         }));
-        {
-            let _leader = lock(&self.leader);
-            let batch = std::mem::take(&mut *lock(&self.waiting));
-            if !batch.is_empty() {
-                run(db, batch);
+        loop {
+            match outcome.try_recv() {
+                Ok(result) => return result,
+                // Dropped unsettled: its batch's leader panicked.
+                Err(TryRecvError::Disconnected) => return Err(StoreError::Abandoned),
+                Err(TryRecvError::Empty) => {}
             }
+            if queue.leading {
+                queue = self
+                    .done
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Our change is still queued (it was not settled), so the batch holds it.
+            let batch = std::mem::take(&mut queue.waiting);
+            queue.leading = true;
+            drop(queue);
+            let leading = Leading(self);
+            run(db, batch);
+            drop(leading);
+            queue = lock(&self.queue);
         }
-        outcome.recv().map_err(|_| StoreError::Abandoned)?
     }
 }
 

@@ -1,6 +1,9 @@
 //! Just enough MIME to tell what an entity is: its header block, its content
 //! type with parameters, and the body of an `application/pkcs7-mime` entity.
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 use zeroize::Zeroizing;
 
 use super::UnwrapError;
@@ -67,32 +70,53 @@ pub(super) fn pkcs7_body(entity: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapErro
 /// Base64 characters decoded at a time (a multiple of 4).
 const BASE64_CHUNK: usize = 64 * 1024;
 
-/// Decodes a base64 body, skipping whitespace, a chunk at a time: no whitespace-free
+/// Standard base64 with canonical padding; like OpenSSL's decoder, unused bits of
+/// the last character need not be zero.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes a base64 body, skipping whitespace, a chunk at a time: the runs between
+/// whitespace (MIME's lines) are copied whole into the chunk, so no whitespace-free
 /// copy of a large body is made. Padding may only end the body.
 fn decode_base64(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
     let invalid = || UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned());
-    let mut der = Zeroizing::new(Vec::with_capacity(body.len() / 4 * 3));
+    // Room for everything, so that decoding never moves (and leaves behind) plaintext.
+    let mut der = Zeroizing::new(Vec::with_capacity(body.len().div_ceil(4) * 3));
     // Opaque signed data carries the letter itself: wipe the chunks too.
-    let mut chunk = Zeroizing::new(String::with_capacity(BASE64_CHUNK));
+    let mut chunk = Zeroizing::new(Vec::with_capacity(BASE64_CHUNK));
     let mut padded = false;
-    let mut chars = body.iter().filter(|b| !b.is_ascii_whitespace()).peekable();
-    while chars.peek().is_some() {
+    let mut rest = body;
+    loop {
+        while chunk.len() < BASE64_CHUNK {
+            let Some(start) = rest.iter().position(|b| !b.is_ascii_whitespace()) else {
+                rest = &[];
+                break;
+            };
+            let run = &rest[start..];
+            let end = run
+                .iter()
+                .position(u8::is_ascii_whitespace)
+                .unwrap_or(run.len())
+                .min(BASE64_CHUNK - chunk.len());
+            chunk.extend_from_slice(&run[..end]);
+            rest = &run[end..];
+        }
+        if chunk.is_empty() {
+            return Ok(der);
+        }
         if padded {
             return Err(invalid());
         }
+        // The decoder refuses padding anywhere but at the end of a chunk; a chunk
+        // ending in padding must be the last.
+        padded = chunk.last() == Some(&b'=');
+        BASE64
+            .decode_vec(chunk.as_slice(), &mut der)
+            .map_err(|_| invalid())?;
         chunk.clear();
-        chunk.extend(chars.by_ref().take(BASE64_CHUNK).map(|&b| char::from(b)));
-        if let Some(at) = chunk.find('=') {
-            // At most two padding characters, and nothing after them.
-            if chunk.len() - at > 2 || !chunk[at..].bytes().all(|b| b == b'=') {
-                return Err(invalid());
-            }
-            padded = true;
-        }
-        let decoded = Zeroizing::new(openssl::base64::decode_block(&chunk).map_err(|_| invalid())?);
-        der.extend_from_slice(&decoded);
     }
-    Ok(der)
 }
 
 /// Whether `entity` declares a `binary` transfer encoding and its body holds a

@@ -3,10 +3,12 @@
 //!
 //! redb does not clear the pages it frees, so a letter kept in the database would stay
 //! readable in its file after deletion until the next compaction. In a file of its own
-//! its bytes leave with the file. A body file is written durably (to `<id>.partial`,
-//! fsynced, renamed to `<id>`, directory fsynced) before the commit that records its
-//! letter, and removed after the commit that deletes it. A body file no message record
-//! names (a crash between the two, or a removal that failed) is swept at start-up.
+//! its bytes leave with the file. A body file is written durably (created under its
+//! fresh message ID, fsynced, its directory entry fsynced together with those of
+//! concurrent writers) before the commit that records its letter, and removed after
+//! the commit that deletes it. Nothing reads a body its record does not name, so a
+//! file needs no temporary name: one no message record names (a crash between the two,
+//! a write cut short, or a removal that failed) is swept at start-up.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -16,16 +18,15 @@ use redb::ReadableTable;
 
 use crate::Store;
 use crate::db::MESSAGES;
+use crate::dirsync::DirSync;
 use crate::error::StoreError;
 use crate::ids::MessageId;
-
-/// Suffix of a body file being written.
-const PARTIAL: &str = ".partial";
 
 /// The directory of letter body files.
 #[derive(Debug)]
 pub(crate) struct Bodies {
     dir: PathBuf,
+    sync: DirSync,
 }
 
 impl Bodies {
@@ -37,7 +38,8 @@ impl Bodies {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        Ok(Bodies { dir })
+        let sync = DirSync::new(&dir);
+        Ok(Bodies { dir, sync })
     }
 
     /// Where the body of message `id` is.
@@ -54,7 +56,7 @@ impl Bodies {
                 return Err(error);
             }
         }
-        match std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all()) {
+        match self.sync.sync() {
             Ok(()) => Ok(()),
             Err(error) => {
                 letters.iter().for_each(|(id, _)| self.discard(id));
@@ -63,24 +65,21 @@ impl Bodies {
         }
     }
 
-    /// Writes one body to `<id>.partial`, fsyncs it and renames it to `<id>`.
+    /// Writes one body to its new file `<id>` and fsyncs it.
     fn write_one(&self, id: &MessageId, bytes: &[u8]) -> io::Result<()> {
-        let partial = self.dir.join(format!("{id}{PARTIAL}"));
+        let path = self.path(id);
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let written = options.open(&partial).and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        });
-        match written.and_then(|()| std::fs::rename(&partial, self.path(id))) {
+        let mut file = options.open(&path)?;
+        match file.write_all(bytes).and_then(|()| file.sync_data()) {
             Ok(()) => Ok(()),
             Err(error) => {
-                let _ = remove_file(&partial);
+                let _ = remove_file(&path);
                 Err(error)
             }
         }
@@ -105,8 +104,7 @@ impl Bodies {
         }
     }
 
-    /// Removes every file whose name is not a message ID in `keep` (`.partial`
-    /// leftovers included); returns how many.
+    /// Removes every file whose name is not a message ID in `keep`; returns how many.
     fn sweep(&self, keep: &HashSet<MessageId>) -> io::Result<usize> {
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.dir)? {
@@ -199,7 +197,7 @@ impl Store {
     }
 
     /// Removes every body file no message record names: bodies written for a commit
-    /// that never happened, of letters whose removal failed, and `.partial` leftovers.
+    /// that never happened, of letters whose removal failed, and files not named by a message ID at all.
     /// Returns how many. Call it only while nothing files letters (when the server
     /// starts): a body is written before its letter's record is committed.
     pub fn sweep_bodies(&self) -> Result<usize, StoreError> {
@@ -309,7 +307,7 @@ mod tests {
         let bodies = dir.path().join("bodies");
         let unnamed = MessageId::generate().unwrap();
         std::fs::write(bodies.join(unnamed.as_str()), b"ORPHAN").unwrap();
-        std::fs::write(bodies.join(format!("{kept}{PARTIAL}")), b"HALF").unwrap();
+        std::fs::write(bodies.join(format!("{kept}.tmp")), b"HALF").unwrap();
         assert_eq!(store.sweep_bodies().unwrap(), 2);
         assert_eq!(body_files(dir.path()), [kept.to_string()]);
         assert_eq!(store.sweep_bodies().unwrap(), 0);

@@ -20,6 +20,7 @@ mod bodies;
 mod credentials;
 mod db;
 mod devices;
+mod dirsync;
 mod error;
 mod events;
 mod family;

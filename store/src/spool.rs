@@ -15,14 +15,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::fs::File;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::dirsync::DirSync;
 use crate::ids::TrackingId;
 
 /// How much of a letter is gathered in memory before it is written to its file.
@@ -44,7 +43,6 @@ pub struct Spool {
 pub struct SpoolFile {
     id: TrackingId,
     path: PathBuf,
-    dir: PathBuf,
     sync: Arc<DirSync>,
     body: Body,
     written: u64,
@@ -72,32 +70,6 @@ pub struct Spooled {
     pub inline: Option<Vec<u8>>,
 }
 
-/// Shared fsyncs of the spool directory. Each request takes a ticket; an fsync started
-/// after a ticket was taken covers it (the file's entry existed by then), so a request
-/// that waited behind such an fsync needs none of its own.
-#[derive(Debug, Default)]
-struct DirSync {
-    /// Tickets handed out so far.
-    requested: AtomicU64,
-    /// Every ticket up to this one is covered by a finished fsync.
-    synced: Mutex<u64>,
-}
-
-impl DirSync {
-    /// Makes the entries of every file created so far in `dir` durable.
-    async fn sync(&self, dir: &Path) -> io::Result<()> {
-        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut synced = self.synced.lock().await;
-        if *synced >= ticket {
-            return Ok(());
-        }
-        let covers = self.requested.load(Ordering::SeqCst);
-        File::open(dir).await?.sync_all().await?;
-        *synced = covers;
-        Ok(())
-    }
-}
-
 impl Spool {
     /// Opens (and creates, mode 0700) the spool directory.
     pub fn open(dir: &Path) -> io::Result<Self> {
@@ -109,7 +81,7 @@ impl Spool {
         }
         Ok(Spool {
             dir: dir.to_owned(),
-            sync: Arc::default(),
+            sync: Arc::new(DirSync::new(dir)),
         })
     }
 
@@ -124,7 +96,6 @@ impl Spool {
         Ok(SpoolFile {
             id: id.clone(),
             path: self.path(id),
-            dir: self.dir.clone(),
             sync: self.sync.clone(),
             body: Body::Memory(Vec::new()),
             written: 0,
@@ -196,7 +167,10 @@ impl SpoolFile {
         if let Body::File(file) = &mut self.body {
             file.get_mut().sync_all().await?;
         }
-        self.sync.sync(&self.dir).await?;
+        let sync = self.sync.clone();
+        tokio::task::spawn_blocking(move || sync.sync())
+            .await
+            .map_err(io::Error::other)??;
         Ok(Spooled {
             id: self.id,
             size: self.written,

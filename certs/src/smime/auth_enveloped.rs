@@ -110,7 +110,7 @@ impl Parsed {
     /// The recipients gematik's attribute names in `unauthAttrs`.
     pub fn recipients(&self) -> Result<Vec<KimRecipient>, UnwrapError> {
         match &self.data.unauth_attrs {
-            Some(attrs) => kim::recipients(attrs, false),
+            Some(attrs) => kim::recipients(attrs.iter(), false),
             None => Ok(Vec::new()),
         }
     }

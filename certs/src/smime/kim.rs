@@ -3,17 +3,14 @@
 //! letter is encrypted to. KIM puts it in the signed attributes of the
 //! SignerInfo and in the `unauthAttrs` of the AuthEnvelopedData.
 
-use der::asn1::{Ia5String, ObjectIdentifier, SetOfVec};
+use der::asn1::{Ia5String, ObjectIdentifier};
 use der::{Decode, Encode, Sequence};
 use openssl::x509::{X509, X509Name};
 
 use cms::cert::IssuerAndSerialNumber;
-use cms::cert::x509::attr::Attributes;
-use cms::content_info::ContentInfo;
-use cms::signed_data::SignedData;
+use cms::cert::x509::attr::Attribute;
 
 use super::UnwrapError;
-use super::ber;
 
 /// The attribute's OID.
 const RECIPIENT_EMAILS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.276.0.76.4.173");
@@ -54,15 +51,15 @@ impl KimRecipient {
 }
 
 /// The recipients the attribute in `attributes` names (none without it).
-pub(super) fn recipients(
-    attributes: &Attributes,
+pub(super) fn recipients<'a>(
+    attributes: impl IntoIterator<Item = &'a Attribute>,
     signed: bool,
 ) -> Result<Vec<KimRecipient>, UnwrapError> {
     let malformed = |e: String| {
         UnwrapError::Malformed(format!("gematik's recipient attribute cannot be read: {e}"))
     };
     let mut found = Vec::new();
-    for attribute in attributes.iter().filter(|a| a.oid == RECIPIENT_EMAILS) {
+    for attribute in attributes.into_iter().filter(|a| a.oid == RECIPIENT_EMAILS) {
         for value in attribute.values.iter() {
             let entry: RecipientEmail = value.decode_as().map_err(|e| malformed(e.to_string()))?;
             let issuer_der = entry
@@ -88,25 +85,17 @@ pub(super) fn recipients(
     Ok(found)
 }
 
-/// The recipients named in the signed attributes of the first SignerInfo of
-/// SignedData `der` (already verified by OpenSSL).
-pub(super) fn signed_recipients(der: &[u8]) -> Result<Vec<KimRecipient>, UnwrapError> {
-    let decoded = ber::parse(der)
-        .ok()
-        .and_then(|tree| ContentInfo::from_der(&tree.to_der()).ok())
-        .and_then(|info| info.content.decode_as::<SignedData>().ok());
-    let Some(signed) = decoded else {
-        // OpenSSL read and verified it; without a DER reading there is no attribute to use.
-        return Ok(Vec::new());
-    };
-    let attributes = signed
-        .signer_infos
-        .0
+/// The recipients named in the signed attributes of a SignerInfo (already verified by
+/// OpenSSL), each attribute given as its DER.
+pub(super) fn signed_recipients(attributes: &[Vec<u8>]) -> Result<Vec<KimRecipient>, UnwrapError> {
+    let decoded = attributes
         .iter()
-        .next()
-        .and_then(|info| info.signed_attrs.clone())
-        .unwrap_or_else(SetOfVec::new);
-    recipients(&attributes, true)
+        .map(|der| Attribute::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            UnwrapError::Malformed(format!("a signed attribute cannot be read: {e}"))
+        })?;
+    recipients(&decoded, true)
 }
 
 /// An unsigned big-endian integer without its leading zero octets.

@@ -36,6 +36,8 @@ unsafe extern "C" {
         psig: *mut *mut ffi::X509_ALGOR,
     );
     fn CMS_get1_certs(cms: *mut ffi::CMS_ContentInfo) -> *mut ffi::stack_st_X509;
+    fn CMS_signed_get_attr_count(si: *const c_void) -> c_int;
+    fn CMS_signed_get_attr(si: *const c_void, loc: c_int) -> *mut ffi::X509_ATTRIBUTE;
     fn CMS_is_detached(cms: *mut ffi::CMS_ContentInfo) -> c_int;
     fn CMS_get0_content(cms: *mut ffi::CMS_ContentInfo) -> *mut *mut ffi::ASN1_OCTET_STRING;
     fn CMS_decrypt_set1_pkey(
@@ -222,6 +224,8 @@ pub(super) struct SignerInfo {
     pub signature: Nid,
     /// The signer's certificate, known after a successful `CMS_verify`.
     pub cert: Option<X509>,
+    /// Its signed attributes, each as the DER of an `Attribute`.
+    pub signed_attributes: Vec<Vec<u8>>,
 }
 
 /// The SignerInfos of a SignedData `cms` (empty for any other content type).
@@ -245,7 +249,7 @@ pub(super) fn signer_infos(cms: &CmsContentInfoRef) -> Vec<SignerInfo> {
         // CMS_SignerInfo owned by `cms`. CMS_SignerInfo_get0_algs writes borrowed
         // pointers (possibly NULL) into the out-parameters that are non-NULL and
         // skips the NULL `pk` one.
-        unsafe {
+        let info = unsafe {
             let info = ffi::OPENSSL_sk_value(stack, index);
             CMS_SignerInfo_get0_algs(
                 info,
@@ -254,7 +258,8 @@ pub(super) fn signer_infos(cms: &CmsContentInfoRef) -> Vec<SignerInfo> {
                 &mut digest,
                 &mut signature,
             );
-        }
+            info
+        };
         let cert = if signer.is_null() {
             None
         } else {
@@ -266,9 +271,40 @@ pub(super) fn signer_infos(cms: &CmsContentInfoRef) -> Vec<SignerInfo> {
             digest: algorithm(digest),
             signature: algorithm(signature),
             cert,
+            signed_attributes: signed_attributes(info),
         });
     }
     infos
+}
+
+/// The DER of each signed attribute of SignerInfo `info` (one that cannot be encoded
+/// is left out).
+fn signed_attributes(info: *const c_void) -> Vec<Vec<u8>> {
+    // SAFETY: `info` is a valid CMS_SignerInfo owned by a live CMS_ContentInfo; the
+    // count and the attributes are only read, and each attribute stays owned by it.
+    let count = unsafe { CMS_signed_get_attr_count(info) };
+    let mut attributes = Vec::new();
+    for loc in 0..count {
+        // SAFETY: `loc` is in 0..count, so the attribute exists (non-NULL checked).
+        let attribute = unsafe { CMS_signed_get_attr(info, loc) };
+        if attribute.is_null() {
+            continue;
+        }
+        // SAFETY: i2d with a NULL buffer only returns the encoded length.
+        let len = unsafe { ffi::i2d_X509_ATTRIBUTE(attribute, ptr::null_mut()) };
+        let Ok(size) = usize::try_from(len) else {
+            continue;
+        };
+        let mut der = vec![0u8; size];
+        let mut out = der.as_mut_ptr();
+        // SAFETY: `der` has exactly the `len` octets i2d writes; it advances `out`.
+        let written = unsafe { ffi::i2d_X509_ATTRIBUTE(attribute, &mut out) };
+        if written == len {
+            attributes.push(der);
+        }
+    }
+    clear_errors();
+    attributes
 }
 
 /// The NID of an AlgorithmIdentifier (NID_undef for NULL).

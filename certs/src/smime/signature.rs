@@ -54,12 +54,6 @@ pub(super) fn verify(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<Verified, UnwrapError> {
-    let der = Zeroizing::new(cms.to_der().map_err(|e| {
-        UnwrapError::Malformed(format!(
-            "the signed data cannot be encoded: {}",
-            reasons(&e)
-        ))
-    })?);
     let infos = libcrypto::signer_infos(&cms);
     if infos.is_empty() {
         return Err(UnwrapError::Malformed(
@@ -128,10 +122,11 @@ pub(super) fn verify(
                 }
             })?;
         if first.is_none() {
-            first = Some((cert, info.digest, info.signature, revocation));
+            let attributes = info.signed_attributes;
+            first = Some((cert, info.digest, info.signature, revocation, attributes));
         }
     }
-    let (cert, digest, signature, revocation) =
+    let (cert, digest, signature, revocation, attributes) =
         first.ok_or_else(|| UnwrapError::Malformed("the signed data has no signer".to_owned()))?;
     let unreadable = |e: openssl::error::ErrorStack| {
         UnwrapError::Malformed(format!(
@@ -144,7 +139,7 @@ pub(super) fn verify(
         .map_err(|e| UnwrapError::Malformed(format!("the signer certificate: {e}")))?;
     Ok(Verified {
         content,
-        recipients: kim::signed_recipients(&der)?,
+        recipients: kim::signed_recipients(&attributes)?,
         signer: Signer {
             fingerprint: crate::x509::fingerprint_der(&cert_der),
             subject: crate::x509::subject_line(&cert),

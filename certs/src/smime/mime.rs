@@ -77,9 +77,9 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
-/// Decodes a base64 body, skipping whitespace, a chunk at a time: the runs between
-/// whitespace (MIME's lines) are copied whole into the chunk, so no whitespace-free
-/// copy of a large body is made. Padding may only end the body.
+/// Decodes a base64 body, skipping whitespace, a chunk at a time: MIME's lines are
+/// found with memchr and copied whole into the chunk, so no whitespace-free copy of a
+/// large body is made. Padding may only end the body.
 fn decode_base64(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
     let invalid = || UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned());
     // Room for everything, so that decoding never moves (and leaves behind) plaintext.
@@ -89,19 +89,22 @@ fn decode_base64(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
     let mut padded = false;
     let mut rest = body;
     loop {
-        while chunk.len() < BASE64_CHUNK {
-            let Some(start) = rest.iter().position(|b| !b.is_ascii_whitespace()) else {
-                rest = &[];
-                break;
-            };
-            let run = &rest[start..];
-            let end = run
+        while chunk.len() < BASE64_CHUNK && !rest.is_empty() {
+            // A line, up to its CR or LF, as much of it as the chunk takes.
+            let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+            let line = &rest[..end.min(BASE64_CHUNK - chunk.len())];
+            // MIME's base64 lines hold no other whitespace; should one, it is dropped.
+            if memchr::memchr3(b' ', b'\t', 0x0c, line).is_some() {
+                chunk.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
+            } else {
+                chunk.extend_from_slice(line);
+            }
+            rest = &rest[line.len()..];
+            let breaks = rest
                 .iter()
-                .position(u8::is_ascii_whitespace)
-                .unwrap_or(run.len())
-                .min(BASE64_CHUNK - chunk.len());
-            chunk.extend_from_slice(&run[..end]);
-            rest = &run[end..];
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            rest = &rest[breaks..];
         }
         if chunk.is_empty() {
             return Ok(der);
@@ -243,6 +246,7 @@ mod tests {
         assert!(decode_base64(b"QQ==QUJD").is_err());
         assert!(decode_base64(b"QUJ").is_err());
         assert_eq!(decode_base64(b"QU\r\nJD\n").unwrap().as_slice(), b"ABC");
+        assert_eq!(decode_base64(b" QU J\tD \r\n\r\n").unwrap().as_slice(), b"ABC");
     }
 
     #[test]

@@ -3,13 +3,13 @@
 use std::io::Write;
 
 use sequoia_openpgp::Cert;
-use sequoia_openpgp::armor;
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::policy::StandardPolicy;
-use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient};
+use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
 
+use super::armor::Armor;
 use super::{MemberKey, PgpError};
 
 /// The keys of `valid` usable for transport encryption now.
@@ -54,7 +54,7 @@ impl Recipients {
 }
 
 /// Encrypts `plaintext` to every valid transport-encryption key of every
-/// recipient, as an ASCII-armored OpenPGP message (LF line ends). Sequoia picks
+/// recipient, as an ASCII-armored OpenPGP message (CRLF line ends). Sequoia picks
 /// SEIPDv1 or v2 from what all recipients advertise.
 pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, PgpError> {
     encrypt_to(plaintext, &Recipients::parse(recipients)?)
@@ -62,21 +62,18 @@ pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, Pg
 
 /// [`encrypt`] to certificates parsed before.
 pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, PgpError> {
-    let mut sink = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
-    encrypt_into(&[plaintext], recipients, &mut sink)?;
-    Ok(sink)
+    let mut out = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
+    encrypt_into(&[plaintext], recipients, &mut out)?;
+    Ok(out)
 }
 
-/// Encrypts the concatenation of `parts` like [`encrypt_to`], writing the armored
-/// message to `sink` as it goes: the plaintext is never copied into one buffer.
-pub(super) fn encrypt_into<W>(
+/// Encrypts the concatenation of `parts` like [`encrypt_to`], appending the armored
+/// message to `out` as it goes: the plaintext is never copied into one buffer.
+pub(super) fn encrypt_into(
     parts: &[&[u8]],
     recipients: &Recipients,
-    sink: W,
-) -> Result<(), PgpError>
-where
-    W: Write + Send + Sync,
-{
+    out: &mut Vec<u8>,
+) -> Result<(), PgpError> {
     if recipients.certs.is_empty() {
         return Err(PgpError::NoRecipients);
     }
@@ -93,11 +90,8 @@ where
     }
 
     let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
-    let message = Message::new(sink);
-    let message = Armorer::new(message)
-        .kind(armor::Kind::Message)
-        .build()
-        .map_err(failed)?;
+    let mut armor = Armor::message(out);
+    let message = Message::new(&mut armor);
     let message = Encryptor::for_recipients(message, keys)
         .build()
         .map_err(failed)?;
@@ -108,5 +102,6 @@ where
             .map_err(|e| PgpError::Encrypt(e.into()))?;
     }
     message.finalize().map_err(failed)?;
+    armor.finish();
     Ok(())
 }

@@ -3,6 +3,7 @@
 //!
 //! This crate selects no sequoia crypto backend; the binary does.
 
+mod armor;
 mod decrypt;
 mod encrypt;
 mod error;

@@ -1,7 +1,6 @@
 //! PGP/MIME (RFC 3156) `multipart/encrypted` messages.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
 
 use super::encrypt::encrypt_into;
 use super::{MemberKey, PgpError, Recipients};
@@ -61,35 +60,9 @@ pub fn pgp_mime_to(
     let armor = plaintext / 3 * 4 / 64 * 66 + 2048;
     let mut out = Vec::with_capacity(frame.len() + armor + boundary.len() + 8);
     out.extend_from_slice(frame.as_bytes());
-    encrypt_into(inner_entity, recipients, Crlf(&mut out))?;
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
+    encrypt_into(inner_entity, recipients, &mut out)?;
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     Ok(out)
-}
-
-/// Writes the armor with CRLF line ends: the armorer ends its lines with a bare LF
-/// and writes no CR of its own.
-struct Crlf<'a>(&'a mut Vec<u8>);
-
-impl Write for Crlf<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        for line in buf.split_inclusive(|&b| b == b'\n') {
-            match line.strip_suffix(b"\n") {
-                Some(text) => {
-                    self.0.extend_from_slice(text);
-                    self.0.extend_from_slice(b"\r\n");
-                }
-                None => self.0.extend_from_slice(line),
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A random boundary that cannot occur in base64 armor (it contains `=_`).

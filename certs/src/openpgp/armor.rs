@@ -1,0 +1,116 @@
+//! ASCII armor (RFC 9580 §6) of an OpenPGP message, written as the binary message
+//! is produced: 64 characters a line, CRLF line ends, as a MIME body needs them.
+//! No armor checksum is written (RFC 9580 §6.1: it is optional and not to be
+//! emitted); readers back to GnuPG 2.2 accept its absence.
+
+use std::io::{self, Write};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+/// Octets per armor line (64 base64 characters).
+const LINE: usize = 48;
+
+/// Armors what is written to it into the end of `out`; [`Armor::finish`] writes the
+/// last line and the tail.
+pub(super) struct Armor<'a> {
+    out: &'a mut Vec<u8>,
+    /// Octets of a line not yet complete.
+    pending: [u8; LINE],
+    held: usize,
+}
+
+impl<'a> Armor<'a> {
+    /// Starts a `PGP MESSAGE` armor at the end of `out`.
+    pub(super) fn message(out: &'a mut Vec<u8>) -> Self {
+        out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
+        Armor {
+            out,
+            pending: [0; LINE],
+            held: 0,
+        }
+    }
+
+    /// Writes the last (short) line and the armor tail.
+    pub(super) fn finish(self) {
+        let Armor { out, pending, held } = self;
+        if held > 0 {
+            line(out, &pending[..held]);
+        }
+        out.extend_from_slice(b"-----END PGP MESSAGE-----\r\n");
+    }
+}
+
+/// Appends one armor line encoding `octets` (at most [`LINE`]).
+fn line(out: &mut Vec<u8>, octets: &[u8]) {
+    let mut text = [0u8; LINE / 3 * 4];
+    // At most LINE octets always fit the 64-character buffer.
+    let n = STANDARD.encode_slice(octets, &mut text).unwrap_or(0);
+    out.extend_from_slice(&text[..n]);
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Write for Armor<'_> {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let written = buf.len();
+        if self.held > 0 {
+            let take = buf.len().min(LINE - self.held);
+            self.pending[self.held..self.held + take].copy_from_slice(&buf[..take]);
+            self.held += take;
+            buf = &buf[take..];
+            if self.held < LINE {
+                return Ok(written);
+            }
+            line(self.out, &self.pending);
+            self.held = 0;
+        }
+        let whole = buf.len() / LINE * LINE;
+        self.out.reserve(whole / LINE * (LINE / 3 * 4 + 2));
+        for octets in buf[..whole].chunks_exact(LINE) {
+            line(self.out, octets);
+        }
+        let rest = &buf[whole..];
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.held = rest.len();
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_64_characters_whatever_the_writes() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
+        let expected = {
+            let mut out = Vec::new();
+            let mut armor = Armor::message(&mut out);
+            armor.write_all(&data).unwrap();
+            armor.finish();
+            out
+        };
+        for step in [1, 5, 47, 48, 49, 100] {
+            let mut out = Vec::new();
+            let mut armor = Armor::message(&mut out);
+            for piece in data.chunks(step) {
+                armor.write_all(piece).unwrap();
+            }
+            armor.finish();
+            assert_eq!(out, expected, "writes of {step}");
+        }
+        let text = String::from_utf8(expected).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[0], "-----BEGIN PGP MESSAGE-----");
+        assert_eq!(lines[1], "");
+        let body = &lines[2..lines.len() - 2];
+        assert!(body[..body.len() - 1].iter().all(|l| l.len() == 64));
+        assert_eq!(STANDARD.decode(body.concat()).unwrap(), data);
+        assert_eq!(lines[lines.len() - 2], "-----END PGP MESSAGE-----");
+        assert_eq!(lines[lines.len() - 1], "");
+    }
+}

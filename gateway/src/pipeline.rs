@@ -39,7 +39,7 @@ const POISON: [&str; 2] = ["malformed", "too-deep"];
 const FAILED: (Action, EventKind) = (Action::Failed, EventKind::Failed);
 
 /// Processing threads per core: while one waits for its commit, another computes.
-const WORKERS_PER_CORE: usize = 4;
+const WORKERS_PER_CORE: usize = 8;
 
 /// The pipeline and what it needs.
 pub struct Pipeline {

@@ -141,6 +141,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let limits = limits::measure(&installation.pki("gateway.key")?, scratch.path(), window)?;
     eprintln!("registering {} members…", args.members);
     let registered = members::register(&installation, args.members)?;
+    installation.allow_sessions(args.concurrency.iter().copied().max().unwrap_or(1))?;
     let server = Server::start(&installation)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let scenarios = runtime.block_on(scenarios(

@@ -34,6 +34,31 @@ impl Installation {
         Ok(installation)
     }
 
+    /// Lets one client certificate (the load's practice) hold `sessions` SMTP sessions
+    /// at once: the default limit (100) is below the highest concurrency measured.
+    pub fn allow_sessions(&self, sessions: usize) -> anyhow::Result<()> {
+        let path = self.config();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut config: toml::Table = text
+            .parse()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let limits = config
+            .entry("limits")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .context("[limits] of the configuration is not a table")?;
+        let sessions = i64::try_from(sessions).context("too many sessions")?;
+        for key in ["max_connections", "max_connections_per_certificate"] {
+            let current = limits.get(key).and_then(toml::Value::as_integer);
+            if current.is_none_or(|n| n < sessions) {
+                limits.insert(key.to_owned(), toml::Value::Integer(sessions));
+            }
+        }
+        std::fs::write(&path, toml::to_string(&config)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// The configuration file.
     pub fn config(&self) -> PathBuf {
         self.dir.join("kvgate.toml")

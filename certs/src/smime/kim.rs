@@ -92,9 +92,7 @@ pub(super) fn signed_recipients(attributes: &[Vec<u8>]) -> Result<Vec<KimRecipie
         .iter()
         .map(|der| Attribute::from_der(der))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            UnwrapError::Malformed(format!("a signed attribute cannot be read: {e}"))
-        })?;
+        .map_err(|e| UnwrapError::Malformed(format!("a signed attribute cannot be read: {e}")))?;
     recipients(&decoded, true)
 }
 

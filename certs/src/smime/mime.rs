@@ -246,7 +246,10 @@ mod tests {
         assert!(decode_base64(b"QQ==QUJD").is_err());
         assert!(decode_base64(b"QUJ").is_err());
         assert_eq!(decode_base64(b"QU\r\nJD\n").unwrap().as_slice(), b"ABC");
-        assert_eq!(decode_base64(b" QU J\tD \r\n\r\n").unwrap().as_slice(), b"ABC");
+        assert_eq!(
+            decode_base64(b" QU J\tD \r\n\r\n").unwrap().as_slice(),
+            b"ABC"
+        );
     }
 
     #[test]

@@ -94,10 +94,15 @@ fn gnupg_key_is_accepted_and_reads_our_encryption() {
     let binary = gpg.run(&["--export", "member@example.test"]);
     assert_eq!(openpgp::parse_public_key(&binary).unwrap(), key);
 
-    let message = openpgp::encrypt(INNER, std::slice::from_ref(&key)).unwrap();
-    assert!(message.starts_with(b"-----BEGIN PGP MESSAGE-----"));
-    common::write(gpg.dir(), "message.asc", &message);
-    assert_eq!(gpg.run(&["--decrypt", "message.asc"]), INNER);
+    // Three lengths in a row: the armor's last line ends with two, one and no
+    // padding characters for one of them each.
+    for extra in 0..3 {
+        let plaintext = [INNER, &b"x".repeat(extra)[..]].concat();
+        let message = openpgp::encrypt(&plaintext, std::slice::from_ref(&key)).unwrap();
+        assert!(message.starts_with(b"-----BEGIN PGP MESSAGE-----"));
+        common::write(gpg.dir(), "message.asc", &message);
+        assert_eq!(gpg.run(&["--decrypt", "message.asc"]), plaintext);
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! ASCII armor (RFC 9580 §6) of an OpenPGP message, written as the binary message
 //! is produced: 64 characters a line, CRLF line ends, as a MIME body needs them.
-//! No armor checksum is written (RFC 9580 §6.1: it is optional and not to be
-//! emitted); readers back to GnuPG 2.2 accept its absence.
+//! The CRC-24 checksum line is written although RFC 9580 §6.1 makes it optional:
+//! GnuPG 2.2 reads a message without one into its END line and fails to decrypt it
+//! whenever the last line has no padding.
 
 use std::io::{self, Write};
 
@@ -11,6 +12,39 @@ use base64::engine::general_purpose::STANDARD;
 /// Octets per armor line (64 base64 characters).
 const LINE: usize = 48;
 
+/// CRC-24 of RFC 9580 §6.1: initial value and generator.
+const CRC24_INIT: u32 = 0x00B7_04CE;
+const CRC24_POLY: u32 = 0x0186_4CFB;
+
+/// The CRC-24 of each octet value, for a table-driven update.
+const CRC24_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u32) << 16;
+        let mut bit = 0;
+        while bit < 8 {
+            crc <<= 1;
+            if crc & 0x0100_0000 != 0 {
+                crc ^= CRC24_POLY;
+            }
+            bit += 1;
+        }
+        table[i] = crc & 0x00FF_FFFF;
+        i += 1;
+    }
+    table
+};
+
+/// `crc` updated with `octets`.
+fn crc24(mut crc: u32, octets: &[u8]) -> u32 {
+    for &octet in octets {
+        let index = ((crc >> 16) as u8 ^ octet) as usize;
+        crc = ((crc << 8) & 0x00FF_FFFF) ^ CRC24_TABLE[index];
+    }
+    crc
+}
+
 /// Armors what is written to it into the end of `out`; [`Armor::finish`] writes the
 /// last line and the tail.
 pub(super) struct Armor<'a> {
@@ -18,6 +52,8 @@ pub(super) struct Armor<'a> {
     /// Octets of a line not yet complete.
     pending: [u8; LINE],
     held: usize,
+    /// The checksum of everything written so far.
+    crc: u32,
 }
 
 impl<'a> Armor<'a> {
@@ -28,15 +64,23 @@ impl<'a> Armor<'a> {
             out,
             pending: [0; LINE],
             held: 0,
+            crc: CRC24_INIT,
         }
     }
 
-    /// Writes the last (short) line and the armor tail.
+    /// Writes the last (short) line, the checksum and the armor tail.
     pub(super) fn finish(self) {
-        let Armor { out, pending, held } = self;
+        let Armor {
+            out,
+            pending,
+            held,
+            crc,
+        } = self;
         if held > 0 {
             line(out, &pending[..held]);
         }
+        out.push(b'=');
+        line(out, &crc.to_be_bytes()[1..]);
         out.extend_from_slice(b"-----END PGP MESSAGE-----\r\n");
     }
 }
@@ -53,6 +97,7 @@ fn line(out: &mut Vec<u8>, octets: &[u8]) {
 impl Write for Armor<'_> {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let written = buf.len();
+        self.crc = crc24(self.crc, buf);
         if self.held > 0 {
             let take = buf.len().min(LINE - self.held);
             self.pending[self.held..self.held + take].copy_from_slice(&buf[..take]);
@@ -85,6 +130,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn crc24_is_openpgps() {
+        // The check value of CRC-24/OPENPGP.
+        assert_eq!(crc24(CRC24_INIT, b"123456789"), 0x0021_CF02);
+    }
+
+    #[test]
     fn lines_are_64_characters_whatever_the_writes() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
         let expected = {
@@ -107,9 +158,12 @@ mod tests {
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(lines[0], "-----BEGIN PGP MESSAGE-----");
         assert_eq!(lines[1], "");
-        let body = &lines[2..lines.len() - 2];
+        let body = &lines[2..lines.len() - 3];
         assert!(body[..body.len() - 1].iter().all(|l| l.len() == 64));
         assert_eq!(STANDARD.decode(body.concat()).unwrap(), data);
+        let checksum = crc24(CRC24_INIT, &data).to_be_bytes();
+        let checksum = format!("={}", STANDARD.encode(&checksum[1..]));
+        assert_eq!(lines[lines.len() - 3], checksum);
         assert_eq!(lines[lines.len() - 2], "-----END PGP MESSAGE-----");
         assert_eq!(lines[lines.len() - 1], "");
     }

@@ -6,4 +6,5 @@
 
 pub mod api;
 pub mod smtp;
+mod tcp;
 pub mod tls;

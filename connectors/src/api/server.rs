@@ -44,6 +44,7 @@ pub async fn serve(
                         continue;
                     }
                 };
+                crate::tcp::no_delay(&tcp);
                 let acceptor = acceptor.clone();
                 let service = TowerToHyperService::new(
                     router.clone().layer(Extension(ClientAddr(peer.ip()))),

@@ -171,6 +171,7 @@ impl<H: Handler> Server<H> {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, addr)) => match self.shared.limits.admit() {
                         Some(permit) => {
+                            crate::tcp::no_delay(&tcp);
                             let shared = Arc::clone(&self.shared);
                             let session = session::run(shared, tcp, addr, shutdown.clone(), mode);
                             sessions.spawn(async move {

@@ -29,6 +29,8 @@ pub async fn request(
     body: Option<&[u8]>,
 ) -> Result<Response, ClientError> {
     let tcp = TcpStream::connect(addr).await?;
+    // Requests are small and each waits for its response: no Nagle delay.
+    tcp.set_nodelay(true)?;
     let mut stream = TlsConnector::from(tls)
         .connect(server_name("localhost")?, tcp)
         .await?;

@@ -46,6 +46,8 @@ impl SmtpClient {
         tls: Arc<ClientConfig>,
     ) -> Result<(Self, Reply), ClientError> {
         let tcp = TcpStream::connect(addr).await?;
+        // Commands are small and each waits for its reply: no Nagle delay.
+        tcp.set_nodelay(true)?;
         let tls = TlsConnector::from(tls)
             .connect(server_name(host)?, tcp)
             .await?;

@@ -9,9 +9,10 @@
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
 //! replayed after a crash reaches each member once.
 //!
-//! Submissions are processed on two threads per core (see [`crate::supervise`]), so
-//! that one thread's crypto overlaps another's wait for its commit; every recipient's
-//! message and the submission's end go to the store in one (group) commit.
+//! Submissions are processed on eight threads per core (see [`crate::supervise`]): a
+//! letter spends most of its time waiting for its body file and its commit, and
+//! meanwhile others compute; every recipient's message and the submission's end go to
+//! the store in one (group) commit.
 
 use kvgate_certs::openpgp;
 use kvgate_certs::smime::{self, DecryptionKey, KimRecipient, Signer, TrustAnchors, Unwrapped};

@@ -20,8 +20,11 @@ pub mod devpki;
 mod error;
 pub mod openpgp;
 pub mod revocation;
+mod secret;
 pub mod sha1_signed;
 pub mod smime;
 pub mod x509;
+
+pub use secret::SecretBytes;
 
 pub use error::CertError;

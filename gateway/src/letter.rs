@@ -8,9 +8,9 @@
 
 use std::borrow::Cow;
 
+use kvgate_certs::SecretBytes;
 use kvgate_store::{Timestamp, TrackingId};
 use mail_parser::{MessageParser, MimeHeaders};
-use zeroize::Zeroizing;
 
 /// Who signed a letter, as verified.
 pub struct Provenance<'a> {
@@ -44,7 +44,7 @@ const KIM_RESULTS: &str = "X-KIM-DecryptionResult: 00\r\nX-KIM-IntegrityCheckRes
 /// after the other: no copy of a large letter is made to prepend the trace headers.
 pub struct MemberLetter<'a> {
     /// The trace headers kvgate adds.
-    trace: Zeroizing<Vec<u8>>,
+    trace: SecretBytes,
     /// The inner message they precede.
     message: &'a [u8],
 }
@@ -62,7 +62,7 @@ impl MemberLetter<'_> {
 pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> MemberLetter<'a> {
     let message = enclosed_message(inner);
     let signer = header_safe(provenance.signer);
-    let mut trace = Zeroizing::new(
+    let mut trace = SecretBytes::from(
         format!(
             "X-Kvgate-Tracking-Id: {}\r\n\
              X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n\

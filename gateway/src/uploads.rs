@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine;
+use kvgate_certs::SecretBytes;
 use kvgate_certs::openpgp;
 use kvgate_connectors::api::{Document, Sealed, Sealer};
 use kvgate_store::{Kvnr, Store, ThreadId, Timestamp, UploadKind};
@@ -195,7 +196,7 @@ impl BackOfficeSealer {
             .map_err(|e| format!("reading the member's keys failed: {e}"))?;
         let at = kvgate_store::now();
         let from = format!("{member}@{}", self.domain);
-        let mut plaintext = Zeroizing::new(
+        let mut plaintext = SecretBytes::from(
             format!(
                 "{}MIME-Version: 1.0\r\n",
                 self.headers(&from, document, message_id, at)
@@ -224,8 +225,8 @@ impl BackOfficeSealer {
 
 impl Sealer for BackOfficeSealer {
     fn seal(&self, document: &Document<'_>) -> Result<Sealed, String> {
-        let inner = Zeroizing::new(inner_entity(document)?);
-        let signed = Zeroizing::new(
+        let inner = SecretBytes::from(inner_entity(document)?);
+        let signed = SecretBytes::from(
             kvgate_certs::compose::sign(&inner, &self.signer_cert, &self.signer_key)
                 .map_err(|e| format!("signing the upload failed: {e}"))?,
         );

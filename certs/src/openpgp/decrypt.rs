@@ -3,6 +3,7 @@
 
 use std::io::Read;
 
+use crate::SecretBytes;
 use sequoia_openpgp::crypto::{KeyPair, SessionKey};
 use sequoia_openpgp::packet::{PKESK, SKESK};
 use sequoia_openpgp::parse::Parse;
@@ -12,7 +13,6 @@ use sequoia_openpgp::parse::stream::{
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::types::SymmetricAlgorithm;
 use sequoia_openpgp::{Cert, KeyHandle};
-use zeroize::Zeroizing;
 
 use super::PgpError;
 
@@ -22,7 +22,7 @@ const END: &[u8] = b"-----END PGP MESSAGE-----";
 /// Decrypts `message` (an armored or binary OpenPGP message, or a whole
 /// PGP/MIME message whose armored block is used) with the armored secret key
 /// `secret_key`. Signatures inside are not checked.
-pub fn decrypt(message: &[u8], secret_key: &str) -> Result<Zeroizing<Vec<u8>>, PgpError> {
+pub fn decrypt(message: &[u8], secret_key: &str) -> Result<SecretBytes, PgpError> {
     let cert = Cert::from_bytes(secret_key.as_bytes()).map_err(|e| PgpError::Parse(e.into()))?;
     let fingerprint = cert.fingerprint().to_hex();
     let policy = StandardPolicy::new();
@@ -54,7 +54,7 @@ pub fn decrypt(message: &[u8], secret_key: &str) -> Result<Zeroizing<Vec<u8>>, P
         .map_err(failed)?
         .with_policy(&policy, None, Helper { keys })
         .map_err(failed)?;
-    let mut plaintext = Zeroizing::new(Vec::new());
+    let mut plaintext = SecretBytes::from(Vec::new());
     decryptor
         .read_to_end(&mut plaintext)
         .map_err(|e| PgpError::Decrypt(e.into()))?;

@@ -4,6 +4,7 @@
 //! `cms`/`der` crates (after BER is rewritten as DER); OpenSSL does the
 //! cryptography: RSA key transport with the gateway key and AES-GCM.
 
+use crate::SecretBytes;
 use der::asn1::{Any, ObjectIdentifier, OctetString};
 use der::{Decode, Encode, Sequence};
 use openssl::md::{Md, MdRef};
@@ -11,7 +12,6 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::symm::Cipher;
 use openssl::x509::X509;
-use zeroize::Zeroizing;
 
 use cms::cert::x509::attr::Attributes;
 use cms::content_info::{CmsVersion, ContentInfo};
@@ -216,7 +216,7 @@ fn read(tree: &mut ber::Node) -> Result<Parsed, UnwrapError> {
 pub(super) fn decrypt<'k>(
     parsed: &Parsed,
     keys: &'k [DecryptionKey],
-) -> Result<(Zeroizing<Vec<u8>>, &'k X509), UnwrapError> {
+) -> Result<(SecretBytes, &'k X509), UnwrapError> {
     let data = &parsed.data;
     let mut failures = Vec::new();
     for key in keys {
@@ -256,10 +256,7 @@ fn names(rid: &RecipientIdentifier, cert: &X509) -> bool {
 }
 
 /// Recovers the content-encryption key with the gateway's RSA key.
-fn unwrap_key(
-    ktri: &KeyTransRecipientInfo,
-    key: &DecryptionKey,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+fn unwrap_key(ktri: &KeyTransRecipientInfo, key: &DecryptionKey) -> Result<SecretBytes, String> {
     let failed = |e: openssl::error::ErrorStack| format!("key transport failed: {}", reasons(&e));
     let mut ctx = PkeyCtx::new(&key.key).map_err(failed)?;
     ctx.decrypt_init().map_err(failed)?;
@@ -311,7 +308,7 @@ fn unwrap_key(
             algorithm.oid
         ));
     }
-    let mut cek = Zeroizing::new(Vec::new());
+    let mut cek = SecretBytes::from(Vec::new());
     ctx.decrypt_to_vec(ktri.enc_key.as_bytes(), &mut cek)
         .map_err(failed)?;
     Ok(cek)
@@ -333,7 +330,7 @@ fn digest(algorithm: Option<&AlgorithmIdentifier>) -> Result<&'static MdRef, Str
 }
 
 /// Verifies the tag and decrypts the content with `cek` (AES-GCM).
-fn open(data: &AuthEnvelopedData, cek: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+fn open(data: &AuthEnvelopedData, cek: &[u8]) -> Result<SecretBytes, String> {
     let info = &data.auth_encrypted_content;
     let algorithm = &info.content_enc_alg;
     let cipher = match algorithm.oid.to_string().as_str() {
@@ -380,6 +377,6 @@ fn open(data: &AuthEnvelopedData, cek: &[u8]) -> Result<Zeroizing<Vec<u8>>, Stri
         ciphertext,
         tag,
     )
-    .map(Zeroizing::new)
+    .map(SecretBytes::from)
     .map_err(|_| "the authentication tag does not verify (content or key altered)".to_owned())
 }

@@ -8,6 +8,7 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
 
+use crate::SecretBytes;
 use foreign_types_shared::{ForeignType, ForeignTypeRef};
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::error::ErrorStack;
@@ -16,7 +17,6 @@ use openssl::pkey::{PKeyRef, Private};
 use openssl::stack::Stack;
 use openssl::x509::{X509, X509Ref};
 use openssl_sys as ffi;
-use zeroize::Zeroizing;
 
 /// `NID_id_smime_ct_authEnvelopedData` (obj_mac.h), missing in `openssl-sys`.
 const NID_AUTH_ENVELOPED: c_int = 1059;
@@ -139,7 +139,7 @@ pub(super) fn decrypt(
     cms: &CmsContentInfoRef,
     key: &PKeyRef<Private>,
     cert: &X509Ref,
-) -> Result<Zeroizing<Vec<u8>>, DecryptFailure> {
+) -> Result<SecretBytes, DecryptFailure> {
     // SAFETY: `cms` is valid for the borrow. For (auth-)enveloped data
     // CMS_get0_content returns a pointer to the encryptedContent field (or NULL);
     // ASN1_STRING_length only reads the string it points to, if any.
@@ -165,7 +165,7 @@ pub(super) fn decrypt(
         return Err(DecryptFailure::Key(ErrorStack::get()));
     }
     // Padding never makes the plaintext longer than the ciphertext.
-    let mut plaintext = Zeroizing::new(Vec::with_capacity(
+    let mut plaintext = SecretBytes::from(Vec::with_capacity(
         usize::try_from(ciphertext).unwrap_or(0) + 64,
     ));
     let result = loop {
@@ -210,8 +210,8 @@ pub(super) fn decrypt(
 
 /// Doubles the capacity of `buffer`, wiping the old allocation (a `Vec` would free it
 /// as it is).
-fn grow_wiped(buffer: &mut Zeroizing<Vec<u8>>) {
-    let mut larger = Zeroizing::new(Vec::with_capacity((buffer.capacity() * 2).max(4096)));
+fn grow_wiped(buffer: &mut SecretBytes) {
+    let mut larger = SecretBytes::with_capacity((buffer.capacity() * 2).max(4096));
     larger.extend_from_slice(buffer);
     *buffer = larger;
 }
@@ -343,7 +343,7 @@ pub(super) struct SmimeRead {
     /// The signature (or the whole CMS of an `application/pkcs7-mime`).
     pub cms: CmsContentInfo,
     /// The first part of a `multipart/signed`.
-    pub detached: Option<Zeroizing<Vec<u8>>>,
+    pub detached: Option<SecretBytes>,
 }
 
 /// Reads `entity` with `SMIME_read_CMS`. `entity` must be shorter than 2 GiB.
@@ -382,12 +382,13 @@ pub(super) fn smime_read(entity: &[u8]) -> Result<SmimeRead, String> {
             let n = ffi::BIO_get_mem_data(content, &mut data);
             let bytes = match usize::try_from(n) {
                 Ok(n) if n > 0 && !data.is_null() => {
-                    let copy =
-                        Zeroizing::new(std::slice::from_raw_parts(data.cast::<u8>(), n).to_vec());
+                    let copy = SecretBytes::from(
+                        std::slice::from_raw_parts(data.cast::<u8>(), n).to_vec(),
+                    );
                     OPENSSL_cleanse(data.cast(), n);
                     copy
                 }
-                _ => Zeroizing::new(Vec::new()),
+                _ => SecretBytes::from(Vec::new()),
             };
             ffi::BIO_free_all(content);
             bytes

@@ -1,10 +1,10 @@
 //! Just enough MIME to tell what an entity is: its header block, its content
 //! type with parameters, and the body of an `application/pkcs7-mime` entity.
 
+use crate::SecretBytes;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
-use zeroize::Zeroizing;
 
 use super::UnwrapError;
 
@@ -49,13 +49,13 @@ pub(super) fn classify(entity: &[u8]) -> Kind {
 
 /// The DER inside an `application/pkcs7-mime` entity: base64-decoded unless the
 /// transfer encoding is `binary`.
-pub(super) fn pkcs7_body(entity: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+pub(super) fn pkcs7_body(entity: &[u8]) -> Result<SecretBytes, UnwrapError> {
     let (headers, body) = split(entity);
     let encoding = header(&headers, "content-transfer-encoding")
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let der = if encoding == "binary" {
-        Zeroizing::new(body.to_vec())
+        SecretBytes::from(body.to_vec())
     } else {
         decode_base64(body)?
     };
@@ -80,12 +80,12 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Decodes a base64 body, skipping whitespace, a chunk at a time: MIME's lines are
 /// found with memchr and copied whole into the chunk, so no whitespace-free copy of a
 /// large body is made. Padding may only end the body.
-fn decode_base64(body: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+fn decode_base64(body: &[u8]) -> Result<SecretBytes, UnwrapError> {
     let invalid = || UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned());
     // Room for everything, so that decoding never moves (and leaves behind) plaintext.
-    let mut der = Zeroizing::new(Vec::with_capacity(body.len().div_ceil(4) * 3));
+    let mut der = SecretBytes::with_capacity(body.len().div_ceil(4) * 3);
     // Opaque signed data carries the letter itself: wipe the chunks too.
-    let mut chunk = Zeroizing::new(Vec::with_capacity(BASE64_CHUNK));
+    let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK);
     let mut padded = false;
     let mut rest = body;
     loop {

@@ -13,9 +13,9 @@ mod signature;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::SecretBytes;
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::x509::X509;
-use zeroize::Zeroizing;
 
 use crate::revocation::RevocationStatus;
 
@@ -61,7 +61,7 @@ pub struct Signer {
 /// The content inside all S/MIME layers, and what the layers said.
 pub struct Unwrapped {
     /// The innermost entity (headers and body), no longer S/MIME.
-    pub content: Zeroizing<Vec<u8>>,
+    pub content: SecretBytes,
     /// The signer of the innermost signed layer; `None` if nothing was signed.
     pub signer: Option<Signer>,
     /// Whether any layer was encrypted to the gateway.
@@ -115,7 +115,7 @@ pub fn unwrap_owned(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<Unwrapped, UnwrapError> {
-    let mut current = Zeroizing::new(message);
+    let mut current = SecretBytes::from(message);
     let mut encrypted = false;
     let mut signer = None;
     let mut recipients: Vec<KimRecipient> = Vec::new();
@@ -148,7 +148,7 @@ pub fn unwrap_owned(
         layers += 1;
         current = if kind == Kind::Rfc822 {
             // Signed or encrypted content that wraps a whole message: the message.
-            Zeroizing::new(mime::body(&current).to_vec())
+            SecretBytes::from(mime::body(&current).to_vec())
         } else if kind == Kind::MultipartSigned {
             let verified = multipart_signed(&current, anchors, at)?;
             signer = Some(verified.signer);
@@ -240,7 +240,7 @@ fn multipart_signed(
 fn decrypt<'k>(
     cms: &CmsContentInfoRef,
     keys: &'k [DecryptionKey],
-) -> Result<(Zeroizing<Vec<u8>>, &'k X509), UnwrapError> {
+) -> Result<(SecretBytes, &'k X509), UnwrapError> {
     let mut failures = Vec::new();
     for key in keys {
         match libcrypto::decrypt(cms, &key.key, &key.cert) {

@@ -2,13 +2,13 @@
 
 use std::time::SystemTime;
 
+use crate::SecretBytes;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::nid::Nid;
 use openssl::stack::StackRef;
 use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509, X509Ref, X509StoreContext};
 use openssl_sys as ffi;
-use zeroize::Zeroizing;
 
 use super::error::{has_cms_reason, reasons};
 use super::kim::{self, KimRecipient};
@@ -39,7 +39,7 @@ const WEAK: [Nid; 11] = [
 /// The signed content and who signed it.
 pub(super) struct Verified {
     /// The content the signature covers.
-    pub content: Zeroizing<Vec<u8>>,
+    pub content: SecretBytes,
     /// The (first) signer.
     pub signer: Signer,
     /// The recipients gematik's attribute names in the first signer's signed attributes.
@@ -70,7 +70,7 @@ pub(super) fn verify(
         }
     }
 
-    let mut content = Zeroizing::new(Vec::new());
+    let mut content = SecretBytes::from(Vec::new());
     cms.verify(
         None,
         None,

@@ -247,7 +247,7 @@ impl Pipeline {
             original_recipient: recipient.orcpt.clone(),
             final_recipient: recipient.address.clone(),
             original_message_id: letter::message_id(inner),
-            received_mic: original.mic(),
+            received_mic: original.mic()?,
         });
         Ok(Some(report.queue_entry(
             &submission.tracking_id,
@@ -318,7 +318,11 @@ impl Pipeline {
             .ok_or(StoreError::NotFound("submission"))?;
         let (raw, in_file) = received(&self.store, &self.spool, id)?;
         // Reports need little of the message as received; the unwrapping takes it over.
-        let original = Original::of(&raw);
+        let original = if in_file {
+            Original::of_spooled(&raw, self.spool.path(id))
+        } else {
+            Original::of(&raw)
+        };
         match self.verify(&submission, raw)? {
             Ok(accepted) => self.deliver(&submission, &original, accepted)?,
             Err(refusal) if POISON.contains(&refusal.reason) => {

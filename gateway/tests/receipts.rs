@@ -326,13 +326,18 @@ fn delivery_status_notifications_follow_notify_and_ret() {
 
 /// A letter from the demo practice asking (or not) for a disposition notification.
 fn letter_asking(install: &Install, dnt: Option<&str>, message_id: &str) -> Vec<u8> {
+    letter_with_body(install, dnt, message_id, "Gute Besserung.\r\n")
+}
+
+/// A practice's letter with `body`, asking for a disposition notification to `dnt`.
+fn letter_with_body(install: &Install, dnt: Option<&str>, message_id: &str, body: &str) -> Vec<u8> {
     let dnt = dnt.map_or(String::new(), |a| {
         format!("Disposition-Notification-To: <{a}>\r\n")
     });
     let inner = format!(
         "From: Demo Practice <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\n\
          Subject: Befund\r\nMessage-ID: {message_id}\r\n{dnt}\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGute Besserung.\r\n"
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
     );
     crlf(install.practice_letter(inner.as_bytes(), "Befund"))
 }
@@ -447,6 +452,37 @@ fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
         assert_eq!(reported(&install, other), 0);
         assert!(event_kinds(&install.track(other)).contains(&"read".to_owned()));
     }
+}
+
+#[test]
+fn a_large_letters_disposition_notification_carries_the_mic_of_the_letter_as_received() {
+    require(&["openssl", "gpg", "curl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start();
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+    let (_home, public_key) = gpg_member(&install);
+    let auth = enrol(&install, &server, &public_key);
+
+    // Over 1 MiB as received: the gateway keeps only its headers for receipts and
+    // reads the MIC back from the spool file when the notification is made.
+    let body = "Gute Besserung. Die Werte im Anhang sind unauffaellig.\r\n".repeat(24_000);
+    let asked = letter_with_body(
+        &install,
+        Some(PRACTICE),
+        "<gross@demo-practice.test>",
+        &body,
+    );
+    assert!(asked.len() > 1024 * 1024, "{}", asked.len());
+    let (_, message) = deliver(&install, &server, &auth, &asked);
+    mark_read(&install, &server, &auth, &message, "");
+    let (_, summary) = relay.wait_for(1);
+    let mic = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&asked));
+    assert_eq!(
+        summary["report"]["disposition"]["Received-content-MIC"],
+        format!("{mic}, sha256")
+    );
 }
 
 /// `kvgate queue retry ENTRY`, then waits until the relay has a report and the

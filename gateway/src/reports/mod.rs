@@ -41,6 +41,9 @@ pub enum ReportError {
     /// Signing failed (OpenSSL's message).
     #[error("signing the report failed: {0}")]
     Sign(String),
+    /// The letter as received could not be read back (for its MIC).
+    #[error("reading the received letter failed: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// What every rendered report needs from the installation.

@@ -1,9 +1,13 @@
 //! What receipts keep of a message as received, once the message itself is handed on
 //! to be unwrapped: a large letter is then held by the unwrapping alone.
 
-use base64::Engine;
+use std::io::Read;
+use std::path::PathBuf;
 
-use super::{Mdn, Returned};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{Mdn, ReportError, Returned};
 
 /// The largest message a failure DSN returns whole for `RET=FULL`; a larger one is
 /// returned as its headers (as Postfix's `bounce_size_limit` does), so the outbound
@@ -24,11 +28,26 @@ enum Kept {
     Whole(Vec<u8>),
     /// Only the `Received-content-MIC` of a larger one, computed at once.
     Mic(String),
+    /// A larger one that stays in its spool file while reports are made: its MIC is
+    /// read from there if a disposition notification asks for it (most letters do
+    /// not, and hashing a large letter costs as much as a pass over it).
+    Spooled(PathBuf),
 }
 
 impl Original {
     /// Keeps what reports need of `received`.
     pub fn of(received: &[u8]) -> Self {
+        Self::keeping(received, || Kept::Mic(Mdn::mic_of(received)))
+    }
+
+    /// Keeps what reports need of `received`, which is also in the spool file `file`
+    /// until the reports are made.
+    pub fn of_spooled(received: &[u8], file: PathBuf) -> Self {
+        Self::keeping(received, || Kept::Spooled(file))
+    }
+
+    /// The headers of `received` and the message itself, or `large` of a large one.
+    fn keeping(received: &[u8], large: impl FnOnce() -> Kept) -> Self {
         let end = received
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
@@ -38,7 +57,7 @@ impl Original {
             kept: if received.len() <= RETURN_FULL_MAX {
                 Kept::Whole(received.to_vec())
             } else {
-                Kept::Mic(Mdn::mic_of(received))
+                large()
             },
         }
     }
@@ -55,10 +74,22 @@ impl Original {
     }
 
     /// The `Received-content-MIC` of the message (RFC 8098 §3.2.12).
-    pub fn mic(&self) -> String {
-        match &self.kept {
+    pub fn mic(&self) -> Result<String, ReportError> {
+        Ok(match &self.kept {
             Kept::Whole(whole) => Mdn::mic_of(whole),
             Kept::Mic(mic) => mic.clone(),
-        }
+            Kept::Spooled(file) => {
+                let mut hash = Sha256::new();
+                let mut reader = std::fs::File::open(file)?;
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    match reader.read(&mut chunk)? {
+                        0 => break,
+                        n => hash.update(&chunk[..n]),
+                    }
+                }
+                base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+            }
+        })
     }
 }

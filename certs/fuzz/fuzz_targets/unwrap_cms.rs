@@ -12,7 +12,9 @@ use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors};
 use kvgate_certs::x509;
 use libfuzzer_sys::fuzz_target;
 
-/// The gateway key and anchors, made once.
+/// The gateway key and anchors, made once. Nothing here depends on the fuzzer's
+/// input: the `unwrap()`s can only fail on the harness's first run (a broken dev
+/// PKI), never on an input, and the fuzz target is not shipped.
 fn setup() -> &'static (DevPki, Vec<DecryptionKey>, TrustAnchors) {
     static SETUP: OnceLock<(DevPki, Vec<DecryptionKey>, TrustAnchors)> = OnceLock::new();
     SETUP.get_or_init(|| {

@@ -380,8 +380,9 @@ fn mark_read(install: &Install, server: &Server, auth: &str, message: &str, body
     assert_eq!(status, 204, "{}", String::from_utf8_lossy(&answer));
 }
 
-#[test]
-fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
+/// A gateway with a relay for its reports and one enrolled member: the installation,
+/// the relay, the server and the member's `Authorization` header.
+fn serving_a_member() -> (Install, Relay, Server, String) {
     require(&["openssl", "gpg", "curl", "python3"]);
     let install = Install::new();
     let mut relay = Relay::new(&install);
@@ -390,6 +391,12 @@ fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
     let server = install.serve(&[]);
     let (_home, public_key) = gpg_member(&install);
     let auth = enrol(&install, &server, &public_key);
+    (install, relay, server, auth)
+}
+
+#[test]
+fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
+    let (install, relay, server, auth) = serving_a_member();
 
     let asked = letter_asking(&install, Some(PRACTICE), "<befund-1@demo-practice.test>");
     let (id, message) = deliver(&install, &server, &auth, &asked);
@@ -456,14 +463,7 @@ fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
 
 #[test]
 fn a_large_letters_disposition_notification_carries_the_mic_of_the_letter_as_received() {
-    require(&["openssl", "gpg", "curl", "python3"]);
-    let install = Install::new();
-    let mut relay = Relay::new(&install);
-    relay.start();
-    configure_relay(&install, &relay);
-    let server = install.serve(&[]);
-    let (_home, public_key) = gpg_member(&install);
-    let auth = enrol(&install, &server, &public_key);
+    let (install, relay, server, auth) = serving_a_member();
 
     // Over 1 MiB as received: the gateway keeps only its headers for receipts and
     // reads the MIC back from the spool file when the notification is made.

@@ -3,7 +3,6 @@
 
 use std::io::Read;
 
-use crate::SecretBytes;
 use sequoia_openpgp::crypto::{KeyPair, SessionKey};
 use sequoia_openpgp::packet::{PKESK, SKESK};
 use sequoia_openpgp::parse::Parse;
@@ -15,6 +14,7 @@ use sequoia_openpgp::types::SymmetricAlgorithm;
 use sequoia_openpgp::{Cert, KeyHandle};
 
 use super::PgpError;
+use crate::SecretBytes;
 
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
@@ -54,7 +54,7 @@ pub fn decrypt(message: &[u8], secret_key: &str) -> Result<SecretBytes, PgpError
         .map_err(failed)?
         .with_policy(&policy, None, Helper { keys })
         .map_err(failed)?;
-    let mut plaintext = SecretBytes::from(Vec::new());
+    let mut plaintext = SecretBytes::default();
     decryptor
         .read_to_end(&mut plaintext)
         .map_err(|e| PgpError::Decrypt(e.into()))?;

@@ -4,7 +4,6 @@
 //! `cms`/`der` crates (after BER is rewritten as DER); OpenSSL does the
 //! cryptography: RSA key transport with the gateway key and AES-GCM.
 
-use crate::SecretBytes;
 use der::asn1::{Any, ObjectIdentifier, OctetString};
 use der::{Decode, Encode, Sequence};
 use openssl::md::{Md, MdRef};
@@ -24,6 +23,7 @@ use super::ber;
 use super::error::reasons;
 use super::kim::{self, KimRecipient, strip_zeros};
 use super::{DecryptionKey, UnwrapError};
+use crate::SecretBytes;
 
 /// id-ct-authEnvelopedData (RFC 5083).
 pub(super) const AUTH_ENVELOPED_DATA: ObjectIdentifier =
@@ -308,7 +308,7 @@ fn unwrap_key(ktri: &KeyTransRecipientInfo, key: &DecryptionKey) -> Result<Secre
             algorithm.oid
         ));
     }
-    let mut cek = SecretBytes::from(Vec::new());
+    let mut cek = SecretBytes::default();
     ctx.decrypt_to_vec(ktri.enc_key.as_bytes(), &mut cek)
         .map_err(failed)?;
     Ok(cek)

@@ -8,7 +8,6 @@
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
 
-use crate::SecretBytes;
 use foreign_types_shared::{ForeignType, ForeignTypeRef};
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::error::ErrorStack;
@@ -17,6 +16,8 @@ use openssl::pkey::{PKeyRef, Private};
 use openssl::stack::Stack;
 use openssl::x509::{X509, X509Ref};
 use openssl_sys as ffi;
+
+use crate::SecretBytes;
 
 /// `NID_id_smime_ct_authEnvelopedData` (obj_mac.h), missing in `openssl-sys`.
 const NID_AUTH_ENVELOPED: c_int = 1059;
@@ -388,7 +389,7 @@ pub(super) fn smime_read(entity: &[u8]) -> Result<SmimeRead, String> {
                     OPENSSL_cleanse(data.cast(), n);
                     copy
                 }
-                _ => SecretBytes::from(Vec::new()),
+                _ => SecretBytes::default(),
             };
             ffi::BIO_free_all(content);
             bytes

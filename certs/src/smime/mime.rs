@@ -1,12 +1,12 @@
 //! Just enough MIME to tell what an entity is: its header block, its content
 //! type with parameters, and the body of an `application/pkcs7-mime` entity.
 
-use crate::SecretBytes;
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
 
 use super::UnwrapError;
+use crate::SecretBytes;
 
 /// What kind of entity a message is, as far as S/MIME is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,10 +13,10 @@ mod signature;
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::SecretBytes;
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::x509::X509;
 
+use crate::SecretBytes;
 use crate::revocation::RevocationStatus;
 
 pub use error::UnwrapError;

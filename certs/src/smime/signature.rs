@@ -2,7 +2,6 @@
 
 use std::time::SystemTime;
 
-use crate::SecretBytes;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::nid::Nid;
 use openssl::stack::StackRef;
@@ -14,6 +13,7 @@ use super::error::{has_cms_reason, reasons};
 use super::kim::{self, KimRecipient};
 use super::libcrypto;
 use super::{Signer, TrustAnchors, UnwrapError};
+use crate::SecretBytes;
 use crate::revocation::Refusal;
 
 /// `CMS_R_NO_CONTENT` (cmserr.h).
@@ -70,7 +70,7 @@ pub(super) fn verify(
         }
     }
 
-    let mut content = SecretBytes::from(Vec::new());
+    let mut content = SecretBytes::default();
     cms.verify(
         None,
         None,

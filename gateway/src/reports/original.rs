@@ -1,7 +1,6 @@
 //! What receipts keep of a message as received, once the message itself is handed on
 //! to be unwrapped: a large letter is then held by the unwrapping alone.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -80,14 +79,7 @@ impl Original {
             Kept::Mic(mic) => mic.clone(),
             Kept::Spooled(file) => {
                 let mut hash = Sha256::new();
-                let mut reader = std::fs::File::open(file)?;
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    match reader.read(&mut chunk)? {
-                        0 => break,
-                        n => hash.update(&chunk[..n]),
-                    }
-                }
+                std::io::copy(&mut std::fs::File::open(file)?, &mut hash)?;
                 base64::engine::general_purpose::STANDARD.encode(hash.finalize())
             }
         })

@@ -10,7 +10,7 @@
 //! replayed after a crash reaches each member once.
 //!
 //! Submissions are processed on eight threads per core (see [`crate::supervise`]): a
-//! letter spends most of its time waiting for its body file and its commit, and
+//! letter spends most of its time waiting for its body's fdatasync and its commit, and
 //! meanwhile others compute; every recipient's message and the submission's end go to
 //! the store in one (group) commit.
 

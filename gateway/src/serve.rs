@@ -138,8 +138,8 @@ impl Gateway {
         let swept = store.sweep_bodies()?;
         if swept > 0 {
             tracing::info!(
-                files = swept,
-                "removed letter body files that no letter names (never filed, or deleted)"
+                ranges = swept,
+                "punched out letter bodies that no letter names (never filed, or deleted)"
             );
         }
         let read = |path: &std::path::Path| {

@@ -3,13 +3,14 @@
 //! Cancellation removes every record of the member (member, keys, devices, tokens,
 //! open enrolment codes, key backup, uploads, smarthealth record, family, and every
 //! letter) in one commit, together with a `deleted` tracking event (without content)
-//! for each letter and upload; then it removes the letters' body files and compacts
+//! for each letter and upload; then it punches the letters' bodies out of their segments and compacts
 //! the database so that the records' bytes are gone from its file too. The senders'
 //! own submission records and tracking histories stay: they belong to the senders.
 
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::Store;
+use crate::bodies::Extent;
 use crate::credentials::EnrollmentCode;
 use crate::credentials::revoke_tokens;
 use crate::db::{
@@ -60,14 +61,14 @@ fn remove_prefix(
 }
 
 /// Deletes the member's letters (of one inbox, or all) inside `tx`, each with a
-/// `deleted` tracking event saying `reason`; returns their IDs, whose body files the
-/// caller removes after the commit.
+/// `deleted` tracking event saying `reason`; returns where their bodies are, which the
+/// caller punches after the commit.
 pub(crate) fn delete_letters(
     tx: &WriteTransaction,
     kvnr: &Kvnr,
     mailbox: Option<Mailbox>,
     reason: &str,
-) -> Result<Vec<MessageId>, StoreError> {
+) -> Result<Vec<Extent>, StoreError> {
     let prefix = match mailbox {
         Some(mailbox) => format!("{kvnr}/{mailbox}/"),
         None => format!("{kvnr}/"),
@@ -86,7 +87,7 @@ pub(crate) fn delete_letters(
             .recipient(&meta.address)
             .detail(reason);
         append_events(tx, &meta.tracking_id, vec![event])?;
-        letters.push(id);
+        letters.push(meta.body);
     }
     Ok(letters)
 }
@@ -103,14 +104,14 @@ impl Store {
     /// The ciphertext of one of the member's letters, read only (unlike
     /// `fetch_message`, nothing is recorded); `None` for another member's.
     pub fn message_body(&self, kvnr: &Kvnr, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.message_meta(kvnr, id)?.is_none() {
-            return Ok(None);
+        match self.message_meta(kvnr, id)? {
+            Some(meta) => self.body(&meta),
+            None => Ok(None),
         }
-        self.body(id)
     }
 
     /// Deletes the member's account irrecoverably: the records in one commit (see the
-    /// module documentation), then the letters' body files, then the records' bytes
+    /// module documentation), then the letters' bodies, then the records' bytes
     /// from the database file (`compact`); `None` if there is no such member.
     pub fn delete_account(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
         let Some((deleted, letters)) = self.delete_records(kvnr, reason)? else {
@@ -121,13 +122,13 @@ impl Store {
         Ok(Some(deleted))
     }
 
-    /// Deletes every record of the member in one commit; returns what went and the IDs
-    /// of the letters.
+    /// Deletes every record of the member in one commit; returns what went and where
+    /// the letters' bodies are.
     fn delete_records(
         &self,
         kvnr: &Kvnr,
         reason: &str,
-    ) -> Result<Option<(Deleted, Vec<MessageId>)>, StoreError> {
+    ) -> Result<Option<(Deleted, Vec<Extent>)>, StoreError> {
         self.write(|tx| {
             if tx.open_table(MEMBERS)?.remove(kvnr.as_str())?.is_none() {
                 return Ok(None);

@@ -128,7 +128,7 @@ pub struct Store {
     /// Shared by every transaction; taken alone only to compact (see `compact`).
     db: RwLock<Database>,
     group: Group,
-    /// The letter body files.
+    /// The letters' bodies.
     pub(crate) bodies: Bodies,
 }
 

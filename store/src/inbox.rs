@@ -89,17 +89,17 @@ impl Store {
     }
 
     /// Deletes one of the member's messages: its metadata and index entry go, together
-    /// with a `deleted` tracking event, in one commit, and its body file right after. A
+    /// with a `deleted` tracking event, in one commit, and its body is punched right after. A
     /// disposition notification still waiting for the member to read it is never sent.
     /// Returns false if the member has no such message.
     pub fn delete_message(&self, kvnr: &Kvnr, id: &MessageId) -> Result<bool, StoreError> {
         let deleted = self.write(|tx| {
             let mut messages = tx.open_table(MESSAGES)?;
             let Some(meta) = get::<MessageMeta>(&messages, id.as_str())? else {
-                return Ok(false);
+                return Ok(None);
             };
             if meta.kvnr != *kvnr {
-                return Ok(false);
+                return Ok(None);
             }
             messages.remove(id.as_str())?;
             tx.open_table(INBOX)?
@@ -109,19 +109,19 @@ impl Store {
                 .recipient(&meta.address)
                 .detail("deleted by the member");
             append_events(tx, &meta.tracking_id, vec![event])?;
-            Ok(true)
+            Ok(Some(meta.body))
         })?;
-        if deleted {
-            self.discard_bodies(std::slice::from_ref(id));
+        if let Some(body) = deleted {
+            self.discard_bodies(&[body]);
         }
-        Ok(deleted)
+        Ok(deleted.is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{body_files, file};
+    use crate::testing::{bodies_on_disk, contains, file};
 
     fn ids(page: &Page) -> Vec<MessageId> {
         page.messages.iter().map(|m| m.id.clone()).collect()
@@ -133,11 +133,14 @@ mod tests {
         let alice = Kvnr::parse("A123456780").unwrap();
         let bob = Kvnr::parse("X110411319").unwrap();
         let mut filed = Vec::new();
-        for mailbox in [Mailbox::Postfach, Mailbox::Smarthealth, Mailbox::Postfach] {
-            filed.push(file(&store, &alice, mailbox, b"PGP"));
+        for (n, mailbox) in [Mailbox::Postfach, Mailbox::Smarthealth, Mailbox::Postfach]
+            .into_iter()
+            .enumerate()
+        {
+            filed.push(file(&store, &alice, mailbox, format!("PGP-{n}").as_bytes()));
             std::thread::sleep(std::time::Duration::from_millis(3));
         }
-        let (bobs, _) = file(&store, &bob, Mailbox::Postfach, b"PGP");
+        let (bobs, _) = file(&store, &bob, Mailbox::Postfach, b"PGP-BOB");
         let all: Vec<MessageId> = filed.iter().map(|(id, _)| id.clone()).collect();
 
         let mut query = PageQuery {
@@ -182,8 +185,11 @@ mod tests {
         assert!(store.delete_message(&alice, &all[0]).unwrap());
         assert!(!store.delete_message(&alice, &all[0]).unwrap());
         assert!(store.fetch_message(&alice, &all[0]).unwrap().is_none());
-        assert!(!body_files(dir.path()).contains(&all[0].to_string()));
-        assert_eq!(body_files(dir.path()).len(), 3);
+        let on_disk = bodies_on_disk(dir.path());
+        assert!(!contains(&on_disk, b"PGP-0"));
+        for kept in [&b"PGP-1"[..], b"PGP-2", b"PGP-BOB"] {
+            assert!(contains(&on_disk, kept));
+        }
         store
             .read(|tx| {
                 assert!(tx.open_table(MESSAGES)?.get(all[0].as_str())?.is_none());

@@ -9,10 +9,10 @@
 //!
 //! Nothing readable of a letter is stored: message bodies are OpenPGP ciphertext, and
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
-//! times, sender ID). A filed letter's ciphertext is not in the database but in a file
-//! of its own in `bodies/` beside it, written durably before the commit that records
-//! the letter and removed after the one that deletes it, so that a deleted letter's
-//! bytes leave the disk with its file (redb keeps freed pages until compaction).
+//! times, sender ID). A filed letter's ciphertext is not in the database but in a
+//! segment file in `bodies/` beside it, written durably before the commit that records
+//! the letter and punched out after the one that deletes it, so that a deleted letter's
+//! bytes leave the disk at once (redb keeps freed pages until compaction).
 
 mod account;
 mod birthdate;
@@ -20,7 +20,6 @@ mod bodies;
 mod credentials;
 mod db;
 mod devices;
-mod dirsync;
 mod error;
 mod events;
 mod family;
@@ -37,6 +36,7 @@ mod quarantine;
 mod recovery;
 mod senders;
 mod settings;
+mod shared_sync;
 mod spool;
 mod submissions;
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl Store {
 
     /// Closes the member's smarthealth inbox: its letters are deleted (each with a
     /// `deleted` event saying `reason`), smarthealth is off and its record gone, in one
-    /// commit; then the letters' body files are removed and the database is compacted.
+    /// commit; then the letters' bodies are punched and the database is compacted.
     /// Returns how many letters went.
     pub fn close_smarthealth(&self, kvnr: &Kvnr, reason: &str) -> Result<usize, StoreError> {
         let letters = self.write(|tx| {

@@ -1,4 +1,4 @@
-//! Members' inboxes: OpenPGP ciphertext (in body files, see `bodies`) plus routing
+//! Members' inboxes: OpenPGP ciphertext (in body segments, see `bodies`) plus routing
 //! metadata.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
+use crate::bodies::Extent;
 use crate::db::{FILED, INBOX, MESSAGES, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
@@ -53,6 +54,8 @@ pub struct MessageMeta {
     /// The letter's Message-ID (without angle brackets), for replies to it.
     #[serde(default)]
     pub message_id: Option<String>,
+    /// Where its ciphertext is.
+    pub(crate) body: Extent,
 }
 
 /// A message to file: the encrypted letter for one recipient of a submission.
@@ -78,7 +81,7 @@ pub struct NewMessage {
 
 impl Store {
     /// Files an encrypted letter in a member's inbox together with its `delivered` event
-    /// (and any `events` before it), in one commit; its body file is written before.
+    /// (and any `events` before it), in one commit; its body is written before.
     /// Filing the same recipient of the same submission again (after a crash) returns
     /// the first message's ID and changes nothing.
     pub fn file_message(
@@ -90,16 +93,19 @@ impl Store {
         let message = Arc::new(message);
         let filing = message.clone();
         let letters = [(&id, message.ciphertext.as_slice())];
-        self.commit_with_bodies(&letters, || {
+        self.commit_with_bodies(&letters, |extents| {
             let new = id.clone();
-            let filed = self.write_grouped(move |tx| file(tx, &new, &filing, events.clone()))?;
+            // One extent per letter written.
+            let body = extents[0];
+            let filed =
+                self.write_grouped(move |tx| file(tx, &new, body, &filing, events.clone()))?;
             Ok((filed.clone(), vec![filed]))
         })
     }
 
     /// One of the member's messages: its metadata and ciphertext. Another member's
-    /// message is `None`, exactly as a missing one (and so is one whose body file is
-    /// gone). The first fetch is recorded as a `fetched` tracking event.
+    /// message is `None`, exactly as a missing one (and so is one deleted while its body
+    /// was read). The first fetch is recorded as a `fetched` tracking event.
     pub fn fetch_message(
         &self,
         kvnr: &Kvnr,
@@ -108,7 +114,7 @@ impl Store {
         let Some(meta) = self.message_meta(kvnr, id)? else {
             return Ok(None);
         };
-        let found = self.body(id)?.map(|body| (meta, body));
+        let found = self.body(&meta)?.map(|body| (meta, body));
         if let Some((meta, _)) = &found
             && !meta.fetched
         {
@@ -178,12 +184,13 @@ impl Store {
     }
 }
 
-/// Files `message` under the new ID `id` with its `delivered` event (after `events`)
-/// inside `tx`, unless this recipient of this submission was filed before; returns the
-/// ID the message is filed under.
+/// Files `message` (its ciphertext written at `body`) under the new ID `id` with its
+/// `delivered` event (after `events`) inside `tx`, unless this recipient of this
+/// submission was filed before; returns the ID the message is filed under.
 pub(crate) fn file(
     tx: &WriteTransaction,
     id: &MessageId,
+    body: Extent,
     message: &NewMessage,
     mut events: Vec<Event>,
 ) -> Result<MessageId, StoreError> {
@@ -210,6 +217,7 @@ pub(crate) fn file(
         on_read: message.on_read.clone(),
         thread: message.thread.clone(),
         message_id: message.message_id.clone(),
+        body,
     };
     put(&mut filed, &filed_key, id)?;
     store_message(tx, &meta)?;
@@ -221,8 +229,8 @@ pub(crate) fn file(
     Ok(id.clone())
 }
 
-/// Writes a message's metadata and inbox index entry inside `tx` (its body file is
-/// written before the commit).
+/// Writes a message's metadata and inbox index entry inside `tx` (its body is written
+/// before the commit).
 pub(crate) fn store_message(tx: &WriteTransaction, meta: &MessageMeta) -> Result<(), StoreError> {
     put(&mut tx.open_table(MESSAGES)?, meta.id.as_str(), meta)?;
     count_usage(tx, meta, true)?;

@@ -21,8 +21,8 @@ use tokio::fs::File;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::task::JoinHandle;
 
-use crate::dirsync::DirSync;
 use crate::ids::TrackingId;
+use crate::shared_sync::DirSync;
 
 /// How much of a letter is gathered in memory before it is written to its file.
 const WRITE_BUFFER: usize = 256 * 1024;

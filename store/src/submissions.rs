@@ -188,7 +188,7 @@ impl Store {
 
     /// Files the encrypted letter for each recipient (each with its events, as
     /// [`Store::file_message`] does) and ends the submission (as
-    /// [`Store::finish_submission`]), all in one commit; the letters' body files are
+    /// [`Store::finish_submission`]), all in one commit; the letters' bodies are
     /// written before.
     pub fn deliver_submission(
         &self,
@@ -209,11 +209,11 @@ impl Store {
             .iter()
             .map(|(message_id, message, _)| (message_id, message.ciphertext.as_slice()))
             .collect();
-        self.commit_with_bodies(&letters, || {
+        self.commit_with_bodies(&letters, |extents| {
             let filed = self.write_grouped(move |tx| {
                 let mut filed = Vec::with_capacity(batch.len());
-                for (message_id, message, events) in batch.iter() {
-                    filed.push(file(tx, message_id, message, events.clone())?);
+                for ((message_id, message, events), body) in batch.iter().zip(&extents) {
+                    filed.push(file(tx, message_id, *body, message, events.clone())?);
                 }
                 finish(tx, &id, state, events.clone(), &reports)?;
                 Ok(filed)

@@ -117,12 +117,23 @@ pub(crate) fn file(
     )
 }
 
-/// The names of the files in the body directory of the store opened in `dir`, sorted.
-pub(crate) fn body_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("bodies"))
+/// The contents of every file in the body directory of the store opened in `dir`, one
+/// after another (to look for a letter's bytes on disk).
+pub(crate) fn bodies_on_disk(dir: &Path) -> Vec<u8> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir.join("bodies"))
         .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .map(|entry| entry.unwrap().path())
         .collect();
-    names.sort();
-    names
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|path| std::fs::read(path).unwrap())
+        .collect()
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }

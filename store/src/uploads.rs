@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
+use crate::bodies::Extent;
 use crate::db::{BASIC_UPLOADS, EVENTS, SUBMISSIONS, UPLOADS, get, put, scan, secret_hash};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
@@ -147,19 +148,20 @@ impl Store {
             .map(|_| MessageId::generate())
             .transpose()?;
         let letters: Vec<(&MessageId, &[u8])> = copy_id.iter().zip(sending.sent_copy).collect();
-        self.commit_with_bodies(&letters, || {
-            let queued = self.queue_records(&sending, copy_id.as_ref())?;
+        self.commit_with_bodies(&letters, |extents| {
+            let copy = copy_id.clone().zip(extents.first().copied());
+            let queued = self.queue_records(&sending, copy)?;
             let recorded = copy_id.iter().filter(|_| queued).cloned().collect();
             Ok((queued, recorded))
         })
     }
 
-    /// The commit of [`Store::queue_upload`]; `copy_id` names the member's copy in
-    /// `sent`, whose body file is written before.
+    /// The commit of [`Store::queue_upload`]; `copy` names the member's copy in `sent`
+    /// and where its body was written before.
     fn queue_records(
         &self,
         sending: &Sending<'_>,
-        copy_id: Option<&MessageId>,
+        copy: Option<(MessageId, Extent)>,
     ) -> Result<bool, StoreError> {
         let Sending {
             upload,
@@ -190,7 +192,7 @@ impl Store {
             if let Some(thread) = thread {
                 record_sent(tx, &upload.kvnr, thread, upload.uploaded_at)?;
             }
-            if let (Some(id), Some(ciphertext)) = (copy_id.cloned(), sent_copy) {
+            if let (Some((id, body)), Some(ciphertext)) = (copy, sent_copy) {
                 let meta = MessageMeta {
                     id,
                     kvnr: upload.kvnr.clone(),
@@ -205,6 +207,7 @@ impl Store {
                     on_read: None,
                     thread: thread.map(|t| t.thread.clone()),
                     message_id: thread.map(|t| t.message_id.clone()),
+                    body,
                 };
                 store_message(tx, &meta)?;
             }
@@ -404,11 +407,12 @@ mod tests {
             since: Timestamp(1_000),
             max: 2,
         });
+        let copy = |upload: &Upload| format!("COPY-{}", upload.tracking_id);
         let send = |upload: &Upload| {
             store.queue_upload(Sending {
                 upload,
                 message: &outbound(&upload.tracking_id),
-                sent_copy: Some(b"COPY"),
+                sent_copy: Some(copy(upload).as_bytes()),
                 cap,
                 thread: None,
             })
@@ -424,9 +428,15 @@ mod tests {
             store.member_tracking(&alice, &refused.tracking_id).unwrap(),
             None
         );
-        assert!(send(&request(&bob, "card", now())).unwrap());
-        // The refused upload's sent copy left no body file behind.
-        assert_eq!(crate::testing::body_files(dir.path()).len(), 5);
+        let bobs = request(&bob, "card", now());
+        assert!(send(&bobs).unwrap());
+        // The refused upload's sent copy left nothing behind.
+        let on_disk = crate::testing::bodies_on_disk(dir.path());
+        assert!(!crate::testing::contains(
+            &on_disk,
+            copy(&refused).as_bytes()
+        ));
+        assert!(crate::testing::contains(&on_disk, copy(&bobs).as_bytes()));
     }
 
     #[test]

@@ -19,19 +19,20 @@ use kvgate_connectors::smtp::{
     Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
 };
 use kvgate_store::{
-    Kvnr, Mailbox, Recipient, Sender, Spool, SpoolFile, Store, Submission, SubmissionState,
-    TrackingId, now,
+    Handoff, Kvnr, Mailbox, Recipient, Sender, Spool, SpoolFile, Store, Submission,
+    SubmissionState, TrackingId, now,
 };
-use tokio::sync::Notify;
 
 use crate::inbox::{self, Closed, inbox_of};
+use crate::supervise::Intake;
 
 /// The gateway's answers to the SMTP connector.
 pub struct Policy {
     store: Arc<Store>,
     spool: Spool,
     domain: String,
-    wake: Arc<Notify>,
+    /// Where accepted letters go at once; none while the queue is held.
+    intake: Option<Intake>,
     /// Octets each member's smarthealth inbox may hold.
     smarthealth_quota: u64,
 }
@@ -51,21 +52,34 @@ pub struct Session {
 
 impl Policy {
     /// A policy for mail to `<KVNR>@{postfach,smarthealth}.<domain>` and
-    /// `<KVNR>@<domain>`; `wake` is notified whenever a letter has been accepted; a
-    /// smarthealth inbox holds at most `smarthealth_quota` octets.
+    /// `<KVNR>@<domain>`; accepted letters go straight to the pipeline's `intake`
+    /// (without one, they wait on the queue); a smarthealth inbox holds at most
+    /// `smarthealth_quota` octets.
     pub fn new(
         store: Arc<Store>,
         spool: Spool,
         domain: &str,
-        wake: Arc<Notify>,
+        intake: Option<Intake>,
         smarthealth_quota: u64,
     ) -> Self {
         Policy {
             store,
             spool,
             domain: domain.to_ascii_lowercase(),
-            wake,
+            intake,
             smarthealth_quota,
+        }
+    }
+
+    /// Takes back the attempt counted when `id` was accepted for the workers, which
+    /// are shutting down: it is counted again when the queue is next worked.
+    async fn take_back_attempt(&self, id: &TrackingId) {
+        let store = self.store.clone();
+        let letter = id.clone();
+        match tokio::task::spawn_blocking(move || store.end_attempt(&letter)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(tracking = %id, error = %e, "cannot take back an attempt"),
+            Err(e) => tracing::warn!(tracking = %id, error = %e, "cannot take back an attempt"),
         }
     }
 
@@ -314,15 +328,24 @@ impl Handler for Policy {
             ret: session.ret.clone(),
             envid: session.envid.clone(),
         };
+        let admission = self
+            .intake
+            .as_ref()
+            .map(|intake| intake.admit(&tracking_id));
+        let handoff = match admission {
+            Some(_) => Handoff::Worker,
+            None => Handoff::Queue,
+        };
         let store = self.store.clone();
-        let committed = tokio::task::spawn_blocking(move || match spooled.inline {
-            Some(letter) => store.accept_submission_with_letter(&submission, letter),
-            None => store.accept_submission(&submission),
+        let committed = tokio::task::spawn_blocking(move || {
+            store.accept_submission(&submission, spooled.inline, handoff)
         })
         .await;
         match committed {
             Ok(Ok(())) => {
-                self.wake.notify_one();
+                if admission.is_some_and(|admission| !admission.hand_over()) {
+                    self.take_back_attempt(&tracking_id).await;
+                }
                 tracing::info!(tracking = %tracking_id, sender = %session.sender.id, size, "letter accepted");
                 Reply::new(250, (2, 0, 0), format!("{tracking_id} queued"))
             }

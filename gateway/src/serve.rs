@@ -28,7 +28,7 @@ use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::runtime::{Installation, config_path};
-use crate::supervise::Supervisor;
+use crate::supervise::{Intake, Supervisor};
 
 /// Options of `kvgate serve`.
 #[derive(Args, Debug, Default)]
@@ -158,7 +158,7 @@ impl Gateway {
         let anchors = signer_trust(&config, &anchor_pems)?;
 
         let (shutdown, stop) = watch::channel(false);
-        let wake = Arc::new(Notify::new());
+        let intake = (!args.hold_queue).then(Intake::default);
         let mut tasks = JoinSet::new();
 
         let smtp_config = smtp::Config {
@@ -176,7 +176,7 @@ impl Gateway {
             store.clone(),
             spool.clone(),
             &config.domain,
-            wake.clone(),
+            intake.clone(),
             config.member_api.smarthealth_quota_bytes,
         ));
         let server = Arc::new(Server::new(policy, sender_tls, smtp_config));
@@ -269,9 +269,7 @@ impl Gateway {
         ));
         tasks.spawn(watchdog.run(stop.clone()));
         tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
-        if args.hold_queue {
-            tracing::warn!("queue held: letters are accepted and spooled but not processed");
-        } else {
+        if let Some(intake) = &intake {
             let pipeline = Pipeline::new(
                 store.clone(),
                 spool,
@@ -284,8 +282,11 @@ impl Gateway {
             .with_verify_at(config.smime.verify_at)
             .with_earztbrief(config.kim.earztbrief)
             .with_smarthealth_quota(config.member_api.smarthealth_quota_bytes);
-            let supervisor = Arc::new(Supervisor::new(Arc::new(pipeline), config.pipeline.clone()));
-            tasks.spawn(supervisor.run(wake, stop.clone()));
+            let pipeline = Arc::new(pipeline);
+            let supervisor = Supervisor::new(pipeline, config.pipeline.clone(), intake);
+            tasks.spawn(Arc::new(supervisor).run(stop.clone()));
+        } else {
+            tracing::warn!("queue held: letters are accepted and spooled but not processed");
         }
         let signer = ReportSigner::load(&identity.0, &identity.1)
             .context("reading the report signing key")?;

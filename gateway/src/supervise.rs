@@ -1,10 +1,13 @@
 //! Poison letters never stop the pipeline: letters are processed on a pool of worker
 //! threads under supervision.
 //!
-//! - Before a batch is handed out, an attempt is counted durably for each letter, so
-//!   an attempt that takes the whole process down (an abort in a library, the kernel's
-//!   OOM killer) is counted too; a letter whose attempts all ended that way is
-//!   quarantined when `max_attempts` is exceeded, before it runs again.
+//! - Before a letter is handed out, an attempt is counted durably, so an attempt that
+//!   takes the whole process down (an abort in a library, the kernel's OOM killer) is
+//!   counted too; a letter whose attempts all ended that way is quarantined when
+//!   `max_attempts` is exceeded, before it runs again. A newly accepted letter has its
+//!   first attempt counted in the commit that accepts it and goes straight to the
+//!   workers ([`Intake`]); letters found on the queue (at start, released from
+//!   quarantine, retried) are counted in one commit per batch.
 //! - A panic is caught on its worker; the letter is retried until `max_attempts`, then
 //!   quarantined with the panic message.
 //! - A letter still running after `time_limit_secs` is quarantined at once and its
@@ -24,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvgate_store::{StoreError, TrackingId};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::PipelinePolicy;
 use crate::pipeline::{Pipeline, Transient};
@@ -53,6 +56,9 @@ struct Running {
 /// What the workers share with the supervisor.
 #[derive(Default)]
 struct Board {
+    /// Letters being accepted, to be handed over once committed: the queue scan
+    /// leaves them alone.
+    incoming: HashSet<TrackingId>,
     /// Letters waiting for a worker.
     waiting: VecDeque<Job>,
     /// Letters on a worker.
@@ -63,12 +69,13 @@ struct Board {
     closed: bool,
 }
 
-/// The pool: the board, and a condition variable for workers waiting for letters
-/// and for shutdown waiting for the running ones.
+/// The pool: the board, a condition variable for workers waiting for letters, and
+/// one for shutdown waiting for the running ones.
 #[derive(Default)]
 struct Pool {
     board: Mutex<Board>,
-    changed: Condvar,
+    work: Condvar,
+    drained: Condvar,
 }
 
 impl Pool {
@@ -96,9 +103,31 @@ impl Pool {
                 return Some(job);
             }
             board = self
-                .changed
+                .work
                 .wait(board)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Puts `jobs` on the board and wakes a worker for each; returns those refused
+    /// because the pool is closed (their attempts are to be taken back).
+    fn give(&self, jobs: Vec<Job>) -> Vec<Job> {
+        let mut board = self.lock();
+        if board.closed {
+            return jobs;
+        }
+        for job in jobs {
+            board.waiting.push_back(job);
+            self.work.notify_one();
+        }
+        Vec::new()
+    }
+
+    /// Takes a letter that is no longer running off the board, telling shutdown.
+    fn finished(&self, board: &mut Board, id: &TrackingId) {
+        board.running.remove(id);
+        if board.closed {
+            self.drained.notify_all();
         }
     }
 
@@ -109,9 +138,56 @@ impl Pool {
         if board.abandoned.remove(&me) {
             return false;
         }
-        board.running.remove(id);
-        self.changed.notify_all();
+        self.finished(&mut board, id);
         true
+    }
+}
+
+/// Hands newly accepted letters straight to the workers, past the queue.
+#[derive(Clone, Default)]
+pub struct Intake {
+    pool: Arc<Pool>,
+}
+
+impl Intake {
+    /// Announces that `id` is being accepted with its first attempt counted
+    /// ([`kvgate_store::Handoff::Worker`]). Until the admission is handed over or
+    /// dropped, the queue scan leaves the letter alone: it would count and hand out a
+    /// letter whose acceptance has just committed a second time.
+    pub fn admit(&self, id: &TrackingId) -> Admission {
+        self.pool.lock().incoming.insert(id.clone());
+        Admission {
+            pool: self.pool.clone(),
+            id: Some(id.clone()),
+        }
+    }
+}
+
+/// A letter being accepted. Dropped without being handed over, it is withdrawn (its
+/// acceptance failed).
+pub struct Admission {
+    pool: Arc<Pool>,
+    id: Option<TrackingId>,
+}
+
+impl Admission {
+    /// Hands the accepted letter to the workers; false if the pipeline is shutting
+    /// down, when the caller takes back the attempt counted on acceptance.
+    pub fn hand_over(mut self) -> bool {
+        let Some(id) = self.id.take() else {
+            return false;
+        };
+        self.pool.lock().incoming.remove(&id);
+        let job = Job { id, attempts: 1 };
+        self.pool.give(vec![job]).is_empty()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(id) = &self.id {
+            self.pool.lock().incoming.remove(id);
+        }
     }
 }
 
@@ -125,19 +201,20 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Supervises `pipeline` under `policy`.
-    pub fn new(pipeline: Arc<Pipeline>, policy: PipelinePolicy) -> Self {
+    /// Supervises `pipeline` under `policy`, taking new letters from `intake` too.
+    pub fn new(pipeline: Arc<Pipeline>, policy: PipelinePolicy, intake: &Intake) -> Self {
         Supervisor {
             pipeline,
             policy,
-            pool: Arc::default(),
+            pool: intake.pool.clone(),
             last_worker: AtomicU64::new(0),
         }
     }
 
-    /// Works the queue until `shutdown`: at start (letters left by a crash), whenever
-    /// `wake` is notified, and every 30 seconds; checks the time limit every second.
-    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    /// Works the queue until `shutdown`: at start (letters left by a crash) and every
+    /// 30 seconds (released and retried letters); checks the time limit every second.
+    /// New letters come through the [`Intake`].
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         for _ in 0..self.pipeline.workers() {
             self.spawn_worker();
         }
@@ -146,7 +223,6 @@ impl Supervisor {
         loop {
             tokio::select! {
                 _ = rescan.tick() => self.dispatch().await,
-                _ = wake.notified() => self.dispatch().await,
                 _ = tick.tick() => self.enforce_time_limit().await,
                 _ = shutdown.changed() => break,
             }
@@ -228,7 +304,11 @@ impl Supervisor {
             let waiting: HashSet<&TrackingId> = board.waiting.iter().map(|job| &job.id).collect();
             queued
                 .into_iter()
-                .filter(|id| !board.running.contains_key(id) && !waiting.contains(id))
+                .filter(|id| {
+                    !board.running.contains_key(id)
+                        && !waiting.contains(id)
+                        && !board.incoming.contains(id)
+                })
                 .collect()
         };
         if fresh.is_empty() {
@@ -252,9 +332,9 @@ impl Supervisor {
                 Some(attempts) => jobs.push(Job { id, attempts }),
             }
         }
-        let mut board = self.pool.lock();
-        board.waiting.extend(jobs);
-        self.pool.changed.notify_all();
+        for job in self.pool.give(jobs) {
+            store.end_attempt(&job.id)?;
+        }
         Ok(())
     }
 
@@ -298,8 +378,7 @@ impl Supervisor {
                 Err(e) => tracing::error!(tracking = %id, error = %e, "quarantining failed"),
             }
             let mut board = self.pool.lock();
-            board.running.remove(&id);
-            self.pool.changed.notify_all();
+            self.pool.finished(&mut board, &id);
         }
     }
 
@@ -323,7 +402,7 @@ impl Supervisor {
         let not_started: Vec<TrackingId> = {
             let mut board = self.pool.lock();
             board.closed = true;
-            self.pool.changed.notify_all();
+            self.pool.work.notify_all();
             board.waiting.drain(..).map(|job| job.id).collect()
         };
         for id in &not_started {
@@ -344,7 +423,7 @@ impl Supervisor {
             }
             board = self
                 .pool
-                .changed
+                .drained
                 .wait_timeout(board, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;

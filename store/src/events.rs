@@ -231,6 +231,7 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::Handoff;
     use crate::db::{EVENTS, put};
     use crate::kvnr::Kvnr;
     use crate::mailbox::Mailbox;
@@ -262,7 +263,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let id = TrackingId::generate().unwrap();
-        store.accept_submission(&submission(&id)).unwrap();
+        store
+            .accept_submission(&submission(&id), None, Handoff::Queue)
+            .unwrap();
         store
             .record(&id, vec![Event::new(EventKind::Verified).detail("signed")])
             .unwrap();
@@ -305,7 +308,9 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let id = TrackingId::generate().unwrap();
-        store.accept_submission(&submission(&id)).unwrap();
+        store
+            .accept_submission(&submission(&id), None, Handoff::Queue)
+            .unwrap();
         store
             .record(
                 &id,

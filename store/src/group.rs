@@ -151,14 +151,16 @@ fn apply_all(db: &Database, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError>
 #[cfg(test)]
 mod tests {
     use crate::events::tests::submission;
-    use crate::{Store, StoreError, TrackingId};
+    use crate::{Handoff, Store, StoreError, TrackingId};
 
     #[test]
     fn concurrent_changes_all_commit_and_a_failure_stays_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let first = TrackingId::generate().unwrap();
-        store.accept_submission(&submission(&first)).unwrap();
+        store
+            .accept_submission(&submission(&first), None, Handoff::Queue)
+            .unwrap();
         let outcomes: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..16)
                 .map(|i| {
@@ -168,7 +170,10 @@ mod tests {
                             7 => first.clone(),
                             _ => TrackingId::generate().unwrap(),
                         };
-                        (id.clone(), store.accept_submission(&submission(&id)))
+                        (
+                            id.clone(),
+                            store.accept_submission(&submission(&id), None, Handoff::Queue),
+                        )
                     })
                 })
                 .collect();

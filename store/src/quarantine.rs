@@ -159,15 +159,30 @@ impl Quarantined {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Handoff;
     use crate::events::tests::submission;
     use crate::testing;
+
+    #[test]
+    fn a_letter_handed_straight_to_a_worker_has_its_first_attempt_counted() {
+        let (_dir, store) = testing::open();
+        let id = TrackingId::generate().unwrap();
+        store
+            .accept_submission(&submission(&id), None, Handoff::Worker)
+            .unwrap();
+        // The attempt counted on acceptance is taken back like any other.
+        assert_eq!(store.begin_attempts(&[id.clone()]).unwrap(), vec![Some(2)]);
+        store.end_attempt(&id).unwrap();
+        store.end_attempt(&id).unwrap();
+        assert_eq!(store.begin_attempts(&[id]).unwrap(), vec![Some(1)]);
+    }
 
     #[test]
     fn attempts_count_until_taken_back_and_quarantine_keeps_the_letter() {
         let (_dir, store) = testing::open();
         let id = TrackingId::generate().unwrap();
         store
-            .accept_submission_with_letter(&submission(&id), b"letter".to_vec())
+            .accept_submission(&submission(&id), Some(b"letter".to_vec()), Handoff::Queue)
             .unwrap();
         let other = TrackingId::generate().unwrap();
         let ids = [id.clone(), other.clone()];

@@ -80,37 +80,27 @@ pub(crate) fn load(tx: &WriteTransaction, id: &TrackingId) -> Result<Submission,
     get(&tx.open_table(SUBMISSIONS)?, id.as_str())?.ok_or(StoreError::NotFound("submission"))
 }
 
+/// Where an accepted submission goes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Straight to a pipeline worker: the accepting commit also counts its first
+    /// processing attempt (as [`Store::begin_attempts`] does for queued ones).
+    Worker,
+    /// Onto the queue only, for the pipeline to pick up (and count) later.
+    Queue,
+}
+
 impl Store {
     /// Records a spooled submission, queues it for the pipeline and appends its
-    /// `accepted` event, in one durable commit. Only after this returns may the sender
-    /// be told 250.
-    pub fn accept_submission(&self, submission: &Submission) -> Result<(), StoreError> {
-        self.accept(submission, None)
-    }
-
-    /// [`Store::accept_submission`] for a letter kept in the store rather than in a
-    /// spool file of its own (a small one): the letter commits with its submission.
-    pub fn accept_submission_with_letter(
+    /// `accepted` event, in one grouped durable commit; a `letter` kept in the store
+    /// rather than in a spool file of its own (a small one) commits with it. Only after
+    /// this returns may the sender be told 250.
+    pub fn accept_submission(
         &self,
         submission: &Submission,
-        letter: Vec<u8>,
+        letter: Option<Vec<u8>>,
+        handoff: Handoff,
     ) -> Result<(), StoreError> {
-        self.accept(submission, Some(letter))
-    }
-
-    /// A letter accepted with [`Store::accept_submission_with_letter`], until its
-    /// submission is finished.
-    pub fn spooled_letter(&self, id: &TrackingId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|tx| {
-            let spooled = tx.open_table(SPOOLED)?;
-            Ok(spooled
-                .get(id.as_str())?
-                .map(|letter| letter.value().to_vec()))
-        })
-    }
-
-    /// Records a submission, and its letter if given, in one grouped commit.
-    fn accept(&self, submission: &Submission, letter: Option<Vec<u8>>) -> Result<(), StoreError> {
         let submission = submission.clone();
         self.write_grouped(move |tx| {
             let id = &submission.tracking_id;
@@ -124,12 +114,26 @@ impl Store {
                 tx.open_table(SPOOLED)?
                     .insert(id.as_str(), letter.as_slice())?;
             }
+            if handoff == Handoff::Worker {
+                put(&mut tx.open_table(ATTEMPTS)?, id.as_str(), &1u32)?;
+            }
             let events = submission
                 .recipients
                 .iter()
                 .map(|r| Event::new(EventKind::Accepted).recipient(&r.address))
                 .collect();
             append_events(tx, id, events)
+        })
+    }
+
+    /// A letter accepted with [`Store::accept_submission`] into the store, until its
+    /// submission is finished.
+    pub fn spooled_letter(&self, id: &TrackingId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            let spooled = tx.open_table(SPOOLED)?;
+            Ok(spooled
+                .get(id.as_str())?
+                .map(|letter| letter.value().to_vec()))
         })
     }
 

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 
-use crate::Store;
 use crate::credentials::CredentialPolicy;
 use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
@@ -15,6 +14,7 @@ use crate::members::{EnrolledDevice, NewMember};
 use crate::messages::NewMessage;
 use crate::submissions::{Recipient, Submission, SubmissionState};
 use crate::time::now;
+use crate::{Handoff, Store};
 
 /// A fresh store in a temporary directory (removed when the directory is dropped).
 pub(crate) fn open() -> (tempfile::TempDir, Store) {
@@ -71,23 +71,27 @@ pub(crate) fn submitted(
     let tracking_id = TrackingId::generate().unwrap();
     let address = format!("{kvnr}@{mailbox}.kvgate.test");
     store
-        .accept_submission(&Submission {
-            tracking_id: tracking_id.clone(),
-            sender_id: "p1".into(),
-            mail_from: "praxis@p1.test".into(),
-            recipients: vec![Recipient {
-                kvnr: kvnr.clone(),
-                mailbox: Some(mailbox),
-                address: address.clone(),
-                notify: None,
-                orcpt: None,
-            }],
-            size: ciphertext.len() as u64,
-            received_at: now(),
-            state: SubmissionState::Accepted,
-            ret: None,
-            envid: None,
-        })
+        .accept_submission(
+            &Submission {
+                tracking_id: tracking_id.clone(),
+                sender_id: "p1".into(),
+                mail_from: "praxis@p1.test".into(),
+                recipients: vec![Recipient {
+                    kvnr: kvnr.clone(),
+                    mailbox: Some(mailbox),
+                    address: address.clone(),
+                    notify: None,
+                    orcpt: None,
+                }],
+                size: ciphertext.len() as u64,
+                received_at: now(),
+                state: SubmissionState::Accepted,
+                ret: None,
+                envid: None,
+            },
+            None,
+            Handoff::Queue,
+        )
         .unwrap();
     NewMessage {
         tracking_id,

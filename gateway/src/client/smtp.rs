@@ -75,17 +75,7 @@ impl SmtpClient {
         if go_ahead.code != 354 {
             return Ok(go_ahead);
         }
-        let mut out = Vec::with_capacity(message.len() + 64);
-        for line in message.split_inclusive(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b".\r\n");
+        let out = dot_stuffed(message);
         self.stream.get_mut().write_all(&out).await?;
         self.stream.get_mut().flush().await?;
         self.reply().await
@@ -139,4 +129,41 @@ pub async fn submit(
     let reply = client.data(message).await?;
     let _ = client.command("QUIT").await;
     Ok(reply)
+}
+
+/// `message` as the content of DATA: every line ended by CRLF (a bare LF too), a
+/// leading dot doubled, and the closing dot line.
+fn dot_stuffed(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 8);
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+        rest = next;
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_stuffed;
+
+    #[test]
+    fn data_lines_end_in_crlf_and_leading_dots_are_doubled() {
+        assert_eq!(
+            dot_stuffed(b"a\n.b\r\n..c\r\n\r\nlast"),
+            b"a\r\n..b\r\n...c\r\n\r\nlast\r\n.\r\n"
+        );
+        assert_eq!(dot_stuffed(b"one\r\n"), b"one\r\n.\r\n");
+        assert_eq!(dot_stuffed(b""), b".\r\n");
+    }
 }

@@ -171,7 +171,10 @@ mod tests {
             .accept_submission(&submission(&id), None, Handoff::Worker)
             .unwrap();
         // The attempt counted on acceptance is taken back like any other.
-        assert_eq!(store.begin_attempts(std::slice::from_ref(&id)).unwrap(), vec![Some(2)]);
+        assert_eq!(
+            store.begin_attempts(std::slice::from_ref(&id)).unwrap(),
+            vec![Some(2)]
+        );
         store.end_attempt(&id).unwrap();
         store.end_attempt(&id).unwrap();
         assert_eq!(store.begin_attempts(&[id]).unwrap(), vec![Some(1)]);

@@ -6,8 +6,7 @@
 
 use std::io::{self, Write};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64_simd::AsOut as _;
 
 /// Octets per armor line (64 base64 characters).
 const LINE: usize = 48;
@@ -113,9 +112,8 @@ impl<'a> Armor<'a> {
 /// Appends one armor line encoding `octets` (at most [`LINE`]).
 fn line(out: &mut Vec<u8>, octets: &[u8]) {
     let mut text = [0u8; LINE / 3 * 4];
-    // At most LINE octets always fit the 64-character buffer.
-    let n = STANDARD.encode_slice(octets, &mut text).unwrap_or(0);
-    out.extend_from_slice(&text[..n]);
+    let encoded = base64_simd::STANDARD.encode(octets, text.as_mut_slice().as_out());
+    out.extend_from_slice(encoded);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -153,6 +151,8 @@ impl Write for Armor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
 
     /// CRC-24 an octet at a time, straight from the definition.
     fn crc24_bitwise(octets: &[u8]) -> u32 {

@@ -1,10 +1,6 @@
 //! Just enough MIME to tell what an entity is: its header block, its content
 //! type with parameters, and the body of an `application/pkcs7-mime` entity.
 
-use base64::Engine as _;
-use base64::alphabet;
-use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
-
 use super::UnwrapError;
 use crate::SecretBytes;
 
@@ -70,22 +66,20 @@ pub(super) fn pkcs7_body(entity: &[u8]) -> Result<SecretBytes, UnwrapError> {
 /// Base64 characters decoded at a time (a multiple of 4).
 const BASE64_CHUNK: usize = 64 * 1024;
 
-/// Standard base64 with canonical padding; like OpenSSL's decoder, unused bits of
-/// the last character need not be zero.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-);
-
 /// Decodes a base64 body, skipping whitespace, a chunk at a time: MIME's lines are
 /// found with memchr and copied whole into the chunk, so no whitespace-free copy of a
-/// large body is made. Padding may only end the body.
+/// large body is made, and each chunk is decoded in place with SIMD. Padding must be
+/// canonical and may only end the body; like OpenSSL's decoder, unused bits of the
+/// last character need not be zero.
 fn decode_base64(body: &[u8]) -> Result<SecretBytes, UnwrapError> {
     let invalid = || UnwrapError::Malformed("the pkcs7-mime body is not valid base64".to_owned());
     // Room for everything, so that decoding never moves (and leaves behind) plaintext.
     let mut der = SecretBytes::with_capacity(body.len().div_ceil(4) * 3);
     // Opaque signed data carries the letter itself: wipe the chunks too.
     let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK);
+    // MIME's base64 lines hold no whitespace but their breaks; should a body hold
+    // some, it is dropped as the lines are gathered.
+    let spaced = memchr::memchr3(b' ', b'\t', 0x0c, body).is_some();
     let mut padded = false;
     let mut rest = body;
     loop {
@@ -93,8 +87,7 @@ fn decode_base64(body: &[u8]) -> Result<SecretBytes, UnwrapError> {
             // A line, up to its CR or LF, as much of it as the chunk takes.
             let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
             let line = &rest[..end.min(BASE64_CHUNK - chunk.len())];
-            // MIME's base64 lines hold no other whitespace; should one, it is dropped.
-            if memchr::memchr3(b' ', b'\t', 0x0c, line).is_some() {
+            if spaced {
                 chunk.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
             } else {
                 chunk.extend_from_slice(line);
@@ -109,15 +102,17 @@ fn decode_base64(body: &[u8]) -> Result<SecretBytes, UnwrapError> {
         if chunk.is_empty() {
             return Ok(der);
         }
-        if padded {
+        // Only the last chunk can be short: its padding must be there; a chunk ending
+        // in padding must be the last.
+        if padded || chunk.len() % 4 != 0 {
             return Err(invalid());
         }
-        // The decoder refuses padding anywhere but at the end of a chunk; a chunk
-        // ending in padding must be the last.
         padded = chunk.last() == Some(&b'=');
-        BASE64
-            .decode_vec(chunk.as_slice(), &mut der)
-            .map_err(|_| invalid())?;
+        // Of whole quartets, forgiving decoding takes exactly canonical padding, at the
+        // end only, and ignores the unused bits.
+        let decoded =
+            base64_simd::forgiving_decode_inplace(&mut chunk[..]).map_err(|_| invalid())?;
+        der.extend_from_slice(decoded);
         chunk.clear();
     }
 }
@@ -250,6 +245,12 @@ mod tests {
             decode_base64(b" QU J\tD \r\n\r\n").unwrap().as_slice(),
             b"ABC"
         );
+        // Unused bits of the last character need not be zero (QQ== and QR== both
+        // decode to "A"); padding that is not canonical is refused.
+        assert_eq!(decode_base64(b"QR==").unwrap().as_slice(), b"A");
+        assert!(decode_base64(b"QQ=").is_err());
+        assert!(decode_base64(b"Q===").is_err());
+        assert!(decode_base64(b"QQ=A").is_err());
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn decode_base64(body: &[u8]) -> Result<SecretBytes, UnwrapError> {
         }
         // Only the last chunk can be short: its padding must be there; a chunk ending
         // in padding must be the last.
-        if padded || chunk.len() % 4 != 0 {
+        if padded || !chunk.len().is_multiple_of(4) {
             return Err(invalid());
         }
         padded = chunk.last() == Some(&b'=');

@@ -9,7 +9,7 @@
 //! memory (zeroized on drop). Filing is idempotent per recipient, so a submission
 //! replayed after a crash reaches each member once.
 //!
-//! Submissions are processed on eight threads per core (see [`crate::supervise`]): a
+//! Submissions are processed on sixteen threads per core (see [`crate::supervise`]): a
 //! letter spends most of its time waiting for its body's fdatasync and its commit, and
 //! meanwhile others compute; every recipient's message and the submission's end go to
 //! the store in one (group) commit.
@@ -40,7 +40,7 @@ const POISON: [&str; 2] = ["malformed", "too-deep"];
 const FAILED: (Action, EventKind) = (Action::Failed, EventKind::Failed);
 
 /// Processing threads per core: while one waits for its commit, another computes.
-const WORKERS_PER_CORE: usize = 8;
+const WORKERS_PER_CORE: usize = 16;
 
 /// The pipeline and what it needs.
 pub struct Pipeline {

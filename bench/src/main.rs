@@ -141,7 +141,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     let limits = limits::measure(&installation.pki("gateway.key")?, scratch.path(), window)?;
     eprintln!("registering {} members…", args.members);
     let registered = members::register(&installation, args.members)?;
-    installation.allow_sessions(args.concurrency.iter().copied().max().unwrap_or(1))?;
+    // Every delivered letter stays in its member's inbox: each member gets room for
+    // its share of the run (armored ciphertext is under twice the letter).
+    let scenarios_per_size = args.concurrency.len() as u64 + 1;
+    let run_octets: u64 = args.sizes.iter().map(|&kib| kib as u64 * 1024).sum::<u64>()
+        * args.letters as u64
+        * scenarios_per_size;
+    let quota = (2 * run_octets).div_ceil(args.members.max(1) as u64);
+    installation.fit_limits(
+        args.concurrency.iter().copied().max().unwrap_or(1),
+        args.members,
+        quota,
+    )?;
     let server = Server::start(&installation)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let scenarios = runtime.block_on(scenarios(

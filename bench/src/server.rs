@@ -34,25 +34,39 @@ impl Installation {
         Ok(installation)
     }
 
-    /// Lets one client certificate (the load's practice) hold `sessions` SMTP sessions
-    /// at once: the default limit (100) is below the highest concurrency measured.
-    pub fn allow_sessions(&self, sessions: usize) -> anyhow::Result<()> {
+    /// Fits the installation's limits to the load, where they are below it: one client
+    /// certificate (the load's practice) may hold `sessions` SMTP sessions at once (the
+    /// default is 100); `members` enrolments may come from one address within the rate
+    /// limit's window (the default is 20); and a member's smarthealth inbox may hold
+    /// `quota` octets (the default, 1 GiB, is less than a long run of 2 MiB letters
+    /// files for one member).
+    pub fn fit_limits(&self, sessions: usize, members: usize, quota: u64) -> anyhow::Result<()> {
         let path = self.config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let mut config: toml::Table = text
             .parse()
             .with_context(|| format!("parsing {}", path.display()))?;
-        let limits = config
-            .entry("limits")
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .context("[limits] of the configuration is not a table")?;
         let sessions = i64::try_from(sessions).context("too many sessions")?;
-        for key in ["max_connections", "max_connections_per_certificate"] {
-            let current = limits.get(key).and_then(toml::Value::as_integer);
-            if current.is_none_or(|n| n < sessions) {
-                limits.insert(key.to_owned(), toml::Value::Integer(sessions));
+        let members = i64::try_from(members).context("too many members")?;
+        let quota = i64::try_from(quota).context("too large a quota")?;
+        for (section, key, least) in [
+            ("limits", "max_connections", sessions),
+            ("limits", "max_connections_per_certificate", sessions),
+            ("member_api", "enrollment_per_ip", members),
+            ("member_api", "smarthealth_quota_bytes", quota),
+        ] {
+            let table = config
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| format!("[{section}] of the configuration is not a table"))?;
+            if table
+                .get(key)
+                .and_then(toml::Value::as_integer)
+                .is_none_or(|n| n < least)
+            {
+                table.insert(key.to_owned(), toml::Value::Integer(least));
             }
         }
         std::fs::write(&path, toml::to_string(&config)?)

@@ -439,3 +439,36 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admitted_letter_waits_for_its_admission_and_is_handed_out_once() {
+        let intake = Intake::default();
+        let pool = &intake.pool;
+        let id = TrackingId::generate().unwrap();
+        let admission = intake.admit(&id);
+        // Being accepted: the queue scan leaves it alone, no worker has it yet.
+        assert!(pool.lock().incoming.contains(&id));
+        assert!(pool.lock().waiting.is_empty());
+        assert!(admission.hand_over());
+        assert!(pool.lock().incoming.is_empty());
+        let job = pool.take(1).unwrap();
+        assert_eq!((job.id, job.attempts), (id.clone(), 1));
+        assert!(pool.done(&id, 1));
+
+        // Acceptance failed: withdrawn, nothing handed out.
+        let refused = TrackingId::generate().unwrap();
+        drop(intake.admit(&refused));
+        assert!(pool.lock().incoming.is_empty());
+        assert!(pool.lock().waiting.is_empty());
+
+        // Shutting down: refused, so that the caller takes its attempt back.
+        pool.lock().closed = true;
+        assert!(!intake.admit(&refused).hand_over());
+        assert!(pool.lock().waiting.is_empty());
+        assert!(pool.take(2).is_none());
+    }
+}

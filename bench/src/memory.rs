@@ -210,8 +210,15 @@ async fn deliver(
         .map(|a| a.tracking_id.clone())
         .collect();
     eprintln!("  {} accepted; waiting for delivery…", run.accepted);
-    let delivered =
-        delivery::wait(server.api, api_tls.clone(), members, &expected, timeout).await?;
+    let delivered = delivery::wait(
+        server.api,
+        api_tls.clone(),
+        members,
+        &expected,
+        timeout,
+        sent.started,
+    )
+    .await?;
     run.delivered = delivered.len();
     run.peak_rss_delivered_mib = Some(server.usage()?.peak_rss_bytes as f64 / MIB as f64);
     if let (true, Some(first), Some(member)) = (fetch, sent.accepted.first(), members.first())

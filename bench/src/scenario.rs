@@ -119,6 +119,7 @@ pub async fn run(
         setup.members,
         &expected,
         setup.delivery_timeout,
+        sent.started,
     )
     .await?;
     let after = setup.server.usage()?;

@@ -112,7 +112,11 @@ impl Pool {
     /// Puts `jobs` on the board and wakes a worker for each; returns those refused
     /// because the pool is closed (their attempts are to be taken back).
     fn give(&self, jobs: Vec<Job>) -> Vec<Job> {
-        let mut board = self.lock();
+        self.give_locked(&mut self.lock(), jobs)
+    }
+
+    /// [`Pool::give`] on a board already locked.
+    fn give_locked(&self, board: &mut Board, jobs: Vec<Job>) -> Vec<Job> {
         if board.closed {
             return jobs;
         }
@@ -177,9 +181,10 @@ impl Admission {
         let Some(id) = self.id.take() else {
             return false;
         };
-        self.pool.lock().incoming.remove(&id);
+        let mut board = self.pool.lock();
+        board.incoming.remove(&id);
         let job = Job { id, attempts: 1 };
-        self.pool.give(vec![job]).is_empty()
+        self.pool.give_locked(&mut board, vec![job]).is_empty()
     }
 }
 

@@ -3,9 +3,10 @@
 //! Cancellation removes every record of the member (member, keys, devices, tokens,
 //! open enrolment codes, key backup, uploads, smarthealth record, family, and every
 //! letter) in one commit, together with a `deleted` tracking event (without content)
-//! for each letter and upload; then it punches the letters' bodies out of their segments and compacts
-//! the database so that the records' bytes are gone from its file too. The senders'
-//! own submission records and tracking histories stay: they belong to the senders.
+//! for each letter and upload; then it punches the letters' bodies out of their
+//! segments and compacts the database so that the records' bytes are gone from its
+//! file too. The senders' own submission records and tracking histories stay: they
+//! belong to the senders.
 
 use redb::{ReadableTable, WriteTransaction};
 

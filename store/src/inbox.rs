@@ -89,9 +89,9 @@ impl Store {
     }
 
     /// Deletes one of the member's messages: its metadata and index entry go, together
-    /// with a `deleted` tracking event, in one commit, and its body is punched right after. A
-    /// disposition notification still waiting for the member to read it is never sent.
-    /// Returns false if the member has no such message.
+    /// with a `deleted` tracking event, in one commit, and its body is punched out
+    /// right after. A disposition notification still waiting for the member to read it
+    /// is never sent. Returns false if the member has no such message.
     pub fn delete_message(&self, kvnr: &Kvnr, id: &MessageId) -> Result<bool, StoreError> {
         let deleted = self.write(|tx| {
             let mut messages = tx.open_table(MESSAGES)?;

@@ -27,7 +27,14 @@ pub struct Mdn {
 impl Mdn {
     /// The `Received-content-MIC` value of a received message.
     pub fn mic_of(received: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(received))
+        mic(Sha256::digest(received))
+    }
+
+    /// [`Mdn::mic_of`] the message `reader` reads (a spooled letter), a piece at a time.
+    pub fn mic_read(mut reader: impl std::io::Read) -> std::io::Result<String> {
+        let mut hash = Sha256::new();
+        std::io::copy(&mut reader, &mut hash)?;
+        Ok(mic(hash.finalize()))
     }
 
     /// Subject, content type and body of the report entity.
@@ -76,4 +83,9 @@ impl Mdn {
             out.into_bytes(),
         )
     }
+}
+
+/// A SHA-256 digest as a MIC: base64.
+fn mic(digest: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(digest)
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use super::{Mdn, ReportError, Returned};
 
@@ -77,11 +76,7 @@ impl Original {
         Ok(match &self.kept {
             Kept::Whole(whole) => Mdn::mic_of(whole),
             Kept::Mic(mic) => mic.clone(),
-            Kept::Spooled(file) => {
-                let mut hash = Sha256::new();
-                std::io::copy(&mut std::fs::File::open(file)?, &mut hash)?;
-                base64::engine::general_purpose::STANDARD.encode(hash.finalize())
-            }
+            Kept::Spooled(file) => Mdn::mic_read(std::fs::File::open(file)?)?,
         })
     }
 }

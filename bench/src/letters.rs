@@ -34,30 +34,49 @@ pub fn compose(
     members: &[Member],
     size: usize,
 ) -> anyhow::Result<Vec<Letter>> {
-    let signer_cert = installation.pki("demo-practice.pem")?;
-    let signer_key = installation.pki("demo-practice.key")?;
-    let gateway = installation.pki("gateway.pem")?;
+    let practice = Practice::of(installation)?;
     members
         .iter()
         .enumerate()
-        .map(|(index, member)| {
-            let plain = letter(&member.address, size, index as u64);
-            let signed = compose::sign(&plain, &signer_cert, &signer_key)
-                .context("signing a letter")?;
-            let encrypted = compose::encrypt(&signed, &gateway).context("encrypting a letter")?;
-            let mut message = format!(
-                "From: <{PRACTICE}>\r\nTo: <{}>\r\nSubject: [...]\r\nMessage-ID: <bench-{size}-{index}@demo-practice.test>\r\n",
-                member.address
-            )
-            .into_bytes();
-            message.extend_from_slice(&encrypted);
-            Ok(Letter {
-                recipient: member.address.clone(),
-                message,
-                plain_octets: plain.len(),
-            })
-        })
+        .map(|(index, member)| practice.letter(&member.address, size, index as u64))
         .collect()
+}
+
+/// The demo practice of an installation, writing to its gateway.
+pub struct Practice {
+    signer_cert: Vec<u8>,
+    signer_key: Vec<u8>,
+    gateway: Vec<u8>,
+}
+
+impl Practice {
+    /// The demo practice's certificate and key, and the gateway's certificate.
+    pub fn of(installation: &Installation) -> anyhow::Result<Self> {
+        Ok(Practice {
+            signer_cert: installation.pki("demo-practice.pem")?,
+            signer_key: installation.pki("demo-practice.key")?,
+            gateway: installation.pki("gateway.pem")?,
+        })
+    }
+
+    /// A letter of about `size` octets (before signing and encryption) to
+    /// `recipient`, signed and encrypted to the gateway; `seed` makes its PDF its own.
+    pub fn letter(&self, recipient: &str, size: usize, seed: u64) -> anyhow::Result<Letter> {
+        let plain = letter(recipient, size, seed);
+        let signed = compose::sign(&plain, &self.signer_cert, &self.signer_key)
+            .context("signing a letter")?;
+        let encrypted = compose::encrypt(&signed, &self.gateway).context("encrypting a letter")?;
+        let mut message = format!(
+            "From: <{PRACTICE}>\r\nTo: <{recipient}>\r\nSubject: [...]\r\nMessage-ID: <bench-{size}-{seed}@demo-practice.test>\r\n"
+        )
+        .into_bytes();
+        message.extend_from_slice(&encrypted);
+        Ok(Letter {
+            recipient: recipient.to_owned(),
+            message,
+            plain_octets: plain.len(),
+        })
+    }
 }
 
 /// A MIME letter of about `size` octets whose PDF attachment fills what the headers

@@ -1,16 +1,23 @@
 //! The physical limit of this machine for kvgate's work: private-key operations of the
 //! gateway's own key (same vendored OpenSSL as the gateway), durable commits of a redb
-//! store with one writer, and AES-256-GCM throughput.
+//! store with one writer, and AES-256-GCM throughput; and the letter work: the
+//! gateway's own unwrap and re-encryption of a practice's letter, in process.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
+use kvgate_certs::openpgp::{self, Recipients};
+use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors};
+use kvgate_certs::x509;
 use openssl::pkey::PKey;
 use openssl::rsa::Padding;
 use openssl::symm::{Cipher, Crypter, Mode};
 use redb::{Database, TableDefinition};
 use serde::Serialize;
+
+use crate::letters::{PRACTICE, Practice};
+use crate::server::Installation;
 
 /// The table the commit measurement writes to.
 const COMMITS: TableDefinition<u64, &[u8]> = TableDefinition::new("commits");
@@ -35,11 +42,42 @@ pub struct Limits {
     pub fsync_commits_per_s: f64,
     /// AES-256-GCM encryption throughput on one core, in MB (10^6 bytes) per second.
     pub aes_256_gcm_mb_per_s: f64,
+    /// The letter work per letter size, on all cores.
+    pub letter_work: Vec<LetterWork>,
 }
 
-/// Measures every limit, each for `window`; the store file goes into `scratch`.
-pub fn measure(gateway_key_pem: &[u8], scratch: &Path, window: Duration) -> anyhow::Result<Limits> {
-    let key = PKey::private_key_from_pem(gateway_key_pem).context("reading the gateway key")?;
+/// How many letters of one size the gateway's own code unwraps (decrypts the
+/// envelope, verifies the signature and the signer's chain) and re-encrypts as
+/// PGP/MIME to a member's two keys per second on all cores: kvgate's work on a letter
+/// without SMTP, TLS, the store or the disk. Delivered letters/s against this is the
+/// share of the server's time that goes to the letter itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct LetterWork {
+    /// Letter size before signing and encryption, KiB.
+    pub size_kib: usize,
+    /// Letters per second on all cores (one thread each).
+    pub letters_per_s: f64,
+    /// CPU milliseconds per letter.
+    pub cpu_ms_per_letter: f64,
+}
+
+impl Limits {
+    /// The letter work for letters of `size_kib`, if measured.
+    pub fn letter_work(&self, size_kib: usize) -> Option<&LetterWork> {
+        self.letter_work.iter().find(|w| w.size_kib == size_kib)
+    }
+}
+
+/// Measures every limit, each for `window` (the letter work for each of `sizes` KiB);
+/// the store file goes into `scratch`.
+pub fn measure(
+    installation: &Installation,
+    sizes: &[usize],
+    scratch: &Path,
+    window: Duration,
+) -> anyhow::Result<Limits> {
+    let gateway_key_pem = installation.pki("gateway.key")?;
+    let key = PKey::private_key_from_pem(&gateway_key_pem).context("reading the gateway key")?;
     let Ok(rsa) = key.rsa() else {
         bail!(
             "only RSA gateway keys can be measured (this key is {:?})",
@@ -56,6 +94,52 @@ pub fn measure(gateway_key_pem: &[u8], scratch: &Path, window: Duration) -> anyh
         private_ops_per_s_one_core,
         fsync_commits_per_s: fsync_commits_per_s(scratch, window)?,
         aes_256_gcm_mb_per_s: aes_256_gcm_mb_per_s(window)?,
+        letter_work: sizes
+            .iter()
+            .map(|&size_kib| letter_work(installation, size_kib, cores, window))
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
+/// The letter work for letters of `size_kib` on `threads` threads together.
+fn letter_work(
+    installation: &Installation,
+    size_kib: usize,
+    threads: usize,
+    window: Duration,
+) -> anyhow::Result<LetterWork> {
+    let keys = [DecryptionKey::from_pem(
+        &installation.pki("gateway.pem")?,
+        &installation.pki("gateway.key")?,
+    )?];
+    let anchors = TrustAnchors::new(&x509::parse_pem_chain(&installation.pki("ca.pem")?)?)?;
+    // A member as the bench enrols them: a recovery key and one device key.
+    let member_keys = ["Member", "Member's phone"]
+        .into_iter()
+        .map(|name| Ok(openpgp::generate_member_key(name)?.1))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let recipients = Recipients::parse(&member_keys)?;
+    let recipient = "B000000005@smarthealth.kvgate.test";
+    let letter = Practice::of(installation)?.letter(recipient, size_kib * 1024, 0)?;
+    let headers = [("From", PRACTICE), ("To", recipient)];
+    let one = || -> anyhow::Result<()> {
+        let at = std::time::SystemTime::now();
+        let unwrapped = smime::unwrap_owned(letter.message.clone(), &keys, &anchors, at)
+            .context("unwrapping the bench letter")?;
+        ensure!(
+            unwrapped.encrypted && unwrapped.signer.is_some(),
+            "the bench letter was not both encrypted and signed"
+        );
+        openpgp::pgp_mime_to(&headers, &[&unwrapped.content], &recipients)
+            .context("re-encrypting the bench letter")?;
+        Ok(())
+    };
+    let (letters, elapsed) = on_threads(threads, window, one)?;
+    let letters = letters as f64;
+    Ok(LetterWork {
+        size_kib,
+        letters_per_s: letters / elapsed,
+        cpu_ms_per_letter: elapsed * threads as f64 * 1000.0 / letters,
     })
 }
 
@@ -71,19 +155,33 @@ fn private_ops_per_s(
         .public_encrypt(&session_key, &mut ciphertext, Padding::PKCS1)
         .context("RSA encryption")?;
     ciphertext.truncate(len);
+    let (ops, elapsed) = on_threads(threads, window, || {
+        let mut out = vec![0; rsa.size() as usize];
+        rsa.private_decrypt(&ciphertext, &mut out, Padding::PKCS1)
+            .context("RSA decryption")?;
+        Ok(())
+    })?;
+    Ok(ops as f64 / elapsed)
+}
+
+/// Runs `op` over and over on `threads` threads for `window` (at least once each);
+/// returns how often it ran in all and the seconds that took.
+fn on_threads(
+    threads: usize,
+    window: Duration,
+    op: impl Fn() -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
     let counts = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| -> anyhow::Result<u64> {
-                    let mut out = vec![0; rsa.size() as usize];
-                    let mut ops = 0;
-                    while started.elapsed() < window {
-                        rsa.private_decrypt(&ciphertext, &mut out, Padding::PKCS1)
-                            .context("RSA decryption")?;
-                        ops += 1;
+                    let mut runs = 0;
+                    while runs == 0 || started.elapsed() < window {
+                        op()?;
+                        runs += 1;
                     }
-                    Ok(ops)
+                    Ok(runs)
                 })
             })
             .collect();
@@ -95,7 +193,7 @@ fn private_ops_per_s(
             })
             .collect::<anyhow::Result<Vec<u64>>>()
     })?;
-    Ok(counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64())
+    Ok((counts.iter().sum(), started.elapsed().as_secs_f64()))
 }
 
 /// Commits per second of a fresh redb database with immediate durability.

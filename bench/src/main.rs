@@ -138,7 +138,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("creating a data directory")?;
     let installation = Installation::init(&args.kvgate, &scratch.path().join("kvgate"))?;
     eprintln!("measuring the limits ({} s each)…", args.limit_seconds);
-    let limits = limits::measure(&installation.pki("gateway.key")?, scratch.path(), window)?;
+    let limits = limits::measure(&installation, &args.sizes, scratch.path(), window)?;
     eprintln!("registering {} members…", args.members);
     let registered = members::register(&installation, args.members)?;
     // Every delivered letter stays in its member's inbox: each member gets room for

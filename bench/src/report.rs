@@ -73,11 +73,20 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
             target: "delivered letters/s >= 50% of the crypto limit at concurrency 32",
             holds: Some(r.ratio_to_crypto_limit >= 0.5),
             detail: format!(
-                "{:.1} delivered/s vs {:.0} private-key ops/s: {:.1}% (load generator used {:.2} CPU s)",
+                "{:.1} delivered/s vs {:.0} private-key ops/s: {:.1}% (load generator used {:.2} CPU s){}",
                 r.delivered_per_s,
                 limits.private_ops_per_s,
                 r.ratio_to_crypto_limit * 100.0,
-                r.client_cpu_s
+                r.client_cpu_s,
+                limits
+                    .letter_work(r.size_kib)
+                    .zip(r.ratio_to_letter_work)
+                    .map(|(w, ratio)| format!(
+                        "; {:.1}% of the letter work ({:.1} letters/s unwrapped and re-encrypted in process)",
+                        ratio * 100.0,
+                        w.letters_per_s
+                    ))
+                    .unwrap_or_default()
             ),
         },
         None => not_measured("delivered letters/s >= 50% of the crypto limit at concurrency 32"),
@@ -149,7 +158,7 @@ pub fn render(report: &Report) -> String {
         out,
         "kvgate-bench {} · {} members · {} cores · load average {} at start, {} at end\n\n\
          limits: {} private-key ops/s {:.0} (all cores), {:.0} (one core) · \
-         fsync commits/s {:.0} (one writer) · AES-256-GCM {:.0} MB/s (one core)\n",
+         fsync commits/s {:.0} (one writer) · AES-256-GCM {:.0} MB/s (one core)",
         report.started_at,
         report.members,
         l.cores,
@@ -161,9 +170,24 @@ pub fn render(report: &Report) -> String {
         l.fsync_commits_per_s,
         l.aes_256_gcm_mb_per_s
     );
+    let work: Vec<String> = l
+        .letter_work
+        .iter()
+        .map(|w| {
+            format!(
+                "{}K {:.1}/s ({:.2} ms CPU each)",
+                w.size_kib, w.letters_per_s, w.cpu_ms_per_letter
+            )
+        })
+        .collect();
     let _ = writeln!(
         out,
-        "{:>5} {:>4} {:>5} {:>5} {:>8} {:>8} {:>20} {:>22} {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "letter work (unwrap + re-encrypt to two keys, in process, all cores): {}\n",
+        work.join(" · ")
+    );
+    let _ = writeln!(
+        out,
+        "{:>5} {:>4} {:>5} {:>5} {:>8} {:>8} {:>20} {:>22} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
         "size",
         "conc",
         "sent",
@@ -176,12 +200,13 @@ pub fn render(report: &Report) -> String {
         "RSS MiB",
         "MB/s",
         "limit%",
+        "work%",
         "cli s"
     );
     for r in &report.scenarios {
         let _ = writeln!(
             out,
-            "{:>4}K {:>4} {:>5} {:>5} {:>8.1} {:>8.1} {:>20} {:>22} {:>7} {:>7.0} {:>7.2} {:>6.1}% {:>6.2}",
+            "{:>4}K {:>4} {:>5} {:>5} {:>8.1} {:>8.1} {:>20} {:>22} {:>7} {:>7.0} {:>7.2} {:>6.1}% {:>6} {:>6.2}",
             r.size_kib,
             r.concurrency,
             r.letters,
@@ -195,6 +220,8 @@ pub fn render(report: &Report) -> String {
             r.server_peak_rss_mib,
             r.delivered_mb_per_s,
             r.ratio_to_crypto_limit * 100.0,
+            r.ratio_to_letter_work
+                .map_or_else(|| "-".to_owned(), |w| format!("{:.1}%", w * 100.0)),
             r.client_cpu_s
         );
         if let Some(rate) = r.paced_per_s {

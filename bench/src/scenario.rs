@@ -93,6 +93,10 @@ pub struct Row {
     pub delivered_mb_per_s: f64,
     /// Delivered letters/s divided by private-key operations/s on all cores.
     pub ratio_to_crypto_limit: f64,
+    /// Delivered letters/s divided by the letter work of this size on all cores
+    /// ([`crate::limits::LetterWork`]): the share of the machine that went to the
+    /// letters' own unwrapping and re-encryption.
+    pub ratio_to_letter_work: Option<f64>,
     /// CPU seconds the load generator (this process) used, polling included.
     pub client_cpu_s: f64,
 }
@@ -158,6 +162,10 @@ pub async fn run(
         server_peak_rss_mib: after.peak_rss_bytes as f64 / f64::from(1 << 20),
         delivered_mb_per_s: per_second(delivered_octets as f64 / 1e6),
         ratio_to_crypto_limit: delivered_per_s / setup.limits.private_ops_per_s,
+        ratio_to_letter_work: setup
+            .limits
+            .letter_work(size_kib)
+            .map(|work| delivered_per_s / work.letters_per_s),
         client_cpu_s,
     })
 }

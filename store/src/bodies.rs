@@ -139,7 +139,12 @@ impl Bodies {
             .try_for_each(|(bytes, extent)| segment.file.write_all_at(bytes, extent.offset))
             .and_then(|()| segment.sync.sync(|| segment.file.sync_data()));
         match written {
-            Ok(()) => Ok(extents),
+            Ok(()) => {
+                for extent in &extents {
+                    forget(&segment.file, extent);
+                }
+                Ok(extents)
+            }
             Err(error) => {
                 self.discard(&[Extent {
                     segment: segment.number,
@@ -260,6 +265,24 @@ impl Bodies {
         }
         Ok(swept)
     }
+}
+
+/// Drops the durable body at `extent` from the page cache (best effort). Bodies are
+/// read seldom (when the member fetches the letter), and a page cache that keeps them
+/// takes fresh pages for every new body: on the virtual machines kvgate was measured
+/// on, filling pages the host has reclaimed ran at 0.8 GB/s against 5 to 6 GB/s for
+/// pages freed a moment ago, a seventh of the server's time at 2 MiB letters.
+fn forget(file: &File, extent: &Extent) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{Advice, fadvise};
+        // The blocks the body occupies are its own; no length would mean the whole
+        // rest of the file.
+        if let Some(len) = std::num::NonZeroU64::new(extent.end() - extent.offset) {
+            let _ = fadvise(file, extent.offset, Some(len), Advice::DontNeed);
+        }
+    }
+    let _ = (file, extent);
 }
 
 /// The number of the segment file called `name`, if it is one.

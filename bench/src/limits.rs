@@ -17,6 +17,8 @@ use redb::{Database, TableDefinition};
 use serde::Serialize;
 
 use crate::letters::{PRACTICE, Practice};
+use crate::members::{self, DOMAIN};
+use crate::scenario::own_cpu_seconds;
 use crate::server::Installation;
 
 /// The table the commit measurement writes to.
@@ -57,7 +59,7 @@ pub struct LetterWork {
     pub size_kib: usize,
     /// Letters per second on all cores (one thread each).
     pub letters_per_s: f64,
-    /// CPU milliseconds per letter.
+    /// CPU milliseconds (user and system, of this process) per letter.
     pub cpu_ms_per_letter: f64,
 }
 
@@ -119,9 +121,9 @@ fn letter_work(
         .map(|name| Ok(openpgp::generate_member_key(name)?.1))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let recipients = Recipients::parse(&member_keys)?;
-    let recipient = "B000000005@smarthealth.kvgate.test";
-    let letter = Practice::of(installation)?.letter(recipient, size_kib * 1024, 0)?;
-    let headers = [("From", PRACTICE), ("To", recipient)];
+    let recipient = format!("{}@smarthealth.{DOMAIN}", members::kvnr(0));
+    let letter = Practice::of(installation)?.letter(&recipient, size_kib * 1024, 0)?;
+    let headers = [("From", PRACTICE), ("To", recipient.as_str())];
     let one = || -> anyhow::Result<()> {
         let at = std::time::SystemTime::now();
         let unwrapped = smime::unwrap_owned(letter.message.clone(), &keys, &anchors, at)
@@ -134,12 +136,13 @@ fn letter_work(
             .context("re-encrypting the bench letter")?;
         Ok(())
     };
+    let cpu_before = own_cpu_seconds();
     let (letters, elapsed) = on_threads(threads, window, one)?;
     let letters = letters as f64;
     Ok(LetterWork {
         size_kib,
         letters_per_s: letters / elapsed,
-        cpu_ms_per_letter: elapsed * threads as f64 * 1000.0 / letters,
+        cpu_ms_per_letter: (own_cpu_seconds() - cpu_before) * 1000.0 / letters,
     })
 }
 

@@ -176,7 +176,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// User plus system CPU seconds of this process so far.
-fn own_cpu_seconds() -> f64 {
+pub fn own_cpu_seconds() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     #[allow(unsafe_code)]
     // SAFETY: getrusage writes one rusage into the buffer we pass and keeps no pointer.

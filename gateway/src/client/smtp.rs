@@ -75,8 +75,15 @@ impl SmtpClient {
         if go_ahead.code != 354 {
             return Ok(go_ahead);
         }
-        let out = dot_stuffed(message);
-        self.stream.get_mut().write_all(&out).await?;
+        // Stuffed a chunk at a time: a large message is never copied whole.
+        let mut out = Vec::with_capacity(DATA_CHUNK + MAX_LINE);
+        let mut rest = message;
+        while !rest.is_empty() {
+            out.clear();
+            rest = stuff_lines(rest, &mut out, DATA_CHUNK);
+            self.stream.get_mut().write_all(&out).await?;
+        }
+        self.stream.get_mut().write_all(b".\r\n").await?;
         self.stream.get_mut().flush().await?;
         self.reply().await
     }
@@ -131,12 +138,18 @@ pub async fn submit(
     Ok(reply)
 }
 
-/// `message` as the content of DATA: every line ended by CRLF (a bare LF too), a
-/// leading dot doubled, and the closing dot line.
-fn dot_stuffed(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 8);
-    let mut rest = message;
-    while !rest.is_empty() {
+/// Octets of dot-stuffed message text written at a time.
+const DATA_CHUNK: usize = 64 * 1024;
+
+/// The longest text line SMTP allows, CRLF included (RFC 5321 §4.5.3.1.6): room kept
+/// so that a chunk's last line rarely makes its buffer grow.
+const MAX_LINE: usize = 1000;
+
+/// Appends whole lines of `message` to `out` as the content of DATA (every line ended
+/// by CRLF, a bare LF too; a leading dot doubled) until `out` holds at least `limit`
+/// octets, and returns the lines not yet appended.
+fn stuff_lines<'a>(mut rest: &'a [u8], out: &mut Vec<u8>, limit: usize) -> &'a [u8] {
+    while !rest.is_empty() && out.len() < limit {
         let (line, next) = match memchr::memchr(b'\n', rest) {
             Some(end) => (&rest[..end], &rest[end + 1..]),
             None => (rest, &rest[rest.len()..]),
@@ -149,21 +162,35 @@ fn dot_stuffed(message: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
         rest = next;
     }
-    out.extend_from_slice(b".\r\n");
-    out
+    rest
 }
 
 #[cfg(test)]
 mod tests {
-    use super::dot_stuffed;
+    use super::stuff_lines;
+
+    /// `message` stuffed in chunks of at least `limit` octets, and the closing dot.
+    fn stuffed(message: &[u8], limit: usize) -> Vec<u8> {
+        let (mut out, mut rest) = (Vec::new(), message);
+        while !rest.is_empty() {
+            let before = out.len();
+            rest = stuff_lines(rest, &mut out, before + limit);
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
 
     #[test]
-    fn data_lines_end_in_crlf_and_leading_dots_are_doubled() {
-        assert_eq!(
-            dot_stuffed(b"a\n.b\r\n..c\r\n\r\nlast"),
-            b"a\r\n..b\r\n...c\r\n\r\nlast\r\n.\r\n"
-        );
-        assert_eq!(dot_stuffed(b"one\r\n"), b"one\r\n.\r\n");
-        assert_eq!(dot_stuffed(b""), b".\r\n");
+    fn data_lines_end_in_crlf_and_leading_dots_are_doubled_in_any_chunks() {
+        let message = b"a\n.b\r\n..c\r\n\r\nlast";
+        for limit in [1, 2, 5, 64 * 1024] {
+            assert_eq!(
+                stuffed(message, limit),
+                b"a\r\n..b\r\n...c\r\n\r\nlast\r\n.\r\n",
+                "chunks of {limit}"
+            );
+        }
+        assert_eq!(stuffed(b"one\r\n", 1), b"one\r\n.\r\n");
+        assert_eq!(stuffed(b"", 1), b".\r\n");
     }
 }

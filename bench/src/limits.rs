@@ -96,54 +96,76 @@ pub fn measure(
         private_ops_per_s_one_core,
         fsync_commits_per_s: fsync_commits_per_s(scratch, window)?,
         aes_256_gcm_mb_per_s: aes_256_gcm_mb_per_s(window)?,
-        letter_work: sizes
-            .iter()
-            .map(|&size_kib| letter_work(installation, size_kib, cores, window))
-            .collect::<anyhow::Result<_>>()?,
+        letter_work: {
+            let bench = Workbench::new(installation, &gateway_key_pem)?;
+            sizes
+                .iter()
+                .map(|&size_kib| bench.letter_work(size_kib, cores, window))
+                .collect::<anyhow::Result<_>>()?
+        },
     })
 }
 
-/// The letter work for letters of `size_kib` on `threads` threads together.
-fn letter_work(
-    installation: &Installation,
-    size_kib: usize,
-    threads: usize,
-    window: Duration,
-) -> anyhow::Result<LetterWork> {
-    let keys = [DecryptionKey::from_pem(
-        &installation.pki("gateway.pem")?,
-        &installation.pki("gateway.key")?,
-    )?];
-    let anchors = TrustAnchors::new(&x509::parse_pem_chain(&installation.pki("ca.pem")?)?)?;
-    // A member as the bench enrols them: a recovery key and one device key.
-    let member_keys = ["Member", "Member's phone"]
-        .into_iter()
-        .map(|name| Ok(openpgp::generate_member_key(name)?.1))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let recipients = Recipients::parse(&member_keys)?;
-    let recipient = format!("{}@smarthealth.{DOMAIN}", members::kvnr(0));
-    let letter = Practice::of(installation)?.letter(&recipient, size_kib * 1024, 0)?;
-    let headers = [("From", PRACTICE), ("To", recipient.as_str())];
-    let one = || -> anyhow::Result<()> {
-        let at = std::time::SystemTime::now();
-        let unwrapped = smime::unwrap_owned(letter.message.clone(), &keys, &anchors, at)
-            .context("unwrapping the bench letter")?;
-        ensure!(
-            unwrapped.encrypted && unwrapped.signer.is_some(),
-            "the bench letter was not both encrypted and signed"
-        );
-        openpgp::pgp_mime_to(&headers, &[&unwrapped.content], &recipients)
-            .context("re-encrypting the bench letter")?;
-        Ok(())
-    };
-    let cpu_before = own_cpu_seconds();
-    let (letters, elapsed) = on_threads(threads, window, one)?;
-    let letters = letters as f64;
-    Ok(LetterWork {
-        size_kib,
-        letters_per_s: letters / elapsed,
-        cpu_ms_per_letter: (own_cpu_seconds() - cpu_before) * 1000.0 / letters,
-    })
+/// What the letter work needs, made once for every size: the gateway's keys and trust
+/// anchors as `serve` loads them, a member as the bench enrols them (a recovery key
+/// and one device key), and the demo practice.
+struct Workbench {
+    keys: [DecryptionKey; 1],
+    anchors: TrustAnchors,
+    recipients: Recipients,
+    recipient: String,
+    practice: Practice,
+}
+
+impl Workbench {
+    fn new(installation: &Installation, gateway_key_pem: &[u8]) -> anyhow::Result<Self> {
+        let member_keys = ["Member", "Member's phone"]
+            .into_iter()
+            .map(|name| Ok(openpgp::generate_member_key(name)?.1))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Workbench {
+            keys: [DecryptionKey::from_pem(
+                &installation.pki("gateway.pem")?,
+                gateway_key_pem,
+            )?],
+            anchors: TrustAnchors::new(&x509::parse_pem_chain(&installation.pki("ca.pem")?)?)?,
+            recipients: Recipients::parse(&member_keys)?,
+            recipient: format!("{}@smarthealth.{DOMAIN}", members::kvnr(0)),
+            practice: Practice::of(installation)?,
+        })
+    }
+
+    /// The letter work for letters of `size_kib` on `threads` threads together.
+    fn letter_work(
+        &self,
+        size_kib: usize,
+        threads: usize,
+        window: Duration,
+    ) -> anyhow::Result<LetterWork> {
+        let letter = self.practice.letter(&self.recipient, size_kib * 1024, 0)?;
+        let headers = [("From", PRACTICE), ("To", self.recipient.as_str())];
+        let one = || -> anyhow::Result<()> {
+            let at = std::time::SystemTime::now();
+            let unwrapped =
+                smime::unwrap_owned(letter.message.clone(), &self.keys, &self.anchors, at)
+                    .context("unwrapping the bench letter")?;
+            ensure!(
+                unwrapped.encrypted && unwrapped.signer.is_some(),
+                "the bench letter was not both encrypted and signed"
+            );
+            openpgp::pgp_mime_to(&headers, &[&unwrapped.content], &self.recipients)
+                .context("re-encrypting the bench letter")?;
+            Ok(())
+        };
+        let cpu_before = own_cpu_seconds();
+        let (letters, elapsed) = on_threads(threads, window, one)?;
+        let letters = letters as f64;
+        Ok(LetterWork {
+            size_kib,
+            letters_per_s: letters / elapsed,
+            cpu_ms_per_letter: (own_cpu_seconds() - cpu_before) * 1000.0 / letters,
+        })
+    }
 }
 
 /// RSA decryptions per second on `threads` threads together.

@@ -76,11 +76,12 @@ impl Policy {
     async fn take_back_attempt(&self, id: &TrackingId) {
         let store = self.store.clone();
         let letter = id.clone();
-        match tokio::task::spawn_blocking(move || store.end_attempt(&letter)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(tracking = %id, error = %e, "cannot take back an attempt"),
-            Err(e) => tracing::warn!(tracking = %id, error = %e, "cannot take back an attempt"),
-        }
+        let error = match tokio::task::spawn_blocking(move || store.end_attempt(&letter)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(tracking = %id, %error, "cannot take back an attempt");
     }
 
     /// After DATA: whether the letter as received (`size` octets) still fits every

@@ -43,9 +43,63 @@ impl Gpg {
         common::run(self.dir(), "gpg", &all, &[("GNUPGHOME", self.dir())])
     }
 
+    /// Runs gpg like [`Gpg::run`] but returns whether it succeeded and its stderr.
+    fn status(&self, args: &[&str]) -> (bool, String) {
+        let output = std::process::Command::new("gpg")
+            .args(["--batch", "--no-tty"])
+            .args(args)
+            .current_dir(self.dir())
+            .env("GNUPGHOME", self.dir())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
     fn dir(&self) -> &Path {
         self.home.path()
     }
+}
+
+/// The armored OpenPGP message inside `text` (a PGP/MIME message or the message itself).
+fn armored_part(text: &[u8]) -> &[u8] {
+    let text = std::str::from_utf8(text).unwrap();
+    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+    let end = text.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
+    &text.as_bytes()[start..end]
+}
+
+/// The binary OpenPGP message of an armored one.
+fn dearmored(armored: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(armored).unwrap();
+    let body: String = text
+        .split("\r\n")
+        .skip_while(|line| !line.is_empty())
+        .take_while(|line| !line.starts_with('='))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+/// The versions of the PKESK packets and of the SEIPD packet of a binary message.
+fn packet_versions(binary: &[u8]) -> (Vec<u8>, u8) {
+    use sequoia_openpgp::Packet;
+    use sequoia_openpgp::parse::{PacketParser, PacketParserResult};
+    let mut pkesks = Vec::new();
+    let mut ppr = PacketParser::from_bytes(binary).unwrap();
+    while let PacketParserResult::Some(pp) = ppr {
+        match &pp.packet {
+            Packet::PKESK(pkesk) => pkesks.push(pkesk.version()),
+            Packet::SEIP(seip) => return (pkesks, seip.version()),
+            other => panic!("unexpected packet {other:?}"),
+        }
+        ppr = pp.next().unwrap().1;
+    }
+    panic!("no SEIPD packet");
 }
 
 impl Drop for Gpg {
@@ -250,9 +304,7 @@ fn demo_key_in_gnupg_reads_our_pgp_mime() {
     assert_eq!(text.matches(&format!("--{boundary}\r\n")).count(), 2);
 
     // GnuPG decrypts the armored part (and it is SEIPDv1, which GnuPG 2.2 reads).
-    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
-    let end = text.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
-    common::write(gpg.dir(), "part.asc", &text[start..end]);
+    common::write(gpg.dir(), "part.asc", armored_part(&message));
     assert_eq!(gpg.run(&["--decrypt", "part.asc"]), INNER);
     let packets = String::from_utf8_lossy(&gpg.run(&["--list-packets", "part.asc"])).into_owned();
     assert!(packets.contains("mdc_method: 2"), "{packets}");
@@ -319,6 +371,89 @@ fn encrypts_to_several_members_and_round_trips() {
         armored: String::new(),
     };
     assert!(openpgp::encrypt(INNER, &[public_only]).is_err());
+}
+
+/// A letter over several of the encryptor's 64 KiB steps, given in parts at odd
+/// offsets, to two keys: GnuPG reads it whole, the packets have definite lengths, and
+/// one flipped ciphertext octet is caught by the modification detection code.
+#[test]
+fn gnupg_reads_long_letters_and_refuses_a_tampered_one() {
+    if !common::have("gpg") {
+        return;
+    }
+    let (secret, public) = openpgp::generate_member_key("A <a@example.test>").unwrap();
+    let (secret_b, b) = openpgp::generate_member_key("B <b@example.test>").unwrap();
+    let gpg = Gpg::new();
+    common::write(gpg.dir(), "secret.asc", secret.as_bytes());
+    gpg.run(&["--import", "secret.asc"]);
+
+    let letter: Vec<u8> = (0..200_003u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let parts = [&letter[..7], &letter[7..70_007], &letter[70_007..]];
+    let recipients = openpgp::Recipients::parse(&[public, b]).unwrap();
+    let message = openpgp::pgp_mime_to(&[], &parts, &recipients).unwrap();
+    let armored = armored_part(&message);
+    common::write(gpg.dir(), "letter.asc", armored);
+    assert_eq!(gpg.run(&["--decrypt", "letter.asc"]), letter);
+    assert_eq!(
+        openpgp::decrypt(&message, &secret_b).unwrap().as_slice(),
+        letter
+    );
+
+    let packets = String::from_utf8(gpg.run(&["--list-packets", "letter.asc"])).unwrap();
+    assert_eq!(
+        packets
+            .matches(":pubkey enc packet: version 3, algo 18")
+            .count(),
+        2,
+        "{packets}"
+    );
+    assert!(
+        packets.contains(":encrypted data packet:\n\tlength: 200"),
+        "{packets}"
+    );
+    assert!(packets.contains("\tmdc_method: 2\n"), "{packets}");
+    assert!(packets.contains("raw data: 200003 bytes"), "{packets}");
+
+    let mut binary = dearmored(armored);
+    assert_eq!(packet_versions(&binary), (vec![3, 3], 1));
+    let middle = binary.len() / 2;
+    binary[middle] ^= 0x20;
+    common::write(gpg.dir(), "tampered.gpg", &binary);
+    let (decrypted, stderr) = gpg.status(&["--decrypt", "tampered.gpg"]);
+    assert!(!decrypted, "{stderr}");
+    assert!(stderr.contains("manipulated"), "{stderr}");
+    assert!(matches!(
+        openpgp::decrypt(&binary, &secret_b),
+        Err(PgpError::Decrypt(_))
+    ));
+}
+
+/// Members whose certificates all advertise SEIPDv2 (RFC 9580) get AEAD encryption;
+/// one member without it among them makes the message SEIPDv1 for all.
+#[test]
+fn seipdv2_only_where_every_member_reads_it() {
+    let (v6, _) = CertBuilder::general_purpose(Some("Six <six@example.test>"))
+        .generate()
+        .unwrap();
+    let v6_secret = String::from_utf8(v6.as_tsk().armored().to_vec().unwrap()).unwrap();
+    let v6_public = openpgp::parse_public_key(&v6.armored().to_vec().unwrap()).unwrap();
+    let (v4_secret, v4_public) = openpgp::generate_member_key("Four <four@example.test>").unwrap();
+
+    let message = openpgp::encrypt(INNER, std::slice::from_ref(&v6_public)).unwrap();
+    assert_eq!(packet_versions(&dearmored(&message)), (vec![6], 2));
+    assert_eq!(
+        openpgp::decrypt(&message, &v6_secret).unwrap().as_slice(),
+        INNER
+    );
+
+    let message = openpgp::encrypt(INNER, &[v6_public, v4_public]).unwrap();
+    assert_eq!(packet_versions(&dearmored(&message)), (vec![3, 3], 1));
+    for secret in [&v6_secret, &*v4_secret] {
+        assert_eq!(
+            openpgp::decrypt(&message, secret).unwrap().as_slice(),
+            INNER
+        );
+    }
 }
 
 #[test]

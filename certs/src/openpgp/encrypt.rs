@@ -10,6 +10,7 @@ use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
 
 use super::armor::Armor;
+use super::seipd;
 use super::{MemberKey, PgpError};
 
 /// The keys of `valid` usable for transport encryption now.
@@ -69,6 +70,9 @@ pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, 
 
 /// Encrypts the concatenation of `parts` like [`encrypt_to`], appending the armored
 /// message to `out` as it goes: the plaintext is never copied into one buffer.
+///
+/// Where every recipient advertises SEIPDv2 (RFC 9580 AEAD), sequoia's encryptor
+/// writes it; otherwise the message is SEIPDv1, written by [`seipd`].
 pub(super) fn encrypt_into(
     parts: &[&[u8]],
     recipients: &Recipients,
@@ -78,30 +82,36 @@ pub(super) fn encrypt_into(
         return Err(PgpError::NoRecipients);
     }
     let policy = StandardPolicy::new();
-    let mut keys: Vec<Recipient<'_>> = Vec::new();
+    let mut keys = Vec::new();
+    let mut seipdv2 = true;
     for cert in &recipients.certs {
         let fingerprint = cert.fingerprint().to_hex();
         let valid = valid_now(cert, &policy)?;
+        seipdv2 &= valid.features().is_some_and(|f| f.supports_seipdv2());
         let before = keys.len();
-        keys.extend(transport_keys(&valid).map(Recipient::from));
+        keys.extend(transport_keys(&valid));
         if keys.len() == before {
             return Err(PgpError::NoEncryptionKey { fingerprint });
         }
     }
 
-    let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
     let mut armor = Armor::message(out);
-    let message = Message::new(&mut armor);
-    let message = Encryptor::for_recipients(message, keys)
-        .build()
-        .map_err(failed)?;
-    let mut message = LiteralWriter::new(message).build().map_err(failed)?;
-    for part in parts {
-        message
-            .write_all(part)
-            .map_err(|e| PgpError::Encrypt(e.into()))?;
+    if seipdv2 {
+        let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
+        let message = Message::new(&mut armor);
+        let message = Encryptor::for_recipients(message, keys.into_iter().map(Recipient::from))
+            .build()
+            .map_err(failed)?;
+        let mut message = LiteralWriter::new(message).build().map_err(failed)?;
+        for part in parts {
+            message
+                .write_all(part)
+                .map_err(|e| PgpError::Encrypt(e.into()))?;
+        }
+        message.finalize().map_err(failed)?;
+    } else {
+        seipd::write(&mut armor, keys.iter().map(|key| key.key()), parts)?;
     }
-    message.finalize().map_err(failed)?;
     armor.finish();
     Ok(())
 }

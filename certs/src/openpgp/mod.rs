@@ -8,6 +8,7 @@ mod decrypt;
 mod encrypt;
 mod error;
 mod pgp_mime;
+mod seipd;
 
 use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::parse::Parse;

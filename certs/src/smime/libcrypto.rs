@@ -82,6 +82,31 @@ pub(super) fn is_detached(cms: &CmsContentInfoRef) -> bool {
     unsafe { CMS_is_detached(cms.as_ptr()) == 1 }
 }
 
+/// A copy of the content embedded in `cms` (the eContent of signed data), or `None`
+/// when it has none. OpenSSL frees its strings without clearing them, so the original
+/// is wiped in place once copied.
+pub(super) fn take_content(cms: &mut CmsContentInfoRef) -> Option<SecretBytes> {
+    // SAFETY: `cms` is valid and exclusively borrowed. CMS_get0_content returns a
+    // pointer to its content field (or NULL); a non-NULL string it points at is owned
+    // by `cms`, and its `length` octets at `ASN1_STRING_get0_data` stay valid while
+    // `cms` is not changed. Nothing else reads them while they are copied and wiped.
+    unsafe {
+        let content = CMS_get0_content(cms.as_ptr());
+        if content.is_null() || (*content).is_null() {
+            return None;
+        }
+        let string = (*content).cast::<ffi::ASN1_STRING>();
+        let data = ffi::ASN1_STRING_get0_data(string);
+        let len = usize::try_from(ffi::ASN1_STRING_length(string)).unwrap_or(0);
+        if data.is_null() || len == 0 {
+            return Some(SecretBytes::default());
+        }
+        let copy = SecretBytes::from(std::slice::from_raw_parts(data, len).to_vec());
+        OPENSSL_cleanse(data.cast_mut().cast(), len);
+        Some(copy)
+    }
+}
+
 /// Empties this thread's OpenSSL error queue.
 fn clear_errors() {
     // SAFETY: ERR_clear_error only touches the calling thread's error queue.

@@ -232,7 +232,7 @@ fn multipart_signed(
     if !libcrypto::is_detached(&read.cms) {
         return Err(UnwrapError::ContentConfusion);
     }
-    signature::verify(read.cms, Some(&content), anchors, at)
+    signature::verify(read.cms, Some(content), anchors, at)
 }
 
 /// Decrypts enveloped data with the first key it is addressed to; returns the

@@ -50,7 +50,7 @@ pub(super) struct Verified {
 /// signer must use strong algorithms, sign correctly and chain to `anchors` at `at`.
 pub(super) fn verify(
     mut cms: CmsContentInfo,
-    detached: Option<&[u8]>,
+    detached: Option<SecretBytes>,
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<Verified, UnwrapError> {
@@ -70,12 +70,14 @@ pub(super) fn verify(
         }
     }
 
-    let mut content = SecretBytes::default();
+    // No output BIO: OpenSSL would copy the content into a memory BIO that grows
+    // (and wipes) a third at a time. Without CMS_TEXT the output is the content
+    // unchanged, so it is taken from the message instead, once verified.
     cms.verify(
         None,
         None,
-        detached,
-        Some(&mut content),
+        detached.as_deref().map(Vec::as_slice),
+        None,
         CMSOptions::NO_SIGNER_CERT_VERIFY,
     )
     .map_err(|e| {
@@ -90,6 +92,13 @@ pub(super) fn verify(
             UnwrapError::BadSignature(reasons(&e))
         }
     })?;
+
+    let content = match detached {
+        Some(content) => content,
+        None => libcrypto::take_content(&mut cms).ok_or_else(|| {
+            UnwrapError::Malformed("the signed data carries no content".to_owned())
+        })?,
+    };
 
     let chain_failure = |e: openssl::error::ErrorStack| UnwrapError::UntrustedSigner {
         subject: "unknown".to_owned(),

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::cms::CmsContentInfo;
 use openssl::nid::Nid;
 use openssl::stack::StackRef;
 use openssl::x509::store::X509StoreRef;
@@ -11,7 +11,7 @@ use openssl_sys as ffi;
 
 use super::error::{has_cms_reason, reasons};
 use super::kim::{self, KimRecipient};
-use super::libcrypto;
+use super::libcrypto::{self, SignatureFailure};
 use super::{Signer, TrustAnchors, UnwrapError};
 use crate::SecretBytes;
 use crate::revocation::Refusal;
@@ -70,28 +70,28 @@ pub(super) fn verify(
         }
     }
 
-    // No output BIO: OpenSSL would copy the content into a memory BIO that grows
-    // (and wipes) a third at a time. Without CMS_TEXT the output is the content
-    // unchanged, so it is taken from the message instead, once verified.
-    cms.verify(
-        None,
-        None,
-        detached.as_deref().map(Vec::as_slice),
-        None,
-        CMSOptions::NO_SIGNER_CERT_VERIFY,
-    )
-    .map_err(|e| {
-        if has_cms_reason(&e, CMS_R_SIGNER_CERTIFICATE_NOT_FOUND) {
-            UnwrapError::UntrustedSigner {
-                subject: "unknown".to_owned(),
-                detail: "the signer's certificate is not included in the message".to_owned(),
+    libcrypto::verify_signatures(&mut cms, detached.as_deref().map(Vec::as_slice)).map_err(
+        |failure| {
+            let e = match failure {
+                SignatureFailure::Invalid(e) => e,
+                SignatureFailure::TooLarge => {
+                    return UnwrapError::Malformed(
+                        "the signed content is larger than 2 GiB".to_owned(),
+                    );
+                }
+            };
+            if has_cms_reason(&e, CMS_R_SIGNER_CERTIFICATE_NOT_FOUND) {
+                UnwrapError::UntrustedSigner {
+                    subject: "unknown".to_owned(),
+                    detail: "the signer's certificate is not included in the message".to_owned(),
+                }
+            } else if has_cms_reason(&e, CMS_R_NO_CONTENT) {
+                UnwrapError::Malformed("the signed data carries no content".to_owned())
+            } else {
+                UnwrapError::BadSignature(reasons(&e))
             }
-        } else if has_cms_reason(&e, CMS_R_NO_CONTENT) {
-            UnwrapError::Malformed("the signed data carries no content".to_owned())
-        } else {
-            UnwrapError::BadSignature(reasons(&e))
-        }
-    })?;
+        },
+    )?;
 
     let content = match detached {
         Some(content) => content,

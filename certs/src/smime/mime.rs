@@ -89,24 +89,27 @@ fn decode_regular(body: &[u8]) -> Option<SecretBytes> {
     if width == 0 || !width.is_multiple_of(4) || width > BASE64_CHUNK {
         return None;
     }
-    let eol: &[u8] = if body[width..].starts_with(b"\r\n") {
-        b"\r\n"
-    } else if body[width..].starts_with(b"\n") {
-        b"\n"
-    } else {
+    let crlf = body[width..].starts_with(b"\r\n");
+    if !crlf && !body[width..].starts_with(b"\n") {
         return None;
+    }
+    let line = width + 1 + usize::from(crlf);
+    // Whether `text` starts with a line of `width` and its break (compared octet by
+    // octet: a slice comparison calls memcmp for every line).
+    let line_at = |text: &[u8]| match text.get(width..line) {
+        Some([b'\r', b'\n']) => crlf,
+        Some([b'\n']) => !crlf,
+        _ => false,
     };
     let mut der = SecretBytes::with_capacity(body.len().div_ceil(4) * 3);
     let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK);
     let mut rest = body;
     loop {
-        while chunk.len() + width <= BASE64_CHUNK && rest.get(width..width + eol.len()) == Some(eol)
-        {
+        while chunk.len() + width <= BASE64_CHUNK && line_at(rest) {
             chunk.extend_from_slice(&rest[..width]);
-            rest = &rest[width + eol.len()..];
+            rest = &rest[line..];
         }
-        let lines_follow = rest.get(width..width + eol.len()) == Some(eol);
-        if !lines_follow {
+        if !line_at(rest) {
             // The last line, if any, and nothing after it but line breaks.
             let end = rest.len()
                 - rest

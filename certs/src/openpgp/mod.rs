@@ -4,6 +4,7 @@
 //! This crate selects no sequoia crypto backend; the binary does.
 
 mod armor;
+mod crc24;
 mod decrypt;
 mod encrypt;
 mod error;

@@ -48,7 +48,7 @@ pub(super) fn write<'k>(
     parts: &[&[u8]],
 ) -> Result<(), PgpError> {
     let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
-    let session_key = SessionKey::new(32).map_err(failed)?;
+    let session_key = SessionKey::new(CIPHER.key_size().map_err(failed)?).map_err(failed)?;
     for key in keys {
         let mut pkesk = PKESK3::for_recipient(CIPHER, &session_key, key).map_err(failed)?;
         pkesk.set_recipient(Some(key.keyid()));

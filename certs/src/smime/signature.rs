@@ -70,28 +70,8 @@ pub(super) fn verify(
         }
     }
 
-    libcrypto::verify_signatures(&mut cms, detached.as_deref().map(Vec::as_slice)).map_err(
-        |failure| {
-            let e = match failure {
-                SignatureFailure::Invalid(e) => e,
-                SignatureFailure::TooLarge => {
-                    return UnwrapError::Malformed(
-                        "the signed content is larger than 2 GiB".to_owned(),
-                    );
-                }
-            };
-            if has_cms_reason(&e, CMS_R_SIGNER_CERTIFICATE_NOT_FOUND) {
-                UnwrapError::UntrustedSigner {
-                    subject: "unknown".to_owned(),
-                    detail: "the signer's certificate is not included in the message".to_owned(),
-                }
-            } else if has_cms_reason(&e, CMS_R_NO_CONTENT) {
-                UnwrapError::Malformed("the signed data carries no content".to_owned())
-            } else {
-                UnwrapError::BadSignature(reasons(&e))
-            }
-        },
-    )?;
+    libcrypto::verify_signatures(&mut cms, detached.as_deref().map(Vec::as_slice))
+        .map_err(signature_refusal)?;
 
     let content = match detached {
         Some(content) => content,
@@ -183,6 +163,26 @@ fn algorithm_name(nid: Nid) -> String {
 
 /// Checks that `cert` chains to the store's anchors (S/MIME signing purpose, the
 /// store's time), with intermediates from `untrusted`; returns the chain, leaf
+/// The refusal for signatures that [`libcrypto::verify_signatures`] did not accept.
+fn signature_refusal(failure: SignatureFailure) -> UnwrapError {
+    let e = match failure {
+        SignatureFailure::Invalid(e) => e,
+        SignatureFailure::TooLarge => {
+            return UnwrapError::Malformed("the signed content is larger than 2 GiB".to_owned());
+        }
+    };
+    if has_cms_reason(&e, CMS_R_SIGNER_CERTIFICATE_NOT_FOUND) {
+        UnwrapError::UntrustedSigner {
+            subject: "unknown".to_owned(),
+            detail: "the signer's certificate is not included in the message".to_owned(),
+        }
+    } else if has_cms_reason(&e, CMS_R_NO_CONTENT) {
+        UnwrapError::Malformed("the signed data carries no content".to_owned())
+    } else {
+        UnwrapError::BadSignature(reasons(&e))
+    }
+}
+
 /// first and anchor last.
 fn check_chain(
     store: &X509StoreRef,

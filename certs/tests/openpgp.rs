@@ -374,39 +374,47 @@ fn encrypts_to_several_members_and_round_trips() {
 }
 
 /// A letter over several of the encryptor's 64 KiB steps, given in parts at odd
-/// offsets, to two keys: GnuPG reads it whole, the packets have definite lengths, and
-/// one flipped ciphertext octet is caught by the modification detection code.
+/// offsets, to a demo key and a GnuPG RSA key: GnuPG reads it whole with either, the
+/// packets have definite lengths, and one flipped ciphertext octet is caught by the
+/// modification detection code. An empty letter is read too.
 #[test]
 fn gnupg_reads_long_letters_and_refuses_a_tampered_one() {
     if !common::have("gpg") {
         return;
     }
     let (secret, public) = openpgp::generate_member_key("A <a@example.test>").unwrap();
-    let (secret_b, b) = openpgp::generate_member_key("B <b@example.test>").unwrap();
     let gpg = Gpg::new();
     common::write(gpg.dir(), "secret.asc", secret.as_bytes());
     gpg.run(&["--import", "secret.asc"]);
+    let gpg_rsa = Gpg::new();
+    gpg_rsa.run(&[
+        "--quick-gen-key",
+        "R <r@example.test>",
+        "rsa3072",
+        "sign,encr",
+        "2y",
+    ]);
+    let rsa = openpgp::parse_public_key(&gpg_rsa.run(&["--armor", "--export"])).unwrap();
 
     let letter: Vec<u8> = (0..200_003u32).map(|i| (i * 7919 % 251) as u8).collect();
     let parts = [&letter[..7], &letter[7..70_007], &letter[70_007..]];
-    let recipients = openpgp::Recipients::parse(&[public, b]).unwrap();
+    let recipients = openpgp::Recipients::parse(&[public.clone(), rsa]).unwrap();
     let message = openpgp::pgp_mime_to(&[], &parts, &recipients).unwrap();
     let armored = armored_part(&message);
-    common::write(gpg.dir(), "letter.asc", armored);
-    assert_eq!(gpg.run(&["--decrypt", "letter.asc"]), letter);
+    for home in [&gpg, &gpg_rsa] {
+        common::write(home.dir(), "letter.asc", armored);
+        assert_eq!(home.run(&["--decrypt", "letter.asc"]), letter);
+    }
     assert_eq!(
-        openpgp::decrypt(&message, &secret_b).unwrap().as_slice(),
+        openpgp::decrypt(&message, &secret).unwrap().as_slice(),
         letter
     );
 
     let packets = String::from_utf8(gpg.run(&["--list-packets", "letter.asc"])).unwrap();
-    assert_eq!(
-        packets
-            .matches(":pubkey enc packet: version 3, algo 18")
-            .count(),
-        2,
-        "{packets}"
-    );
+    for algo in [18, 1] {
+        let pkesk = format!(":pubkey enc packet: version 3, algo {algo}, keyid");
+        assert_eq!(packets.matches(&pkesk).count(), 1, "{packets}");
+    }
     assert!(
         packets.contains(":encrypted data packet:\n\tlength: 200"),
         "{packets}"
@@ -423,9 +431,13 @@ fn gnupg_reads_long_letters_and_refuses_a_tampered_one() {
     assert!(!decrypted, "{stderr}");
     assert!(stderr.contains("manipulated"), "{stderr}");
     assert!(matches!(
-        openpgp::decrypt(&binary, &secret_b),
+        openpgp::decrypt(&binary, &secret),
         Err(PgpError::Decrypt(_))
     ));
+
+    let empty = openpgp::encrypt(b"", std::slice::from_ref(&public)).unwrap();
+    common::write(gpg.dir(), "empty.asc", &empty);
+    assert_eq!(gpg.run(&["--decrypt", "empty.asc"]), b"");
 }
 
 /// Members whose certificates all advertise SEIPDv2 (RFC 9580) get AEAD encryption;

@@ -43,6 +43,12 @@ impl Gpg {
         common::run(self.dir(), "gpg", &all, &[("GNUPGHOME", self.dir())])
     }
 
+    /// Imports armored keys (or a revocation) into this home.
+    fn import(&self, armored: impl AsRef<[u8]>) {
+        common::write(self.dir(), "import.asc", armored);
+        self.run(&["--import", "import.asc"]);
+    }
+
     /// Runs gpg like [`Gpg::run`] but returns whether it succeeded and its stderr.
     fn status(&self, args: &[&str]) -> (bool, String) {
         let output = std::process::Command::new("gpg")
@@ -231,8 +237,7 @@ fn keys_without_encryption_or_expired_are_refused() {
         .collect::<Vec<_>>()
         .join("\n")
         .into_bytes();
-    common::write(gpg.dir(), "revocation.asc", revocation);
-    gpg.run(&["--import", "revocation.asc"]);
+    gpg.import(revocation);
     let exported = gpg.run(&["--armor", "--export", "revoked@example.test"]);
     assert!(matches!(
         openpgp::parse_public_key(&exported),
@@ -272,8 +277,7 @@ fn demo_key_in_gnupg_reads_our_pgp_mime() {
     );
 
     let gpg = Gpg::new();
-    common::write(gpg.dir(), "secret.asc", secret.as_bytes());
-    gpg.run(&["--import", "secret.asc"]);
+    gpg.import(secret.as_bytes());
 
     let headers = [
         ("From", "kvgate <gateway@kvgate.test>"),
@@ -323,8 +327,7 @@ fn we_read_what_gnupg_encrypts() {
     }
     let (secret, public) = openpgp::generate_member_key("Demo Member <demo@example.test>").unwrap();
     let gpg = Gpg::new();
-    common::write(gpg.dir(), "public.asc", public.armored.as_bytes());
-    gpg.run(&["--import", "public.asc"]);
+    gpg.import(public.armored.as_bytes());
     common::write(gpg.dir(), "inner.eml", INNER);
     gpg.run(&[
         "--trust-model",
@@ -384,8 +387,7 @@ fn gnupg_reads_long_letters_and_refuses_a_tampered_one() {
     }
     let (secret, public) = openpgp::generate_member_key("A <a@example.test>").unwrap();
     let gpg = Gpg::new();
-    common::write(gpg.dir(), "secret.asc", secret.as_bytes());
-    gpg.run(&["--import", "secret.asc"]);
+    gpg.import(secret.as_bytes());
     let gpg_rsa = Gpg::new();
     gpg_rsa.run(&[
         "--quick-gen-key",

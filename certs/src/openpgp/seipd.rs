@@ -69,7 +69,7 @@ pub(super) fn write<'k>(
     let mut prefix = [0u8; PREFIX];
     random(&mut prefix[..BLOCK]).map_err(failed)?;
     prefix.copy_within(BLOCK - 2..BLOCK, BLOCK);
-    let mut sealer = Sealer::new(&session_key, out);
+    let mut sealer = Sealer::new(&session_key, out)?;
     sealer.hashed(&prefix)?;
     sealer.hashed(&literal_header)?;
     sealer.hashed(&LITERAL_HEADER)?;
@@ -104,16 +104,15 @@ struct Sealer<'o> {
 }
 
 impl<'o> Sealer<'o> {
-    fn new(session_key: &SessionKey, out: &'o mut dyn Write) -> Self {
-        Sealer {
-            cipher: BufEncryptor::new(
-                aes::cipher::generic_array::GenericArray::from_slice(session_key),
-                &Default::default(),
-            ),
+    fn new(session_key: &SessionKey, out: &'o mut dyn Write) -> Result<Self, PgpError> {
+        let cipher = BufEncryptor::new_from_slices(session_key, &[0; BLOCK])
+            .map_err(|e| PgpError::Encrypt(e.to_string().into()))?;
+        Ok(Sealer {
+            cipher,
             mdc: Sha1::new(),
             step: Vec::with_capacity(STEP),
             out,
-        }
+        })
     }
 
     /// Hashes `plaintext` into the MDC and writes it encrypted.

@@ -1,13 +1,15 @@
-//! The admin commands: they work on the store directly, whether or not `serve` runs.
+//! The admin commands for trust anchors, senders, members and tracking (the command
+//! line is in [`crate::cli`]; where they run, in [`crate::control`]).
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
 use kvgate_store::{BirthDate, Event, Kvnr, NewMember, SenderKind, StoreError, TrackingId};
 
-use crate::runtime::{Installation, config_path};
+use crate::runtime::Installation;
 
 /// Which configuration to use.
 #[derive(Args)]
@@ -18,9 +20,9 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    /// Opens the installation this configuration describes.
-    pub(crate) fn open(&self) -> anyhow::Result<Installation> {
-        Installation::open(&config_path(self.config.as_deref()))
+    /// The configuration file given, if one was.
+    pub fn path(&self) -> Option<&Path> {
+        self.config.as_deref()
     }
 }
 
@@ -34,6 +36,20 @@ pub enum TrustCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+impl TrustCommand {
+    /// Its `--config`.
+    pub(crate) fn config(&self) -> &ConfigArg {
+        let TrustCommand::Add { config, .. } = self;
+        config
+    }
+
+    /// The files it reads.
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        let TrustCommand::Add { file, .. } = self;
+        std::iter::once(file)
+    }
 }
 
 /// `kvgate sender …`
@@ -57,6 +73,20 @@ pub enum SenderCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+impl SenderCommand {
+    /// Its `--config`.
+    pub(crate) fn config(&self) -> &ConfigArg {
+        let SenderCommand::Add { config, .. } = self;
+        config
+    }
+
+    /// The files it reads.
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        let SenderCommand::Add { cert, .. } = self;
+        std::iter::once(cert)
+    }
 }
 
 /// Kinds of sender, as typed on the command line.
@@ -120,6 +150,25 @@ pub enum MemberCommand {
     },
 }
 
+impl MemberCommand {
+    /// Its `--config`.
+    pub(crate) fn config(&self) -> &ConfigArg {
+        match self {
+            MemberCommand::Add(add) => &add.config,
+            MemberCommand::End { config, .. } | MemberCommand::Code { config, .. } => config,
+        }
+    }
+
+    /// The files it reads.
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        match self {
+            MemberCommand::Add(add) => add.key.as_mut(),
+            MemberCommand::End { .. } | MemberCommand::Code { .. } => None,
+        }
+        .into_iter()
+    }
+}
+
 /// `kvgate track …`
 #[derive(Args)]
 pub struct TrackArgs {
@@ -133,40 +182,47 @@ pub struct TrackArgs {
     #[arg(long, conflicts_with = "json")]
     verify: bool,
     #[command(flatten)]
-    config: ConfigArg,
+    pub(crate) config: ConfigArg,
 }
 
 /// Runs a `trust` command.
-pub fn trust(command: TrustCommand) -> anyhow::Result<()> {
-    let TrustCommand::Add { file, config } = command;
+pub fn trust(
+    command: TrustCommand,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let TrustCommand::Add { file, .. } = command;
     let pem = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let certs = x509::parse_pem_chain(&pem)?;
     if certs.is_empty() {
         bail!("{} holds no PEM certificate", file.display());
     }
-    let installation = config.open()?;
     for cert in &certs {
         let fingerprint = x509::fingerprint(cert)?;
         let pem = String::from_utf8(cert.to_pem()?)?;
         let added = installation.store.add_trust_anchor(&fingerprint, &pem)?;
         let subject = x509::subject_line(cert);
         if added {
-            println!("trusted {subject} (sha256 {fingerprint})");
+            writeln!(out, "trusted {subject} (sha256 {fingerprint})")?;
         } else {
-            println!("already trusted: {subject} (sha256 {fingerprint})");
+            writeln!(out, "already trusted: {subject} (sha256 {fingerprint})")?;
         }
     }
     Ok(())
 }
 
 /// Runs a `sender` command.
-pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
+pub fn sender(
+    command: SenderCommand,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let SenderCommand::Add {
         id,
         cert,
         from,
         kind,
-        config,
+        ..
     } = command;
     let pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
     let chain = x509::parse_pem_chain(&pem)?;
@@ -182,13 +238,13 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
         Kind::Practice => SenderKind::Practice,
         Kind::Insurer => SenderKind::Insurer,
     };
-    let installation = config.open()?;
     let fingerprint = x509::fingerprint(leaf)?;
     let sender =
         installation
             .store
             .add_sender_certificate(&id, kind, &fingerprint, from.as_deref())?;
-    println!(
+    writeln!(
+        out,
         "sender {} ({}): {} certificate(s), addresses {}",
         sender.id,
         match sender.kind {
@@ -197,12 +253,16 @@ pub fn sender(command: SenderCommand) -> anyhow::Result<()> {
         },
         sender.certificates.len(),
         sender.addresses.join(", ")
-    );
+    )?;
     Ok(())
 }
 
 /// Runs a `member` command.
-pub fn member(command: MemberCommand) -> anyhow::Result<()> {
+pub fn member(
+    command: MemberCommand,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let AddMember {
         kvnr,
         name,
@@ -210,11 +270,13 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
         smarthealth,
         app_communication,
         birth_date,
-        config,
+        ..
     } = match command {
         MemberCommand::Add(add) => add,
-        MemberCommand::Code { kvnr, config } => return enrollment_code(&kvnr, &config),
-        MemberCommand::End { kvnr, date, config } => return end_membership(&kvnr, &date, &config),
+        MemberCommand::Code { kvnr, .. } => return enrollment_code(&kvnr, installation, out),
+        MemberCommand::End { kvnr, date, .. } => {
+            return end_membership(&kvnr, &date, installation, out);
+        }
     };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let key = match key {
@@ -227,7 +289,6 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let installation = config.open()?;
     let code = installation.store.add_member(
         NewMember {
             kvnr: kvnr.clone(),
@@ -238,40 +299,52 @@ pub fn member(command: MemberCommand) -> anyhow::Result<()> {
         },
         key,
     )?;
-    println!("member {kvnr} registered");
-    println!("enrollment-code: {code}");
+    writeln!(out, "member {kvnr} registered")?;
+    writeln!(out, "enrollment-code: {code}")?;
     Ok(())
 }
 
 /// Runs `member end`: records the day the membership ended.
-fn end_membership(kvnr: &str, date: &str, config: &ConfigArg) -> anyhow::Result<()> {
+fn end_membership(
+    kvnr: &str,
+    date: &str,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let at = crate::lifecycle::parse_when(date)?;
-    if config.open()?.store.end_membership(&kvnr, at)?.is_none() {
+    if installation.store.end_membership(&kvnr, at)?.is_none() {
         bail!("no member {kvnr} is registered");
     }
-    println!("membership of {kvnr} ended {}", at.to_rfc3339());
+    writeln!(out, "membership of {kvnr} ended {}", at.to_rfc3339())?;
     Ok(())
 }
 
 /// Runs `member code`: a new enrolment code for an existing member.
-fn enrollment_code(kvnr: &str, config: &ConfigArg) -> anyhow::Result<()> {
+fn enrollment_code(
+    kvnr: &str,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
-    let code = match config.open()?.store.add_enrollment_code(&kvnr) {
+    let code = match installation.store.add_enrollment_code(&kvnr) {
         Err(StoreError::NotFound(_)) => bail!("no member {kvnr} is registered"),
         other => other?,
     };
-    println!("enrollment-code: {code}");
+    writeln!(out, "enrollment-code: {code}")?;
     Ok(())
 }
 
 /// Runs `track`.
-pub fn track(args: TrackArgs) -> anyhow::Result<()> {
+pub fn track(
+    args: TrackArgs,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let id: TrackingId = args
         .tracking_id
         .parse()
         .with_context(|| format!("{:?} is not a tracking ID", args.tracking_id))?;
-    let installation = args.config.open()?;
     // A member's upload has a history but no SMTP submission.
     let submission = installation.store.submission(&id)?;
     let events = installation.store.events(&id)?;
@@ -282,10 +355,11 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
         return match kvgate_store::verify_chain(&events) {
             Ok(()) => {
                 let head = events.last().map_or("", |e| e.hash.as_str());
-                println!(
+                writeln!(
+                    out,
                     "tracking {id}: {} events, hash chain intact (head {head})",
                     events.len()
-                );
+                )?;
                 Ok(())
             }
             Err(broken) => bail!(
@@ -297,25 +371,26 @@ pub fn track(args: TrackArgs) -> anyhow::Result<()> {
     }
     if args.json {
         let value = serde_json::json!({ "submission": submission, "events": events });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     match &submission {
-        Some(submission) => println!(
+        Some(submission) => writeln!(
+            out,
             "tracking {id}: from {} (sender {}), {} octets, received {}",
             submission.mail_from,
             submission.sender_id,
             submission.size,
             submission.received_at.to_rfc3339()
         ),
-        None => println!("tracking {id}: a member's upload from the app"),
-    }
-    print_events(&events);
+        None => writeln!(out, "tracking {id}: a member's upload from the app"),
+    }?;
+    print_events(&events, out)?;
     Ok(())
 }
 
 /// Prints tracking events, one line each.
-pub(crate) fn print_events(events: &[Event]) {
+pub(crate) fn print_events(events: &[Event], out: &mut dyn Write) -> std::io::Result<()> {
     for event in events {
         let mut line = format!("{}  {:<11}", event.at.to_rfc3339(), event.kind.as_str());
         if let Some(recipient) = &event.recipient {
@@ -327,6 +402,7 @@ pub(crate) fn print_events(events: &[Event]) {
         if let Some(detail) = &event.detail {
             line.push_str(&format!("  {detail}"));
         }
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
+    Ok(())
 }

@@ -549,14 +549,19 @@ impl Config {
         }
     }
 
+    /// The data directory (database, letter bodies, spool, control socket).
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.data_dir)
+    }
+
     /// The database file.
     pub fn database_path(&self) -> PathBuf {
-        self.resolve(&self.data_dir).join("kvgate.redb")
+        self.data_dir().join("kvgate.redb")
     }
 
     /// The spool directory.
     pub fn spool_dir(&self) -> PathBuf {
-        self.resolve(&self.data_dir).join("spool")
+        self.data_dir().join("spool")
     }
 
     /// The development configuration `kvgate init` writes.

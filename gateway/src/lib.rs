@@ -6,8 +6,10 @@
 //! and files it; [`serve`] wires listeners, pipeline and API together.
 
 pub mod admin;
+pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod earztbrief;
 pub mod inbox;

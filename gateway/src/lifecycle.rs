@@ -6,6 +6,7 @@
 //! `kvgate lifecycle run [--now DATE]` applies the rules once (a test or an operator
 //! chooses the time); `kvgate serve` applies them at start and every hour.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use kvgate_store::{Kvnr, Retention, Store, StoreError, Timestamp, now};
 use tokio::sync::watch;
 
 use crate::admin::ConfigArg;
+use crate::runtime::Installation;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 /// How long after membership ends the Postfach stays (3 months).
@@ -149,20 +151,31 @@ pub enum LifecycleCommand {
     },
 }
 
+impl LifecycleCommand {
+    /// Its `--config`.
+    pub(crate) fn config(&self) -> &ConfigArg {
+        let LifecycleCommand::Run { config, .. } = self;
+        config
+    }
+}
+
 /// Runs a `lifecycle` command.
-pub fn lifecycle(command: LifecycleCommand) -> anyhow::Result<()> {
-    let LifecycleCommand::Run { now: at, config } = command;
+pub fn lifecycle(
+    command: LifecycleCommand,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let LifecycleCommand::Run { now: at, .. } = command;
     let at = match at {
         Some(text) => parse_when(&text)?,
         None => now(),
     };
-    let installation = config.open()?;
     let actions = apply(&installation.store, at)?;
     if actions.is_empty() {
-        println!("nothing due at {}", at.to_rfc3339());
+        writeln!(out, "nothing due at {}", at.to_rfc3339())?;
     }
     for action in actions {
-        println!("{action}");
+        writeln!(out, "{action}")?;
     }
     Ok(())
 }

@@ -3,11 +3,14 @@
 //! Works whether or not `serve` runs; a running server takes a released letter at its
 //! next look at the queue (within 30 s).
 
+use std::io::Write;
+
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use kvgate_store::TrackingId;
 
 use crate::admin::{ConfigArg, print_events};
+use crate::runtime::Installation;
 
 /// Who an operator's action is recorded as.
 const OPERATOR: &str = "an operator (kvgate quarantine)";
@@ -48,36 +51,50 @@ pub enum QuarantineCommand {
     },
 }
 
+impl QuarantineCommand {
+    /// Its `--config`.
+    pub(crate) fn config(&self) -> &ConfigArg {
+        match self {
+            QuarantineCommand::List { config, .. }
+            | QuarantineCommand::Show { config, .. }
+            | QuarantineCommand::Release { config, .. }
+            | QuarantineCommand::Drop { config, .. } => config,
+        }
+    }
+}
+
 /// Runs a `quarantine` command.
-pub fn quarantine(command: QuarantineCommand) -> anyhow::Result<()> {
+pub fn quarantine(
+    command: QuarantineCommand,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let store = &installation.store;
     match command {
-        QuarantineCommand::List { json, config } => {
-            let entries = config.open()?.store.quarantined()?;
+        QuarantineCommand::List { json, .. } => {
+            let entries = store.quarantined()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
                 return Ok(());
             }
             if entries.is_empty() {
-                println!("the quarantine is empty");
+                writeln!(out, "the quarantine is empty")?;
             }
             for e in entries {
-                println!(
+                writeln!(
+                    out,
                     "{}  [{}]  since {}  attempts {}  {}",
                     e.tracking_id,
                     e.reason,
                     e.at.to_rfc3339(),
                     e.attempts,
                     e.detail
-                );
+                )?;
             }
             Ok(())
         }
-        QuarantineCommand::Show {
-            tracking_id,
-            config,
-        } => {
+        QuarantineCommand::Show { tracking_id, .. } => {
             let id = parse(&tracking_id)?;
-            let store = config.open()?.store;
             let entry = store
                 .quarantined()?
                 .into_iter()
@@ -86,48 +103,43 @@ pub fn quarantine(command: QuarantineCommand) -> anyhow::Result<()> {
             let submission = store
                 .submission(&id)?
                 .with_context(|| format!("no submission {id}"))?;
-            println!(
+            writeln!(
+                out,
                 "tracking {id}: quarantined {} [{}] after {} attempt(s): {}",
                 entry.at.to_rfc3339(),
                 entry.reason,
                 entry.attempts,
                 entry.detail
-            );
-            println!(
+            )?;
+            writeln!(
+                out,
                 "from {} (sender {}), {} octets, received {}",
                 submission.mail_from,
                 submission.sender_id,
                 submission.size,
                 submission.received_at.to_rfc3339()
-            );
-            print_events(&store.events(&id)?);
+            )?;
+            print_events(&store.events(&id)?, out)?;
             Ok(())
         }
-        QuarantineCommand::Release {
-            tracking_id,
-            config,
-        } => {
+        QuarantineCommand::Release { tracking_id, .. } => {
             let id = parse(&tracking_id)?;
-            if !config.open()?.store.release(&id, OPERATOR)? {
+            if !store.release(&id, OPERATOR)? {
                 bail!("{id} is not quarantined");
             }
-            println!("released {id}: back on the queue");
+            writeln!(out, "released {id}: back on the queue")?;
             Ok(())
         }
-        QuarantineCommand::Drop {
-            tracking_id,
-            config,
-        } => {
+        QuarantineCommand::Drop { tracking_id, .. } => {
             let id = parse(&tracking_id)?;
-            let installation = config.open()?;
-            if !installation.store.drop_quarantined(&id, OPERATOR)? {
+            if !store.drop_quarantined(&id, OPERATOR)? {
                 bail!("{id} is not quarantined");
             }
             installation
                 .spool
                 .remove(&id)
                 .with_context(|| format!("removing the spool file of {id}"))?;
-            println!("dropped {id}: the letter is deleted");
+            writeln!(out, "dropped {id}: the letter is deleted")?;
             Ok(())
         }
     }

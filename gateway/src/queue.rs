@@ -2,11 +2,14 @@
 //! relay), with retry now and drop. Works whether or not `serve` runs; a running
 //! server sees a retried entry at its next look (within 30 s).
 
+use std::io::Write;
+
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use kvgate_store::{Event, EventKind, OutboundId, now};
 
 use crate::admin::ConfigArg;
+use crate::runtime::Installation;
 
 /// `kvgate queue …`
 #[derive(Subcommand)]
@@ -35,20 +38,37 @@ pub enum QueueCommand {
     },
 }
 
+impl QueueCommand {
+    /// Its `--config`.
+    pub(crate) fn config(&self) -> &ConfigArg {
+        match self {
+            QueueCommand::List { config, .. }
+            | QueueCommand::Retry { config, .. }
+            | QueueCommand::Drop { config, .. } => config,
+        }
+    }
+}
+
 /// Runs a `queue` command.
-pub fn queue(command: QueueCommand) -> anyhow::Result<()> {
+pub fn queue(
+    command: QueueCommand,
+    installation: &Installation,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let store = &installation.store;
     match command {
-        QueueCommand::List { json, config } => {
-            let entries = config.open()?.store.outbound()?;
+        QueueCommand::List { json, .. } => {
+            let entries = store.outbound()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
                 return Ok(());
             }
             if entries.is_empty() {
-                println!("the outbound queue is empty");
+                writeln!(out, "the outbound queue is empty")?;
             }
             for e in entries {
-                println!(
+                writeln!(
+                    out,
                     "{}  {:<4} tracking {}  to <{}>  queued {}  attempts {}  next {}{}",
                     e.id,
                     e.purpose,
@@ -60,21 +80,20 @@ pub fn queue(command: QueueCommand) -> anyhow::Result<()> {
                     e.last_error
                         .map(|m| format!("  last error: {m}"))
                         .unwrap_or_default()
-                );
+                )?;
             }
             Ok(())
         }
-        QueueCommand::Retry { id, config } => {
+        QueueCommand::Retry { id, .. } => {
             let id = parse(&id)?;
-            if !config.open()?.store.retry_outbound(&id, now())? {
+            if !store.retry_outbound(&id, now())? {
                 bail!("no queued outbound message {id}");
             }
-            println!("{id} is due now");
+            writeln!(out, "{id} is due now")?;
             Ok(())
         }
-        QueueCommand::Drop { id, config } => {
+        QueueCommand::Drop { id, .. } => {
             let id = parse(&id)?;
-            let store = config.open()?.store;
             let entry = store
                 .outbound_entry(&id)?
                 .with_context(|| format!("no queued outbound message {id}"))?;
@@ -88,7 +107,7 @@ pub fn queue(command: QueueCommand) -> anyhow::Result<()> {
             if !store.settle_outbound(&id, event)? {
                 bail!("{id} left the queue meanwhile");
             }
-            println!("dropped {id}");
+            writeln!(out, "dropped {id}")?;
             Ok(())
         }
     }

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, RevocationMode};
+use crate::control;
 use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -134,7 +135,8 @@ impl Gateway {
                 "removed spool files of letters that were never acknowledged"
             );
         }
-        // Here, not in `Store::open`: the admin CLI opens the store while serve runs.
+        // Here, not in `Store::open`: an admin command that opens the store while no
+        // server runs need not wait for the sweep.
         let swept = store.sweep_bodies()?;
         if swept > 0 {
             tracing::info!(
@@ -158,6 +160,7 @@ impl Gateway {
         let anchors = signer_trust(&config, &anchor_pems)?;
 
         let (shutdown, stop) = watch::channel(false);
+        let (control_listener, control_path) = control::bind(&config)?;
         let intake = (!args.hold_queue).then(Intake::default);
         let mut tasks = JoinSet::new();
 
@@ -268,6 +271,17 @@ impl Gateway {
             outbound.clone(),
         ));
         tasks.spawn(watchdog.run(stop.clone()));
+        let installation = Arc::new(Installation {
+            config: config.clone(),
+            store: store.clone(),
+            spool: spool.clone(),
+        });
+        tasks.spawn(control::serve(
+            control_listener,
+            control_path,
+            installation,
+            stop.clone(),
+        ));
         tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
         if let Some(intake) = &intake {
             let pipeline = Pipeline::new(

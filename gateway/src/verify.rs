@@ -6,6 +6,7 @@
 //! or from `--cert/--key` and `--trust`, so a letter can be checked without an
 //! installation (e.g. gematik's KIM sample with its recipients' keys).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ use kvgate_store::Timestamp;
 
 use crate::letter;
 use crate::pipeline::signed_and_encrypted;
-use crate::runtime::{Installation, config_path};
+use crate::runtime::Installation;
 use crate::serve::{decryption_keys, signer_trust, trust_anchor_pems};
 
 /// Options of `kvgate verify`.
@@ -48,24 +49,34 @@ pub struct VerifyArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Runs `kvgate verify`: prints the verdict; `Ok(false)` when the letter is refused.
-pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
+impl VerifyArgs {
+    /// The files it reads.
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        std::iter::once(&mut self.file)
+            .chain(&mut self.certs)
+            .chain(&mut self.keys)
+            .chain(&mut self.trust)
+    }
+}
+
+/// Runs `kvgate verify` (with the installation for what the flags do not give):
+/// prints the verdict; `Ok(false)` when the letter is refused.
+pub fn run(
+    args: VerifyArgs,
+    installation: Option<&Installation>,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let at = match &args.at {
         Some(text) => instant(text)?,
         None => SystemTime::now(),
     };
     let letter =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let installation = if args.certs.is_empty() || args.trust.is_empty() {
-        Some(Installation::open(&config_path(args.config.as_deref()))?)
-    } else {
-        None
-    };
-    let keys = match &installation {
+    let keys = match installation {
         Some(installation) if args.certs.is_empty() => decryption_keys(&installation.config)?,
         _ => flag_keys(&args)?,
     };
-    let anchors = match &installation {
+    let anchors = match installation {
         Some(installation) if args.trust.is_empty() => {
             let config = &installation.config;
             signer_trust(config, &trust_anchor_pems(config, &installation.store)?)?
@@ -73,36 +84,32 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
         _ => flag_trust(&args.trust)?,
     };
 
-    println!("verified as of: {}", rfc3339(at));
-    let refused = |reason: &str, detail: &str| {
-        println!("verdict: refused");
-        println!("reason: {reason}");
-        println!("detail: {detail}");
-        Ok(false)
-    };
+    writeln!(out, "verified as of: {}", rfc3339(at))?;
     let unwrapped = match smime::unwrap(&letter, &keys, &anchors, at) {
         Ok(unwrapped) => unwrapped,
-        Err(e) => return refused(e.reason(), &e.to_string()),
+        Err(e) => return refused(out, e.reason(), &e.to_string()),
     };
     let signer = match signed_and_encrypted(&unwrapped) {
         Ok(signer) => signer,
-        Err(refusal) => return refused(refusal.reason, &refusal.detail),
+        Err(refusal) => return refused(out, refusal.reason, &refusal.detail),
     };
-    println!("verdict: verified");
-    println!("signer: {}", signer.subject);
-    println!("signer-sha256: {}", signer.fingerprint);
-    println!("signer-serial: {}", signer.serial);
-    println!("signer-issuer: {}", signer.issuer);
-    println!(
+    writeln!(out, "verdict: verified")?;
+    writeln!(out, "signer: {}", signer.subject)?;
+    writeln!(out, "signer-sha256: {}", signer.fingerprint)?;
+    writeln!(out, "signer-serial: {}", signer.serial)?;
+    writeln!(out, "signer-issuer: {}", signer.issuer)?;
+    writeln!(
+        out,
         "signature: {} with {}",
         signer.signature_algorithm, signer.digest_algorithm
-    );
-    println!("revocation: {}", signer.revocation);
+    )?;
+    writeln!(out, "revocation: {}", signer.revocation)?;
     if let Some(from) = letter::from_address(&unwrapped.content) {
-        println!("from: {from}");
+        writeln!(out, "from: {from}")?;
     }
     for recipient in &unwrapped.recipients {
-        println!(
+        writeln!(
+            out,
             "kim-recipient: <{}> = serial {} of {} ({}{})",
             recipient.address,
             recipient.serial,
@@ -117,10 +124,18 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<bool> {
             } else {
                 ""
             }
-        );
+        )?;
     }
-    println!("content: {} octets", unwrapped.content.len());
+    writeln!(out, "content: {} octets", unwrapped.content.len())?;
     Ok(true)
+}
+
+/// Prints the verdict of a refused letter.
+fn refused(out: &mut dyn Write, reason: &str, detail: &str) -> anyhow::Result<bool> {
+    writeln!(out, "verdict: refused")?;
+    writeln!(out, "reason: {reason}")?;
+    writeln!(out, "detail: {detail}")?;
+    Ok(false)
 }
 
 /// `--at`: an RFC 3339 instant, or a date meaning noon UTC.

@@ -80,3 +80,49 @@ fn admin_commands_refuse_bad_input_with_a_reason() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("trusted "));
 }
+
+#[test]
+fn admin_commands_run_in_the_server_while_it_has_the_store() {
+    let install = Install::new();
+    let socket = install.data().join("control.sock");
+    let server = install.serve(&[]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Typed in the data directory with a relative key file: the server reads the file
+    // the command names, from where the command was typed.
+    let out = run(Command::new(KVGATE)
+        .current_dir(install.data())
+        .args(["member", "add", "--kvnr", BOB, "--name", "Bob"])
+        .args([
+            "--key",
+            "pki/demo-member.pub.asc",
+            "--config",
+            "kvgate.toml",
+        ]));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with(&format!("member {BOB} registered\nenrollment-code: ")));
+    // A refusal keeps its message and its exit status.
+    let out = install.admin(&["member", "code", "--kvnr", "B123456789"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "kvgate: \"B123456789\" is not a valid KVNR: the KVNR check digit is wrong (expected 2)\n"
+    );
+    assert!(out.stdout.is_empty());
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("admin command over the control socket"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Bob"),
+        "a name reached the server's log: {log}"
+    );
+
+    // Once the server is gone, the command opens the store itself.
+    assert!(server.terminate().success());
+    assert!(!socket.exists());
+    let out = install.admin_ok(&["member", "code", "--kvnr", BOB]);
+    assert!(out.starts_with("enrollment-code: "), "{out}");
+}

@@ -1,5 +1,5 @@
-//! Letter bodies: filed letters' ciphertext, appended to segment files in `bodies/`
-//! beside the database file.
+//! Letter bodies: filed letters' ciphertext, and small accepted letters until they
+//! are processed, appended to segment files in `bodies/` beside the database file.
 //!
 //! redb does not clear the pages it frees, so a letter kept in the database would stay
 //! readable in its file after deletion until the next compaction. In a segment, a
@@ -27,9 +27,8 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::MESSAGES;
+use crate::db::{MESSAGES, Records, SPOOLED_AT};
 use crate::error::StoreError;
-use crate::ids::MessageId;
 use crate::messages::MessageMeta;
 use crate::shared_sync::SharedSync;
 
@@ -40,6 +39,17 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Each body starts on a block of this size, so that punching one out frees whole
 /// blocks and touches no other (a file per letter took as much room).
 const BLOCK: u64 = 4096;
+
+/// Whether bodies just written are read again soon (an accepted letter, by the
+/// pipeline) or seldom (a filed letter, when the member fetches it): only the latter
+/// are dropped from the page cache once durable (see [`forget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reread {
+    /// Read again within moments.
+    Soon,
+    /// Read again seldom, if ever.
+    Seldom,
+}
 
 /// Where a letter's body is: a range of one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +86,44 @@ struct Appender {
     next: u64,
 }
 
+/// Bodies just appended: where each went, and the fsync that makes them durable.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    /// Where each went, in order.
+    pub(crate) extents: Vec<Extent>,
+    /// What makes them durable.
+    pub(crate) durable: Durable,
+}
+
+/// The fsync that makes appended bodies durable: their segment's, shared with every
+/// body appended to it before (none for no bodies).
+#[derive(Debug, Clone)]
+pub(crate) struct Durable(Option<(Arc<Segment>, u64)>);
+
+impl Durable {
+    /// Nothing to make durable.
+    pub(crate) fn none() -> Self {
+        Durable(None)
+    }
+
+    /// Makes the bodies durable, sharing an fsync with concurrent callers (blocking).
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        match &self.0 {
+            Some((segment, ticket)) => segment.sync.wait(*ticket, || segment.file.sync_data()),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops durable bodies at `extents` of this segment from the page cache.
+    fn forget(&self, extents: &[Extent]) {
+        if let Some((segment, _)) = &self.0 {
+            for extent in extents {
+                forget(&segment.file, extent);
+            }
+        }
+    }
+}
+
 /// One open segment being appended to.
 #[derive(Debug)]
 struct Segment {
@@ -110,12 +158,15 @@ impl Bodies {
         self.dir.join(format!("{number:016x}.seg"))
     }
 
-    /// Appends `letters` to the current segment and makes them durable; returns where
-    /// each went. On failure, the ranges reserved for them are punched.
-    pub(crate) fn write(&self, letters: &[&[u8]]) -> io::Result<Vec<Extent>> {
+    /// Appends `letters` to the current segment; returns where each went and the fsync
+    /// that makes them durable. On failure, the ranges reserved for them are punched.
+    pub(crate) fn append(&self, letters: &[&[u8]]) -> io::Result<Appended> {
         // Nothing to write (an upload without a copy for the member) needs no segment.
         if letters.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                extents: Vec::new(),
+                durable: Durable::none(),
+            });
         }
         let total = letters
             .iter()
@@ -136,14 +187,14 @@ impl Bodies {
         let written = letters
             .iter()
             .zip(&extents)
-            .try_for_each(|(bytes, extent)| segment.file.write_all_at(bytes, extent.offset))
-            .and_then(|()| segment.sync.sync(|| segment.file.sync_data()));
+            .try_for_each(|(bytes, extent)| segment.file.write_all_at(bytes, extent.offset));
         match written {
             Ok(()) => {
-                for extent in &extents {
-                    forget(&segment.file, extent);
-                }
-                Ok(extents)
+                let ticket = segment.sync.ticket();
+                Ok(Appended {
+                    extents,
+                    durable: Durable(Some((segment, ticket))),
+                })
             }
             Err(error) => {
                 self.discard(&[Extent {
@@ -162,7 +213,8 @@ impl Bodies {
         // The appender stays consistent even if a holder panicked.
         let mut appender = self.appender.lock().unwrap_or_else(PoisonError::into_inner);
         let (segment, end) = match appender.tail.take() {
-            Some((segment, end)) if end < SEGMENT_BYTES => (segment, end),
+            // A segment whose fsync failed takes no more letters.
+            Some((segment, end)) if end < SEGMENT_BYTES && !segment.sync.failed() => (segment, end),
             _ => (Arc::new(self.create(&mut appender.next)?), 0),
         };
         appender.tail = Some((segment.clone(), end + len));
@@ -341,47 +393,53 @@ fn write_zeros(file: &File, offset: u64, len: u64) -> io::Result<()> {
 }
 
 impl Store {
-    /// Writes the bodies of `letters` (each with the ID its record will have), then
-    /// runs `commit` with where they went; it returns its outcome and the IDs of the
-    /// letters it recorded. The bodies of the others (a recipient filed before), or of
-    /// all if `commit` fails, are punched afterwards.
+    /// Appends the bodies of `letters` (each with the key its record will have in
+    /// `table`, read again as `reread` says), then runs `commit` with where they went
+    /// and the fsync it must wait for before its commit (a grouped commit waits for
+    /// it once for the whole group); it returns its outcome and the keys of the
+    /// letters it recorded. The bodies of the others (a recipient filed
+    /// before), or of all if `commit` fails, are punched afterwards.
     pub(crate) fn commit_with_bodies<T>(
         &self,
-        letters: &[(&MessageId, &[u8])],
-        commit: impl FnOnce(Vec<Extent>) -> Result<(T, Vec<MessageId>), StoreError>,
+        (table, reread): (Records, Reread),
+        letters: &[(&str, &[u8])],
+        commit: impl FnOnce(Vec<Extent>, Durable) -> Result<(T, Vec<String>), StoreError>,
     ) -> Result<T, StoreError> {
         let bytes: Vec<&[u8]> = letters.iter().map(|(_, bytes)| *bytes).collect();
-        let extents = self.bodies.write(&bytes)?;
-        let written: Vec<(&MessageId, Extent)> = letters
+        let Appended { extents, durable } = self.bodies.append(&bytes)?;
+        let written: Vec<(&str, Extent)> = letters
             .iter()
-            .map(|(id, _)| *id)
+            .map(|(key, _)| *key)
             .zip(extents.iter().copied())
             .collect();
-        let (value, recorded) = match commit(extents) {
+        let (value, recorded) = match commit(extents.clone(), durable.clone()) {
             Ok(outcome) => outcome,
             Err(error) => {
-                self.discard_unrecorded(&written);
+                self.discard_unrecorded(table, &written);
                 return Err(error);
             }
         };
+        if reread == Reread::Seldom {
+            durable.forget(&extents);
+        }
         let unrecorded: Vec<Extent> = written
             .iter()
-            .filter(|(id, _)| !recorded.contains(id))
+            .filter(|(key, _)| !recorded.iter().any(|r| r == key))
             .map(|(_, extent)| *extent)
             .collect();
         self.bodies.discard(&unrecorded);
         Ok(value)
     }
 
-    /// Punches the bodies of `letters` after a failed commit, except those a message
-    /// record names after all (a commit whose outcome was unknown may have landed); if
+    /// Punches the bodies of `letters` after a failed commit, except those whose key
+    /// `table` holds after all (a commit whose outcome was unknown may have landed); if
     /// that cannot be read, every body stays for the start-up sweep.
-    fn discard_unrecorded(&self, letters: &[(&MessageId, Extent)]) {
+    fn discard_unrecorded(&self, table: Records, letters: &[(&str, Extent)]) {
         let unrecorded = self.read(|tx| {
-            let messages = tx.open_table(MESSAGES)?;
+            let records = tx.open_table(table)?;
             let mut unrecorded = Vec::new();
-            for (id, extent) in letters {
-                if messages.get(id.as_str())?.is_none() {
+            for (key, extent) in letters {
+                if records.get(*key)?.is_none() {
                     unrecorded.push(*extent);
                 }
             }
@@ -416,7 +474,7 @@ impl Store {
         self.bodies.discard(extents);
     }
 
-    /// Punches every body no message record names (bodies written for a commit that
+    /// Punches every body no record names (no message, no accepted letter: bodies written for a commit that
     /// never happened, letters whose punch failed) and removes segments with none, and
     /// files that are no segment. Returns how many ranges and files went. Call it only
     /// while nothing files letters (when the server starts): a body is written before
@@ -428,6 +486,11 @@ impl Store {
                 let (_, value) = entry?;
                 let meta: MessageMeta = serde_json::from_slice(value.value())?;
                 live.entry(meta.body.segment).or_default().push(meta.body);
+            }
+            for entry in tx.open_table(SPOOLED_AT)?.iter()? {
+                let (_, value) = entry?;
+                let extent: Extent = serde_json::from_slice(value.value())?;
+                live.entry(extent.segment).or_default().push(extent);
             }
             Ok(live)
         })?;
@@ -443,6 +506,13 @@ mod tests {
     use crate::messages::NewMessage;
     use crate::submissions::SubmissionState;
     use crate::testing::{self, bodies_on_disk, contains, file, submitted};
+
+    /// Appends `letters` and makes them durable.
+    fn write(bodies: &Bodies, letters: &[&[u8]]) -> Vec<Extent> {
+        let appended = bodies.append(letters).unwrap();
+        appended.durable.wait().unwrap();
+        appended.extents
+    }
 
     /// The segment files in the store's body directory.
     fn segments(dir: &std::path::Path) -> usize {
@@ -491,10 +561,10 @@ mod tests {
         let (dir, store) = testing::open();
         let bodies = &store.bodies;
         // Writing nothing opens no segment.
-        assert_eq!(bodies.write(&[]).unwrap(), []);
+        assert_eq!(write(bodies, &[]), []);
         assert_eq!(segments(dir.path()), 0);
         let large = vec![b'L'; SEGMENT_BYTES as usize];
-        let written = bodies.write(&[b"a", b"bc", &large, b"d"]).unwrap();
+        let written = write(bodies, &[b"a", b"bc", &large, b"d"]);
         let offsets: Vec<(u64, u64)> = written.iter().map(|e| (e.segment, e.offset)).collect();
         assert_eq!(
             offsets,
@@ -505,7 +575,7 @@ mod tests {
                 (0, 2 * BLOCK + SEGMENT_BYTES)
             ]
         );
-        let next = bodies.write(&[b"e"]).unwrap();
+        let next = write(bodies, &[b"e"]);
         assert_eq!((next[0].segment, next[0].offset), (1, 0));
         for (extent, bytes) in written.iter().zip([&b"a"[..], b"bc", &large, b"d"]) {
             assert_eq!(bodies.read(extent).unwrap().as_deref(), Some(bytes));
@@ -514,7 +584,7 @@ mod tests {
         // A store opened later starts a segment of its own.
         drop(store);
         let store = Store::open(&dir.path().join("kvgate.redb")).unwrap();
-        let later = store.bodies.write(&[b"f"]).unwrap();
+        let later = write(&store.bodies, &[b"f"]);
         assert_eq!((later[0].segment, later[0].offset), (2, 0));
     }
 
@@ -587,10 +657,10 @@ mod tests {
         // A body written for a commit that never happened, in the segment of a letter
         // that stays and in one of its own; a file that is no segment.
         let (kept, _) = file(&store, &alice, Mailbox::Postfach, b"KEPT");
-        store.bodies.write(&[b"ORPHAN-1"]).unwrap();
+        write(&store.bodies, &[b"ORPHAN-1"]);
         drop(store);
         let store = Store::open(&dir.path().join("kvgate.redb")).unwrap();
-        store.bodies.write(&[b"ORPHAN-2"]).unwrap();
+        write(&store.bodies, &[b"ORPHAN-2"]);
         std::fs::write(dir.path().join("bodies").join("stray"), b"STRAY").unwrap();
         assert_eq!(segments(dir.path()), 3);
 

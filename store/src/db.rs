@@ -10,7 +10,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bodies::Bodies;
+use crate::bodies::{Bodies, Durable};
 use crate::error::StoreError;
 use crate::group::Group;
 
@@ -46,8 +46,13 @@ pub(crate) const INBOX: Records = TableDefinition::new("inbox");
 /// Message IDs by `tracking-ID/KVNR/mailbox`: a submission is filed once per recipient.
 pub(crate) const FILED: Records = TableDefinition::new("filed");
 
-/// Small accepted letters (see `Spool`), by tracking ID, until they are processed.
+/// Small accepted letters (see `Spool`) as kvgate before 2026-11-30 kept them: the
+/// letter itself, by tracking ID, until it is processed. Read and emptied, no longer
+/// written: redb keeps the bytes of a deleted record in its free pages.
 pub(crate) const SPOOLED: Records = TableDefinition::new("spooled");
+/// Where small accepted letters are (an `Extent` of a body segment, punched when the
+/// letter is processed), by tracking ID, until they are processed.
+pub(crate) const SPOOLED_AT: Records = TableDefinition::new("spooled_at");
 
 /// Mail the gateway sends itself (reports), by outbound ID, until the relay took it.
 pub(crate) const OUTBOUND: Records = TableDefinition::new("outbound");
@@ -85,7 +90,7 @@ pub(crate) const THREAD_REFS: Records = TableDefinition::new("thread_refs");
 /// bodies live in files of their own, see `Bodies`).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 28] = [
+const ALL_TABLES: [Records; 29] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,
@@ -101,6 +106,7 @@ const ALL_TABLES: [Records; 28] = [
     INBOX,
     FILED,
     SPOOLED,
+    SPOOLED_AT,
     OUTBOUND,
     OUTBOUND_PAYLOADS,
     KEY_BACKUPS,
@@ -134,13 +140,18 @@ pub struct Store {
 
 impl Store {
     /// Opens the database at `path`, creating it and its tables if needed, and the
-    /// directory of letter bodies (`bodies/` beside it). Several processes (the server
-    /// and the admin CLI) may have it open at once.
+    /// directory of letter bodies (`bodies/` beside it).
+    ///
+    /// One process has the database open at a time ([`StoreError::InUse`] for any other):
+    /// redb's multi-process modes commit in two phases (two fsyncs), save the allocator
+    /// state with every commit and read the header from the file for every read
+    /// transaction, which cost 8% of the delivered letters at 4 KiB. While `kvgate serve`
+    /// runs, the admin commands reach the store through the server.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let bodies = Bodies::open(dir.join("bodies"))?;
         let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
         let store = Store {
@@ -197,7 +208,21 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        self.group.commit(&self.database(), change)
+        self.write_grouped_after(Durable::none(), change)
+    }
+
+    /// As [`Store::write_grouped`], once the letter bodies `durable` stands for are
+    /// durable (made so once for the whole group).
+    pub(crate) fn write_grouped_after<T, F>(
+        &self,
+        durable: Durable,
+        change: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.group.commit(&self.database(), durable, change)
     }
 
     /// Runs `f` in one read transaction.
@@ -264,4 +289,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub(crate) fn secret_hash(secret: &str) -> String {
     use sha2::{Digest, Sha256};
     hex(&Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_opening_finds_the_database_in_use() {
+        let (dir, _store) = crate::testing::open();
+        let again = Store::open(&dir.path().join("kvgate.redb"));
+        assert!(matches!(again, Err(StoreError::InUse)), "{:?}", again.err());
+    }
 }

@@ -5,7 +5,10 @@
 pub enum StoreError {
     /// The database file could not be opened or created.
     #[error("cannot open the database: {0}")]
-    Open(#[from] redb::DatabaseError),
+    Open(redb::DatabaseError),
+    /// Another process (a running `kvgate serve`) has the database open.
+    #[error("the database is open in another process")]
+    InUse,
     /// A transaction could not be started.
     #[error("cannot start a transaction: {0}")]
     Transaction(#[from] redb::TransactionError),
@@ -40,4 +43,13 @@ pub enum StoreError {
     /// The system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(#[from] getrandom::Error),
+}
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(error: redb::DatabaseError) -> Self {
+        match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            other => StoreError::Open(other),
+        }
+    }
 }

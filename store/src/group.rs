@@ -1,8 +1,9 @@
 //! Group commit: concurrent writers share one durable redb commit.
 //!
-//! Each caller queues its change. If no batch is being committed, the caller leads:
-//! it takes every change queued so far, applies them in one write transaction and
-//! commits it (one fsync for the lot). Otherwise it waits until the running batch is
+//! Each caller queues its change, with the letter bodies it must find durable first. If
+//! no batch is being committed, the caller leads: it takes every change queued so far,
+//! makes their bodies durable (one fsync of a segment for the lot), applies them in
+//! one write transaction and commits it (one fsync for the lot). Otherwise it waits until the running batch is
 //! done, and then either finds its own change settled (it was in that batch) or leads
 //! the next one. Waiting is on a condition variable, never on the leader's lock, so a
 //! caller whose change is committed returns at once instead of queueing behind later
@@ -15,18 +16,23 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use redb::{Database, WriteTransaction};
 
+use crate::bodies::Durable;
 use crate::error::StoreError;
 
 /// One queued change and the caller waiting for its outcome.
 trait Job: Send {
+    /// What must be durable before the change is committed.
+    fn durable(&self) -> &Durable;
     /// Applies the change inside `tx`; may run again in a fresh transaction.
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
     /// Hands the outcome to the waiting caller once the transaction is settled.
     fn settle(self: Box<Self>, outcome: Result<(), StoreError>);
 }
 
-/// A change with its last result and the channel its caller waits on.
+/// A change with what it needs durable first, its last result and the channel its
+/// caller waits on.
 struct Call<T, F> {
+    durable: Durable,
     change: F,
     value: Option<T>,
     reply: SyncSender<Result<T, StoreError>>,
@@ -37,6 +43,10 @@ where
     T: Send,
     F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
 {
+    fn durable(&self) -> &Durable {
+        &self.durable
+    }
+
     fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
         self.value = Some((self.change)(tx)?);
         Ok(())
@@ -82,10 +92,15 @@ impl Drop for Leading<'_> {
 }
 
 impl Group {
-    /// Commits `change` durably in `db`, batched with whatever other callers queued
-    /// meanwhile (blocking). `change` must be repeatable: it may run in a batch that
-    /// fails and then again alone.
-    pub(crate) fn commit<T, F>(&self, db: &Database, change: F) -> Result<T, StoreError>
+    /// Commits `change` durably in `db` once `durable` is, batched with whatever other
+    /// callers queued meanwhile (blocking). `change` must be repeatable: it may run in
+    /// a batch that fails and then again alone.
+    pub(crate) fn commit<T, F>(
+        &self,
+        db: &Database,
+        durable: Durable,
+        change: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
@@ -93,6 +108,7 @@ impl Group {
         let (reply, outcome) = sync_channel(1);
         let mut queue = lock(&self.queue);
         queue.waiting.push(Box::new(Call {
+            durable,
             change,
             value: None,
             reply,
@@ -125,16 +141,26 @@ impl Group {
 
 /// Commits a batch together, or each change alone if that fails, and settles them.
 fn run(db: &Database, mut batch: Vec<Box<dyn Job>>) {
-    if batch.len() > 1 && apply_all(db, &mut batch).is_ok() {
+    if batch.len() > 1 && make_durable(&batch).is_ok() && apply_all(db, &mut batch).is_ok() {
         for job in batch {
             job.settle(Ok(()));
         }
         return;
     }
     for mut job in batch {
-        let outcome = apply_all(db, std::slice::from_mut(&mut job));
+        let one = std::slice::from_mut(&mut job);
+        let outcome = make_durable(one).and_then(|()| apply_all(db, one));
         job.settle(outcome);
     }
+}
+
+/// Makes what `jobs` need durable; each segment's fsync runs once, the others find
+/// their bodies covered by it.
+fn make_durable(jobs: &[Box<dyn Job>]) -> Result<(), StoreError> {
+    for job in jobs {
+        job.durable().wait()?;
+    }
+    Ok(())
 }
 
 /// Applies `jobs` in one write transaction and commits it; on error nothing is

@@ -7,7 +7,7 @@ use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::bodies::Extent;
+use crate::bodies::{Extent, Reread};
 use crate::db::{FILED, INBOX, MESSAGES, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
@@ -92,14 +92,16 @@ impl Store {
         let id = MessageId::generate()?;
         let message = Arc::new(message);
         let filing = message.clone();
-        let letters = [(&id, message.ciphertext.as_slice())];
-        self.commit_with_bodies(&letters, |extents| {
+        let letters = [(id.as_str(), message.ciphertext.as_slice())];
+        self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {
             let new = id.clone();
             // One extent per letter written.
             let body = extents[0];
-            let filed =
-                self.write_grouped(move |tx| file(tx, &new, body, &filing, events.clone()))?;
-            Ok((filed.clone(), vec![filed]))
+            let filed = self.write_grouped_after(durable, move |tx| {
+                file(tx, &new, body, &filing, events.clone())
+            })?;
+            let key = filed.as_str().to_owned();
+            Ok((filed, vec![key]))
         })
     }
 

@@ -6,12 +6,12 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{ATTEMPTS, QUARANTINE, QUEUE, SPOOLED, SUBMISSIONS, get, put, scan};
+use crate::db::{ATTEMPTS, QUARANTINE, QUEUE, SUBMISSIONS, get, put, scan};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::TrackingId;
 use crate::outbound::Outbound;
-use crate::submissions::{SubmissionState, finish, load};
+use crate::submissions::{SubmissionState, finish, load, take_spooled};
 use crate::time::{Timestamp, now};
 
 /// Why a submission is in quarantine.
@@ -81,6 +81,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write_grouped(move |tx| {
             let id = entry.tracking_id.clone();
+            // A quarantined submission keeps its letter: nothing to punch.
             finish(
                 tx,
                 &id,
@@ -114,14 +115,14 @@ impl Store {
     /// the store (the caller removes a spool file), and a `dropped` event records who
     /// did it; `false` if it is not quarantined.
     pub fn drop_quarantined(&self, id: &TrackingId, by: &str) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        let (left, spooled) = self.write(|tx| {
             let event = Event::new(EventKind::Dropped).detail(format!("dropped by {by}"));
             let left = leave(tx, id, SubmissionState::Failed, event)?;
-            if left {
-                tx.open_table(SPOOLED)?.remove(id.as_str())?;
-            }
-            Ok(left)
-        })
+            let spooled = if left { take_spooled(tx, id)? } else { None };
+            Ok((left, spooled))
+        })?;
+        self.bodies.discard(spooled.as_slice());
+        Ok(left)
     }
 }
 

@@ -6,7 +6,8 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{ATTEMPTS, QUEUE, SPOOLED, SUBMISSIONS, get, put};
+use crate::bodies::{Extent, Reread};
+use crate::db::{ATTEMPTS, MESSAGES, QUEUE, SPOOLED, SPOOLED_AT, SUBMISSIONS, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
@@ -92,49 +93,67 @@ pub enum Handoff {
 
 impl Store {
     /// Records a spooled submission, queues it for the pipeline and appends its
-    /// `accepted` event, in one grouped durable commit; a `letter` kept in the store
-    /// rather than in a spool file of its own (a small one) commits with it. Only after
-    /// this returns may the sender be told 250.
+    /// `accepted` event, in one grouped durable commit; a `letter` kept by the store
+    /// rather than in a spool file of its own (a small one) is written to a body
+    /// segment first and its place committed with it. Only after this returns may the
+    /// sender be told 250.
     pub fn accept_submission(
         &self,
         submission: &Submission,
         letter: Option<Vec<u8>>,
         handoff: Handoff,
     ) -> Result<(), StoreError> {
+        let id = submission.tracking_id.clone();
+        let letters: Vec<(&str, &[u8])> = letter
+            .iter()
+            .map(|bytes| (id.as_str(), bytes.as_slice()))
+            .collect();
         let submission = submission.clone();
-        self.write_grouped(move |tx| {
-            let id = &submission.tracking_id;
-            let mut submissions = tx.open_table(SUBMISSIONS)?;
-            if submissions.get(id.as_str())?.is_some() {
-                return Err(StoreError::Exists("submission"));
-            }
-            put(&mut submissions, id.as_str(), &submission)?;
-            put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
-            if let Some(letter) = &letter {
-                tx.open_table(SPOOLED)?
-                    .insert(id.as_str(), letter.as_slice())?;
-            }
-            if handoff == Handoff::Worker {
-                put(&mut tx.open_table(ATTEMPTS)?, id.as_str(), &1u32)?;
-            }
-            let events = submission
-                .recipients
-                .iter()
-                .map(|r| Event::new(EventKind::Accepted).recipient(&r.address))
-                .collect();
-            append_events(tx, id, events)
+        self.commit_with_bodies((SPOOLED_AT, Reread::Soon), &letters, |extents, durable| {
+            let spooled = extents.first().copied();
+            self.write_grouped_after(durable, move |tx| {
+                let id = &submission.tracking_id;
+                let mut submissions = tx.open_table(SUBMISSIONS)?;
+                if submissions.get(id.as_str())?.is_some() {
+                    return Err(StoreError::Exists("submission"));
+                }
+                put(&mut submissions, id.as_str(), &submission)?;
+                put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
+                if let Some(extent) = &spooled {
+                    put(&mut tx.open_table(SPOOLED_AT)?, id.as_str(), extent)?;
+                }
+                if handoff == Handoff::Worker {
+                    put(&mut tx.open_table(ATTEMPTS)?, id.as_str(), &1u32)?;
+                }
+                let events = submission
+                    .recipients
+                    .iter()
+                    .map(|r| Event::new(EventKind::Accepted).recipient(&r.address))
+                    .collect();
+                append_events(tx, id, events)
+            })?;
+            Ok(((), extents.iter().map(|_| id.to_string()).collect()))
         })
     }
 
     /// A letter accepted with [`Store::accept_submission`] into the store, until its
     /// submission is finished.
     pub fn spooled_letter(&self, id: &TrackingId) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|tx| {
-            let spooled = tx.open_table(SPOOLED)?;
-            Ok(spooled
-                .get(id.as_str())?
-                .map(|letter| letter.value().to_vec()))
-        })
+        let (extent, legacy) = self.read(|tx| {
+            let extent = get::<Extent>(&tx.open_table(SPOOLED_AT)?, id.as_str())?;
+            let legacy = match extent {
+                Some(_) => None,
+                None => tx
+                    .open_table(SPOOLED)?
+                    .get(id.as_str())?
+                    .map(|letter| letter.value().to_vec()),
+            };
+            Ok((extent, legacy))
+        })?;
+        match extent {
+            Some(extent) => Ok(self.bodies.read(&extent)?),
+            None => Ok(legacy),
+        }
     }
 
     /// The submissions waiting for the pipeline, oldest first.
@@ -187,7 +206,10 @@ impl Store {
         reports: Vec<Outbound>,
     ) -> Result<(), StoreError> {
         let id = id.clone();
-        self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))
+        let spooled =
+            self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))?;
+        self.bodies.discard(spooled.as_slice());
+        Ok(())
     }
 
     /// Files the encrypted letter for each recipient (each with its events, as
@@ -209,34 +231,39 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let filings = Arc::new(filings);
         let batch = filings.clone();
-        let letters: Vec<(&MessageId, &[u8])> = filings
+        let letters: Vec<(&str, &[u8])> = filings
             .iter()
-            .map(|(message_id, message, _)| (message_id, message.ciphertext.as_slice()))
+            .map(|(message_id, message, _)| (message_id.as_str(), message.ciphertext.as_slice()))
             .collect();
-        self.commit_with_bodies(&letters, |extents| {
-            let filed = self.write_grouped(move |tx| {
-                let mut filed = Vec::with_capacity(batch.len());
-                for ((message_id, message, events), body) in batch.iter().zip(&extents) {
-                    filed.push(file(tx, message_id, *body, message, events.clone())?);
-                }
-                finish(tx, &id, state, events.clone(), &reports)?;
-                Ok(filed)
+        let spooled =
+            self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {
+                let (filed, spooled) = self.write_grouped_after(durable, move |tx| {
+                    let mut filed = Vec::with_capacity(batch.len());
+                    for ((message_id, message, events), body) in batch.iter().zip(&extents) {
+                        let id = file(tx, message_id, *body, message, events.clone())?;
+                        filed.push(id.as_str().to_owned());
+                    }
+                    let spooled = finish(tx, &id, state, events.clone(), &reports)?;
+                    Ok((filed, spooled))
+                })?;
+                Ok((spooled, filed))
             })?;
-            Ok(((), filed))
-        })
+        self.bodies.discard(spooled.as_slice());
+        Ok(())
     }
 }
 
 /// Sets a submission's final state, appends its closing events, queues its reports and
 /// takes it off the pipeline's queue (dropping a letter the store kept, unless it is
-/// quarantined), inside `tx`.
+/// quarantined), inside `tx`. Returns where the dropped letter was, to be punched
+/// once the transaction is committed.
 pub(crate) fn finish(
     tx: &WriteTransaction,
     id: &TrackingId,
     state: SubmissionState,
     events: Vec<Event>,
     reports: &[Outbound],
-) -> Result<(), StoreError> {
+) -> Result<Option<Extent>, StoreError> {
     let mut submission = load(tx, id)?;
     if tx.open_table(QUEUE)?.remove(id.as_str())?.is_none() {
         return Err(StoreError::NotFound("queued submission"));
@@ -244,11 +271,84 @@ pub(crate) fn finish(
     submission.state = state;
     put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
     tx.open_table(ATTEMPTS)?.remove(id.as_str())?;
-    if state != SubmissionState::Quarantined {
-        tx.open_table(SPOOLED)?.remove(id.as_str())?;
-    }
+    let spooled = match state {
+        SubmissionState::Quarantined => None,
+        _ => take_spooled(tx, id)?,
+    };
     for report in reports {
         enqueue(tx, report)?;
     }
-    append_events(tx, id, events)
+    append_events(tx, id, events)?;
+    Ok(spooled)
+}
+
+/// Deletes the record of a letter the store kept for `id` inside `tx`; returns where
+/// its bytes are, to be punched once the transaction is committed.
+pub(crate) fn take_spooled(
+    tx: &WriteTransaction,
+    id: &TrackingId,
+) -> Result<Option<Extent>, StoreError> {
+    tx.open_table(SPOOLED)?.remove(id.as_str())?;
+    let mut spooled = tx.open_table(SPOOLED_AT)?;
+    let extent = get::<Extent>(&spooled, id.as_str())?;
+    spooled.remove(id.as_str())?;
+    Ok(extent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::tests::submission;
+    use crate::testing::{self, bodies_on_disk, contains};
+
+    const LETTER: &[u8] = b"Subject: SPOOLED-MARKER-4711\r\n\r\nencrypted part";
+
+    #[test]
+    fn a_small_letter_waits_in_a_segment_and_is_punched_when_processed() {
+        let (dir, store) = testing::open();
+        let database = || std::fs::read(dir.path().join("kvgate.redb")).unwrap();
+        let id = TrackingId::generate().unwrap();
+        store
+            .accept_submission(&submission(&id), Some(LETTER.to_vec()), Handoff::Queue)
+            .unwrap();
+        assert_eq!(store.spooled_letter(&id).unwrap().unwrap(), LETTER);
+        assert!(contains(
+            &bodies_on_disk(dir.path()),
+            b"SPOOLED-MARKER-4711"
+        ));
+        assert!(!contains(&database(), b"SPOOLED-MARKER-4711"));
+        // The start-up sweep keeps a letter that waits for the pipeline.
+        assert_eq!(store.sweep_bodies().unwrap(), 0);
+        assert_eq!(store.spooled_letter(&id).unwrap().unwrap(), LETTER);
+
+        store
+            .finish_submission(&id, SubmissionState::Failed, Vec::new(), Vec::new())
+            .unwrap();
+        assert_eq!(store.spooled_letter(&id).unwrap(), None);
+        assert!(!contains(
+            &bodies_on_disk(dir.path()),
+            b"SPOOLED-MARKER-4711"
+        ));
+        assert!(!contains(&database(), b"SPOOLED-MARKER-4711"));
+    }
+
+    #[test]
+    fn a_letter_an_earlier_version_kept_in_the_database_is_still_read() {
+        let (_dir, store) = testing::open();
+        let id = TrackingId::generate().unwrap();
+        store
+            .accept_submission(&submission(&id), None, Handoff::Queue)
+            .unwrap();
+        store
+            .write(|tx| {
+                tx.open_table(SPOOLED)?.insert(id.as_str(), LETTER)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.spooled_letter(&id).unwrap().unwrap(), LETTER);
+        store
+            .finish_submission(&id, SubmissionState::Failed, Vec::new(), Vec::new())
+            .unwrap();
+        assert_eq!(store.spooled_letter(&id).unwrap(), None);
+    }
 }

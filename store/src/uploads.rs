@@ -11,8 +11,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::bodies::Extent;
-use crate::db::{BASIC_UPLOADS, EVENTS, SUBMISSIONS, UPLOADS, get, put, scan, secret_hash};
+use crate::bodies::{Extent, Reread};
+use crate::db::{
+    BASIC_UPLOADS, EVENTS, MESSAGES, SUBMISSIONS, UPLOADS, get, put, scan, secret_hash,
+};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
@@ -147,11 +149,20 @@ impl Store {
             .sent_copy
             .map(|_| MessageId::generate())
             .transpose()?;
-        let letters: Vec<(&MessageId, &[u8])> = copy_id.iter().zip(sending.sent_copy).collect();
-        self.commit_with_bodies(&letters, |extents| {
+        let letters: Vec<(&str, &[u8])> = copy_id
+            .iter()
+            .map(MessageId::as_str)
+            .zip(sending.sent_copy)
+            .collect();
+        self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {
+            durable.wait()?;
             let copy = copy_id.clone().zip(extents.first().copied());
             let queued = self.queue_records(&sending, copy)?;
-            let recorded = copy_id.iter().filter(|_| queued).cloned().collect();
+            let recorded = letters
+                .iter()
+                .filter(|_| queued)
+                .map(|(key, _)| (*key).to_owned())
+                .collect();
             Ok((queued, recorded))
         })
     }

@@ -709,17 +709,18 @@ pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'
     account::add_member(install, server, BOB, "bob", &["--smarthealth"])
 }
 
-/// The files below `dir` whose bytes contain `needle`.
+/// The regular files below `dir` whose bytes contain `needle` (sockets are not read).
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             hits.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .unwrap()
-            .windows(needle.len())
-            .any(|w| w == needle)
+        } else if path.is_file()
+            && std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
         {
             hits.push(path.display().to_string());
         }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::ReadableTable;
@@ -30,6 +30,7 @@ use crate::Store;
 use crate::db::{MESSAGES, Records, SPOOLED_AT};
 use crate::error::StoreError;
 use crate::messages::MessageMeta;
+use crate::puncher::Puncher;
 use crate::shared_sync::SharedSync;
 
 /// Size after which letters go to a new segment (a letter is never split, so a
@@ -74,6 +75,7 @@ impl Extent {
 pub(crate) struct Bodies {
     dir: PathBuf,
     appender: Mutex<Appender>,
+    puncher: Puncher,
 }
 
 /// Where the next letters go.
@@ -147,15 +149,18 @@ impl Bodies {
                 next = next.max(number + 1);
             }
         }
+        let punched = dir.clone();
+        let puncher = Puncher::start(move |extents| punch_out(&punched, extents))?;
         Ok(Bodies {
             dir,
             appender: Mutex::new(Appender { tail: None, next }),
+            puncher,
         })
     }
 
     /// The file of segment `number`.
     fn path(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("{number:016x}.seg"))
+        segment_path(&self.dir, number)
     }
 
     /// Appends `letters` to the current segment; returns where each went and the fsync
@@ -262,23 +267,22 @@ impl Bodies {
         Ok(Some(body))
     }
 
-    /// Punches the bodies at `extents` out of their segments, logging a failure. The
-    /// punch is not fsynced: a range a crash brings back, or that could not be punched,
-    /// is named by no message record, and the start-up sweep punches it.
+    /// Punches the bodies at `extents` out of their segments now (see
+    /// [`punch_out`]).
     pub(crate) fn discard(&self, extents: &[Extent]) {
-        for extent in extents {
-            let punched = OpenOptions::new()
-                .write(true)
-                .open(self.path(extent.segment))
-                .and_then(|file| punch(&file, extent.offset, extent.end() - extent.offset));
-            match punched {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    tracing::error!(%error, segment = extent.segment, "a deleted letter's body could not be punched out");
-                }
-            }
-        }
+        punch_out(&self.dir, extents.to_vec());
+    }
+
+    /// Punches the bodies at `extents` out of their segments within moments, in the
+    /// background (see [`crate::puncher`]).
+    pub(crate) fn discard_soon(&self, extents: &[Extent]) {
+        self.puncher.punch_soon(extents);
+    }
+
+    /// Waits until the background punches asked for so far are done.
+    #[cfg(test)]
+    pub(crate) fn settle(&self) {
+        self.puncher.settle();
     }
 
     /// Punches every range of every segment that holds data no extent in `live`
@@ -317,6 +321,41 @@ impl Bodies {
         }
         Ok(swept)
     }
+}
+
+/// Punches the bodies at `extents` out of the segments in `dir`, adjacent ones with
+/// one punch, and logs a failure. The punch is not fsynced: a range a crash brings
+/// back, or that could not be punched, is named by no record, and the start-up sweep
+/// punches it.
+fn punch_out(dir: &Path, mut extents: Vec<Extent>) {
+    extents.sort_unstable_by_key(|extent| (extent.segment, extent.offset));
+    let mut ranges: Vec<(u64, u64, u64)> = Vec::new();
+    for extent in extents {
+        match ranges.last_mut() {
+            Some((segment, _, end)) if *segment == extent.segment && *end == extent.offset => {
+                *end = extent.end();
+            }
+            _ => ranges.push((extent.segment, extent.offset, extent.end())),
+        }
+    }
+    for (segment, start, end) in ranges {
+        let punched = OpenOptions::new()
+            .write(true)
+            .open(segment_path(dir, segment))
+            .and_then(|file| punch(&file, start, end - start));
+        match punched {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::error!(%error, segment, "a letter's body could not be punched out");
+            }
+        }
+    }
+}
+
+/// The file of segment `number` in `dir`.
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016x}.seg"))
 }
 
 /// Drops the durable body at `extent` from the page cache (best effort). Bodies are
@@ -427,7 +466,7 @@ impl Store {
             .filter(|(key, _)| !recorded.iter().any(|r| r == key))
             .map(|(_, extent)| *extent)
             .collect();
-        self.bodies.discard(&unrecorded);
+        self.bodies.discard_soon(&unrecorded);
         Ok(value)
     }
 
@@ -446,7 +485,7 @@ impl Store {
             Ok(unrecorded)
         });
         match unrecorded {
-            Ok(unrecorded) => self.bodies.discard(&unrecorded),
+            Ok(unrecorded) => self.bodies.discard_soon(&unrecorded),
             Err(error) => {
                 tracing::error!(%error, "bodies of a failed commit stay until the next start");
             }
@@ -514,6 +553,21 @@ mod tests {
         appended.extents
     }
 
+    #[test]
+    fn bodies_punched_in_the_background_go_together_and_spare_their_neighbours() {
+        let (dir, store) = testing::open();
+        let written = write(&store.bodies, &[b"FIRST", b"SECOND", b"KEPT", b"FOURTH"]);
+        store
+            .bodies
+            .discard_soon(&[written[1], written[0], written[3]]);
+        store.bodies.settle();
+        let on_disk = bodies_on_disk(dir.path());
+        for gone in [&b"FIRST"[..], b"SECOND", b"FOURTH"] {
+            assert!(!contains(&on_disk, gone));
+        }
+        assert_eq!(store.bodies.read(&written[2]).unwrap().unwrap(), b"KEPT");
+    }
+
     /// The segment files in the store's body directory.
     fn segments(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir.join("bodies")).unwrap().count()
@@ -536,6 +590,7 @@ mod tests {
         // the first letter and leaves nothing of the second behind.
         let refiled = store.file_message(again, Vec::new());
         assert_eq!(refiled.unwrap(), id);
+        store.bodies.settle();
         assert!(!contains(&bodies_on_disk(dir.path()), b"CIPHERTEXT-2"));
         let (meta, body) = store.fetch_message(&alice, &id).unwrap().unwrap();
         assert_eq!((meta.size, body.as_slice()), (12, &b"CIPHERTEXT-1"[..]));
@@ -612,6 +667,7 @@ mod tests {
         // The submission is no longer queued: the commit fails, and the second body
         // goes while the first letter's stays.
         assert!(matches!(deliver(again), Err(StoreError::NotFound(_))));
+        store.bodies.settle();
         let on_disk = bodies_on_disk(dir.path());
         assert!(contains(&on_disk, b"FIRST"));
         assert!(!contains(&on_disk, b"SECOND"));

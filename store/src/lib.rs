@@ -32,6 +32,7 @@ mod mailbox;
 mod members;
 mod messages;
 mod outbound;
+mod puncher;
 mod quarantine;
 mod recovery;
 mod senders;

@@ -121,7 +121,7 @@ impl Store {
             let spooled = if left { take_spooled(tx, id)? } else { None };
             Ok((left, spooled))
         })?;
-        self.bodies.discard(spooled.as_slice());
+        self.bodies.discard_soon(spooled.as_slice());
         Ok(left)
     }
 }

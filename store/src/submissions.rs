@@ -208,7 +208,7 @@ impl Store {
         let id = id.clone();
         let spooled =
             self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))?;
-        self.bodies.discard(spooled.as_slice());
+        self.bodies.discard_soon(spooled.as_slice());
         Ok(())
     }
 
@@ -248,7 +248,7 @@ impl Store {
                 })?;
                 Ok((spooled, filed))
             })?;
-        self.bodies.discard(spooled.as_slice());
+        self.bodies.discard_soon(spooled.as_slice());
         Ok(())
     }
 }
@@ -325,6 +325,7 @@ mod tests {
             .finish_submission(&id, SubmissionState::Failed, Vec::new(), Vec::new())
             .unwrap();
         assert_eq!(store.spooled_letter(&id).unwrap(), None);
+        store.bodies.settle();
         assert!(!contains(
             &bodies_on_disk(dir.path()),
             b"SPOOLED-MARKER-4711"

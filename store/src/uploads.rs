@@ -442,6 +442,7 @@ mod tests {
         let bobs = request(&bob, "card", now());
         assert!(send(&bobs).unwrap());
         // The refused upload's sent copy left nothing behind.
+        store.bodies.settle();
         let on_disk = crate::testing::bodies_on_disk(dir.path());
         assert!(!crate::testing::contains(
             &on_disk,

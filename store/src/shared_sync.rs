@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// One file's (or directory's) fsyncs, shared. Each request takes a ticket; an fsync
@@ -18,17 +18,11 @@ use std::sync::{Mutex, PoisonError};
 pub(crate) struct SharedSync {
     /// Tickets handed out so far.
     requested: AtomicU64,
-    /// How far finished fsyncs reach.
-    synced: Mutex<Synced>,
-}
-
-/// How far finished fsyncs reach.
-#[derive(Debug, Default)]
-struct Synced {
-    /// Every ticket up to this one is covered by a finished fsync.
-    upto: u64,
-    /// An fsync failed.
-    failed: bool,
+    /// Every ticket up to this one is covered by a finished fsync. Held during an
+    /// fsync, so that a request waits for the one running.
+    synced: Mutex<u64>,
+    /// An fsync failed (read without waiting for a running fsync).
+    failed: AtomicBool,
 }
 
 impl SharedSync {
@@ -46,20 +40,20 @@ impl SharedSync {
     ) -> io::Result<()> {
         // The state stays consistent even if a holder panicked.
         let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
-        if synced.failed {
+        if self.failed() {
             return Err(io::Error::other(
                 "an earlier fsync of this file failed; its writes may be lost",
             ));
         }
-        if synced.upto >= ticket {
+        if *synced >= ticket {
             return Ok(());
         }
         let covers = self.requested.load(Ordering::SeqCst);
         if let Err(error) = fsync() {
-            synced.failed = true;
+            self.failed.store(true, Ordering::SeqCst);
             return Err(error);
         }
-        synced.upto = covers;
+        *synced = covers;
         Ok(())
     }
 
@@ -68,12 +62,10 @@ impl SharedSync {
         self.wait(self.ticket(), fsync)
     }
 
-    /// Whether an fsync failed (nothing written since will be made durable).
+    /// Whether an fsync failed (nothing written since will be made durable); does not
+    /// wait for a running fsync.
     pub(crate) fn failed(&self) -> bool {
-        self.synced
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .failed
+        self.failed.load(Ordering::SeqCst)
     }
 }
 

@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -41,6 +41,12 @@ const MAX_REQUEST: u64 = 1024 * 1024;
 /// How long the server waits for a connected command to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an admin command waits for another one that has the store.
+const BUSY_WAIT: Duration = Duration::from_secs(10);
+
+/// How often it tries again meanwhile.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
 /// An admin command sent to the server.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
@@ -62,20 +68,39 @@ pub struct Reply {
 }
 
 /// Runs an admin command typed on the command line, here or in the server that has
-/// the store open, and prints what it printed.
+/// the store open, and prints what it printed. Another admin command that has the
+/// store is waited for (up to [`BUSY_WAIT`]).
 pub fn run_admin(command: AdminCommand) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    let outcome = if command.needs_installation() {
-        let path = config_path(command.config());
-        match Installation::open(&path) {
-            Ok(installation) => command.run(Some(&installation), &mut stdout),
-            Err(error) if in_use(&error) => return print(forward(&path)),
-            Err(error) => Err(error),
+    if !command.needs_installation() {
+        return print(Ok(reply(command.run(None, &mut stdout), Vec::new())));
+    }
+    let path = config_path(command.config());
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        let error = match Installation::open(&path) {
+            Ok(installation) => {
+                let outcome = command.run(Some(&installation), &mut stdout);
+                return print(Ok(reply(outcome, Vec::new())));
+            }
+            Err(error) => error,
+        };
+        if !in_use(&error) {
+            return print(Err(error));
         }
-    } else {
-        command.run(None, &mut stdout)
-    };
-    print(Ok(reply(outcome, Vec::new())))
+        match forward(&path) {
+            Ok(Some(reply)) => return print(Ok(reply)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(BUSY_RETRY),
+            Ok(None) => {
+                return print(Err(error.context(format!(
+                    "no kvgate serve answers on its control socket, and the store stayed \
+                     in use for {} s",
+                    BUSY_WAIT.as_secs()
+                ))));
+            }
+            Err(error) => return print(Err(error)),
+        }
+    }
 }
 
 /// Whether opening an installation failed because another process has its store.
@@ -120,9 +145,22 @@ fn socket_path(config: &Config) -> PathBuf {
 }
 
 /// Sends this process's admin command to the server that has the installation's
-/// store open, and returns its reply.
-fn forward(config: &Path) -> anyhow::Result<Reply> {
+/// store open, and returns its reply; `None` if no server listens (another admin
+/// command has the store).
+fn forward(config: &Path) -> anyhow::Result<Option<Reply>> {
     let socket = socket_path(&Config::load(config)?);
+    let mut stream = match UnixStream::connect(&socket) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("connecting to {}", socket.display())),
+    };
     let args = std::env::args_os()
         .skip(1)
         .map(|arg| {
@@ -131,24 +169,19 @@ fn forward(config: &Path) -> anyhow::Result<Reply> {
         })
         .collect::<anyhow::Result<_>>()?;
     let cwd = std::env::current_dir().context("finding the working directory")?;
-    let mut stream = UnixStream::connect(&socket).with_context(|| {
-        format!(
-            "the store is open in another process, and no kvgate serve answers on {}",
-            socket.display()
-        )
-    })?;
     serde_json::to_writer(&mut stream, &Request { args, cwd })?;
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut answer = Vec::new();
     stream
         .read_to_end(&mut answer)
         .with_context(|| format!("reading the answer on {}", socket.display()))?;
-    serde_json::from_slice(&answer).with_context(|| {
+    let reply = serde_json::from_slice(&answer).with_context(|| {
         format!(
             "the server on {} ended without a complete answer",
             socket.display()
         )
-    })
+    })?;
+    Ok(Some(reply))
 }
 
 /// Binds the installation's control socket (replacing one a server that ended left:

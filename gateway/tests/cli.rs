@@ -126,3 +126,29 @@ fn admin_commands_run_in_the_server_while_it_has_the_store() {
     let out = install.admin_ok(&["member", "code", "--kvnr", BOB]);
     assert!(out.starts_with("enrollment-code: "), "{out}");
 }
+
+#[test]
+fn admin_commands_at_once_without_a_server_wait_for_each_other() {
+    let install = Install::new();
+    let config = install.config();
+    let spawned: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(KVGATE)
+                .args(["member", "code", "--kvnr", MEMBER, "--config"])
+                .arg(&config)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in spawned {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("enrollment-code: "));
+    }
+}

@@ -150,10 +150,15 @@ impl Store {
             };
             Ok((extent, legacy))
         })?;
-        match extent {
-            Some(extent) => Ok(self.bodies.read(&extent)?),
-            None => Ok(legacy),
-        }
+        let Some(extent) = extent else {
+            return Ok(legacy);
+        };
+        let letter = self.bodies.read(&extent)?;
+        // Punched only after the commit that drops its record: a record still there
+        // means the letter was read whole.
+        let still_there =
+            self.read(|tx| Ok(tx.open_table(SPOOLED_AT)?.get(id.as_str())?.is_some()))?;
+        Ok(letter.filter(|_| still_there))
     }
 
     /// The submissions waiting for the pipeline, oldest first.

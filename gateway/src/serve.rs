@@ -114,6 +114,7 @@ pub struct Gateway {
     pub admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    store: Arc<kvgate_store::Store>,
 }
 
 impl Gateway {
@@ -329,7 +330,7 @@ impl Gateway {
             }
             None => None,
         };
-        let outbox = Arc::new(Outbox::new(store, &config, signer)?);
+        let outbox = Arc::new(Outbox::new(store.clone(), &config, signer)?);
         tasks.spawn(outbox.run(outbound, stop));
         Ok(Gateway {
             smtp: gateway_addrs.0,
@@ -338,6 +339,7 @@ impl Gateway {
             admin,
             shutdown,
             tasks,
+            store,
         })
     }
 
@@ -345,6 +347,13 @@ impl Gateway {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // The bodies of letters processed a moment ago leave the disk before the
+        // process does (pipeline threads that outlive their time limit may keep the
+        // store from being dropped).
+        let store = self.store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || store.settle_punches()).await {
+            tracing::error!(error = %e, "the last bodies were not punched; the next start does it");
+        }
     }
 }
 

@@ -280,7 +280,6 @@ impl Bodies {
     }
 
     /// Waits until the background punches asked for so far are done.
-    #[cfg(test)]
     pub(crate) fn settle(&self) {
         self.puncher.settle();
     }
@@ -505,6 +504,13 @@ impl Store {
             Ok(messages.get(meta.id.as_str())?.is_some())
         })?;
         Ok(still_there.then_some(body))
+    }
+
+    /// Waits until the bodies of letters done with (accepted letters once processed)
+    /// are punched out, which happens in the background within moments; a server
+    /// calls it as it stops.
+    pub fn settle_punches(&self) {
+        self.bodies.settle();
     }
 
     /// Punches the bodies of deleted letters (after the commit that deleted them); a

@@ -79,7 +79,6 @@ impl Puncher {
     }
 
     /// Waits until every range given so far is punched.
-    #[cfg(test)]
     pub(crate) fn settle(&self) {
         let mut state = self.shared.lock();
         while !state.pending.is_empty() || state.punching {

@@ -8,7 +8,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-use crate::letter;
+use crate::letter::{self, LetterHeaders};
 
 /// The most characters of text outside the eAB parts.
 pub const MAX_BODY_TEXT: usize = 200;
@@ -16,8 +16,8 @@ pub const MAX_BODY_TEXT: usize = 200;
 /// Whether the letter is an eArztbrief, and if so what breaks the profile:
 /// `None` for other letters, `Some(Ok(()))` for a conforming eArztbrief,
 /// `Some(Err(findings))` with a sentence otherwise.
-pub fn check(inner: &[u8]) -> Option<Result<(), String>> {
-    let service = letter::kim_header(inner, "X-KIM-Dienstkennung")?;
+pub fn check(inner: &[u8], headers: &LetterHeaders<'_>) -> Option<Result<(), String>> {
+    let service = headers.kim_header("X-KIM-Dienstkennung")?;
     if !service
         .get(..10)
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case("Arztbrief;"))

@@ -92,14 +92,10 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
     MemberLetter { trace, message }
 }
 
-/// The `From` address of the inner message, lowercase, if it names exactly one mailbox.
-pub fn from_address(inner: &[u8]) -> Option<String> {
-    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
-    let from = parsed.from()?;
-    match from.as_list() {
-        Some([only]) => Some(only.address()?.to_ascii_lowercase()),
-        _ => None,
-    }
+/// The headers of a letter's inner message (unwrapped from `message/rfc822` where
+/// the sender wrapped it), parsed once for every question the pipeline asks of them.
+pub struct LetterHeaders<'a> {
+    parsed: Option<mail_parser::Message<'a>>,
 }
 
 /// The message IDs (without angle brackets) in `<…>` tokens of a header value.
@@ -112,81 +108,101 @@ fn angle_ids(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// How a letter threads: its own Message-ID and the IDs it replies to (In-Reply-To
-/// first, then References, latest first), all without angle brackets.
-pub fn threading(inner: &[u8]) -> (Option<String>, Vec<String>) {
-    let Some(parsed) = MessageParser::default().parse_headers(enclosed_message(inner)) else {
-        return (None, Vec::new());
-    };
-    let own = parsed
-        .header_raw("Message-ID")
-        .and_then(|raw| angle_ids(raw).into_iter().next());
-    let mut replies_to = parsed
-        .header_raw("In-Reply-To")
-        .map(angle_ids)
-        .unwrap_or_default();
-    let mut references = parsed
-        .header_raw("References")
-        .map(angle_ids)
-        .unwrap_or_default();
-    references.reverse();
-    replies_to.extend(references);
-    (own, replies_to)
-}
-
-/// The `Sender` header of the inner message: `None` without one, `Some(None)`
-/// if it does not name exactly one mailbox, else its address, lowercase.
-pub fn sender_address(inner: &[u8]) -> Option<Option<String>> {
-    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
-    let sender = parsed.sender()?;
-    Some(match sender.as_list() {
-        Some([only]) => only.address().map(str::to_ascii_lowercase),
-        _ => None,
-    })
-}
-
 /// The most octets of a KIM header value kept (routing metadata, not content).
 const KIM_HEADER_MAX: usize = 200;
 
-/// The value of KIM header `name` (e.g. `X-KIM-Dienstkennung`) of the inner
-/// message, unfolded and trimmed, if present and at most 200 octets of
-/// printable ASCII.
-pub fn kim_header(inner: &[u8], name: &str) -> Option<String> {
-    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
-    let value = parsed
-        .header_raw(name)?
-        .split(['\r', '\n'])
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    (!value.is_empty()
-        && value.len() <= KIM_HEADER_MAX
-        && value.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
-    .then_some(value)
-}
-
-/// Where the sender asked for a disposition notification: the single address of
-/// `Disposition-Notification-To`, lowercase, if there is exactly one.
-pub fn disposition_notification_to(inner: &[u8]) -> Option<String> {
-    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
-    let raw = parsed.header_raw("Disposition-Notification-To")?.trim();
-    if raw.matches('@').count() != 1 || raw.contains(',') {
-        return None;
+impl<'a> LetterHeaders<'a> {
+    /// Parses the headers of the message in `inner` (the verified content).
+    pub fn parse(inner: &'a [u8]) -> Self {
+        LetterHeaders {
+            parsed: MessageParser::default().parse_headers(enclosed_message(inner)),
+        }
     }
-    let address = match (raw.find('<'), raw.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &raw[open + 1..close],
-        _ => raw,
-    };
-    let address = address.trim();
-    (!address.is_empty() && !address.contains(char::is_whitespace))
-        .then(|| address.to_ascii_lowercase())
-}
 
-/// The letter's own `Message-ID`, in angle brackets.
-pub fn message_id(inner: &[u8]) -> Option<String> {
-    let parsed = MessageParser::default().parse_headers(enclosed_message(inner))?;
-    parsed.message_id().map(|id| format!("<{id}>"))
+    /// The `From` address, lowercase, if it names exactly one mailbox.
+    pub fn from_address(&self) -> Option<String> {
+        match self.parsed.as_ref()?.from()?.as_list() {
+            Some([only]) => Some(only.address()?.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+
+    /// How the letter threads: its own Message-ID and the IDs it replies to
+    /// (In-Reply-To first, then References, latest first), all without angle
+    /// brackets.
+    pub fn threading(&self) -> (Option<String>, Vec<String>) {
+        let Some(parsed) = &self.parsed else {
+            return (None, Vec::new());
+        };
+        let own = parsed
+            .header_raw("Message-ID")
+            .and_then(|raw| angle_ids(raw).into_iter().next());
+        let mut replies_to = parsed
+            .header_raw("In-Reply-To")
+            .map(angle_ids)
+            .unwrap_or_default();
+        let mut references = parsed
+            .header_raw("References")
+            .map(angle_ids)
+            .unwrap_or_default();
+        references.reverse();
+        replies_to.extend(references);
+        (own, replies_to)
+    }
+
+    /// The `Sender` header: `None` without one, `Some(None)` if it does not name
+    /// exactly one mailbox, else its address, lowercase.
+    pub fn sender_address(&self) -> Option<Option<String>> {
+        let sender = self.parsed.as_ref()?.sender()?;
+        Some(match sender.as_list() {
+            Some([only]) => only.address().map(str::to_ascii_lowercase),
+            _ => None,
+        })
+    }
+
+    /// The value of KIM header `name` (e.g. `X-KIM-Dienstkennung`), unfolded and
+    /// trimmed, if present and at most 200 octets of printable ASCII.
+    pub fn kim_header(&self, name: &str) -> Option<String> {
+        let value = self
+            .parsed
+            .as_ref()?
+            .header_raw(name)?
+            .split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        (!value.is_empty()
+            && value.len() <= KIM_HEADER_MAX
+            && value.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .then_some(value)
+    }
+
+    /// Where the sender asked for a disposition notification: the single address of
+    /// `Disposition-Notification-To`, lowercase, if there is exactly one.
+    pub fn disposition_notification_to(&self) -> Option<String> {
+        let raw = self
+            .parsed
+            .as_ref()?
+            .header_raw("Disposition-Notification-To")?
+            .trim();
+        if raw.matches('@').count() != 1 || raw.contains(',') {
+            return None;
+        }
+        let address = match (raw.find('<'), raw.rfind('>')) {
+            (Some(open), Some(close)) if open < close => &raw[open + 1..close],
+            _ => raw,
+        };
+        let address = address.trim();
+        (!address.is_empty() && !address.contains(char::is_whitespace))
+            .then(|| address.to_ascii_lowercase())
+    }
+
+    /// The letter's own `Message-ID`, in angle brackets.
+    pub fn message_id(&self) -> Option<String> {
+        let id = self.parsed.as_ref()?.message_id()?;
+        Some(format!("<{id}>"))
+    }
 }
 
 /// The outer headers of the encrypted letter: routing data only (with KIM's
@@ -279,7 +295,7 @@ mod tests {
             b"Message-ID: <answer.1@insurer.test>\r\nIn-Reply-To: <message.X@kvgate.test>\r\n\
                        References: <a@x> <b@y>\r\nSubject: Re\r\n\r\nbody";
         assert_eq!(
-            threading(letter),
+            LetterHeaders::parse(letter).threading(),
             (
                 Some("answer.1@insurer.test".to_owned()),
                 vec![
@@ -289,13 +305,19 @@ mod tests {
                 ]
             )
         );
-        assert_eq!(threading(b"Subject: none\r\n\r\nbody"), (None, Vec::new()));
+        assert_eq!(
+            LetterHeaders::parse(b"Subject: none\r\n\r\nbody").threading(),
+            (None, Vec::new())
+        );
     }
 
     #[test]
     fn unwraps_message_rfc822_and_reads_from() {
         let inner = b"Content-Type: message/rfc822\r\n\r\nFrom: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n";
-        assert_eq!(from_address(inner).as_deref(), Some("praxis@example.test"));
+        assert_eq!(
+            LetterHeaders::parse(inner).from_address().as_deref(),
+            Some("praxis@example.test")
+        );
         let id: TrackingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
         let p = Provenance {
             tracking_id: &id,
@@ -324,14 +346,22 @@ mod tests {
     fn reads_the_disposition_notification_address() {
         let letter = b"From: a@p.test\r\nDisposition-Notification-To: Praxis <Praxis@P.test>\r\nMessage-ID: <x1@p.test>\r\n\r\nbody";
         assert_eq!(
-            disposition_notification_to(letter).as_deref(),
+            LetterHeaders::parse(letter)
+                .disposition_notification_to()
+                .as_deref(),
             Some("praxis@p.test")
         );
-        assert_eq!(message_id(letter).as_deref(), Some("<x1@p.test>"));
-        let two = b"Disposition-Notification-To: a@p.test, b@p.test\r\n\r\nbody";
-        assert_eq!(disposition_notification_to(two), None);
         assert_eq!(
-            disposition_notification_to(b"From: a@p.test\r\n\r\nbody"),
+            LetterHeaders::parse(letter).message_id().as_deref(),
+            Some("<x1@p.test>")
+        );
+        let two = b"Disposition-Notification-To: a@p.test, b@p.test\r\n\r\nbody";
+        assert_eq!(
+            LetterHeaders::parse(two).disposition_notification_to(),
+            None
+        );
+        assert_eq!(
+            LetterHeaders::parse(b"From: a@p.test\r\n\r\nbody").disposition_notification_to(),
             None
         );
     }

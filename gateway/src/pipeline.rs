@@ -28,7 +28,7 @@ use crate::config::{ProfilePolicy, VerifyAt};
 use crate::earztbrief;
 use crate::inbox::{self, Closed, inbox_of};
 use crate::keycache::{KeyCache, member_keys};
-use crate::letter::{self, Provenance};
+use crate::letter::{self, LetterHeaders, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 
 /// Refusals that mark a letter as built to hurt a parser (a structure beyond limits or
@@ -142,9 +142,9 @@ fn check_sender_integrity(
     sender: &kvgate_store::Sender,
     mail_from: &str,
     from: &str,
-    content: &[u8],
+    headers: &LetterHeaders<'_>,
 ) -> Result<(), Refusal> {
-    let header_sender = match letter::sender_address(content) {
+    let header_sender = match headers.sender_address() {
         None => None,
         Some(Some(address)) if sender.may_use(&address) => Some(address),
         Some(Some(address)) => {
@@ -232,10 +232,10 @@ impl Pipeline {
         &self,
         submission: &Submission,
         recipient: &Recipient,
-        inner: &[u8],
+        headers: &LetterHeaders<'_>,
         original: &Original,
     ) -> Result<Option<Outbound>, ReportError> {
-        let Some(to) = letter::disposition_notification_to(inner) else {
+        let Some(to) = headers.disposition_notification_to() else {
             return Ok(None);
         };
         if !to.eq_ignore_ascii_case(&submission.mail_from) {
@@ -246,7 +246,7 @@ impl Pipeline {
             reporting_ua: self.hostname.clone(),
             original_recipient: recipient.orcpt.clone(),
             final_recipient: recipient.address.clone(),
-            original_message_id: letter::message_id(inner),
+            original_message_id: headers.message_id(),
             received_mic: original.mic()?,
         });
         Ok(Some(report.queue_entry(
@@ -368,12 +368,13 @@ impl Pipeline {
             }
             Err(e) => return Ok(Err(Refusal::new(e.reason(), e.to_string()))),
         };
-        let (unwrapped, mut events) =
-            match self.check_signer(&sender, &submission.mail_from, unwrapped) {
-                Ok(checked) => checked,
+        let headers = LetterHeaders::parse(&unwrapped.content);
+        let mut events =
+            match self.check_signer(&sender, &submission.mail_from, &unwrapped, &headers) {
+                Ok(events) => events,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-        let finding = match earztbrief::check(&unwrapped.content) {
+        let finding = match earztbrief::check(&unwrapped.content, &headers) {
             None | Some(Ok(())) => None,
             Some(Err(detail)) if self.earztbrief == ProfilePolicy::Refuse => {
                 return Ok(Err(Refusal::new(
@@ -406,9 +407,10 @@ impl Pipeline {
         &self,
         sender: &kvgate_store::Sender,
         mail_from: &str,
-        unwrapped: Unwrapped,
-    ) -> Result<(Unwrapped, Vec<Event>), Refusal> {
-        let signer = signed_and_encrypted(&unwrapped)?;
+        unwrapped: &Unwrapped,
+        headers: &LetterHeaders<'_>,
+    ) -> Result<Vec<Event>, Refusal> {
+        let signer = signed_and_encrypted(unwrapped)?;
         if !sender.owns(&signer.fingerprint) {
             return Err(Refusal::new(
                 "signer-mismatch",
@@ -418,7 +420,7 @@ impl Pipeline {
                 ),
             ));
         }
-        let Some(from) = letter::from_address(&unwrapped.content) else {
+        let Some(from) = headers.from_address() else {
             return Err(Refusal::new(
                 "from-missing",
                 "the signed letter has no single From address",
@@ -430,7 +432,7 @@ impl Pipeline {
                 format!("sender {} may not use the From address <{from}>", sender.id),
             ));
         }
-        check_sender_integrity(sender, mail_from, &from, &unwrapped.content)?;
+        check_sender_integrity(sender, mail_from, &from, headers)?;
         let mut detail = format!(
             "signed by {} (sha256 {}, serial {}, issuer {}), {} with {}, revocation: {}",
             signer.subject,
@@ -446,12 +448,11 @@ impl Pipeline {
             detail.push_str(&mapping);
         }
         for name in ["X-KIM-Dienstkennung", "X-KIM-Sendersystem"] {
-            if let Some(value) = letter::kim_header(&unwrapped.content, name) {
+            if let Some(value) = headers.kim_header(name) {
                 detail.push_str(&format!("; {name}: {value}"));
             }
         }
-        let events = vec![Event::new(EventKind::Verified).detail(detail)];
-        Ok((unwrapped, events))
+        Ok(vec![Event::new(EventKind::Verified).detail(detail)])
     }
 
     /// gematik's recipient attribute (KIM), if the letter carries it: the entries
@@ -558,7 +559,8 @@ impl Pipeline {
             .unwrap_or_default();
         let revocation = signer.map(|s| s.revocation.to_string()).unwrap_or_default();
         let verified_at = now();
-        let dienstkennung = letter::kim_header(&unwrapped.content, "X-KIM-Dienstkennung");
+        let letter_headers = LetterHeaders::parse(&unwrapped.content);
+        let dienstkennung = letter_headers.kim_header("X-KIM-Dienstkennung");
         let plaintext = letter::member_letter(
             &unwrapped.content,
             &Provenance {
@@ -575,7 +577,7 @@ impl Pipeline {
                     .map(|(code, detail)| (*code, detail.as_str())),
             },
         );
-        let (message_id, replies_to) = letter::threading(&unwrapped.content);
+        let (message_id, replies_to) = letter_headers.threading();
         let mut failures: Vec<Event> = Vec::new();
         let mut fates: Vec<Fate<'_>> = Vec::new();
         let mut filings = Vec::new();
@@ -635,7 +637,7 @@ impl Pipeline {
                 mailbox,
                 address: recipient.address.clone(),
                 ciphertext,
-                on_read: self.mdn(submission, recipient, &unwrapped.content, original)?,
+                on_read: self.mdn(submission, recipient, &letter_headers, original)?,
                 // The insurer's answer to the member's messenger message joins its
                 // thread (only the insurer writes to the Postfach).
                 thread: match mailbox {

@@ -16,7 +16,7 @@ use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors};
 use kvgate_certs::x509;
 use kvgate_store::Timestamp;
 
-use crate::letter;
+use crate::letter::LetterHeaders;
 use crate::pipeline::signed_and_encrypted;
 use crate::runtime::Installation;
 use crate::serve::{decryption_keys, signer_trust, trust_anchor_pems};
@@ -104,7 +104,7 @@ pub fn run(
         signer.signature_algorithm, signer.digest_algorithm
     )?;
     writeln!(out, "revocation: {}", signer.revocation)?;
-    if let Some(from) = letter::from_address(&unwrapped.content) {
+    if let Some(from) = LetterHeaders::parse(&unwrapped.content).from_address() {
         writeln!(out, "from: {from}")?;
     }
     for recipient in &unwrapped.recipients {

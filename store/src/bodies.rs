@@ -7,9 +7,11 @@
 //! system, as when a file is removed; where the file system cannot punch holes, zeros
 //! are written over it), so its bytes leave the disk with the letter.
 //!
-//! Concurrent writers reserve ranges of the current segment, write them at once and
-//! share its fdatasync; a body is durable before the commit that records its letter
-//! (and its range, [`Extent`]) in the database. A new segment (and its directory entry,
+//! Concurrent writers reserve ranges of the current segment and write them at once;
+//! the group commit that records their letters (and ranges, [`Extent`]) makes the
+//! segment durable first, with one fdatasync for its whole batch ([`Durable`]).
+//! Ranges of letters done with are punched in the background ([`crate::puncher`]),
+//! a member's deletion at once. A new segment (and its directory entry,
 //! made durable at once) is needed only every [`SEGMENT_BYTES`], not for every letter:
 //! a file per letter cost a file creation and a directory fsync per delivery, a fifth
 //! of the server's time at 4 KiB letters. A range no record names (a crash between

@@ -18,6 +18,9 @@ use crate::bodies::Extent;
 /// How long the puncher gathers ranges before it punches them.
 const GATHER: Duration = Duration::from_millis(20);
 
+/// How often a caller waiting for the punches checks that the thread still runs.
+const SETTLE_CHECK: Duration = Duration::from_millis(100);
+
 /// The puncher thread and what it is given.
 #[derive(Debug)]
 pub(crate) struct Puncher {
@@ -78,11 +81,18 @@ impl Puncher {
         self.shared.changed.notify_all();
     }
 
-    /// Waits until every range given so far is punched.
+    /// Waits until every range given so far is punched (or the thread has ended: a
+    /// panic leaves its ranges to the start-up sweep).
     pub(crate) fn settle(&self) {
+        let ended = || self.thread.as_ref().is_none_or(JoinHandle::is_finished);
         let mut state = self.shared.lock();
-        while !state.pending.is_empty() || state.punching {
-            state = self.shared.wait(state);
+        while (!state.pending.is_empty() || state.punching) && !ended() {
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, SETTLE_CHECK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
@@ -120,5 +130,20 @@ fn run(shared: &Shared, punch: impl Fn(Vec<Extent>)) {
         state = shared.lock();
         state.punching = false;
         shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_the_punches_ends_when_the_thread_has_ended() {
+        let extent: Extent = serde_json::from_str(r#"{"segment":0,"offset":0,"len":1}"#).unwrap();
+        let puncher = Puncher::start(|_| panic!("the punch panicked")).unwrap();
+        puncher.punch_soon(&[extent]);
+        // Returns once the thread is gone, its range left to the start-up sweep.
+        puncher.settle();
+        assert!(puncher.thread.as_ref().unwrap().is_finished());
     }
 }

@@ -2,17 +2,19 @@
 //!
 //! Everything the gateway must not lose lives here: members and their keys, devices,
 //! senders, trust anchors, submissions and their tracking events, the spool of accepted
-//! letters and the members' inboxes. The embedded backend is [redb], opened in
-//! multi-writer mode so that the admin CLI can change state while `kvgate serve` runs.
+//! letters and the members' inboxes. The embedded backend is [redb], opened by one
+//! process at a time (while `kvgate serve` runs, the admin commands go through it).
 //! Every write is one redb transaction committed with immediate durability (fsync), and
 //! every state change commits together with the tracking event that describes it.
 //!
 //! Nothing readable of a letter is stored: message bodies are OpenPGP ciphertext, and
 //! the only clear-text fields are routing metadata (member, inbox, tracking ID, sizes,
-//! times, sender ID). A filed letter's ciphertext is not in the database but in a
-//! segment file in `bodies/` beside it, written durably before the commit that records
-//! the letter and punched out after the one that deletes it, so that a deleted letter's
-//! bytes leave the disk at once (redb keeps freed pages until compaction).
+//! times, sender ID). Letter octets are never in the database (redb keeps freed pages
+//! until compaction) but in segment files in `bodies/` beside it: a filed letter's
+//! ciphertext, and a small accepted letter until it is processed. Each is made durable
+//! before the commit that records it and punched out after the one that drops it (a
+//! deleted letter at once, a processed one within moments), so its bytes leave the
+//! disk with it.
 
 mod account;
 mod birthdate;

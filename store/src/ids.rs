@@ -2,10 +2,12 @@
 //!
 //! All three are 128-bit values written in Crockford base32 (26 characters): the first
 //! 48 bits are the creation time in milliseconds, so IDs sort by time; the remaining 80
-//! bits are random.
+//! bits are random. IDs made by one process within the same millisecond are made
+//! larger than the one before, so they sort in the order they were made too.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,9 @@ use crate::time::now;
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/// The value of the last ID this process made.
+static LAST: Mutex<u128> = Mutex::new(0);
+
 fn new_id() -> Result<String, StoreError> {
     let mut random = [0u8; 10];
     getrandom::fill(&mut random)?;
@@ -21,6 +26,15 @@ fn new_id() -> Result<String, StoreError> {
     let mut value = millis << 80;
     for (i, b) in random.iter().enumerate() {
         value |= u128::from(*b) << (72 - 8 * i);
+    }
+    {
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        if value <= *last {
+            // The same millisecond (or a clock set back): after the last, by a random
+            // step of up to 2^32, so that consecutive IDs are not one apart.
+            value = last.saturating_add(1 + (value & 0xFFFF_FFFF));
+        }
+        *last = value;
     }
     Ok((0..26)
         .rev()
@@ -131,6 +145,12 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.as_str().parse::<TrackingId>().unwrap(), a);
         assert_eq!(a.as_str().len(), 26);
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_sort_in_the_order_they_were_made() {
+        let ids: Vec<DeviceId> = (0..1000).map(|_| DeviceId::generate().unwrap()).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]

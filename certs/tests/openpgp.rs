@@ -401,7 +401,21 @@ fn gnupg_reads_long_letters_and_refuses_a_tampered_one() {
     let letter: Vec<u8> = (0..200_003u32).map(|i| (i * 7919 % 251) as u8).collect();
     let parts = [&letter[..7], &letter[7..70_007], &letter[70_007..]];
     let recipients = openpgp::Recipients::parse(&[public.clone(), rsa]).unwrap();
-    let message = openpgp::pgp_mime_to(&[], &parts, &recipients).unwrap();
+    let sealed = openpgp::pgp_mime_to(&[], &parts, &recipients).unwrap();
+    let stored = sealed.as_stored();
+    let message = openpgp::StoredMessage::parse(stored.to_vec())
+        .unwrap()
+        .into_message();
+    assert_eq!(sealed.message_len(), message.len());
+    // Stored, the OpenPGP part is binary: the armor's base64 and line ends are not.
+    assert!(stored.starts_with(openpgp::STORED_MAGIC));
+    assert!(!String::from_utf8_lossy(stored).contains("BEGIN PGP MESSAGE"));
+    assert!(
+        stored.len() * 4 < message.len() * 3 + 4096,
+        "{} {}",
+        stored.len(),
+        message.len()
+    );
     let armored = armored_part(&message);
     for home in [&gpg, &gpg_rsa] {
         common::write(home.dir(), "letter.asc", armored);

@@ -9,7 +9,8 @@
 use std::borrow::Cow;
 
 use kvgate_certs::SecretBytes;
-use kvgate_store::{Timestamp, TrackingId};
+use kvgate_certs::openpgp::StoredPgpMime;
+use kvgate_store::{Ciphertext, Timestamp, TrackingId};
 use mail_parser::{MessageParser, MimeHeaders};
 
 /// Who signed a letter, as verified.
@@ -231,6 +232,15 @@ pub fn outer_headers(
         headers.push(("X-KIM-Dienstkennung".to_owned(), dienstkennung.to_owned()));
     }
     headers
+}
+
+/// A letter sealed for a member as the store keeps it, with the size the member
+/// fetches (its OpenPGP part armored).
+pub(crate) fn ciphertext(sealed: StoredPgpMime) -> Ciphertext {
+    Ciphertext {
+        size: sealed.message_len() as u64,
+        stored: sealed.into_stored(),
+    }
 }
 
 /// If `entity` is a `message/rfc822` wrapper, the message inside; else `entity`.

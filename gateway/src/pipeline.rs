@@ -624,7 +624,7 @@ impl Pipeline {
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str()))
                 .collect();
-            let ciphertext = openpgp::pgp_mime_to(&header_refs, &plaintext.parts(), &certs)
+            let sealed = openpgp::pgp_mime_to(&header_refs, &plaintext.parts(), &certs)
                 .map_err(|e| Transient::Encrypt(e.to_string()))?;
             events.push(
                 Event::new(EventKind::Encrypted)
@@ -636,7 +636,7 @@ impl Pipeline {
                 kvnr: recipient.kvnr.clone(),
                 mailbox,
                 address: recipient.address.clone(),
-                ciphertext,
+                ciphertext: letter::ciphertext(sealed),
                 on_read: self.mdn(submission, recipient, &letter_headers, original)?,
                 // The insurer's answer to the member's messenger message joins its
                 // thread (only the insurer writes to the Postfach).

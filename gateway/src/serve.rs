@@ -243,7 +243,8 @@ impl Gateway {
         let filed = Arc::new(watch::Sender::new(()));
         let router = api::router(ApiState {
             store: store.clone(),
-            keys: Arc::new(crate::keys::OpenPgpKeyCheck),
+            keys: Arc::new(crate::member_pgp::OpenPgpKeyCheck),
+            letters: Arc::new(crate::member_pgp::StoredPgpMimeReader),
             outbound: outbound.clone(),
             filed: filed.clone(),
             uploads,

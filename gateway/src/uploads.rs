@@ -11,7 +11,7 @@ use base64::Engine;
 use kvgate_certs::SecretBytes;
 use kvgate_certs::openpgp;
 use kvgate_connectors::api::{Document, Sealed, Sealer};
-use kvgate_store::{Kvnr, Store, ThreadId, Timestamp, UploadKind};
+use kvgate_store::{Ciphertext, Kvnr, Store, ThreadId, Timestamp, UploadKind};
 use zeroize::Zeroizing;
 
 use crate::config::BackOffice;
@@ -184,7 +184,7 @@ impl BackOfficeSealer {
         document: &Document<'_>,
         message_id: &str,
         inner: &[u8],
-    ) -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Option<Ciphertext>, String> {
         let keys = member_keys(&self.store, member)
             .map_err(|e| format!("reading the member's keys failed: {e}"))?;
         if keys.is_empty() {
@@ -218,7 +218,7 @@ impl BackOfficeSealer {
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         openpgp::pgp_mime_to(&header_refs, &[plaintext.as_slice()], &certs)
-            .map(Some)
+            .map(|sealed| Some(crate::letter::ciphertext(sealed)))
             .map_err(|e| format!("encrypting the member's copy failed: {e}"))
     }
 }

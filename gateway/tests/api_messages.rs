@@ -192,22 +192,21 @@ fn a_deleted_letter_is_gone_from_disk_at_once() {
     let (_, list) = bob.json("GET", "/v1/messages", None);
     assert_eq!(ids(&list).len(), 1);
 
-    // Each letter is stored exactly as fetched, in a body segment and nowhere else.
+    // Each letter's OpenPGP message is stored (unarmored) in a body segment and
+    // nowhere else.
     let data = install.data();
-    let [segment] = files_containing(&data, &letter).try_into().unwrap();
+    let (needle, bobs_needle) = (ciphertext_sample(&letter), ciphertext_sample(&bobs_letter));
+    let [segment] = files_containing(&data, &needle).try_into().unwrap();
     assert!(segment.starts_with(&data.join("bodies").display().to_string()));
     assert!(segment.ends_with(".seg"), "{segment}");
     assert_eq!(
-        files_containing(&data, &bobs_letter),
+        files_containing(&data, &bobs_needle),
         std::slice::from_ref(&segment)
     );
 
     let (status, _) = alice.call("DELETE", &format!("/v1/messages/{id}"), None);
     assert_eq!(status, 204);
-    assert_eq!(
-        files_containing(&data, &ciphertext_sample(&letter)),
-        Vec::<String>::new()
-    );
-    assert_eq!(files_containing(&data, &bobs_letter), [segment]);
+    assert_eq!(files_containing(&data, &needle), Vec::<String>::new());
+    assert_eq!(files_containing(&data, &bobs_needle), [segment]);
     assert_eq!(letter_of(&bob, &bobs_tracking), bobs_letter);
 }

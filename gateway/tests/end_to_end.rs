@@ -101,6 +101,8 @@ fn openssl_letter_reaches_gpg_member_intact() {
         &format!("/v1/messages/{message_id}"),
     );
     assert_eq!(status, 200);
+    // The size listed is the size fetched (the store keeps the OpenPGP part unarmored).
+    assert_eq!(messages[0]["size"], pgp_mime.len());
     let text = String::from_utf8(pgp_mime.clone()).unwrap();
     assert!(
         text.contains("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\""),

@@ -102,7 +102,7 @@ impl Store {
         }
     }
 
-    /// The ciphertext of one of the member's letters, read only (unlike
+    /// The ciphertext of one of the member's letters as stored, read only (unlike
     /// `fetch_message`, nothing is recorded); `None` for another member's.
     pub fn message_body(&self, kvnr: &Kvnr, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
         match self.message_meta(kvnr, id)? {

@@ -637,7 +637,7 @@ mod tests {
         let alice = Kvnr::parse("A123456780").unwrap();
         let message = submitted(&store, &alice, Mailbox::Postfach, b"CIPHERTEXT-1");
         let again = NewMessage {
-            ciphertext: b"CIPHERTEXT-2".to_vec(),
+            ciphertext: testing::ciphertext(b"CIPHERTEXT-2"),
             ..message.clone()
         };
         let (other, _) = file(&store, &alice, Mailbox::Postfach, b"CIPHERTEXT-3");
@@ -708,7 +708,7 @@ mod tests {
         let message = submitted(&store, &alice, Mailbox::Postfach, b"FIRST");
         let id = message.tracking_id.clone();
         let again = NewMessage {
-            ciphertext: b"SECOND".to_vec(),
+            ciphertext: testing::ciphertext(b"SECOND"),
             ..message.clone()
         };
         let deliver = |message: NewMessage| {

@@ -63,7 +63,7 @@ pub use kvnr::{Kvnr, KvnrError};
 pub use lifecycle::Retention;
 pub use mailbox::{Mailbox, UnknownMailbox};
 pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
-pub use messages::{MessageMeta, NewMessage};
+pub use messages::{Ciphertext, MessageMeta, NewMessage};
 pub use outbound::Outbound;
 pub use quarantine::Quarantined;
 pub use senders::{Sender, SenderKind};

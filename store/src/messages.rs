@@ -38,7 +38,7 @@ pub struct MessageMeta {
     pub sender_id: String,
     /// When it was filed.
     pub received_at: Timestamp,
-    /// Size of the ciphertext in octets.
+    /// Size of the message a member fetches, in octets (see [`Ciphertext`]).
     pub size: u64,
     /// Whether the member's app has fetched it.
     pub fetched: bool,
@@ -58,6 +58,17 @@ pub struct MessageMeta {
     pub(crate) body: Extent,
 }
 
+/// A letter's ciphertext: the octets stored, and the size of the message a member
+/// fetches from them (the gateway may store a message more compactly than it serves
+/// it: OpenPGP binary, armored when fetched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ciphertext {
+    /// The octets written to the body segments.
+    pub stored: Vec<u8>,
+    /// Octets of the message served from them.
+    pub size: u64,
+}
+
 /// A message to file: the encrypted letter for one recipient of a submission.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -70,7 +81,7 @@ pub struct NewMessage {
     /// The recipient address it was submitted to.
     pub address: String,
     /// The PGP/MIME ciphertext.
-    pub ciphertext: Vec<u8>,
+    pub ciphertext: Ciphertext,
     /// The report to queue when the member marks it read, if the sender asked for one.
     pub on_read: Option<Outbound>,
     /// The member's messenger thread it answers, if any.
@@ -92,7 +103,7 @@ impl Store {
         let id = MessageId::generate()?;
         let message = Arc::new(message);
         let filing = message.clone();
-        let letters = [(id.as_str(), message.ciphertext.as_slice())];
+        let letters = [(id.as_str(), message.ciphertext.stored.as_slice())];
         self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {
             let new = id.clone();
             // One extent per letter written.
@@ -105,7 +116,7 @@ impl Store {
         })
     }
 
-    /// One of the member's messages: its metadata and ciphertext. Another member's
+    /// One of the member's messages: its metadata and ciphertext as stored. Another member's
     /// message is `None`, exactly as a missing one (and so is one deleted while its body
     /// was read). The first fetch is recorded as a `fetched` tracking event.
     pub fn fetch_message(
@@ -213,7 +224,7 @@ pub(crate) fn file(
         address: message.address.clone(),
         sender_id: submission.sender_id,
         received_at: now(),
-        size: message.ciphertext.len() as u64,
+        size: message.ciphertext.size,
         fetched: false,
         read: false,
         on_read: message.on_read.clone(),

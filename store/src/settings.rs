@@ -215,6 +215,18 @@ mod tests {
     }
 
     #[test]
+    fn usage_and_size_count_the_message_a_member_fetches() {
+        let (_dir, store) = testing::open();
+        let (alice, _) = testing::member(&store, "A123456780");
+        let mut message = testing::submitted(&store, &alice, Mailbox::Smarthealth, b"BINARY");
+        message.ciphertext.size = 8;
+        let id = store.file_message(message, Vec::new()).unwrap();
+        assert_eq!(store.smarthealth_used(&alice).unwrap(), 8);
+        let (meta, stored) = store.fetch_message(&alice, &id).unwrap().unwrap();
+        assert_eq!((meta.size, stored.as_slice()), (8, &b"BINARY"[..]));
+    }
+
+    #[test]
     fn settings_change_only_their_member_and_refusals_are_capped() {
         let (_dir, store) = testing::open();
         let (alice, _) = testing::member(&store, "A123456780");

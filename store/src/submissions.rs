@@ -238,7 +238,9 @@ impl Store {
         let batch = filings.clone();
         let letters: Vec<(&str, &[u8])> = filings
             .iter()
-            .map(|(message_id, message, _)| (message_id.as_str(), message.ciphertext.as_slice()))
+            .map(|(message_id, message, _)| {
+                (message_id.as_str(), message.ciphertext.stored.as_slice())
+            })
             .collect();
         let spooled =
             self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {

@@ -11,7 +11,7 @@ use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::members::{EnrolledDevice, NewMember};
-use crate::messages::NewMessage;
+use crate::messages::{Ciphertext, NewMessage};
 use crate::submissions::{Recipient, Submission, SubmissionState};
 use crate::time::now;
 use crate::{Handoff, Store};
@@ -60,6 +60,14 @@ pub(crate) fn enroll(
         .expect("the enrolment code is accepted")
 }
 
+/// `octets` stored as the message a member fetches.
+pub(crate) fn ciphertext(octets: &[u8]) -> Ciphertext {
+    Ciphertext {
+        stored: octets.to_vec(),
+        size: octets.len() as u64,
+    }
+}
+
 /// Accepts a submission for `kvnr`'s `mailbox`; returns the message that files
 /// `ciphertext` for it.
 pub(crate) fn submitted(
@@ -98,7 +106,7 @@ pub(crate) fn submitted(
         kvnr: kvnr.clone(),
         mailbox,
         address,
-        ciphertext: ciphertext.to_vec(),
+        ciphertext: self::ciphertext(ciphertext),
         on_read: None,
         thread: None,
         message_id: None,

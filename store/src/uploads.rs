@@ -20,7 +20,7 @@ use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
-use crate::messages::{MessageMeta, store_message};
+use crate::messages::{Ciphertext, MessageMeta, store_message};
 use crate::outbound::{Outbound, enqueue};
 use crate::submissions::Submission;
 use crate::threads::{ThreadRef, record_sent};
@@ -70,7 +70,7 @@ pub struct Sending<'a> {
     /// The sealed message for the back office.
     pub message: &'a Outbound,
     /// The member's copy for `sent` (ciphertext to their keys), if any.
-    pub sent_copy: Option<&'a [u8]>,
+    pub sent_copy: Option<&'a Ciphertext>,
     /// A limit it must stay within, if any.
     pub cap: Option<Cap>,
     /// The messenger thread it belongs to, if any.
@@ -152,7 +152,7 @@ impl Store {
         let letters: Vec<(&str, &[u8])> = copy_id
             .iter()
             .map(MessageId::as_str)
-            .zip(sending.sent_copy)
+            .zip(sending.sent_copy.map(|copy| copy.stored.as_slice()))
             .collect();
         self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {
             durable.wait()?;
@@ -212,7 +212,7 @@ impl Store {
                     address: message.rcpt_to.clone(),
                     sender_id: upload.kvnr.to_string(),
                     received_at: upload.uploaded_at,
-                    size: ciphertext.len() as u64,
+                    size: ciphertext.size,
                     fetched: false,
                     read: true,
                     on_read: None,
@@ -423,7 +423,7 @@ mod tests {
             store.queue_upload(Sending {
                 upload,
                 message: &outbound(&upload.tracking_id),
-                sent_copy: Some(copy(upload).as_bytes()),
+                sent_copy: Some(&crate::testing::ciphertext(copy(upload).as_bytes())),
                 cap,
                 thread: None,
             })
@@ -470,7 +470,7 @@ mod tests {
                 .queue_upload(Sending {
                     upload: &upload,
                     message: &outbound(&upload.tracking_id),
-                    sent_copy: Some(b"PGP"),
+                    sent_copy: Some(&crate::testing::ciphertext(b"PGP")),
                     cap: None,
                     thread: Some(&thread),
                 })

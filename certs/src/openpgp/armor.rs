@@ -13,43 +13,75 @@ use super::crc24;
 /// Octets per armor line (64 base64 characters).
 const LINE: usize = 48;
 
-/// Armors what is written to it into the end of `out`; [`Armor::finish`] writes the
-/// last line and the tail.
-pub(super) struct Armor<'a> {
-    out: &'a mut Vec<u8>,
+/// The armor's first line and the blank line after it.
+const HEAD: &[u8] = b"-----BEGIN PGP MESSAGE-----\r\n\r\n";
+
+/// The armor's last line.
+const TAIL: &[u8] = b"-----END PGP MESSAGE-----\r\n";
+
+/// Octets of the armor [`Armor`] makes for a message of `octets` octets.
+pub(super) fn armored_len(octets: usize) -> usize {
+    let text = |octets: usize| octets.div_ceil(3) * 4 + 2;
+    let last = octets % LINE;
+    let lines = octets / LINE * text(LINE) + if last > 0 { text(last) } else { 0 };
+    // The checksum line is '=' and three octets in base64.
+    HEAD.len() + lines + 1 + text(3) + TAIL.len()
+}
+
+/// The state of an armor being written: each call appends to the `out` it is given,
+/// so a message can be armored into one buffer or into a buffer a piece.
+#[derive(Debug)]
+pub(super) struct Armor {
     /// Octets of a line not yet complete.
     pending: [u8; LINE],
     held: usize,
-    /// The checksum of everything written so far.
+    /// The checksum of everything armored so far.
     crc: u32,
 }
 
-impl<'a> Armor<'a> {
+impl Armor {
     /// Starts a `PGP MESSAGE` armor at the end of `out`.
-    pub(super) fn message(out: &'a mut Vec<u8>) -> Self {
-        out.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n\r\n");
+    pub(super) fn start(out: &mut Vec<u8>) -> Self {
+        out.extend_from_slice(HEAD);
         Armor {
-            out,
             pending: [0; LINE],
             held: 0,
             crc: crc24::INIT,
         }
     }
 
-    /// Writes the last (short) line, the checksum and the armor tail.
-    pub(super) fn finish(self) {
-        let Armor {
-            out,
-            pending,
-            held,
-            crc,
-        } = self;
-        if held > 0 {
-            line(out, &pending[..held]);
+    /// Armors `buf`, the next octets of the message, onto `out`.
+    pub(super) fn push(&mut self, out: &mut Vec<u8>, mut buf: &[u8]) {
+        self.crc = crc24::update(self.crc, buf);
+        if self.held > 0 {
+            let take = buf.len().min(LINE - self.held);
+            self.pending[self.held..self.held + take].copy_from_slice(&buf[..take]);
+            self.held += take;
+            buf = &buf[take..];
+            if self.held < LINE {
+                return;
+            }
+            line(out, &self.pending);
+            self.held = 0;
+        }
+        let whole = buf.len() / LINE * LINE;
+        out.reserve(whole / LINE * (LINE / 3 * 4 + 2));
+        for octets in buf[..whole].chunks_exact(LINE) {
+            line(out, octets);
+        }
+        let rest = &buf[whole..];
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.held = rest.len();
+    }
+
+    /// Writes the last (short) line, the checksum and the armor tail onto `out`.
+    pub(super) fn finish(self, out: &mut Vec<u8>) {
+        if self.held > 0 {
+            line(out, &self.pending[..self.held]);
         }
         out.push(b'=');
-        line(out, &(crc >> 8).to_be_bytes()[1..]);
-        out.extend_from_slice(b"-----END PGP MESSAGE-----\r\n");
+        line(out, &(self.crc >> 8).to_be_bytes()[1..]);
+        out.extend_from_slice(TAIL);
     }
 }
 
@@ -61,30 +93,29 @@ fn line(out: &mut Vec<u8>, octets: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-impl Write for Armor<'_> {
-    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
-        let written = buf.len();
-        self.crc = crc24::update(self.crc, buf);
-        if self.held > 0 {
-            let take = buf.len().min(LINE - self.held);
-            self.pending[self.held..self.held + take].copy_from_slice(&buf[..take]);
-            self.held += take;
-            buf = &buf[take..];
-            if self.held < LINE {
-                return Ok(written);
-            }
-            line(self.out, &self.pending);
-            self.held = 0;
-        }
-        let whole = buf.len() / LINE * LINE;
-        self.out.reserve(whole / LINE * (LINE / 3 * 4 + 2));
-        for octets in buf[..whole].chunks_exact(LINE) {
-            line(self.out, octets);
-        }
-        let rest = &buf[whole..];
-        self.pending[..rest.len()].copy_from_slice(rest);
-        self.held = rest.len();
-        Ok(written)
+/// An [`Armor`] into one buffer, as a writer (what the encryptors write to).
+pub(super) struct ArmorWriter<'a> {
+    out: &'a mut Vec<u8>,
+    armor: Armor,
+}
+
+impl<'a> ArmorWriter<'a> {
+    /// Starts a `PGP MESSAGE` armor at the end of `out`.
+    pub(super) fn message(out: &'a mut Vec<u8>) -> Self {
+        let armor = Armor::start(out);
+        ArmorWriter { out, armor }
+    }
+
+    /// Writes the last line, the checksum and the armor tail.
+    pub(super) fn finish(self) {
+        self.armor.finish(self.out);
+    }
+}
+
+impl Write for ArmorWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.armor.push(self.out, buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -103,14 +134,14 @@ mod tests {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
         let expected = {
             let mut out = Vec::new();
-            let mut armor = Armor::message(&mut out);
+            let mut armor = ArmorWriter::message(&mut out);
             armor.write_all(&data).unwrap();
             armor.finish();
             out
         };
         for step in [1, 5, 47, 48, 49, 100] {
             let mut out = Vec::new();
-            let mut armor = Armor::message(&mut out);
+            let mut armor = ArmorWriter::message(&mut out);
             for piece in data.chunks(step) {
                 armor.write_all(piece).unwrap();
             }
@@ -129,5 +160,16 @@ mod tests {
         assert_eq!(lines[lines.len() - 3], checksum);
         assert_eq!(lines[lines.len() - 2], "-----END PGP MESSAGE-----");
         assert_eq!(lines[lines.len() - 1], "");
+    }
+
+    #[test]
+    fn armored_len_is_what_the_armor_writes() {
+        for octets in (0..200).chain([4095, 4096, 4097, 2_000_003]) {
+            let mut out = Vec::new();
+            let mut armor = Armor::start(&mut out);
+            armor.push(&mut out, &vec![0xa5; octets]);
+            armor.finish(&mut out);
+            assert_eq!(armored_len(octets), out.len(), "{octets} octets");
+        }
     }
 }

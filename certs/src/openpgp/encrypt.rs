@@ -9,7 +9,7 @@ use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
 
-use super::armor::Armor;
+use super::armor::ArmorWriter;
 use super::seipd;
 use super::{MemberKey, PgpError};
 
@@ -64,19 +64,21 @@ pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, Pg
 /// [`encrypt`] to certificates parsed before.
 pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, PgpError> {
     let mut out = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
-    encrypt_into(&[plaintext], recipients, &mut out)?;
+    let mut armor = ArmorWriter::message(&mut out);
+    encrypt_into(&[plaintext], recipients, &mut armor)?;
+    armor.finish();
     Ok(out)
 }
 
-/// Encrypts the concatenation of `parts` like [`encrypt_to`], appending the armored
+/// Encrypts the concatenation of `parts` like [`encrypt_to`], writing the binary
 /// message to `out` as it goes: the plaintext is never copied into one buffer.
 ///
 /// Where every recipient advertises SEIPDv2 (RFC 9580 AEAD), sequoia's encryptor
 /// writes it; otherwise the message is SEIPDv1, written by [`seipd`].
-pub(super) fn encrypt_into(
+pub(super) fn encrypt_into<W: Write + Send + Sync>(
     parts: &[&[u8]],
     recipients: &Recipients,
-    out: &mut Vec<u8>,
+    out: &mut W,
 ) -> Result<(), PgpError> {
     if recipients.certs.is_empty() {
         return Err(PgpError::NoRecipients);
@@ -95,10 +97,9 @@ pub(super) fn encrypt_into(
         }
     }
 
-    let mut armor = Armor::message(out);
     if seipdv2 {
         let failed = |e: sequoia_openpgp::anyhow::Error| PgpError::Encrypt(e.into());
-        let message = Message::new(&mut armor);
+        let message = Message::new(out);
         let message = Encryptor::for_recipients(message, keys.into_iter().map(Recipient::from))
             .build()
             .map_err(failed)?;
@@ -110,8 +111,7 @@ pub(super) fn encrypt_into(
         }
         message.finalize().map_err(failed)?;
     } else {
-        seipd::write(&mut armor, keys.iter().map(|key| key.key()), parts)?;
+        seipd::write(out, keys.iter().map(|key| key.key()), parts)?;
     }
-    armor.finish();
     Ok(())
 }

@@ -67,6 +67,13 @@ pub enum PgpError {
     /// Serialising a certificate failed.
     #[error("serialising the OpenPGP certificate failed: {0}")]
     Serialize(#[source] Source),
+    /// Stored octets that begin like a stored PGP/MIME message but whose lengths do not
+    /// fit them.
+    #[error("a stored PGP/MIME message of {octets} octets is damaged: its lengths do not fit")]
+    DamagedStored {
+        /// How many octets were stored.
+        octets: usize,
+    },
     /// The random generator failed.
     #[error("the random generator failed: {0}")]
     Random(#[source] openssl::error::ErrorStack),

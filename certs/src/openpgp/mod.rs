@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 pub use decrypt::decrypt;
 pub use encrypt::{Recipients, encrypt, encrypt_to};
 pub use error::{PgpError, Source};
-pub use pgp_mime::{pgp_mime, pgp_mime_to};
+pub use pgp_mime::{Pieces, STORED_MAGIC, StoredMessage, StoredPgpMime, pgp_mime, pgp_mime_to};
 
 /// A member's checked public key.
 #[derive(Debug, Clone, PartialEq, Eq)]

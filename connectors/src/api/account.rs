@@ -16,7 +16,7 @@
 //! Letters are read and sent one at a time, so the archive's size does not bound the
 //! server's memory.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::routes::{RawBody, blocking, json_body};
-use super::{ApiState, Problem, auth};
+use super::{ApiState, LetterPieces, LetterReader, Problem, auth};
 
 /// Octets gathered before a piece of the archive is sent.
 const CHUNK: usize = 64 * 1024;
@@ -67,12 +67,44 @@ impl Write for ChunkWriter {
 
 /// Adds one file to the archive.
 fn add(tar: &mut tar::Builder<ChunkWriter>, path: &str, data: &[u8]) -> io::Result<()> {
+    add_read(tar, path, data.len() as u64, data)
+}
+
+/// Adds a file of `size` octets read from `data`.
+fn add_read(
+    tar: &mut tar::Builder<ChunkWriter>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+) -> io::Result<()> {
     let mut header = tar::Header::new_ustar();
-    header.set_size(data.len() as u64);
+    header.set_size(size);
     header.set_mode(0o600);
     header.set_mtime(0);
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, path, data)
+}
+
+/// Reads a letter's pieces in order, making each as it is reached.
+struct PiecesReader {
+    letter: LetterPieces,
+    piece: Vec<u8>,
+    read: usize,
+}
+
+impl Read for PiecesReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.read == self.piece.len() {
+            match self.letter.pieces.next() {
+                Some(piece) => (self.piece, self.read) = (piece, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.piece.len() - self.read);
+        buf[..n].copy_from_slice(&self.piece[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
 }
 
 /// JSON of a value for the archive.
@@ -87,6 +119,8 @@ enum ExportError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Io(#[from] io::Error),
+    #[error("reading a stored letter failed: {0}")]
+    Letter(String),
 }
 
 /// Everything about the account but the letters, as `account.json` shows it.
@@ -155,7 +189,12 @@ fn message_json(meta: &MessageMeta) -> Value {
 }
 
 /// Writes the member's archive; `Ok(false)` if the member is gone.
-fn write_archive(store: &Store, kvnr: &Kvnr, out: ChunkWriter) -> Result<bool, ExportError> {
+fn write_archive(
+    store: &Store,
+    reader: &dyn LetterReader,
+    kvnr: &Kvnr,
+    out: ChunkWriter,
+) -> Result<bool, ExportError> {
     let Some(account) = account_json(store, kvnr)? else {
         return Ok(false);
     };
@@ -183,8 +222,15 @@ fn write_archive(store: &Store, kvnr: &Kvnr, out: ChunkWriter) -> Result<bool, E
             &format!("{base}.json"),
             &pretty(&message_json(meta))?,
         )?;
-        if let Some(body) = store.message_body(kvnr, &meta.id)? {
-            add(&mut tar, &format!("{base}.pgp.eml"), &body)?;
+        if let Some(stored) = store.message_body(kvnr, &meta.id)? {
+            let letter = reader.read(stored).map_err(ExportError::Letter)?;
+            let size = letter.len;
+            let pieces = PiecesReader {
+                letter,
+                piece: Vec::new(),
+                read: 0,
+            };
+            add_read(&mut tar, &format!("{base}.pgp.eml"), size, pieces)?;
         }
         tracked.push(meta.tracking_id.clone());
     }
@@ -216,13 +262,14 @@ pub(crate) async fn export(
     let kvnr = device.kvnr;
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let store = state.store.clone();
+    let letters = state.letters.clone();
     let member = kvnr.clone();
     tokio::task::spawn_blocking(move || {
         let out = ChunkWriter {
             buffer: Vec::with_capacity(CHUNK),
             tx: tx.clone(),
         };
-        if let Err(error) = write_archive(&store, &member, out) {
+        if let Err(error) = write_archive(&store, letters.as_ref(), &member, out) {
             tracing::warn!(%error, "export stopped");
             let _ = tx.blocking_send(Err(io::Error::other("the export could not be completed")));
         }

@@ -1,8 +1,10 @@
 //! `/v1/messages`: the member's inboxes — list page by page, wait for new letters,
 //! fetch ciphertext, mark read, delete.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -206,13 +208,25 @@ pub(crate) async fn fetch(
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = message_id(&id)?;
-    let found = blocking(&state, move |store| store.fetch_message(&device.kvnr, &id)).await?;
-    let (_, body) = found.ok_or_else(|| Problem::not_found("message"))?;
-    let mut response = body.into_response();
-    response.headers_mut().insert(
+    let letters = state.letters.clone();
+    let found = blocking(&state, move |store| {
+        let found = store.fetch_message(&device.kvnr, &id)?;
+        Ok(found.map(|(_, stored)| letters.read(stored)))
+    })
+    .await?;
+    let letter = found
+        .ok_or_else(|| Problem::not_found("message"))?
+        .map_err(|error| Problem::internal(&error))?;
+    let pieces = letter
+        .pieces
+        .map(|piece| Ok::<_, Infallible>(Bytes::from(piece)));
+    let mut response = Body::from_stream(futures_util::stream::iter(pieces)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("message/rfc822"),
     );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(letter.len));
     Ok(response)
 }
 

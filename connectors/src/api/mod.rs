@@ -66,6 +66,22 @@ pub trait KeyCheck: Send + Sync + 'static {
     fn check(&self, key: &[u8]) -> Result<CheckedKey, String>;
 }
 
+/// Reads a letter's stored ciphertext as the member fetches it: a PGP/MIME message.
+/// The gateway implements it with the OpenPGP library (it stores the OpenPGP part
+/// unarmored); connectors stay free of it.
+pub trait LetterReader: Send + Sync + 'static {
+    /// The message `stored` holds; on failure, a sentence that says why.
+    fn read(&self, stored: Vec<u8>) -> Result<LetterPieces, String>;
+}
+
+/// A letter as the member fetches it, made a piece at a time as it is sent.
+pub struct LetterPieces {
+    /// Octets of the whole letter.
+    pub len: u64,
+    /// Its octets, in order.
+    pub pieces: Box<dyn Iterator<Item = Vec<u8>> + Send>,
+}
+
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct ApiState {
@@ -73,6 +89,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The enrolment key check.
     pub keys: Arc<dyn KeyCheck>,
+    /// Reads stored letters as members fetch them.
+    pub letters: Arc<dyn LetterReader>,
     /// Notified after a change that may have queued outbound mail (a read receipt).
     pub outbound: Arc<tokio::sync::Notify>,
     /// Rung (`send_replace(())`) after letters were filed: wakes `GET /v1/messages/wait`.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use kvgate_store::{
-    BasicUpload, Cap, Kvnr, MessageId, Outbound, OutboundId, Sending, ThreadId, ThreadRef,
-    TrackingId, Upload, UploadKind, now,
+    BasicUpload, Cap, Ciphertext, Kvnr, MessageId, Outbound, OutboundId, Sending, ThreadId,
+    ThreadRef, TrackingId, Upload, UploadKind, now,
 };
 
 use super::routes::blocking;
@@ -59,7 +59,7 @@ pub struct Sealed {
     pub message_id: String,
     /// The same content as PGP/MIME to the sending member's keys, for their `sent`
     /// mailbox; `None` without a sending member (or without keys).
-    pub sent_copy: Option<Vec<u8>>,
+    pub sent_copy: Option<Ciphertext>,
 }
 
 /// Seals what the app sends for the back office. The gateway implements it with its
@@ -207,7 +207,7 @@ pub(crate) async fn send(
                 store.queue_upload(Sending {
                     upload: &record,
                     message: &message,
-                    sent_copy: copy.as_deref(),
+                    sent_copy: copy.as_ref(),
                     cap,
                     thread: thread.as_ref(),
                 })

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use kvgate::client::smtp::{Reply, SmtpClient};
 use serde_json::Value;
 
@@ -139,12 +140,20 @@ pub fn occurrences(dir: &Path, needle: &[u8]) -> usize {
         .sum()
 }
 
-/// 64 octets from the middle of a letter's armored ciphertext: a needle to look for
-/// the stored letter with.
+/// 48 octets from the middle of a letter's OpenPGP message (the letter as fetched;
+/// kvgate stores the message unarmored): a needle to look for the stored letter with.
 pub fn ciphertext_sample(letter: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(letter).to_string();
-    let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap() + 40;
-    text.as_bytes()[start..start + 64].to_vec()
+    let (_, armor) = text
+        .split_once("-----BEGIN PGP MESSAGE-----\r\n\r\n")
+        .unwrap();
+    // The checksum line is the first to start with '='.
+    let (lines, _) = armor.split_once("\r\n=").unwrap();
+    let binary = base64::engine::general_purpose::STANDARD
+        .decode(lines.replace("\r\n", ""))
+        .unwrap();
+    let middle = binary.len() / 2;
+    binary[middle - 24..middle + 24].to_vec()
 }
 
 /// The type slug of a problem+json body.

@@ -84,9 +84,10 @@ impl Policy {
         tracing::warn!(tracking = %id, %error, "cannot take back an attempt");
     }
 
-    /// After DATA: whether the letter as received (`size` octets) still fits every
-    /// smarthealth recipient's quota (SIZE= may have been missing or wrong).
-    async fn still_fits(&self, session: &Session, size: u64) -> Result<(), Reply> {
+    /// After DATA: the check whether the letter as received still fits every
+    /// smarthealth recipient's quota (SIZE= may have been missing or wrong), to run on
+    /// the blocking thread that accepts it.
+    fn still_fits(&self, session: &Session) -> impl Fn(u64) -> Result<(), Reply> + Send + 'static {
         let store = self.store.clone();
         let quota = self.smarthealth_quota;
         let sender = session.sender.id.clone();
@@ -96,13 +97,11 @@ impl Policy {
             .filter(|r| r.mailbox == Some(Mailbox::Smarthealth))
             .map(|r| r.kvnr.clone())
             .collect();
-        tokio::task::spawn_blocking(move || {
+        move |size| {
             members
                 .iter()
                 .try_for_each(|kvnr| fits_quota(&store, quota, &sender, kvnr, size))
-        })
-        .await
-        .map_err(|e| store_failure(&e))?
+        }
     }
 
     /// Maps a recipient address to a member's inbox, or says exactly why not. An
@@ -314,10 +313,7 @@ impl Handler for Policy {
             Err(e) => return store_failure(&e),
         };
         let (tracking_id, size) = (spooled.id, spooled.size);
-        if let Err(full) = self.still_fits(session, size).await {
-            let _ = self.spool.remove(&tracking_id);
-            return full;
-        }
+        let still_fits = self.still_fits(session);
         let submission = Submission {
             tracking_id: tracking_id.clone(),
             sender_id: session.sender.id.clone(),
@@ -338,25 +334,28 @@ impl Handler for Policy {
             None => Handoff::Queue,
         };
         let store = self.store.clone();
+        // One trip to a blocking thread a letter: the quota check and the commit.
         let committed = tokio::task::spawn_blocking(move || {
-            store.accept_submission(&submission, spooled.inline, handoff)
+            still_fits(size)?;
+            store
+                .accept_submission(&submission, spooled.inline, handoff)
+                .map_err(|e| store_failure(&e))
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| Err(store_failure(&e)));
         match committed {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 if admission.is_some_and(|admission| !admission.hand_over()) {
                     self.take_back_attempt(&tracking_id).await;
                 }
                 tracing::info!(tracking = %tracking_id, sender = %session.sender.id, size, "letter accepted");
                 Reply::new(250, (2, 0, 0), format!("{tracking_id} queued"))
             }
-            Ok(Err(e)) => {
+            // Refused (over quota) or not committed: the admission, dropped, withdraws
+            // the letter from the workers.
+            Err(refusal) => {
                 let _ = self.spool.remove(&tracking_id);
-                store_failure(&e)
-            }
-            Err(e) => {
-                let _ = self.spool.remove(&tracking_id);
-                store_failure(&e)
+                refusal
             }
         }
     }

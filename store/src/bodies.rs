@@ -16,7 +16,10 @@
 //! a file per letter cost a file creation and a directory fsync per delivery, a fifth
 //! of the server's time at 4 KiB letters. A range no record names (a crash between
 //! write and commit, a failed commit, a punch that failed) is punched by the start-up
-//! sweep, which also removes segments no record names.
+//! sweep, which also removes segments no record names. A waiting-letter segment that
+//! is full, holds no more data and that no writer holds is removed by the puncher
+//! while the server runs (a sparse file of 1 GiB each otherwise, which a backup that
+//! ignores holes would copy as zeros).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -69,14 +72,6 @@ impl Reread {
             Reread::Seldom => 1,
         }
     }
-
-    /// Size after which its letters go to a new segment.
-    fn segment_bytes(self) -> u64 {
-        match self {
-            Reread::Soon => WAITING_SEGMENT_BYTES,
-            Reread::Seldom => SEGMENT_BYTES,
-        }
-    }
 }
 
 /// Where a letter's body is: a range of one segment.
@@ -107,6 +102,10 @@ pub(crate) struct Bodies {
     tails: [Mutex<Option<Tail>>; 2],
     /// The number the next segment gets.
     next: Mutex<u64>,
+    /// Per lane, the size after which its letters go to a new segment.
+    segment_bytes: [u64; 2],
+    /// Full waiting-letter segments, until they are emptied and removed.
+    sealed: Arc<Mutex<Vec<Arc<Segment>>>>,
     puncher: Puncher,
 }
 
@@ -162,6 +161,11 @@ struct Segment {
 impl Bodies {
     /// Opens (and creates, mode 0700) the directory.
     pub(crate) fn open(dir: PathBuf) -> io::Result<Self> {
+        Self::open_sized(dir, [WAITING_SEGMENT_BYTES, SEGMENT_BYTES])
+    }
+
+    /// [`Bodies::open`] with other segment sizes (per lane, see [`Reread`]).
+    fn open_sized(dir: PathBuf, segment_bytes: [u64; 2]) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         #[cfg(unix)]
         {
@@ -175,11 +179,18 @@ impl Bodies {
             }
         }
         let punched = dir.clone();
-        let puncher = Puncher::start(move |extents| punch_out(&punched, extents))?;
+        let sealed = Arc::new(Mutex::new(Vec::new()));
+        let emptied = sealed.clone();
+        let puncher = Puncher::start(move |extents| {
+            punch_out(&punched, extents);
+            remove_emptied(&punched, &emptied);
+        })?;
         Ok(Bodies {
             dir,
             tails: Default::default(),
             next: Mutex::new(next),
+            segment_bytes,
+            sealed,
             puncher,
         })
     }
@@ -247,10 +258,15 @@ impl Bodies {
             .unwrap_or_else(PoisonError::into_inner);
         let (segment, end) = match tail.take() {
             // A segment whose fsync failed takes no more letters.
-            Some((segment, end)) if end < reread.segment_bytes() && !segment.sync.failed() => {
+            Some((segment, end))
+                if end < self.segment_bytes[reread.lane()] && !segment.sync.failed() =>
+            {
                 (segment, end)
             }
-            _ => {
+            full => {
+                if let (Some((segment, _)), Reread::Soon) = (full, reread) {
+                    lock(&self.sealed).push(segment);
+                }
                 let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
                 (Arc::new(self.create(&mut next)?), 0)
             }
@@ -383,6 +399,40 @@ fn punch_out(dir: &Path, mut extents: Vec<Extent>) {
             }
         }
     }
+}
+
+/// Removes the full waiting-letter segments in `sealed` that hold no data and that
+/// nobody holds: a writer holds its segment from reserving its range until the commit
+/// that records the letter (whose data is then there until it is punched), and no
+/// writer reserves in a full segment. A removal is not fsynced: a crash that brings a
+/// segment back leaves it to the start-up sweep.
+fn remove_emptied(dir: &Path, sealed: &Mutex<Vec<Arc<Segment>>>) {
+    lock(sealed).retain(|segment| {
+        if Arc::strong_count(segment) > 1 || has_data(&segment.file) {
+            return true;
+        }
+        match std::fs::remove_file(segment_path(dir, segment.number)) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => {
+                tracing::warn!(%error, segment = segment.number, "an emptied segment stays until the next start");
+                false
+            }
+        }
+    });
+}
+
+/// Whether `file` holds any data (not only holes); true if that cannot be told.
+fn has_data(file: &File) -> bool {
+    !matches!(
+        rustix::fs::seek(file, rustix::fs::SeekFrom::Data(0)),
+        Err(rustix::io::Errno::NXIO)
+    )
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The file of segment `number` in `dir`.
@@ -624,6 +674,41 @@ mod tests {
             (next_filed.segment, next_filed.offset),
             (filed.segment, BLOCK)
         );
+    }
+
+    #[test]
+    fn a_full_waiting_segment_is_removed_once_emptied_and_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = [3 * BLOCK, SEGMENT_BYTES];
+        let bodies = Bodies::open_sized(dir.path().to_owned(), sizes).unwrap();
+        let exists = |extent: &Extent| segment_path(dir.path(), extent.segment).exists();
+        let appended: Vec<Appended> = (0..7)
+            .map(|i| bodies.append(&[&[i; 100]], Reread::Soon).unwrap())
+            .collect();
+        let extents: Vec<Extent> = appended.iter().map(|a| a.extents[0]).collect();
+        // Three segments: letters 0-2, 3-5 (held by a writer still), and 6 being filled.
+        let holder = appended[3].durable.clone();
+        drop(appended);
+        assert_eq!(extents[2].segment, extents[0].segment);
+        assert_ne!(extents[3].segment, extents[0].segment);
+        assert_ne!(extents[6].segment, extents[3].segment);
+
+        bodies.discard_soon(&[extents[0], extents[1], extents[3], extents[4], extents[5]]);
+        bodies.settle();
+        assert!(exists(&extents[0]), "letter 2 is still in it");
+        assert!(exists(&extents[3]), "a writer holds it");
+
+        bodies.discard_soon(&extents[2..3]);
+        bodies.settle();
+        assert!(!exists(&extents[0]));
+        assert!(exists(&extents[3]));
+
+        drop(holder);
+        bodies.discard_soon(&extents[6..]);
+        bodies.settle();
+        assert!(!exists(&extents[3]));
+        assert!(exists(&extents[6]), "the segment being filled stays");
+        assert!(bodies.append(&[b"more"], Reread::Soon).is_ok());
     }
 
     /// The segment files in the store's body directory.

@@ -1,6 +1,8 @@
 //! Just enough MIME to tell what an entity is: its header block, its content
 //! type with parameters, and the body of an `application/pkcs7-mime` entity.
 
+use std::borrow::Cow;
+
 use super::UnwrapError;
 use crate::SecretBytes;
 
@@ -23,7 +25,7 @@ pub(super) fn classify(entity: &[u8]) -> Kind {
     let Some(value) = header(&headers, "content-type") else {
         return Kind::Other("text/plain".to_owned());
     };
-    let (media_type, params) = parse_content_type(&value);
+    let (media_type, params) = parse_content_type(value);
     match media_type.as_str() {
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => Kind::Pkcs7Mime,
         "message/rfc822" => Kind::Rfc822,
@@ -203,14 +205,18 @@ pub(super) fn body(entity: &[u8]) -> &[u8] {
     split(entity).1
 }
 
-/// Splits an entity into its unfolded header fields (lowercase name, value)
-/// and its body. The header block ends at the first empty line; a line that is
-/// neither a field nor a continuation also ends it (and starts the body).
-fn split(entity: &[u8]) -> (Vec<(String, String)>, &[u8]) {
-    let mut fields: Vec<(String, String)> = Vec::new();
+/// One header field: its name as written, and its unfolded value (borrowed unless it
+/// was folded or is not UTF-8).
+type Field<'a> = (&'a str, Cow<'a, str>);
+
+/// Splits an entity into its unfolded header fields and its body. The header block
+/// ends at the first empty line; a line that is neither a field nor a continuation
+/// also ends it (and starts the body).
+fn split(entity: &[u8]) -> (Vec<Field<'_>>, &[u8]) {
+    let mut fields: Vec<Field<'_>> = Vec::new();
     let mut rest = entity;
     loop {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
             Some(at) => (&rest[..at], &rest[at + 1..]),
             None => (rest, &rest[rest.len()..]),
         };
@@ -220,17 +226,14 @@ fn split(entity: &[u8]) -> (Vec<(String, String)>, &[u8]) {
         }
         if line[0] == b' ' || line[0] == b'\t' {
             if let Some((_, value)) = fields.last_mut() {
+                let value = value.to_mut();
                 value.push(' ');
-                value.push_str(String::from_utf8_lossy(line).trim());
+                value.push_str(trimmed(line).as_ref());
             }
-        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = String::from_utf8_lossy(&line[..colon])
-                .trim()
-                .to_ascii_lowercase();
-            let value = String::from_utf8_lossy(&line[colon + 1..])
-                .trim()
-                .to_owned();
-            fields.push((name, value));
+        } else if let Some(colon) = memchr::memchr(b':', line) {
+            // A name that is not UTF-8 matches no name looked for.
+            let name = std::str::from_utf8(&line[..colon]).map_or("", str::trim);
+            fields.push((name, trimmed(&line[colon + 1..])));
         } else {
             return (fields, rest);
         }
@@ -241,12 +244,20 @@ fn split(entity: &[u8]) -> (Vec<(String, String)>, &[u8]) {
     }
 }
 
-/// The value of the first field called `name` (lowercase).
-fn header(fields: &[(String, String)], name: &str) -> Option<String> {
+/// `bytes` as text (invalid UTF-8 replaced), trimmed.
+fn trimmed(bytes: &[u8]) -> Cow<'_, str> {
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+        Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
+    }
+}
+
+/// The value of the first field called `name` (any case).
+fn header<'a>(fields: &'a [Field<'_>], name: &str) -> Option<&'a str> {
     fields
         .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
 }
 
 /// Splits a `Content-Type` value into the lowercase media type and its
@@ -421,6 +432,11 @@ mod tests {
             ),
             Kind::Other(_)
         ));
+        // Fields that are not UTF-8 are passed over, and a folded value is joined.
+        assert_eq!(
+            classify(b"X-\xff: \xfe\r\nCONTENT-TYPE:\r\n message/rfc822 \r\n\r\nbody"),
+            Kind::Rfc822
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! file too. The senders' own submission records and tracking histories stay: they
 //! belong to the senders.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use crate::db::Tx;
 
 use crate::Store;
 use crate::bodies::Extent;
@@ -39,11 +41,7 @@ pub struct Deleted {
 
 /// Removes every record of `table` whose key starts with `prefix`; returns their
 /// values.
-fn remove_prefix(
-    tx: &WriteTransaction,
-    table: Records,
-    prefix: &str,
-) -> Result<Vec<Vec<u8>>, StoreError> {
+fn remove_prefix(tx: &Tx<'_>, table: Records, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut table = tx.open_table(table)?;
     let mut found = Vec::new();
     for entry in table.range(prefix..)? {
@@ -65,7 +63,7 @@ fn remove_prefix(
 /// `deleted` tracking event saying `reason`; returns where their bodies are, which the
 /// caller punches after the commit.
 pub(crate) fn delete_letters(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     kvnr: &Kvnr,
     mailbox: Option<Mailbox>,
     reason: &str,

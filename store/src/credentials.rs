@@ -7,11 +7,14 @@
 //! device; it expires, and refreshing it replaces it (the old one stops working in the
 //! same commit). Time is always passed in, so tests choose it.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{DEVICES, ENROLLMENT_CODES, TOKENS, get, put, random_hex, secret_hash};
+use crate::db::{
+    DEVICES, ENROLLMENT_CODES, ReadRecords, TOKENS, Tx, get, put, random_hex, secret_hash,
+};
 use crate::error::StoreError;
 use crate::ids::DeviceId;
 use crate::kvnr::Kvnr;
@@ -87,7 +90,7 @@ pub enum Bearer {
 
 /// Issues a token for `device` inside `tx`.
 pub(crate) fn issue_token(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     device: &DeviceId,
     at: Timestamp,
     policy: &CredentialPolicy,
@@ -103,7 +106,7 @@ pub(crate) fn issue_token(
 }
 
 /// Revokes every token of `device` inside `tx`.
-pub(crate) fn revoke_tokens(tx: &WriteTransaction, device: &DeviceId) -> Result<(), StoreError> {
+pub(crate) fn revoke_tokens(tx: &Tx<'_>, device: &DeviceId) -> Result<(), StoreError> {
     // Token hashes are not indexed by device; removal is rare, a scan is fine.
     let mut tokens = tx.open_table(TOKENS)?;
     let mut revoked = Vec::new();
@@ -123,7 +126,7 @@ pub(crate) fn revoke_tokens(tx: &WriteTransaction, device: &DeviceId) -> Result<
 /// was (and is now consumed). A wrong code counts against every open code of the KVNR;
 /// expired codes and codes at the limit are removed. The caller commits either way.
 pub(crate) fn take_code(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     kvnr: &Kvnr,
     code: &str,
     at: Timestamp,
@@ -158,8 +161,8 @@ pub(crate) fn take_code(
 
 /// The state of a token inside a transaction's tables.
 fn lookup(
-    tokens: &impl ReadableTable<&'static str, &'static [u8]>,
-    devices: &impl ReadableTable<&'static str, &'static [u8]>,
+    tokens: &impl ReadRecords,
+    devices: &impl ReadRecords,
     token: &str,
     at: Timestamp,
 ) -> Result<Bearer, StoreError> {

@@ -5,7 +5,7 @@
 //! takes its key off the member's active keys and revokes its tokens in the same
 //! commit: the next letter filed is no longer encrypted to it.
 
-use redb::WriteTransaction;
+use crate::db::Tx;
 
 use crate::Store;
 use crate::credentials::revoke_tokens;
@@ -16,11 +16,7 @@ use crate::kvnr::Kvnr;
 use crate::members::{Device, KeyOrigin, MemberKey, key_id};
 
 /// The member's device with this ID inside `tx`; another member's device is `None`.
-fn own_device(
-    tx: &WriteTransaction,
-    kvnr: &Kvnr,
-    id: &DeviceId,
-) -> Result<Option<Device>, StoreError> {
+fn own_device(tx: &Tx<'_>, kvnr: &Kvnr, id: &DeviceId) -> Result<Option<Device>, StoreError> {
     Ok(get::<Device>(&tx.open_table(DEVICES)?, id.as_str())?.filter(|d| d.kvnr == *kvnr))
 }
 

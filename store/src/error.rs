@@ -15,6 +15,9 @@ pub enum StoreError {
     /// A table could not be opened.
     #[error("cannot open a table: {0}")]
     Table(#[from] redb::TableError),
+    /// A table asked for while the same transaction still uses it (a bug).
+    #[error("the table {0} is already in use in this transaction")]
+    TableInUse(String),
     /// Reading or writing a table failed.
     #[error("storage error: {0}")]
     Storage(#[from] redb::StorageError),

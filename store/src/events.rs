@@ -4,7 +4,9 @@
 //! over its canonical JSON, so rewriting, reordering or removing an event in the
 //! middle of a history breaks the chain, and [`Store::verify_events`] says where.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -182,7 +184,7 @@ pub fn verify_chain(events: &[Event]) -> Result<(), ChainBreak> {
 
 /// Appends events to a submission's history inside `tx`, numbering and chaining them.
 pub(crate) fn append_events(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     id: &TrackingId,
     events: Vec<Event>,
 ) -> Result<(), StoreError> {

@@ -14,9 +14,10 @@
 use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use redb::{Database, WriteTransaction};
+use redb::Database;
 
 use crate::bodies::Durable;
+use crate::db::Tx;
 use crate::error::StoreError;
 
 /// One queued change and the caller waiting for its outcome.
@@ -24,7 +25,7 @@ trait Job: Send {
     /// What must be durable before the change is committed.
     fn durable(&self) -> &Durable;
     /// Applies the change inside `tx`; may run again in a fresh transaction.
-    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
+    fn apply(&mut self, tx: &Tx<'_>) -> Result<(), StoreError>;
     /// Hands the outcome to the waiting caller once the transaction is settled.
     fn settle(self: Box<Self>, outcome: Result<(), StoreError>);
 }
@@ -41,13 +42,13 @@ struct Call<T, F> {
 impl<T, F> Job for Call<T, F>
 where
     T: Send,
-    F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send,
+    F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send,
 {
     fn durable(&self) -> &Durable {
         &self.durable
     }
 
-    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn apply(&mut self, tx: &Tx<'_>) -> Result<(), StoreError> {
         self.value = Some((self.change)(tx)?);
         Ok(())
     }
@@ -103,7 +104,7 @@ impl Group {
     ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, outcome) = sync_channel(1);
         let mut queue = lock(&self.queue);
@@ -167,8 +168,12 @@ fn make_durable(jobs: &[Box<dyn Job>]) -> Result<(), StoreError> {
 /// committed (the transaction is dropped, which aborts it).
 fn apply_all(db: &Database, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
-    for job in jobs.iter_mut() {
-        job.apply(&tx)?;
+    {
+        // The tables stay open for the whole batch and close before the commit.
+        let tables = Tx::new(&tx);
+        for job in jobs.iter_mut() {
+            job.apply(&tables)?;
+        }
     }
     tx.commit()?;
     Ok(())

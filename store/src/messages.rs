@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use redb::WriteTransaction;
+use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
@@ -201,7 +201,7 @@ impl Store {
 /// `delivered` event (after `events`) inside `tx`, unless this recipient of this
 /// submission was filed before; returns the ID the message is filed under.
 pub(crate) fn file(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     id: &MessageId,
     body: Extent,
     message: &NewMessage,
@@ -244,7 +244,7 @@ pub(crate) fn file(
 
 /// Writes a message's metadata and inbox index entry inside `tx` (its body is written
 /// before the commit).
-pub(crate) fn store_message(tx: &WriteTransaction, meta: &MessageMeta) -> Result<(), StoreError> {
+pub(crate) fn store_message(tx: &Tx<'_>, meta: &MessageMeta) -> Result<(), StoreError> {
     put(&mut tx.open_table(MESSAGES)?, meta.id.as_str(), meta)?;
     count_usage(tx, meta, true)?;
     put(

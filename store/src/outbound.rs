@@ -8,7 +8,9 @@
 //! queue only with an outcome (sent, dropped, expired), committed together with its
 //! tracking event.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
@@ -49,7 +51,7 @@ pub struct Outbound {
 }
 
 /// Queues `entry` inside `tx`.
-pub(crate) fn enqueue(tx: &WriteTransaction, entry: &Outbound) -> Result<(), StoreError> {
+pub(crate) fn enqueue(tx: &Tx<'_>, entry: &Outbound) -> Result<(), StoreError> {
     let mut table = tx.open_table(OUTBOUND)?;
     if table.get(entry.id.as_str())?.is_some() {
         return Err(StoreError::Exists("outbound message"));

@@ -2,7 +2,9 @@
 //! before each attempt, and a letter that cannot be processed is set aside in the
 //! quarantine, kept as received, until an operator releases or drops it.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
@@ -129,7 +131,7 @@ impl Store {
 /// Takes `id` out of the quarantine inside `tx`, in `state` and with `event`;
 /// `false` if it is not quarantined.
 fn leave(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     id: &TrackingId,
     state: SubmissionState,
     event: Event,

@@ -1,11 +1,10 @@
 //! A member's own settings: app communication, and the smarthealth record (activation
 //! with the accepted terms version, storage used, and letters refused over quota).
 
-use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
-use crate::db::{MEMBERS, SMARTHEALTH, USAGE, get, put};
+use crate::db::{MEMBERS, ReadRecords, SMARTHEALTH, Tx, USAGE, get, put};
 use crate::error::StoreError;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
@@ -148,21 +147,14 @@ impl Store {
 }
 
 /// Octets of ciphertext in the member's smarthealth inbox, inside a transaction.
-fn used(
-    usage: &impl ReadableTable<&'static str, &'static [u8]>,
-    kvnr: &Kvnr,
-) -> Result<u64, StoreError> {
+fn used(usage: &impl ReadRecords, kvnr: &Kvnr) -> Result<u64, StoreError> {
     let key = format!("{kvnr}/{}", Mailbox::Smarthealth);
     Ok(get::<u64>(usage, &key)?.unwrap_or(0))
 }
 
 /// Counts a message filed (`filed`) or deleted in its inbox's usage, inside the
 /// transaction that files or deletes it; an inbox emptied leaves no record.
-pub(crate) fn count_usage(
-    tx: &WriteTransaction,
-    meta: &MessageMeta,
-    filed: bool,
-) -> Result<(), StoreError> {
+pub(crate) fn count_usage(tx: &Tx<'_>, meta: &MessageMeta, filed: bool) -> Result<(), StoreError> {
     let key = format!("{}/{}", meta.kvnr, meta.mailbox);
     let mut usage = tx.open_table(USAGE)?;
     let before = get::<u64>(&usage, &key)?.unwrap_or(0);

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
+
+use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
@@ -77,7 +79,7 @@ pub struct Submission {
 }
 
 /// Loads a submission inside `tx`, or fails with `NotFound`.
-pub(crate) fn load(tx: &WriteTransaction, id: &TrackingId) -> Result<Submission, StoreError> {
+pub(crate) fn load(tx: &Tx<'_>, id: &TrackingId) -> Result<Submission, StoreError> {
     get(&tx.open_table(SUBMISSIONS)?, id.as_str())?.ok_or(StoreError::NotFound("submission"))
 }
 
@@ -265,7 +267,7 @@ impl Store {
 /// quarantined), inside `tx`. Returns where the dropped letter was, to be punched
 /// once the transaction is committed.
 pub(crate) fn finish(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     id: &TrackingId,
     state: SubmissionState,
     events: Vec<Event>,
@@ -291,10 +293,7 @@ pub(crate) fn finish(
 
 /// Deletes the record of a letter the store kept for `id` inside `tx`; returns where
 /// its bytes are, to be punched once the transaction is committed.
-pub(crate) fn take_spooled(
-    tx: &WriteTransaction,
-    id: &TrackingId,
-) -> Result<Option<Extent>, StoreError> {
+pub(crate) fn take_spooled(tx: &Tx<'_>, id: &TrackingId) -> Result<Option<Extent>, StoreError> {
     tx.open_table(SPOOLED)?.remove(id.as_str())?;
     let mut spooled = tx.open_table(SPOOLED_AT)?;
     let extent = get::<Extent>(&spooled, id.as_str())?;

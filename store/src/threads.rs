@@ -4,7 +4,7 @@
 //! answer finds its thread by the Message-ID it replies to (`In-Reply-To`), which is
 //! recorded for the member when their message is queued.
 
-use redb::WriteTransaction;
+use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
@@ -53,7 +53,7 @@ fn ref_key(kvnr: &Kvnr, message_id: &str) -> String {
 /// Records the member's message of `reference` at `at` inside `tx`: the thread (new or
 /// touched) and the Message-ID answers will refer to.
 pub(crate) fn record_sent(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     kvnr: &Kvnr,
     reference: &ThreadRef,
     at: Timestamp,
@@ -83,7 +83,7 @@ pub(crate) fn record_sent(
 
 /// Marks the member's thread `id` as updated at `at` inside `tx`.
 pub(crate) fn touch(
-    tx: &WriteTransaction,
+    tx: &Tx<'_>,
     kvnr: &Kvnr,
     id: &ThreadId,
     at: Timestamp,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::Store;
 use crate::bodies::{Extent, Reread};
 use crate::db::{
-    BASIC_UPLOADS, EVENTS, MESSAGES, SUBMISSIONS, UPLOADS, get, put, scan, secret_hash,
+    BASIC_UPLOADS, EVENTS, MESSAGES, SUBMISSIONS, Tx, UPLOADS, get, put, scan, secret_hash,
 };
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
@@ -131,7 +131,7 @@ fn upload_key(kvnr: &Kvnr, id: &TrackingId) -> String {
 }
 
 /// Queues `message` with its `accepted` event inside `tx`.
-fn enqueue_accepted(tx: &redb::WriteTransaction, message: &Outbound) -> Result<(), StoreError> {
+fn enqueue_accepted(tx: &Tx<'_>, message: &Outbound) -> Result<(), StoreError> {
     enqueue(tx, message)?;
     let event = Event::new(EventKind::Accepted)
         .recipient(&message.rcpt_to)

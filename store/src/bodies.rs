@@ -26,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::Store;
 use crate::db::{MESSAGES, Records, SPOOLED_AT};
 use crate::error::StoreError;
+use crate::locks::lock;
 use crate::messages::MessageMeta;
 use crate::puncher::Puncher;
 use crate::shared_sync::SharedSync;
@@ -253,9 +254,7 @@ impl Bodies {
     /// starting a new one when it is full (or none is open yet).
     fn reserve(&self, len: u64, reread: Reread) -> io::Result<(Arc<Segment>, u64)> {
         // The tail and the counter stay consistent even if a holder panicked.
-        let mut tail = self.tails[reread.lane()]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut tail = lock(&self.tails[reread.lane()]);
         let (segment, end) = match tail.take() {
             // A segment whose fsync failed takes no more letters.
             Some((segment, end))
@@ -267,7 +266,7 @@ impl Bodies {
                 if let (Some((segment, _)), Reread::Soon) = (full, reread) {
                     lock(&self.sealed).push(segment);
                 }
-                let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut next = lock(&self.next);
                 (Arc::new(self.create(&mut next)?), 0)
             }
         };
@@ -428,11 +427,6 @@ fn has_data(file: &File) -> bool {
         rustix::fs::seek(file, rustix::fs::SeekFrom::Data(0)),
         Err(rustix::io::Errno::NXIO)
     )
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The file of segment `number` in `dir`.

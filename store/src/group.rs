@@ -12,13 +12,14 @@
 //! duplicate, a missing record) is never another's.
 
 use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use redb::Database;
 
 use crate::bodies::Durable;
 use crate::db::Tx;
 use crate::error::StoreError;
+use crate::locks::lock;
 
 /// One queued change and the caller waiting for its outcome.
 trait Job: Send {
@@ -75,11 +76,6 @@ struct Queue {
 pub(crate) struct Group {
     queue: Mutex<Queue>,
     done: Condvar,
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Ends a batch, even one whose leader panicked: the next caller may lead.

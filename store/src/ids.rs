@@ -7,11 +7,12 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+use crate::locks::lock;
 use crate::time::now;
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -28,7 +29,7 @@ fn new_id() -> Result<String, StoreError> {
         value |= u128::from(*b) << (72 - 8 * i);
     }
     {
-        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = lock(&LAST);
         if value <= *last {
             // The same millisecond (or a clock set back): after the last, by a random
             // step of up to 2^32, so that consecutive IDs are not one apart.

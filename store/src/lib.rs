@@ -30,6 +30,7 @@ mod ids;
 mod inbox;
 mod kvnr;
 mod lifecycle;
+mod locks;
 mod mailbox;
 mod members;
 mod messages;

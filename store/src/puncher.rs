@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::bodies::Extent;
+use crate::locks::lock;
 
 /// How long the puncher gathers ranges before it punches them.
 const GATHER: Duration = Duration::from_millis(20);
@@ -47,7 +48,7 @@ struct State {
 impl Shared {
     /// The state, consistent even if a holder panicked.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Waits for `changed`.

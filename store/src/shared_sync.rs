@@ -4,8 +4,10 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+
+use crate::locks::lock;
 
 /// One file's (or directory's) fsyncs, shared. Each request takes a ticket; an fsync
 /// started after a ticket was taken covers it (the writes before the ticket were done
@@ -39,7 +41,7 @@ impl SharedSync {
         fsync: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<()> {
         // The state stays consistent even if a holder panicked.
-        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut synced = lock(&self.synced);
         if self.failed() {
             return Err(io::Error::other(
                 "an earlier fsync of this file failed; its writes may be lost",

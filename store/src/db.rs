@@ -111,7 +111,7 @@ impl<'t> Tx<'t> {
     }
 
     /// The table `definition`, opened at its first use in this transaction; an error
-    /// while an earlier use still holds it.
+    /// while an earlier use still holds it, or for a table the store does not define.
     pub(crate) fn open_table(
         &self,
         definition: Records,
@@ -120,7 +120,7 @@ impl<'t> Tx<'t> {
         let index = ALL_TABLES
             .iter()
             .position(|table| table.name() == name)
-            .ok_or_else(|| StoreError::TableInUse(format!("{name} (not a table of the store)")))?;
+            .ok_or(StoreError::NotFound("table"))?;
         let cell = &self.open[index];
         if cell.get().is_none() {
             // Nothing else fills the cell meanwhile (a `Tx` is used by one thread).

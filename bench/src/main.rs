@@ -69,6 +69,10 @@ struct Args {
     /// Also run Postfix with smtp-source at the same sizes and concurrencies.
     #[arg(long)]
     compare_postfix: bool,
+    /// With --compare-postfix: rounds of Postfix and kvgate in turn at 4 KiB and
+    /// concurrency 32, `--letters` each; the target is judged on their median ratio.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Where the JSON result goes.
     #[arg(long, global = true, default_value = "bench/results")]
     out: PathBuf,
@@ -144,9 +148,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Every delivered letter stays in its member's inbox: each member gets room for
     // its share of the run (armored ciphertext is under twice the letter).
     let scenarios_per_size = args.concurrency.len() as u64 + 1;
-    let run_octets: u64 = args.sizes.iter().map(|&kib| kib as u64 * 1024).sum::<u64>()
-        * args.letters as u64
-        * scenarios_per_size;
+    let rounds = if args.compare_postfix { args.rounds } else { 0 };
+    let run_octets: u64 = (args.sizes.iter().map(|&kib| kib as u64 * 1024).sum::<u64>()
+        * scenarios_per_size
+        + (report::TARGET_SIZE_KIB * 1024 * rounds) as u64)
+        * args.letters.max(report::TARGET_CONCURRENCY) as u64;
     let quota = (2 * run_octets).div_ceil(args.members.max(1) as u64);
     installation.fit_limits(
         args.concurrency.iter().copied().max().unwrap_or(1),
@@ -155,7 +161,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let server = Server::start(&installation)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let scenarios = runtime.block_on(scenarios(
+    let measured = runtime.block_on(scenarios(
         &args,
         &installation,
         &server,
@@ -163,15 +169,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         &limits,
     ));
     let stopped = server.stop();
-    let scenarios = scenarios?;
+    let (scenarios, postfix) = measured?;
     stopped?;
 
-    let postfix = if args.compare_postfix {
-        eprintln!("running Postfix…");
-        postfix::compare(&args.sizes, &args.concurrency, args.letters)
-    } else {
-        Comparison::NotRequested
-    };
     let targets = report::targets(&limits, &scenarios, &postfix);
     let report = Report {
         started_at,
@@ -188,14 +188,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Enrols the members, makes the letters, and runs every size at every concurrency.
+/// Enrols the members, makes the letters, runs every size at every concurrency, and
+/// then Postfix if asked to.
 async fn scenarios(
     args: &Args,
     installation: &Installation,
     server: &Server,
     registered: &[members::Registered],
     limits: &limits::Limits,
-) -> anyhow::Result<Vec<scenario::Row>> {
+) -> anyhow::Result<(Vec<scenario::Row>, Comparison)> {
     let (smtp_tls, api_tls) = installation.client_tls()?;
     let members = members::enroll(server.api, api_tls.clone(), registered).await?;
     let setup = Setup {
@@ -207,6 +208,7 @@ async fn scenarios(
         delivery_timeout: Duration::from_secs(args.delivery_timeout),
     };
     let mut rows = Vec::new();
+    let mut target_letters = None;
     for &size_kib in &args.sizes {
         let letters = Arc::new(letters::compose(installation, &members, size_kib * 1024)?);
         for &concurrency in &args.concurrency {
@@ -230,9 +232,79 @@ async fn scenarios(
                 };
                 rows.push(one(&setup, &letters, size_kib, plan).await?);
             }
+            target_letters = Some(letters);
         }
     }
-    Ok(rows)
+    let postfix = if args.compare_postfix {
+        compare(args, &setup, target_letters).await?
+    } else {
+        Comparison::NotRequested
+    };
+    Ok((rows, postfix))
+}
+
+/// Runs Postfix at every size and concurrency, then `--rounds` rounds of Postfix and
+/// kvgate in turn at the target's size and concurrency (with `target_letters`, the target
+/// size's letters; no rounds if that size was not run). A kvgate round that fails fails the run;
+/// Postfix failing is the comparison's verdict.
+async fn compare(
+    args: &Args,
+    setup: &Setup<'_>,
+    target_letters: Option<Arc<Vec<letters::Letter>>>,
+) -> anyhow::Result<Comparison> {
+    eprintln!("running Postfix…");
+    let instance = match postfix::Instance::start(&args.concurrency) {
+        Ok(instance) => instance,
+        Err(verdict) => return Ok(verdict),
+    };
+    // smtp-source runs to the end before anything else does: block this worker.
+    let measure = |size_kib, concurrency| {
+        tokio::task::block_in_place(|| instance.measure(size_kib, concurrency, args.letters))
+    };
+    let postfix_failed = |e: anyhow::Error| Comparison::Failed {
+        error: format!("{e:#}"),
+    };
+    let rows = match tokio::task::block_in_place(|| {
+        instance.sweep(&args.sizes, &args.concurrency, args.letters)
+    }) {
+        Ok(rows) => rows,
+        Err(e) => return Ok(postfix_failed(e)),
+    };
+    let mut rounds = Vec::new();
+    let (size_kib, concurrency) = (report::TARGET_SIZE_KIB, report::TARGET_CONCURRENCY);
+    let (letters, rounds_to_run) = match target_letters {
+        Some(letters) => (letters, args.rounds),
+        None => (Arc::default(), 0),
+    };
+    for n in 0..rounds_to_run {
+        eprintln!("round {} of {}: Postfix and kvgate in turn…", n + 1, args.rounds);
+        let plan = Plan {
+            count: args.letters.max(concurrency),
+            concurrency,
+            pace: None,
+        };
+        // Alternate which goes first, so a drift within a round favours neither.
+        let postfix_first = n % 2 == 0;
+        let (postfix, kvgate) = if postfix_first {
+            let postfix = measure(size_kib, concurrency);
+            (postfix, scenario::run(setup, letters.clone(), size_kib, plan).await?)
+        } else {
+            let kvgate = scenario::run(setup, letters.clone(), size_kib, plan).await?;
+            (measure(size_kib, concurrency), kvgate)
+        };
+        match postfix {
+            Ok(postfix) => rounds.push(postfix::Round {
+                postfix_first,
+                postfix,
+                kvgate,
+            }),
+            Err(e) => return Ok(postfix_failed(e)),
+        }
+    }
+    Ok(match instance.stop() {
+        Ok(()) => Comparison::Ran { rows, rounds },
+        Err(e) => postfix_failed(e),
+    })
 }
 
 /// Runs one scenario, saying so on stderr.

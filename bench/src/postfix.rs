@@ -1,7 +1,10 @@
 //! `--compare-postfix`: a private Postfix instance on a loopback port, queueing what it
 //! accepts (every queue file is fsynced before 250) and handing it to the `discard`
 //! transport, driven by Postfix's own `smtp-source` at the benchmark's concurrencies
-//! and sizes. Nothing is installed here; without Postfix the comparison says so.
+//! and sizes, and then in rounds that alternate with kvgate at the target's size and
+//! concurrency (the machine's speed drifts by a fifth from one hour to the next, more
+//! than the gap being measured). Nothing is installed here; without Postfix the
+//! comparison says so.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -11,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde::Serialize;
+use tempfile::TempDir;
+
+use crate::scenario::Row;
 
 /// How to get the two programs on Debian and Ubuntu.
 pub const INSTALL: &str = "apt-get install postfix   # provides postfix and smtp-source";
@@ -30,8 +36,10 @@ pub enum Comparison {
     },
     /// Postfix ran.
     Ran {
-        /// One row per size and concurrency.
+        /// One row per size and concurrency, run after kvgate's own rows.
         rows: Vec<PostfixRow>,
+        /// Postfix and kvgate in turn at the target's size and concurrency.
+        rounds: Vec<Round>,
     },
     /// Postfix was there but the run failed.
     Failed {
@@ -51,28 +59,187 @@ pub struct PostfixRow {
     pub messages: usize,
     /// Accepted messages per second (wall clock of `smtp-source`).
     pub accepted_per_s: f64,
+    /// Messages per second from the first connection until the last was handed to
+    /// `discard` and its queue file removed (Postfix's counterpart of delivered/s).
+    pub discarded_per_s: f64,
 }
 
-/// Runs the comparison for every size (KiB) and concurrency, `messages` each.
-pub fn compare(sizes_kib: &[usize], concurrencies: &[usize], messages: usize) -> Comparison {
-    let postfix = find("postfix");
-    let source = find("smtp-source");
-    let (Some(postfix), Some(source)) = (postfix.clone(), source.clone()) else {
-        let missing = [("postfix", postfix), ("smtp-source", source)]
-            .into_iter()
-            .filter(|(_, found)| found.is_none())
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        return Comparison::NotInstalled {
-            missing,
-            install: INSTALL.to_owned(),
+/// One round of the interleaved comparison: the same size and concurrency run on
+/// Postfix and on kvgate back to back, so both meet the machine in the same minute.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    /// Whether Postfix ran first in this round (the order alternates).
+    pub postfix_first: bool,
+    /// Postfix's run.
+    pub postfix: PostfixRow,
+    /// kvgate's run.
+    pub kvgate: Row,
+}
+
+impl Round {
+    /// kvgate's delivered letters/s over Postfix's accepted messages/s.
+    pub fn ratio(&self) -> f64 {
+        self.kvgate.delivered_per_s / self.postfix.accepted_per_s
+    }
+}
+
+/// A private Postfix instance listening on a loopback port, stopped when dropped.
+pub struct Instance {
+    postfix: PathBuf,
+    source: PathBuf,
+    conf: PathBuf,
+    addr: SocketAddr,
+    running: bool,
+    scratch: TempDir,
+}
+
+impl Instance {
+    /// Starts an instance with room for `concurrencies`; where Postfix is missing or
+    /// does not start, the comparison's verdict instead.
+    pub fn start(concurrencies: &[usize]) -> Result<Instance, Comparison> {
+        let postfix = find("postfix");
+        let source = find("smtp-source");
+        let (Some(postfix), Some(source)) = (postfix.clone(), source.clone()) else {
+            let missing = [("postfix", postfix), ("smtp-source", source)]
+                .into_iter()
+                .filter(|(_, found)| found.is_none())
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            return Err(Comparison::NotInstalled {
+                missing,
+                install: INSTALL.to_owned(),
+            });
         };
-    };
-    match run(&postfix, &source, sizes_kib, concurrencies, messages) {
-        Ok(rows) => Comparison::Ran { rows },
-        Err(e) => Comparison::Failed {
+        Self::launch(postfix, source, concurrencies).map_err(|e| Comparison::Failed {
             error: format!("{e:#}"),
-        },
+        })
+    }
+
+    fn launch(
+        postfix: PathBuf,
+        source: PathBuf,
+        concurrencies: &[usize],
+    ) -> anyhow::Result<Instance> {
+        let scratch = tempfile::tempdir().context("creating the Postfix directory")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = configure(scratch.path(), port, concurrencies)?;
+        let mut instance = Instance {
+            postfix,
+            source,
+            conf,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            running: false,
+            scratch,
+        };
+        control(&instance.postfix, &instance.conf, "start")?;
+        instance.running = true;
+        let started = Instant::now();
+        while TcpStream::connect(instance.addr).is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "Postfix did not listen on {} within 20 s; {}",
+                    instance.addr,
+                    log_tail(instance.scratch.path())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(instance)
+    }
+
+    /// Runs `smtp-source` for every size and concurrency, `messages` each.
+    pub fn sweep(
+        &self,
+        sizes_kib: &[usize],
+        concurrencies: &[usize],
+        messages: usize,
+    ) -> anyhow::Result<Vec<PostfixRow>> {
+        let mut rows = Vec::new();
+        for &size_kib in sizes_kib {
+            for &concurrency in concurrencies {
+                rows.push(self.measure(size_kib, concurrency, messages)?);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Runs `smtp-source` once: `messages` (at least one per session) of `size_kib`
+    /// on `concurrency` sessions.
+    pub fn measure(
+        &self,
+        size_kib: usize,
+        concurrency: usize,
+        messages: usize,
+    ) -> anyhow::Result<PostfixRow> {
+        let messages = messages.max(concurrency);
+        let clock = Instant::now();
+        let output = Command::new(&self.source)
+            .args(["-d", "-s", &concurrency.to_string()])
+            .args(["-m", &messages.to_string()])
+            .args(["-l", &(size_kib * 1024).to_string()])
+            .args([
+                "-f",
+                "sender@postfix-bench.test",
+                "-t",
+                "member@postfix-bench.test",
+            ])
+            .arg(self.addr.to_string())
+            .output()
+            .with_context(|| format!("running {}", self.source.display()))?;
+        let seconds = clock.elapsed().as_secs_f64();
+        ensure!(
+            output.status.success() && output.stderr.is_empty(),
+            "smtp-source failed: {}; {}",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            log_tail(self.scratch.path())
+        );
+        // Accepted mail is still being handed to `discard` and its queue files removed;
+        // that work would otherwise run into whatever is measured next.
+        self.drain()?;
+        Ok(PostfixRow {
+            size_kib,
+            concurrency,
+            messages,
+            accepted_per_s: messages as f64 / seconds,
+            discarded_per_s: messages as f64 / clock.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Waits until no message is left in the instance's queue.
+    fn drain(&self) -> anyhow::Result<()> {
+        let queue = self.scratch.path().join("queue");
+        let started = Instant::now();
+        loop {
+            let left: usize = ["maildrop", "incoming", "active", "deferred"]
+                .iter()
+                .map(|dir| files_under(&queue.join(dir)))
+                .sum();
+            if left == 0 {
+                return Ok(());
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "Postfix still had {left} messages queued 120 s after smtp-source ended; {}",
+                log_tail(self.scratch.path())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the instance, saying whether `postfix stop` succeeded.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.running = false;
+        control(&self.postfix, &self.conf, "stop")
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.running {
+            // A run that failed half-way still leaves no Postfix behind; why it failed
+            // is already on its way to the user.
+            let _ = control(&self.postfix, &self.conf, "stop");
+        }
     }
 }
 
@@ -85,23 +252,19 @@ fn find(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Starts the instance, measures every scenario, stops the instance.
-fn run(
-    postfix: &Path,
-    source: &Path,
-    sizes_kib: &[usize],
-    concurrencies: &[usize],
-    messages: usize,
-) -> anyhow::Result<Vec<PostfixRow>> {
-    let scratch = tempfile::tempdir().context("creating the Postfix directory")?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let conf = configure(scratch.path(), port, concurrencies)?;
-    let measured = control(postfix, &conf, "start")
-        .and_then(|()| measure(source, port, sizes_kib, concurrencies, messages));
-    let stopped = control(postfix, &conf, "stop");
-    let rows = measured.with_context(|| log_tail(scratch.path()))?;
-    stopped?;
-    Ok(rows)
+/// Regular files in `dir` and its subdirectories (Postfix hashes queue directories);
+/// a directory that is not there, or goes while it is read, holds none.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| match entry.file_type() {
+                Ok(kind) if kind.is_dir() => files_under(&entry.path()),
+                Ok(kind) if kind.is_file() => 1,
+                _ => 0,
+            })
+            .sum()
+    })
 }
 
 /// The end of the instance's log, to say why something failed.
@@ -209,53 +372,36 @@ fn control(postfix: &Path, conf: &Path, action: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `smtp-source` for every size and concurrency once the listener answers.
-fn measure(
-    source: &Path,
-    port: u16,
-    sizes_kib: &[usize],
-    concurrencies: &[usize],
-    messages: usize,
-) -> anyhow::Result<Vec<PostfixRow>> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("Postfix did not listen on {addr} within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+#[cfg(test)]
+mod tests {
+    use super::{files_under, master_cf};
+
+    #[test]
+    fn queued_files_are_counted_in_hashed_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(files_under(&dir.path().join("absent")), 0);
+        std::fs::create_dir_all(dir.path().join("active/A/B")).unwrap();
+        assert_eq!(files_under(dir.path()), 0);
+        std::fs::write(dir.path().join("active/A/B/4F2C81A0"), b"q").unwrap();
+        std::fs::write(dir.path().join("active/A/4F2C81A1"), b"q").unwrap();
+        std::fs::write(dir.path().join("4F2C81A2"), b"q").unwrap();
+        assert_eq!(files_under(dir.path()), 3);
+        assert_eq!(files_under(&dir.path().join("active")), 2);
     }
-    let mut rows = Vec::new();
-    for &size_kib in sizes_kib {
-        for &concurrency in concurrencies {
-            let messages = messages.max(concurrency);
-            let clock = Instant::now();
-            let output = Command::new(source)
-                .args(["-d", "-s", &concurrency.to_string()])
-                .args(["-m", &messages.to_string()])
-                .args(["-l", &(size_kib * 1024).to_string()])
-                .args([
-                    "-f",
-                    "sender@postfix-bench.test",
-                    "-t",
-                    "member@postfix-bench.test",
-                ])
-                .arg(addr.to_string())
-                .output()
-                .with_context(|| format!("running {}", source.display()))?;
-            let seconds = clock.elapsed().as_secs_f64();
-            ensure!(
-                output.status.success() && output.stderr.is_empty(),
-                "smtp-source failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-            rows.push(PostfixRow {
-                size_kib,
-                concurrency,
-                messages,
-                accepted_per_s: messages as f64 / seconds,
-            });
-        }
+
+    #[test]
+    fn the_listener_moves_and_no_service_is_chrooted() {
+        let template = "# comment\n\
+                        smtp      inet  n       -       y       -       -       smtpd\n\
+                        \x20 -o smtpd_sasl_auth_enable=yes\n\
+                        pickup    unix  n       -       y       60      1       pickup\n";
+        let conf = master_cf(template, 2525);
+        assert_eq!(
+            conf,
+            "# comment\n\
+             127.0.0.1:2525 inet n - n - - smtpd\n\
+             \x20 -o smtpd_sasl_auth_enable=yes\n\
+             pickup unix n - n 60 1 pickup\n"
+        );
     }
-    Ok(rows)
 }

@@ -10,11 +10,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::limits::Limits;
-use crate::postfix::Comparison;
+use crate::postfix::{Comparison, Round};
 use crate::scenario::{Percentiles, Row};
 
 /// The letter size (KiB) the targets are stated for.
 pub const TARGET_SIZE_KIB: usize = 4;
+
+/// The concurrency the throughput targets are stated for.
+pub const TARGET_CONCURRENCY: usize = 32;
 
 /// Everything one run measured.
 #[derive(Debug, Serialize)]
@@ -68,7 +71,7 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
             r.size_kib == TARGET_SIZE_KIB && r.concurrency == concurrency && r.paced_per_s.is_none()
         })
     };
-    let ratio = match at(32) {
+    let ratio = match at(TARGET_CONCURRENCY) {
         Some(r) => Target {
             target: "delivered letters/s >= 50% of the crypto limit at concurrency 32",
             holds: Some(r.ratio_to_crypto_limit >= 0.5),
@@ -91,24 +94,44 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
         },
         None => not_measured("delivered letters/s >= 50% of the crypto limit at concurrency 32"),
     };
-    let postfix_row = match postfix {
-        Comparison::Ran { rows: postfix } => at(32).zip(
-            postfix
+    let ahead_target = "ahead of Postfix's accepted messages/s at concurrency 32";
+    let ahead = match (postfix, at(TARGET_CONCURRENCY)) {
+        (Comparison::Ran { rounds, .. }, _) if !rounds.is_empty() => {
+            let ratio = median(rounds.iter().map(Round::ratio).collect());
+            let each: Vec<String> = rounds
                 .iter()
-                .find(|p| p.size_kib == TARGET_SIZE_KIB && p.concurrency == 32),
-        ),
-        _ => None,
-    };
-    let ahead = match postfix_row {
-        Some((k, p)) => Target {
-            target: "ahead of Postfix's accepted messages/s at concurrency 32",
-            holds: Some(k.delivered_per_s > p.accepted_per_s),
-            detail: format!(
-                "kvgate {:.1} delivered/s, Postfix {:.1} accepted/s",
-                k.delivered_per_s, p.accepted_per_s
-            ),
+                .map(|r| {
+                    format!(
+                        "{:.1}/{:.1}",
+                        r.kvgate.delivered_per_s, r.postfix.accepted_per_s
+                    )
+                })
+                .collect();
+            Target {
+                target: ahead_target,
+                holds: Some(ratio > 1.0),
+                detail: format!(
+                    "median of {} interleaved rounds: kvgate at {:.1}% of Postfix (kvgate delivered/s / Postfix accepted/s: {})",
+                    rounds.len(),
+                    ratio * 100.0,
+                    each.join(", ")
+                ),
+            }
+        }
+        (Comparison::Ran { rows: postfix, .. }, Some(k)) => match postfix.iter().find(|p| {
+            p.size_kib == TARGET_SIZE_KIB && p.concurrency == TARGET_CONCURRENCY
+        }) {
+            Some(p) => Target {
+                target: ahead_target,
+                holds: Some(k.delivered_per_s > p.accepted_per_s),
+                detail: format!(
+                    "kvgate {:.1} delivered/s, Postfix {:.1} accepted/s (one run each, minutes apart)",
+                    k.delivered_per_s, p.accepted_per_s
+                ),
+            },
+            None => not_measured(ahead_target),
         },
-        None => not_measured("ahead of Postfix's accepted messages/s at concurrency 32"),
+        _ => not_measured(ahead_target),
     };
     let large = rows
         .iter()
@@ -140,6 +163,17 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
         None => not_measured("p99 accept latency <= 25 ms at half of the peak rate"),
     };
     vec![ratio, latency, ahead, throughput]
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    }
 }
 
 fn not_measured(target: &'static str) -> Target {
@@ -244,15 +278,15 @@ pub fn render(report: &Report) -> String {
         Comparison::Failed { error } => {
             let _ = writeln!(out, "Postfix comparison failed: {error}");
         }
-        Comparison::Ran { rows } => {
+        Comparison::Ran { rows, rounds } => {
             let _ = writeln!(
                 out,
                 "Postfix (plain SMTP, queue + discard) beside kvgate (SMTPS + mTLS, unwrap, re-encrypt, file):"
             );
             let _ = writeln!(
                 out,
-                "{:>5} {:>4} {:>18} {:>18}",
-                "size", "conc", "postfix acc/s", "kvgate dlvd/s"
+                "{:>5} {:>4} {:>18} {:>18} {:>18}",
+                "size", "conc", "postfix acc/s", "postfix done/s", "kvgate dlvd/s"
             );
             for p in rows {
                 let kvgate = report
@@ -266,9 +300,44 @@ pub fn render(report: &Report) -> String {
                     .map_or_else(|| "-".to_owned(), |r| format!("{:.1}", r.delivered_per_s));
                 let _ = writeln!(
                     out,
-                    "{:>4}K {:>4} {:>18.1} {:>18}",
-                    p.size_kib, p.concurrency, p.accepted_per_s, kvgate
+                    "{:>4}K {:>4} {:>18.1} {:>18.1} {:>18}",
+                    p.size_kib, p.concurrency, p.accepted_per_s, p.discarded_per_s, kvgate
                 );
+            }
+            if !rounds.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nInterleaved rounds at {TARGET_SIZE_KIB}K × {TARGET_CONCURRENCY}, {} letters each:",
+                    rounds[0].postfix.messages
+                );
+                let _ = writeln!(
+                    out,
+                    "{:>5} {:>8} {:>14} {:>14} {:>14} {:>7} {:>7} {:>20}",
+                    "round",
+                    "first",
+                    "postfix acc/s",
+                    "postfix done/s",
+                    "kvgate dlvd/s",
+                    "ratio",
+                    "cpu ms",
+                    "accept ms p50/95/99"
+                );
+                for (n, r) in rounds.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{:>5} {:>8} {:>14.1} {:>14.1} {:>14.1} {:>6.1}% {:>7} {:>20}",
+                        n + 1,
+                        if r.postfix_first { "postfix" } else { "kvgate" },
+                        r.postfix.accepted_per_s,
+                        r.postfix.discarded_per_s,
+                        r.kvgate.delivered_per_s,
+                        r.ratio() * 100.0,
+                        r.kvgate
+                            .server_cpu_ms_per_letter
+                            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+                        triple(r.kvgate.accept_ms)
+                    );
+                }
             }
         }
     }
@@ -310,4 +379,17 @@ pub fn write_json(
     let json = serde_json::to_string_pretty(value)?;
     std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![0.8]), 0.8);
+        assert!(median(Vec::new()).is_nan());
+    }
 }

@@ -277,7 +277,11 @@ async fn compare(
         None => (Arc::default(), 0),
     };
     for n in 0..rounds_to_run {
-        eprintln!("round {} of {}: Postfix and kvgate in turn…", n + 1, args.rounds);
+        eprintln!(
+            "round {} of {}: Postfix and kvgate in turn…",
+            n + 1,
+            args.rounds
+        );
         let plan = Plan {
             count: args.letters.max(concurrency),
             concurrency,
@@ -287,7 +291,10 @@ async fn compare(
         let postfix_first = n % 2 == 0;
         let (postfix, kvgate) = if postfix_first {
             let postfix = measure(size_kib, concurrency);
-            (postfix, scenario::run(setup, letters.clone(), size_kib, plan).await?)
+            (
+                postfix,
+                scenario::run(setup, letters.clone(), size_kib, plan).await?,
+            )
         } else {
             let kvgate = scenario::run(setup, letters.clone(), size_kib, plan).await?;
             (measure(size_kib, concurrency), kvgate)

@@ -118,9 +118,10 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
                 ),
             }
         }
-        (Comparison::Ran { rows: postfix, .. }, Some(k)) => match postfix.iter().find(|p| {
-            p.size_kib == TARGET_SIZE_KIB && p.concurrency == TARGET_CONCURRENCY
-        }) {
+        (Comparison::Ran { rows: postfix, .. }, Some(k)) => match postfix
+            .iter()
+            .find(|p| p.size_kib == TARGET_SIZE_KIB && p.concurrency == TARGET_CONCURRENCY)
+        {
             Some(p) => Target {
                 target: ahead_target,
                 holds: Some(k.delivered_per_s > p.accepted_per_s),

@@ -69,7 +69,7 @@ pub(super) fn write<'k>(
     let mut prefix = [0u8; PREFIX];
     random(&mut prefix[..BLOCK]).map_err(failed)?;
     prefix.copy_within(BLOCK - 2..BLOCK, BLOCK);
-    let mut sealer = Sealer::new(&session_key, out)?;
+    let mut sealer = Sealer::new(&session_key, seipd_body, out)?;
     sealer.hashed(&prefix)?;
     sealer.hashed(&literal_header)?;
     sealer.hashed(&LITERAL_HEADER)?;
@@ -104,13 +104,14 @@ struct Sealer<'o> {
 }
 
 impl<'o> Sealer<'o> {
-    fn new(session_key: &SessionKey, out: &'o mut dyn Write) -> Result<Self, PgpError> {
+    /// A sealer for `len` octets at most (its buffer is no larger than a step).
+    fn new(session_key: &SessionKey, len: usize, out: &'o mut dyn Write) -> Result<Self, PgpError> {
         let cipher = BufEncryptor::new_from_slices(session_key, &[0; BLOCK])
             .map_err(|e| PgpError::Encrypt(e.to_string().into()))?;
         Ok(Sealer {
             cipher,
             mdc: Sha1::new(),
-            step: Vec::with_capacity(STEP),
+            step: Vec::with_capacity(STEP.min(len)),
             out,
         })
     }

@@ -65,7 +65,9 @@ pub(super) fn pkcs7_body(entity: &[u8]) -> Result<SecretBytes, UnwrapError> {
     Ok(der)
 }
 
-/// Base64 characters decoded at a time (a multiple of 4).
+/// Base64 characters decoded at a time (a multiple of 4). A chunk is never made larger
+/// than its body: a 64 KiB buffer freed for every small letter made glibc's `free`
+/// consolidate its fast bins each time.
 const BASE64_CHUNK: usize = 64 * 1024;
 
 /// Decodes a base64 body, skipping whitespace. Padding must be canonical and may only
@@ -104,7 +106,7 @@ fn decode_regular(body: &[u8]) -> Option<SecretBytes> {
         _ => false,
     };
     let mut der = SecretBytes::with_capacity(body.len().div_ceil(4) * 3);
-    let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK);
+    let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK.min(body.len()));
     let mut rest = body;
     loop {
         while chunk.len() + width <= BASE64_CHUNK && line_at(rest) {
@@ -150,7 +152,7 @@ fn decode_lines(body: &[u8]) -> Result<SecretBytes, UnwrapError> {
     // Room for everything, so that decoding never moves (and leaves behind) plaintext.
     let mut der = SecretBytes::with_capacity(body.len().div_ceil(4) * 3);
     // Opaque signed data carries the letter itself: wipe the chunks too.
-    let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK);
+    let mut chunk = SecretBytes::with_capacity(BASE64_CHUNK.min(body.len()));
     // MIME's base64 lines hold no whitespace but their breaks; should a body hold
     // some, it is dropped as the lines are gathered.
     let spaced = memchr::memchr3(b' ', b'\t', 0x0c, body).is_some();

@@ -51,6 +51,7 @@ pub(super) struct Conn<IO> {
     io: IO,
     input: BytesMut,
     output: Vec<u8>,
+    decoded: Vec<u8>,
     write_timeout: Duration,
 }
 
@@ -61,6 +62,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             io,
             input: BytesMut::with_capacity(CHUNK),
             output: Vec::new(),
+            decoded: Vec::new(),
             write_timeout,
         }
     }
@@ -116,6 +118,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         &self.input
     }
 
+    /// The connection's buffer for decoded message text, empty, with room for a
+    /// [`CHUNK`]; hand it back with [`Conn::return_decoded`] so the next message
+    /// reuses it.
+    pub(super) fn take_decoded(&mut self) -> Vec<u8> {
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        decoded.reserve(CHUNK);
+        decoded
+    }
+
+    /// Keeps `decoded` for the next message.
+    pub(super) fn return_decoded(&mut self, decoded: Vec<u8>) {
+        self.decoded = decoded;
+    }
+
     /// Marks `n` buffered octets as consumed.
     pub(super) fn consume(&mut self, n: usize) {
         self.input.advance(n);
@@ -132,15 +149,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let mut discarding = false;
         loop {
             if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
-                let mut line = self.input.split_to(end + 1);
-                if discarding || line.len() > MAX_COMMAND_LINE {
-                    return Ok(Input::TooLong);
-                }
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
-                }
-                return Ok(Input::Line(line.freeze()));
+                // The line is copied out: a line split off would share the buffer
+                // while the caller holds it, and the next read would allocate a new
+                // one (64 KiB for every command).
+                let too_long = discarding || end + 1 > MAX_COMMAND_LINE;
+                let line = (!too_long).then(|| {
+                    let text = &self.input[..end];
+                    Bytes::copy_from_slice(text.strip_suffix(b"\r").unwrap_or(text))
+                });
+                self.input.advance(end + 1);
+                return Ok(line.map_or(Input::TooLong, Input::Line));
             }
             if self.input.len() >= MAX_COMMAND_LINE {
                 discarding = true;

@@ -1,6 +1,6 @@
 //! Moving message text from the connection to the handler's sink: the whole
 //! of a DATA message, or one BDAT chunk, decoded by a [`Decoder`] and written
-//! in pieces of at most [`CHUNK`] octets, so memory stays bounded whatever
+//! in pieces of at most [`CHUNK`](super::conn::CHUNK) octets, so memory stays bounded whatever
 //! the message size.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
-use super::conn::{CHUNK, Conn, Fill};
+use super::conn::{Conn, Fill};
 use super::decoder::Decoder;
 use super::reply::Reply;
 
@@ -49,7 +49,7 @@ where
         Extent::Terminator => u64::MAX,
         Extent::Octets(n) => n,
     };
-    let mut out = Vec::with_capacity(CHUNK);
+    let mut out = conn.take_decoded();
     let mut sink_ok = true;
     loop {
         let input = conn.buffered();
@@ -62,6 +62,7 @@ where
         sink_ok = write(sink, &out, sink_ok).await;
         out.clear();
         if done || remaining == 0 {
+            conn.return_decoded(out);
             return Ok(sink_ok);
         }
         if conn.buffered().is_empty() {

@@ -137,11 +137,11 @@ impl Policy {
         if let Some(mailbox) = mailbox {
             inbox::admit(sender.kind, &member, mailbox).map_err(|closed| closed.reply())?;
         }
-        let keys = self
+        let has_key = self
             .store
-            .member_keys(&kvnr)
+            .has_member_key(&kvnr)
             .map_err(|e| store_failure(&e))?;
-        if keys.is_empty() {
+        if !has_key {
             return Err(Reply::new(
                 550,
                 (5, 1, 1),

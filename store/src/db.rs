@@ -338,6 +338,14 @@ pub(crate) fn scan<T: DeserializeOwned>(
     Ok(out)
 }
 
+/// Whether any record's key starts with `prefix` (nothing is decoded).
+pub(crate) fn any_under(table: &impl ReadRecords, prefix: &str) -> Result<bool, StoreError> {
+    match table.records().range(prefix..)?.next() {
+        Some(entry) => Ok(entry?.0.value().starts_with(prefix)),
+        None => Ok(false),
+    }
+}
+
 /// A random secret of `bytes` random bytes, as lowercase hex.
 pub(crate) fn random_hex(bytes: usize) -> Result<String, StoreError> {
     let mut buf = vec![0u8; bytes];

@@ -7,7 +7,8 @@ use crate::Store;
 use crate::birthdate::BirthDate;
 use crate::credentials::{CredentialPolicy, EnrollmentCode, issue_token, take_code};
 use crate::db::{
-    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, get, put, random_hex, scan, secret_hash,
+    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, any_under, get, put, random_hex, scan,
+    secret_hash,
 };
 use crate::error::StoreError;
 use crate::ids::DeviceId;
@@ -191,6 +192,12 @@ impl Store {
         self.read(|tx| get(&tx.open_table(MEMBERS)?, kvnr.as_str()))
     }
 
+    /// Whether the member has at least one active OpenPGP key (the keys themselves
+    /// are not read).
+    pub fn has_member_key(&self, kvnr: &Kvnr) -> Result<bool, StoreError> {
+        self.read(|tx| any_under(&tx.open_table(MEMBER_KEYS)?, &format!("{kvnr}/")))
+    }
+
     /// The member's active OpenPGP keys.
     pub fn member_keys(&self, kvnr: &Kvnr) -> Result<Vec<MemberKey>, StoreError> {
         self.read(|tx| scan(&tx.open_table(MEMBER_KEYS)?, &format!("{kvnr}/")))
@@ -295,5 +302,29 @@ mod tests {
         let keys = store.member_keys(&kvnr).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].origin, KeyOrigin::Device(device.id));
+    }
+
+    #[test]
+    fn a_member_has_a_key_only_once_one_of_their_own_is_active() {
+        let (_dir, store) = store();
+        let kvnr = alice().kvnr;
+        let code = store.add_member(alice(), None).unwrap();
+        // Sorts just before Alice: the first key at or after its prefix is hers.
+        let before = Kvnr::parse("A000000002").unwrap();
+        assert!(!store.has_member_key(&kvnr).unwrap());
+        store
+            .enroll(
+                &kvnr,
+                &code,
+                "phone",
+                "FP1",
+                "KEY",
+                now(),
+                &CredentialPolicy::default(),
+            )
+            .unwrap()
+            .unwrap();
+        assert!(store.has_member_key(&kvnr).unwrap());
+        assert!(!store.has_member_key(&before).unwrap());
     }
 }

@@ -223,7 +223,9 @@ async fn scenarios(
             // Half of the best sustained (delivered) rate, on as many connections as
             // the target's concurrency allows.
             let peak = rows.iter().map(|r| r.delivered_per_s).fold(0.0, f64::max);
-            let connections = args.concurrency.iter().copied().filter(|&c| c <= 32).max();
+            let connections = (args.concurrency.iter().copied())
+                .filter(|&c| c <= report::TARGET_CONCURRENCY)
+                .max();
             if let (true, Some(concurrency)) = (peak > 0.0, connections) {
                 let plan = Plan {
                     count: args.letters,
@@ -253,7 +255,11 @@ async fn compare(
     target_letters: Option<Arc<Vec<letters::Letter>>>,
 ) -> anyhow::Result<Comparison> {
     eprintln!("running Postfix…");
-    let instance = match postfix::Instance::start(&args.concurrency) {
+    // Room for the sweep's sessions and the rounds'.
+    let sessions: Vec<usize> = (args.concurrency.iter().copied())
+        .chain([report::TARGET_CONCURRENCY])
+        .collect();
+    let instance = match postfix::Instance::start(&sessions) {
         Ok(instance) => instance,
         Err(verdict) => return Ok(verdict),
     };

@@ -263,13 +263,10 @@ async fn compare(
         Ok(instance) => instance,
         Err(verdict) => return Ok(verdict),
     };
-    // smtp-source runs to the end before anything else does: block this worker.
-    let measure = |size_kib, concurrency| {
-        tokio::task::block_in_place(|| instance.measure(size_kib, concurrency, args.letters))
-    };
     let postfix_failed = |e: anyhow::Error| Comparison::Failed {
         error: format!("{e:#}"),
     };
+    // smtp-source runs to the end before anything else does: block this worker.
     let rows = match tokio::task::block_in_place(|| {
         instance.sweep(&args.sizes, &args.concurrency, args.letters)
     }) {
@@ -281,6 +278,20 @@ async fn compare(
     let (letters, rounds_to_run) = match target_letters {
         Some(letters) => (letters, args.rounds),
         None => (Arc::default(), 0),
+    };
+    // Each round's Postfix run is the second on a fresh instance, after one as long
+    // that is not counted (see `postfix::Instance::renewed`).
+    let mut instance = Some(instance);
+    let mut measure = |size_kib, concurrency| {
+        tokio::task::block_in_place(|| {
+            let fresh = instance
+                .take()
+                .context("the previous Postfix instance did not stop")?
+                .renewed(size_kib, concurrency, args.letters)?;
+            let row = fresh.measure(size_kib, concurrency, args.letters);
+            instance = Some(fresh);
+            row
+        })
     };
     for n in 0..rounds_to_run {
         eprintln!(
@@ -314,7 +325,11 @@ async fn compare(
             Err(e) => return Ok(postfix_failed(e)),
         }
     }
-    Ok(match instance.stop() {
+    let stopped = match instance {
+        Some(instance) => instance.stop(),
+        None => Ok(()),
+    };
+    Ok(match stopped {
         Ok(()) => Comparison::Ran { rows, rounds },
         Err(e) => postfix_failed(e),
     })

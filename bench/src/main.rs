@@ -71,7 +71,7 @@ struct Args {
     compare_postfix: bool,
     /// With --compare-postfix: rounds of Postfix and kvgate in turn at 4 KiB and
     /// concurrency 32, `--letters` each; the target is judged on their median ratio.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// Where the JSON result goes.
     #[arg(long, global = true, default_value = "bench/results")]

@@ -259,7 +259,7 @@ async fn compare(
     let sessions: Vec<usize> = (args.concurrency.iter().copied())
         .chain([report::TARGET_CONCURRENCY])
         .collect();
-    let instance = match postfix::Instance::start(&sessions) {
+    let mut instance = match postfix::Instance::start(&sessions) {
         Ok(instance) => instance,
         Err(verdict) => return Ok(verdict),
     };
@@ -280,17 +280,11 @@ async fn compare(
         None => (Arc::default(), 0),
     };
     // Each round's Postfix run is the second on a fresh instance, after one as long
-    // that is not counted (see `postfix::Instance::renewed`).
-    let mut instance = Some(instance);
+    // that is not counted (see `postfix::Instance::renew`).
     let mut measure = |size_kib, concurrency| {
         tokio::task::block_in_place(|| {
-            let fresh = instance
-                .take()
-                .context("the previous Postfix instance did not stop")?
-                .renewed(size_kib, concurrency, args.letters)?;
-            let row = fresh.measure(size_kib, concurrency, args.letters);
-            instance = Some(fresh);
-            row
+            instance.renew(size_kib, concurrency, args.letters)?;
+            instance.measure(size_kib, concurrency, args.letters)
         })
     };
     for n in 0..rounds_to_run {
@@ -325,11 +319,7 @@ async fn compare(
             Err(e) => return Ok(postfix_failed(e)),
         }
     }
-    let stopped = match instance {
-        Some(instance) => instance.stop(),
-        None => Ok(()),
-    };
-    Ok(match stopped {
+    Ok(match instance.stop() {
         Ok(()) => Comparison::Ran { rows, rounds },
         Err(e) => postfix_failed(e),
     })

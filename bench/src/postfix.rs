@@ -228,7 +228,7 @@ impl Instance {
         }
     }
 
-    /// Stops this instance and starts a fresh one (a new queue, new processes) warmed
+    /// Replaces this instance with a fresh one (a new queue, new processes) warmed
     /// up with `warm_up` messages of `size_kib` on `concurrency` sessions, which are
     /// not counted. Run after run, one instance gets slower: at 4 KiB and 32 sessions
     /// six runs in a row, each starting on an empty queue, accepted 1096 (cold), 1257,
@@ -236,21 +236,16 @@ impl Instance {
     /// and 981 in a second try, while kvgate's rate stayed flat: rounds on one
     /// instance favoured kvgate more the more there were. A fresh instance's second
     /// run is the fastest of such a series.
-    pub fn renewed(
-        self,
+    pub fn renew(
+        &mut self,
         size_kib: usize,
         concurrency: usize,
         warm_up: usize,
-    ) -> anyhow::Result<Instance> {
-        let (postfix, source, sessions) = (
-            self.postfix.clone(),
-            self.source.clone(),
-            self.sessions.clone(),
-        );
-        self.stop()?;
-        let fresh = Self::launch(postfix, source, &sessions)?;
-        fresh.measure(size_kib, concurrency, warm_up)?;
-        Ok(fresh)
+    ) -> anyhow::Result<()> {
+        control(&self.postfix, &self.conf, "stop")?;
+        self.running = false;
+        *self = Self::launch(self.postfix.clone(), self.source.clone(), &self.sessions)?;
+        self.measure(size_kib, concurrency, warm_up).map(|_| ())
     }
 
     /// Stops the instance, saying whether `postfix stop` succeeded.

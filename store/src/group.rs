@@ -3,16 +3,17 @@
 //! Each caller queues its change, with the letter bodies it must find durable first. If
 //! no batch is being committed, the caller leads: it takes every change queued so far,
 //! makes their bodies durable (one fsync of a segment for the lot), applies them in
-//! one write transaction and commits it (one fsync for the lot). Otherwise it waits until the running batch is
-//! done, and then either finds its own change settled (it was in that batch) or leads
-//! the next one. Waiting is on a condition variable, never on the leader's lock, so a
-//! caller whose change is committed returns at once instead of queueing behind later
-//! batches. A caller returns only after the commit that holds its change is durable. If
-//! the batch fails as a whole, each change is retried alone, so one change's failure (a
-//! duplicate, a missing record) is never another's.
+//! one write transaction and commits it (one fsync for the lot). Otherwise it waits on
+//! its own channel, which wakes it only for its own turn: its change is settled (it was
+//! in a batch), or it is the first caller still waiting when a batch ends and leads the
+//! next one. Nobody else is woken (a condition variable woke every waiter at every
+//! batch's end, most of them to wait again), and the next leader is told before the
+//! settled callers are, so the next batch does not wait for their wake-ups. A caller
+//! returns only after the commit that holds its change is durable. If the batch fails as a whole, each change is retried
+//! alone, so one change's failure (a duplicate, a missing record) is never another's.
 
-use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use redb::Database;
 
@@ -21,6 +22,15 @@ use crate::db::Tx;
 use crate::error::StoreError;
 use crate::locks::lock;
 
+/// How a change fared in its transaction.
+type Outcome = Result<(), StoreError>;
+
+/// What a waiting caller is told: that it leads the next batch, or its change's outcome.
+enum Turn<T> {
+    Lead,
+    Settled(Result<T, StoreError>),
+}
+
 /// One queued change and the caller waiting for its outcome.
 trait Job: Send {
     /// What must be durable before the change is committed.
@@ -28,7 +38,9 @@ trait Job: Send {
     /// Applies the change inside `tx`; may run again in a fresh transaction.
     fn apply(&mut self, tx: &Tx<'_>) -> Result<(), StoreError>;
     /// Hands the outcome to the waiting caller once the transaction is settled.
-    fn settle(self: Box<Self>, outcome: Result<(), StoreError>);
+    fn settle(self: Box<Self>, outcome: Outcome);
+    /// Tells the waiting caller to lead the next batch; false if it is gone.
+    fn lead(&self) -> bool;
 }
 
 /// A change with what it needs durable first, its last result and the channel its
@@ -37,7 +49,7 @@ struct Call<T, F> {
     durable: Durable,
     change: F,
     value: Option<T>,
-    reply: SyncSender<Result<T, StoreError>>,
+    reply: SyncSender<Turn<T>>,
 }
 
 impl<T, F> Job for Call<T, F>
@@ -54,37 +66,50 @@ where
         Ok(())
     }
 
-    fn settle(self: Box<Self>, outcome: Result<(), StoreError>) {
+    fn settle(self: Box<Self>, outcome: Outcome) {
         let Call { value, reply, .. } = *self;
         let result = outcome.and_then(|()| value.ok_or(StoreError::Abandoned));
         // The caller waits on the other end until it gets this; if it is gone there is
         // nobody left to tell.
-        let _ = reply.send(result);
+        let _ = reply.send(Turn::Settled(result));
+    }
+
+    fn lead(&self) -> bool {
+        // The channel holds one message and a queued call has been sent none (a call
+        // is told to lead at most once, and settled only after it left the queue).
+        self.reply.try_send(Turn::Lead).is_ok()
     }
 }
 
-/// The changes waiting for a commit, and whether a batch is being committed.
+/// The changes waiting for a commit, and whether a batch is being committed (or its
+/// next leader has been told and is on its way).
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Box<dyn Job>>,
     leading: bool,
 }
 
-/// Group commit of one database: the queue, and a condition variable rung whenever a
-/// batch is done.
+/// Group commit of one database.
 #[derive(Default)]
 pub(crate) struct Group {
     queue: Mutex<Queue>,
-    done: Condvar,
 }
 
-/// Ends a batch, even one whose leader panicked: the next caller may lead.
+/// Ends a batch, even one whose leader panicked: the first caller still waiting leads
+/// the next one, or, with nobody waiting, the next caller to come.
 struct Leading<'a>(&'a Group);
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        lock(&self.0.queue).leading = false;
-        self.0.done.notify_all();
+        let mut queue = lock(&self.0.queue);
+        while let Some(first) = queue.waiting.first() {
+            if first.lead() {
+                return;
+            }
+            // Its caller is gone (it cannot be while it waits); drop its change.
+            queue.waiting.remove(0);
+        }
+        queue.leading = false;
     }
 }
 
@@ -102,53 +127,55 @@ impl Group {
         T: Send + 'static,
         F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, outcome) = sync_channel(1);
-        let mut queue = lock(&self.queue);
-        queue.waiting.push(Box::new(Call {
-            durable,
-            change,
-            value: None,
-            reply,
-        }));
-        loop {
-            match outcome.try_recv() {
-                Ok(result) => return result,
+        let (reply, turn) = sync_channel(1);
+        let leads = {
+            let mut queue = lock(&self.queue);
+            queue.waiting.push(Box::new(Call {
+                durable,
+                change,
+                value: None,
+                reply,
+            }));
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if !leads {
+            match turn.recv() {
+                Ok(Turn::Settled(result)) => return result,
+                Ok(Turn::Lead) => {}
                 // Dropped unsettled: its batch's leader panicked.
-                Err(TryRecvError::Disconnected) => return Err(StoreError::Abandoned),
-                Err(TryRecvError::Empty) => {}
+                Err(_) => return Err(StoreError::Abandoned),
             }
-            if queue.leading {
-                queue = self
-                    .done
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            // Our change is still queued (it was not settled), so the batch holds it.
-            let batch = std::mem::take(&mut queue.waiting);
-            queue.leading = true;
-            drop(queue);
-            let leading = Leading(self);
-            run(db, batch);
-            drop(leading);
-            queue = lock(&self.queue);
+        }
+        // Our change is still queued (it was not settled), so the batch holds it.
+        let leading = Leading(self);
+        let batch = std::mem::take(&mut lock(&self.queue).waiting);
+        let done = run(db, batch);
+        // The next batch starts before this one's callers are woken, one by one.
+        drop(leading);
+        for (job, outcome) in done {
+            job.settle(outcome);
+        }
+        match turn.try_recv() {
+            Ok(Turn::Settled(result)) => result,
+            Ok(Turn::Lead) | Err(_) => Err(StoreError::Abandoned),
         }
     }
 }
 
-/// Commits a batch together, or each change alone if that fails, and settles them.
-fn run(db: &Database, mut batch: Vec<Box<dyn Job>>) {
+/// Commits a batch together, or each change alone if that fails; returns each change
+/// with its outcome, to be settled.
+fn run(db: &Database, mut batch: Vec<Box<dyn Job>>) -> Vec<(Box<dyn Job>, Outcome)> {
     if batch.len() > 1 && make_durable(&batch).is_ok() && apply_all(db, &mut batch).is_ok() {
-        for job in batch {
-            job.settle(Ok(()));
-        }
-        return;
+        return batch.into_iter().map(|job| (job, Ok(()))).collect();
     }
-    for mut job in batch {
-        let one = std::slice::from_mut(&mut job);
-        let outcome = make_durable(one).and_then(|()| apply_all(db, one));
-        job.settle(outcome);
-    }
+    batch
+        .into_iter()
+        .map(|mut job| {
+            let one = std::slice::from_mut(&mut job);
+            let outcome = make_durable(one).and_then(|()| apply_all(db, one));
+            (job, outcome)
+        })
+        .collect()
 }
 
 /// Makes what `jobs` need durable; each segment's fsync runs once, the others find
@@ -215,5 +242,53 @@ mod tests {
             }
         }
         assert_eq!(store.queued().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn a_change_that_panics_abandons_its_batch_and_the_next_one_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        if i == 5 {
+                            store.write_grouped(|_| -> Result<(), StoreError> {
+                                panic!("a change that fails hard")
+                            })
+                        } else {
+                            let id = TrackingId::generate().unwrap();
+                            store
+                                .accept_submission(&submission(&id), None, Handoff::Queue)
+                                .map(|()| id)
+                                .map(|_| ())
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join()).collect()
+        });
+        // The panic reaches the leader of the batch that held the change (its own
+        // caller or another); the other changes of that batch are abandoned.
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match outcome {
+                Err(_) | Ok(Err(StoreError::Abandoned)) => {}
+                Ok(Ok(())) => assert_ne!(i, 5, "the panicking change was committed"),
+                Ok(Err(e)) => panic!("{e:?}"),
+            }
+        }
+        assert!(outcomes.iter().any(|outcome| outcome.is_err()));
+        let committed = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Ok(Ok(()))))
+            .count();
+        assert_eq!(store.queued().unwrap().len(), committed);
+        // Nobody is left leading a batch that ended in a panic.
+        let id = TrackingId::generate().unwrap();
+        store
+            .accept_submission(&submission(&id), None, Handoff::Queue)
+            .unwrap();
+        assert!(store.submission(&id).unwrap().is_some());
     }
 }

@@ -22,9 +22,6 @@ use crate::db::Tx;
 use crate::error::StoreError;
 use crate::locks::lock;
 
-/// How a change fared in its transaction.
-type Outcome = Result<(), StoreError>;
-
 /// What a waiting caller is told: that it leads the next batch, or its change's outcome.
 enum Turn<T> {
     Lead,
@@ -38,7 +35,7 @@ trait Job: Send {
     /// Applies the change inside `tx`; may run again in a fresh transaction.
     fn apply(&mut self, tx: &Tx<'_>) -> Result<(), StoreError>;
     /// Hands the outcome to the waiting caller once the transaction is settled.
-    fn settle(self: Box<Self>, outcome: Outcome);
+    fn settle(self: Box<Self>, outcome: Result<(), StoreError>);
     /// Tells the waiting caller to lead the next batch; false if it is gone.
     fn lead(&self) -> bool;
 }
@@ -66,7 +63,7 @@ where
         Ok(())
     }
 
-    fn settle(self: Box<Self>, outcome: Outcome) {
+    fn settle(self: Box<Self>, outcome: Result<(), StoreError>) {
         let Call { value, reply, .. } = *self;
         let result = outcome.and_then(|()| value.ok_or(StoreError::Abandoned));
         // The caller waits on the other end until it gets this; if it is gone there is
@@ -149,11 +146,11 @@ impl Group {
         // Our change is still queued (it was not settled), so the batch holds it.
         let leading = Leading(self);
         let batch = std::mem::take(&mut lock(&self.queue).waiting);
-        let done = run(db, batch);
+        let committed = run(db, batch);
         // The next batch starts before this one's callers are woken, one by one.
         drop(leading);
-        for (job, outcome) in done {
-            job.settle(outcome);
+        for job in committed {
+            job.settle(Ok(()));
         }
         match turn.try_recv() {
             Ok(Turn::Settled(result)) => result,
@@ -162,20 +159,19 @@ impl Group {
     }
 }
 
-/// Commits a batch together, or each change alone if that fails; returns each change
-/// with its outcome, to be settled.
-fn run(db: &Database, mut batch: Vec<Box<dyn Job>>) -> Vec<(Box<dyn Job>, Outcome)> {
+/// Commits a batch together and returns its changes, to be settled as committed; if
+/// that fails, commits each change alone and settles it at once (so that a panic in a
+/// later one abandons none that was committed), and returns none.
+fn run(db: &Database, mut batch: Vec<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
     if batch.len() > 1 && make_durable(&batch).is_ok() && apply_all(db, &mut batch).is_ok() {
-        return batch.into_iter().map(|job| (job, Ok(()))).collect();
+        return batch;
     }
-    batch
-        .into_iter()
-        .map(|mut job| {
-            let one = std::slice::from_mut(&mut job);
-            let outcome = make_durable(one).and_then(|()| apply_all(db, one));
-            (job, outcome)
-        })
-        .collect()
+    for mut job in batch {
+        let one = std::slice::from_mut(&mut job);
+        let outcome = make_durable(one).and_then(|()| apply_all(db, one));
+        job.settle(outcome);
+    }
+    Vec::new()
 }
 
 /// Makes what `jobs` need durable; each segment's fsync runs once, the others find
@@ -290,5 +286,56 @@ mod tests {
             .accept_submission(&submission(&id), None, Handoff::Queue)
             .unwrap();
         assert!(store.submission(&id).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_abandoned_change_was_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        // Which changes share the failing one's batch depends on timing: try often.
+        for _ in 0..8 {
+            let outcomes: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..16)
+                    .map(|i| {
+                        let store = &store;
+                        scope.spawn(move || {
+                            let id = TrackingId::generate().unwrap();
+                            let outcome = if i == 5 {
+                                // Fails its batch, then panics when retried alone.
+                                let mut tries = 0;
+                                store.write_grouped(move |_| -> Result<(), StoreError> {
+                                    tries += 1;
+                                    match tries {
+                                        1 => Err(StoreError::Exists("nothing")),
+                                        _ => panic!("a change that fails hard"),
+                                    }
+                                })
+                            } else {
+                                store.accept_submission(&submission(&id), None, Handoff::Queue)
+                            };
+                            (i, id, outcome)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join()).collect()
+            });
+            for (i, id, outcome) in outcomes.into_iter().flatten() {
+                let committed = store.submission(&id).unwrap().is_some();
+                match outcome {
+                    Ok(()) => assert!(
+                        committed,
+                        "caller {i} was told of a commit that is not there"
+                    ),
+                    Err(StoreError::Abandoned) => {
+                        assert!(
+                            !committed,
+                            "caller {i} was told abandoned, but it committed"
+                        )
+                    }
+                    Err(StoreError::Exists(_)) => assert_eq!(i, 5),
+                    Err(e) => panic!("caller {i}: {e:?}"),
+                }
+            }
+        }
     }
 }

@@ -9,8 +9,10 @@
 //! next one. Nobody else is woken (a condition variable woke every waiter at every
 //! batch's end, most of them to wait again), and the next leader is told before the
 //! settled callers are, so the next batch does not wait for their wake-ups. A caller
-//! returns only after the commit that holds its change is durable. If the batch fails as a whole, each change is retried
-//! alone, so one change's failure (a duplicate, a missing record) is never another's.
+//! returns only after the commit that holds its change is durable. If the batch fails
+//! as a whole, each change is retried alone and settled as soon as it is committed, so
+//! one change's failure (a duplicate, a missing record) is never another's, and a
+//! change whose caller is told it was abandoned was not committed.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, sync_channel};

@@ -81,6 +81,12 @@ impl Round {
     pub fn ratio(&self) -> f64 {
         self.kvgate.delivered_per_s / self.postfix.accepted_per_s
     }
+
+    /// kvgate's delivered letters/s over the messages/s Postfix queued and handed to
+    /// `discard` (its `done/s`), the counterpart of delivered.
+    pub fn ratio_to_done(&self) -> f64 {
+        self.kvgate.delivered_per_s / self.postfix.discarded_per_s
+    }
 }
 
 /// A private Postfix instance listening on a loopback port, stopped when dropped.

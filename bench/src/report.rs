@@ -98,6 +98,7 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
     let ahead = match (postfix, at(TARGET_CONCURRENCY)) {
         (Comparison::Ran { rounds, .. }, _) if !rounds.is_empty() => {
             let ratio = median(rounds.iter().map(Round::ratio).collect());
+            let to_done = median(rounds.iter().map(Round::ratio_to_done).collect());
             let each: Vec<String> = rounds
                 .iter()
                 .map(|r| {
@@ -111,10 +112,11 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
                 target: ahead_target,
                 holds: Some(ratio > 1.0),
                 detail: format!(
-                    "median of {} interleaved rounds: kvgate at {:.1}% of Postfix (kvgate delivered/s / Postfix accepted/s: {})",
+                    "median of {} interleaved rounds: kvgate at {:.1}% of Postfix (kvgate delivered/s / Postfix accepted/s: {}); {:.1}% of the messages/s Postfix queued and discarded (its done/s)",
                     rounds.len(),
                     ratio * 100.0,
-                    each.join(", ")
+                    each.join(", "),
+                    to_done * 100.0
                 ),
             }
         }

@@ -1,7 +1,7 @@
 //! Moving message text from the connection to the handler's sink: the whole
 //! of a DATA message, or one BDAT chunk, decoded by a [`Decoder`] and written
-//! in pieces of at most [`CHUNK`](super::conn::CHUNK) octets, so memory stays bounded whatever
-//! the message size.
+//! in pieces of at most [`CHUNK`](super::conn::CHUNK) octets, so memory stays
+//! bounded whatever the message size.
 
 use std::time::Duration;
 

@@ -361,14 +361,21 @@ fn validity_is_judged_at_verification_time() {
     m.pki
         .sign("letter.eml", "signed.eml", "practice", true, &[]);
     let in_two_years = SystemTime::now() + Duration::from_secs(2 * 365 * 86_400);
-    assert!(
-        m.unwrap_with("signed.eml", &m.anchors, SystemTime::now())
-            .is_ok()
-    );
+    let a_month_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+    let unwrap = |at| m.unwrap_with("signed.eml", &m.anchors, at);
+    let first = unwrap(SystemTime::now()).unwrap().signer.unwrap();
+    // Validated again (its path now known) for a later instant: the same answer.
+    let later = SystemTime::now() + Duration::from_secs(60);
+    let again = unwrap(later).unwrap().signer.unwrap();
     assert_eq!(
-        common::reason(m.unwrap_with("signed.eml", &m.anchors, in_two_years)),
-        "signer-expired"
+        (first.fingerprint, first.subject, first.issuer),
+        (again.fingerprint, again.subject, again.issuer)
     );
+    assert_eq!(again.verified_at, later);
+    // A path validated before is not reused outside the validity of its certificates.
+    assert_eq!(common::reason(unwrap(in_two_years)), "signer-expired");
+    assert_eq!(common::reason(unwrap(a_month_ago)), "signer-expired");
+    assert!(unwrap(SystemTime::now()).is_ok());
     // A certificate that expired before it was used.
     m.pki
         .issue_dated("expired", "p256", "20200101000000Z", "20210101000000Z");

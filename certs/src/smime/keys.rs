@@ -10,6 +10,7 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509, X509PurposeId};
 
+use super::chains::ValidatedPaths;
 use crate::error::{CertError, Context};
 use crate::revocation::{Revocation, RevocationPolicy};
 
@@ -45,12 +46,14 @@ impl fmt::Debug for DecryptionKey {
 }
 
 /// The certificates a signer's chain must reach, intermediates known beforehand,
-/// and how revocation is checked. Clones share the revocation caches.
+/// and how revocation is checked. Clones share the revocation caches and the paths
+/// validated before.
 #[derive(Clone)]
 pub struct TrustAnchors {
     anchors: Vec<X509>,
     intermediates: Vec<X509>,
     revocation: Arc<Revocation>,
+    validated: Arc<ValidatedPaths>,
 }
 
 impl TrustAnchors {
@@ -66,6 +69,7 @@ impl TrustAnchors {
             anchors,
             intermediates: Vec::new(),
             revocation: Arc::new(Revocation::new(RevocationPolicy::default())),
+            validated: Arc::default(),
         })
     }
 
@@ -82,8 +86,9 @@ impl TrustAnchors {
         self
     }
 
-    /// An X509 store of the anchors that verifies for S/MIME signing at `at`.
-    pub(super) fn store_at(&self, at: SystemTime) -> Result<X509Store, ErrorStack> {
+    /// An X509 store of the anchors that verifies for S/MIME signing at `at`
+    /// ([`unix_seconds`]).
+    pub(super) fn store_at(&self, at: i64) -> Result<X509Store, ErrorStack> {
         store(&self.anchors, Some(at), Some(X509PurposeId::SMIME_SIGN))
     }
 
@@ -101,6 +106,18 @@ impl TrustAnchors {
     pub(super) fn revocation(&self) -> &Revocation {
         &self.revocation
     }
+
+    /// The signer paths validated before against these anchors.
+    pub(super) fn validated(&self) -> &ValidatedPaths {
+        &self.validated
+    }
+}
+
+/// `at` as the seconds since the epoch that validation uses; times before 1970 become
+/// 1970, which no certificate of ours covers.
+pub(super) fn unix_seconds(at: SystemTime) -> i64 {
+    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 impl fmt::Debug for TrustAnchors {
@@ -118,10 +135,11 @@ impl fmt::Debug for TrustAnchors {
     }
 }
 
-/// A store of `anchors` with, if given, the verification time and purpose.
+/// A store of `anchors` with, if given, the verification time (seconds since the
+/// epoch) and purpose.
 fn store(
     anchors: &[X509],
-    at: Option<SystemTime>,
+    at: Option<i64>,
     purpose: Option<X509PurposeId>,
 ) -> Result<X509Store, ErrorStack> {
     let mut builder = X509StoreBuilder::new()?;
@@ -136,9 +154,7 @@ fn store(
         param.set_purpose(purpose)?;
     }
     if let Some(at) = at {
-        // Times before 1970 become 1970, which no certificate of ours covers.
-        let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        param.set_time(i64::try_from(seconds).unwrap_or(i64::MAX));
+        param.set_time(at);
     }
     builder.set_param(&param)?;
     Ok(builder.build())

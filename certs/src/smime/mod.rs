@@ -3,6 +3,7 @@
 
 mod auth_enveloped;
 mod ber;
+mod chains;
 mod error;
 mod keys;
 mod kim;

@@ -9,7 +9,9 @@ use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509, X509Ref, X509StoreContext};
 use openssl_sys as ffi;
 
+use super::chains::Inputs;
 use super::error::{has_cms_reason, reasons};
+use super::keys;
 use super::kim::{self, KimRecipient};
 use super::libcrypto::{self, SignatureFailure};
 use super::{Signer, TrustAnchors, UnwrapError};
@@ -90,7 +92,8 @@ pub(super) fn verify(
             .push(intermediate.clone())
             .map_err(chain_failure)?;
     }
-    let store = anchors.store_at(at).map_err(chain_failure)?;
+    let at_seconds = keys::unix_seconds(at);
+    let store = anchors.store_at(at_seconds).map_err(chain_failure)?;
     let ocsp_store = anchors.ocsp_store().map_err(chain_failure)?;
     let mut first = None;
     for info in libcrypto::signer_infos(&cms) {
@@ -98,7 +101,15 @@ pub(super) fn verify(
             subject: "unknown".to_owned(),
             detail: "the signer's certificate is not included in the message".to_owned(),
         })?;
-        let chain = check_chain(&store, &cert, &untrusted)?;
+        let inputs = Inputs::of(&cert, &untrusted).map_err(chain_failure)?;
+        let chain = match anchors.validated().get(&inputs, at_seconds) {
+            Some(chain) => chain,
+            None => {
+                let chain = check_chain(&store, &cert, &untrusted)?;
+                anchors.validated().keep(inputs, chain.clone());
+                chain
+            }
+        };
         let revocation = anchors
             .revocation()
             .check(&chain, &ocsp_store)
@@ -161,8 +172,6 @@ fn algorithm_name(nid: Nid) -> String {
         .to_owned()
 }
 
-/// Checks that `cert` chains to the store's anchors (S/MIME signing purpose, the
-/// store's time), with intermediates from `untrusted`; returns the chain, leaf
 /// The refusal for signatures that [`libcrypto::verify_signatures`] did not accept.
 fn signature_refusal(failure: SignatureFailure) -> UnwrapError {
     let e = match failure {
@@ -183,6 +192,8 @@ fn signature_refusal(failure: SignatureFailure) -> UnwrapError {
     }
 }
 
+/// Checks that `cert` chains to the store's anchors (S/MIME signing purpose, the
+/// store's time), with intermediates from `untrusted`; returns the chain, leaf
 /// first and anchor last.
 fn check_chain(
     store: &X509StoreRef,

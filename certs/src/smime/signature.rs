@@ -93,7 +93,6 @@ pub(super) fn verify(
             .map_err(chain_failure)?;
     }
     let at_seconds = keys::unix_seconds(at);
-    let store = anchors.store_at(at_seconds).map_err(chain_failure)?;
     let ocsp_store = anchors.ocsp_store().map_err(chain_failure)?;
     let mut first = None;
     for info in libcrypto::signer_infos(&cms) {
@@ -105,6 +104,7 @@ pub(super) fn verify(
         let chain = match anchors.validated().get(&inputs, at_seconds) {
             Some(chain) => chain,
             None => {
+                let store = anchors.store_at(at_seconds).map_err(chain_failure)?;
                 let chain = check_chain(&store, &cert, &untrusted)?;
                 anchors.validated().keep(inputs, chain.clone());
                 chain

@@ -151,19 +151,18 @@ mod tests {
         let now = SystemTime::now();
         let one = path(now);
         let other = path(now);
-        let mut none = Stack::new().unwrap();
+        let mut untrusted = Stack::new().unwrap();
         let of = |signer: &X509, untrusted: &StackRef<X509>| Inputs::of(signer, untrusted).unwrap();
-        assert_eq!(of(&one[0], &none), of(&one[0], &none));
-        assert_ne!(of(&one[0], &none), of(&other[0], &none));
-        let bare = of(&one[0], &none);
-        none.push(one[1].clone()).unwrap();
-        let with_ca = of(&one[0], &none);
-        assert_ne!(bare, with_ca);
-        none.push(other[1].clone()).unwrap();
+        assert_eq!(of(&one[0], &untrusted), of(&one[0], &untrusted));
+        assert_ne!(of(&one[0], &untrusted), of(&other[0], &untrusted));
+        let bare = of(&one[0], &untrusted);
+        untrusted.push(one[1].clone()).unwrap();
+        assert_ne!(bare, of(&one[0], &untrusted));
+        untrusted.push(other[1].clone()).unwrap();
         let mut reversed = Stack::new().unwrap();
         reversed.push(other[1].clone()).unwrap();
         reversed.push(one[1].clone()).unwrap();
-        assert_ne!(of(&one[0], &none), of(&one[0], &reversed));
+        assert_ne!(of(&one[0], &untrusted), of(&one[0], &reversed));
     }
 
     #[test]

@@ -256,6 +256,20 @@ fn crl_files_cover_certificates_without_distribution_points() {
             .with_crl(b"not a CRL")
             .is_err()
     );
+    // The path validated for the letter above is reused (the clone shares it), and
+    // still checked for revocation: a newer CRL file revokes the signer.
+    pki.revoke("int", "filed");
+    server.publish(&pki);
+    let crl = std::fs::read(pki.file("int.crl")).unwrap();
+    let revoking = anchors.clone().with_revocation(
+        Revocation::new(RevocationPolicy::default())
+            .with_crl(&crl)
+            .unwrap(),
+    );
+    assert_eq!(
+        common::reason(verify(&pki, "filed", &revoking)),
+        "signer-revoked"
+    );
 }
 
 #[test]

@@ -309,7 +309,17 @@ fn execute(request: Request, installation: &Installation) -> Reply {
         "admin command over the control socket"
     );
     command.resolve_files(&request.cwd);
+    let anchors = || installation.store.trust_anchors().map(|pems| pems.len());
+    let anchors_before = anchors();
+    let trust = command.name() == "trust";
     let mut stdout = Vec::new();
     let outcome = command.run(Some(installation), &mut stdout);
+    if trust && outcome.is_ok() && anchors().ok() > anchors_before.ok() {
+        stdout.extend_from_slice(RESTART_FOR_ANCHORS.as_bytes());
+    }
     reply(outcome, stdout)
 }
+
+/// Said when a trust anchor was added through a running server: its TLS listeners and
+/// its pipeline read the anchors when it starts.
+const RESTART_FOR_ANCHORS: &str = "note: the running server uses the trust anchors it read when it started: restart it for senders under the new anchor to be accepted\n";

@@ -120,6 +120,21 @@ fn admin_commands_run_in_the_server_while_it_has_the_store() {
         "a name reached the server's log: {log}"
     );
 
+    // A trust anchor added through the server is used once it restarts, and it says so.
+    let ca = install.pki("ca.pem");
+    let out = install.admin_ok(&["trust", "add", ca.to_str().unwrap()]);
+    let (added, note) = out.split_once('\n').unwrap();
+    assert!(added.starts_with("trusted "), "{out}");
+    assert_eq!(
+        note,
+        "note: the running server uses the trust anchors it read when it started: restart it for senders under the new anchor to be accepted\n"
+    );
+    let out = install.admin_ok(&["trust", "add", ca.to_str().unwrap()]);
+    assert!(
+        out.starts_with("already trusted: ") && out.lines().count() == 1,
+        "{out}"
+    );
+
     // Once the server is gone, the command opens the store itself.
     assert!(server.terminate().success());
     assert!(!socket.exists());

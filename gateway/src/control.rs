@@ -201,18 +201,19 @@ pub fn bind(config: &Config) -> anyhow::Result<(UnixListener, PathBuf)> {
 }
 
 /// Runs the admin commands sent to `listener` on `installation` until `shutdown`,
-/// then removes the socket at `path`.
+/// then removes the socket at `path`; `reload` takes up trust anchors added meanwhile.
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     installation: Arc<Installation>,
+    reload: TrustReload,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, installation.clone()));
+                    tokio::spawn(answer(stream, installation.clone(), reload.clone()));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "control socket: accept failed");
@@ -228,10 +229,15 @@ pub async fn serve(
 }
 
 /// Answers one connection.
-async fn answer(mut stream: tokio::net::UnixStream, installation: Arc<Installation>) {
+async fn answer(
+    mut stream: tokio::net::UnixStream,
+    installation: Arc<Installation>,
+    reload: TrustReload,
+) {
     let reply = match receive(&mut stream).await {
         Ok(request) => {
-            match tokio::task::spawn_blocking(move || execute(request, &installation)).await {
+            let run = move || execute(request, &installation, &reload);
+            match tokio::task::spawn_blocking(run).await {
                 Ok(reply) => reply,
                 Err(error) => reply(Err(anyhow::anyhow!("the command failed: {error}")), vec![]),
             }
@@ -275,7 +281,7 @@ async fn receive(stream: &mut tokio::net::UnixStream) -> anyhow::Result<Request>
 }
 
 /// Runs a request's command on the installation and collects what it printed.
-fn execute(request: Request, installation: &Installation) -> Reply {
+fn execute(request: Request, installation: &Installation, reload: &TrustReload) -> Reply {
     let parsed = Cli::try_parse_from(std::iter::once("kvgate".to_owned()).chain(request.args));
     let mut command = match parsed {
         Ok(Cli {
@@ -313,13 +319,25 @@ fn execute(request: Request, installation: &Installation) -> Reply {
     let anchors_before = anchors();
     let trust = command.name() == "trust";
     let mut stdout = Vec::new();
-    let outcome = command.run(Some(installation), &mut stdout);
+    let mut outcome = command.run(Some(installation), &mut stdout);
     if trust && outcome.is_ok() && anchors().ok() > anchors_before.ok() {
-        stdout.extend_from_slice(RESTART_FOR_ANCHORS.as_bytes());
+        outcome = match reload() {
+            Ok(()) => {
+                stdout.extend_from_slice(ANCHORS_TAKEN_UP.as_bytes());
+                outcome
+            }
+            Err(error) => Err(error.context(
+                "the trust anchor is stored, but the running server could not take it up (restart it)",
+            )),
+        };
     }
     reply(outcome, stdout)
 }
 
-/// Said when a trust anchor was added through a running server: its TLS listeners and
-/// its pipeline read the anchors when it starts.
-const RESTART_FOR_ANCHORS: &str = "note: the running server uses the trust anchors it read when it started: restart it for senders under the new anchor to be accepted\n";
+/// Said when a trust anchor was added through a running server and it took it up.
+const ANCHORS_TAKEN_UP: &str =
+    "the running server uses the new trust anchors from now on (connections and letters)\n";
+
+/// Makes the running server take up its trust anchors anew (after `kvgate trust add`):
+/// its TLS listeners and its pipeline read them when it starts.
+pub type TrustReload = Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync>;

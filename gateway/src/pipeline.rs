@@ -21,7 +21,7 @@ use kvgate_store::{
     Store, StoreError, Submission, SubmissionState, TrackingId, now,
 };
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{Notify, watch};
 
 use crate::config::{ProfilePolicy, VerifyAt};
@@ -47,7 +47,8 @@ pub struct Pipeline {
     store: Arc<Store>,
     spool: Spool,
     keys: Vec<DecryptionKey>,
-    anchors: TrustAnchors,
+    /// Whom signers must chain to (see [`Pipeline::set_anchors`]).
+    anchors: RwLock<Arc<TrustAnchors>>,
     domain: String,
     hostname: String,
     /// Notified when reports were queued.
@@ -191,7 +192,7 @@ impl Pipeline {
             store,
             spool,
             keys,
-            anchors,
+            anchors: RwLock::new(Arc::new(anchors)),
             domain: domain.to_owned(),
             hostname: hostname.to_owned(),
             outbound,
@@ -217,6 +218,12 @@ impl Pipeline {
     pub fn with_earztbrief(mut self, policy: ProfilePolicy) -> Self {
         self.earztbrief = policy;
         self
+    }
+
+    /// Trusts `anchors` for the letters processed from now on: for trust anchors
+    /// changed while the server runs.
+    pub fn set_anchors(&self, anchors: TrustAnchors) {
+        *self.anchors.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(anchors);
     }
 
     /// Validates signer chains for `verify_at` instead of the receipt time.
@@ -359,7 +366,8 @@ impl Pipeline {
             )));
         };
         let at = self.verify_at.instant(submission.received_at);
-        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &self.anchors, at) {
+        let anchors = Arc::clone(&self.anchors.read().unwrap_or_else(PoisonError::into_inner));
+        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &anchors, at) {
             Ok(unwrapped) => unwrapped,
             // A responder or distribution point that cannot be reached now may answer
             // later: the letter waits (the watchdog reports the delay) instead of failing.

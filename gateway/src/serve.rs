@@ -200,7 +200,7 @@ impl Gateway {
                 tracing::error!(error = %e, "SMTP listener failed");
             }
         });
-        let (s, rx) = (server, stop.clone());
+        let (s, rx) = (server.clone(), stop.clone());
         tasks.spawn(async move {
             if let Err(e) = s.serve_implicit_tls(smtps_listener, rx).await {
                 tracing::error!(error = %e, "SMTPS listener failed");
@@ -273,22 +273,10 @@ impl Gateway {
             outbound.clone(),
         ));
         tasks.spawn(watchdog.run(stop.clone()));
-        let installation = Arc::new(Installation {
-            config: config.clone(),
-            store: store.clone(),
-            spool: spool.clone(),
-        });
-        tasks.spawn(control::serve(
-            control_listener,
-            control_path,
-            installation,
-            stop.clone(),
-        ));
-        tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
-        if let Some(intake) = &intake {
+        let pipeline = intake.as_ref().map(|_| {
             let pipeline = Pipeline::new(
                 store.clone(),
-                spool,
+                spool.clone(),
                 keys,
                 anchors,
                 (&config.domain, &config.hostname),
@@ -298,11 +286,42 @@ impl Gateway {
             .with_verify_at(config.smime.verify_at)
             .with_earztbrief(config.kim.earztbrief)
             .with_smarthealth_quota(config.member_api.smarthealth_quota_bytes);
-            let pipeline = Arc::new(pipeline);
-            let supervisor = Supervisor::new(pipeline, config.pipeline.clone(), intake);
-            tasks.spawn(Arc::new(supervisor).run(stop.clone()));
-        } else {
-            tracing::warn!("queue held: letters are accepted and spooled but not processed");
+            Arc::new(pipeline)
+        });
+        let reload: control::TrustReload = {
+            let (config, store, pipeline) = (config.clone(), store.clone(), pipeline.clone());
+            Arc::new(move || {
+                let pems = trust_anchor_pems(&config, &store)?;
+                let roots: Vec<&[u8]> = pems.iter().map(Vec::as_slice).collect();
+                let tls = tls::sender_server_config(&tls_cert, &tls_key, &roots)?;
+                let signers = signer_trust(&config, &pems)?;
+                server.set_tls(tls);
+                if let Some(pipeline) = &pipeline {
+                    pipeline.set_anchors(signers);
+                }
+                tracing::info!(anchors = pems.len(), "trust anchors taken up anew");
+                Ok(())
+            })
+        };
+        let installation = Arc::new(Installation {
+            config: config.clone(),
+            store: store.clone(),
+            spool,
+        });
+        tasks.spawn(control::serve(
+            control_listener,
+            control_path,
+            installation,
+            reload,
+            stop.clone(),
+        ));
+        tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
+        match (pipeline, &intake) {
+            (Some(pipeline), Some(intake)) => {
+                let supervisor = Supervisor::new(pipeline, config.pipeline.clone(), intake);
+                tasks.spawn(Arc::new(supervisor).run(stop.clone()));
+            }
+            _ => tracing::warn!("queue held: letters are accepted and spooled but not processed"),
         }
         let signer = ReportSigner::load(&identity.0, &identity.1)
             .context("reading the report signing key")?;

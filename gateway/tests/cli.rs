@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use common::*;
+use kvgate::client::smtp;
 
 #[test]
 fn init_writes_keys_private_and_never_overwrites() {
@@ -120,14 +121,14 @@ fn admin_commands_run_in_the_server_while_it_has_the_store() {
         "a name reached the server's log: {log}"
     );
 
-    // A trust anchor added through the server is used once it restarts, and it says so.
+    // A trust anchor added through the server is taken up at once, and it says so.
     let ca = install.pki("ca.pem");
     let out = install.admin_ok(&["trust", "add", ca.to_str().unwrap()]);
-    let (added, note) = out.split_once('\n').unwrap();
+    let (added, taken_up) = out.split_once('\n').unwrap();
     assert!(added.starts_with("trusted "), "{out}");
     assert_eq!(
-        note,
-        "note: the running server uses the trust anchors it read when it started: restart it for senders under the new anchor to be accepted\n"
+        taken_up,
+        "the running server uses the new trust anchors from now on (connections and letters)\n"
     );
     let out = install.admin_ok(&["trust", "add", ca.to_str().unwrap()]);
     assert!(
@@ -166,4 +167,58 @@ fn admin_commands_at_once_without_a_server_wait_for_each_other() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("enrollment-code: "));
     }
+}
+
+#[test]
+fn a_trust_anchor_added_while_serving_admits_its_senders_at_once() {
+    let install = Install::new();
+    // A second CA, unknown to the server, and a practice under it.
+    let (ca, ca_key) = (install.work("other-ca.pem"), install.work("other-ca.key"));
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/O=Other/CN=Other CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca));
+    let from = "praxis@other.test";
+    install.issue_practice_by("other", from, "", (&ca, &ca_key));
+    let (cert, key) = (install.work("other.pem"), install.work("other.key"));
+    install.admin_ok(&[
+        "sender",
+        "add",
+        "--id",
+        "other-practice",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--from",
+        from,
+    ]);
+    let server = install.serve(&[]);
+    let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
+    let inner = format!(
+        "From: Other Practice <{from}>\r\nTo: <{to}>\r\nSubject: x\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nunder a new CA\r\n"
+    );
+    let letter = install.openssl_letter(inner.as_bytes(), Some((&cert, &key)), "x");
+    let send = || {
+        let tls = install.tls_as("other.pem", "other.key");
+        block_on(smtp::submit(server.smtps, tls, from, &[&to], &letter))
+    };
+
+    // Its TLS client certificate chains to no anchor the server knows.
+    assert!(send().is_err(), "a session under an unknown CA was served");
+
+    let out = install.admin_ok(&["trust", "add", ca.to_str().unwrap()]);
+    assert!(out.starts_with("trusted O=Other, CN=Other CA"), "{out}");
+    // Now its session is served and its letter's signature chains to a trusted anchor.
+    let id = tracking_id(&send().unwrap());
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("trust anchors taken up anew"), "{log}");
 }

@@ -24,7 +24,7 @@ mod reply;
 mod session;
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -100,7 +100,8 @@ pub struct Server<H: Handler> {
 /// What every session of a server shares.
 struct Shared<H> {
     handler: Arc<H>,
-    acceptor: TlsAcceptor,
+    /// The TLS configuration new connections get (see [`Server::set_tls`]).
+    acceptor: RwLock<TlsAcceptor>,
     config: Config,
     limits: limits::ConnectionLimits,
 }
@@ -119,7 +120,7 @@ impl<H: Handler> Server<H> {
         Self {
             shared: Arc::new(Shared {
                 handler,
-                acceptor: TlsAcceptor::from(tls),
+                acceptor: RwLock::new(TlsAcceptor::from(tls)),
                 limits: limits::ConnectionLimits::new(
                     config.max_connections,
                     config.max_connections_per_certificate,
@@ -127,6 +128,16 @@ impl<H: Handler> Server<H> {
                 config,
             }),
         }
+    }
+
+    /// Speaks TLS with `tls` on the connections accepted from now on (sessions already
+    /// running keep theirs): for trust anchors changed while the server runs.
+    pub fn set_tls(&self, tls: Arc<rustls::ServerConfig>) {
+        *self
+            .shared
+            .acceptor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = TlsAcceptor::from(tls);
     }
 
     /// Accepts on a plain port offering STARTTLS (nothing but EHLO, HELO,

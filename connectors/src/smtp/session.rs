@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -182,7 +182,10 @@ impl<H: Handler> Session<H> {
     // `&mut self` (not `&self`) keeps the session future `Send` without
     // requiring `H::Session: Sync`.
     async fn handshake(&mut self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
-        let accept = self.shared.acceptor.accept(tcp);
+        let acceptor = (self.shared.acceptor.read())
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let accept = acceptor.accept(tcp);
         match tokio::time::timeout(self.shared.config.command_timeout, accept).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {

@@ -223,6 +223,12 @@ impl Install {
 
     /// [`Install::issue_practice`] with more extension lines for `openssl x509 -extfile`.
     pub fn issue_practice_with(&self, name: &str, email: &str, extensions: &str) {
+        let ca = (self.pki("ca.pem"), self.pki("ca.key"));
+        self.issue_practice_by(name, email, extensions, (&ca.0, &ca.1));
+    }
+
+    /// [`Install::issue_practice_with`] from the CA certificate and key `ca`.
+    pub fn issue_practice_by(&self, name: &str, email: &str, extensions: &str, ca: (&Path, &Path)) {
         let ext = self.work(&format!("{name}.ext"));
         std::fs::write(
             &ext,
@@ -253,9 +259,9 @@ impl Install {
             ])
             .arg(&csr)
             .arg("-CA")
-            .arg(self.pki("ca.pem"))
+            .arg(ca.0)
             .arg("-CAkey")
-            .arg(self.pki("ca.key"))
+            .arg(ca.1)
             .arg("-extfile")
             .arg(&ext)
             .arg("-out")

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod crl_files;
 pub mod demo;
 pub mod earztbrief;
 pub mod inbox;

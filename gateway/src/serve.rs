@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, RevocationMode};
 use crate::control;
+use crate::crl_files;
 use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
@@ -149,6 +150,10 @@ impl Gateway {
             let path = config.resolve(path);
             std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
         };
+        let crl_paths: Vec<PathBuf> = (config.trust.crls.iter())
+            .map(|path| config.resolve(path))
+            .collect();
+        let crls_seen = crl_files::look(&crl_paths);
         let anchor_pems = trust_anchor_pems(&config, &store)?;
         let tls_cert = read(&config.tls.cert)?;
         let tls_key = zeroize::Zeroizing::new(read(&config.tls.key)?);
@@ -308,6 +313,12 @@ impl Gateway {
             store: store.clone(),
             spool,
         });
+        tasks.spawn(crl_files::watch(
+            crl_paths,
+            crls_seen,
+            reload.clone(),
+            stop.clone(),
+        ));
         tasks.spawn(control::serve(
             control_listener,
             control_path,

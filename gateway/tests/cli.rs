@@ -4,9 +4,11 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
 use kvgate::client::smtp;
+use kvgate_certs::devpki;
 
 #[test]
 fn init_writes_keys_private_and_never_overwrites() {
@@ -221,4 +223,60 @@ fn a_trust_anchor_added_while_serving_admits_its_senders_at_once() {
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("trust anchors taken up anew"), "{log}");
+}
+
+#[test]
+fn a_renewed_crl_file_is_in_force_within_seconds() {
+    let install = Install::new();
+    let ca = devpki::Issued {
+        cert_pem: std::fs::read_to_string(install.pki("ca.pem")).unwrap(),
+        key_pem: zeroize::Zeroizing::new(std::fs::read_to_string(install.pki("ca.key")).unwrap()),
+    };
+    let day = Duration::from_secs(86_400);
+    let crl = install.work("ca.crl");
+    std::fs::write(&crl, devpki::crl(&ca, &[], day).unwrap()).unwrap();
+    install.set_config_table(
+        "trust",
+        &format!(
+            "anchors = [\"pki/ca.pem\"]\ncrls = [{:?}]\n",
+            crl.to_str().unwrap()
+        ),
+    );
+    let server = install.serve(&[]);
+    let letter = |subject| install.practice_letter(&text_letter(subject, "x"), subject);
+
+    let id = server.send_to_member(&install, &letter("before"));
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    let verified = trail["events"][1]["detail"].as_str().unwrap().to_owned();
+    assert!(
+        verified.contains("revocation: not revoked (CRL file)"),
+        "{verified}"
+    );
+
+    // The operator's job puts a renewed CRL in place that revokes the practice.
+    let practice = std::fs::read_to_string(install.pki("demo-practice.pem")).unwrap();
+    let aside = install.work("ca.crl.new");
+    std::fs::write(&aside, devpki::crl(&ca, &[&practice], day).unwrap()).unwrap();
+    std::fs::rename(&aside, &crl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|line| line.contains("CRL files changed"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed CRL file was not taken up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let id = server.send_to_member(&install, &letter("after"));
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let last = trail["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["reason"], "signer-revoked", "{trail}");
 }

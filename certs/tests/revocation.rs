@@ -154,6 +154,17 @@ fn with(pki: &TestPki, policy: RevocationPolicy) -> TrustAnchors {
     pki.anchors().with_revocation(Revocation::new(policy))
 }
 
+/// `anchors` checking revocation by the default policy with `pki`'s current CRL file of
+/// its intermediate (after [`CrlServer::publish`]).
+fn with_int_crl_file(pki: &TestPki, anchors: TrustAnchors) -> TrustAnchors {
+    let crl = std::fs::read(pki.file("int.crl")).unwrap();
+    anchors.with_revocation(
+        Revocation::new(RevocationPolicy::default())
+            .with_crl(&crl)
+            .unwrap(),
+    )
+}
+
 fn soft() -> RevocationPolicy {
     RevocationPolicy {
         fail_mode: FailMode::Soft,
@@ -223,12 +234,7 @@ fn crl_files_cover_certificates_without_distribution_points() {
     pki.issue("filed-revoked", "p384", "sign");
     pki.revoke("int", "filed-revoked");
     server.publish(&pki);
-    let crl = std::fs::read(pki.file("int.crl")).unwrap();
-    let anchors = pki.anchors().with_revocation(
-        Revocation::new(RevocationPolicy::default())
-            .with_crl(&crl)
-            .unwrap(),
-    );
+    let anchors = with_int_crl_file(&pki, pki.anchors());
     assert_eq!(
         status(verify(&pki, "filed", &anchors)),
         RevocationStatus::Good {
@@ -260,12 +266,7 @@ fn crl_files_cover_certificates_without_distribution_points() {
     // still checked for revocation: a newer CRL file revokes the signer.
     pki.revoke("int", "filed");
     server.publish(&pki);
-    let crl = std::fs::read(pki.file("int.crl")).unwrap();
-    let revoking = anchors.clone().with_revocation(
-        Revocation::new(RevocationPolicy::default())
-            .with_crl(&crl)
-            .unwrap(),
-    );
+    let revoking = with_int_crl_file(&pki, anchors.clone());
     assert_eq!(
         common::reason(verify(&pki, "filed", &revoking)),
         "signer-revoked"

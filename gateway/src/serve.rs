@@ -25,12 +25,12 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, RevocationMode};
 use crate::control;
-use crate::crl_files;
 use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
 use crate::runtime::{Installation, config_path};
 use crate::supervise::{Intake, Supervisor};
+use crate::trust_files;
 
 /// Options of `kvgate serve`.
 #[derive(Args, Debug, Default)]
@@ -150,10 +150,13 @@ impl Gateway {
             let path = config.resolve(path);
             std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
         };
-        let crl_paths: Vec<PathBuf> = (config.trust.crls.iter())
+        let trust = &config.trust;
+        let trust_paths: Vec<PathBuf> = (trust.anchors.iter())
+            .chain(&trust.intermediates)
+            .chain(&trust.crls)
             .map(|path| config.resolve(path))
             .collect();
-        let crls_seen = crl_files::look(&crl_paths);
+        let trust_seen = trust_files::look(&trust_paths);
         let anchor_pems = trust_anchor_pems(&config, &store)?;
         let tls_cert = read(&config.tls.cert)?;
         let tls_key = zeroize::Zeroizing::new(read(&config.tls.key)?);
@@ -313,9 +316,9 @@ impl Gateway {
             store: store.clone(),
             spool,
         });
-        tasks.spawn(crl_files::watch(
-            crl_paths,
-            crls_seen,
+        tasks.spawn(trust_files::watch(
+            trust_paths,
+            trust_seen,
             reload.clone(),
             stop.clone(),
         ));

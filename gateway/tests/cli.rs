@@ -171,10 +171,9 @@ fn admin_commands_at_once_without_a_server_wait_for_each_other() {
     }
 }
 
-#[test]
-fn a_trust_anchor_added_while_serving_admits_its_senders_at_once() {
-    let install = Install::new();
-    // A second CA, unknown to the server, and a practice under it.
+/// A second CA, "Other CA", made with the `openssl` CLI in the work directory:
+/// its certificate and key.
+fn other_ca(install: &Install) -> (std::path::PathBuf, std::path::PathBuf) {
     let (ca, ca_key) = (install.work("other-ca.pem"), install.work("other-ca.key"));
     run(Command::new("openssl")
         .args([
@@ -187,6 +186,14 @@ fn a_trust_anchor_added_while_serving_admits_its_senders_at_once() {
         .arg(&ca_key)
         .arg("-out")
         .arg(&ca));
+    (ca, ca_key)
+}
+
+#[test]
+fn a_trust_anchor_added_while_serving_admits_its_senders_at_once() {
+    let install = Install::new();
+    // A second CA, unknown to the server, and a practice under it.
+    let (ca, ca_key) = other_ca(&install);
     let from = "praxis@other.test";
     install.issue_practice_by("other", from, "", (&ca, &ca_key));
     let (cert, key) = (install.work("other.pem"), install.work("other.key"));
@@ -259,24 +266,67 @@ fn a_renewed_crl_file_is_in_force_within_seconds() {
     let aside = install.work("ca.crl.new");
     std::fs::write(&aside, devpki::crl(&ca, &[&practice], day).unwrap()).unwrap();
     std::fs::rename(&aside, &crl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|line| line.contains("CRL files changed"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the renewed CRL file was not taken up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    taken_up(&server, 1);
 
     let id = server.send_to_member(&install, &letter("after"));
     let trail = wait_final(&install, &id);
     assert_eq!(trail["submission"]["state"], "failed", "{trail}");
     let last = trail["events"].as_array().unwrap().last().unwrap();
     assert_eq!(last["reason"], "signer-revoked", "{trail}");
+}
+
+#[test]
+fn an_anchor_taken_out_of_its_file_is_trusted_no_more() {
+    let install = Install::new();
+    let anchors = install.work("anchors.pem");
+    std::fs::copy(install.pki("ca.pem"), &anchors).unwrap();
+    install.set_config_table(
+        "trust",
+        &format!("anchors = [{:?}]\n", anchors.to_str().unwrap()),
+    );
+    let server = install.serve(&[]);
+    let letter = install.practice_letter(&text_letter("x", "x"), "x");
+    let id = server.send_to_member(&install, &letter);
+    assert_eq!(
+        wait_final(&install, &id)["submission"]["state"],
+        "delivered"
+    );
+
+    // The development CA is replaced by another one in the file.
+    let (other, _) = other_ca(&install);
+    let aside = install.work("anchors.pem.new");
+    std::fs::copy(&other, &aside).unwrap();
+    std::fs::rename(&aside, &anchors).unwrap();
+    taken_up(&server, 1);
+    let practice = install.practice_tls();
+    let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
+    let refused = block_on(smtp::submit(
+        server.smtps,
+        practice,
+        PRACTICE,
+        &[&to],
+        &letter,
+    ));
+    assert!(
+        refused.is_err(),
+        "a session under a CA no longer trusted was served"
+    );
+}
+
+/// Waits until the server said `times` times that it took up changed trust files.
+fn taken_up(server: &Server, times: usize) {
+    let said = || {
+        let log = server.log.lock().unwrap();
+        log.iter()
+            .filter(|line| line.contains("trust files changed"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while said() < times {
+        assert!(
+            Instant::now() < deadline,
+            "the changed trust files were not taken up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

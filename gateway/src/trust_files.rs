@@ -1,8 +1,10 @@
-//! Configured CRL files are renewed on disk by the operator (a job that copies the
-//! CA's latest CRL into place): the server looks at them every few seconds and, when one
-//! changed, takes up its trust anew ([`control::TrustReload`]). A revocation published
-//! in a file is then in force within seconds, and a file renewed before its nextUpdate
-//! keeps the letters of its CA's signers flowing without a restart.
+//! The files of `[trust]` (anchors, intermediates, CRLs) change on disk while the
+//! server runs: an operator's job moves the CA's latest CRL into place, an operator
+//! adds a CA to the anchors or takes one out. The server looks at them every few
+//! seconds and, when one changed, takes up its trust anew ([`control::TrustReload`]). A
+//! revocation published in a CRL file is then in force within seconds, a file renewed
+//! before its nextUpdate keeps the letters of its CA's signers flowing, and an anchor
+//! taken out of a file is trusted no more, all without a restart.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -30,10 +32,10 @@ pub fn look(paths: &[PathBuf]) -> Looks {
         .collect()
 }
 
-/// Watches the CRL files at `paths`, which looked as `seen` when they were read, until
+/// Watches the files at `paths`, which looked as `seen` when they were read, until
 /// `shutdown`, and runs `reload` after any of them changed. A change that cannot be
-/// taken up (a file half written, or not a CRL) is logged and the trust in force stays;
-/// the next change is tried again.
+/// taken up (a file half written, not PEM, not a CRL) is logged and the trust in force
+/// stays; the next change is tried again.
 pub async fn watch(
     paths: Vec<PathBuf>,
     mut seen: Looks,
@@ -58,16 +60,18 @@ pub async fn watch(
         match looked.await {
             Ok((now, taken_up)) => {
                 match taken_up {
-                    Some(Ok(())) => tracing::info!("CRL files changed: revocation taken up anew"),
+                    Some(Ok(())) => {
+                        tracing::info!("trust files changed: anchors and revocation taken up anew")
+                    }
                     Some(Err(error)) => tracing::error!(
                         error = %format!("{error:#}"),
-                        "CRL files changed but cannot be taken up; the previous ones stay in force"
+                        "trust files changed but cannot be taken up; the trust in force stays"
                     ),
                     None => {}
                 }
                 seen = now;
             }
-            Err(error) => tracing::warn!(%error, "looking at the CRL files failed"),
+            Err(error) => tracing::warn!(%error, "looking at the trust files failed"),
         }
     }
 }

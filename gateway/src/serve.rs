@@ -157,16 +157,13 @@ impl Gateway {
             .map(|path| config.resolve(path))
             .collect();
         let trust_seen = trust_files::look(&trust_paths);
-        let anchor_pems = trust_anchor_pems(&config, &store)?;
         let tls_cert = read(&config.tls.cert)?;
         let tls_key = zeroize::Zeroizing::new(read(&config.tls.key)?);
-        let roots: Vec<&[u8]> = anchor_pems.iter().map(Vec::as_slice).collect();
-        let sender_tls = tls::sender_server_config(&tls_cert, &tls_key, &roots)?;
+        let (sender_tls, anchors) = sender_trust(&config, &store, (&tls_cert, &tls_key))?;
         let api_tls = tls::api_server_config(&tls_cert, &tls_key)?;
         let admin_tls = api_tls.clone();
 
         let keys = decryption_keys(&config)?;
-        let anchors = signer_trust(&config, &anchor_pems)?;
 
         let (shutdown, stop) = watch::channel(false);
         let (control_listener, control_path) = control::bind(&config)?;
@@ -299,15 +296,12 @@ impl Gateway {
         let reload: control::TrustReload = {
             let (config, store, pipeline) = (config.clone(), store.clone(), pipeline.clone());
             Arc::new(move || {
-                let pems = trust_anchor_pems(&config, &store)?;
-                let roots: Vec<&[u8]> = pems.iter().map(Vec::as_slice).collect();
-                let tls = tls::sender_server_config(&tls_cert, &tls_key, &roots)?;
-                let signers = signer_trust(&config, &pems)?;
+                let (tls, signers) = sender_trust(&config, &store, (&tls_cert, &tls_key))?;
                 server.set_tls(tls);
                 if let Some(pipeline) = &pipeline {
                     pipeline.set_anchors(signers);
                 }
-                tracing::info!(anchors = pems.len(), "trust anchors taken up anew");
+                tracing::info!("trust anchors taken up anew");
                 Ok(())
             })
         };
@@ -426,6 +420,21 @@ pub(crate) fn decryption_keys(config: &Config) -> anyhow::Result<Vec<DecryptionK
         keys.push(DecryptionKey::from_pem(&read(&pair.cert)?, &key)?);
     }
     Ok(keys)
+}
+
+/// Whom senders must chain to, from the anchors configured and stored now: the TLS
+/// configuration of the sender listeners (the gateway's certificate and key `tls`, PEM)
+/// and the signer trust of the pipeline. Read at start and again when the trust
+/// changes while the server runs.
+fn sender_trust(
+    config: &Config,
+    store: &kvgate_store::Store,
+    (cert, key): (&[u8], &[u8]),
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, TrustAnchors)> {
+    let pems = trust_anchor_pems(config, store)?;
+    let roots: Vec<&[u8]> = pems.iter().map(Vec::as_slice).collect();
+    let tls = tls::sender_server_config(cert, key, &roots)?;
+    Ok((tls, signer_trust(config, &pems)?))
 }
 
 /// The trust anchors: files named in the configuration plus those added with

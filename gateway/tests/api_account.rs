@@ -190,6 +190,24 @@ fn cancellation_needs_the_kvnr_and_leaves_none_of_the_members_bytes() {
     let (first, _) = deliver(&install, &server, "Befund 1");
     let (second, _) = deliver(&install, &server, "Befund 2");
     let ciphertexts = [letter_of(&alice, &first), letter_of(&alice, &second)];
+    // A letter the member deleted before leaves no record naming them either.
+    let (third, _) = deliver(&install, &server, "Befund 3");
+    let (_, list) = alice.json("GET", "/v1/messages", None);
+    let third_id = list["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["tracking_id"] == third.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        alice
+            .call("DELETE", &format!("/v1/messages/{third_id}"), None)
+            .0,
+        204
+    );
     assert_eq!(alice.put_backup(b"alice's opaque key backup"), 204);
     let bobs = deliver_to(&install, &server, BOB, "Bobs Befund");
     let bobs_ciphertext = letter_of(&bob, &bobs);

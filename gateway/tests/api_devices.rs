@@ -29,6 +29,23 @@ fn devices_are_listed_renamed_and_removed_and_a_removed_key_gets_no_new_letters(
     // A second device needs a new code; the used one is refused.
     let (tablet_home, tablet_key) = gpg_key(&install, "tablet");
     let code = new_code(&install, MEMBER);
+    // And a key of its own: the phone's is refused, and the code stays usable.
+    let enrol = |key: &str| json!({"kvnr": MEMBER, "code": code, "device_name": "tablet", "public_key": key});
+    phone.refused(
+        "POST",
+        "/v1/enroll",
+        Some(&enrol(&phone_key)),
+        409,
+        "key-in-use",
+    );
+    // Nor can the phone's key become the recovery key.
+    phone.refused(
+        "PUT",
+        "/v1/keys/recovery",
+        Some(&json!({"public_key": phone_key})),
+        409,
+        "key-in-use",
+    );
     let (tablet_auth, tablet_id) =
         enrol_device(&install, &server, MEMBER, &code, "tablet", &tablet_key);
     let tablet = Session {

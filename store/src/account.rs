@@ -1,8 +1,8 @@
 //! A member's whole account: what an export reads, and what cancellation deletes.
 //!
 //! Cancellation removes every record of the member (member, keys, devices, tokens,
-//! open enrolment codes, key backup, uploads, smarthealth record, family, and every
-//! letter) in one commit, together with a `deleted` tracking event (without content)
+//! open enrolment codes, key backup, uploads, smarthealth record, family, messenger
+//! threads, and every letter) in one commit, together with a `deleted` tracking event (without content)
 //! for each letter and upload; then it punches the letters' bodies out of their
 //! segments and compacts the database so that the records' bytes are gone from its
 //! file too. The senders' own submission records and tracking histories stay: they
@@ -18,15 +18,15 @@ use crate::credentials::EnrollmentCode;
 use crate::credentials::revoke_tokens;
 use crate::db::{
     ACCESS, DEVICES, ENROLLMENT_CODES, FAMILY, FILED, INBOX, KEY_BACKUPS, MEMBER_KEYS, MEMBERS,
-    MESSAGES, Records, SMARTHEALTH, UPLOADS, get,
+    MESSAGES, Records, SMARTHEALTH, THREAD_REFS, THREADS, UPLOADS, get,
 };
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::MessageId;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
-use crate::members::{KeyOrigin, MemberKey};
-use crate::messages::MessageMeta;
+use crate::members::Device;
+use crate::messages::{MessageMeta, filed_key};
 use crate::settings::count_usage;
 use crate::uploads::Upload;
 
@@ -59,6 +59,27 @@ fn remove_prefix(tx: &Tx<'_>, table: Records, prefix: &str) -> Result<Vec<Vec<u8
     Ok(values)
 }
 
+/// Removes every device of the member and revokes its tokens inside `tx`. Devices are
+/// looked for by their member, not through the member's keys: a device whose key
+/// record another device took over (possible before one key could serve only one
+/// device) is found too.
+fn remove_devices(tx: &Tx<'_>, kvnr: &Kvnr) -> Result<(), StoreError> {
+    let mut devices = tx.open_table(DEVICES)?;
+    let mut theirs = Vec::new();
+    for entry in devices.iter()? {
+        let (_, value) = entry?;
+        let device: Device = serde_json::from_slice(value.value())?;
+        if device.kvnr == *kvnr {
+            theirs.push(device.id);
+        }
+    }
+    for id in theirs {
+        devices.remove(id.as_str())?;
+        revoke_tokens(tx, &id)?;
+    }
+    Ok(())
+}
+
 /// Deletes the member's letters (of one inbox, or all) inside `tx`, each with a
 /// `deleted` tracking event saying `reason`; returns where their bodies are, which the
 /// caller punches after the commit.
@@ -80,8 +101,8 @@ pub(crate) fn delete_letters(
         };
         tx.open_table(MESSAGES)?.remove(id.as_str())?;
         count_usage(tx, &meta, false)?;
-        let filed = format!("{}/{kvnr}/{}", meta.tracking_id, meta.mailbox);
-        tx.open_table(FILED)?.remove(filed.as_str())?;
+        tx.open_table(FILED)?
+            .remove(filed_key(&meta.tracking_id, kvnr, meta.mailbox).as_str())?;
         let event = Event::new(EventKind::Deleted)
             .recipient(&meta.address)
             .detail(reason);
@@ -139,13 +160,8 @@ impl Store {
                 let event = Event::new(EventKind::Deleted).detail(reason);
                 append_events(tx, &upload.tracking_id, vec![event])?;
             }
-            for key in remove_prefix(tx, MEMBER_KEYS, &format!("{kvnr}/"))? {
-                if let KeyOrigin::Device(device) = serde_json::from_slice::<MemberKey>(&key)?.origin
-                {
-                    tx.open_table(DEVICES)?.remove(device.as_str())?;
-                    revoke_tokens(tx, &device)?;
-                }
-            }
+            remove_prefix(tx, MEMBER_KEYS, &format!("{kvnr}/"))?;
+            remove_devices(tx, kvnr)?;
             let mut codes = tx.open_table(ENROLLMENT_CODES)?;
             let mut open = Vec::new();
             for entry in codes.iter()? {
@@ -161,11 +177,110 @@ impl Store {
             tx.open_table(SMARTHEALTH)?.remove(kvnr.as_str())?;
             tx.open_table(ACCESS)?.remove(kvnr.as_str())?;
             remove_prefix(tx, FAMILY, &format!("{kvnr}/"))?;
+            remove_prefix(tx, THREADS, &format!("{kvnr}/"))?;
+            remove_prefix(tx, THREAD_REFS, &format!("{kvnr}/"))?;
             let deleted = Deleted {
                 letters: letters.len(),
                 uploads: uploads.len(),
             };
             Ok(Some((deleted, letters)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ThreadId;
+    use crate::credentials::Bearer;
+    use crate::db::{ALL_TABLES, put};
+    use crate::members::{KeyOrigin, MemberKey, key_id};
+    use crate::testing;
+    use crate::threads::{ThreadRef, record_sent};
+    use crate::time::now;
+    use redb::TableHandle;
+
+    /// The keys of every table that name `kvnr`.
+    fn keys_naming(store: &Store, kvnr: &Kvnr) -> Vec<String> {
+        store
+            .read(|tx| {
+                let mut found = Vec::new();
+                for table in ALL_TABLES {
+                    for entry in tx.open_table(table)?.iter()? {
+                        let key = entry?.0.value().to_owned();
+                        if key.contains(kvnr.as_str()) {
+                            found.push(format!("{}: {key}", table.name()));
+                        }
+                    }
+                }
+                Ok(found)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn cancellation_leaves_no_device_thread_or_filing_that_names_the_member() {
+        let (dir, store) = testing::open();
+        let (alice, code) = testing::member(&store, "A123456780");
+        let (bob, bobs_code) = testing::member(&store, "X110411319");
+        let phone = testing::enroll(&store, &alice, &code, "phone", "FP1");
+        let tablet_code = store.add_enrollment_code(&alice).unwrap();
+        let tablet = testing::enroll(&store, &alice, &tablet_code, "tablet", "FP2");
+        let bobs = testing::enroll(&store, &bob, &bobs_code, "phone", "FP3");
+        // The phone's key record names the tablet, as when a second device could
+        // enrol with the same key: the phone is found through no key of the member.
+        store
+            .write(|tx| {
+                let key = MemberKey {
+                    kvnr: alice.clone(),
+                    fingerprint: "FP1".into(),
+                    armored: "KEY".into(),
+                    origin: KeyOrigin::Device(tablet.device.id.clone()),
+                    added_at: now(),
+                };
+                put(
+                    &mut tx.open_table(MEMBER_KEYS)?,
+                    &key_id(&alice, "FP1"),
+                    &key,
+                )
+            })
+            .unwrap();
+        let thread = ThreadRef {
+            thread: ThreadId::generate().unwrap(),
+            origin: None,
+            message_id: "m.1@kvgate.test".into(),
+        };
+        store
+            .write(|tx| record_sent(tx, &alice, &thread, now()))
+            .unwrap();
+        let (deleted, _) = testing::file(&store, &alice, Mailbox::Smarthealth, b"DELETED");
+        assert!(store.delete_message(&alice, &deleted).unwrap());
+        testing::file(&store, &alice, Mailbox::Smarthealth, b"KEPT");
+        let late = testing::submitted(&store, &alice, Mailbox::Smarthealth, b"LATE");
+        assert!(!keys_naming(&store, &alice).is_empty());
+
+        let gone = store.delete_account(&alice, "cancelled").unwrap().unwrap();
+        assert_eq!(gone.letters, 1);
+        assert_eq!(keys_naming(&store, &alice), Vec::<String>::new());
+        for token in [&phone.token, &tablet.token] {
+            assert_eq!(store.bearer(token, now()).unwrap(), Bearer::Unknown);
+        }
+        assert!(store.threads(&alice).unwrap().is_empty());
+        // A letter encrypted while the account went is not filed for nobody.
+        assert!(matches!(
+            store.file_message(late, Vec::new()),
+            Err(StoreError::NotFound("member"))
+        ));
+        store.bodies.settle();
+        let on_disk = testing::bodies_on_disk(dir.path());
+        for letter in [&b"DELETED"[..], b"KEPT", b"LATE"] {
+            assert!(!testing::contains(&on_disk, letter));
+        }
+        // Bob keeps his device.
+        assert!(matches!(
+            store.bearer(&bobs.token, now()).unwrap(),
+            Bearer::Valid { .. }
+        ));
+        assert!(!keys_naming(&store, &bob).is_empty());
     }
 }

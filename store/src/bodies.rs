@@ -623,7 +623,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kvnr::Kvnr;
     use crate::mailbox::Mailbox;
     use crate::messages::NewMessage;
     use crate::submissions::SubmissionState;
@@ -713,7 +712,7 @@ mod tests {
     #[test]
     fn a_letter_body_is_on_disk_until_the_letter_is_deleted() {
         let (dir, store) = testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
+        let (alice, _) = testing::member(&store, "A123456780");
         let message = submitted(&store, &alice, Mailbox::Postfach, b"CIPHERTEXT-1");
         let again = NewMessage {
             ciphertext: testing::ciphertext(b"CIPHERTEXT-2"),
@@ -783,7 +782,7 @@ mod tests {
     #[test]
     fn a_failed_commit_leaves_nothing_behind() {
         let (dir, store) = testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
+        let (alice, _) = testing::member(&store, "A123456780");
         let message = submitted(&store, &alice, Mailbox::Postfach, b"FIRST");
         let id = message.tracking_id.clone();
         let again = NewMessage {
@@ -846,7 +845,7 @@ mod tests {
     #[test]
     fn the_sweep_punches_what_no_letter_names_and_removes_empty_segments() {
         let (dir, store) = testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
+        let (alice, _) = testing::member(&store, "A123456780");
         // A body written for a commit that never happened, in the segment of a letter
         // that stays and in one of its own; a file that is no segment.
         let (kept, _) = file(&store, &alice, Mailbox::Postfach, b"KEPT");

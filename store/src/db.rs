@@ -136,7 +136,7 @@ impl<'t> Tx<'t> {
 /// bodies live in files of their own, see `Bodies`).
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-const ALL_TABLES: [Records; 29] = [
+pub(crate) const ALL_TABLES: [Records; 29] = [
     MEMBERS,
     MEMBER_KEYS,
     ENROLLMENT_CODES,

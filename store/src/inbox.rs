@@ -1,13 +1,13 @@
 //! Reading a member's inboxes page by page, and deleting letters from them.
 
 use crate::Store;
-use crate::db::{INBOX, MESSAGES, get};
+use crate::db::{FILED, INBOX, MESSAGES, get};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::MessageId;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
-use crate::messages::MessageMeta;
+use crate::messages::{MessageMeta, filed_key};
 use crate::settings::count_usage;
 use crate::time::Timestamp;
 
@@ -105,6 +105,10 @@ impl Store {
             tx.open_table(INBOX)?
                 .remove(inbox_key(kvnr, meta.mailbox, id).as_str())?;
             count_usage(tx, &meta, false)?;
+            // Its submission was finished in the commit that filed it: nothing files
+            // it again, and the record would name the member after the letter is gone.
+            tx.open_table(FILED)?
+                .remove(filed_key(&meta.tracking_id, kvnr, meta.mailbox).as_str())?;
             let event = Event::new(EventKind::Deleted)
                 .recipient(&meta.address)
                 .detail("deleted by the member");
@@ -130,8 +134,8 @@ mod tests {
     #[test]
     fn pages_merge_inboxes_in_filing_order_and_deletion_removes_everything() {
         let (dir, store) = crate::testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
-        let bob = Kvnr::parse("X110411319").unwrap();
+        let (alice, _) = crate::testing::member(&store, "A123456780");
+        let (bob, _) = crate::testing::member(&store, "X110411319");
         let mut filed = Vec::new();
         for (n, mailbox) in [Mailbox::Postfach, Mailbox::Smarthealth, Mailbox::Postfach]
             .into_iter()

@@ -7,7 +7,7 @@ use crate::Store;
 use crate::birthdate::BirthDate;
 use crate::credentials::{CredentialPolicy, EnrollmentCode, issue_token, take_code};
 use crate::db::{
-    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, any_under, get, put, random_hex, scan,
+    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, Tx, any_under, get, put, random_hex, scan,
     secret_hash,
 };
 use crate::error::StoreError;
@@ -223,6 +223,15 @@ impl Store {
             if !take_code(tx, kvnr, code, at, policy)? {
                 return Ok(None);
             }
+            // A key the operator provisioned becomes the device's; the recovery key or
+            // another device's is refused, which aborts the commit (the code stays
+            // usable with another key).
+            if matches!(
+                key_holder(tx, kvnr, key_fingerprint)?,
+                Some(KeyOrigin::Recovery | KeyOrigin::Device(_))
+            ) {
+                return Err(StoreError::Exists("member key"));
+            }
             let device = Device {
                 id: id.clone(),
                 kvnr: kvnr.clone(),
@@ -251,6 +260,27 @@ impl Store {
             }))
         })
     }
+}
+
+/// Where the member's key with this fingerprint comes from, inside `tx`; `None` if
+/// there is no such key or it was the key of a device no longer enrolled. One key
+/// serves one device: a second device with the same key would take over the key's
+/// record, and the first would be neither listed nor removed with the account.
+pub(crate) fn key_holder(
+    tx: &Tx<'_>,
+    kvnr: &Kvnr,
+    fingerprint: &str,
+) -> Result<Option<KeyOrigin>, StoreError> {
+    let Some(key) = get::<MemberKey>(&tx.open_table(MEMBER_KEYS)?, &key_id(kvnr, fingerprint))?
+    else {
+        return Ok(None);
+    };
+    if let KeyOrigin::Device(id) = &key.origin
+        && tx.open_table(DEVICES)?.get(id.as_str())?.is_none()
+    {
+        return Ok(None);
+    }
+    Ok(Some(key.origin))
 }
 
 #[cfg(test)]
@@ -302,6 +332,36 @@ mod tests {
         let keys = store.member_keys(&kvnr).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].origin, KeyOrigin::Device(device.id));
+    }
+
+    #[test]
+    fn a_key_serves_one_device_and_the_code_survives_a_refusal() {
+        let (_dir, store) = store();
+        let kvnr = alice().kvnr;
+        let code = store.add_member(alice(), None).unwrap();
+        let policy = CredentialPolicy::default();
+        let enroll = |code: &str, fp| store.enroll(&kvnr, code, "d", fp, "KEY", now(), &policy);
+        let phone = enroll(&code, "FP1").unwrap().unwrap();
+        let second = store.add_enrollment_code(&kvnr).unwrap();
+        assert!(matches!(
+            enroll(&second, "FP1"),
+            Err(StoreError::Exists("member key"))
+        ));
+        store.set_recovery_key(&kvnr, "REC", "KEY").unwrap();
+        assert!(matches!(
+            enroll(&second, "REC"),
+            Err(StoreError::Exists("member key"))
+        ));
+        assert!(matches!(
+            store.set_recovery_key(&kvnr, "FP1", "KEY"),
+            Err(StoreError::Exists("member key"))
+        ));
+        // The refused tries left the code usable; a removed device's key is free again.
+        assert!(store.remove_device(&kvnr, &phone.device.id).unwrap());
+        let tablet = enroll(&second, "FP1").unwrap().unwrap();
+        let keys = store.member_keys(&kvnr).unwrap();
+        let fp1 = keys.iter().find(|k| k.fingerprint == "FP1").unwrap();
+        assert_eq!(fp1.origin, KeyOrigin::Device(tablet.device.id));
     }
 
     #[test]

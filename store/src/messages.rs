@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use crate::db::Tx;
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
 use crate::bodies::{Extent, Reread};
-use crate::db::{FILED, INBOX, MESSAGES, get, put};
+use crate::db::{FILED, INBOX, MEMBERS, MESSAGES, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, ThreadId, TrackingId};
@@ -197,6 +198,11 @@ impl Store {
     }
 }
 
+/// The key under which a submission's filing for one recipient is recorded.
+pub(crate) fn filed_key(tracking_id: &TrackingId, kvnr: &Kvnr, mailbox: Mailbox) -> String {
+    format!("{tracking_id}/{kvnr}/{mailbox}")
+}
+
 /// Files `message` (its ciphertext written at `body`) under the new ID `id` with its
 /// `delivered` event (after `events`) inside `tx`, unless this recipient of this
 /// submission was filed before; returns the ID the message is filed under.
@@ -207,13 +213,20 @@ pub(crate) fn file(
     message: &NewMessage,
     mut events: Vec<Event>,
 ) -> Result<MessageId, StoreError> {
-    let filed_key = format!(
-        "{}/{}/{}",
-        message.tracking_id, message.kvnr, message.mailbox
-    );
+    let filed_key = filed_key(&message.tracking_id, &message.kvnr, message.mailbox);
     let mut filed = tx.open_table(FILED)?;
     if let Some(existing) = get::<MessageId>(&filed, &filed_key)? {
         return Ok(existing);
+    }
+    // The member's account may have been cancelled or deleted while the letter was
+    // encrypted: nothing is filed for a member who is gone (the letter is tried again
+    // and fails as addressed to an unknown member).
+    if tx
+        .open_table(MEMBERS)?
+        .get(message.kvnr.as_str())?
+        .is_none()
+    {
+        return Err(StoreError::NotFound("member"));
     }
     let submission = load(tx, &message.tracking_id)?;
     let meta = MessageMeta {

@@ -9,11 +9,12 @@ use crate::Store;
 use crate::db::{KEY_BACKUPS, MEMBER_KEYS, put, scan};
 use crate::error::StoreError;
 use crate::kvnr::Kvnr;
-use crate::members::{KeyOrigin, MemberKey, key_id};
+use crate::members::{KeyOrigin, MemberKey, key_holder, key_id};
 use crate::time::now;
 
 impl Store {
-    /// Registers the member's recovery key, replacing any earlier one, in one commit.
+    /// Registers the member's recovery key, replacing any earlier one, in one commit;
+    /// `Exists` if it is the key of one of the member's devices.
     pub fn set_recovery_key(
         &self,
         kvnr: &Kvnr,
@@ -21,6 +22,12 @@ impl Store {
         armored: &str,
     ) -> Result<MemberKey, StoreError> {
         self.write(|tx| {
+            if matches!(
+                key_holder(tx, kvnr, fingerprint)?,
+                Some(KeyOrigin::Device(_))
+            ) {
+                return Err(StoreError::Exists("member key"));
+            }
             let mut keys = tx.open_table(MEMBER_KEYS)?;
             let existing: Vec<MemberKey> = scan(&keys, &format!("{kvnr}/"))?;
             for old in existing.iter().filter(|k| k.origin == KeyOrigin::Recovery) {

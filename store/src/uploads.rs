@@ -8,12 +8,13 @@
 //! its `accepted` event and, for a member, a copy in their `sent` mailbox (ciphertext
 //! to their keys), in one commit: a tracking ID handed out means it is durably queued.
 
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
 use crate::bodies::{Extent, Reread};
 use crate::db::{
-    BASIC_UPLOADS, EVENTS, MESSAGES, SUBMISSIONS, Tx, UPLOADS, get, put, scan, secret_hash,
+    BASIC_UPLOADS, EVENTS, MEMBERS, MESSAGES, SUBMISSIONS, Tx, UPLOADS, get, put, scan, secret_hash,
 };
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
@@ -182,6 +183,10 @@ impl Store {
             thread,
         } = *sending;
         self.write(|tx| {
+            // The account may have been cancelled while the upload was sealed.
+            if tx.open_table(MEMBERS)?.get(upload.kvnr.as_str())?.is_none() {
+                return Err(StoreError::NotFound("member"));
+            }
             let mut uploads = tx.open_table(UPLOADS)?;
             let key = upload_key(&upload.kvnr, &upload.tracking_id);
             if get::<Upload>(&uploads, &key)?.is_some() {
@@ -326,8 +331,8 @@ mod tests {
     #[test]
     fn an_upload_is_queued_with_its_event_and_only_its_uploader_sees_it() {
         let (_dir, store) = crate::testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
-        let bob = Kvnr::parse("X110411319").unwrap();
+        let (alice, _) = crate::testing::member(&store, "A123456780");
+        let (bob, _) = crate::testing::member(&store, "X110411319");
         let id = TrackingId::generate().unwrap();
         let upload = Upload {
             tracking_id: id.clone(),
@@ -412,8 +417,8 @@ mod tests {
     #[test]
     fn a_cap_counts_one_members_uploads_of_one_type_since_its_start() {
         let (dir, store) = crate::testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
-        let bob = Kvnr::parse("X110411319").unwrap();
+        let (alice, _) = crate::testing::member(&store, "A123456780");
+        let (bob, _) = crate::testing::member(&store, "X110411319");
         let cap = Some(Cap {
             since: Timestamp(1_000),
             max: 2,
@@ -454,8 +459,8 @@ mod tests {
     #[test]
     fn a_sent_copy_and_its_thread_are_the_members_alone() {
         let (_dir, store) = crate::testing::open();
-        let alice = Kvnr::parse("A123456780").unwrap();
-        let bob = Kvnr::parse("X110411319").unwrap();
+        let (alice, _) = crate::testing::member(&store, "A123456780");
+        let (bob, _) = crate::testing::member(&store, "X110411319");
         let upload = Upload {
             kind: UploadKind::Message,
             ..request(&alice, "message", now())

@@ -97,7 +97,18 @@ impl Problem {
 
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
-        Problem::internal(&e)
+        match e {
+            StoreError::Exists("member key") => Problem::new(
+                StatusCode::CONFLICT,
+                "key-in-use",
+                "Key already in use",
+                "this OpenPGP key is already the key of one of the member's enrolled devices or their recovery key; each device and the recovery key need a key of their own",
+            ),
+            StoreError::NotFound("member") => {
+                Problem::unauthorized("the member's account no longer exists")
+            }
+            other => Problem::internal(&other),
+        }
     }
 }
 

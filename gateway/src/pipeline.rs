@@ -507,9 +507,9 @@ impl Pipeline {
     }
 
     /// The inbox of `recipient`: the one its address named, else the one
-    /// [`inbox::decide`] picks for the letter, checked as `RCPT` checks a named one
-    /// (membership, activation, app communication, quota), with the `routed` event
-    /// recording the choice and why.
+    /// [`inbox::decide`] picks for the letter (with the `routed` event recording the
+    /// choice and why), checked now as `RCPT` checks a named one (membership,
+    /// activation, app communication, quota).
     fn inbox(
         &self,
         submission: &Submission,
@@ -517,15 +517,20 @@ impl Pipeline {
         kind: SenderKind,
         dienstkennung: Option<&str>,
     ) -> Result<Result<(Mailbox, Option<Event>), Closed>, Transient> {
-        if let Some(named) = recipient.mailbox {
-            return Ok(Ok((named, None)));
-        }
-        let domain = self.domain.to_ascii_lowercase();
-        let decided = inbox::decide((&recipient.kvnr, &domain), kind, dienstkennung);
-        let (mailbox, why) = match decided {
-            Ok(decided) => decided,
-            Err(closed) => return Ok(Err(closed)),
+        let (mailbox, why) = match recipient.mailbox {
+            Some(named) => (named, None),
+            None => {
+                let domain = self.domain.to_ascii_lowercase();
+                match inbox::decide((&recipient.kvnr, &domain), kind, dienstkennung) {
+                    Ok((mailbox, why)) => (mailbox, Some(why)),
+                    Err(closed) => return Ok(Err(closed)),
+                }
+            }
         };
+        // A named inbox was checked at `RCPT`, but the letter may be processed much
+        // later (a held queue, a retry, a quarantine release): membership may have
+        // ended, app communication been turned off, smarthealth closed, or other
+        // letters filled the quota meanwhile.
         let Some(member) = self.store.member(&recipient.kvnr)? else {
             return Ok(Err(Closed::NoMember(recipient.kvnr.clone())));
         };
@@ -540,10 +545,12 @@ impl Pipeline {
                 return Ok(Err(closed));
             }
         }
-        let routed = Event::new(EventKind::Routed)
-            .recipient(&recipient.address)
-            .detail(format!("to {mailbox}: {why}"));
-        Ok(Ok((mailbox, Some(routed))))
+        let routed = why.map(|why| {
+            Event::new(EventKind::Routed)
+                .recipient(&recipient.address)
+                .detail(format!("to {mailbox}: {why}"))
+        });
+        Ok(Ok((mailbox, routed)))
     }
 
     /// Encrypts the letter to each recipient's keys and files it.

@@ -152,3 +152,33 @@ fn serve_applies_the_rules_itself() {
         server.log.lock().unwrap().iter().any(|l| l.contains(&line))
     });
 }
+
+#[test]
+fn a_letter_accepted_before_the_membership_ended_is_not_filed_after_its_grace() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
+    let server = install.serve(&["--hold-queue"]);
+    let message = install.practice_letter(&text_letter("Befund", "late"), "Befund");
+    let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[&to], &message));
+    assert!(server.terminate().success());
+
+    // Processed only after the smarthealth grace (a month) of a membership that
+    // ended, within the Postfach's (three): the member is still there, smarthealth
+    // closed at the server's start.
+    let ended = Command::new("date")
+        .args(["-u", "-d", "45 days ago", "+%F"])
+        .output()
+        .unwrap();
+    let ended = String::from_utf8(ended.stdout).unwrap();
+    let out = install.admin(&["member", "end", MEMBER, "--date", ended.trim()]);
+    assert!(out.status.success());
+    let _server = install.serve(&[]);
+    let trail = wait_final(&install, &id);
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    let last = last_event(&install, &id);
+    assert_eq!(
+        (&last["kind"], &last["reason"], &last["recipient"]),
+        (&json!("failed"), &json!("membership-ended"), &json!(to))
+    );
+}

@@ -7,11 +7,9 @@
 //! reason and status either way: at `RCPT` as the SMTP reply, later in a failure DSN.
 
 use kvgate_connectors::smtp::Reply;
-use kvgate_store::{
-    Kvnr, Mailbox, Member, QuotaRefusal, SenderKind, Store, StoreError, Timestamp, now,
-};
+use kvgate_store::{Kvnr, Mailbox, Member, QuotaRefusal, SenderKind, Store, StoreError, now};
 
-use crate::lifecycle::{POSTFACH_GRACE_MS, SMARTHEALTH_GRACE_MS};
+use crate::lifecycle::{POSTFACH_GRACE_MONTHS, SMARTHEALTH_GRACE_MONTHS};
 
 /// The KIM applications (first field of `X-KIM-Dienstkennung`) that are a physician's
 /// letter to the patient and so belong in smarthealth (see README.md, "Inbox by
@@ -105,12 +103,12 @@ impl Closed {
 pub(crate) fn admit(kind: SenderKind, member: &Member, mailbox: Mailbox) -> Result<(), Closed> {
     let kvnr = &member.kvnr;
     let grace = match mailbox {
-        Mailbox::Postfach => POSTFACH_GRACE_MS,
-        Mailbox::Smarthealth => SMARTHEALTH_GRACE_MS,
+        Mailbox::Postfach => POSTFACH_GRACE_MONTHS,
+        Mailbox::Smarthealth => SMARTHEALTH_GRACE_MONTHS,
         Mailbox::Sent => return Err(Closed::Sent),
     };
-    if let Some(Timestamp(ended)) = member.ended_at
-        && now().as_millis() > ended.saturating_add(grace)
+    if let Some(ended) = member.ended_at
+        && now() >= ended.plus_months(grace)
     {
         return Err(Closed::Ended(kvnr.clone(), mailbox));
     }

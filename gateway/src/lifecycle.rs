@@ -2,6 +2,9 @@
 //! smarthealth inbox stays reachable one month and the Postfach three, then the data
 //! is deleted; a member whose app has not used the API for twelve months is kept
 //! twelve months more, then deleted. Every deletion is tracked without content.
+//! Months are calendar months in UTC (an end on 31 January closes smarthealth on 28
+//! or 29 February), not a fixed number of days: 730 days would delete a day early
+//! across a leap day.
 //!
 //! `kvgate lifecycle run [--now DATE]` applies the rules once (a test or an operator
 //! chooses the time); `kvgate serve` applies them at start and every hour.
@@ -18,15 +21,14 @@ use tokio::sync::watch;
 use crate::admin::ConfigArg;
 use crate::runtime::Installation;
 
-const DAY_MS: u64 = 24 * 3600 * 1000;
-/// How long after membership ends the Postfach stays (3 months).
-pub const POSTFACH_GRACE_MS: u64 = 92 * DAY_MS;
-/// How long after membership ends smarthealth stays (1 month).
-pub const SMARTHEALTH_GRACE_MS: u64 = 31 * DAY_MS;
-/// Without access for this long (12 months), a member's data is only retained …
-const DORMANT_MS: u64 = 365 * DAY_MS;
-/// … for this long more (12 months), then deleted.
-const RETAINED_MS: u64 = 365 * DAY_MS;
+/// How long after membership ends the Postfach stays, in calendar months.
+pub const POSTFACH_GRACE_MONTHS: u32 = 3;
+/// How long after membership ends smarthealth stays, in calendar months.
+pub const SMARTHEALTH_GRACE_MONTHS: u32 = 1;
+/// Without access for this many months, a member's data is only retained …
+const DORMANT_MONTHS: u32 = 12;
+/// … for this many months more, then deleted.
+const RETAINED_MONTHS: u32 = 12;
 /// How often `serve` applies the rules.
 const INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -62,7 +64,7 @@ impl std::fmt::Display for Action {
 
 /// What the rules call for at `at`, for these members.
 pub fn due(members: &[Retention], at: Timestamp) -> Vec<Action> {
-    let past = |since: Timestamp, span: u64| at.0 >= since.0.saturating_add(span);
+    let past = |since: Timestamp, months: u32| at >= since.plus_months(months);
     let mut actions = Vec::new();
     for Retention {
         member,
@@ -71,19 +73,19 @@ pub fn due(members: &[Retention], at: Timestamp) -> Vec<Action> {
     {
         let kvnr = member.kvnr.clone();
         if let Some(ended) = member.ended_at {
-            if past(ended, POSTFACH_GRACE_MS) {
+            if past(ended, POSTFACH_GRACE_MONTHS) {
                 actions.push(Action::DeleteAccount(
                     kvnr,
                     "membership ended over three months ago; deleted",
                 ));
                 continue;
             }
-            if member.smarthealth && past(ended, SMARTHEALTH_GRACE_MS) {
+            if member.smarthealth && past(ended, SMARTHEALTH_GRACE_MONTHS) {
                 actions.push(Action::CloseSmarthealth(kvnr));
                 continue;
             }
         }
-        if past(*last_access, DORMANT_MS + RETAINED_MS) {
+        if past(*last_access, DORMANT_MONTHS + RETAINED_MONTHS) {
             actions.push(Action::DeleteAccount(
                 member.kvnr.clone(),
                 "no access for 24 months (12 without, 12 retained); deleted",
@@ -212,29 +214,29 @@ mod tests {
     }
 
     #[test]
-    fn the_rules_fall_due_exactly_at_their_spans() {
-        let end = 1000 * DAY_MS;
+    fn the_rules_fall_due_exactly_at_their_calendar_months() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap().0;
+        let due_at = |members: &[Retention], s: &str| kinds(members, at(s));
+        let end = at("2027-01-31T00:00:00Z");
         let ended = [member(Some(end), true, end)];
-        assert!(kinds(&ended, end + SMARTHEALTH_GRACE_MS - 1).is_empty());
+        assert!(due_at(&ended, "2027-02-27T23:59:59.999Z").is_empty());
         assert_eq!(
-            kinds(&ended, end + SMARTHEALTH_GRACE_MS),
+            due_at(&ended, "2027-02-28T00:00:00Z"),
             ["close-smarthealth"]
         );
         assert_eq!(
-            kinds(&ended, end + POSTFACH_GRACE_MS - 1),
+            due_at(&ended, "2027-04-29T23:59:59.999Z"),
             ["close-smarthealth"]
         );
-        assert_eq!(kinds(&ended, end + POSTFACH_GRACE_MS), ["delete-account"]);
+        assert_eq!(due_at(&ended, "2027-04-30T00:00:00Z"), ["delete-account"]);
         // Smarthealth already closed: nothing more until the Postfach's turn.
         let closed = [member(Some(end), false, end)];
-        assert!(kinds(&closed, end + POSTFACH_GRACE_MS - 1).is_empty());
+        assert!(due_at(&closed, "2027-04-29T23:59:59.999Z").is_empty());
 
-        let dormant = [member(None, true, end)];
-        assert!(kinds(&dormant, end + DORMANT_MS + RETAINED_MS - 1).is_empty());
-        assert_eq!(
-            kinds(&dormant, end + DORMANT_MS + RETAINED_MS),
-            ["delete-account"]
-        );
+        // 24 months after the last access, across 29 February 2028: 731 days.
+        let dormant = [member(None, true, at("2027-03-01T00:00:00Z"))];
+        assert!(due_at(&dormant, "2029-02-28T23:59:59.999Z").is_empty());
+        assert_eq!(due_at(&dormant, "2029-03-01T00:00:00Z"), ["delete-account"]);
     }
 
     #[test]

@@ -88,11 +88,11 @@ fn after_membership_ends_smarthealth_goes_after_a_month_and_the_account_after_th
         json!(false)
     );
 
-    // The Postfach's three months (92 days) end on 3 April.
-    assert!(lifecycle(&install, "2025-04-02T23:59:59Z").starts_with("nothing due"));
+    // The Postfach's three calendar months end on 1 April.
+    assert!(lifecycle(&install, "2025-03-31T23:59:59Z").starts_with("nothing due"));
     assert!(registered(&install, MEMBER));
     assert_eq!(
-        lifecycle(&install, "2025-04-03"),
+        lifecycle(&install, "2025-04-01"),
         format!("{MEMBER}: account deleted (membership ended over three months ago; deleted)\n")
     );
     assert!(!registered(&install, MEMBER));
@@ -113,8 +113,10 @@ fn twelve_months_without_access_and_twelve_retained_delete_the_account() {
         let out = run(Command::new("date").args(["-u", "-d", offset, "+%F"]));
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    assert!(lifecycle(&install, &day("+729 days")).starts_with("nothing due"));
-    let out = lifecycle(&install, &day("+731 days"));
+    // Calendar months from the day of access: the day before is not yet due, the day
+    // after is (whatever leap days lie between).
+    assert!(lifecycle(&install, &day("+24 months -1 day")).starts_with("nothing due"));
+    let out = lifecycle(&install, &day("+24 months +1 day"));
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort();
     let reason = "no access for 24 months (12 without, 12 retained); deleted";

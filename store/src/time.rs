@@ -57,6 +57,27 @@ impl Timestamp {
     pub fn plus_days(self, days: u64) -> Timestamp {
         Timestamp(self.0.saturating_add(days.saturating_mul(86_400_000)))
     }
+
+    /// This instant plus `months` calendar months (UTC), at the same time of day: the
+    /// same day of the month, or the month's last day where it has fewer (31 January
+    /// plus one month is 28 or 29 February). Saturates far beyond any real date.
+    pub fn plus_months(self, months: u32) -> Timestamp {
+        let nanos = i128::from(self.0) * 1_000_000;
+        let Ok(t) = ::time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+            return Timestamp(u64::MAX);
+        };
+        let index =
+            i64::from(t.year()) * 12 + i64::from(u8::from(t.month())) - 1 + i64::from(months);
+        let later = i32::try_from(index.div_euclid(12)).ok().and_then(|year| {
+            let month = u8::try_from(index.rem_euclid(12) + 1).ok()?;
+            let month = ::time::Month::try_from(month).ok()?;
+            let day = t.day().min(month.length(year));
+            let date = ::time::Date::from_calendar_date(year, month, day).ok()?;
+            let millis = date.with_time(t.time()).assume_utc().unix_timestamp_nanos() / 1_000_000;
+            u64::try_from(millis).ok()
+        });
+        Timestamp(later.unwrap_or(u64::MAX))
+    }
 }
 
 impl std::str::FromStr for Timestamp {
@@ -97,6 +118,24 @@ mod tests {
         let t: Timestamp = "2026-11-28T19:30:00Z".parse().unwrap();
         assert_eq!(t.start_of_year().to_rfc3339(), "2026-01-01T00:00:00.000Z");
         assert_eq!(t.plus_days(14).to_rfc3339(), "2026-12-12T19:30:00.000Z");
+    }
+
+    #[test]
+    fn adds_calendar_months() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let plus = |s: &str, months| at(s).plus_months(months).to_rfc3339();
+        assert_eq!(plus("2026-12-31T00:00:00Z", 3), "2027-03-31T00:00:00.000Z");
+        assert_eq!(
+            plus("2027-01-31T10:20:30.456Z", 1),
+            "2027-02-28T10:20:30.456Z"
+        );
+        assert_eq!(plus("2028-01-31T00:00:00Z", 1), "2028-02-29T00:00:00.000Z");
+        assert_eq!(plus("2027-11-30T00:00:00Z", 3), "2028-02-29T00:00:00.000Z");
+        // Across a leap day, 24 months are 731 days, not 730.
+        assert_eq!(plus("2027-03-01T00:00:00Z", 24), "2029-03-01T00:00:00.000Z");
+        assert_eq!(plus("2028-02-29T00:00:00Z", 12), "2029-02-28T00:00:00.000Z");
+        assert_eq!(plus("2026-05-17T08:00:00Z", 0), "2026-05-17T08:00:00.000Z");
+        assert_eq!(Timestamp(u64::MAX).plus_months(1), Timestamp(u64::MAX));
     }
 
     #[test]

@@ -62,9 +62,9 @@ pub fn check(inner: &[u8], headers: &LetterHeaders<'_>) -> Option<Result<(), Str
                     && number.bytes().all(|b| b.is_ascii_digit())
                     && number != "00";
                 if !valid {
-                    findings.push(format!(
-                        "attachment {description:?} is not numbered 01 to 99"
-                    ));
+                    // Not quoted: the description is the letter's own text, which
+                    // tracking events and DSNs must not carry.
+                    findings.push("an eAB-Anhang part is not numbered 01 to 99".to_owned());
                 }
             }
             _ if part.is_text() => {

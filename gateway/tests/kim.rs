@@ -553,7 +553,12 @@ fn earztbrief_profile_refused_when_configured() {
         ),
         (
             earztbrief("", &[PDF, CDA, ("image/png", "eAB-Anhang-00")]),
-            "attachment \"eAB-Anhang-00\" is not numbered 01 to 99",
+            "an eAB-Anhang part is not numbered 01 to 99",
+        ),
+        // The letter's own words are not repeated in its trail.
+        (
+            earztbrief("", &[PDF, CDA, ("image/png", "eAB-Anhang-Befund Mueller")]),
+            "an eAB-Anhang part is not numbered 01 to 99",
         ),
     ] {
         let id = server.send_to_member(&install, &install.practice_letter(&letter, "eab"));

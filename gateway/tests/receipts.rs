@@ -286,21 +286,35 @@ fn delivery_status_notifications_follow_notify_and_ret() {
     assert!(!report_text(&raw).contains("SUCCESS-MARKER"));
     assert_eq!(reported(&install, &ok_id), 1);
 
-    // A failure with RET=FULL returns the message exactly as sent (ciphertext).
-    let unsigned = crlf(unsigned);
-    let full_id = send_with(&server, &install, "RET=FULL", "NOTIFY=FAILURE", &unsigned);
+    // A failure with RET=FULL returns the message's ciphertext as sent, with the
+    // header fields that identify it, not its subject (nor is that stored).
+    let subject = format!("Befund Hans Mueller {}", std::process::id());
+    let named = crlf(install.openssl_letter(&text_letter("x", "UNSIGNED-MARKER"), None, &subject));
+    assert!(contains(&named, subject.as_bytes()));
+    let full_id = send_with(&server, &install, "RET=FULL", "NOTIFY=FAILURE", &named);
     let (raw, summary) = relay.wait_for(3);
     assert_eq!(
         summary["report"]["report_parts"],
         serde_json::json!(["text/plain", "message/delivery-status", "message/rfc822"])
     );
+    let blank = named.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let ciphertext = &named[blank + 4..];
     assert!(
-        raw.windows(unsigned.len())
-            .any(|w| w == unsigned.as_slice()),
-        "RET=FULL must return the message as sent"
+        contains(&raw, ciphertext),
+        "RET=FULL must return the ciphertext as sent"
+    );
+    assert!(contains(&raw, b"smime-type=enveloped-data"));
+    assert!(
+        !contains(&raw, subject.as_bytes()),
+        "the subject was returned"
     );
     assert_signed_by_gateway(&install, &raw);
     assert_eq!(reported(&install, &full_id), 1);
+    // The letter as received goes within moments of its processing (its blocks are
+    // punched); the report kept none of its subject.
+    wait_until("the subject stays in the data directory", 20, || {
+        files_containing(&install.data(), subject.as_bytes()).is_empty()
+    });
 
     // NOTIFY=NEVER: the failure is tracked, nothing is queued or sent.
     let never_id = send_with(&server, &install, "", "NOTIFY=NEVER", &unsigned);
@@ -322,6 +336,11 @@ fn delivery_status_notifications_follow_notify_and_ret() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("hash chain intact"));
     }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A letter from the demo practice asking (or not) for a disposition notification.

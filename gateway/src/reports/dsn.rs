@@ -370,22 +370,22 @@ mod tests {
     }
 
     #[test]
-    fn ret_full_returns_whole_messages_only_up_to_the_limit() {
-        let small = b"Subject: x\r\n\r\nbody\r\n".to_vec();
+    fn ret_full_returns_whole_encrypted_messages_only_up_to_the_limit() {
+        let headers = "Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n";
+        let small = format!("Subject: x\r\n{headers}\r\nMIIB\r\n");
         let full = submission("FULL");
         assert_eq!(
-            returned(&full, &small),
-            Returned::Full(base64::engine::general_purpose::STANDARD.encode(&small))
+            returned(&full, small.as_bytes()),
+            Returned::Full(
+                base64::engine::general_purpose::STANDARD.encode(format!("{headers}\r\nMIIB\r\n"))
+            )
         );
-        let mut large = b"Subject: x\r\n\r\n".to_vec();
+        let mut large = format!("Subject: x\r\n{headers}\r\n").into_bytes();
         large.resize(RETURN_FULL_MAX + 1, b'a');
+        assert_eq!(returned(&full, &large), Returned::Headers(headers.into()));
         assert_eq!(
-            returned(&full, &large),
-            Returned::Headers("Subject: x\r\n".into())
-        );
-        assert_eq!(
-            returned(&submission("HDRS"), &small),
-            Returned::Headers("Subject: x\r\n".into())
+            returned(&submission("HDRS"), small.as_bytes()),
+            Returned::Headers(headers.into())
         );
     }
 }

@@ -404,6 +404,9 @@ pub struct PipelinePolicy {
     pub max_attempts: u32,
     /// Seconds one letter may take; a letter still running then is quarantined.
     pub time_limit_secs: u64,
+    /// Letters processed at once (threads); unset, 16 per core: while one waits for
+    /// its commit, others compute.
+    pub workers: Option<usize>,
 }
 
 impl Default for PipelinePolicy {
@@ -412,6 +415,7 @@ impl Default for PipelinePolicy {
         PipelinePolicy {
             max_attempts: 3,
             time_limit_secs: 300,
+            workers: None,
         }
     }
 }
@@ -531,6 +535,13 @@ impl Config {
             || api.smarthealth_terms_version.trim().is_empty()
         {
             return Err(invalid("member_api values must be positive"));
+        }
+        let pipeline = &config.pipeline;
+        if pipeline.max_attempts == 0
+            || pipeline.time_limit_secs == 0
+            || pipeline.workers == Some(0)
+        {
+            return Err(invalid("pipeline values must be positive"));
         }
         if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {
             return Err(invalid(

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod queue;
 pub mod reports;
+pub mod running;
 pub mod runtime;
 pub mod serve;
 pub mod supervise;

@@ -214,6 +214,14 @@ impl Pipeline {
         self
     }
 
+    /// Processes `workers` letters at once, if set (default: 16 per core).
+    pub fn with_workers(mut self, workers: Option<usize>) -> Self {
+        if let Some(workers) = workers {
+            self.workers = workers.max(1);
+        }
+        self
+    }
+
     /// Flags or refuses letters that break the eArztbrief profile.
     pub fn with_earztbrief(mut self, policy: ProfilePolicy) -> Self {
         self.earztbrief = policy;

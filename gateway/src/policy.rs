@@ -19,8 +19,8 @@ use kvgate_connectors::smtp::{
     Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
 };
 use kvgate_store::{
-    Handoff, Kvnr, Mailbox, Recipient, Sender, Spool, SpoolFile, Store, Submission,
-    SubmissionState, TrackingId, now,
+    Kvnr, Mailbox, Recipient, Sender, Spool, SpoolFile, Store, Submission, SubmissionState,
+    TrackingId, now,
 };
 
 use crate::inbox::{self, Closed, inbox_of};
@@ -69,19 +69,6 @@ impl Policy {
             intake,
             smarthealth_quota,
         }
-    }
-
-    /// Takes back the attempt counted when `id` was accepted for the workers, which
-    /// are shutting down: it is counted again when the queue is next worked.
-    async fn take_back_attempt(&self, id: &TrackingId) {
-        let store = self.store.clone();
-        let letter = id.clone();
-        let error = match tokio::task::spawn_blocking(move || store.end_attempt(&letter)).await {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
-        };
-        tracing::warn!(tracking = %id, %error, "cannot take back an attempt");
     }
 
     /// After DATA: the check whether the letter as received still fits every
@@ -329,24 +316,22 @@ impl Handler for Policy {
             .intake
             .as_ref()
             .map(|intake| intake.admit(&tracking_id));
-        let handoff = match admission {
-            Some(_) => Handoff::Worker,
-            None => Handoff::Queue,
-        };
         let store = self.store.clone();
         // One trip to a blocking thread a letter: the quota check and the commit.
         let committed = tokio::task::spawn_blocking(move || {
             still_fits(size)?;
             store
-                .accept_submission(&submission, spooled.inline, handoff)
+                .accept_submission(&submission, spooled.inline)
                 .map_err(|e| store_failure(&e))
         })
         .await
         .unwrap_or_else(|e| Err(store_failure(&e)));
         match committed {
             Ok(()) => {
-                if admission.is_some_and(|admission| !admission.hand_over()) {
-                    self.take_back_attempt(&tracking_id).await;
+                // Refused while the pipeline shuts down: it stays queued for the next
+                // start.
+                if let Some(admission) = admission {
+                    admission.hand_over();
                 }
                 tracing::info!(tracking = %tracking_id, sender = %session.sender.id, size, "letter accepted");
                 Reply::new(250, (2, 0, 0), format!("{tracking_id} queued"))

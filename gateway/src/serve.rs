@@ -28,6 +28,7 @@ use crate::control;
 use crate::init;
 use crate::pipeline::Pipeline;
 use crate::policy::Policy;
+use crate::running::RunningFile;
 use crate::runtime::{Installation, config_path};
 use crate::supervise::{Intake, Supervisor};
 use crate::trust_files;
@@ -290,7 +291,8 @@ impl Gateway {
             )
             .with_verify_at(config.smime.verify_at)
             .with_earztbrief(config.kim.earztbrief)
-            .with_smarthealth_quota(config.member_api.smarthealth_quota_bytes);
+            .with_smarthealth_quota(config.member_api.smarthealth_quota_bytes)
+            .with_workers(config.pipeline.workers);
             Arc::new(pipeline)
         });
         let reload: control::TrustReload = {
@@ -326,8 +328,12 @@ impl Gateway {
         tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
         match (pipeline, &intake) {
             (Some(pipeline), Some(intake)) => {
-                let supervisor = Supervisor::new(pipeline, config.pipeline.clone(), intake);
-                tasks.spawn(Arc::new(supervisor).run(stop.clone()));
+                let path = config.data_dir().join("pipeline.running");
+                let (running, crashed) = RunningFile::take_over(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let supervisor =
+                    Supervisor::new(pipeline, config.pipeline.clone(), intake, running);
+                tasks.spawn(Arc::new(supervisor).run(crashed, stop.clone()));
             }
             _ => tracing::warn!("queue held: letters are accepted and spooled but not processed"),
         }

@@ -1,21 +1,22 @@
 //! Poison letters never stop the pipeline: letters are processed on a pool of worker
 //! threads under supervision.
 //!
-//! - Before a letter is handed out, an attempt is counted durably, so an attempt that
-//!   takes the whole process down (an abort in a library, the kernel's OOM killer) is
-//!   counted too; a letter whose attempts all ended that way is quarantined when
-//!   `max_attempts` is exceeded, before it runs again. A newly accepted letter has its
-//!   first attempt counted in the commit that accepts it and goes straight to the
+//! - Attempts that end abnormally are counted durably. A worker records the letter it
+//!   processes in its slot of the running file ([`RunningFile`]); at start, the letters
+//!   the slots name were running when the gateway stopped (an abort in a library, the
+//!   kernel's OOM killer, `kill -9`), and each has that attempt counted. A letter that
+//!   reaches `max_attempts` so is quarantined before it runs again. Letters that only
+//!   waited for a worker are not counted. Newly accepted letters go straight to the
 //!   workers ([`Intake`]); letters found on the queue (at start, released from
-//!   quarantine, retried) are counted in one commit per batch.
-//! - A panic is caught on its worker; the letter is retried until `max_attempts`, then
-//!   quarantined with the panic message.
+//!   quarantine, retried) are handed out by a scan every 30 seconds.
+//! - A panic is caught on its worker and counted; the letter is retried until
+//!   `max_attempts`, then quarantined with the panic message.
 //! - A letter still running after `time_limit_secs` is quarantined at once and its
 //!   worker abandoned (a thread cannot be stopped; a fresh worker takes its place, and
 //!   the old one exits when its call returns; its result cannot land, since a
 //!   submission ends exactly once).
 //! - A transient failure (disk, an unreachable revocation responder) is not held
-//!   against the letter: its attempt is taken back and it is retried later.
+//!   against the letter: it is retried later.
 //!
 //! Quarantine keeps the letter as received and sends the sender a failure DSN;
 //! `kvgate quarantine` lists, shows, releases and drops quarantined letters.
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::config::PipelinePolicy;
 use crate::pipeline::{Pipeline, Transient};
+use crate::running::RunningFile;
 
 /// How often the queue is looked at even without a wake-up (retries of transient
 /// failures).
@@ -40,7 +42,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for letters being processed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// A letter handed to the workers, with the attempts counted so far.
+/// A letter handed to the workers, with its attempts that ended abnormally so far.
 struct Job {
     id: TrackingId,
     attempts: u32,
@@ -109,22 +111,22 @@ impl Pool {
         }
     }
 
-    /// Puts `jobs` on the board and wakes a worker for each; returns those refused
-    /// because the pool is closed (their attempts are to be taken back).
-    fn give(&self, jobs: Vec<Job>) -> Vec<Job> {
+    /// Puts `jobs` on the board and wakes a worker for each; false if the pool is
+    /// closed (they stay queued for the next start).
+    fn give(&self, jobs: Vec<Job>) -> bool {
         self.give_locked(&mut self.lock(), jobs)
     }
 
     /// [`Pool::give`] on a board already locked.
-    fn give_locked(&self, board: &mut Board, jobs: Vec<Job>) -> Vec<Job> {
+    fn give_locked(&self, board: &mut Board, jobs: Vec<Job>) -> bool {
         if board.closed {
-            return jobs;
+            return false;
         }
         for job in jobs {
             board.waiting.push_back(job);
             self.work.notify_one();
         }
-        Vec::new()
+        true
     }
 
     /// Takes a letter that is no longer running off the board, telling shutdown.
@@ -154,10 +156,9 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Announces that `id` is being accepted with its first attempt counted
-    /// ([`kvgate_store::Handoff::Worker`]). Until the admission is handed over or
-    /// dropped, the queue scan leaves the letter alone: it would count and hand out a
-    /// letter whose acceptance has just committed a second time.
+    /// Announces that `id` is being accepted. Until the admission is handed over or
+    /// dropped, the queue scan leaves the letter alone: it would hand out a letter
+    /// whose acceptance has just committed a second time.
     pub fn admit(&self, id: &TrackingId) -> Admission {
         self.pool.lock().incoming.insert(id.clone());
         Admission {
@@ -176,15 +177,15 @@ pub struct Admission {
 
 impl Admission {
     /// Hands the accepted letter to the workers; false if the pipeline is shutting
-    /// down, when the caller takes back the attempt counted on acceptance.
+    /// down (the letter stays queued for the next start).
     pub fn hand_over(mut self) -> bool {
         let Some(id) = self.id.take() else {
             return false;
         };
         let mut board = self.pool.lock();
         board.incoming.remove(&id);
-        let job = Job { id, attempts: 1 };
-        self.pool.give_locked(&mut board, vec![job]).is_empty()
+        let job = Job { id, attempts: 0 };
+        self.pool.give_locked(&mut board, vec![job])
     }
 }
 
@@ -201,25 +202,48 @@ pub struct Supervisor {
     pipeline: Arc<Pipeline>,
     policy: PipelinePolicy,
     pool: Arc<Pool>,
+    running: RunningFile,
     /// The ID the last worker got.
     last_worker: AtomicU64,
 }
 
 impl Supervisor {
-    /// Supervises `pipeline` under `policy`, taking new letters from `intake` too.
-    pub fn new(pipeline: Arc<Pipeline>, policy: PipelinePolicy, intake: &Intake) -> Self {
+    /// Supervises `pipeline` under `policy`, taking new letters from `intake` too;
+    /// its workers record their letters in `running`.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        policy: PipelinePolicy,
+        intake: &Intake,
+        running: RunningFile,
+    ) -> Self {
         Supervisor {
             pipeline,
             policy,
             pool: intake.pool.clone(),
+            running,
             last_worker: AtomicU64::new(0),
         }
     }
 
-    /// Works the queue until `shutdown`: at start (letters left by a crash) and every
-    /// 30 seconds (released and retried letters); checks the time limit every second.
-    /// New letters come through the [`Intake`].
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Counts an attempt against each of `crashed` (the letters running when the
+    /// gateway last stopped), then works the queue until `shutdown`: at start (letters
+    /// left by a crash) and every 30 seconds (released and retried letters); checks
+    /// the time limit every second. New letters come through the [`Intake`].
+    pub async fn run(
+        self: Arc<Self>,
+        crashed: Vec<TrackingId>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.count_crashed(&crashed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot count the attempts the last stop ended")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "counting the attempts the last stop ended failed")
+            }
+        }
         for _ in 0..self.pipeline.workers() {
             self.spawn_worker();
         }
@@ -250,39 +274,51 @@ impl Supervisor {
         }
     }
 
+    /// Counts the attempt the gateway's last stop ended for each of `crashed` still
+    /// queued, and quarantines those whose attempts are used up.
+    fn count_crashed(&self, crashed: &[TrackingId]) -> Result<(), StoreError> {
+        if crashed.is_empty() {
+            return Ok(());
+        }
+        let counts = self.pipeline.store().count_failed_attempts(crashed)?;
+        for (id, count) in crashed.iter().zip(counts) {
+            let Some(attempts) = count else { continue };
+            tracing::warn!(tracking = %id, attempts, "the gateway stopped while processing this letter");
+            if attempts >= self.policy.max_attempts {
+                let detail = format!(
+                    "{attempts} attempts ended without a result (the gateway stopped while processing it)"
+                );
+                if let Err(e) = self.quarantine(id, "processing-crashed", detail, attempts) {
+                    tracing::error!(tracking = %id, error = %e, "cannot quarantine");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A worker: processes letters until the pool closes or it is abandoned.
     fn work(&self, me: u64) {
         while let Some(job) = self.pool.take(me) {
+            if let Err(e) = self.running.start(me, &job.id) {
+                tracing::warn!(tracking = %job.id, error = %e, "cannot record the letter as running; a crash now would not be counted against it");
+            }
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                self.pipeline.process(&job.id, job.attempts)
+                self.pipeline.process(&job.id, job.attempts + 1)
             }));
             if !self.pool.done(&job.id, me) {
                 tracing::warn!(tracking = %job.id, "an abandoned worker finished; it exits");
                 return;
             }
+            if let Err(e) = self.running.end(me) {
+                tracing::warn!(tracking = %job.id, error = %e, "cannot record the letter as done");
+            }
             let settled = match outcome {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => {
                     tracing::warn!(tracking = %job.id, error = %e, "processing failed; will retry");
-                    self.pipeline
-                        .store()
-                        .end_attempt(&job.id)
-                        .map_err(Into::into)
+                    Ok(())
                 }
-                Err(panic) => {
-                    let message = panic_message(panic.as_ref());
-                    tracing::error!(tracking = %job.id, attempt = job.attempts, panic = %message, "processing panicked");
-                    if job.attempts >= self.policy.max_attempts {
-                        self.quarantine(
-                            &job.id,
-                            "processing-failed",
-                            format!("processing failed {} times; last: {message}", job.attempts),
-                            job.attempts,
-                        )
-                    } else {
-                        Ok(())
-                    }
-                }
+                Err(panic) => self.panicked(&job.id, &panic_message(panic.as_ref())),
             };
             if let Err(e) = settled {
                 tracing::error!(tracking = %job.id, error = %e, "cannot record the outcome of processing");
@@ -290,8 +326,7 @@ impl Supervisor {
         }
     }
 
-    /// Hands the queued letters that no worker has to the workers, counting an
-    /// attempt for each first; quarantines those whose attempts are used up.
+    /// Hands the queued letters that no worker has to the workers.
     async fn dispatch(self: &Arc<Self>) {
         let this = self.clone();
         match tokio::task::spawn_blocking(move || this.dispatch_blocking()).await {
@@ -299,6 +334,23 @@ impl Supervisor {
             Ok(Err(e)) => tracing::error!(error = %e, "pipeline cannot read its queue"),
             Err(e) => tracing::error!(error = %e, "pipeline dispatch failed"),
         }
+    }
+
+    /// Counts a panic against `id` and quarantines it if its attempts are used up.
+    fn panicked(&self, id: &TrackingId, message: &str) -> Result<(), Transient> {
+        let counted = self
+            .pipeline
+            .store()
+            .count_failed_attempts(std::slice::from_ref(id))?;
+        let Some(Some(attempts)) = counted.first().copied() else {
+            return Ok(());
+        };
+        tracing::error!(tracking = %id, attempts, panic = %message, "processing panicked");
+        if attempts < self.policy.max_attempts {
+            return Ok(());
+        }
+        let detail = format!("processing failed {attempts} times; last: {message}");
+        self.quarantine(id, "processing-failed", detail, attempts)
     }
 
     fn dispatch_blocking(&self) -> Result<(), StoreError> {
@@ -319,27 +371,13 @@ impl Supervisor {
         if fresh.is_empty() {
             return Ok(());
         }
-        let counts = store.begin_attempts(&fresh)?;
-        let mut jobs = Vec::new();
-        for (id, count) in fresh.into_iter().zip(counts) {
-            match count {
-                None => {}
-                Some(attempts) if attempts > self.policy.max_attempts => {
-                    let detail = format!(
-                        "{} attempts ended without a result (the gateway stopped while processing it)",
-                        attempts - 1
-                    );
-                    if let Err(e) = self.quarantine(&id, "processing-crashed", detail, attempts - 1)
-                    {
-                        tracing::error!(tracking = %id, error = %e, "cannot quarantine");
-                    }
-                }
-                Some(attempts) => jobs.push(Job { id, attempts }),
-            }
-        }
-        for job in self.pool.give(jobs) {
-            store.end_attempt(&job.id)?;
-        }
+        let counts = store.failed_attempts(&fresh)?;
+        let jobs = fresh
+            .into_iter()
+            .zip(counts)
+            .map(|(id, attempts)| Job { id, attempts })
+            .collect();
+        self.pool.give(jobs);
         Ok(())
     }
 
@@ -348,23 +386,27 @@ impl Supervisor {
     /// so that it is not handed out again meanwhile.
     async fn enforce_time_limit(self: &Arc<Self>) {
         let limit = Duration::from_secs(self.policy.time_limit_secs);
-        let overdue: Vec<(TrackingId, u32)> = {
+        let overdue: Vec<(TrackingId, u64, u32)> = {
             let mut board = self.pool.lock();
             let overdue: Vec<(TrackingId, u64, u32)> = board
                 .running
                 .iter()
                 .filter(|(_, r)| r.since.elapsed() > limit && !board.abandoned.contains(&r.worker))
-                .map(|(id, r)| (id.clone(), r.worker, r.attempts))
+                .map(|(id, r)| (id.clone(), r.worker, r.attempts + 1))
                 .collect();
             overdue
                 .into_iter()
                 .map(|(id, worker, attempts)| {
                     board.abandoned.insert(worker);
-                    (id, attempts)
+                    (id, worker, attempts)
                 })
                 .collect()
         };
-        for (id, attempts) in overdue {
+        for (id, worker, attempts) in overdue {
+            // Its slot no longer names a letter running: the worker is given up on.
+            if let Err(e) = self.running.end(worker) {
+                tracing::warn!(tracking = %id, error = %e, "cannot record the letter as done");
+            }
             tracing::error!(tracking = %id, limit_secs = limit.as_secs(), "processing ran over its time limit; quarantined");
             self.spawn_worker();
             let this = self.clone();
@@ -401,19 +443,14 @@ impl Supervisor {
         }
     }
 
-    /// Stops taking letters, takes back the attempts of those not started, and waits
+    /// Stops taking letters (those waiting stay queued for the next start) and waits
     /// (a while) for the running ones.
     fn close(&self) {
-        let not_started: Vec<TrackingId> = {
+        {
             let mut board = self.pool.lock();
             board.closed = true;
             self.pool.work.notify_all();
-            board.waiting.drain(..).map(|job| job.id).collect()
-        };
-        for id in &not_started {
-            if let Err(e) = self.pipeline.store().end_attempt(id) {
-                tracing::warn!(tracking = %id, error = %e, "cannot take back an attempt");
-            }
+            board.waiting.clear();
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut board = self.pool.lock();
@@ -461,7 +498,7 @@ mod tests {
         assert!(admission.hand_over());
         assert!(pool.lock().incoming.is_empty());
         let job = pool.take(1).unwrap();
-        assert_eq!((job.id, job.attempts), (id.clone(), 1));
+        assert_eq!((job.id, job.attempts), (id.clone(), 0));
         assert!(pool.done(&id, 1));
 
         // Acceptance failed: withdrawn, nothing handed out.

@@ -150,12 +150,10 @@ fn crafted_structures_are_quarantined_between_good_letters() {
     drop(server);
 }
 
-#[test]
-fn a_letter_over_the_time_limit_is_quarantined_and_others_go_on() {
-    require(&["openssl"]);
-    let install = Install::new();
-    // The signer's OCSP responder accepts connections and never answers: checking
-    // the signature hangs (up to the revocation timeout of 10 s).
+/// A letter whose processing hangs: its signer's OCSP responder accepts connections
+/// and never answers (up to the revocation timeout of 10 s). Its signing certificate
+/// is registered for the demo practice.
+fn hanging_letter(install: &Install) -> Vec<u8> {
     let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = tarpit.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -178,14 +176,21 @@ fn a_letter_over_the_time_limit_is_quarantined_and_others_go_on() {
         "--cert",
         cert.to_str().unwrap(),
     ]);
-    install.set_config_table("pipeline", "time_limit_secs = 1");
-    let server = install.serve(&[]);
-
-    let hanging = install.openssl_letter(
+    install.openssl_letter(
         &text_letter("Befund", "haengt"),
         Some((&cert, &install.work("hanging.key"))),
         "x",
-    );
+    )
+}
+
+#[test]
+fn a_letter_over_the_time_limit_is_quarantined_and_others_go_on() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let hanging = hanging_letter(&install);
+    install.set_config_table("pipeline", "time_limit_secs = 1");
+    let server = install.serve(&[]);
+
     let stuck = server.send_to_member(&install, &hanging);
     let good = install.practice_letter(&text_letter("Befund", "gut"), "x");
     let after = server.send_to_member(&install, &good);
@@ -215,4 +220,47 @@ fn a_letter_over_the_time_limit_is_quarantined_and_others_go_on() {
         wait_final(&install, &later)["submission"]["state"],
         "delivered"
     );
+}
+
+#[test]
+fn only_the_letter_running_when_the_gateway_dies_is_counted_against() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let hanging = hanging_letter(&install);
+    // One worker: the letters after the hanging one wait for it.
+    install.set_config_table("pipeline", "workers = 1");
+    let server = install.serve(&["--hold-queue"]);
+    let stuck = server.send_to_member(&install, &hanging);
+    let good = install.practice_letter(&text_letter("Befund", "gut"), "x");
+    let waiting: Vec<String> = (0..3)
+        .map(|_| server.send_to_member(&install, &good))
+        .collect();
+    server.kill();
+
+    // Three starts, each killed while the hanging letter runs.
+    let running = install.data().join("pipeline.running");
+    for start in 1..=3 {
+        let server = install.serve(&[]);
+        wait_until(&format!("start {start}: the letter never ran"), 30, || {
+            std::fs::read_to_string(&running).is_ok_and(|slots| slots.contains(&stuck))
+        });
+        server.kill();
+    }
+    let _server = install.serve(&[]);
+    let entry = wait_quarantined(&install, &stuck);
+    assert_eq!(
+        (&entry["reason"], &entry["detail"]),
+        (
+            &serde_json::json!("processing-crashed"),
+            &serde_json::json!(
+                "3 attempts ended without a result (the gateway stopped while processing it)"
+            )
+        )
+    );
+    // The letters that only waited were not counted against.
+    for id in &waiting {
+        let trail = wait_final(&install, id);
+        assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
+    }
+    assert_eq!(quarantine_list(&install).len(), 1);
 }

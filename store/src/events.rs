@@ -233,7 +233,6 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::Handoff;
     use crate::db::{EVENTS, put};
     use crate::kvnr::Kvnr;
     use crate::mailbox::Mailbox;
@@ -265,9 +264,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let id = TrackingId::generate().unwrap();
-        store
-            .accept_submission(&submission(&id), None, Handoff::Queue)
-            .unwrap();
+        store.accept_submission(&submission(&id), None).unwrap();
         store
             .record(&id, vec![Event::new(EventKind::Verified).detail("signed")])
             .unwrap();
@@ -310,9 +307,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let id = TrackingId::generate().unwrap();
-        store
-            .accept_submission(&submission(&id), None, Handoff::Queue)
-            .unwrap();
+        store.accept_submission(&submission(&id), None).unwrap();
         store
             .record(
                 &id,

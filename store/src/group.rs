@@ -203,16 +203,14 @@ fn apply_all(db: &Database, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError>
 #[cfg(test)]
 mod tests {
     use crate::events::tests::submission;
-    use crate::{Handoff, Store, StoreError, TrackingId};
+    use crate::{Store, StoreError, TrackingId};
 
     #[test]
     fn concurrent_changes_all_commit_and_a_failure_stays_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let first = TrackingId::generate().unwrap();
-        store
-            .accept_submission(&submission(&first), None, Handoff::Queue)
-            .unwrap();
+        store.accept_submission(&submission(&first), None).unwrap();
         let outcomes: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..16)
                 .map(|i| {
@@ -222,10 +220,7 @@ mod tests {
                             7 => first.clone(),
                             _ => TrackingId::generate().unwrap(),
                         };
-                        (
-                            id.clone(),
-                            store.accept_submission(&submission(&id), None, Handoff::Queue),
-                        )
+                        (id.clone(), store.accept_submission(&submission(&id), None))
                     })
                 })
                 .collect();
@@ -257,7 +252,7 @@ mod tests {
                             })
                         } else {
                             let id = TrackingId::generate().unwrap();
-                            store.accept_submission(&submission(&id), None, Handoff::Queue)
+                            store.accept_submission(&submission(&id), None)
                         }
                     })
                 })
@@ -281,9 +276,7 @@ mod tests {
         assert_eq!(store.queued().unwrap().len(), committed);
         // Nobody is left leading a batch that ended in a panic.
         let id = TrackingId::generate().unwrap();
-        store
-            .accept_submission(&submission(&id), None, Handoff::Queue)
-            .unwrap();
+        store.accept_submission(&submission(&id), None).unwrap();
         assert!(store.submission(&id).unwrap().is_some());
     }
 
@@ -310,7 +303,7 @@ mod tests {
                                     }
                                 })
                             } else {
-                                store.accept_submission(&submission(&id), None, Handoff::Queue)
+                                store.accept_submission(&submission(&id), None)
                             };
                             (i, id, outcome)
                         })

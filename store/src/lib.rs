@@ -70,7 +70,7 @@ pub use quarantine::Quarantined;
 pub use senders::{Sender, SenderKind};
 pub use settings::{QuotaRefusal, Smarthealth};
 pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
-pub use submissions::{Handoff, Recipient, Submission, SubmissionState};
+pub use submissions::{Recipient, Submission, SubmissionState};
 pub use time::{Timestamp, now};
 pub use uploads::Upload;
 // issue 9b: member app sending.

@@ -1,6 +1,7 @@
-//! Poison letters: processing attempts that did not end normally are counted durably
-//! before each attempt, and a letter that cannot be processed is set aside in the
-//! quarantine, kept as received, until an operator releases or drops it.
+//! Poison letters: processing attempts that did not end normally (a panic, the gateway
+//! stopping while they ran) are counted durably, and a letter that cannot be processed
+//! is set aside in the quarantine, kept as received, until an operator releases or
+//! drops it.
 
 use redb::ReadableTable;
 
@@ -32,11 +33,14 @@ pub struct Quarantined {
 }
 
 impl Store {
-    /// Counts an attempt at each submission of `ids` that is still queued, in one
-    /// commit, before they are processed, so that an attempt that takes the process
-    /// down is counted too. Returns the attempts counted so far, this one included, for
-    /// each of `ids` (`None` where it is no longer queued).
-    pub fn begin_attempts(&self, ids: &[TrackingId]) -> Result<Vec<Option<u32>>, StoreError> {
+    /// Counts an attempt that ended abnormally (a panic, or the gateway stopping
+    /// while it ran) for each submission of `ids` that is still queued, in one commit.
+    /// Returns the abnormal ends counted so far, this one included, for each of `ids`
+    /// (`None` where it is no longer queued).
+    pub fn count_failed_attempts(
+        &self,
+        ids: &[TrackingId],
+    ) -> Result<Vec<Option<u32>>, StoreError> {
         let ids = ids.to_vec();
         self.write_grouped(move |tx| {
             let queue = tx.open_table(QUEUE)?;
@@ -55,20 +59,13 @@ impl Store {
         })
     }
 
-    /// Takes back the attempt counted for `id` when it ended normally without
-    /// finishing the submission (a transient failure, retried later).
-    pub fn end_attempt(&self, id: &TrackingId) -> Result<(), StoreError> {
-        let id = id.clone();
-        self.write_grouped(move |tx| {
-            let mut attempts = tx.open_table(ATTEMPTS)?;
-            match get::<u32>(&attempts, id.as_str())? {
-                Some(count) if count > 1 => put(&mut attempts, id.as_str(), &(count - 1)),
-                Some(_) => {
-                    attempts.remove(id.as_str())?;
-                    Ok(())
-                }
-                None => Ok(()),
-            }
+    /// The attempts at each of `ids` that ended abnormally so far (0 for none).
+    pub fn failed_attempts(&self, ids: &[TrackingId]) -> Result<Vec<u32>, StoreError> {
+        self.read(|tx| {
+            let attempts = tx.open_table(ATTEMPTS)?;
+            ids.iter()
+                .map(|id| Ok(get::<u32>(&attempts, id.as_str())?.unwrap_or(0)))
+                .collect()
         })
     }
 
@@ -162,41 +159,29 @@ impl Quarantined {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Handoff;
     use crate::events::tests::submission;
     use crate::testing;
 
     #[test]
-    fn a_letter_handed_straight_to_a_worker_has_its_first_attempt_counted() {
+    fn failed_attempts_count_while_queued_and_quarantine_keeps_the_letter() {
         let (_dir, store) = testing::open();
         let id = TrackingId::generate().unwrap();
         store
-            .accept_submission(&submission(&id), None, Handoff::Worker)
-            .unwrap();
-        // The attempt counted on acceptance is taken back like any other.
-        assert_eq!(
-            store.begin_attempts(std::slice::from_ref(&id)).unwrap(),
-            vec![Some(2)]
-        );
-        store.end_attempt(&id).unwrap();
-        store.end_attempt(&id).unwrap();
-        assert_eq!(store.begin_attempts(&[id]).unwrap(), vec![Some(1)]);
-    }
-
-    #[test]
-    fn attempts_count_until_taken_back_and_quarantine_keeps_the_letter() {
-        let (_dir, store) = testing::open();
-        let id = TrackingId::generate().unwrap();
-        store
-            .accept_submission(&submission(&id), Some(b"letter".to_vec()), Handoff::Queue)
+            .accept_submission(&submission(&id), Some(b"letter".to_vec()))
             .unwrap();
         let other = TrackingId::generate().unwrap();
         let ids = [id.clone(), other.clone()];
-        // Counted before each attempt; a transient failure takes its count back.
-        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(1), None]);
-        store.end_attempt(&id).unwrap();
-        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(1), None]);
-        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(2), None]);
+        // Counted for queued letters only.
+        assert_eq!(store.failed_attempts(&ids).unwrap(), vec![0, 0]);
+        assert_eq!(
+            store.count_failed_attempts(&ids).unwrap(),
+            vec![Some(1), None]
+        );
+        assert_eq!(
+            store.count_failed_attempts(&ids).unwrap(),
+            vec![Some(2), None]
+        );
+        assert_eq!(store.failed_attempts(&ids).unwrap(), vec![2, 0]);
 
         let entry = Quarantined::new(id.clone(), "processing-crashed", "d".into(), 2);
         let event = Event::new(EventKind::Quarantined).reason("processing-crashed");
@@ -218,7 +203,7 @@ mod tests {
         assert!(store.release(&id, "op").unwrap());
         assert!(!store.release(&id, "op").unwrap());
         assert_eq!(store.queued().unwrap(), vec![id.clone()]);
-        assert_eq!(store.begin_attempts(&ids).unwrap(), vec![Some(1), None]);
+        assert_eq!(store.failed_attempts(&ids).unwrap(), vec![0, 0]);
         let entry = Quarantined::new(id.clone(), "malformed", "d".into(), 1);
         store.quarantine(entry, Vec::new(), Vec::new()).unwrap();
 

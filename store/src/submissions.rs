@@ -83,16 +83,6 @@ pub(crate) fn load(tx: &Tx<'_>, id: &TrackingId) -> Result<Submission, StoreErro
     get(&tx.open_table(SUBMISSIONS)?, id.as_str())?.ok_or(StoreError::NotFound("submission"))
 }
 
-/// Where an accepted submission goes next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handoff {
-    /// Straight to a pipeline worker: the accepting commit also counts its first
-    /// processing attempt (as [`Store::begin_attempts`] does for queued ones).
-    Worker,
-    /// Onto the queue only, for the pipeline to pick up (and count) later.
-    Queue,
-}
-
 impl Store {
     /// Records a spooled submission, queues it for the pipeline and appends its
     /// `accepted` event, in one grouped durable commit; a `letter` kept by the store
@@ -103,7 +93,6 @@ impl Store {
         &self,
         submission: &Submission,
         letter: Option<Vec<u8>>,
-        handoff: Handoff,
     ) -> Result<(), StoreError> {
         let id = submission.tracking_id.clone();
         let letters: Vec<(&str, &[u8])> = letter
@@ -123,9 +112,6 @@ impl Store {
                 put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
                 if let Some(extent) = &spooled {
                     put(&mut tx.open_table(SPOOLED_AT)?, id.as_str(), extent)?;
-                }
-                if handoff == Handoff::Worker {
-                    put(&mut tx.open_table(ATTEMPTS)?, id.as_str(), &1u32)?;
                 }
                 let events = submission
                     .recipients
@@ -315,7 +301,7 @@ mod tests {
         let database = || std::fs::read(dir.path().join("kvgate.redb")).unwrap();
         let id = TrackingId::generate().unwrap();
         store
-            .accept_submission(&submission(&id), Some(LETTER.to_vec()), Handoff::Queue)
+            .accept_submission(&submission(&id), Some(LETTER.to_vec()))
             .unwrap();
         assert_eq!(store.spooled_letter(&id).unwrap().unwrap(), LETTER);
         assert!(contains(
@@ -343,9 +329,7 @@ mod tests {
     fn a_letter_an_earlier_version_kept_in_the_database_is_still_read() {
         let (_dir, store) = testing::open();
         let id = TrackingId::generate().unwrap();
-        store
-            .accept_submission(&submission(&id), None, Handoff::Queue)
-            .unwrap();
+        store.accept_submission(&submission(&id), None).unwrap();
         store
             .write(|tx| {
                 tx.open_table(SPOOLED)?.insert(id.as_str(), LETTER)?;

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use crate::Store;
 use crate::credentials::CredentialPolicy;
 use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
@@ -14,7 +15,6 @@ use crate::members::{EnrolledDevice, NewMember};
 use crate::messages::{Ciphertext, NewMessage};
 use crate::submissions::{Recipient, Submission, SubmissionState};
 use crate::time::now;
-use crate::{Handoff, Store};
 
 /// A fresh store in a temporary directory (removed when the directory is dropped).
 pub(crate) fn open() -> (tempfile::TempDir, Store) {
@@ -98,7 +98,6 @@ pub(crate) fn submitted(
                 envid: None,
             },
             None,
-            Handoff::Queue,
         )
         .unwrap();
     NewMessage {

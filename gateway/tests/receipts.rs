@@ -595,6 +595,29 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
 }
 
 #[test]
+fn a_letter_whose_bytes_are_gone_is_still_given_up_and_reported() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start();
+    configure_relay_with(&install, &relay, 0, 4);
+    let server = install.serve(&["--hold-queue"]);
+    // Over 256 KiB: kept in a spool file of its own, which then goes missing.
+    let body = "Befund ".repeat(50_000);
+    let letter = install.practice_letter(&text_letter("x", &body), "Befund");
+    let id = server.send_to_member(&install, &letter);
+    std::fs::remove_file(install.data().join("spool").join(&id)).unwrap();
+
+    let (_, summary) = relay.wait_for(2);
+    let recipient = &summary["report"]["per_recipient"][0];
+    assert_eq!(recipient["Action"], "failed", "{summary}");
+    let trail = install.track(&id);
+    assert_eq!(trail["submission"]["state"], "failed", "{trail}");
+    assert!(event_kinds(&trail).contains(&"expired".to_owned()));
+    drop(server);
+}
+
+#[test]
 fn a_held_letter_is_reported_delayed_then_expired() {
     require(&["openssl", "python3"]);
     let install = Install::new();

@@ -193,6 +193,11 @@ mod tests {
         assert_eq!(store.spooled_letter(&id).unwrap().unwrap(), b"letter");
         let state = store.submission(&id).unwrap().unwrap().state;
         assert_eq!(state, SubmissionState::Quarantined);
+        // Nothing more is recorded of it as waiting (a delay notice, say).
+        assert!(matches!(
+            store.record_and_report(&id, Vec::new(), Vec::new()),
+            Err(StoreError::NotFound(_))
+        ));
         // A submission ends once: no second quarantine, no finish.
         assert!(matches!(
             store.quarantine(entry, Vec::new(), Vec::new()),

@@ -170,7 +170,8 @@ impl Store {
     }
 
     /// Appends events about a waiting submission together with the reports they owe
-    /// its sender (e.g. a delay notification), in one commit.
+    /// its sender (e.g. a delay notification), in one commit; `NotFound` if it no
+    /// longer waits (it ended meanwhile).
     pub fn record_and_report(
         &self,
         id: &TrackingId,
@@ -179,6 +180,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             load(tx, id)?;
+            // Only while it waits: a letter that ended meanwhile is not delayed.
+            if tx.open_table(QUEUE)?.get(id.as_str())?.is_none() {
+                return Err(StoreError::NotFound("queued submission"));
+            }
             for report in &reports {
                 enqueue(tx, report)?;
             }

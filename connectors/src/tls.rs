@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// Why a TLS server configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,19 @@ pub fn sender_server_config(
     key_pem: &[u8],
     client_roots_pem: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    sender_server_config_with_crls(cert_chain_pem, key_pem, client_roots_pem, &[])
+}
+
+/// [`sender_server_config`], refusing client certificates that one of `crls` (each
+/// PEM or DER) lists as revoked. A certificate whose issuer has no CRL among them
+/// passes (its revocation is a matter for the S/MIME checks, which also ask OCSP);
+/// a CRL past its next update still counts (what it revoked stays revoked).
+pub fn sender_server_config_with_crls(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    client_roots_pem: &[&[u8]],
+    crls: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = default_provider()?;
     let mut roots = RootCertStore::empty();
     for pem in client_roots_pem {
@@ -56,8 +69,14 @@ pub fn sender_server_config(
             roots.add(cert).map_err(TlsError::ClientRoot)?;
         }
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let mut revocation_lists = Vec::new();
+    for crl in crls {
+        revocation_lists.extend(revocation_lists_of(crl)?);
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(revocation_lists)
+        .allow_unknown_revocation_status()
+        .build()?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -98,6 +117,19 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
         return Err(TlsError::NoCertificates(what));
     }
     Ok(certs)
+}
+
+/// The CRLs in `crl`: PEM (one or more) or a single DER one.
+fn revocation_lists_of(crl: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    if !crl.starts_with(b"-----BEGIN") {
+        return Ok(vec![CertificateRevocationListDer::from(crl.to_vec())]);
+    }
+    CertificateRevocationListDer::pem_slice_iter(crl)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            what: "certificate revocation list",
+            source,
+        })
 }
 
 fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {

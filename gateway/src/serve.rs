@@ -439,7 +439,15 @@ fn sender_trust(
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, TrustAnchors)> {
     let pems = trust_anchor_pems(config, store)?;
     let roots: Vec<&[u8]> = pems.iter().map(Vec::as_slice).collect();
-    let tls = tls::sender_server_config(cert, key, &roots)?;
+    let mut crls = Vec::new();
+    for path in &config.trust.crls {
+        let path = config.resolve(path);
+        crls.push(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let crls: Vec<&[u8]> = crls.iter().map(Vec::as_slice).collect();
+    // A practice whose TLS certificate a configured CRL revokes is refused at the
+    // handshake: it cannot submit, nor learn anything of members from RCPT replies.
+    let tls = tls::sender_server_config_with_crls(cert, key, &roots, &crls)?;
     Ok((tls, signer_trust(config, &pems)?))
 }
 

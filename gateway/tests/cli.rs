@@ -249,10 +249,27 @@ fn a_renewed_crl_file_is_in_force_within_seconds() {
             crl.to_str().unwrap()
         ),
     );
+    // The practice authenticates with a TLS certificate of its own and signs with the
+    // demo practice's certificate.
+    install.issue_practice("practice-tls", PRACTICE);
+    let tls_cert = install.work("practice-tls.pem");
+    install.admin_ok(&[
+        "sender",
+        "add",
+        "--id",
+        "demo-practice",
+        "--cert",
+        tls_cert.to_str().unwrap(),
+    ]);
     let server = install.serve(&[]);
-    let letter = |subject| install.practice_letter(&text_letter(subject, "x"), subject);
+    let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
+    let send = |tls: &str, subject: &str| {
+        let letter = install.practice_letter(&text_letter(subject, "x"), subject);
+        let tls = install.tls_as(&format!("{tls}.pem"), &format!("{tls}.key"));
+        block_on(smtp::submit(server.smtps, tls, PRACTICE, &[&to], &letter))
+    };
 
-    let id = server.send_to_member(&install, &letter("before"));
+    let id = tracking_id(&send("practice-tls", "before").unwrap());
     let trail = wait_final(&install, &id);
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
     let verified = trail["events"][1]["detail"].as_str().unwrap().to_owned();
@@ -261,14 +278,21 @@ fn a_renewed_crl_file_is_in_force_within_seconds() {
         "{verified}"
     );
 
-    // The operator's job puts a renewed CRL in place that revokes the practice.
+    // The operator's job puts a renewed CRL in place that revokes the demo practice's
+    // certificate (its signing one, and the TLS one of its other sessions).
     let practice = std::fs::read_to_string(install.pki("demo-practice.pem")).unwrap();
     let aside = install.work("ca.crl.new");
     std::fs::write(&aside, devpki::crl(&ca, &[&practice], day).unwrap()).unwrap();
     std::fs::rename(&aside, &crl).unwrap();
     taken_up(&server, 1);
 
-    let id = server.send_to_member(&install, &letter("after"));
+    // A session with the revoked certificate is refused at the handshake ...
+    assert!(
+        send("demo-practice", "revoked").is_err(),
+        "a session with a revoked certificate was served"
+    );
+    // ... and a letter it signed fails, whoever delivers it.
+    let id = tracking_id(&send("practice-tls", "after").unwrap());
     let trail = wait_final(&install, &id);
     assert_eq!(trail["submission"]["state"], "failed", "{trail}");
     let last = trail["events"].as_array().unwrap().last().unwrap();

@@ -428,7 +428,7 @@ fn disposition_notification_is_sent_once_and_only_when_asked_and_allowed() {
     let fields = &report["disposition"];
     assert_eq!(
         fields["Disposition"],
-        "automatic-action/MDN-sent-automatically; displayed"
+        "manual-action/MDN-sent-manually; displayed"
     );
     assert_eq!(
         fields["Original-Message-ID"],

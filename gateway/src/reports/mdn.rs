@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::letter::header_safe;
 
-/// A disposition notification: the letter was displayed to the member.
+/// A disposition notification: the letter was displayed to the member. Its
+/// disposition is `manual-action/MDN-sent-manually` (RFC 8098 §3.2.6): the member marks
+/// the letter read in the app, which asks them whether the sender may be told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mdn {
     /// This gateway's host name.
@@ -69,7 +71,7 @@ impl Mdn {
             out.push_str(&format!("Original-Message-ID: {}\r\n", header_safe(id)));
         }
         out.push_str(&format!(
-            "Disposition: automatic-action/MDN-sent-automatically; displayed\r\n\
+            "Disposition: manual-action/MDN-sent-manually; displayed\r\n\
              Received-content-MIC: {}, sha256\r\n\
              X-Kvgate-Tracking-Id: {}\r\n\
              --{boundary}--\r\n",

@@ -71,9 +71,12 @@ impl Policy {
         }
     }
 
-    /// After DATA: the check whether the letter as received still fits every
-    /// smarthealth recipient's quota (SIZE= may have been missing or wrong), to run on
-    /// the blocking thread that accepts it.
+    /// After DATA: the check whether the letter as received still fits a smarthealth
+    /// recipient's quota (SIZE= may have been missing or wrong), to run on the blocking
+    /// thread that accepts it. The letter is refused only if it fits no recipient's
+    /// inbox: refusals are per recipient, so a letter that one of them can take is
+    /// accepted, and the pipeline fails the recipients whose inbox it does not fit
+    /// (each with its DSN).
     fn still_fits(&self, session: &Session) -> impl Fn(u64) -> Result<(), Reply> + Send + 'static {
         let store = self.store.clone();
         let quota = self.smarthealth_quota;
@@ -84,10 +87,20 @@ impl Policy {
             .filter(|r| r.mailbox == Some(Mailbox::Smarthealth))
             .map(|r| r.kvnr.clone())
             .collect();
+        let others = session.recipients.len() > members.len();
         move |size| {
-            members
-                .iter()
-                .try_for_each(|kvnr| fits_quota(&store, quota, &sender, kvnr, size))
+            let Some(first) = members.first().filter(|_| !others) else {
+                return Ok(());
+            };
+            for kvnr in &members {
+                let used = store
+                    .smarthealth_used(kvnr)
+                    .map_err(|e| store_failure(&e))?;
+                if used.saturating_add(size) <= quota {
+                    return Ok(());
+                }
+            }
+            fits_quota(&store, quota, &sender, first, size)
         }
     }
 
@@ -198,9 +211,8 @@ impl Handler for Policy {
             .first()
             .ok_or_else(|| Reply::new(530, (5, 7, 0), "a client certificate is required"))?;
         let fingerprint = x509::fingerprint_der(leaf);
-        let sender = self
-            .store
-            .sender_by_certificate(&fingerprint)
+        // The store may wait (for a commit, a compaction): off the async workers.
+        let sender = tokio::task::block_in_place(|| self.store.sender_by_certificate(&fingerprint))
             .map_err(|e| store_failure(&e))?
             .ok_or_else(|| {
                 Reply::new(
@@ -255,23 +267,29 @@ impl Handler for Policy {
         forward_path: &str,
         params: &RcptParams,
     ) -> Result<(), Reply> {
+        // The store may wait (for a commit, a compaction), and a full inbox's refusal
+        // is recorded durably: off the async workers.
+        let routed = tokio::task::block_in_place(|| {
+            let recipient = self.route(&session.sender, forward_path)?;
+            if recipient.mailbox == Some(Mailbox::Smarthealth) {
+                fits_quota(
+                    &self.store,
+                    self.smarthealth_quota,
+                    &session.sender.id,
+                    &recipient.kvnr,
+                    session.declared_size,
+                )?;
+            }
+            Ok(recipient)
+        })?;
         let recipient = Recipient {
             notify: params.notify.map(notify_list),
             orcpt: params
                 .orcpt
                 .as_ref()
                 .map(|o| format!("{};{}", o.addr_type, o.address)),
-            ..self.route(&session.sender, forward_path)?
+            ..routed
         };
-        if recipient.mailbox == Some(Mailbox::Smarthealth) {
-            fits_quota(
-                &self.store,
-                self.smarthealth_quota,
-                &session.sender.id,
-                &recipient.kvnr,
-                session.declared_size,
-            )?;
-        }
         if !session
             .recipients
             .iter()

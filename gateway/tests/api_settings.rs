@@ -279,6 +279,33 @@ fn a_full_smarthealth_inbox_refuses_at_rcpt_and_after_data_exactly_at_its_quota(
     );
     let (_, record) = session(&install, &server, &bob).json("GET", "/v1/smarthealth", None);
     assert_eq!(record["refused"], json!([]));
+
+    // Refusals are per recipient: a letter that fits Bob's inbox but not Alice's is
+    // accepted, filed for Bob, and failed for Alice with a quota-full DSN status.
+    let bobs = format!("{BOB}@smarthealth.{DOMAIN}");
+    let reply = server.send(
+        install.practice_tls(),
+        PRACTICE,
+        &[&smarthealth, &bobs],
+        &letter,
+    );
+    let trail = wait_final(&install, &tracking_id(&reply));
+    let outcome = |address: &str| {
+        trail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["recipient"] == address)
+            .map(|e| (e["kind"].as_str().unwrap(), e["reason"].as_str()))
+            .next_back()
+            .unwrap()
+    };
+    assert_eq!(outcome(&bobs), ("delivered", None), "{trail}");
+    assert_eq!(
+        outcome(&smarthealth),
+        ("failed", Some("quota-full")),
+        "{trail}"
+    );
     server.terminate();
 
     // Exactly at the quota after DATA: accepted and filed.

@@ -445,4 +445,18 @@ fn requests_reach_the_back_office_with_their_rules() {
         "/v1/requests",
     );
     assert_eq!(status, 401);
+
+    // After the membership ended, the Postfach stays readable, but nothing more is
+    // asked of the insurer.
+    let yesterday = run(std::process::Command::new("date").args(["-u", "-d", "yesterday", "+%F"]));
+    let yesterday = String::from_utf8(yesterday.stdout).unwrap();
+    install.admin_ok(&["member", "end", MEMBER, "--date", yesterday.trim()]);
+    alice.refused(
+        "POST",
+        "/v1/requests",
+        Some(&json!({"type": "replacement-card"})),
+        403,
+        "membership-ended",
+    );
+    assert_eq!(alice.json("GET", "/v1/messages", None).0, 200);
 }

@@ -22,6 +22,7 @@ mod family;
 mod keys;
 mod limiter;
 mod linger;
+mod membership;
 mod messages;
 // issue 9b: member app sending.
 mod basic;

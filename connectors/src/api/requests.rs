@@ -17,6 +17,7 @@ use kvgate_store::{Cap, Kvnr, UploadKind, now};
 use serde::{Deserialize, Serialize};
 
 use super::documents::invalid;
+use super::membership::still_insured;
 use super::outgoing::{self, Origin, Outgoing};
 use super::routes::{RawBody, blocking, json_body, parse_kvnr};
 use super::{ApiState, Problem, auth};
@@ -112,6 +113,11 @@ pub(crate) async fn create(
     )?;
     let own = device.kvnr.clone();
     let at = now();
+    let kvnr = own.clone();
+    let member = blocking(&state, move |store| store.member(&kvnr))
+        .await?
+        .ok_or_else(|| Problem::unauthorized("the member's account no longer exists"))?;
+    still_insured(&member, at, "a request to the insurer")?;
     let plan = match request {
         Request::InsuranceCertificate { kvnr } => {
             let concerns = kvnr.as_deref().map(|k| parse_kvnr(k.trim())).transpose()?;
@@ -167,9 +173,7 @@ pub(crate) async fn create(
                     "each of physician, dentist, medication may be named once",
                 ));
             }
-            let kvnr = own.clone();
-            let member = blocking(&state, move |store| store.member(&kvnr)).await?;
-            if !member.is_some_and(|m| m.smarthealth) {
+            if !member.smarthealth {
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
                     "smarthealth-not-active",

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, QuotaRefusal, Smarthealth, now};
 use serde::{Deserialize, Serialize};
 
+use super::membership::still_insured;
 use super::routes::{RawBody, blocking, json_body};
 use super::{ApiState, Problem, auth};
 
@@ -163,6 +164,8 @@ pub(crate) async fn activate(
     })
     .await?;
     let member = member.ok_or_else(|| Problem::not_found("member"))?;
+    let at = now();
+    still_insured(&member, at, "opening smarthealth")?;
     let birth_date = member.birth_date.ok_or_else(|| {
         Problem::new(
             StatusCode::FORBIDDEN,
@@ -171,7 +174,6 @@ pub(crate) async fn activate(
             "the insurer has no date of birth for this member; smarthealth is for members aged 18 or over",
         )
     })?;
-    let at = now();
     if birth_date.age_at(at) < SMARTHEALTH_MIN_AGE {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,

@@ -69,6 +69,8 @@ pub fn register(installation: &Installation, count: usize) -> anyhow::Result<Vec
                 "--key",
                 &key_path.to_string_lossy(),
                 "--smarthealth",
+                "--birth-date",
+                "1980-05-17",
                 "--app-communication",
                 "--config",
                 &config,

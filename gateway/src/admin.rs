@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kvgate_certs::{openpgp, x509};
-use kvgate_store::{BirthDate, Event, Kvnr, NewMember, SenderKind, StoreError, TrackingId};
+use kvgate_store::{
+    BirthDate, Event, Kvnr, NewMember, SMARTHEALTH_MIN_AGE, SenderKind, StoreError, TrackingId, now,
+};
 
 use crate::runtime::Installation;
 
@@ -279,6 +281,11 @@ pub fn member(
         }
     };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
+    if smarthealth && birth_date.is_none_or(|born| born.age_at(now()) < SMARTHEALTH_MIN_AGE) {
+        anyhow::bail!(
+            "--smarthealth needs the --birth-date of a member aged {SMARTHEALTH_MIN_AGE} or over: smarthealth is for adults, and nobody opens it for someone else"
+        );
+    }
     let key = match key {
         Some(path) => {
             let bytes =

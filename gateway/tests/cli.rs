@@ -77,6 +77,27 @@ fn admin_commands_refuse_bad_input_with_a_reason() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // smarthealth only for a member known to be 18 or over.
+    for born in [None, Some("2015-06-01")] {
+        let mut args = vec![
+            "member",
+            "add",
+            "--kvnr",
+            BOB,
+            "--name",
+            "Kid",
+            "--smarthealth",
+        ];
+        args.extend(born.iter().flat_map(|day| ["--birth-date", day]));
+        let out = install.admin(&args);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("--smarthealth needs the --birth-date of a member aged 18 or over"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = install.admin(&["track", "nonsense"]);
     assert!(!out.status.success());
     let out = install.admin(&["trust", "add", install.pki("ca.pem").to_str().unwrap()]);

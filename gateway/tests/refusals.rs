@@ -155,6 +155,8 @@ fn smtp_refusals_carry_exact_codes() {
         "--name",
         "K",
         "--smarthealth",
+        "--birth-date",
+        "1980-05-17",
     ]);
     let (_, r) = rcpt_reply(
         &server,

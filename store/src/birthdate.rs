@@ -8,6 +8,9 @@ use time::macros::format_description;
 
 use crate::time::Timestamp;
 
+/// The age from which a member may have smarthealth.
+pub const SMARTHEALTH_MIN_AGE: u32 = 18;
+
 /// A calendar date of birth, written `YYYY-MM-DD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

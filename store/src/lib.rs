@@ -50,7 +50,7 @@ mod time;
 mod uploads;
 
 pub use account::Deleted;
-pub use birthdate::{BirthDate, InvalidBirthDate};
+pub use birthdate::{BirthDate, InvalidBirthDate, SMARTHEALTH_MIN_AGE};
 pub use credentials::{Bearer, CredentialPolicy, IssuedToken};
 pub use db::Store;
 pub use error::StoreError;

@@ -5,15 +5,12 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kvgate_store::{Kvnr, QuotaRefusal, Smarthealth, now};
+use kvgate_store::{Kvnr, QuotaRefusal, SMARTHEALTH_MIN_AGE, Smarthealth, now};
 use serde::{Deserialize, Serialize};
 
 use super::membership::still_insured;
 use super::routes::{RawBody, blocking, json_body};
 use super::{ApiState, Problem, auth};
-
-/// The youngest age at which a member may open a smarthealth record.
-const SMARTHEALTH_MIN_AGE: u32 = 18;
 
 /// The smarthealth rules the operator configured.
 #[derive(Debug, Clone)]

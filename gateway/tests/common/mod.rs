@@ -712,7 +712,13 @@ pub fn member_session<'a>(install: &'a Install, server: &'a Server) -> Session<'
 /// Registers the second member [`BOB`] (smarthealth active) and enrols a device of
 /// theirs; returns the session and the device ID.
 pub fn second_member<'a>(install: &'a Install, server: &'a Server) -> (Session<'a>, String) {
-    account::add_member(install, server, BOB, "bob", &["--smarthealth"])
+    account::add_member(
+        install,
+        server,
+        BOB,
+        "bob",
+        &["--smarthealth", "--birth-date", "1980-05-17"],
+    )
 }
 
 /// The regular files below `dir` whose bytes contain `needle` (sockets are not read).

@@ -269,7 +269,7 @@ fn commands(m: &Manifest, out: &Path, config: &Path, kvgate: &str) -> String {
     ] {
         let _ = writeln!(
             s,
-            "{kv} member add --kvnr {} --name {} --key {} --smarthealth --app-communication {cfg} > {}",
+            "{kv} member add --kvnr {} --name {} --key {} --smarthealth --birth-date 1980-05-17 --app-communication {cfg} > {}",
             member.kvnr,
             quote(name),
             path(Path::new(pubkey)),
@@ -293,7 +293,7 @@ fn commands(m: &Manifest, out: &Path, config: &Path, kvgate: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "{kv} member add --kvnr {} --name {} --smarthealth {cfg}",
+        "{kv} member add --kvnr {} --name {} --smarthealth --birth-date 1980-05-17 {cfg}",
         m.keyless_kvnr,
         quote("Conformance Member (no key)")
     );

@@ -7,11 +7,12 @@
 
 use axum::Extension;
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use kvgate_store::TrackingId;
 
+use super::param::Param;
 use super::documents::{checked, created, form};
 use super::outgoing::{self, Origin};
 use super::routes::blocking;
@@ -63,7 +64,7 @@ pub(crate) async fn upload(
 pub(crate) async fn track(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let install = headers
         .get(INSTALL_HEADER)

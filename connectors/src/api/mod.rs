@@ -26,6 +26,7 @@ mod messages;
 // issue 9b: member app sending.
 mod basic;
 mod outgoing;
+mod param;
 mod problem;
 mod ratelimit;
 mod requests;

@@ -532,6 +532,12 @@ impl Config {
         {
             return Err(invalid("member_api values must be positive"));
         }
+        let basic = &config.basic_tier;
+        if basic.uploads_per_install == 0 || basic.uploads_per_ip == 0 || basic.window_secs == 0 {
+            return Err(invalid(
+                "basic_tier values must be positive (window_secs = 0 would turn the limits off; uploads_per_* = 0 would refuse every upload)",
+            ));
+        }
         if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {
             return Err(invalid(
                 "queue.per_destination and queue.lifetime_secs must be positive",
@@ -654,6 +660,33 @@ mod tests {
         let policy = QueuePolicy::default();
         let waits: Vec<u64> = (1..=6).map(|n| policy.backoff(n).as_secs()).collect();
         assert_eq!(waits, [300, 600, 1200, 2400, 4000, 4000]);
+    }
+
+    /// Loads the development configuration with `table` as section `name`.
+    fn load_with(name: &str, table: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut config: toml::Table =
+            toml::to_string(&Config::development("kvgate.test")).unwrap().parse().unwrap();
+        config.insert(name.into(), table.parse::<toml::Table>().unwrap().into());
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn basic_tier_limits_must_be_positive() {
+        let basic = load_with("basic_tier", "window_secs = 60\nuploads_per_ip = 5\n").unwrap();
+        assert_eq!(basic.basic_tier.window_secs, 60);
+        assert_eq!(basic.basic_tier.uploads_per_ip, 5);
+        assert_eq!(basic.basic_tier.uploads_per_install, 10);
+        for zero in ["window_secs = 0", "uploads_per_ip = 0", "uploads_per_install = 0"] {
+            match load_with("basic_tier", zero) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(message.starts_with("basic_tier values must be positive"), "{message}");
+                }
+                other => panic!("{zero}: {other:?}"),
+            }
+        }
     }
 
     #[test]

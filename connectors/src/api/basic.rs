@@ -16,7 +16,7 @@ use super::param::Param;
 use super::documents::{checked, created, form};
 use super::outgoing::{self, Origin};
 use super::routes::blocking;
-use super::server::ClientAddr;
+use super::client::ClientAddr;
 use super::tracking::trail;
 use super::{ApiState, Problem};
 

@@ -14,6 +14,7 @@
 mod account;
 mod admin;
 mod auth;
+mod client;
 mod credentials;
 mod devices;
 mod documents;

@@ -1,7 +1,6 @@
 //! The HTTPS listener of the member API.
 
 use std::io;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-/// The address of the client that sent a request (a request extension).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub IpAddr);
+use super::client::ClientAddr;
 
 /// How long in-flight requests may run on after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kvgate_connectors::api::RateLimit;
+use kvgate_connectors::api::{BodyTime, ListenerLimits, RateLimit};
 use kvgate_store::CredentialPolicy;
 use kvgate_store::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -308,6 +308,17 @@ pub struct MemberApi {
     pub smarthealth_terms_version: String,
     /// Storage per member's smarthealth inbox, in octets (1 GiB).
     pub smarthealth_quota_bytes: u64,
+    /// Most connections to the member API at once; one beyond them is closed before
+    /// the TLS handshake.
+    pub max_connections: usize,
+    /// Seconds a request body may take to arrive (408 beyond it), plus one for every
+    /// `body_min_rate` octets received.
+    pub body_timeout_secs: u64,
+    /// Octets per second that earn a request body one more second.
+    pub body_min_rate: u64,
+    /// Seconds a response write may wait for a client that does not read before the
+    /// connection is dropped.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for MemberApi {
@@ -321,6 +332,10 @@ impl Default for MemberApi {
             enrollment_window_secs: 60,
             smarthealth_terms_version: "2026-01".to_owned(),
             smarthealth_quota_bytes: 1 << 30,
+            max_connections: 1000,
+            body_timeout_secs: 60,
+            body_min_rate: 16 * 1024,
+            write_timeout_secs: 60,
         }
     }
 }
@@ -332,6 +347,18 @@ impl MemberApi {
             code_lifetime_ms: self.enrollment_code_lifetime_secs.saturating_mul(1000),
             code_attempts: self.enrollment_code_attempts,
             token_lifetime_ms: self.token_lifetime_secs.saturating_mul(1000),
+        }
+    }
+
+    /// The limits of the member API's listener.
+    pub fn listener_limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            max_connections: self.max_connections,
+            body: BodyTime {
+                timeout: Duration::from_secs(self.body_timeout_secs),
+                min_rate: self.body_min_rate,
+            },
+            write_timeout: Duration::from_secs(self.write_timeout_secs),
         }
     }
 
@@ -529,6 +556,10 @@ impl Config {
             || api.enrollment_window_secs == 0
             || api.smarthealth_quota_bytes == 0
             || api.smarthealth_terms_version.trim().is_empty()
+            || api.max_connections == 0
+            || api.body_timeout_secs == 0
+            || api.body_min_rate == 0
+            || api.write_timeout_secs == 0
         {
             return Err(invalid("member_api values must be positive"));
         }

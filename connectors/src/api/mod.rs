@@ -14,6 +14,7 @@
 mod account;
 mod admin;
 mod auth;
+mod body_time;
 mod client;
 mod credentials;
 mod devices;
@@ -35,6 +36,7 @@ mod routes;
 mod server;
 mod settings;
 mod sniff;
+mod stall;
 mod threads;
 mod tracking;
 
@@ -49,7 +51,8 @@ pub use outgoing::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use problem::Problem;
 pub use ratelimit::RateLimits;
 pub use routes::router;
-pub use server::serve;
+pub use body_time::BodyTime;
+pub use server::{ListenerLimits, serve};
 pub use settings::SmarthealthRules;
 
 /// A member's OpenPGP public key as checked by [`KeyCheck`].

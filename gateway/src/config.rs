@@ -319,6 +319,8 @@ pub struct MemberApi {
     /// Seconds a response write may wait for a client that does not read before the
     /// connection is dropped.
     pub write_timeout_secs: u64,
+    /// Exports (`GET /v1/export`) made at once; one more is 503 with `Retry-After`.
+    pub max_exports: usize,
 }
 
 impl Default for MemberApi {
@@ -336,6 +338,7 @@ impl Default for MemberApi {
             body_timeout_secs: 60,
             body_min_rate: 16 * 1024,
             write_timeout_secs: 60,
+            max_exports: 4,
         }
     }
 }
@@ -560,6 +563,7 @@ impl Config {
             || api.body_timeout_secs == 0
             || api.body_min_rate == 0
             || api.write_timeout_secs == 0
+            || api.max_exports == 0
         {
             return Err(invalid("member_api values must be positive"));
         }

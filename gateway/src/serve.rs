@@ -263,6 +263,12 @@ impl Gateway {
                 config.basic_tier.uploads_per_ip,
                 std::time::Duration::from_secs(config.basic_tier.window_secs),
             )),
+            exports: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .member_api
+                    .max_exports
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         });
         let (rx, limits) = (stop.clone(), config.member_api.listener_limits());
         tasks.spawn(async move {

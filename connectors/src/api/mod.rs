@@ -20,6 +20,7 @@ mod credentials;
 mod devices;
 mod documents;
 mod enrolment;
+mod export;
 mod family;
 mod keys;
 mod limiter;
@@ -109,6 +110,8 @@ pub struct ApiState {
     pub smarthealth: SmarthealthRules,
     /// The basic tier's rate limits (issue 9b).
     pub basic: Arc<RateLimits>,
+    /// Permits for exports running at once (`GET /v1/export`).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

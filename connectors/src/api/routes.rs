@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, linger, messages, tracking};
 // Issue 9a.
-use super::{account, credentials, family, settings};
+use super::{account, credentials, export, family, settings};
 // issue 9b: member app sending.
 use super::{basic, requests, threads};
 
@@ -121,7 +121,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/family", Verb::Get, family::list),
         route("/v1/family", Verb::Post, family::add),
         route("/v1/family/{kvnr}", Verb::Delete, family::remove),
-        route("/v1/export", Verb::Get, account::export),
+        route("/v1/export", Verb::Get, export::export),
         route("/v1/account", Verb::Delete, account::cancel),
         // issue 9b: member app sending.
         unbounded(route("/v1/basic/documents", Verb::Post, basic::upload)),

@@ -701,8 +701,10 @@ mod tests {
     fn load_with(name: &str, table: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let mut config: toml::Table =
-            toml::to_string(&Config::development("kvgate.test")).unwrap().parse().unwrap();
+        let mut config: toml::Table = toml::to_string(&Config::development("kvgate.test"))
+            .unwrap()
+            .parse()
+            .unwrap();
         config.insert(name.into(), table.parse::<toml::Table>().unwrap().into());
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         Config::load(&path)
@@ -714,10 +716,17 @@ mod tests {
         assert_eq!(basic.basic_tier.window_secs, 60);
         assert_eq!(basic.basic_tier.uploads_per_ip, 5);
         assert_eq!(basic.basic_tier.uploads_per_install, 10);
-        for zero in ["window_secs = 0", "uploads_per_ip = 0", "uploads_per_install = 0"] {
+        for zero in [
+            "window_secs = 0",
+            "uploads_per_ip = 0",
+            "uploads_per_install = 0",
+        ] {
             match load_with("basic_tier", zero) {
                 Err(ConfigError::Invalid { message, .. }) => {
-                    assert!(message.starts_with("basic_tier values must be positive"), "{message}");
+                    assert!(
+                        message.starts_with("basic_tier values must be positive"),
+                        "{message}"
+                    );
                 }
                 other => panic!("{zero}: {other:?}"),
             }

@@ -357,7 +357,9 @@ impl Gateway {
                 let (tls, rx) = (admin_tls, stop.clone());
                 tasks.spawn(async move {
                     let limits = api::ListenerLimits::default();
-                    if let Err(e) = api::serve(listener, tls, api::admin_router(state), limits, rx).await {
+                    if let Err(e) =
+                        api::serve(listener, tls, api::admin_router(state), limits, rx).await
+                    {
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 });

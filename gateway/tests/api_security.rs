@@ -336,7 +336,16 @@ fn a_json_body_not_declared_as_json_is_415_problem_json() {
         // No Content-Type at all, with a body.
         "Content-Type:",
     ] {
-        let args = ["-X", "PUT", "-H", auth, "-H", declared, "--data-binary", body];
+        let args = [
+            "-X",
+            "PUT",
+            "-H",
+            auth,
+            "-H",
+            declared,
+            "--data-binary",
+            body,
+        ];
         assert_problem(
             answer(&install, &server, &args, "/v1/settings"),
             415,
@@ -354,7 +363,10 @@ fn a_json_body_not_declared_as_json_is_415_problem_json() {
         body,
     ];
     let (status, _, settings) = answer(&install, &server, &json, "/v1/settings");
-    assert_eq!((status, &settings["app_communication"]), (200, &json!(true)));
+    assert_eq!(
+        (status, &settings["app_communication"]),
+        (200, &json!(true))
+    );
     // A request without a body is not refused for its missing Content-Type: it is
     // taken as an empty body (which this route finds invalid).
     session.refused("DELETE", "/v1/account", None, 400, "invalid-request");
@@ -400,7 +412,10 @@ fn a_request_body_that_stops_arriving_gets_408_and_the_connection_is_closed() {
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     let head = head.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 408 "), "{head}");
-    assert!(head.contains("content-type: application/problem+json"), "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
     assert!(head.contains("connection: close"), "{head}");
     let problem: Value = serde_json::from_str(body).unwrap();
     assert_eq!(slug(&problem), "body-timeout");

@@ -6,17 +6,17 @@
 //! valid KVNR gets the same answer, and the back office sorts it out.
 
 use axum::Extension;
-use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use kvgate_store::TrackingId;
 
-use super::param::Param;
+use super::client::ClientAddr;
 use super::documents::{checked, created, form};
 use super::outgoing::{self, Origin};
+use super::param::Param;
 use super::routes::blocking;
-use super::client::ClientAddr;
 use super::tracking::trail;
 use super::{ApiState, Problem};
 

@@ -42,7 +42,11 @@ impl BodyTime {
 
 /// Middleware: the request body is bounded in time; a body that did not arrive in
 /// time turns whatever the handler answered into `408` with `Connection: close`.
-pub(crate) async fn bounded(State(time): State<BodyTime>, request: Request, next: Next) -> Response {
+pub(crate) async fn bounded(
+    State(time): State<BodyTime>,
+    request: Request,
+    next: Next,
+) -> Response {
     let late = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
         if body.is_end_stream() {

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::now;
 use serde::{Deserialize, Serialize};
 
+use super::client::ClientAddr;
 use super::credentials::{Security, TokenView};
 use super::devices::device_name;
 use super::keys::checked_key;
 use super::routes::{RawBody, blocking, json_body, parse_kvnr};
-use super::client::ClientAddr;
 use super::{ApiState, Problem};
 
 #[derive(Deserialize)]

@@ -83,11 +83,11 @@ impl Archive {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK)));
-        self.tx
-            .send(Ok(chunk))
-            .await
-            .map_err(|_| ExportError::Gone)
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.tx.send(Ok(chunk)).await.map_err(|_| ExportError::Gone)
     }
 
     /// Adds one file.
@@ -240,14 +240,21 @@ async fn write_archive(
         .await?;
         if let Some(letter) = letter {
             let LetterPieces { len, pieces } = letter.map_err(ExportError::Failed)?;
-            archive.entry(&format!("{base}.pgp.eml"), len, pieces).await?;
+            archive
+                .entry(&format!("{base}.pgp.eml"), len, pieces)
+                .await?;
         }
     }
     let member = kvnr.clone();
     let tracked = letters.messages.iter().map(|m| m.tracking_id.clone());
     let mut tracked: Vec<_> = tracked.collect();
     let trails = blocking(state, move |store| {
-        tracked.extend(store.uploads(&member)?.into_iter().map(|(u, _)| u.tracking_id));
+        tracked.extend(
+            store
+                .uploads(&member)?
+                .into_iter()
+                .map(|(u, _)| u.tracking_id),
+        );
         tracked.sort();
         tracked.dedup();
         let mut trails = Vec::new();

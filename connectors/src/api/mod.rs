@@ -46,13 +46,13 @@ use std::sync::Arc;
 use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
+pub use body_time::BodyTime;
 pub use credentials::Security;
 pub use limiter::{Limiter, RateLimit};
 pub use outgoing::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use problem::Problem;
 pub use ratelimit::RateLimits;
 pub use routes::router;
-pub use body_time::BodyTime;
 pub use server::{ListenerLimits, serve};
 pub use settings::SmarthealthRules;
 

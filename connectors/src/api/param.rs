@@ -18,13 +18,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Param {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(value)) => Param(value),
-            Err(rejection) => {
-                tracing::debug!(%rejection, "path parameter taken as U+FFFD");
-                Param(char::REPLACEMENT_CHARACTER.to_string())
-            }
-        })
+        Ok(
+            match Path::<String>::from_request_parts(parts, state).await {
+                Ok(Path(value)) => Param(value),
+                Err(rejection) => {
+                    tracing::debug!(%rejection, "path parameter taken as U+FFFD");
+                    Param(char::REPLACEMENT_CHARACTER.to_string())
+                }
+            },
+        )
     }
 }
 
@@ -43,7 +45,9 @@ mod tests {
         let router = Router::new().route("/x/{id}", get(|Param(id): Param| async move { id }));
         let request = Request::get(uri).body(Body::empty()).unwrap();
         let response = router.oneshot(request).await.unwrap();
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
         String::from_utf8(body.to_vec()).unwrap()
     }
 

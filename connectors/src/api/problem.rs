@@ -54,13 +54,7 @@ impl Problem {
 
     /// 503: the server is busy with requests of this kind; try again after `wait`.
     pub fn busy(detail: impl Into<String>, wait: Duration) -> Self {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "Busy",
-            detail,
-        )
-        .retry_after(wait)
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy", detail).retry_after(wait)
     }
 
     /// The same problem with `Retry-After: wait` (rounded up to whole seconds, at

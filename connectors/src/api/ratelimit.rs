@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::Problem;
-use super::limiter::{Limiter, RateLimit};
 use super::client::ClientAddr;
+use super::limiter::{Limiter, RateLimit};
 
 /// The basic tier's limits and their counters.
 pub struct RateLimits {

@@ -382,7 +382,10 @@ mod tests {
     #[tokio::test]
     async fn a_json_body_must_be_declared_as_json() {
         let unsupported = (415, "urn:kvgate:problem:unsupported-media-type".to_owned());
-        assert_eq!(taken(Some("application/json"), "{}").await, (200, "2".into()));
+        assert_eq!(
+            taken(Some("application/json"), "{}").await,
+            (200, "2".into())
+        );
         assert_eq!(
             taken(Some("Application/JSON; charset=utf-8"), "{}").await,
             (200, "2".into())

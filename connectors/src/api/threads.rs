@@ -9,17 +9,17 @@
 //! `file`s (PDF, JPEG, PNG or HEIC, told by the content; together within the
 //! configured document size limit).
 
-use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Mailbox, MessageMeta, Thread, ThreadId, UploadKind};
 use serde::Serialize;
 
-use super::param::Param;
 use super::documents::{invalid, malformed, read_field, read_multipart, read_text};
 use super::messages::{MessageSummary, message_id};
 use super::outgoing::{self, InThread, Origin, Outgoing};
+use super::param::Param;
 use super::routes::blocking;
 use super::{ApiState, Problem, auth, sniff};
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kvgate_connectors::api::RateLimit;
+use kvgate_connectors::api::{BodyTime, ListenerLimits, RateLimit};
 use kvgate_store::CredentialPolicy;
 use kvgate_store::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -308,6 +308,19 @@ pub struct MemberApi {
     pub smarthealth_terms_version: String,
     /// Storage per member's smarthealth inbox, in octets (1 GiB).
     pub smarthealth_quota_bytes: u64,
+    /// Most connections to the member API at once; one beyond them is closed before
+    /// the TLS handshake.
+    pub max_connections: usize,
+    /// Seconds a request body may take to arrive (408 beyond it), plus one for every
+    /// `body_min_rate` octets received.
+    pub body_timeout_secs: u64,
+    /// Octets per second that earn a request body one more second.
+    pub body_min_rate: u64,
+    /// Seconds a response write may wait for a client that does not read before the
+    /// connection is dropped.
+    pub write_timeout_secs: u64,
+    /// Exports (`GET /v1/export`) made at once; one more is 503 with `Retry-After`.
+    pub max_exports: usize,
 }
 
 impl Default for MemberApi {
@@ -321,6 +334,11 @@ impl Default for MemberApi {
             enrollment_window_secs: 60,
             smarthealth_terms_version: "2026-01".to_owned(),
             smarthealth_quota_bytes: 1 << 30,
+            max_connections: 1000,
+            body_timeout_secs: 60,
+            body_min_rate: 16 * 1024,
+            write_timeout_secs: 60,
+            max_exports: 4,
         }
     }
 }
@@ -332,6 +350,18 @@ impl MemberApi {
             code_lifetime_ms: self.enrollment_code_lifetime_secs.saturating_mul(1000),
             code_attempts: self.enrollment_code_attempts,
             token_lifetime_ms: self.token_lifetime_secs.saturating_mul(1000),
+        }
+    }
+
+    /// The limits of the member API's listener.
+    pub fn listener_limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            max_connections: self.max_connections,
+            body: BodyTime {
+                timeout: Duration::from_secs(self.body_timeout_secs),
+                min_rate: self.body_min_rate,
+            },
+            write_timeout: Duration::from_secs(self.write_timeout_secs),
         }
     }
 
@@ -533,6 +563,11 @@ impl Config {
             || api.enrollment_window_secs == 0
             || api.smarthealth_quota_bytes == 0
             || api.smarthealth_terms_version.trim().is_empty()
+            || api.max_connections == 0
+            || api.body_timeout_secs == 0
+            || api.body_min_rate == 0
+            || api.write_timeout_secs == 0
+            || api.max_exports == 0
         {
             return Err(invalid("member_api values must be positive"));
         }
@@ -542,6 +577,12 @@ impl Config {
             || pipeline.workers == Some(0)
         {
             return Err(invalid("pipeline values must be positive"));
+        }
+        let basic = &config.basic_tier;
+        if basic.uploads_per_install == 0 || basic.uploads_per_ip == 0 || basic.window_secs == 0 {
+            return Err(invalid(
+                "basic_tier values must be positive (window_secs = 0 would turn the limits off; uploads_per_* = 0 would refuse every upload)",
+            ));
         }
         if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {
             return Err(invalid(
@@ -665,6 +706,42 @@ mod tests {
         let policy = QueuePolicy::default();
         let waits: Vec<u64> = (1..=6).map(|n| policy.backoff(n).as_secs()).collect();
         assert_eq!(waits, [300, 600, 1200, 2400, 4000, 4000]);
+    }
+
+    /// Loads the development configuration with `table` as section `name`.
+    fn load_with(name: &str, table: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut config: toml::Table = toml::to_string(&Config::development("kvgate.test"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        config.insert(name.into(), table.parse::<toml::Table>().unwrap().into());
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn basic_tier_limits_must_be_positive() {
+        let basic = load_with("basic_tier", "window_secs = 60\nuploads_per_ip = 5\n").unwrap();
+        assert_eq!(basic.basic_tier.window_secs, 60);
+        assert_eq!(basic.basic_tier.uploads_per_ip, 5);
+        assert_eq!(basic.basic_tier.uploads_per_install, 10);
+        for zero in [
+            "window_secs = 0",
+            "uploads_per_ip = 0",
+            "uploads_per_install = 0",
+        ] {
+            match load_with("basic_tier", zero) {
+                Err(ConfigError::Invalid { message, .. }) => {
+                    assert!(
+                        message.starts_with("basic_tier values must be positive"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{zero}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -264,10 +264,16 @@ impl Gateway {
                 config.basic_tier.uploads_per_ip,
                 std::time::Duration::from_secs(config.basic_tier.window_secs),
             )),
+            exports: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .member_api
+                    .max_exports
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         });
-        let rx = stop.clone();
+        let (rx, limits) = (stop.clone(), config.member_api.listener_limits());
         tasks.spawn(async move {
-            if let Err(e) = api::serve(api_listener, api_tls, router, rx).await {
+            if let Err(e) = api::serve(api_listener, api_tls, router, limits, rx).await {
                 tracing::error!(error = %e, "API listener failed");
             }
         });
@@ -356,7 +362,10 @@ impl Gateway {
                 let addr = listener.local_addr()?;
                 let (tls, rx) = (admin_tls, stop.clone());
                 tasks.spawn(async move {
-                    if let Err(e) = api::serve(listener, tls, api::admin_router(state), rx).await {
+                    let limits = api::ListenerLimits::default();
+                    if let Err(e) =
+                        api::serve(listener, tls, api::admin_router(state), limits, rx).await
+                    {
                         tracing::error!(error = %e, "admin listener failed");
                     }
                 });

@@ -293,3 +293,67 @@ fn cancellation_needs_the_kvnr_and_leaves_none_of_the_members_bytes() {
     );
     assert_eq!(occurrences(&data, &needle(&bobs_ciphertext)), 1);
 }
+
+#[test]
+fn exports_are_bounded_and_one_whose_client_stops_reading_is_dropped() {
+    require(&["openssl", "gpg", "curl", "python3"]);
+    let install = Install::new();
+    install.set_config_table("member_api", "max_exports = 1\nwrite_timeout_secs = 3\n");
+    let server = install.serve(&[]);
+    let alice = member_session(&install, &server);
+    // A letter of 12 MiB: its archive is far more than the sockets' buffers hold.
+    let body = format!("{}\r\n", "x".repeat(78)).repeat(12 * 1024 * 1024 / 80);
+    let letter = install.practice_letter(&text_letter("Gross", &body), "Gross");
+    file_letter(&install, &server, &letter);
+
+    // A client asks for the export, reads its head and stops reading.
+    let script = "import socket, ssl, sys, time\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        raw = socket.socket()\n\
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n\
+        raw.connect(('127.0.0.1', int(sys.argv[2])))\n\
+        s = ctx.wrap_socket(raw, server_hostname='localhost')\n\
+        s.sendall(('GET /v1/export HTTP/1.1\\r\\nHost: localhost\\r\\n' + sys.argv[3] + '\\r\\n\\r\\n').encode())\n\
+        head = b''\n\
+        while b'\\r\\n\\r\\n' not in head:\n\
+        \x20   head += s.recv(1)\n\
+        print(head.split(b' ')[1].decode(), flush=True)\n\
+        time.sleep(120)\n";
+    let mut stalled = Command::new("python3")
+        .args(["-c", script])
+        .arg(install.pki("ca.pem"))
+        .arg(server.api.port().to_string())
+        .arg(&alice.auth)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stalled.stdout.take().unwrap()),
+        &mut status,
+    )
+    .unwrap();
+    assert_eq!(status.trim(), "200");
+
+    // While it holds the one place, another export is 503 with Retry-After.
+    let archive = install.work("second.tar");
+    let (status, headers) = export(&alice, &archive);
+    assert_eq!(status, 503, "{headers}");
+    assert!(headers.contains("retry-after: 60"), "{headers}");
+    assert!(
+        headers.contains("content-type: application/problem+json"),
+        "{headers}"
+    );
+    let problem: Value = serde_json::from_slice(&std::fs::read(&archive).unwrap()).unwrap();
+    assert_eq!(slug(&problem), "busy");
+
+    // Its writes wait three seconds at most; then its connection is dropped and the
+    // place is free again.
+    wait_until("the stalled export is dropped", 60, || {
+        export(&alice, &archive).0 == 200
+    });
+    let _ = stalled.kill();
+    let _ = stalled.wait();
+    let dir = unpack(&install, &archive, "export");
+    assert_eq!(files(&dir.join(format!("kvgate-export-{MEMBER}"))).len(), 4);
+}

@@ -255,3 +255,204 @@ fn an_early_refusal_reaches_a_client_still_sending_its_body() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "401");
     }
 }
+
+/// (status, response headers in lower case, body as JSON) of a curl call.
+fn answer(install: &Install, server: &Server, args: &[&str], path: &str) -> (u16, String, Value) {
+    let headers = install.work("answer.headers");
+    let mut all = vec!["-D", headers.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (status, body) = curl(install, server, &all, path);
+    let headers = std::fs::read_to_string(&headers)
+        .unwrap()
+        .to_ascii_lowercase();
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&body)));
+    (status, headers, body)
+}
+
+/// Asserts a problem+json answer with this status and type slug.
+fn assert_problem(got: (u16, String, Value), status: u16, expected: &str) {
+    let (code, headers, problem) = got;
+    assert_eq!((code, slug(&problem)), (status, expected), "{problem}");
+    assert!(
+        headers.contains("content-type: application/problem+json"),
+        "{headers}"
+    );
+    assert!(!problem["detail"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn a_path_parameter_that_is_not_utf8_is_refused_as_problem_json_after_the_token_check() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let delete = ["-X", "DELETE"];
+    // A stranger learns nothing: 401, as for any other ID.
+    for (args, path) in [
+        (&[][..], "/v1/messages/%FF"),
+        (&delete[..], "/v1/family/%FF%FE"),
+        (&[][..], "/v1/tracking/a%C3"),
+    ] {
+        assert_problem(answer(&install, &server, args, path), 401, "unauthorized");
+    }
+    let session = member_session(&install, &server);
+    let auth = ["-H", session.auth.as_str()];
+    let auth_delete = ["-X", "DELETE", "-H", session.auth.as_str()];
+    assert_problem(
+        answer(&install, &server, &auth, "/v1/messages/%FF"),
+        404,
+        "not-found",
+    );
+    assert_problem(
+        answer(&install, &server, &auth, "/v1/tracking/a%C3"),
+        404,
+        "not-found",
+    );
+    assert_problem(
+        answer(&install, &server, &auth_delete, "/v1/family/%FF%FE"),
+        422,
+        "invalid-kvnr",
+    );
+}
+
+#[test]
+fn a_json_body_not_declared_as_json_is_415_problem_json() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let body = r#"{"app_communication": true}"#;
+    // curl -d declares application/x-www-form-urlencoded; a stranger still gets 401.
+    let form = ["-X", "PUT", "-d", body];
+    assert_problem(
+        answer(&install, &server, &form, "/v1/settings"),
+        401,
+        "unauthorized",
+    );
+    let session = member_session(&install, &server);
+    let auth = session.auth.as_str();
+    for declared in [
+        "Content-Type: application/x-www-form-urlencoded",
+        "Content-Type: text/plain",
+        // No Content-Type at all, with a body.
+        "Content-Type:",
+    ] {
+        let args = [
+            "-X",
+            "PUT",
+            "-H",
+            auth,
+            "-H",
+            declared,
+            "--data-binary",
+            body,
+        ];
+        assert_problem(
+            answer(&install, &server, &args, "/v1/settings"),
+            415,
+            "unsupported-media-type",
+        );
+    }
+    let json = [
+        "-X",
+        "PUT",
+        "-H",
+        auth,
+        "-H",
+        "Content-Type: application/json; charset=utf-8",
+        "--data-binary",
+        body,
+    ];
+    let (status, _, settings) = answer(&install, &server, &json, "/v1/settings");
+    assert_eq!(
+        (status, &settings["app_communication"]),
+        (200, &json!(true))
+    );
+    // A request without a body is not refused for its missing Content-Type: it is
+    // taken as an empty body (which this route finds invalid).
+    session.refused("DELETE", "/v1/account", None, 400, "invalid-request");
+}
+
+/// Runs a Python script with the development CA and the API port as arguments;
+/// returns what it printed.
+fn python(install: &Install, server: &Server, script: &str) -> String {
+    let out = run(Command::new("python3")
+        .args(["-c", script])
+        .arg(install.pki("ca.pem"))
+        .arg(server.api.port().to_string()));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_request_body_that_stops_arriving_gets_408_and_the_connection_is_closed() {
+    require(&["python3", "openssl"]);
+    let install = Install::new();
+    member_api(&install, "body_timeout_secs = 1\n");
+    let server = install.serve(&[]);
+    // Headers promise 100 octets, 9 come, then nothing.
+    let script = "import socket, ssl, sys, time\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        raw = socket.create_connection(('127.0.0.1', int(sys.argv[2])))\n\
+        s = ctx.wrap_socket(raw, server_hostname='localhost')\n\
+        s.settimeout(60)\n\
+        s.sendall(b'POST /v1/enroll HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/json\\r\\nContent-Length: 100\\r\\n\\r\\n{\"kvnr\": ')\n\
+        start = time.monotonic()\n\
+        data = b''\n\
+        while True:\n\
+        \x20   chunk = s.recv(65536)\n\
+        \x20   if not chunk:\n\
+        \x20       break\n\
+        \x20   data += chunk\n\
+        print(time.monotonic() - start)\n\
+        sys.stdout.write(data.decode())\n";
+    let out = python(&install, &server, script);
+    let (elapsed, response) = out.split_once('\n').unwrap();
+    let elapsed: f64 = elapsed.parse().unwrap();
+    // The limit is one second; the server closed the connection well within 30.
+    assert!((0.9..30.0).contains(&elapsed), "{elapsed} s");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 408 "), "{head}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    assert!(head.contains("connection: close"), "{head}");
+    let problem: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(slug(&problem), "body-timeout");
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_room_comes_back_when_one_ends() {
+    require(&["python3", "openssl", "curl"]);
+    let install = Install::new();
+    member_api(&install, "max_connections = 2\n");
+    let server = install.serve(&[]);
+    // Two connections that say nothing hold both places; a third is closed at once
+    // (end of stream before any TLS octet), then the two are closed.
+    let script = "import socket, sys\n\
+        port = int(sys.argv[2])\n\
+        held = [socket.create_connection(('127.0.0.1', port)) for _ in range(2)]\n\
+        third = socket.create_connection(('127.0.0.1', port))\n\
+        third.settimeout(60)\n\
+        try:\n\
+        \x20   print('closed' if third.recv(1) == b'' else 'open')\n\
+        except ConnectionResetError:\n\
+        \x20   print('closed')\n\
+        for s in held:\n\
+        \x20   s.close()\n";
+    assert_eq!(python(&install, &server, script).trim(), "closed");
+    // The places are free again as soon as the server sees the two ends.
+    let port = server.api.port();
+    wait_until("a connection is served again", 60, || {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(install.pki("ca.pem"))
+            .arg("--resolve")
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .arg(format!("https://localhost:{port}/v1/openapi.json"))
+            .output()
+            .is_ok_and(|o| o.stdout == b"200")
+    });
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("API connection limit reached"), "{log}");
+}

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kvgate_store::{Store, TrackingId, verify_chain};
 use sha2::{Digest, Sha256};
 
+use super::param::Param;
 use super::{Problem, with_store};
 
 /// What the admin handlers share.
@@ -58,7 +59,7 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Problem> {
 async fn tracking(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     authorize(&state, &headers)?;
     let id: TrackingId = id.parse().map_err(|_| Problem::not_found("submission"))?;

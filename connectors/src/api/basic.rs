@@ -6,16 +6,17 @@
 //! valid KVNR gets the same answer, and the back office sorts it out.
 
 use axum::Extension;
+use axum::extract::State;
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use kvgate_store::TrackingId;
 
+use super::client::ClientAddr;
 use super::documents::{checked, created, form};
 use super::outgoing::{self, Origin};
+use super::param::Param;
 use super::routes::blocking;
-use super::server::ClientAddr;
 use super::tracking::trail;
 use super::{ApiState, Problem};
 
@@ -63,7 +64,7 @@ pub(crate) async fn upload(
 pub(crate) async fn track(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let install = headers
         .get(INSTALL_HEADER)

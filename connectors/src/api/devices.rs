@@ -4,12 +4,13 @@
 //! not encrypted to it) and its token stops working. Adding a device is enrolment with
 //! a new code.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Device, DeviceId};
 use serde::{Deserialize, Serialize};
 
+use super::param::Param;
 use super::routes::{RawBody, blocking, json_body, no_content_if};
 use super::{ApiState, Problem, auth};
 
@@ -86,7 +87,7 @@ pub(crate) async fn list(
 pub(crate) async fn rename(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
     body: RawBody,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
@@ -105,7 +106,7 @@ pub(crate) async fn rename(
 pub(crate) async fn remove(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = device_id(&id)?;

@@ -1,9 +1,9 @@
 //! `POST /v1/enroll`: a device joins a member with a single-use enrolment code.
 //!
 //! Every device, the first and every later one (a device change), needs its own code:
-//! the member is identified again each time. Attempts are rate-limited per client IP
-//! address and per device key (429 with `Retry-After`); codes expire and wrong tries
-//! void them (see the store's `credentials`).
+//! the member is identified again each time. Attempts are rate-limited per client
+//! address (an IPv6 client by its /64) and per device key (429 with `Retry-After`);
+//! codes expire and wrong tries void them (see the store's `credentials`).
 
 use axum::Extension;
 use axum::extract::State;
@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use kvgate_store::now;
 use serde::{Deserialize, Serialize};
 
+use super::client::ClientAddr;
 use super::credentials::{Security, TokenView};
 use super::devices::device_name;
 use super::keys::checked_key;
 use super::routes::{RawBody, blocking, json_body, parse_kvnr};
-use super::server::ClientAddr;
 use super::{ApiState, Problem};
 
 #[derive(Deserialize)]
@@ -41,8 +41,8 @@ pub(crate) async fn enroll(
     client: Option<Extension<ClientAddr>>,
     body: RawBody,
 ) -> Result<Response, Problem> {
-    if let Some(Extension(ClientAddr(ip))) = client {
-        Security::enrolment_attempt(&state.security.enrolment_per_ip, &ip.to_string())?;
+    if let Some(Extension(client)) = client {
+        Security::enrolment_attempt(&state.security.enrolment_per_ip, &client.limit_key())?;
     }
     let request: EnrollRequest = json_body(
         body,

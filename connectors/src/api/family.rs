@@ -1,12 +1,13 @@
 //! `/v1/family`: the family members a member registered (KVNR and name), for whom
 //! documents may be uploaded. Nothing says whether a KVNR belongs to anyone insured.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{FamilyMember, FamilyRefusal, MAX_FAMILY, now};
 use serde::{Deserialize, Serialize};
 
+use super::param::Param;
 use super::routes::{RawBody, blocking, json_body, no_content_if, parse_kvnr};
 use super::{ApiState, Problem, auth};
 
@@ -111,7 +112,7 @@ pub(crate) async fn add(
 pub(crate) async fn remove(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(kvnr): Path<String>,
+    Param(kvnr): Param,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let kvnr = parse_kvnr(&kvnr)?;

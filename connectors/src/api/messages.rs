@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Mailbox, MessageId, MessageMeta, Page, PageQuery, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::param::Param;
 use super::routes::{RawBody, blocking, body_bytes, no_content_if, parse_json};
 use super::{ApiState, Problem, auth};
 
@@ -204,7 +205,7 @@ pub(crate) fn message_id(raw: &str) -> Result<MessageId, Problem> {
 pub(crate) async fn fetch(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = message_id(&id)?;
@@ -234,7 +235,7 @@ pub(crate) async fn fetch(
 pub(crate) async fn delete(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id = message_id(&id)?;
@@ -260,7 +261,7 @@ fn yes() -> bool {
 pub(crate) async fn mark_read(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
     body: RawBody,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;

@@ -14,10 +14,13 @@
 mod account;
 mod admin;
 mod auth;
+mod body_time;
+mod client;
 mod credentials;
 mod devices;
 mod documents;
 mod enrolment;
+mod export;
 mod family;
 mod keys;
 mod limiter;
@@ -27,6 +30,7 @@ mod messages;
 // issue 9b: member app sending.
 mod basic;
 mod outgoing;
+mod param;
 mod problem;
 mod ratelimit;
 mod requests;
@@ -34,6 +38,7 @@ mod routes;
 mod server;
 mod settings;
 mod sniff;
+mod stall;
 mod threads;
 mod tracking;
 
@@ -42,13 +47,14 @@ use std::sync::Arc;
 use kvgate_store::{Store, StoreError};
 
 pub use admin::{AdminState, admin_router};
+pub use body_time::BodyTime;
 pub use credentials::Security;
 pub use limiter::{Limiter, RateLimit};
 pub use outgoing::{Document, Sealed, Sealer, UPLOAD_PURPOSE, Uploads};
 pub use problem::Problem;
 pub use ratelimit::RateLimits;
 pub use routes::router;
-pub use server::serve;
+pub use server::{ListenerLimits, serve};
 pub use settings::SmarthealthRules;
 
 /// A member's OpenPGP public key as checked by [`KeyCheck`].
@@ -105,6 +111,8 @@ pub struct ApiState {
     pub smarthealth: SmarthealthRules,
     /// The basic tier's rate limits (issue 9b).
     pub basic: Arc<RateLimits>,
+    /// Permits for exports running at once (`GET /v1/export`).
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs a store call on a blocking thread (commits fsync); store errors become

@@ -1,5 +1,7 @@
 //! Problem details (RFC 9457) for every refusal.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::StoreError;
@@ -40,16 +42,28 @@ impl Problem {
     }
 
     /// 429: too many attempts; try again after `wait` (rounded up to whole seconds).
-    pub fn too_many(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+    pub fn too_many(detail: impl Into<String>, wait: Duration) -> Self {
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            detail,
+        )
+        .retry_after(wait)
+    }
+
+    /// 503: the server is busy with requests of this kind; try again after `wait`.
+    pub fn busy(detail: impl Into<String>, wait: Duration) -> Self {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy", detail).retry_after(wait)
+    }
+
+    /// The same problem with `Retry-After: wait` (rounded up to whole seconds, at
+    /// least one).
+    fn retry_after(self, wait: Duration) -> Self {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Problem {
             retry_after: Some(seconds.max(1)),
-            ..Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too many requests",
-                detail,
-            )
+            ..self
         }
     }
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::Problem;
+use super::client::ClientAddr;
 use super::limiter::{Limiter, RateLimit};
-use super::server::ClientAddr;
 
 /// The basic tier's limits and their counters.
 pub struct RateLimits {
@@ -24,9 +24,10 @@ impl RateLimits {
         }
     }
 
-    /// Counts an upload from `client` (no address known: one shared counter).
+    /// Counts an upload from `client` (by [`ClientAddr::limit_key`]; no address known:
+    /// one shared counter).
     pub(crate) fn ip(&self, client: Option<ClientAddr>) -> Result<(), Problem> {
-        let key = client.map_or_else(String::new, |ClientAddr(ip)| ip.to_string());
+        let key = client.map_or_else(String::new, ClientAddr::limit_key);
         self.ips
             .attempt(&key, Instant::now())
             .map_err(|wait| limited(wait, "from this address"))

@@ -1,9 +1,11 @@
 //! The route table of the member API and what every handler shares.
 
+use std::convert::Infallible;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{from_fn, map_response};
@@ -14,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiState, Problem, devices, documents, enrolment, keys, linger, messages, tracking};
 // Issue 9a.
-use super::{account, credentials, family, settings};
+use super::{account, credentials, export, family, settings};
 // issue 9b: member app sending.
 use super::{basic, requests, threads};
 
@@ -119,7 +121,7 @@ pub(crate) fn routes() -> Vec<Route> {
         route("/v1/family", Verb::Get, family::list),
         route("/v1/family", Verb::Post, family::add),
         route("/v1/family/{kvnr}", Verb::Delete, family::remove),
-        route("/v1/export", Verb::Get, account::export),
+        route("/v1/export", Verb::Get, export::export),
         route("/v1/account", Verb::Delete, account::cancel),
         // issue 9b: member app sending.
         unbounded(route("/v1/basic/documents", Verb::Post, basic::upload)),
@@ -207,29 +209,89 @@ pub(crate) fn no_content_if(found: bool, what: &str) -> Result<Response, Problem
     }
 }
 
-/// A request body as read within the router's limit, or why it could not be read.
-pub(crate) type RawBody = Result<Bytes, BytesRejection>;
+/// The request body of a JSON route as read within the router's limit, or the problem
+/// with it. Extracting it never fails: the handler authenticates the caller first and
+/// then takes the body (a stranger learns nothing from a 415 or 413 before a 401).
+///
+/// A body must be declared as JSON (`Content-Type: application/json` or a `+json`
+/// type); a body declared as anything else is not read and is 415. A request without
+/// `Content-Type` may have an empty body (routes whose body is optional), but a
+/// non-empty one is 415 too: it was not declared as JSON.
+pub(crate) struct RawBody(Result<Bytes, Problem>);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Infallible> {
+        let declared = request.headers().get(header::CONTENT_TYPE).cloned();
+        if let Some(declared) = &declared
+            && !is_json(declared)
+        {
+            return Ok(RawBody(Err(not_json(Some(declared)))));
+        }
+        let body = match Bytes::from_request(request, state).await {
+            Ok(body) if declared.is_none() && !body.is_empty() => Err(not_json(None)),
+            Ok(body) => Ok(body),
+            Err(e) => Err(unreadable(&e)),
+        };
+        Ok(RawBody(body))
+    }
+}
+
+/// Whether a `Content-Type` names JSON: `application/json` or `application/…+json`,
+/// with any parameters.
+fn is_json(declared: &HeaderValue) -> bool {
+    let Ok(declared) = declared.to_str() else {
+        return false;
+    };
+    let essence = declared
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// 415: the body is not declared as JSON.
+fn not_json(declared: Option<&HeaderValue>) -> Problem {
+    let said = match declared.map(HeaderValue::to_str) {
+        Some(Ok(declared)) => format!("it was declared as {declared:?}"),
+        Some(Err(_)) => "its Content-Type is not readable text".to_owned(),
+        None => "it had no Content-Type".to_owned(),
+    };
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        format!("the request body must be JSON, sent with Content-Type: application/json; {said}"),
+    )
+}
 
 /// The largest request body of the JSON routes (enrolment carries an armored key).
 const MAX_JSON_BODY: usize = 64 * 1024;
 
-/// The request body, or a problem: 413 above the limit, 400 if it could not be read.
+/// 413 above the limit, 400 if the body could not be read.
+fn unreadable(e: &BytesRejection) -> Problem {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("a request body may have at most {MAX_JSON_BODY} octets here"),
+        )
+    } else {
+        Problem::bad_request(format!(
+            "the request body could not be read: {}",
+            e.body_text()
+        ))
+    }
+}
+
+/// The request body, or the problem with it (415, 413 or 400).
 pub(crate) fn body_bytes(body: RawBody) -> Result<Bytes, Problem> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-                format!("a request body may have at most {MAX_JSON_BODY} octets here"),
-            )
-        } else {
-            Problem::bad_request(format!(
-                "the request body could not be read: {}",
-                e.body_text()
-            ))
-        }
-    })
+    body.0
 }
 
 /// Decodes a JSON request body of the documented shape; `shape` says what it should
@@ -282,5 +344,63 @@ mod tests {
             "served but not documented"
         );
         assert_eq!(served.len(), routes().len(), "a route is listed twice");
+    }
+
+    /// The status and problem type a JSON route gives a body declared as `declared`.
+    async fn taken(declared: Option<&str>, body: &'static str) -> (u16, String) {
+        use axum::body::Body;
+        use axum::routing::post;
+        use tower::ServiceExt;
+
+        let router = Router::new().route(
+            "/x",
+            post(|body: RawBody| async move { body_bytes(body).map(|b| b.len().to_string()) }),
+        );
+        let mut request = axum::http::Request::post("/x");
+        if let Some(declared) = declared {
+            request = request.header(header::CONTENT_TYPE, declared);
+        }
+        let response = router
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let problem = response.headers().get(header::CONTENT_TYPE)
+            == Some(&HeaderValue::from_static("application/problem+json"));
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        if problem {
+            let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
+            (status, problem["type"].as_str().unwrap().to_owned())
+        } else {
+            (status, text)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_json_body_must_be_declared_as_json() {
+        let unsupported = (415, "urn:kvgate:problem:unsupported-media-type".to_owned());
+        assert_eq!(
+            taken(Some("application/json"), "{}").await,
+            (200, "2".into())
+        );
+        assert_eq!(
+            taken(Some("Application/JSON; charset=utf-8"), "{}").await,
+            (200, "2".into())
+        );
+        assert_eq!(
+            taken(Some("application/merge-patch+json"), "{}").await,
+            (200, "2".into())
+        );
+        assert_eq!(
+            taken(Some("application/x-www-form-urlencoded"), "{}").await,
+            unsupported
+        );
+        assert_eq!(taken(Some("text/plain"), "").await, unsupported);
+        assert_eq!(taken(Some("application/jsonx"), "{}").await, unsupported);
+        assert_eq!(taken(None, "{}").await, unsupported);
+        assert_eq!(taken(None, "").await, (200, "0".into()));
     }
 }

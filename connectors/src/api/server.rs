@@ -1,36 +1,71 @@
 //! The HTTPS listener of the member API.
 
 use std::io;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn_with_state;
 use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-/// The address of the client that sent a request (a request extension).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub IpAddr);
+use super::body_time::{self, BodyTime};
+use super::client::ClientAddr;
+use super::stall::WriteDeadline;
 
 /// How long in-flight requests may run on after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
-/// How long a client may take for the TLS handshake and request headers.
+/// How long a client may take for the TLS handshake and request headers (also the
+/// longest a kept-alive connection waits idle for its next request).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause after a failed `accept` (e.g. out of file descriptors), so that the
+/// loop does not spin and flood the log.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `router` over TLS on `listener` until `shutdown` turns true, then lets
-/// in-flight requests finish for up to ten seconds.
+/// Limits of an HTTPS listener, so that clients cannot exhaust it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Most connections at once; a connection beyond them is closed before the TLS
+    /// handshake (which would cost more than the refusal is worth).
+    pub max_connections: usize,
+    /// How long a request body may take to arrive (408 beyond it).
+    pub body: BodyTime,
+    /// How long a write of a response may wait for a client that does not read
+    /// before the connection is dropped.
+    pub write_timeout: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: 1000,
+            body: BodyTime {
+                timeout: Duration::from_secs(60),
+                min_rate: 16 * 1024,
+            },
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves `router` over TLS on `listener` within `limits` until `shutdown` turns true,
+/// then lets in-flight requests finish for up to ten seconds.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
+    limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let router = router.layer(from_fn_with_state(limits.body, body_time::bounded));
+    let room = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -41,8 +76,13 @@ pub async fn serve(
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "API accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
+                };
+                let Ok(permit) = room.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = limits.max_connections, "API connection limit reached; closing a new connection");
+                    continue;
                 };
                 crate::tcp::no_delay(&tcp);
                 let acceptor = acceptor.clone();
@@ -51,6 +91,7 @@ pub async fn serve(
                 );
                 let mut stop = shutdown.clone();
                 connections.spawn(async move {
+                    let _permit = permit;
                     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
@@ -59,10 +100,11 @@ pub async fn serve(
                         }
                         Err(_) => return,
                     };
+                    let io = WriteDeadline::new(tls, limits.write_timeout);
                     let connection = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HANDSHAKE_TIMEOUT)
-                        .serve_connection(TokioIo::new(tls), service);
+                        .serve_connection(TokioIo::new(io), service);
                     tokio::pin!(connection);
                     tokio::select! {
                         result = connection.as_mut() => {

@@ -9,8 +9,8 @@
 //! `file`s (PDF, JPEG, PNG or HEIC, told by the content; together within the
 //! configured document size limit).
 
+use axum::extract::State;
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Mailbox, MessageMeta, Thread, ThreadId, UploadKind};
@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::documents::{invalid, malformed, read_field, read_multipart, read_text};
 use super::messages::{MessageSummary, message_id};
 use super::outgoing::{self, InThread, Origin, Outgoing};
+use super::param::Param;
 use super::routes::blocking;
 use super::{ApiState, Problem, auth, sniff};
 
@@ -169,7 +170,7 @@ pub(crate) async fn create(
 pub(crate) async fn post(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
@@ -188,7 +189,7 @@ pub(crate) async fn post(
 pub(crate) async fn reply(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
@@ -272,7 +273,7 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let (thread, messages) = thread_of(&state, &device.kvnr, thread_id(&id)?).await?;

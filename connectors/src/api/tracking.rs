@@ -3,12 +3,13 @@
 //! addresses and the letter as a whole). Any other tracking ID is 404, whether it
 //! exists or not.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Event, TrackingId};
 use serde::Serialize;
 
+use super::param::Param;
 use super::routes::blocking;
 use super::{ApiState, Problem, auth};
 
@@ -47,7 +48,7 @@ struct Trail {
 pub(crate) async fn show(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Param(id): Param,
 ) -> Result<Response, Problem> {
     let device = auth::device(&state, &headers).await?;
     let id: TrackingId = id.parse().map_err(|_| Problem::not_found("submission"))?;

@@ -161,7 +161,7 @@ fn smarthealth_opens_for_an_adult_with_a_recovery_key_who_accepts_the_current_te
     let (dave, _) = add_member(&install, &server, DAVE, "dave", &["--birth-date", &born]);
     let (status, problem) = activate(&dave, "T-7");
     assert_eq!((status, slug(&problem)), (403, "smarthealth-minor"));
-    let (bob, _) = second_member(&install, &server);
+    let (bob, _) = add_member(&install, &server, BOB, "bob", &[]);
     let (status, problem) = activate(&bob, "T-7");
     assert_eq!((status, slug(&problem)), (403, "birth-date-unknown"));
     let (status, record) = dave.json("GET", "/v1/smarthealth", None);

@@ -636,22 +636,31 @@ async fn starttls_injection_is_discarded() {
 }
 
 #[tokio::test]
-async fn command_lines_are_limited_to_512_octets() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    let longest = format!("NOOP {}", "x".repeat(505)); // 510 + CRLF = 512
+async fn command_lines_are_limited_to_what_the_extensions_allow() {
+    let (server, mut c) = greeted(config()).await;
+    // RFC 3461 §4 gives RCPT 500 octets more for NOTIFY and ORCPT.
+    assert_eq!(c.cmd("MAIL FROM:<praxis@example.de>").await, SENDER_OK);
+    let orcpt = format!("{}@kv.test", "o".repeat(472)); // 480 octets
+    let rcpt = format!("RCPT TO:<a@kv.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;{orcpt}");
+    assert_eq!(rcpt.len() + 2, 544); // over 512 with its CRLF
+    assert_eq!(c.cmd(&rcpt).await, RCPT_OK);
+    let longest = format!("NOOP {}", "x".repeat(1005)); // 1010 + CRLF = 1012
     assert_eq!(c.cmd(&longest).await, OK);
-    let too_long = format!("NOOP {}", "x".repeat(506));
+    let too_long = format!("NOOP {}", "x".repeat(1006));
     assert_eq!(c.cmd(&too_long).await, "500 5.5.2 Line too long\r\n");
+    let too_long_rcpt = format!("RCPT TO:<b@kv.test> ORCPT=rfc822;{}", "x".repeat(1000));
+    assert_eq!(c.cmd(&too_long_rcpt).await, "500 5.5.2 Line too long\r\n");
     let huge = format!("MAIL FROM:<{}@example.de>", "x".repeat(200_000));
     assert_eq!(c.cmd(&huge).await, "500 5.5.2 Line too long\r\n");
     assert_eq!(c.cmd("NOOP").await, OK);
-    assert!(
-        server
-            .handler
-            .events()
-            .iter()
-            .all(|e| !e.starts_with("mail"))
+    let events = server.handler.events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(
+        events[2],
+        format!(
+            "rcpt <a@kv.test> RcptParams {{ notify: Some(On {{ success: true, failure: true, \
+             delay: true }}), orcpt: Some(OriginalRecipient {{ addr_type: \"rfc822\", address: \"{orcpt}\" }}) }}"
+        )
     );
 }
 

@@ -13,8 +13,24 @@ use tokio::sync::watch;
 
 use super::reply::Reply;
 
-/// The longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
-const MAX_COMMAND_LINE: usize = 512;
+/// The longest command line of plain SMTP, CRLF included (RFC 5321 §4.5.3.1.4).
+const BASE_COMMAND_LINE: usize = 512;
+/// What the advertised extensions add to `MAIL` (RFC 5321 §4.5.3.1.4 lets them):
+/// `SIZE=` 26 (RFC 1870), `RET=` and `ENVID=` 100 (RFC 3461 §4), `SMTPUTF8` 10
+/// (RFC 6531 §3.4).
+const MAIL_EXTENSIONS: usize = 26 + 100 + 10;
+/// What the advertised extensions add to `RCPT`: `NOTIFY=` and `ORCPT=` 500
+/// (RFC 3461 §4).
+const RCPT_EXTENSIONS: usize = 500;
+/// The longest command line taken, CRLF included: that of the longest command the
+/// extensions allow (`RCPT`, 512 + 500 = 1012 octets; `MAIL` is 648). One limit for
+/// every command keeps the reader simple; a longer line gets `500 5.5.2`.
+const MAX_COMMAND_LINE: usize = BASE_COMMAND_LINE
+    + if MAIL_EXTENSIONS > RCPT_EXTENSIONS {
+        MAIL_EXTENSIONS
+    } else {
+        RCPT_EXTENSIONS
+    };
 /// How much the server reads at a time (and the largest DATA chunk it writes).
 pub(super) const CHUNK: usize = 64 * 1024;
 
@@ -23,7 +39,7 @@ pub(super) const CHUNK: usize = 64 * 1024;
 pub(super) enum Input {
     /// A command line without its line ending.
     Line(Bytes),
-    /// A line over 512 octets; it was discarded up to its end.
+    /// A line over [`MAX_COMMAND_LINE`] octets; it was discarded up to its end.
     TooLong,
     /// The client closed the connection.
     Eof,
@@ -140,7 +156,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Reads the next command line (terminated by LF, an optional CR before it
     /// removed). Queued replies are flushed before waiting for input. A line
-    /// over 512 octets is discarded as it arrives, never buffered whole.
+    /// over [`MAX_COMMAND_LINE`] octets is discarded as it arrives, never buffered
+    /// whole.
     pub(super) async fn read_line(
         &mut self,
         idle: Duration,
@@ -208,3 +225,4 @@ pub(super) async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
         std::future::pending::<()>().await;
     }
 }
+

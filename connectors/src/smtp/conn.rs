@@ -1,8 +1,8 @@
 //! Buffered connection I/O: command lines and DATA bytes in, queued replies out.
 //!
 //! Replies are queued and written in one go when the server needs more input
-//! (RFC 2920 PIPELINING: answers go out in order, in batches) or when the
-//! session flushes explicitly (DATA, STARTTLS, QUIT, close).
+//! (RFC 2920 PIPELINING: answers go out in order, in batches), when 16 KiB of them
+//! wait, or when the session flushes explicitly (DATA, STARTTLS, QUIT, close).
 
 use std::io;
 use std::time::Duration;
@@ -31,6 +31,12 @@ const MAX_COMMAND_LINE: usize = BASE_COMMAND_LINE
     } else {
         RCPT_EXTENSIONS
     };
+/// The most octets of replies that wait for a flush. Past it, [`Conn::read_line`]
+/// sends them before it takes the next command (RFC 2920 §3.2 lets a server flush
+/// early): pipelined commands whose answers are larger than they are (EHLO's, some
+/// 17 times) cannot make the server hold more, and from a client that does not read,
+/// the server takes no more commands until its write goes through.
+const MAX_PENDING_OUTPUT: usize = 16 * 1024;
 /// How much the server reads at a time (and the largest DATA chunk it writes).
 pub(super) const CHUNK: usize = 64 * 1024;
 
@@ -155,7 +161,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     /// Reads the next command line (terminated by LF, an optional CR before it
-    /// removed). Queued replies are flushed before waiting for input. A line
+    /// removed). Queued replies are flushed before waiting for input, and before
+    /// anything else once they reach [`MAX_PENDING_OUTPUT`]. A line
     /// over [`MAX_COMMAND_LINE`] octets is discarded as it arrives, never buffered
     /// whole.
     pub(super) async fn read_line(
@@ -163,6 +170,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         idle: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> io::Result<Input> {
+        if self.output.len() >= MAX_PENDING_OUTPUT {
+            self.flush().await?;
+        }
         let mut discarding = false;
         loop {
             if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
@@ -226,3 +236,54 @@ pub(super) async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pipelined_commands_never_queue_more_than_the_bound() {
+        let (client, server) = tokio::io::duplex(4 * 1024 * 1024);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let commands = 8192;
+        // 64 KiB of commands, and the client reads nothing until the end.
+        to_server
+            .write_all(&b"EHLO a\r\n".repeat(commands))
+            .await
+            .unwrap();
+        to_server.shutdown().await.unwrap();
+        let ehlo = Reply::bare(
+            250,
+            "mx.test\nSIZE 268435456\nPIPELINING\n8BITMIME\nENHANCEDSTATUSCODES\n\
+             SMTPUTF8\nDSN\nCHUNKING\nSTARTTLS",
+        );
+        let reply_len = ehlo.to_string().len();
+        let mut conn = Conn::new(server, Duration::from_secs(60));
+        let (_stop, mut shutdown) = watch::channel(false);
+        let (mut answered, mut most_pending) = (0, 0);
+        loop {
+            match conn
+                .read_line(Duration::from_secs(60), &mut shutdown)
+                .await
+                .unwrap()
+            {
+                Input::Line(line) => assert_eq!(&line[..], b"EHLO a"),
+                Input::Eof => break,
+                other => panic!("{other:?}"),
+            }
+            conn.queue(&ehlo);
+            answered += 1;
+            most_pending = most_pending.max(conn.output.len());
+        }
+        assert_eq!(answered, commands);
+        assert!(
+            most_pending < MAX_PENDING_OUTPUT + reply_len,
+            "{most_pending} octets of replies were pending"
+        );
+        conn.close().await;
+        let mut received = Vec::new();
+        from_server.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, ehlo.to_string().repeat(commands).into_bytes());
+    }
+}

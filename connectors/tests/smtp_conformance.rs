@@ -1205,6 +1205,70 @@ async fn connections_are_limited_per_client_certificate() {
     );
 }
 
+#[tokio::test]
+async fn connections_are_limited_per_client_address() {
+    let two = Config {
+        max_connections_per_address: 2,
+        loopback_exempt: false,
+        ..config()
+    };
+    // Counted before TLS: plain connections that never start it hold their places.
+    let server = start(Port::StartTls, Recorder::default(), two.clone()).await;
+    let mut first = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(first.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    let mut second = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(second.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    let mut third = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(
+        third.reply().await,
+        "421 4.7.0 Too many connections from your address; try again later\r\n"
+    );
+    third.assert_closed().await;
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    first.assert_closed().await;
+    let mut again = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    let mut greeting = again.reply().await;
+    for _ in 0..100 {
+        // The ended session may hold its place for a moment.
+        if greeting.starts_with("220") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        again = Client::new(TcpStream::connect(server.addr).await.unwrap());
+        greeting = again.reply().await;
+    }
+    assert_eq!(greeting, "220 mx.test ESMTP kvgate\r\n");
+    assert_eq!(second.cmd("NOOP").await, OK);
+
+    // On the implicit-TLS port the client is closed before the handshake.
+    let server = start(Port::Implicit, Recorder::default(), two).await;
+    let _first = connect_implicit(&server).await;
+    let _second = connect_implicit(&server).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert!(tls_handshake(tcp, true).await.is_err());
+    assert_eq!(
+        server.handler.events(),
+        vec!["connect certs=1 implicit=true".to_owned(); 2]
+    );
+
+    // By default loopback, the gateway's own host, is not counted.
+    let server = start(
+        Port::StartTls,
+        Recorder::default(),
+        Config {
+            max_connections_per_address: 1,
+            ..config()
+        },
+    )
+    .await;
+    let mut local = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::new(TcpStream::connect(server.addr).await.unwrap());
+        assert_eq!(c.reply().await, "220 mx.test ESMTP kvgate\r\n");
+        local.push(c);
+    }
+}
+
 // ---------------------------------------------------------------- TLS
 
 #[tokio::test]

@@ -1269,6 +1269,71 @@ async fn connections_are_limited_per_client_address() {
     }
 }
 
+#[tokio::test]
+async fn a_silent_tls_handshake_times_out() {
+    // The command timeout stays long: the handshake has its own.
+    let config = Config {
+        tls_handshake_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let server = start(Port::Implicit, Recorder::default(), config.clone()).await;
+    let mut silent = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    silent.assert_closed().await;
+
+    let server = start(Port::StartTls, Recorder::default(), config).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    assert_eq!(
+        plain.cmd("STARTTLS").await,
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    plain.assert_closed().await;
+    assert!(server.handler.events().is_empty());
+}
+
+#[tokio::test]
+async fn starttls_port_sessions_must_authenticate_in_time() {
+    let short = Config {
+        auth_deadline: Duration::from_millis(500),
+        ..config()
+    };
+    let server = start(Port::StartTls, Recorder::default(), short).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    // A command now and then restarts the idle timer, but not this deadline.
+    let mut answer = OK.to_owned();
+    for _ in 0..60 {
+        answer = plain.cmd("NOOP").await;
+        if answer != OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        answer,
+        "421 4.7.0 TLS with a client certificate was not established in time; closing\r\n"
+    );
+    plain.assert_closed().await;
+
+    // A client that authenticates in time keeps its session beyond the deadline
+    // (a generous one, lest a slow handshake miss it).
+    let deadline = Duration::from_secs(5);
+    let server = start(
+        Port::StartTls,
+        Recorder::default(),
+        Config {
+            auth_deadline: deadline,
+            ..config()
+        },
+    )
+    .await;
+    let connected = tokio::time::Instant::now();
+    let mut c = connect_starttls(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    tokio::time::sleep_until(connected + deadline + Duration::from_millis(500)).await;
+    assert_eq!(c.cmd("NOOP").await, OK);
+}
+
 // ---------------------------------------------------------------- TLS
 
 #[tokio::test]

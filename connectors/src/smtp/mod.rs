@@ -51,8 +51,17 @@ pub struct Config {
     pub max_message_size: u64,
     /// The most recipients per message.
     pub max_recipients: usize,
-    /// How long the server waits for a command (and for a TLS handshake).
+    /// How long the server waits for a command.
     pub command_timeout: Duration,
+    /// How long a TLS handshake may take. Much shorter than the command timeout:
+    /// the client is not yet known, and a handshake needs a few round trips, not a
+    /// person at a keyboard.
+    pub tls_handshake_timeout: Duration,
+    /// How long a client on the STARTTLS port has, from connecting, to complete
+    /// STARTTLS with its client certificate; then it gets `421 4.7.0` and is
+    /// closed. The idle timeout alone would let a client that sends a command now
+    /// and then hold its session for ever without ever authenticating.
+    pub auth_deadline: Duration,
     /// How long the server waits for more message data during DATA or a
     /// BDAT chunk.
     pub data_timeout: Duration,
@@ -83,9 +92,10 @@ pub struct Config {
 
 impl Default for Config {
     /// `localhost`, 256 MiB, 100 recipients, 5 min command and data timeout
-    /// (the server timeout of RFC 5321 §4.5.3.2.7), 10 errors, 500
-    /// connections, 100 per client address (loopback exempt) and 100 per client
-    /// certificate, no greeting delay.
+    /// (the server timeout of RFC 5321 §4.5.3.2.7), 30 s for a TLS handshake, 60 s
+    /// to authenticate on the STARTTLS port, 10 errors, 500 connections, 100 per
+    /// client address (loopback exempt) and 100 per client certificate, no
+    /// greeting delay.
     ///
     /// 100 per address is as many as one certificate may have: a practice or a
     /// hospital behind one address is held back by its certificate's limit first,
@@ -98,6 +108,8 @@ impl Default for Config {
             max_message_size: 256 * 1024 * 1024,
             max_recipients: 100,
             command_timeout: Duration::from_secs(5 * 60),
+            tls_handshake_timeout: Duration::from_secs(30),
+            auth_deadline: Duration::from_secs(60),
             data_timeout: Duration::from_secs(5 * 60),
             max_errors: 10,
             max_connections: 500,

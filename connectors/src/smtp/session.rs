@@ -5,6 +5,10 @@
 //! the connection is closed: the length of the data behind it is unknown, so
 //! it could neither be skipped nor be read as commands without running
 //! message text. Every other refused BDAT chunk is read and dropped.
+//!
+//! Before authentication a session is short-lived: the TLS handshake has its own
+//! timeout, and on the STARTTLS port the whole time from connecting to a
+//! completed handshake is bounded by the authentication deadline.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +17,7 @@ use std::sync::{Arc, PoisonError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
@@ -130,21 +135,25 @@ struct Session<H: Handler> {
 
 impl<H: Handler> Session<H> {
     async fn run_starttls(&mut self, tcp: TcpStream) {
-        let mut conn = Conn::new(tcp, self.shared.config.command_timeout);
-        if self.spoke_early(&mut conn).await {
-            return conn.close().await;
-        }
-        conn.queue(&self.greeting());
-        match self.commands(&mut conn).await {
-            Ok(Flow::StartTls) => {}
-            Ok(_) => return conn.close().await,
-            Err(e) => return debug!(peer = %self.addr, error = %e, "SMTP connection failed"),
-        }
-        if let Err(e) = conn.flush().await {
-            return debug!(peer = %self.addr, error = %e, "SMTP connection failed");
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.auth_deadline;
+        let mut conn = Conn::new(tcp, config.command_timeout.min(config.auth_deadline));
+        match tokio::time::timeout_at(deadline, self.plain(&mut conn)).await {
+            Ok(Ok(Flow::StartTls)) => {}
+            Ok(Ok(_)) => return conn.close().await,
+            Ok(Err(e)) => return debug!(peer = %self.addr, error = %e, "SMTP connection failed"),
+            Err(_) => {
+                info!(peer = %self.addr, "SMTP client did not authenticate in time");
+                conn.queue(&Reply::new(
+                    421,
+                    (4, 7, 0),
+                    "TLS with a client certificate was not established in time; closing",
+                ));
+                return conn.close().await;
+            }
         }
         // Dropping the buffer discards anything pipelined behind STARTTLS.
-        let Some(tls) = self.handshake(conn.into_inner()).await else {
+        let Some(tls) = self.handshake(conn.into_inner(), Some(deadline)).await else {
             return;
         };
         let conn = Conn::new(tls, self.shared.config.command_timeout);
@@ -152,8 +161,23 @@ impl<H: Handler> Session<H> {
         self.serve_tls(conn).await;
     }
 
+    /// The plaintext part of a STARTTLS-port session, up to the 220 to STARTTLS
+    /// sent (`Flow::StartTls`) or the end of the session. Nothing in it needs
+    /// cleaning up if it is cancelled: there is no handler session yet.
+    async fn plain(&mut self, conn: &mut Conn<TcpStream>) -> io::Result<Flow> {
+        if self.spoke_early(conn).await {
+            return Ok(Flow::Close);
+        }
+        conn.queue(&self.greeting());
+        let flow = self.commands(conn).await?;
+        if let Flow::StartTls = flow {
+            conn.flush().await?;
+        }
+        Ok(flow)
+    }
+
     async fn run_implicit(&mut self, tcp: TcpStream) {
-        let Some(tls) = self.handshake(tcp).await else {
+        let Some(tls) = self.handshake(tcp, None).await else {
             return;
         };
         let mut conn = Conn::new(tls, self.shared.config.command_timeout);
@@ -179,14 +203,22 @@ impl<H: Handler> Session<H> {
         }
     }
 
+    /// The TLS handshake, given the handshake timeout and no more than up to
+    /// `deadline`.
     // `&mut self` (not `&self`) keeps the session future `Send` without
     // requiring `H::Session: Sync`.
-    async fn handshake(&mut self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+    async fn handshake(
+        &mut self,
+        tcp: TcpStream,
+        deadline: Option<Instant>,
+    ) -> Option<TlsStream<TcpStream>> {
         let acceptor = (self.shared.acceptor.read())
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let accept = acceptor.accept(tcp);
-        match tokio::time::timeout(self.shared.config.command_timeout, accept).await {
+        let limit = Instant::now() + self.shared.config.tls_handshake_timeout;
+        let limit = deadline.map_or(limit, |deadline| deadline.min(limit));
+        match tokio::time::timeout_at(limit, accept).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
                 debug!(peer = %self.addr, error = %e, "TLS handshake failed");

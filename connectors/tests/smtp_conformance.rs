@@ -1270,6 +1270,49 @@ async fn connections_are_limited_per_client_address() {
 }
 
 #[tokio::test]
+async fn commands_that_do_not_advance_a_transaction_are_limited() {
+    let junk = "421 4.7.0 Too many commands that do not advance a mail transaction; closing\r\n";
+    let limited = Config {
+        max_junk_commands: 3,
+        ..config()
+    };
+    let server = start(Port::Implicit, Recorder::default(), limited.clone()).await;
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(c.cmd("RSET").await, OK);
+    assert_eq!(c.cmd("HELP").await, junk);
+    c.assert_closed().await;
+
+    // An accepted message starts the count anew.
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    assert_eq!(c.cmd("NOOP").await, OK);
+    open_data(&mut c).await;
+    c.send(b"Hi\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 T1 queued\r\n");
+    assert_eq!(c.cmd("RSET").await, OK);
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(
+        c.cmd("VRFY x").await,
+        "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+    );
+    assert_eq!(c.cmd("EXPN x").await, junk);
+    c.assert_closed().await;
+
+    // Before STARTTLS too, pipelined or not.
+    let server = start(Port::StartTls, Recorder::default(), limited).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    plain.send(b"EHLO a\r\nHELO b\r\nNOOP\r\nEHLO c\r\n").await;
+    assert_eq!(plain.reply().await, EHLO_PLAIN);
+    assert_eq!(plain.reply().await, "250 mx.test\r\n");
+    assert_eq!(plain.reply().await, OK);
+    assert_eq!(plain.reply().await, junk);
+    plain.assert_closed().await;
+}
+
+#[tokio::test]
 async fn a_silent_tls_handshake_times_out() {
     // The command timeout stays long: the handshake has its own.
     let config = Config {

@@ -67,6 +67,11 @@ pub struct Config {
     pub data_timeout: Duration,
     /// After this many client errors the server says 421 and closes.
     pub max_errors: usize,
+    /// How many commands that do not advance a mail transaction (NOOP, RSET,
+    /// EHLO, HELO, HELP, VRFY, EXPN) a session may send between two accepted
+    /// messages (and before the first); the next one gets `421 4.7.0` and the
+    /// session is closed (cf. Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: usize,
     /// The most sessions at once over all listeners of the server; a client
     /// over the limit gets `421 4.3.2` (STARTTLS port) or is disconnected
     /// before the TLS handshake (implicit-TLS port).
@@ -93,9 +98,9 @@ pub struct Config {
 impl Default for Config {
     /// `localhost`, 256 MiB, 100 recipients, 5 min command and data timeout
     /// (the server timeout of RFC 5321 §4.5.3.2.7), 30 s for a TLS handshake, 60 s
-    /// to authenticate on the STARTTLS port, 10 errors, 500 connections, 100 per
-    /// client address (loopback exempt) and 100 per client certificate, no
-    /// greeting delay.
+    /// to authenticate on the STARTTLS port, 10 errors, 100 commands that do not
+    /// advance a transaction (Postfix's default), 500 connections, 100 per client
+    /// address (loopback exempt) and 100 per client certificate, no greeting delay.
     ///
     /// 100 per address is as many as one certificate may have: a practice or a
     /// hospital behind one address is held back by its certificate's limit first,
@@ -112,6 +117,7 @@ impl Default for Config {
             auth_deadline: Duration::from_secs(60),
             data_timeout: Duration::from_secs(5 * 60),
             max_errors: 10,
+            max_junk_commands: 100,
             max_connections: 500,
             max_connections_per_address: 100,
             loopback_exempt: true,

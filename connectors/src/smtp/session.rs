@@ -8,7 +8,9 @@
 //!
 //! Before authentication a session is short-lived: the TLS handshake has its own
 //! timeout, and on the STARTTLS port the whole time from connecting to a
-//! completed handshake is bounded by the authentication deadline.
+//! completed handshake is bounded by the authentication deadline. Commands that
+//! do not advance a transaction are counted, so that a client cannot keep a
+//! session alive with them for ever.
 
 use std::io;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ pub(super) async fn run<H: Handler>(
         addr,
         shutdown,
         errors: 0,
+        junk: 0,
         greeted: false,
         txn: None,
         phase: Phase::Plain,
@@ -126,6 +129,8 @@ struct Session<H: Handler> {
     addr: SocketAddr,
     shutdown: watch::Receiver<bool>,
     errors: usize,
+    /// Commands that did not advance a transaction since the last accepted message.
+    junk: usize,
     greeted: bool,
     txn: Option<Txn<H::Sink>>,
     phase: Phase<H::Session>,
@@ -357,6 +362,18 @@ impl<H: Handler> Session<H> {
         }
         let (verb, args) = command::split(line);
         let tls = !matches!(self.phase, Phase::Plain);
+        if is_junk(verb) {
+            self.junk += 1;
+            if self.junk > self.shared.config.max_junk_commands {
+                info!(peer = %self.addr, "SMTP client over its limit of commands that do not advance a transaction");
+                conn.queue(&Reply::new(
+                    421,
+                    (4, 7, 0),
+                    "Too many commands that do not advance a mail transaction; closing",
+                ));
+                return Ok(Flow::Close);
+            }
+        }
         let flow = match verb {
             Verb::Ehlo | Verb::Helo => self.hello(conn, verb, args, tls).await,
             Verb::StartTls => self.starttls(conn, args, tls),
@@ -587,6 +604,7 @@ impl<H: Handler> Session<H> {
         };
         info!(peer = %self.addr, code = reply.code, "message received by DATA");
         self.end_transaction().await;
+        self.accepted(&reply);
         Ok(ok(conn, reply))
     }
 
@@ -618,6 +636,7 @@ impl<H: Handler> Session<H> {
             ChunkEnd::More(reply) => return Ok(ok(conn, reply)),
             ChunkEnd::Complete(reply) => {
                 info!(peer = %self.addr, code = reply.code, "message received by BDAT");
+                self.accepted(&reply);
                 ok(conn, reply)
             }
             ChunkEnd::Refused(reply) => {
@@ -628,6 +647,14 @@ impl<H: Handler> Session<H> {
         };
         self.end_transaction().await;
         Ok(flow)
+    }
+
+    /// Starts counting commands that do not advance a transaction anew once a
+    /// message is accepted, so that a long session of many letters is not cut.
+    fn accepted(&mut self, reply: &Reply) {
+        if (200..300).contains(&reply.code) {
+            self.junk = 0;
+        }
     }
 
     /// Forgets the mail transaction; a message half received in BDAT chunks
@@ -790,6 +817,15 @@ fn envelope<'a, S, K>(
         });
     }
     Ok((hs, txn))
+}
+
+/// Whether a command does not advance a mail transaction (counted against
+/// [`Config::max_junk_commands`]).
+fn is_junk(verb: Verb) -> bool {
+    matches!(
+        verb,
+        Verb::Noop | Verb::Rset | Verb::Ehlo | Verb::Helo | Verb::Help | Verb::Vrfy | Verb::Expn
+    )
 }
 
 fn must_starttls() -> Reply {

@@ -1012,16 +1012,18 @@ async fn bdat_out_of_order_is_refused_and_its_chunk_never_runs() {
 }
 
 #[tokio::test]
-async fn bdat_before_starttls_is_refused_and_skipped() {
+async fn bdat_before_starttls_is_refused_and_the_session_closed() {
     let server = start(Port::StartTls, Recorder::default(), config()).await;
     let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
     assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
     assert_eq!(plain.cmd("EHLO client.test").await, EHLO_PLAIN);
+    // Its chunk is not read: the server does not skip octets for a stranger.
     assert_eq!(
-        plain.cmd("BDAT 10 LAST\r\nSTARTTLS").await,
+        plain.cmd("BDAT 18446744073709551615 LAST\r\nNOOP").await,
         "530 5.7.0 Must issue a STARTTLS command first\r\n"
     );
-    assert_eq!(plain.cmd("NOOP").await, OK);
+    plain.assert_closed().await;
+    assert!(server.handler.events().is_empty());
 }
 
 #[tokio::test]

@@ -4,7 +4,10 @@
 //! A BDAT command whose chunk size cannot be read is answered with 501 and
 //! the connection is closed: the length of the data behind it is unknown, so
 //! it could neither be skipped nor be read as commands without running
-//! message text. Every other refused BDAT chunk is read and dropped.
+//! message text. BDAT before STARTTLS is answered with 530 and the connection
+//! closed too: skipping its chunk would have the server read any number of
+//! octets for a client that has not shown a certificate. Every other refused
+//! BDAT chunk is read and dropped.
 //!
 //! Before authentication a session is short-lived: the TLS handshake has its own
 //! timeout, and on the STARTTLS port the whole time from connecting to a
@@ -390,7 +393,11 @@ impl<H: Handler> Session<H> {
                 Flow::Close
             }
             Verb::Unknown => self.error(conn, Reply::new(500, (5, 5, 1), "Command not recognized")),
-            // Before the pre-TLS refusal: a chunk must be read even then.
+            Verb::Bdat if !tls => {
+                // Its chunk is not read (see the module documentation).
+                conn.queue(&must_starttls());
+                Flow::Close
+            }
             Verb::Bdat => return self.bdat(conn, args).await,
             _ if !tls => self.error(conn, must_starttls()),
             Verb::Vrfy => ok(

@@ -636,22 +636,31 @@ async fn starttls_injection_is_discarded() {
 }
 
 #[tokio::test]
-async fn command_lines_are_limited_to_512_octets() {
-    let server = start(Port::Implicit, Recorder::default(), config()).await;
-    let mut c = connect_implicit(&server).await;
-    let longest = format!("NOOP {}", "x".repeat(505)); // 510 + CRLF = 512
+async fn command_lines_are_limited_to_what_the_extensions_allow() {
+    let (server, mut c) = greeted(config()).await;
+    // RFC 3461 §4 gives RCPT 500 octets more for NOTIFY and ORCPT.
+    assert_eq!(c.cmd("MAIL FROM:<praxis@example.de>").await, SENDER_OK);
+    let orcpt = format!("{}@kv.test", "o".repeat(472)); // 480 octets
+    let rcpt = format!("RCPT TO:<a@kv.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;{orcpt}");
+    assert_eq!(rcpt.len() + 2, 544); // over 512 with its CRLF
+    assert_eq!(c.cmd(&rcpt).await, RCPT_OK);
+    let longest = format!("NOOP {}", "x".repeat(1005)); // 1010 + CRLF = 1012
     assert_eq!(c.cmd(&longest).await, OK);
-    let too_long = format!("NOOP {}", "x".repeat(506));
+    let too_long = format!("NOOP {}", "x".repeat(1006));
     assert_eq!(c.cmd(&too_long).await, "500 5.5.2 Line too long\r\n");
+    let too_long_rcpt = format!("RCPT TO:<b@kv.test> ORCPT=rfc822;{}", "x".repeat(1000));
+    assert_eq!(c.cmd(&too_long_rcpt).await, "500 5.5.2 Line too long\r\n");
     let huge = format!("MAIL FROM:<{}@example.de>", "x".repeat(200_000));
     assert_eq!(c.cmd(&huge).await, "500 5.5.2 Line too long\r\n");
     assert_eq!(c.cmd("NOOP").await, OK);
-    assert!(
-        server
-            .handler
-            .events()
-            .iter()
-            .all(|e| !e.starts_with("mail"))
+    let events = server.handler.events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(
+        events[2],
+        format!(
+            "rcpt <a@kv.test> RcptParams {{ notify: Some(On {{ success: true, failure: true, \
+             delay: true }}), orcpt: Some(OriginalRecipient {{ addr_type: \"rfc822\", address: \"{orcpt}\" }}) }}"
+        )
     );
 }
 
@@ -1003,16 +1012,18 @@ async fn bdat_out_of_order_is_refused_and_its_chunk_never_runs() {
 }
 
 #[tokio::test]
-async fn bdat_before_starttls_is_refused_and_skipped() {
+async fn bdat_before_starttls_is_refused_and_the_session_closed() {
     let server = start(Port::StartTls, Recorder::default(), config()).await;
     let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
     assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
     assert_eq!(plain.cmd("EHLO client.test").await, EHLO_PLAIN);
+    // Its chunk is not read: the server does not skip octets for a stranger.
     assert_eq!(
-        plain.cmd("BDAT 10 LAST\r\nSTARTTLS").await,
+        plain.cmd("BDAT 18446744073709551615 LAST\r\nNOOP").await,
         "530 5.7.0 Must issue a STARTTLS command first\r\n"
     );
-    assert_eq!(plain.cmd("NOOP").await, OK);
+    plain.assert_closed().await;
+    assert!(server.handler.events().is_empty());
 }
 
 #[tokio::test]
@@ -1194,6 +1205,178 @@ async fn connections_are_limited_per_client_certificate() {
         server.handler.events(),
         vec!["connect certs=1 implicit=true".to_owned(); 3]
     );
+}
+
+#[tokio::test]
+async fn connections_are_limited_per_client_address() {
+    let two = Config {
+        max_connections_per_address: 2,
+        loopback_exempt: false,
+        ..config()
+    };
+    // Counted before TLS: plain connections that never start it hold their places.
+    let server = start(Port::StartTls, Recorder::default(), two.clone()).await;
+    let mut first = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(first.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    let mut second = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(second.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    let mut third = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(
+        third.reply().await,
+        "421 4.7.0 Too many connections from your address; try again later\r\n"
+    );
+    third.assert_closed().await;
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    first.assert_closed().await;
+    let mut again = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    let mut greeting = again.reply().await;
+    for _ in 0..100 {
+        // The ended session may hold its place for a moment.
+        if greeting.starts_with("220") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        again = Client::new(TcpStream::connect(server.addr).await.unwrap());
+        greeting = again.reply().await;
+    }
+    assert_eq!(greeting, "220 mx.test ESMTP kvgate\r\n");
+    assert_eq!(second.cmd("NOOP").await, OK);
+
+    // On the implicit-TLS port the client is closed before the handshake.
+    let server = start(Port::Implicit, Recorder::default(), two).await;
+    let _first = connect_implicit(&server).await;
+    let _second = connect_implicit(&server).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    assert!(tls_handshake(tcp, true).await.is_err());
+    assert_eq!(
+        server.handler.events(),
+        vec!["connect certs=1 implicit=true".to_owned(); 2]
+    );
+
+    // By default loopback, the gateway's own host, is not counted.
+    let server = start(
+        Port::StartTls,
+        Recorder::default(),
+        Config {
+            max_connections_per_address: 1,
+            ..config()
+        },
+    )
+    .await;
+    let mut local = Vec::new();
+    for _ in 0..3 {
+        let mut c = Client::new(TcpStream::connect(server.addr).await.unwrap());
+        assert_eq!(c.reply().await, "220 mx.test ESMTP kvgate\r\n");
+        local.push(c);
+    }
+}
+
+#[tokio::test]
+async fn commands_that_do_not_advance_a_transaction_are_limited() {
+    let junk = "421 4.7.0 Too many commands that do not advance a mail transaction; closing\r\n";
+    let limited = Config {
+        max_junk_commands: 3,
+        ..config()
+    };
+    let server = start(Port::Implicit, Recorder::default(), limited.clone()).await;
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(c.cmd("RSET").await, OK);
+    assert_eq!(c.cmd("HELP").await, junk);
+    c.assert_closed().await;
+
+    // An accepted message starts the count anew.
+    let mut c = connect_implicit(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    assert_eq!(c.cmd("NOOP").await, OK);
+    open_data(&mut c).await;
+    c.send(b"Hi\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 T1 queued\r\n");
+    assert_eq!(c.cmd("RSET").await, OK);
+    assert_eq!(c.cmd("NOOP").await, OK);
+    assert_eq!(
+        c.cmd("VRFY x").await,
+        "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+    );
+    assert_eq!(c.cmd("EXPN x").await, junk);
+    c.assert_closed().await;
+
+    // Before STARTTLS too, pipelined or not.
+    let server = start(Port::StartTls, Recorder::default(), limited).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    plain.send(b"EHLO a\r\nHELO b\r\nNOOP\r\nEHLO c\r\n").await;
+    assert_eq!(plain.reply().await, EHLO_PLAIN);
+    assert_eq!(plain.reply().await, "250 mx.test\r\n");
+    assert_eq!(plain.reply().await, OK);
+    assert_eq!(plain.reply().await, junk);
+    plain.assert_closed().await;
+}
+
+#[tokio::test]
+async fn a_silent_tls_handshake_times_out() {
+    // The command timeout stays long: the handshake has its own.
+    let config = Config {
+        tls_handshake_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let server = start(Port::Implicit, Recorder::default(), config.clone()).await;
+    let mut silent = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    silent.assert_closed().await;
+
+    let server = start(Port::StartTls, Recorder::default(), config).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    assert_eq!(
+        plain.cmd("STARTTLS").await,
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    plain.assert_closed().await;
+    assert!(server.handler.events().is_empty());
+}
+
+#[tokio::test]
+async fn starttls_port_sessions_must_authenticate_in_time() {
+    let short = Config {
+        auth_deadline: Duration::from_millis(500),
+        ..config()
+    };
+    let server = start(Port::StartTls, Recorder::default(), short).await;
+    let mut plain = Client::new(TcpStream::connect(server.addr).await.unwrap());
+    assert_eq!(plain.reply().await, "220 mx.test ESMTP kvgate\r\n");
+    // A command now and then restarts the idle timer, but not this deadline.
+    let mut answer = OK.to_owned();
+    for _ in 0..60 {
+        answer = plain.cmd("NOOP").await;
+        if answer != OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        answer,
+        "421 4.7.0 TLS with a client certificate was not established in time; closing\r\n"
+    );
+    plain.assert_closed().await;
+
+    // A client that authenticates in time keeps its session beyond the deadline
+    // (a generous one, lest a slow handshake miss it).
+    let deadline = Duration::from_secs(5);
+    let server = start(
+        Port::StartTls,
+        Recorder::default(),
+        Config {
+            auth_deadline: deadline,
+            ..config()
+        },
+    )
+    .await;
+    let connected = tokio::time::Instant::now();
+    let mut c = connect_starttls(&server).await;
+    assert_eq!(c.cmd("EHLO client.test").await, EHLO_TLS);
+    tokio::time::sleep_until(connected + deadline + Duration::from_millis(500)).await;
+    assert_eq!(c.cmd("NOOP").await, OK);
 }
 
 // ---------------------------------------------------------------- TLS

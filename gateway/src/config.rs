@@ -222,11 +222,22 @@ pub struct Limits {
     /// Seconds a client may take for one command or one piece of message data
     /// (the server timeout of RFC 5321 §4.5.3.2.7: 5 minutes).
     pub command_timeout_secs: u64,
+    /// Seconds a TLS handshake may take.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client on the STARTTLS port has, from connecting, to complete
+    /// STARTTLS with its client certificate (then 421 4.7.0).
+    pub auth_deadline_secs: u64,
+    /// Commands that do not advance a mail transaction (NOOP, RSET, EHLO, HELO,
+    /// HELP, VRFY, EXPN) a session may send between accepted letters (then 421 4.7.0).
+    pub max_junk_commands: usize,
     /// Milliseconds the SMTP server listens before its greeting; a client that
     /// talks in that time is refused (0: only input already there is caught).
     pub greeting_delay_ms: u64,
     /// Most SMTP sessions at once, over both SMTP listeners.
     pub max_connections: usize,
+    /// Most SMTP sessions at once from one client IP address, counted from before
+    /// the TLS handshake; loopback addresses (the gateway's own host) are not counted.
+    pub max_connections_per_address: usize,
     /// Most SMTP sessions at once with the same client certificate.
     pub max_connections_per_certificate: usize,
 }
@@ -237,8 +248,12 @@ impl Default for Limits {
             max_message_size: 256 * 1024 * 1024,
             max_recipients: 100,
             command_timeout_secs: 300,
+            tls_handshake_timeout_secs: 30,
+            auth_deadline_secs: 60,
+            max_junk_commands: 100,
             greeting_delay_ms: 0,
             max_connections: 500,
+            max_connections_per_address: 100,
             max_connections_per_certificate: 100,
         }
     }
@@ -248,6 +263,16 @@ impl Limits {
     /// The command timeout as a duration.
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout_secs)
+    }
+
+    /// The TLS handshake timeout as a duration.
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake_timeout_secs)
+    }
+
+    /// The authentication deadline of the STARTTLS port as a duration.
+    pub fn auth_deadline(&self) -> Duration {
+        Duration::from_secs(self.auth_deadline_secs)
     }
 
     /// The greeting delay as a duration.
@@ -550,7 +575,11 @@ impl Config {
         if limits.max_message_size == 0
             || limits.max_recipients == 0
             || limits.max_connections == 0
+            || limits.max_connections_per_address == 0
             || limits.max_connections_per_certificate == 0
+            || limits.tls_handshake_timeout_secs == 0
+            || limits.auth_deadline_secs == 0
+            || limits.max_junk_commands == 0
         {
             return Err(invalid("limits must be positive"));
         }
@@ -669,6 +698,30 @@ mod tests {
         assert_eq!(config.database_path(), dir.path().join("./kvgate.redb"));
         assert_eq!(config.limits.max_recipients, 100);
         assert_eq!(config.trust.revocation, RevocationMode::Hard);
+    }
+
+    #[test]
+    fn smtp_session_limits_default_and_must_be_positive() {
+        let limits: Limits = toml::from_str("max_connections_per_address = 20\n").unwrap();
+        assert_eq!(limits.max_connections_per_address, 20);
+        assert_eq!(limits.tls_handshake_timeout(), Duration::from_secs(30));
+        assert_eq!(limits.auth_deadline(), Duration::from_secs(60));
+        assert_eq!(limits.max_junk_commands, 100);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        for zero in [
+            "max_connections_per_address",
+            "tls_handshake_timeout_secs",
+            "auth_deadline_secs",
+            "max_junk_commands",
+        ] {
+            let mut config = toml::Value::try_from(Config::development("kvgate.test")).unwrap();
+            config["limits"][zero] = toml::Value::Integer(0);
+            std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+            let error = Config::load(&path).unwrap_err().to_string();
+            assert!(error.contains("limits must be positive"), "{zero}: {error}");
+        }
     }
 
     #[test]

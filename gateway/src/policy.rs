@@ -108,6 +108,9 @@ impl Policy {
     /// address naming no inbox (`<KVNR>@<domain>`) is taken for a member with a key;
     /// the pipeline decides and checks its inbox once the letter is verified.
     fn route(&self, sender: &Sender, address: &str) -> Result<Recipient, Reply> {
+        if address.eq_ignore_ascii_case("postmaster") {
+            return Err(no_postmaster());
+        }
         let (local, domain) = address.rsplit_once('@').ok_or_else(|| {
             Reply::new(501, (5, 1, 3), format!("<{address}> is not a mail address"))
         })?;
@@ -122,6 +125,9 @@ impl Policy {
                     ),
                 )
             })?;
+        if local.eq_ignore_ascii_case("postmaster") {
+            return Err(no_postmaster());
+        }
         let kvnr = Kvnr::parse(local).map_err(|e| {
             Reply::new(
                 553,
@@ -172,6 +178,19 @@ fn fits_quota(
     inbox::fits_quota(store, quota, sender_id, kvnr, size)
         .map_err(|e| store_failure(&e))?
         .map_err(|closed| closed.reply())
+}
+
+/// The answer to `RCPT TO:<Postmaster>` and `postmaster@` a served domain. RFC 5321
+/// §4.5.1 wants postmaster taken, but the gateway has no mailbox of its own to file
+/// it in: it says so plainly, and where to turn instead, rather than calling the
+/// address malformed.
+fn no_postmaster() -> Reply {
+    Reply::new(
+        550,
+        (5, 1, 1),
+        "this gateway delivers only to members' inboxes and has no postmaster mailbox; \
+         please contact the insurer's support for senders instead",
+    )
 }
 
 /// The reply for a store failure: temporary, so the sender retries.

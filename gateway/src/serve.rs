@@ -176,9 +176,13 @@ impl Gateway {
             max_message_size: config.limits.max_message_size,
             max_recipients: config.limits.max_recipients,
             command_timeout: config.limits.command_timeout(),
+            tls_handshake_timeout: config.limits.tls_handshake_timeout(),
+            auth_deadline: config.limits.auth_deadline(),
             data_timeout: config.limits.command_timeout(),
+            max_junk_commands: config.limits.max_junk_commands,
             greeting_delay: config.limits.greeting_delay(),
             max_connections: config.limits.max_connections,
+            max_connections_per_address: config.limits.max_connections_per_address,
             max_connections_per_certificate: config.limits.max_connections_per_certificate,
             ..smtp::Config::default()
         };

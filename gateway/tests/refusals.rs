@@ -116,6 +116,20 @@ fn smtp_refusals_carry_exact_codes() {
         "550 5.1.2 this gateway takes mail for kvgate.test, postfach.kvgate.test and smarthealth.kvgate.test only, not example.org"
     );
 
+    // Postmaster (RFC 5321 §4.5.1): there is no such mailbox, and the reply says so.
+    let no_postmaster = "550 5.1.1 this gateway delivers only to members' inboxes and has no \
+        postmaster mailbox; please contact the insurer's support for senders instead";
+    for to in [
+        "Postmaster".to_owned(),
+        "POSTMASTER".to_owned(),
+        format!("postmaster@{DOMAIN}"),
+        format!("PostMaster@smarthealth.{}", DOMAIN.to_uppercase()),
+        format!("postmaster@postfach.{DOMAIN}"),
+    ] {
+        let (_, r) = rcpt_reply(&server, tls.clone(), PRACTICE, &to);
+        assert_eq!(r.to_string(), no_postmaster, "{to}");
+    }
+
     // An address naming no inbox: the member must exist (its inbox is decided later).
     for (kvnr, reply) in [
         ("X110411319", "550 5.1.1 no member with KVNR X110411319"),

@@ -38,7 +38,9 @@ pub struct Spool {
     sync: Arc<DirSync>,
 }
 
-/// A letter being spooled: in memory while small, then in its file.
+/// A letter being spooled: in memory while small, then in its file. One that is
+/// dropped without [`SpoolFile::commit`] (refused, failed, or its session cancelled)
+/// takes its file with it.
 #[derive(Debug)]
 pub struct SpoolFile {
     id: TrackingId,
@@ -57,6 +59,8 @@ enum Body {
     Opening(JoinHandle<io::Result<std::fs::File>>),
     /// In its file.
     File(BufWriter<File>),
+    /// Handed on (committed) or thrown away: nothing left to clean up.
+    Released,
 }
 
 /// A letter made durable enough to be committed with its submission.
@@ -155,14 +159,18 @@ impl SpoolFile {
 
     /// A letter held in memory is handed back to be committed with its submission;
     /// a letter in its file is flushed to disk, and its directory entry made durable.
+    /// If that fails, the file is removed.
     pub async fn commit(mut self) -> io::Result<Spooled> {
         if let Body::Memory(held) = &mut self.body {
+            let inline = Some(std::mem::take(held));
+            self.body = Body::Released;
             return Ok(Spooled {
-                inline: Some(std::mem::take(held)),
-                id: self.id,
+                inline,
+                id: self.id.clone(),
                 size: self.written,
             });
         }
+        // On an error `self` is dropped here, and its file with it.
         self.flush().await?;
         if let Body::File(file) = &mut self.body {
             file.get_mut().sync_all().await?;
@@ -171,21 +179,23 @@ impl SpoolFile {
         tokio::task::spawn_blocking(move || sync.sync())
             .await
             .map_err(io::Error::other)??;
+        self.body = Body::Released;
         Ok(Spooled {
-            id: self.id,
+            id: self.id.clone(),
             size: self.written,
             inline: None,
         })
     }
 
-    /// Throws the partial letter away.
+    /// Throws the partial letter away (as dropping it does, but waiting for the
+    /// removal and reporting its failure).
     pub async fn discard(mut self) -> io::Result<()> {
-        if let Body::Memory(_) = self.body {
+        if let Body::Memory(_) | Body::Released = self.body {
             return Ok(());
         }
         // Wait until the file exists, lest it be created after its removal.
         let opened = std::future::poll_fn(|cx| self.poll_opened(cx)).await;
-        drop(self.body);
+        self.body = Body::Released;
         match tokio::fs::remove_file(&self.path).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => opened,
@@ -204,6 +214,44 @@ impl SpoolFile {
             self.body = Body::File(BufWriter::with_capacity(WRITE_BUFFER, File::from_std(file)));
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for SpoolFile {
+    /// Removes the file of a letter that was neither committed nor discarded. The
+    /// unlink runs on the dropping thread (one metadata operation, and only on a
+    /// failure path); a file still being created is removed by a task once it exists.
+    /// Should even that not happen (the runtime ends first), [`Spool::sweep`] removes
+    /// the file at the next start.
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.body, Body::Released) {
+            Body::Memory(_) | Body::Released => {}
+            Body::File(file) => {
+                drop(file);
+                remove_abandoned(&self.path);
+            }
+            Body::Opening(handle) if handle.is_finished() => remove_abandoned(&self.path),
+            Body::Opening(handle) => {
+                let path = self.path.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        let _ = handle.await;
+                        remove_abandoned(&path);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Removes the spool file of a letter that was not committed (blocking); a file that
+/// does not exist is fine, any other failure is logged.
+fn remove_abandoned(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove an uncommitted spool file");
+        }
+        _ => {}
     }
 }
 
@@ -253,8 +301,9 @@ impl AsyncWrite for SpoolFile {
                 }
                 poll
             }
-            // Neither is left once the letter is out of memory and its file is open.
-            Body::Memory(_) | Body::Opening(_) => {
+            // Neither of the first two is left once the letter is out of memory and its
+            // file is open; a released letter takes no more writes.
+            Body::Memory(_) | Body::Opening(_) | Body::Released => {
                 Poll::Ready(Err(io::Error::other("the spool file is not open")))
             }
         }
@@ -316,5 +365,41 @@ mod tests {
         file.write_all(&letter).await.unwrap();
         file.discard().await.unwrap();
         assert!(!spool.path(&refused).exists());
+    }
+
+    #[tokio::test]
+    async fn a_letter_dropped_without_commit_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let letter = vec![b'x'; INLINE_MAX + 1];
+
+        // In its file: a second write waits until the file is open.
+        let dropped = TrackingId::generate().unwrap();
+        let mut file = spool.create(&dropped).await.unwrap();
+        file.write_all(&letter).await.unwrap();
+        file.write_all(b"more").await.unwrap();
+        assert!(spool.path(&dropped).exists());
+        drop(file);
+        assert!(!spool.path(&dropped).exists());
+
+        // Dropped while its file may still be being created: gone once created.
+        let early = TrackingId::generate().unwrap();
+        let mut file = spool.create(&early).await.unwrap();
+        file.write_all(&letter).await.unwrap();
+        drop(file);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while spool.path(&early).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "spool file left behind"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+
+        // Committed: the file stays, also after the letter is dropped.
+        let (kept, spooled) = spool_letter(&spool, &letter).await;
+        assert_eq!(spooled.inline, None);
+        assert_eq!(spool.read(&kept).unwrap(), letter);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

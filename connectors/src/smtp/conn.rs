@@ -1,8 +1,8 @@
 //! Buffered connection I/O: command lines and DATA bytes in, queued replies out.
 //!
 //! Replies are queued and written in one go when the server needs more input
-//! (RFC 2920 PIPELINING: answers go out in order, in batches) or when the
-//! session flushes explicitly (DATA, STARTTLS, QUIT, close).
+//! (RFC 2920 PIPELINING: answers go out in order, in batches), when 16 KiB of them
+//! wait, or when the session flushes explicitly (DATA, STARTTLS, QUIT, close).
 
 use std::io;
 use std::time::Duration;
@@ -13,8 +13,30 @@ use tokio::sync::watch;
 
 use super::reply::Reply;
 
-/// The longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
-const MAX_COMMAND_LINE: usize = 512;
+/// The longest command line of plain SMTP, CRLF included (RFC 5321 §4.5.3.1.4).
+const BASE_COMMAND_LINE: usize = 512;
+/// What the advertised extensions add to `MAIL` (RFC 5321 §4.5.3.1.4 lets them):
+/// `SIZE=` 26 (RFC 1870), `RET=` and `ENVID=` 100 (RFC 3461 §4), `SMTPUTF8` 10
+/// (RFC 6531 §3.4).
+const MAIL_EXTENSIONS: usize = 26 + 100 + 10;
+/// What the advertised extensions add to `RCPT`: `NOTIFY=` and `ORCPT=` 500
+/// (RFC 3461 §4).
+const RCPT_EXTENSIONS: usize = 500;
+/// The longest command line taken, CRLF included: that of the longest command the
+/// extensions allow (`RCPT`, 512 + 500 = 1012 octets; `MAIL` is 648). One limit for
+/// every command keeps the reader simple; a longer line gets `500 5.5.2`.
+const MAX_COMMAND_LINE: usize = BASE_COMMAND_LINE
+    + if MAIL_EXTENSIONS > RCPT_EXTENSIONS {
+        MAIL_EXTENSIONS
+    } else {
+        RCPT_EXTENSIONS
+    };
+/// The most octets of replies that wait for a flush. Past it, [`Conn::read_line`]
+/// sends them before it takes the next command (RFC 2920 §3.2 lets a server flush
+/// early): pipelined commands whose answers are larger than they are (EHLO's, some
+/// 17 times) cannot make the server hold more, and from a client that does not read,
+/// the server takes no more commands until its write goes through.
+const MAX_PENDING_OUTPUT: usize = 16 * 1024;
 /// How much the server reads at a time (and the largest DATA chunk it writes).
 pub(super) const CHUNK: usize = 64 * 1024;
 
@@ -23,7 +45,7 @@ pub(super) const CHUNK: usize = 64 * 1024;
 pub(super) enum Input {
     /// A command line without its line ending.
     Line(Bytes),
-    /// A line over 512 octets; it was discarded up to its end.
+    /// A line over [`MAX_COMMAND_LINE`] octets; it was discarded up to its end.
     TooLong,
     /// The client closed the connection.
     Eof,
@@ -139,13 +161,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     /// Reads the next command line (terminated by LF, an optional CR before it
-    /// removed). Queued replies are flushed before waiting for input. A line
-    /// over 512 octets is discarded as it arrives, never buffered whole.
+    /// removed). Queued replies are flushed before waiting for input, and before
+    /// anything else once they reach [`MAX_PENDING_OUTPUT`]. A line
+    /// over [`MAX_COMMAND_LINE`] octets is discarded as it arrives, never buffered
+    /// whole.
     pub(super) async fn read_line(
         &mut self,
         idle: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> io::Result<Input> {
+        if self.output.len() >= MAX_PENDING_OUTPUT {
+            self.flush().await?;
+        }
         let mut discarding = false;
         loop {
             if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
@@ -206,5 +233,57 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 pub(super) async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn pipelined_commands_never_queue_more_than_the_bound() {
+        let (client, server) = tokio::io::duplex(4 * 1024 * 1024);
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let commands = 8192;
+        // 64 KiB of commands, and the client reads nothing until the end.
+        to_server
+            .write_all(&b"EHLO a\r\n".repeat(commands))
+            .await
+            .unwrap();
+        to_server.shutdown().await.unwrap();
+        let ehlo = Reply::bare(
+            250,
+            "mx.test\nSIZE 268435456\nPIPELINING\n8BITMIME\nENHANCEDSTATUSCODES\n\
+             SMTPUTF8\nDSN\nCHUNKING\nSTARTTLS",
+        );
+        let reply_len = ehlo.to_string().len();
+        let mut conn = Conn::new(server, Duration::from_secs(60));
+        let (_stop, mut shutdown) = watch::channel(false);
+        let (mut answered, mut most_pending) = (0, 0);
+        loop {
+            match conn
+                .read_line(Duration::from_secs(60), &mut shutdown)
+                .await
+                .unwrap()
+            {
+                Input::Line(line) => assert_eq!(&line[..], b"EHLO a"),
+                Input::Eof => break,
+                other => panic!("{other:?}"),
+            }
+            conn.queue(&ehlo);
+            answered += 1;
+            most_pending = most_pending.max(conn.output.len());
+        }
+        assert_eq!(answered, commands);
+        assert!(
+            most_pending < MAX_PENDING_OUTPUT + reply_len,
+            "{most_pending} octets of replies were pending"
+        );
+        conn.close().await;
+        let mut received = Vec::new();
+        from_server.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, ehlo.to_string().repeat(commands).into_bytes());
     }
 }

@@ -4,7 +4,16 @@
 //! A BDAT command whose chunk size cannot be read is answered with 501 and
 //! the connection is closed: the length of the data behind it is unknown, so
 //! it could neither be skipped nor be read as commands without running
-//! message text. Every other refused BDAT chunk is read and dropped.
+//! message text. BDAT before STARTTLS is answered with 530 and the connection
+//! closed too: skipping its chunk would have the server read any number of
+//! octets for a client that has not shown a certificate. Every other refused
+//! BDAT chunk is read and dropped.
+//!
+//! Before authentication a session is short-lived: the TLS handshake has its own
+//! timeout, and on the STARTTLS port the whole time from connecting to a
+//! completed handshake is bounded by the authentication deadline. Commands that
+//! do not advance a transaction are counted, so that a client cannot keep a
+//! session alive with them for ever.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +22,7 @@ use std::sync::{Arc, PoisonError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info};
 
@@ -39,6 +49,7 @@ pub(super) async fn run<H: Handler>(
         addr,
         shutdown,
         errors: 0,
+        junk: 0,
         greeted: false,
         txn: None,
         phase: Phase::Plain,
@@ -121,6 +132,8 @@ struct Session<H: Handler> {
     addr: SocketAddr,
     shutdown: watch::Receiver<bool>,
     errors: usize,
+    /// Commands that did not advance a transaction since the last accepted message.
+    junk: usize,
     greeted: bool,
     txn: Option<Txn<H::Sink>>,
     phase: Phase<H::Session>,
@@ -130,21 +143,25 @@ struct Session<H: Handler> {
 
 impl<H: Handler> Session<H> {
     async fn run_starttls(&mut self, tcp: TcpStream) {
-        let mut conn = Conn::new(tcp, self.shared.config.command_timeout);
-        if self.spoke_early(&mut conn).await {
-            return conn.close().await;
-        }
-        conn.queue(&self.greeting());
-        match self.commands(&mut conn).await {
-            Ok(Flow::StartTls) => {}
-            Ok(_) => return conn.close().await,
-            Err(e) => return debug!(peer = %self.addr, error = %e, "SMTP connection failed"),
-        }
-        if let Err(e) = conn.flush().await {
-            return debug!(peer = %self.addr, error = %e, "SMTP connection failed");
+        let config = &self.shared.config;
+        let deadline = Instant::now() + config.auth_deadline;
+        let mut conn = Conn::new(tcp, config.command_timeout.min(config.auth_deadline));
+        match tokio::time::timeout_at(deadline, self.plain(&mut conn)).await {
+            Ok(Ok(Flow::StartTls)) => {}
+            Ok(Ok(_)) => return conn.close().await,
+            Ok(Err(e)) => return debug!(peer = %self.addr, error = %e, "SMTP connection failed"),
+            Err(_) => {
+                info!(peer = %self.addr, "SMTP client did not authenticate in time");
+                conn.queue(&Reply::new(
+                    421,
+                    (4, 7, 0),
+                    "TLS with a client certificate was not established in time; closing",
+                ));
+                return conn.close().await;
+            }
         }
         // Dropping the buffer discards anything pipelined behind STARTTLS.
-        let Some(tls) = self.handshake(conn.into_inner()).await else {
+        let Some(tls) = self.handshake(conn.into_inner(), Some(deadline)).await else {
             return;
         };
         let conn = Conn::new(tls, self.shared.config.command_timeout);
@@ -152,8 +169,23 @@ impl<H: Handler> Session<H> {
         self.serve_tls(conn).await;
     }
 
+    /// The plaintext part of a STARTTLS-port session, up to the 220 to STARTTLS
+    /// sent (`Flow::StartTls`) or the end of the session. Nothing in it needs
+    /// cleaning up if it is cancelled: there is no handler session yet.
+    async fn plain(&mut self, conn: &mut Conn<TcpStream>) -> io::Result<Flow> {
+        if self.spoke_early(conn).await {
+            return Ok(Flow::Close);
+        }
+        conn.queue(&self.greeting());
+        let flow = self.commands(conn).await?;
+        if let Flow::StartTls = flow {
+            conn.flush().await?;
+        }
+        Ok(flow)
+    }
+
     async fn run_implicit(&mut self, tcp: TcpStream) {
-        let Some(tls) = self.handshake(tcp).await else {
+        let Some(tls) = self.handshake(tcp, None).await else {
             return;
         };
         let mut conn = Conn::new(tls, self.shared.config.command_timeout);
@@ -179,14 +211,22 @@ impl<H: Handler> Session<H> {
         }
     }
 
+    /// The TLS handshake, given the handshake timeout and no more than up to
+    /// `deadline`.
     // `&mut self` (not `&self`) keeps the session future `Send` without
     // requiring `H::Session: Sync`.
-    async fn handshake(&mut self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+    async fn handshake(
+        &mut self,
+        tcp: TcpStream,
+        deadline: Option<Instant>,
+    ) -> Option<TlsStream<TcpStream>> {
         let acceptor = (self.shared.acceptor.read())
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let accept = acceptor.accept(tcp);
-        match tokio::time::timeout(self.shared.config.command_timeout, accept).await {
+        let limit = Instant::now() + self.shared.config.tls_handshake_timeout;
+        let limit = deadline.map_or(limit, |deadline| deadline.min(limit));
+        match tokio::time::timeout_at(limit, accept).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
                 debug!(peer = %self.addr, error = %e, "TLS handshake failed");
@@ -325,6 +365,18 @@ impl<H: Handler> Session<H> {
         }
         let (verb, args) = command::split(line);
         let tls = !matches!(self.phase, Phase::Plain);
+        if is_junk(verb) {
+            self.junk += 1;
+            if self.junk > self.shared.config.max_junk_commands {
+                info!(peer = %self.addr, "SMTP client over its limit of commands that do not advance a transaction");
+                conn.queue(&Reply::new(
+                    421,
+                    (4, 7, 0),
+                    "Too many commands that do not advance a mail transaction; closing",
+                ));
+                return Ok(Flow::Close);
+            }
+        }
         let flow = match verb {
             Verb::Ehlo | Verb::Helo => self.hello(conn, verb, args, tls).await,
             Verb::StartTls => self.starttls(conn, args, tls),
@@ -341,7 +393,11 @@ impl<H: Handler> Session<H> {
                 Flow::Close
             }
             Verb::Unknown => self.error(conn, Reply::new(500, (5, 5, 1), "Command not recognized")),
-            // Before the pre-TLS refusal: a chunk must be read even then.
+            Verb::Bdat if !tls => {
+                // Its chunk is not read (see the module documentation).
+                conn.queue(&must_starttls());
+                Flow::Close
+            }
             Verb::Bdat => return self.bdat(conn, args).await,
             _ if !tls => self.error(conn, must_starttls()),
             Verb::Vrfy => ok(
@@ -555,6 +611,7 @@ impl<H: Handler> Session<H> {
         };
         info!(peer = %self.addr, code = reply.code, "message received by DATA");
         self.end_transaction().await;
+        self.accepted(&reply);
         Ok(ok(conn, reply))
     }
 
@@ -586,6 +643,7 @@ impl<H: Handler> Session<H> {
             ChunkEnd::More(reply) => return Ok(ok(conn, reply)),
             ChunkEnd::Complete(reply) => {
                 info!(peer = %self.addr, code = reply.code, "message received by BDAT");
+                self.accepted(&reply);
                 ok(conn, reply)
             }
             ChunkEnd::Refused(reply) => {
@@ -596,6 +654,14 @@ impl<H: Handler> Session<H> {
         };
         self.end_transaction().await;
         Ok(flow)
+    }
+
+    /// Starts counting commands that do not advance a transaction anew once a
+    /// message is accepted, so that a long session of many letters is not cut.
+    fn accepted(&mut self, reply: &Reply) {
+        if (200..300).contains(&reply.code) {
+            self.junk = 0;
+        }
     }
 
     /// Forgets the mail transaction; a message half received in BDAT chunks
@@ -758,6 +824,15 @@ fn envelope<'a, S, K>(
         });
     }
     Ok((hs, txn))
+}
+
+/// Whether a command does not advance a mail transaction (counted against
+/// [`Config::max_junk_commands`]).
+fn is_junk(verb: Verb) -> bool {
+    matches!(
+        verb,
+        Verb::Noop | Verb::Rset | Verb::Ehlo | Verb::Helo | Verb::Help | Verb::Vrfy | Verb::Expn
+    )
 }
 
 fn must_starttls() -> Reply {

@@ -147,6 +147,18 @@ impl Gateway {
                 "punched out letter bodies that no letter names (never filed, or deleted)"
             );
         }
+        // Before any listener: the letters that were running when the gateway last
+        // stopped (left for the next start that processes letters if this one holds
+        // the queue).
+        let running = if args.hold_queue {
+            None
+        } else {
+            let path = config.data_dir().join("pipeline.running");
+            Some(
+                RunningFile::take_over(&path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            )
+        };
         let read = |path: &std::path::Path| {
             let path = config.resolve(path);
             std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
@@ -336,11 +348,8 @@ impl Gateway {
             stop.clone(),
         ));
         tasks.spawn(crate::lifecycle::run(store.clone(), stop.clone()));
-        match (pipeline, &intake) {
-            (Some(pipeline), Some(intake)) => {
-                let path = config.data_dir().join("pipeline.running");
-                let (running, crashed) = RunningFile::take_over(&path)
-                    .with_context(|| format!("opening {}", path.display()))?;
+        match (pipeline, &intake, running) {
+            (Some(pipeline), Some(intake), Some((running, crashed))) => {
                 let supervisor =
                     Supervisor::new(pipeline, config.pipeline.clone(), intake, running);
                 tasks.spawn(Arc::new(supervisor).run(crashed, stop.clone()));

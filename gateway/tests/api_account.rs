@@ -148,6 +148,8 @@ fn the_export_holds_every_letter_of_the_member_and_nothing_of_anothers() {
     assert_eq!(account["settings"], json!({"app_communication": true}));
     assert_eq!(account["family"][0]["kvnr"], json!(CAROL));
     assert_eq!(account["devices"].as_array().unwrap().len(), 1);
+    // No conversation yet: the list is there, empty.
+    assert_eq!(account["threads"], json!([]));
     assert_eq!(
         std::fs::read(root.join("keys/backup.bin")).unwrap(),
         b"opaque backup"

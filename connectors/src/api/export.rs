@@ -2,8 +2,10 @@
 //! (`kvgate-export-<KVNR>.tar`), all under `kvgate-export-<KVNR>/`:
 //!
 //! - `account.json`: the member (KVNR, name, date of birth, dates), settings, the
-//!   smarthealth record, family members, devices, public keys, uploads;
-//! - `messages/<mailbox>/<message-id>.json`: each letter's metadata;
+//!   smarthealth record, family members, devices, public keys, uploads, messenger
+//!   threads;
+//! - `messages/<mailbox>/<message-id>.json`: each letter's metadata (with its thread
+//!   and Message-ID, if it has them);
 //! - `messages/<mailbox>/<message-id>.pgp.eml`: each letter as the app fetches it
 //!   (PGP/MIME ciphertext, readable with the member's keys only);
 //! - `tracking/<tracking-id>.json`: the tracking events the member may see, for every
@@ -171,6 +173,11 @@ fn account_json(store: &Store, kvnr: &Kvnr) -> Result<Option<Value>, StoreError>
         .into_iter()
         .map(|(u, _)| json!({"tracking_id": u.tracking_id, "concerns": u.concerns, "type": u.document_type, "content_type": u.content_type, "size": u.size, "uploaded_at": u.uploaded_at.to_rfc3339()}))
         .collect();
+    let threads: Vec<Value> = store
+        .threads(kvnr)?
+        .into_iter()
+        .map(|t| json!({"id": t.id, "origin": t.origin, "created_at": t.created_at.to_rfc3339(), "updated_at": t.updated_at.to_rfc3339()}))
+        .collect();
     Ok(Some(json!({
         "member": {
             "kvnr": member.kvnr,
@@ -185,6 +192,7 @@ fn account_json(store: &Store, kvnr: &Kvnr) -> Result<Option<Value>, StoreError>
         "devices": devices,
         "keys": keys,
         "uploads": uploads,
+        "threads": threads,
     })))
 }
 
@@ -199,6 +207,8 @@ fn message_json(meta: &MessageMeta) -> Value {
         "size": meta.size,
         "fetched": meta.fetched,
         "read": meta.read,
+        "thread": meta.thread,
+        "message_id": meta.message_id,
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Cancellation removes every record of the member (member, keys, devices, tokens,
 //! open enrolment codes, key backup, uploads, smarthealth record, family, messenger
-//! threads, and every letter) in one commit, together with a `deleted` tracking event (without content)
+//! threads, every letter, and quarantined letters addressed to the member alone) in one commit, together with a `deleted` tracking event (without content)
 //! for each letter and upload; then it punches the letters' bodies out of their
 //! segments and compacts the database so that the records' bytes are gone from its
 //! file too. The senders' own submission records and tracking histories stay: they
@@ -27,6 +27,7 @@ use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::members::Device;
 use crate::messages::{MessageMeta, filed_key};
+use crate::quarantine::drop_for_member;
 use crate::settings::count_usage;
 use crate::uploads::Upload;
 
@@ -154,6 +155,7 @@ impl Store {
                 return Ok(None);
             }
             let letters = delete_letters(tx, kvnr, None, reason)?;
+            let quarantined = drop_for_member(tx, kvnr, reason)?;
             let uploads = remove_prefix(tx, UPLOADS, &format!("{kvnr}/"))?;
             for upload in &uploads {
                 let upload: Upload = serde_json::from_slice(upload)?;
@@ -183,7 +185,9 @@ impl Store {
                 letters: letters.len(),
                 uploads: uploads.len(),
             };
-            Ok(Some((deleted, letters)))
+            let mut bodies = letters;
+            bodies.extend(quarantined);
+            Ok(Some((deleted, bodies)))
         })
     }
 }
@@ -191,13 +195,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ThreadId;
     use crate::credentials::Bearer;
     use crate::db::{ALL_TABLES, put};
+    use crate::events::tests::submission;
     use crate::members::{KeyOrigin, MemberKey, key_id};
     use crate::testing;
     use crate::threads::{ThreadRef, record_sent};
     use crate::time::now;
+    use crate::{Quarantined, Recipient, SubmissionState, ThreadId, TrackingId};
     use redb::TableHandle;
 
     /// The keys of every table that name `kvnr`.
@@ -257,6 +262,25 @@ mod tests {
         assert!(store.delete_message(&alice, &deleted).unwrap());
         testing::file(&store, &alice, Mailbox::Smarthealth, b"KEPT");
         let late = testing::submitted(&store, &alice, Mailbox::Smarthealth, b"LATE");
+        // Quarantined: a letter to Alice alone, and one to Alice and Bob.
+        let hers = TrackingId::generate().unwrap();
+        store
+            .accept_submission(&submission(&hers), Some(b"QUARANTINED".to_vec()))
+            .unwrap();
+        let shared = TrackingId::generate().unwrap();
+        let mut both = submission(&shared);
+        both.recipients.push(Recipient {
+            kvnr: bob.clone(),
+            address: format!("{bob}@smarthealth.kvgate.test"),
+            ..both.recipients[0].clone()
+        });
+        store
+            .accept_submission(&both, Some(b"SHARED".to_vec()))
+            .unwrap();
+        for id in [&hers, &shared] {
+            let entry = Quarantined::new(id.clone(), "malformed", "d".into(), 1);
+            store.quarantine(entry, Vec::new(), Vec::new()).unwrap();
+        }
         assert!(!keys_naming(&store, &alice).is_empty());
 
         let gone = store.delete_account(&alice, "cancelled").unwrap().unwrap();
@@ -273,9 +297,20 @@ mod tests {
         ));
         store.bodies.settle();
         let on_disk = testing::bodies_on_disk(dir.path());
-        for letter in [&b"DELETED"[..], b"KEPT", b"LATE"] {
+        for letter in [&b"DELETED"[..], b"KEPT", b"LATE", b"QUARANTINED"] {
             assert!(!testing::contains(&on_disk, letter));
         }
+        // Her quarantined letter went with her; the one Bob shares stays for him.
+        let left: Vec<TrackingId> = store
+            .quarantined()
+            .unwrap()
+            .into_iter()
+            .map(|entry| entry.tracking_id)
+            .collect();
+        assert_eq!(left, [shared]);
+        assert!(testing::contains(&on_disk, b"SHARED"));
+        let gone = store.submission(&hers).unwrap().unwrap();
+        assert_eq!(gone.state, SubmissionState::Failed);
         // Bob keeps his device.
         assert!(matches!(
             store.bearer(&bobs.token, now()).unwrap(),

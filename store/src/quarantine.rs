@@ -9,10 +9,12 @@ use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
+use crate::bodies::Extent;
 use crate::db::{ATTEMPTS, QUARANTINE, QUEUE, SUBMISSIONS, get, put, scan};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::TrackingId;
+use crate::kvnr::Kvnr;
 use crate::outbound::Outbound;
 use crate::submissions::{SubmissionState, finish, load, take_spooled};
 use crate::time::{Timestamp, now};
@@ -123,6 +125,36 @@ impl Store {
         self.bodies.discard_soon(spooled.as_slice());
         Ok(left)
     }
+}
+
+/// Drops, inside `tx`, every quarantined submission addressed to `kvnr` alone (the
+/// member's account is being deleted), each `failed` with a `deleted` event saying
+/// `reason`; returns where the letters kept by the store are, to be punched after the
+/// commit. A letter kept in a spool file of its own is removed by the next start's
+/// sweep. The sender was told when the letter was quarantined.
+pub(crate) fn drop_for_member(
+    tx: &Tx<'_>,
+    kvnr: &Kvnr,
+    reason: &str,
+) -> Result<Vec<Extent>, StoreError> {
+    let ids: Vec<TrackingId> = scan::<Quarantined>(&tx.open_table(QUARANTINE)?, "")?
+        .into_iter()
+        .map(|entry| entry.tracking_id)
+        .collect();
+    let mut letters = Vec::new();
+    for id in ids {
+        let submission = load(tx, &id)?;
+        let theirs = !submission.recipients.is_empty()
+            && submission.recipients.iter().all(|r| r.kvnr == *kvnr);
+        if !theirs {
+            continue;
+        }
+        let event = Event::new(EventKind::Deleted).detail(reason);
+        if leave(tx, &id, SubmissionState::Failed, event)? {
+            letters.extend(take_spooled(tx, &id)?);
+        }
+    }
+    Ok(letters)
 }
 
 /// Takes `id` out of the quarantine inside `tx`, in `state` and with `event`;

@@ -273,15 +273,7 @@ fn a_renewed_crl_file_is_in_force_within_seconds() {
     // The practice authenticates with a TLS certificate of its own and signs with the
     // demo practice's certificate.
     install.issue_practice("practice-tls", PRACTICE);
-    let tls_cert = install.work("practice-tls.pem");
-    install.admin_ok(&[
-        "sender",
-        "add",
-        "--id",
-        "demo-practice",
-        "--cert",
-        tls_cert.to_str().unwrap(),
-    ]);
+    install.add_practice_cert(&install.work("practice-tls.pem"));
     let server = install.serve(&[]);
     let to = format!("{MEMBER}@smarthealth.{DOMAIN}");
     let send = |tls: &str, subject: &str| {

@@ -168,14 +168,7 @@ fn hanging_letter(install: &Install) -> Vec<u8> {
         &format!("authorityInfoAccess=OCSP;URI:http://127.0.0.1:{port}/\n"),
     );
     let cert = install.work("hanging.pem");
-    install.admin_ok(&[
-        "sender",
-        "add",
-        "--id",
-        "demo-practice",
-        "--cert",
-        cert.to_str().unwrap(),
-    ]);
+    install.add_practice_cert(&cert);
     install.openssl_letter(
         &text_letter("Befund", "haengt"),
         Some((&cert, &install.work("hanging.key"))),

@@ -594,14 +594,20 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     drop(server);
 }
 
+/// A relay, and a server holding its queue for maintenance (letters accepted and
+/// spooled, not processed) that warns of a delay at once and gives up after 4 s.
+fn held_with_quick_reports(install: &Install) -> (Relay, Server) {
+    let mut relay = Relay::new(install);
+    relay.start();
+    configure_relay_with(install, &relay, 0, 4);
+    (relay, install.serve(&["--hold-queue"]))
+}
+
 #[test]
 fn a_letter_whose_bytes_are_gone_is_still_given_up_and_reported() {
     require(&["openssl", "python3"]);
     let install = Install::new();
-    let mut relay = Relay::new(&install);
-    relay.start();
-    configure_relay_with(&install, &relay, 0, 4);
-    let server = install.serve(&["--hold-queue"]);
+    let (relay, server) = held_with_quick_reports(&install);
     // Over 256 KiB: kept in a spool file of its own, which then goes missing.
     let body = "Befund ".repeat(50_000);
     let letter = install.practice_letter(&text_letter("x", &body), "Befund");
@@ -621,11 +627,7 @@ fn a_letter_whose_bytes_are_gone_is_still_given_up_and_reported() {
 fn a_held_letter_is_reported_delayed_then_expired() {
     require(&["openssl", "python3"]);
     let install = Install::new();
-    let mut relay = Relay::new(&install);
-    relay.start();
-    configure_relay_with(&install, &relay, 0, 4);
-    // Held for maintenance: accepted, spooled, not processed.
-    let server = install.serve(&["--hold-queue"]);
+    let (relay, server) = held_with_quick_reports(&install);
 
     let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
     let id = server.send_to_member(&install, &letter);

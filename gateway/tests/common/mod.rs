@@ -116,6 +116,18 @@ impl Install {
         cmd.output().unwrap()
     }
 
+    /// Registers `cert` as one more certificate of the demo practice.
+    pub fn add_practice_cert(&self, cert: &Path) {
+        self.admin_ok(&[
+            "sender",
+            "add",
+            "--id",
+            "demo-practice",
+            "--cert",
+            cert.to_str().unwrap(),
+        ]);
+    }
+
     /// Runs an admin command that must succeed; returns what it printed.
     pub fn admin_ok(&self, args: &[&str]) -> String {
         let out = self.admin(args);

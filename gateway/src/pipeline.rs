@@ -649,6 +649,26 @@ impl Pipeline {
                 .collect();
             let sealed = openpgp::pgp_mime_to(&header_refs, &plaintext.parts(), &certs)
                 .map_err(|e| Transient::Encrypt(e.to_string()))?;
+            let ciphertext = letter::ciphertext(sealed);
+            if mailbox == Mailbox::Smarthealth {
+                // What the inbox counts is the ciphertext: checked with its size, as
+                // the filing commit checks it.
+                let (quota, sender) = (self.smarthealth_quota, &submission.sender_id);
+                let fits = inbox::fits_quota(
+                    &self.store,
+                    quota,
+                    sender,
+                    &recipient.kvnr,
+                    ciphertext.size,
+                )?;
+                if let Err(closed) = fits {
+                    let status = (closed.reason(), closed.enhanced());
+                    let (event, fate) = Fate::one(recipient, FAILED, status, &closed.to_string());
+                    failures.push(event);
+                    fates.push(fate);
+                    continue;
+                }
+            }
             events.push(
                 Event::new(EventKind::Encrypted)
                     .recipient(&recipient.address)
@@ -659,7 +679,7 @@ impl Pipeline {
                 kvnr: recipient.kvnr.clone(),
                 mailbox,
                 address: recipient.address.clone(),
-                ciphertext: letter::ciphertext(sealed),
+                ciphertext,
                 on_read: self.mdn(submission, recipient, &letter_headers, original)?,
                 // The insurer's answer to the member's messenger message joins its
                 // thread (only the insurer writes to the Postfach).
@@ -670,6 +690,10 @@ impl Pipeline {
                     _ => None,
                 },
                 message_id: message_id.clone(),
+                // Checked again as it is filed: letters for one member processed at
+                // once cannot together overfill the inbox (the loser is retried, and
+                // fails as quota-full above).
+                quota: (mailbox == Mailbox::Smarthealth).then_some(self.smarthealth_quota),
             };
             filings.push((message, std::mem::take(&mut events)));
             fates.push(Fate {

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// The operation would overwrite something that already exists.
     #[error("{0} already exists")]
     Exists(&'static str),
+    /// The operation would exceed a quota.
+    #[error("the {0} is full")]
+    Full(&'static str),
     /// A grouped commit ended without an outcome for this change (its batch leader
     /// panicked).
     #[error("the commit was abandoned")]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Store;
 use crate::bodies::{Extent, Reread};
-use crate::db::{FILED, INBOX, MEMBERS, MESSAGES, get, put};
+use crate::db::{FILED, INBOX, MEMBERS, MESSAGES, USAGE, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
 use crate::ids::{MessageId, ThreadId, TrackingId};
@@ -17,7 +17,7 @@ use crate::inbox::inbox_key;
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::outbound::{Outbound, enqueue};
-use crate::settings::count_usage;
+use crate::settings::{count_usage, used};
 use crate::submissions::load;
 use crate::threads::touch;
 use crate::time::{Timestamp, now};
@@ -89,6 +89,10 @@ pub struct NewMessage {
     pub thread: Option<ThreadId>,
     /// The letter's Message-ID (without angle brackets), if it has one.
     pub message_id: Option<String>,
+    /// The most octets the inbox may hold with this letter filed, if it is bounded:
+    /// checked in the commit that files it, so letters filed at once cannot together
+    /// pass it ([`StoreError::Full`] if it would).
+    pub quota: Option<u64>,
 }
 
 impl Store {
@@ -227,6 +231,12 @@ pub(crate) fn file(
         .is_none()
     {
         return Err(StoreError::NotFound("member"));
+    }
+    if let Some(quota) = message.quota {
+        let used = used(&tx.open_table(USAGE)?, &message.kvnr, message.mailbox)?;
+        if used.saturating_add(message.ciphertext.size) > quota {
+            return Err(StoreError::Full("inbox"));
+        }
     }
     let submission = load(tx, &message.tracking_id)?;
     let meta = MessageMeta {

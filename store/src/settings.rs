@@ -107,7 +107,7 @@ impl Store {
 
     /// Octets of ciphertext in the member's smarthealth inbox.
     pub fn smarthealth_used(&self, kvnr: &Kvnr) -> Result<u64, StoreError> {
-        self.read(|tx| used(&tx.open_table(USAGE)?, kvnr))
+        self.read(|tx| used(&tx.open_table(USAGE)?, kvnr, Mailbox::Smarthealth))
     }
 
     /// The member's smarthealth record; `None` if not a member.
@@ -122,7 +122,7 @@ impl Store {
                 active: member.smarthealth,
                 terms_version: record.terms_version,
                 activated_at: record.activated_at,
-                used: used(&tx.open_table(USAGE)?, kvnr)?,
+                used: used(&tx.open_table(USAGE)?, kvnr, Mailbox::Smarthealth)?,
                 refusals: record.refusals,
             }))
         })
@@ -146,9 +146,13 @@ impl Store {
     }
 }
 
-/// Octets of ciphertext in the member's smarthealth inbox, inside a transaction.
-fn used(usage: &impl ReadRecords, kvnr: &Kvnr) -> Result<u64, StoreError> {
-    let key = format!("{kvnr}/{}", Mailbox::Smarthealth);
+/// Octets of ciphertext in the member's `mailbox`, from its `usage` table.
+pub(crate) fn used(
+    usage: &impl ReadRecords,
+    kvnr: &Kvnr,
+    mailbox: Mailbox,
+) -> Result<u64, StoreError> {
+    let key = format!("{kvnr}/{mailbox}");
     Ok(get::<u64>(usage, &key)?.unwrap_or(0))
 }
 
@@ -204,6 +208,25 @@ mod tests {
             .unwrap();
         assert!(!left);
         assert_eq!(store.smarthealth_used(&bob).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_quota_is_checked_in_the_commit_that_files_the_letter() {
+        let (_dir, store) = testing::open();
+        let (alice, _) = testing::member(&store, "A123456780");
+        let with_quota = |octets: &[u8], quota| {
+            let mut message = testing::submitted(&store, &alice, Mailbox::Smarthealth, octets);
+            message.quota = Some(quota);
+            store.file_message(message, Vec::new())
+        };
+        with_quota(&[1; 60], 100).unwrap();
+        // 60 + 40 reaches the quota exactly; one octet more does not fit.
+        assert!(matches!(
+            with_quota(&[2; 41], 100),
+            Err(StoreError::Full("inbox"))
+        ));
+        with_quota(&[3; 40], 100).unwrap();
+        assert_eq!(store.smarthealth_used(&alice).unwrap(), 100);
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub(crate) fn submitted(
         on_read: None,
         thread: None,
         message_id: None,
+        quota: None,
     }
 }
 

@@ -66,15 +66,23 @@ fn extension(content_type: &str) -> &'static str {
     }
 }
 
-/// `bytes` in base64 lines of 76 characters, each ending CRLF.
-fn base64_lines(bytes: &[u8]) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let mut out = String::with_capacity(encoded.len() + encoded.len() / 38 + 2);
-    for line in encoded.as_bytes().chunks(76) {
-        out.push_str(&String::from_utf8_lossy(line));
+/// Appends `bytes` to `out` in base64 lines of 76 characters, each ending CRLF, with
+/// no copy of them anywhere else (the text may be a member's document).
+fn push_base64_lines(out: &mut String, bytes: &[u8]) {
+    let mut line = [0u8; 76];
+    for chunk in bytes.chunks(57) {
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(chunk, &mut line)
+            .unwrap_or(0);
+        out.push_str(std::str::from_utf8(&line[..written]).unwrap_or_default());
         out.push_str("\r\n");
     }
-    out
+    line.fill(0);
+}
+
+/// The length of `bytes` as [`push_base64_lines`] writes it.
+fn base64_lines_len(bytes: &[u8]) -> usize {
+    bytes.len().div_ceil(3) * 4 + bytes.len().div_ceil(57) * 2
 }
 
 /// What the upload is called in subjects and message IDs.
@@ -103,24 +111,30 @@ fn inner_entity(document: &Document<'_>) -> Result<Vec<u8>, String> {
         "content_type": document.files.first().map(|(t, _)| t),
         "size": document.files.iter().map(|(_, c)| c.len()).sum::<usize>(),
     });
-    let metadata = serde_json::to_vec(&metadata).map_err(|e| e.to_string())?;
+    let metadata = Zeroizing::new(serde_json::to_vec(&metadata).map_err(|e| e.to_string())?);
     let boundary = format!("=_kvgate_upload_{}", document.tracking_id);
-    let mut entity = format!(
+    let text = document.text.map(str::as_bytes);
+    // Sized up front, so that it is never moved while it grows (a move would leave a
+    // copy of the documents behind in freed memory), and wiped when dropped.
+    let contents = std::iter::once(metadata.as_slice())
+        .chain(text)
+        .chain(document.files.iter().map(|(_, content)| content.as_slice()));
+    let capacity = contents.map(|c| base64_lines_len(c) + 512).sum::<usize>() + 128;
+    let mut entity = Zeroizing::new(String::with_capacity(capacity));
+    entity.push_str(&format!(
         "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n\
          --{boundary}\r\n\
          Content-Type: application/json; charset=utf-8\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\n\
-         {metadata}",
-        metadata = base64_lines(&metadata),
-    );
-    if let Some(text) = document.text {
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    ));
+    push_base64_lines(&mut entity, &metadata);
+    if let Some(text) = text {
         entity.push_str(&format!(
             "--{boundary}\r\n\
              Content-Type: text/plain; charset=utf-8\r\n\
-             Content-Transfer-Encoding: base64\r\n\r\n\
-             {text}",
-            text = base64_lines(text.as_bytes()),
+             Content-Transfer-Encoding: base64\r\n\r\n"
         ));
+        push_base64_lines(&mut entity, text);
     }
     for (n, (content_type, content)) in document.files.iter().enumerate() {
         let ext = extension(content_type);
@@ -132,13 +146,17 @@ fn inner_entity(document: &Document<'_>) -> Result<Vec<u8>, String> {
             "--{boundary}\r\n\
              Content-Type: {content_type}; name=\"{name}\"\r\n\
              Content-Disposition: attachment; filename=\"{name}\"\r\n\
-             Content-Transfer-Encoding: base64\r\n\r\n\
-             {content}",
-            content = base64_lines(content),
+             Content-Transfer-Encoding: base64\r\n\r\n"
         ));
+        push_base64_lines(&mut entity, content);
     }
     entity.push_str(&format!("--{boundary}--\r\n"));
-    Ok(entity.into_bytes())
+    debug_assert!(
+        entity.len() <= capacity,
+        "the upload's entity outgrew its buffer"
+    );
+    // The buffer itself is handed on (no copy); the caller wipes it.
+    Ok(std::mem::take(&mut *entity).into_bytes())
 }
 
 impl BackOfficeSealer {
@@ -252,5 +270,27 @@ impl Sealer for BackOfficeSealer {
             message_id,
             sent_copy,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_lines_are_76_characters_and_their_length_is_known_before() {
+        for size in [0, 1, 2, 3, 56, 57, 58, 114, 1000, 4096] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+            let mut out = String::new();
+            push_base64_lines(&mut out, &bytes);
+            assert_eq!(out.len(), base64_lines_len(&bytes), "size {size}");
+            let lines: Vec<&str> = out.split_terminator("\r\n").collect();
+            assert!(lines.iter().all(|line| line.len() <= 76), "size {size}");
+            assert!(lines.iter().rev().skip(1).all(|line| line.len() == 76));
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(lines.concat())
+                .unwrap();
+            assert_eq!(decoded, bytes);
+        }
     }
 }

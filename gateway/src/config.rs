@@ -547,6 +547,13 @@ pub enum ConfigError {
     },
 }
 
+/// The longest greeting delay a configuration may set, in milliseconds.
+const MAX_GREETING_DELAY_MS: u64 = 30_000;
+/// The most pipeline workers a configuration may set.
+const MAX_WORKERS: usize = 1024;
+/// The most connections to the relay at once a configuration may set.
+const MAX_PER_DESTINATION: usize = 100;
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -580,8 +587,14 @@ impl Config {
             || limits.tls_handshake_timeout_secs == 0
             || limits.auth_deadline_secs == 0
             || limits.max_junk_commands == 0
+            || limits.command_timeout_secs == 0
         {
             return Err(invalid("limits must be positive"));
+        }
+        if limits.greeting_delay_ms > MAX_GREETING_DELAY_MS {
+            return Err(invalid(
+                "limits.greeting_delay_ms may be at most 30000: senders give up on a greeting after five minutes, and every session waits it out",
+            ));
         }
         let api = &config.member_api;
         if api.enrollment_code_lifetime_secs == 0
@@ -607,16 +620,42 @@ impl Config {
         {
             return Err(invalid("pipeline values must be positive"));
         }
+        if pipeline
+            .workers
+            .is_some_and(|workers| workers > MAX_WORKERS)
+        {
+            return Err(invalid(
+                "pipeline.workers may be at most 1024 (each is a thread; 16 per core is the default)",
+            ));
+        }
         let basic = &config.basic_tier;
         if basic.uploads_per_install == 0 || basic.uploads_per_ip == 0 || basic.window_secs == 0 {
             return Err(invalid(
                 "basic_tier values must be positive (window_secs = 0 would turn the limits off; uploads_per_* = 0 would refuse every upload)",
             ));
         }
-        if config.queue.per_destination == 0 || config.queue.lifetime_secs == 0 {
+        let queue = &config.queue;
+        if queue.per_destination == 0
+            || queue.lifetime_secs == 0
+            || queue.timeout_secs == 0
+            || queue.first_retry_secs == 0
+            || queue.max_retry_secs == 0
+        {
             return Err(invalid(
-                "queue.per_destination and queue.lifetime_secs must be positive",
+                "queue values must be positive (a zero retry wait would try the relay on every pass, a zero timeout never reach it)",
             ));
+        }
+        if queue.per_destination > MAX_PER_DESTINATION {
+            return Err(invalid(
+                "queue.per_destination may be at most 100 connections to the relay at once",
+            ));
+        }
+        if config
+            .back_office
+            .as_ref()
+            .is_some_and(|b| b.max_upload_size == 0)
+        {
+            return Err(invalid("back_office.max_upload_size must be positive"));
         }
         Ok(config)
     }
@@ -772,6 +811,26 @@ mod tests {
         config.insert(name.into(), table.parse::<toml::Table>().unwrap().into());
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         Config::load(&path)
+    }
+
+    #[test]
+    fn absurd_queue_pipeline_and_limit_values_are_refused() {
+        for (table, value) in [
+            ("limits", "command_timeout_secs = 0"),
+            ("limits", "greeting_delay_ms = 3600000"),
+            ("queue", "timeout_secs = 0"),
+            ("queue", "first_retry_secs = 0"),
+            ("queue", "max_retry_secs = 0"),
+            ("queue", "per_destination = 2305843009213693952"),
+            ("pipeline", "workers = 1000000"),
+        ] {
+            assert!(
+                matches!(load_with(table, value), Err(ConfigError::Invalid { .. })),
+                "[{table}] {value} was taken"
+            );
+        }
+        assert!(load_with("queue", "timeout_secs = 30").is_ok());
+        assert!(load_with("pipeline", "workers = 64").is_ok());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -40,6 +42,9 @@ pub enum RelayError {
         /// Why.
         source: std::io::Error,
     },
+    /// A certificate file held no PEM certificate.
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(String),
     /// lettre refused the TLS settings.
     #[error("relay TLS settings: {0}")]
     Tls(#[from] lettre::transport::smtp::Error),
@@ -89,7 +94,13 @@ impl Outbox {
             tracing::warn!("no [relay] configured: reports wait in the outbound queue");
         }
         loop {
-            let next_due = match self.clone().pass().await {
+            // Shutdown does not wait for a pass: an attempt cut off stays queued and is
+            // made again at the next start.
+            let passed = tokio::select! {
+                passed = self.clone().pass() => passed,
+                _ = shutdown.changed() => return,
+            };
+            let next_due = match passed {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(error = %e, "outbound queue cannot be read");
@@ -234,14 +245,21 @@ impl Outbox {
             Ok(envelope) => envelope,
             Err(e) => return Outcome::Refused(e),
         };
-        match relay.send_raw(&envelope, &message).await {
-            Ok(response) => Outcome::Sent(format!(
+        // lettre bounds only the TCP connect: a relay that accepts and then says nothing
+        // would hold this attempt, and the pass, forever.
+        let limit = Duration::from_secs(self.policy.timeout_secs);
+        match tokio::time::timeout(limit, relay.send_raw(&envelope, &message)).await {
+            Ok(Ok(response)) => Outcome::Sent(format!(
                 "{} {}",
                 response.code(),
                 response.message().collect::<Vec<_>>().join(" ")
             )),
-            Err(e) if e.is_permanent() => Outcome::Refused(e.to_string()),
-            Err(e) => Outcome::Retry(e.to_string()),
+            Ok(Err(e)) if e.is_permanent() => Outcome::Refused(e.to_string()),
+            Ok(Err(e)) => Outcome::Retry(e.to_string()),
+            Err(_) => Outcome::Retry(format!(
+                "the relay did not complete the exchange within {} s (queue.timeout_secs)",
+                limit.as_secs()
+            )),
         }
     }
 }
@@ -294,13 +312,27 @@ fn transport(
     if relay.tls != RelayTls::None {
         let mut params = TlsParameters::builder(host.to_owned());
         if let Some(ca) = &relay.ca {
+            let pem = read(ca)?;
+            // An empty store would trust nothing: every attempt would fail for days.
+            if CertificateDer::pem_slice_iter(&pem).next().is_none() {
+                return Err(RelayError::NoCertificate(
+                    config.resolve(ca).display().to_string(),
+                ));
+            }
             params = params
                 .certificate_store(CertificateStore::None)
-                .add_root_certificate(Certificate::from_pem(&read(ca)?)?);
+                .add_root_certificate(Certificate::from_pem(&pem)?);
         }
         if let Some(client) = &relay.client {
             let key = zeroize::Zeroizing::new(read(&client.key)?);
-            params = params.identify_with(Identity::from_pem(&read(&client.cert)?, &key)?);
+            let path = config.resolve(&client.cert).display().to_string();
+            let leaf = CertificateDer::pem_slice_iter(&read(&client.cert)?)
+                .next()
+                .and_then(Result::ok)
+                .ok_or(RelayError::NoCertificate(path))?;
+            // lettre's rustls backend takes the bytes it is given for a certificate's
+            // DER as they are (its `from_pem` does not decode PEM): it gets the leaf's DER.
+            params = params.identify_with(Identity::from_pem(leaf.as_ref(), &key)?);
         }
         let params = params.build_rustls()?;
         builder = builder.tls(match relay.tls {
@@ -309,4 +341,49 @@ fn transport(
         });
     }
     Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use kvgate_certs::devpki;
+
+    use super::*;
+    use crate::config::KeyPair;
+
+    #[test]
+    fn a_client_certificate_can_be_presented_and_a_ca_file_must_hold_one() {
+        crate::serve::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = devpki::generate("kvgate.test", "praxis@p.test").unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let ca = write("ca.pem", &pki.ca.cert_pem);
+        let client = KeyPair {
+            cert: write("client.pem", &pki.practice.cert_pem),
+            key: write("client.key", &pki.practice.key_pem),
+        };
+        let config = Config::development("kvgate.test");
+        let relay = |ca: PathBuf| Relay {
+            address: "127.0.0.1:465".into(),
+            tls: RelayTls::Tls,
+            ca: Some(ca),
+            client: Some(client.clone()),
+        };
+        transport(&relay(ca), &config).unwrap();
+        for (name, text) in [
+            ("empty.pem", ""),
+            ("key-only.pem", pki.practice.key_pem.as_str()),
+        ] {
+            let refused = transport(&relay(write(name, text)), &config);
+            assert!(
+                matches!(refused, Err(RelayError::NoCertificate(_))),
+                "{name}"
+            );
+        }
+    }
 }

@@ -562,6 +562,44 @@ fn a_report_waits_while_the_relay_is_down_and_goes_out_when_it_is_back() {
 }
 
 #[test]
+fn a_relay_that_accepts_and_says_nothing_holds_no_report_forever() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    // Accepts connections and never writes a byte.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    install.set_config_table(
+        "relay",
+        &format!("address = \"127.0.0.1:{port}\"\ntls = \"none\"\n"),
+    );
+    install.set_config_table(
+        "queue",
+        "first_retry_secs = 1\nmax_retry_secs = 1\ntimeout_secs = 2\n",
+    );
+    let server = install.serve(&[]);
+    let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
+    send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
+
+    // Each attempt ends at the exchange's time limit and is tried again.
+    wait_until("no attempt ended at the relay's time limit", 60, || {
+        let queue = install.admin(&["queue", "list", "--json"]);
+        let queue: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
+        queue[0]["attempts"].as_u64().unwrap_or(0) >= 2
+            && queue[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("did not complete the exchange within 2 s"))
+    });
+    // And stopping does not wait for a hung exchange.
+    assert!(server.terminate().success());
+}
+
+#[test]
 fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     require(&["openssl", "python3"]);
     let install = Install::new();

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -69,8 +70,19 @@ pub fn run(dir: &Path) -> anyhow::Result<Outcome> {
     if config_path.exists() {
         return Ok(Outcome::AlreadyInitialised(dir.to_owned()));
     }
+    // The data directory holds the store, letters waiting and keys: the gateway's user
+    // alone may look into it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let pki = dir.join("pki");
-    std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&pki)
+        .with_context(|| format!("creating {}", pki.display()))?;
 
     let dev = devpki::generate(DEMO_DOMAIN, DEMO_PRACTICE_ADDRESS)?;
     let (member_secret, member_key) = openpgp::generate_member_key(&format!(

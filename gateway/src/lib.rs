@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod earztbrief;
+pub mod exposure;
 pub mod inbox;
 pub mod init;
 pub mod keycache;

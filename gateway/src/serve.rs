@@ -128,6 +128,9 @@ impl Gateway {
             store,
             spool,
         } = installation;
+        for warning in crate::exposure::warnings(&config) {
+            tracing::warn!("{warning}");
+        }
         // Quarantined letters keep their spool files too.
         let mut keep: HashSet<_> = store.queued()?.into_iter().collect();
         keep.extend(store.quarantined()?.into_iter().map(|q| q.tracking_id));

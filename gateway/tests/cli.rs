@@ -26,6 +26,16 @@ fn init_writes_keys_private_and_never_overwrites() {
             & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
+    // Nobody else may look into the data directory, nor read the store.
+    let data = install.data();
+    for (path, wanted) in [
+        (data.clone(), 0o700),
+        (data.join("pki"), 0o700),
+        (data.join("kvgate.redb"), 0o600),
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, wanted, "{}", path.display());
+    }
     let before = std::fs::read(install.pki("gateway.key")).unwrap();
     let out = run(Command::new(KVGATE)
         .arg("init")

@@ -2,6 +2,7 @@
 
 use std::cell::{OnceCell, RefCell, RefMut};
 use std::ops::DerefMut;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
@@ -185,8 +186,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the database at `path`, creating it and its tables if needed, and the
-    /// directory of letter bodies (`bodies/` beside it).
+    /// Opens the database at `path`, creating it (mode 0600) and its tables if needed,
+    /// and the directory of letter bodies (`bodies/` beside it).
     ///
     /// One process has the database open at a time ([`StoreError::InUse`] for any other):
     /// redb's multi-process modes commit in two phases (two fsyncs), save the allocator
@@ -196,6 +197,18 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let bodies = Bodies::open(dir.join("bodies"))?;
+        // Created by us, readable by the gateway's user alone (redb would create it as
+        // the umask allows): it holds members' names, KVNRs and who wrote to whom.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::Io(e)),
+        }
         let db = Database::builder()
             .set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
             .set_cache_size(CACHE_BYTES)

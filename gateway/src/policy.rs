@@ -348,6 +348,7 @@ impl Handler for Policy {
             state: SubmissionState::Accepted,
             ret: session.ret.clone(),
             envid: session.envid.clone(),
+            released: false,
         };
         let admission = self
             .intake

@@ -197,6 +197,7 @@ mod tests {
             state: SubmissionState::Accepted,
             ret: None,
             envid: None,
+            released: false,
         };
         let at = |kind, ms| Event {
             at: Timestamp(ms),

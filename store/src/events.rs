@@ -256,6 +256,7 @@ pub(crate) mod tests {
             state: SubmissionState::Accepted,
             ret: None,
             envid: None,
+            released: false,
         }
     }
 

@@ -100,13 +100,17 @@ impl Store {
     }
 
     /// Puts a quarantined submission back on the pipeline's queue with no attempts
-    /// counted, recording who released it; `false` if it is not quarantined.
+    /// counted, recording who released it and that it was released; `false` if it is
+    /// not quarantined.
     pub fn release(&self, id: &TrackingId, by: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
             let event = Event::new(EventKind::Released).detail(format!("released by {by}"));
             let left = leave(tx, id, SubmissionState::Accepted, event)?;
             if left {
                 put(&mut tx.open_table(QUEUE)?, id.as_str(), &())?;
+                let mut submission = load(tx, id)?;
+                submission.released = true;
+                put(&mut tx.open_table(SUBMISSIONS)?, id.as_str(), &submission)?;
             }
             Ok(left)
         })
@@ -241,6 +245,7 @@ mod tests {
         assert!(!store.release(&id, "op").unwrap());
         assert_eq!(store.queued().unwrap(), vec![id.clone()]);
         assert_eq!(store.failed_attempts(&ids).unwrap(), vec![0, 0]);
+        assert!(store.submission(&id).unwrap().unwrap().released);
         let entry = Quarantined::new(id.clone(), "malformed", "d".into(), 1);
         store.quarantine(entry, Vec::new(), Vec::new()).unwrap();
 

@@ -76,6 +76,10 @@ pub struct Submission {
     /// `ENVID=` as given, xtext-decoded.
     #[serde(default)]
     pub envid: Option<String>,
+    /// Whether an operator released it from the quarantine, which had told its sender
+    /// it failed: its delivery is then reported even where a success was not asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// Loads a submission inside `tx`, or fails with `NotFound`.

@@ -96,6 +96,7 @@ pub(crate) fn submitted(
                 state: SubmissionState::Accepted,
                 ret: None,
                 envid: None,
+                released: false,
             },
             None,
         )

@@ -162,9 +162,16 @@ impl Dsn {
         original: &Original,
         fates: &[Fate<'_>],
     ) -> Result<Vec<Outbound>, ReportError> {
+        // A letter released from the quarantine was reported failed where failures
+        // were asked for: its delivery is reported there too, to correct that.
+        let corrects = |f: &Fate<'_>| {
+            submission.released
+                && f.action == Action::Delivered
+                && wants(f.recipient.notify.as_deref(), Action::Failed)
+        };
         let recipients: Vec<DsnRecipient> = fates
             .iter()
-            .filter(|f| wants(f.recipient.notify.as_deref(), f.action))
+            .filter(|f| wants(f.recipient.notify.as_deref(), f.action) || corrects(f))
             .map(|f| DsnRecipient {
                 original: f.recipient.orcpt.clone(),
                 address: f.recipient.address.clone(),
@@ -351,6 +358,7 @@ mod tests {
             state: SubmissionState::Accepted,
             ret: Some(ret.into()),
             envid: None,
+            released: false,
         }
     }
 
@@ -387,5 +395,34 @@ mod tests {
             returned(&submission("HDRS"), small.as_bytes()),
             Returned::Headers(headers.into())
         );
+    }
+
+    #[test]
+    fn a_released_letters_delivery_corrects_the_failure_reported_before() {
+        let mut letter = submission("HDRS");
+        let reports = |s: &Submission| {
+            let (_, fates) = Fate::everyone(
+                s,
+                (Action::Delivered, EventKind::Delivered),
+                "delivered",
+                "filed",
+            );
+            Dsn::queue_for(
+                "mx.test",
+                s,
+                &Original::of(b"Subject: x\r\n\r\nx\r\n"),
+                &fates,
+            )
+            .unwrap()
+            .len()
+        };
+        // Success is not asked for by default...
+        assert_eq!(reports(&letter), 0);
+        // ... but after a release the failure told must be corrected.
+        letter.released = true;
+        assert_eq!(reports(&letter), 1);
+        // Not where no failure was reported either.
+        letter.recipients[0].notify = Some("NEVER".into());
+        assert_eq!(reports(&letter), 0);
     }
 }

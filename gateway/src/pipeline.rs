@@ -517,7 +517,10 @@ impl Pipeline {
     /// The inbox of `recipient`: the one its address named, else the one
     /// [`inbox::decide`] picks for the letter (with the `routed` event recording the
     /// choice and why), checked now as `RCPT` checks a named one (membership,
-    /// activation, app communication, quota).
+    /// activation, app communication, quota). The quota is checked here as `RCPT` and
+    /// `DATA` check it, with the letter as received (no encryption is spent on a letter
+    /// that cannot be taken), and again once it is encrypted, with the size it will
+    /// take, as the filing commit checks it.
     fn inbox(
         &self,
         submission: &Submission,

@@ -487,7 +487,7 @@ pub struct QueuePolicy {
     pub delay_warning_secs: u64,
     /// After this long, a message is given up (expired), in seconds.
     pub lifetime_secs: u64,
-    /// Most messages sent at once to one destination domain.
+    /// Most messages sent at once: all go to the relay, the one next hop.
     pub per_destination: usize,
     /// Seconds an SMTP exchange with the relay may take.
     pub timeout_secs: u64,

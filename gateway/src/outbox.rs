@@ -5,7 +5,6 @@
 //! failure waits with exponential backoff, and a long wait is recorded as `delayed`.
 //! Reports go out with the null reverse path, so nothing ever answers them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,15 +117,16 @@ impl Outbox {
         }
     }
 
-    /// Attempts every due entry, at most `per_destination` at once per recipient
-    /// domain; returns when the next waiting entry falls due.
+    /// Attempts every due entry, at most `per_destination` at once: every entry goes
+    /// to the one relay, the next hop (as Postfix counts a destination's concurrency),
+    /// whatever its recipient's domain. Returns when the next waiting entry falls due.
     async fn pass(self: Arc<Self>) -> Result<Option<Timestamp>, StoreError> {
         let store = self.store.clone();
         let entries = tokio::task::spawn_blocking(move || store.outbound())
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         let at = now();
-        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let limit = Arc::new(Semaphore::new(self.policy.per_destination));
         let mut attempts = JoinSet::new();
         let mut next_due: Option<Timestamp> = None;
         for entry in entries {
@@ -135,15 +135,7 @@ impl Outbox {
                     Some(next_due.map_or(entry.next_attempt_at, |n| n.min(entry.next_attempt_at)));
                 continue;
             }
-            let domain = entry
-                .rcpt_to
-                .rsplit_once('@')
-                .map_or("", |(_, d)| d)
-                .to_ascii_lowercase();
-            let limit = limits
-                .entry(domain)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.policy.per_destination)))
-                .clone();
+            let limit = limit.clone();
             let this = self.clone();
             attempts.spawn(async move {
                 let Ok(_permit) = limit.acquire_owned().await else {

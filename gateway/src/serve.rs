@@ -464,16 +464,26 @@ fn sender_trust(
 ) -> anyhow::Result<(Arc<rustls::ServerConfig>, TrustAnchors)> {
     let pems = trust_anchor_pems(config, store)?;
     let roots: Vec<&[u8]> = pems.iter().map(Vec::as_slice).collect();
-    let mut crls = Vec::new();
-    for path in &config.trust.crls {
-        let path = config.resolve(path);
-        crls.push(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
-    }
-    let crls: Vec<&[u8]> = crls.iter().map(Vec::as_slice).collect();
+    // Read once for both: the handshake and the letters see the same revocations.
+    let crls = crl_files(config)?;
+    let crl_slices: Vec<&[u8]> = crls.iter().map(Vec::as_slice).collect();
     // A practice whose TLS certificate a configured CRL revokes is refused at the
     // handshake: it cannot submit, nor learn anything of members from RCPT replies.
-    let tls = tls::sender_server_config_with_crls(cert, key, &roots, &crls)?;
-    Ok((tls, signer_trust(config, &pems)?))
+    let tls = tls::sender_server_config_with_crls(cert, key, &roots, &crl_slices)?;
+    Ok((tls, signer_trust(config, &pems, &crls)?))
+}
+
+/// The contents of the CRL files of `[trust] crls`.
+pub(crate) fn crl_files(config: &Config) -> anyhow::Result<Vec<Vec<u8>>> {
+    config
+        .trust
+        .crls
+        .iter()
+        .map(|path| {
+            let path = config.resolve(path);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        })
+        .collect()
 }
 
 /// The trust anchors: files named in the configuration plus those added with
@@ -498,10 +508,12 @@ pub(crate) fn trust_anchor_pems(
 }
 
 /// How signer certificates are validated: the anchors (PEM), plus the
-/// configured intermediates, CRL files and revocation mode.
+/// configured intermediates and revocation mode, and the CRLs `crls` (the files'
+/// contents, [`crl_files`]).
 pub(crate) fn signer_trust(
     config: &Config,
     anchor_pems: &[Vec<u8>],
+    crls: &[Vec<u8>],
 ) -> anyhow::Result<TrustAnchors> {
     let mut anchors = Vec::new();
     for pem in anchor_pems {
@@ -523,8 +535,8 @@ pub(crate) fn signer_trust(
         ..RevocationPolicy::default()
     };
     let mut revocation = Revocation::new(policy);
-    for path in &config.trust.crls {
-        revocation = revocation.with_crl(&read(path)?)?;
+    for crl in crls {
+        revocation = revocation.with_crl(crl)?;
     }
     Ok(TrustAnchors::new(&anchors)?
         .with_intermediates(&intermediates)

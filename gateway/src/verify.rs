@@ -19,7 +19,7 @@ use kvgate_store::Timestamp;
 use crate::letter::LetterHeaders;
 use crate::pipeline::signed_and_encrypted;
 use crate::runtime::Installation;
-use crate::serve::{decryption_keys, signer_trust, trust_anchor_pems};
+use crate::serve::{crl_files, decryption_keys, signer_trust, trust_anchor_pems};
 
 /// Options of `kvgate verify`.
 #[derive(Args, Debug)]
@@ -79,7 +79,11 @@ pub fn run(
     let anchors = match installation {
         Some(installation) if args.trust.is_empty() => {
             let config = &installation.config;
-            signer_trust(config, &trust_anchor_pems(config, &installation.store)?)?
+            signer_trust(
+                config,
+                &trust_anchor_pems(config, &installation.store)?,
+                &crl_files(config)?,
+            )?
         }
         _ => flag_trust(&args.trust)?,
     };

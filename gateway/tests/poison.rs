@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use base64::Engine;
@@ -154,14 +153,7 @@ fn crafted_structures_are_quarantined_between_good_letters() {
 /// and never answers (up to the revocation timeout of 10 s). Its signing certificate
 /// is registered for the demo practice.
 fn hanging_letter(install: &Install) -> Vec<u8> {
-    let tarpit = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tarpit.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in tarpit.incoming() {
-            held.push(stream);
-        }
-    });
+    let port = silent_port();
     install.issue_practice_with(
         "hanging",
         PRACTICE,

@@ -566,14 +566,7 @@ fn a_relay_that_accepts_and_says_nothing_holds_no_report_forever() {
     require(&["openssl", "python3"]);
     let install = Install::new();
     // Accepts connections and never writes a byte.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming() {
-            held.push(stream);
-        }
-    });
+    let port = silent_port();
     install.set_config_table(
         "relay",
         &format!("address = \"127.0.0.1:{port}\"\ntls = \"none\"\n"),

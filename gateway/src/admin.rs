@@ -11,6 +11,7 @@ use kvgate_store::{
     BirthDate, Event, Kvnr, NewMember, SMARTHEALTH_MIN_AGE, SenderKind, StoreError, TrackingId, now,
 };
 
+use crate::input_file::InputFile;
 use crate::runtime::Installation;
 
 /// Which configuration to use.
@@ -34,7 +35,7 @@ pub enum TrustCommand {
     /// Trust a CA certificate (PEM; every certificate in the file) for sender certificates.
     Add {
         /// The PEM file.
-        file: PathBuf,
+        file: InputFile,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -48,7 +49,7 @@ impl TrustCommand {
     }
 
     /// The files it reads.
-    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut InputFile> {
         let TrustCommand::Add { file, .. } = self;
         std::iter::once(file)
     }
@@ -65,7 +66,7 @@ pub enum SenderCommand {
         id: String,
         /// A certificate of the sender (PEM).
         #[arg(long)]
-        cert: PathBuf,
+        cert: InputFile,
         /// An address the sender may use in MAIL FROM and From.
         #[arg(long)]
         from: Option<String>,
@@ -85,7 +86,7 @@ impl SenderCommand {
     }
 
     /// The files it reads.
-    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut InputFile> {
         let SenderCommand::Add { cert, .. } = self;
         std::iter::once(cert)
     }
@@ -111,7 +112,7 @@ pub struct AddMember {
     name: String,
     /// An OpenPGP public key (armored) letters are encrypted to.
     #[arg(long)]
-    key: Option<PathBuf>,
+    key: Option<InputFile>,
     /// Activate smarthealth.
     #[arg(long)]
     smarthealth: bool,
@@ -162,7 +163,7 @@ impl MemberCommand {
     }
 
     /// The files it reads.
-    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut InputFile> {
         match self {
             MemberCommand::Add(add) => add.key.as_mut(),
             MemberCommand::End { .. } | MemberCommand::Code { .. } => None,
@@ -194,10 +195,10 @@ pub fn trust(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let TrustCommand::Add { file, .. } = command;
-    let pem = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let pem = file.read()?;
     let certs = x509::parse_pem_chain(&pem)?;
     if certs.is_empty() {
-        bail!("{} holds no PEM certificate", file.display());
+        bail!("{} holds no PEM certificate", file.path().display());
     }
     for cert in &certs {
         let fingerprint = x509::fingerprint(cert)?;
@@ -226,11 +227,11 @@ pub fn sender(
         kind,
         ..
     } = command;
-    let pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+    let pem = cert.read()?;
     let chain = x509::parse_pem_chain(&pem)?;
     let leaf = chain
         .first()
-        .with_context(|| format!("{} holds no PEM certificate", cert.display()))?;
+        .with_context(|| format!("{} holds no PEM certificate", cert.path().display()))?;
     if let Some(address) = &from
         && (!address.contains('@') || address.contains(['<', '>', ' ']))
     {
@@ -287,11 +288,10 @@ pub fn member(
         );
     }
     let key = match key {
-        Some(path) => {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let key = openpgp::parse_public_key(&bytes)
-                .with_context(|| format!("{} is not a usable OpenPGP key", path.display()))?;
+        Some(file) => {
+            let key = openpgp::parse_public_key(&file.read()?).with_context(|| {
+                format!("{} is not a usable OpenPGP key", file.path().display())
+            })?;
             Some((key.fingerprint, key.armored))
         }
         None => None,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::admin::{self, ConfigArg, MemberCommand, SenderCommand, TrackArgs, TrustCommand};
+use crate::input_file::InputFile;
 use crate::lifecycle::{self, LifecycleCommand};
 use crate::quarantine::{self, QuarantineCommand};
 use crate::queue::{self, QueueCommand};
@@ -120,19 +121,17 @@ impl AdminCommand {
         }
     }
 
-    /// Makes the files it names absolute, relative paths taken from `cwd` (where the
-    /// command was typed, when another process runs it).
-    pub fn resolve_files(&mut self, cwd: &Path) {
-        let resolve = |path: &mut PathBuf| *path = cwd.join(&*path);
+    /// The files it reads, in the order of the command line.
+    pub fn files(&mut self) -> Box<dyn Iterator<Item = &mut InputFile> + '_> {
         match self {
-            AdminCommand::Trust { command } => command.files().for_each(resolve),
-            AdminCommand::Sender { command } => command.files().for_each(resolve),
-            AdminCommand::Member { command } => command.files().for_each(resolve),
-            AdminCommand::Verify(args) => args.files().for_each(resolve),
+            AdminCommand::Trust { command } => Box::new(command.files()),
+            AdminCommand::Sender { command } => Box::new(command.files()),
+            AdminCommand::Member { command } => Box::new(command.files()),
+            AdminCommand::Verify(args) => Box::new(args.files()),
             AdminCommand::Track(_)
             | AdminCommand::Queue { .. }
             | AdminCommand::Quarantine { .. }
-            | AdminCommand::Lifecycle { .. } => {}
+            | AdminCommand::Lifecycle { .. } => Box::new(std::iter::empty()),
         }
     }
 

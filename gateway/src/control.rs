@@ -9,10 +9,14 @@
 //! owner's alone (mode 0600), and the server also checks that the peer runs as its
 //! own user (or root), so the socket reaches no further than the store's files do.
 //!
+//! The files a command names are read by the command's own process and sent with its
+//! arguments (see [`crate::input_file`]): the server may run as another user, and a
+//! relative name means the directory the command was typed in.
+//!
 //! One exchange per connection, JSON both ways: the command writes a [`Request`] and
 //! closes its side, the server answers with a [`Reply`] and closes.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -21,22 +25,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Parser;
 use kvgate_store::StoreError;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::cli::{AdminCommand, Cli, Command};
 use crate::config::Config;
+use crate::input_file::InputFile;
 use crate::runtime::{Installation, config_path};
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "control.sock";
 
-/// The most a request may hold (arguments are short; this is only a bound).
-const MAX_REQUEST: u64 = 1024 * 1024;
+/// The most a request may hold: its arguments and the files it names, base64 (a
+/// letter for `kvgate verify` is the largest).
+const MAX_REQUEST: u64 = 256 * 1024 * 1024;
 
 /// How long the server waits for a connected command to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,8 +61,37 @@ const BUSY_RETRY: Duration = Duration::from_millis(100);
 pub struct Request {
     /// The arguments after `kvgate`, as typed.
     pub args: Vec<String>,
-    /// The directory the command was typed in (relative file names are taken from it).
-    pub cwd: PathBuf,
+    /// The contents of the files the command names, in its order (see
+    /// [`AdminCommand::files`]).
+    pub files: Vec<FileContents>,
+}
+
+/// A file's contents as sent with a [`Request`] (base64), wiped when dropped: it may
+/// be a private key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileContents(String);
+
+impl FileContents {
+    /// The contents of `file`, read here.
+    fn read(file: &InputFile) -> anyhow::Result<Self> {
+        Ok(FileContents(BASE64.encode(file.read()?)))
+    }
+
+    /// The bytes sent.
+    fn decode(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let mut bytes = Zeroizing::new(Vec::new());
+        BASE64
+            .decode_vec(&self.0, &mut bytes)
+            .context("a file's contents are not base64")?;
+        Ok(bytes)
+    }
+}
+
+impl Drop for FileContents {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
 }
 
 /// What the server's run of an admin command printed, and how it ended.
@@ -70,7 +108,7 @@ pub struct Reply {
 /// Runs an admin command typed on the command line, here or in the server that has
 /// the store open, and prints what it printed. Another admin command that has the
 /// store is waited for (up to [`BUSY_WAIT`]).
-pub fn run_admin(command: AdminCommand) -> ExitCode {
+pub fn run_admin(mut command: AdminCommand) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     if !command.needs_installation() {
         return print(Ok(reply(command.run(None, &mut stdout), Vec::new())));
@@ -88,7 +126,7 @@ pub fn run_admin(command: AdminCommand) -> ExitCode {
         if !in_use(&error) {
             return print(Err(error));
         }
-        match forward(&path) {
+        match forward(&path, &mut command) {
             Ok(Some(reply)) => return print(Ok(reply)),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(BUSY_RETRY),
             Ok(None) => {
@@ -144,10 +182,10 @@ fn socket_path(config: &Config) -> PathBuf {
     config.data_dir().join(SOCKET)
 }
 
-/// Sends this process's admin command to the server that has the installation's
-/// store open, and returns its reply; `None` if no server listens (another admin
-/// command has the store).
-fn forward(config: &Path) -> anyhow::Result<Option<Reply>> {
+/// Sends this process's admin command (parsed as `command`, whose files it reads) to
+/// the server that has the installation's store open, and returns its reply; `None`
+/// if no server listens (another admin command has the store).
+fn forward(config: &Path, command: &mut AdminCommand) -> anyhow::Result<Option<Reply>> {
     let socket = socket_path(&Config::load(config)?);
     let mut stream = match UnixStream::connect(&socket) {
         Ok(stream) => stream,
@@ -168,8 +206,14 @@ fn forward(config: &Path) -> anyhow::Result<Option<Reply>> {
                 .map_err(|arg| anyhow::anyhow!("the argument {arg:?} is not UTF-8"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let cwd = std::env::current_dir().context("finding the working directory")?;
-    serde_json::to_writer(&mut stream, &Request { args, cwd })?;
+    let files = command
+        .files()
+        .map(|file| FileContents::read(file))
+        .collect::<anyhow::Result<_>>()?;
+    let request = Zeroizing::new(serde_json::to_vec(&Request { args, files })?);
+    stream
+        .write_all(&request)
+        .with_context(|| format!("sending the command on {}", socket.display()))?;
     stream.shutdown(std::net::Shutdown::Write)?;
     let mut answer = Vec::new();
     stream
@@ -270,7 +314,7 @@ async fn receive(stream: &mut tokio::net::UnixStream) -> anyhow::Result<Request>
             peer.uid()
         );
     }
-    let mut bytes = Vec::new();
+    let mut bytes = Zeroizing::new(Vec::new());
     tokio::time::timeout(
         REQUEST_TIMEOUT,
         (&mut *stream).take(MAX_REQUEST).read_to_end(&mut bytes),
@@ -314,7 +358,9 @@ fn execute(request: Request, installation: &Installation, reload: &TrustReload) 
         command = command.name(),
         "admin command over the control socket"
     );
-    command.resolve_files(&request.cwd);
+    if let Err(error) = supply(&mut command, &request.files) {
+        return reply(Err(error), Vec::new());
+    }
     let anchors = || installation.store.trust_anchors().map(|pems| pems.len());
     let anchors_before = anchors();
     let trust = command.name() == "trust";
@@ -332,6 +378,21 @@ fn execute(request: Request, installation: &Installation, reload: &TrustReload) 
         };
     }
     reply(outcome, stdout)
+}
+
+/// Gives `command` the contents of its files as sent with it.
+fn supply(command: &mut AdminCommand, sent: &[FileContents]) -> anyhow::Result<()> {
+    let mut sent = sent.iter();
+    for file in command.files() {
+        let contents = sent
+            .next()
+            .with_context(|| format!("{} was not sent with the command", file.path().display()))?;
+        file.supply(contents.decode()?);
+    }
+    if sent.next().is_some() {
+        bail!("the command was sent with more files than it names");
+    }
+    Ok(())
 }
 
 /// Said when a trust anchor was added through a running server and it took it up.

@@ -15,6 +15,7 @@ pub mod earztbrief;
 pub mod exposure;
 pub mod inbox;
 pub mod init;
+pub mod input_file;
 pub mod keycache;
 pub mod letter;
 pub mod lifecycle;

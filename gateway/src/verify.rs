@@ -16,6 +16,7 @@ use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors};
 use kvgate_certs::x509;
 use kvgate_store::Timestamp;
 
+use crate::input_file::InputFile;
 use crate::letter::LetterHeaders;
 use crate::pipeline::signed_and_encrypted;
 use crate::runtime::Installation;
@@ -25,7 +26,7 @@ use crate::serve::{crl_files, decryption_keys, signer_trust, trust_anchor_pems};
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// The letter as received (an RFC 5322 message, CRLF or LF).
-    pub file: PathBuf,
+    pub file: InputFile,
     /// Validate the signer's chain as of this instant: RFC 3339
     /// (`2020-06-20T12:58:26+02:00`) or a date (`2020-06-20`, noon UTC).
     /// Default: now.
@@ -34,15 +35,15 @@ pub struct VerifyArgs {
     /// A decryption certificate (PEM), paired in order with `--key`; replaces
     /// the configured decryption keys. Repeatable.
     #[arg(long = "cert")]
-    pub certs: Vec<PathBuf>,
+    pub certs: Vec<InputFile>,
     /// The private key (PEM) of the `--cert` at the same position. Repeatable.
     #[arg(long = "key")]
-    pub keys: Vec<PathBuf>,
+    pub keys: Vec<InputFile>,
     /// A certificate to trust (PEM, every certificate in the file): a root, an
     /// intermediate or the signer's own certificate; replaces the configured
     /// trust (then revocation is checked hard-fail, without CRL files). Repeatable.
     #[arg(long = "trust")]
-    pub trust: Vec<PathBuf>,
+    pub trust: Vec<InputFile>,
     /// The configuration file, for what the flags do not give (default:
     /// ./kvgate-data/kvgate.toml).
     #[arg(long)]
@@ -51,7 +52,7 @@ pub struct VerifyArgs {
 
 impl VerifyArgs {
     /// The files it reads.
-    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+    pub(crate) fn files(&mut self) -> impl Iterator<Item = &mut InputFile> {
         std::iter::once(&mut self.file)
             .chain(&mut self.certs)
             .chain(&mut self.keys)
@@ -70,8 +71,7 @@ pub fn run(
         Some(text) => instant(text)?,
         None => SystemTime::now(),
     };
-    let letter =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let letter = args.file.read()?;
     let keys = match installation {
         Some(installation) if args.certs.is_empty() => decryption_keys(&installation.config)?,
         _ => flag_keys(&args)?,
@@ -174,24 +174,18 @@ fn flag_keys(args: &VerifyArgs) -> anyhow::Result<Vec<DecryptionKey>> {
     }
     let mut keys = Vec::new();
     for (cert, key) in args.certs.iter().zip(&args.keys) {
-        let cert_pem =
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        let key_pem = zeroize::Zeroizing::new(
-            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-        );
-        keys.push(DecryptionKey::from_pem(&cert_pem, &key_pem)?);
+        keys.push(DecryptionKey::from_pem(&cert.read()?, &key.read()?)?);
     }
     Ok(keys)
 }
 
 /// The anchors given as `--trust` files.
-fn flag_trust(files: &[PathBuf]) -> anyhow::Result<TrustAnchors> {
+fn flag_trust(files: &[InputFile]) -> anyhow::Result<TrustAnchors> {
     let mut anchors = Vec::new();
     for file in files {
-        let pem = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let certs = x509::parse_pem_chain(&pem)?;
+        let certs = x509::parse_pem_chain(&file.read()?)?;
         if certs.is_empty() {
-            bail!("{} holds no PEM certificate", file.display());
+            bail!("{} holds no PEM certificate", file.path().display());
         }
         anchors.extend(certs);
     }

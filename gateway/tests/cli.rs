@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -136,6 +137,26 @@ fn admin_commands_run_in_the_server_while_it_has_the_store() {
         ]));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.starts_with(&format!("member {BOB} registered\nenrollment-code: ")));
+    // The command's own process reads the files: the server, whose standard input is
+    // not this pipe, registers the key the operator piped in.
+    let key = std::fs::read(install.pki("demo-member.pub.asc")).unwrap();
+    let mut child = Command::new(KVGATE)
+        .args(["member", "add", "--kvnr", "B123456782", "--name", "Carol"])
+        .args(["--key", "/dev/stdin", "--config"])
+        .arg(install.config())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&key).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("member B123456782 registered\n"));
     // A refusal keeps its message and its exit status.
     let out = install.admin(&["member", "code", "--kvnr", "B123456789"]);
     assert_eq!(out.status.code(), Some(1));

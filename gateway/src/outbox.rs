@@ -150,6 +150,7 @@ impl Outbox {
 
     /// One attempt at one entry, with its outcome recorded.
     async fn attempt(&self, entry: Outbound) {
+        let attempt = self.store.begin_outbound_attempt(&entry.id);
         let age = Duration::from_millis(
             now()
                 .as_millis()
@@ -161,40 +162,36 @@ impl Outbox {
         } else {
             Some(self.send(&entry).await)
         };
-        let store = self.store.clone();
         let policy = self.policy.clone();
-        let id = entry.id.clone();
         let result = tokio::task::spawn_blocking(move || {
             let event = |kind| Event::new(kind).recipient(&entry.rcpt_to);
             match outcome {
-                None => store.settle_outbound(
-                    &id,
+                None => attempt.settle(
                     event(EventKind::Expired).reason("queue-lifetime").detail(format!(
                         "{what} was given up after {} attempts: {}",
                         entry.attempts,
                         entry.last_error.as_deref().unwrap_or("never tried")
                     )),
                 ),
-                Some(Outcome::Sent(reply)) => store.settle_outbound(
-                    &id,
+                Some(Outcome::Sent(reply)) => attempt.settle(
                     event(sent_kind(&entry)).detail(format!("{what} was accepted by the relay: {reply}")),
                 ),
-                Some(Outcome::Refused(reply)) => store.settle_outbound(
-                    &id,
+                Some(Outcome::Refused(reply)) => attempt.settle(
                     event(EventKind::Failed)
                         .reason("relay-refused")
                         .detail(format!("the relay refused {what}: {reply}")),
                 ),
                 Some(Outcome::Retry(error)) => {
+                    let at = now();
                     let wait = policy.backoff(entry.attempts + 1);
-                    let next = Timestamp(now().as_millis().saturating_add(wait.as_millis() as u64));
+                    let next = Timestamp(at.as_millis().saturating_add(wait.as_millis() as u64));
                     let delay = (age > Duration::from_secs(policy.delay_warning_secs)).then(|| {
                         event(EventKind::Delayed)
                             .reason("relay-unavailable")
                             .detail(format!("{what} waits for the relay: {error}"))
                     });
-                    tracing::info!(outbound = %id, error = %error, retry_in = ?wait, "outbound attempt failed");
-                    store.defer_outbound(&id, next, &error, delay)
+                    tracing::info!(outbound = %entry.id, error = %error, retry_in = ?wait, "outbound attempt failed");
+                    attempt.defer(next, at, &error, delay)
                 }
             }
         })

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use kvgate_store::{Event, EventKind, OutboundId, now};
+use kvgate_store::{Event, EventKind, OutboundId, QueueRequest, now};
 
 use crate::admin::ConfigArg;
 use crate::runtime::Installation;
@@ -86,10 +86,14 @@ pub fn queue(
         }
         QueueCommand::Retry { id, .. } => {
             let id = parse(&id)?;
-            if !store.retry_outbound(&id, now())? {
-                bail!("no queued outbound message {id}");
+            match store.retry_outbound(&id, now())? {
+                QueueRequest::Done => writeln!(out, "{id} is due now")?,
+                QueueRequest::AtAttemptEnd => writeln!(
+                    out,
+                    "{id} is being handed to the relay right now; should this attempt fail, the next is made at once"
+                )?,
+                QueueRequest::NotQueued => bail!("no queued outbound message {id}"),
             }
-            writeln!(out, "{id} is due now")?;
             Ok(())
         }
         QueueCommand::Drop { id, .. } => {
@@ -104,10 +108,15 @@ pub fn queue(
                     "the {} was removed from the queue by an operator",
                     entry.purpose
                 ));
-            if !store.settle_outbound(&id, event)? {
-                bail!("{id} left the queue meanwhile");
+            match store.drop_outbound(&id, event)? {
+                QueueRequest::Done => writeln!(out, "dropped {id}")?,
+                QueueRequest::AtAttemptEnd => writeln!(
+                    out,
+                    "{id} is being handed to the relay right now: it is dropped when this attempt ends, unless the relay accepts it (kvgate track {} says which)",
+                    entry.tracking_id
+                )?,
+                QueueRequest::NotQueued => bail!("{id} left the queue meanwhile"),
             }
-            writeln!(out, "dropped {id}")?;
             Ok(())
         }
     }

@@ -625,6 +625,44 @@ fn a_report_in_flight_when_serve_is_killed_is_sent_after_restart() {
     drop(server);
 }
 
+#[test]
+fn a_report_dropped_while_the_relay_takes_it_is_recorded_as_reported() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    relay.start_holding(3);
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+
+    let letter = install.practice_letter(&text_letter("x", "y"), "Befund");
+    let id = send_with(&server, &install, "", "NOTIFY=SUCCESS", &letter);
+    wait_until("the DSN never reached the relay", 60, || {
+        relay.dir.join("1.receiving").exists()
+    });
+    // The operator drops it while the relay holds its 250: the drop waits for the
+    // attempt, and the relay's 250 wins.
+    let queue = install.admin(&["queue", "list", "--json"]);
+    let queue: serde_json::Value = serde_json::from_slice(&queue.stdout).unwrap();
+    let entry = queue[0]["id"].as_str().unwrap();
+    let out = install.admin_ok(&["queue", "drop", entry]);
+    assert_eq!(
+        out,
+        format!(
+            "{entry} is being handed to the relay right now: it is dropped when this attempt \
+             ends, unless the relay accepts it (kvgate track {id} says which)\n"
+        )
+    );
+    wait_until("the sent report was not recorded", 30, || {
+        reported(&install, &id) == 1
+    });
+    assert!(!event_kinds(&install.track(&id)).contains(&"failed".to_owned()));
+    let queue = install.admin(&["queue", "list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&queue.stdout).trim(), "[]");
+    let out = install.admin(&["queue", "drop", entry]);
+    assert!(!out.status.success());
+    drop(server);
+}
+
 /// A relay, and a server holding its queue for maintenance (letters accepted and
 /// spooled, not processed) that warns of a delay at once and gives up after 4 s.
 fn held_with_quick_reports(install: &Install) -> (Relay, Server) {

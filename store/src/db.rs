@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::bodies::{Bodies, Durable};
 use crate::error::StoreError;
 use crate::group::Group;
+use crate::outbound::Attempts;
 
 /// A table of JSON records under text keys.
 pub(crate) type Records = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -183,6 +184,8 @@ pub struct Store {
     group: Group,
     /// The letters' bodies.
     pub(crate) bodies: Bodies,
+    /// The outbound entries being handed to the relay.
+    pub(crate) attempts: Attempts,
 }
 
 impl Store {
@@ -217,6 +220,7 @@ impl Store {
             db: RwLock::new(db),
             group: Group::default(),
             bodies,
+            attempts: Attempts::default(),
         };
         store.write(|tx| {
             for table in ALL_TABLES {

@@ -65,7 +65,7 @@ pub use lifecycle::Retention;
 pub use mailbox::{Mailbox, UnknownMailbox};
 pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
 pub use messages::{Ciphertext, MessageMeta, NewMessage};
-pub use outbound::Outbound;
+pub use outbound::{Outbound, OutboundAttempt, QueueRequest};
 pub use quarantine::Quarantined;
 pub use senders::{Sender, SenderKind};
 pub use settings::{QuotaRefusal, Smarthealth};

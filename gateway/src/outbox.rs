@@ -5,11 +5,14 @@
 //! failure waits with exponential backoff, and a long wait is recorded as `delayed`.
 //! Reports go out with the null reverse path, so nothing ever answers them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kvgate_connectors::api::UPLOAD_PURPOSE;
-use kvgate_store::{Event, EventKind, Outbound, Store, StoreError, Timestamp, now};
+use kvgate_store::{
+    Event, EventKind, Outbound, OutboundAttempt, Store, StoreError, Timestamp, now,
+};
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::{
     Certificate, CertificateStore, Identity, Tls, TlsParameters,
@@ -86,71 +89,87 @@ impl Outbox {
         })
     }
 
-    /// Works the queue until `shutdown`: at start, when `wake` is notified, when the
-    /// next entry falls due, and at least every 30 seconds.
+    /// Works the queue until `shutdown`: at start, when `wake` is notified, when an
+    /// attempt ends, when the next entry falls due, and at least every 30 seconds.
+    ///
+    /// Attempts run side by side, at most `per_destination` at once: every entry goes
+    /// to the one relay, the next hop (as Postfix counts a destination's concurrency),
+    /// whatever its recipient's domain. A slow attempt holds its own slot only, not the
+    /// entries behind it.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         if self.relay.is_none() {
             tracing::warn!("no [relay] configured: reports wait in the outbound queue");
         }
+        let slots = Arc::new(Semaphore::new(self.policy.per_destination));
+        // Shutdown does not wait for the attempts: one cut off stays queued and is made
+        // again at the next start.
+        let mut running = JoinSet::new();
+        let mut due = VecDeque::new();
+        let mut next_due = None;
+        let mut look = true;
         loop {
-            // Shutdown does not wait for a pass: an attempt cut off stays queued and is
-            // made again at the next start.
-            let passed = tokio::select! {
-                passed = self.clone().pass() => passed,
-                _ = shutdown.changed() => return,
-            };
-            let next_due = match passed {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbound queue cannot be read");
-                    None
+            if look && due.is_empty() {
+                match self.look().await {
+                    Ok((now_due, next)) => (due, next_due) = (now_due, next),
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbound queue cannot be read");
+                        next_due = None;
+                    }
                 }
-            };
-            let sleep = next_due.map_or(RESCAN, |due| {
+            }
+            while !due.is_empty() {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(entry) = due.pop_front() else { break };
+                let Some(attempt) = self.store.begin_outbound_attempt(&entry.id) else {
+                    continue;
+                };
+                let this = self.clone();
+                running.spawn(async move {
+                    this.attempt(attempt, entry).await;
+                    drop(slot);
+                });
+            }
+            let sleep = next_due.map_or(RESCAN, |due: Timestamp| {
                 Duration::from_millis(due.as_millis().saturating_sub(now().as_millis())).min(RESCAN)
             });
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
+            look = tokio::select! {
+                _ = wake.notified() => true,
+                _ = tokio::time::sleep(sleep) => true,
+                // An attempt ended: a slot is free, and its entry may wait anew.
+                Some(_) = running.join_next() => true,
                 _ = shutdown.changed() => return,
-            }
+            };
         }
     }
 
-    /// Attempts every due entry, at most `per_destination` at once: every entry goes
-    /// to the one relay, the next hop (as Postfix counts a destination's concurrency),
-    /// whatever its recipient's domain. Returns when the next waiting entry falls due.
-    async fn pass(self: Arc<Self>) -> Result<Option<Timestamp>, StoreError> {
+    /// The entries due now, oldest first, and when the next of the others falls due
+    /// (entries being sent are neither).
+    async fn look(&self) -> Result<(VecDeque<Outbound>, Option<Timestamp>), StoreError> {
         let store = self.store.clone();
         let entries = tokio::task::spawn_blocking(move || store.outbound())
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         let at = now();
-        let limit = Arc::new(Semaphore::new(self.policy.per_destination));
-        let mut attempts = JoinSet::new();
+        let mut due = VecDeque::new();
         let mut next_due: Option<Timestamp> = None;
         for entry in entries {
+            if self.store.is_being_sent(&entry.id) {
+                continue;
+            }
             if entry.next_attempt_at > at {
                 next_due =
                     Some(next_due.map_or(entry.next_attempt_at, |n| n.min(entry.next_attempt_at)));
-                continue;
+            } else {
+                due.push_back(entry);
             }
-            let limit = limit.clone();
-            let this = self.clone();
-            attempts.spawn(async move {
-                let Ok(_permit) = limit.acquire_owned().await else {
-                    return;
-                };
-                this.attempt(entry).await;
-            });
         }
-        while attempts.join_next().await.is_some() {}
-        Ok(next_due)
+        Ok((due, next_due))
     }
 
     /// One attempt at one entry, with its outcome recorded.
-    async fn attempt(&self, entry: Outbound) {
-        let attempt = self.store.begin_outbound_attempt(&entry.id);
+    async fn attempt(&self, attempt: OutboundAttempt, entry: Outbound) {
         let age = Duration::from_millis(
             now()
                 .as_millis()

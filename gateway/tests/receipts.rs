@@ -663,6 +663,38 @@ fn a_report_dropped_while_the_relay_takes_it_is_recorded_as_reported() {
     drop(server);
 }
 
+#[test]
+fn a_report_the_relay_is_slow_to_take_holds_back_no_other() {
+    require(&["openssl", "python3"]);
+    let install = Install::new();
+    let mut relay = Relay::new(&install);
+    // Holds each message's 250 for 8 s (the attempts' limit is 10 s).
+    relay.start_holding(8);
+    configure_relay(&install, &relay);
+    let server = install.serve(&[]);
+
+    let first = install.practice_letter(&text_letter("x", "y"), "Befund");
+    let first = send_with(&server, &install, "", "NOTIFY=SUCCESS", &first);
+    wait_until("the first DSN never reached the relay", 60, || {
+        relay.dir.join("1.receiving").exists()
+    });
+    let second = install.practice_letter(&text_letter("x", "z"), "Befund");
+    let second = send_with(&server, &install, "", "NOTIFY=SUCCESS", &second);
+    // The second report goes out while the relay still holds the first.
+    wait_until("the second DSN never reached the relay", 60, || {
+        relay.dir.join("2.receiving").exists()
+    });
+    assert_eq!(
+        reported(&install, &first),
+        0,
+        "the second report waited for the first"
+    );
+    wait_until("the reports were not recorded", 60, || {
+        reported(&install, &first) == 1 && reported(&install, &second) == 1
+    });
+    drop(server);
+}
+
 /// A relay, and a server holding its queue for maintenance (letters accepted and
 /// spooled, not processed) that warns of a delay at once and gives up after 4 s.
 fn held_with_quick_reports(install: &Install) -> (Relay, Server) {

@@ -176,13 +176,23 @@ impl Store {
     }
 
     /// Marks `id` as being handed to the relay by this process until the returned
-    /// attempt ends; operators' drops and retries wait for its end meanwhile.
-    pub fn begin_outbound_attempt(self: &Arc<Self>, id: &OutboundId) -> OutboundAttempt {
-        self.attempts.lock().insert(id.clone(), Asked::default());
-        OutboundAttempt {
+    /// attempt ends; operators' drops and retries wait for its end meanwhile. `None`
+    /// if an attempt at it has begun already.
+    pub fn begin_outbound_attempt(self: &Arc<Self>, id: &OutboundId) -> Option<OutboundAttempt> {
+        let mut attempts = self.attempts.lock();
+        if attempts.contains_key(id) {
+            return None;
+        }
+        attempts.insert(id.clone(), Asked::default());
+        Some(OutboundAttempt {
             store: self.clone(),
             id: id.clone(),
-        }
+        })
+    }
+
+    /// Whether an attempt of this process at `id` has begun and not ended.
+    pub fn is_being_sent(&self, id: &OutboundId) -> bool {
+        self.attempts.lock().contains_key(id)
     }
 
     /// Takes an entry off the queue unsent (`kvgate queue drop`), with `event` in its
@@ -331,7 +341,7 @@ mod tests {
     #[test]
     fn a_report_the_relay_took_while_it_was_being_dropped_is_reported_not_dropped() {
         let (_dir, store, entry) = queued();
-        let attempt = store.begin_outbound_attempt(&entry.id);
+        let attempt = store.begin_outbound_attempt(&entry.id).unwrap();
         assert_eq!(
             store.drop_outbound(&entry.id, dropped()).unwrap(),
             QueueRequest::AtAttemptEnd
@@ -345,7 +355,7 @@ mod tests {
     #[test]
     fn a_drop_during_a_failed_attempt_takes_the_report_off_the_queue_when_it_ends() {
         let (_dir, store, entry) = queued();
-        let attempt = store.begin_outbound_attempt(&entry.id);
+        let attempt = store.begin_outbound_attempt(&entry.id).unwrap();
         store.drop_outbound(&entry.id, dropped()).unwrap();
         let later = Timestamp(now().as_millis() + 60_000);
         assert!(
@@ -364,7 +374,7 @@ mod tests {
     #[test]
     fn a_retry_during_a_failed_attempt_makes_the_next_one_due_at_once() {
         let (_dir, store, entry) = queued();
-        let attempt = store.begin_outbound_attempt(&entry.id);
+        let attempt = store.begin_outbound_attempt(&entry.id).unwrap();
         let at = now();
         assert_eq!(
             store.retry_outbound(&entry.id, at).unwrap(),
@@ -383,7 +393,7 @@ mod tests {
         assert_eq!(waiting.attempts, 1);
 
         // Without a retry asked for, the attempt's own wait holds.
-        let attempt = store.begin_outbound_attempt(&entry.id);
+        let attempt = store.begin_outbound_attempt(&entry.id).unwrap();
         assert!(
             attempt
                 .defer(later, at, "connection refused", None)
@@ -396,6 +406,7 @@ mod tests {
     fn an_attempt_that_ends_without_an_outcome_lets_requests_act_at_once() {
         let (_dir, store, entry) = queued();
         drop(store.begin_outbound_attempt(&entry.id));
+        assert!(!store.is_being_sent(&entry.id));
         assert_eq!(
             store.drop_outbound(&entry.id, dropped()).unwrap(),
             QueueRequest::Done

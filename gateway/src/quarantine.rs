@@ -135,10 +135,6 @@ pub fn quarantine(
             if !store.drop_quarantined(&id, OPERATOR)? {
                 bail!("{id} is not quarantined");
             }
-            installation
-                .spool
-                .remove(&id)
-                .with_context(|| format!("removing the spool file of {id}"))?;
             writeln!(out, "dropped {id}: the letter is deleted")?;
             Ok(())
         }

@@ -36,6 +36,7 @@ impl Installation {
         let spool_dir = config.spool_dir();
         let spool =
             Spool::open(&spool_dir).with_context(|| format!("opening {}", spool_dir.display()))?;
+        store.attach_spool(spool.clone());
         Ok(Installation {
             config,
             store: Arc::new(store),

@@ -22,7 +22,7 @@ use crate::db::{
 };
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
-use crate::ids::MessageId;
+use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
 use crate::members::Device;
@@ -38,6 +38,16 @@ pub struct Deleted {
     pub letters: usize,
     /// Upload records deleted.
     pub uploads: usize,
+}
+
+/// What one commit of an account's deletion removed.
+struct Removed {
+    /// What it counts.
+    deleted: Deleted,
+    /// Where the store kept the letters' bodies, to be punched.
+    bodies: Vec<Extent>,
+    /// Quarantined letters dropped, whose spool files go too.
+    spooled: Vec<TrackingId>,
 }
 
 /// Removes every record of `table` whose key starts with `prefix`; returns their
@@ -135,27 +145,23 @@ impl Store {
     /// module documentation), then the letters' bodies, then the records' bytes
     /// from the database file (`compact`); `None` if there is no such member.
     pub fn delete_account(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Deleted>, StoreError> {
-        let Some((deleted, letters)) = self.delete_records(kvnr, reason)? else {
+        let Some(removed) = self.delete_records(kvnr, reason)? else {
             return Ok(None);
         };
-        self.discard_bodies(&letters);
+        self.discard_bodies(&removed.bodies);
+        self.remove_spool_files(&removed.spooled);
         self.scrub();
-        Ok(Some(deleted))
+        Ok(Some(removed.deleted))
     }
 
-    /// Deletes every record of the member in one commit; returns what went and where
-    /// the letters' bodies are.
-    fn delete_records(
-        &self,
-        kvnr: &Kvnr,
-        reason: &str,
-    ) -> Result<Option<(Deleted, Vec<Extent>)>, StoreError> {
+    /// Deletes every record of the member in one commit; returns what went.
+    fn delete_records(&self, kvnr: &Kvnr, reason: &str) -> Result<Option<Removed>, StoreError> {
         self.write(|tx| {
             if tx.open_table(MEMBERS)?.remove(kvnr.as_str())?.is_none() {
                 return Ok(None);
             }
             let letters = delete_letters(tx, kvnr, None, reason)?;
-            let quarantined = drop_for_member(tx, kvnr, reason)?;
+            let (quarantined, kept) = drop_for_member(tx, kvnr, reason)?;
             let uploads = remove_prefix(tx, UPLOADS, &format!("{kvnr}/"))?;
             for upload in &uploads {
                 let upload: Upload = serde_json::from_slice(upload)?;
@@ -186,8 +192,12 @@ impl Store {
                 uploads: uploads.len(),
             };
             let mut bodies = letters;
-            bodies.extend(quarantined);
-            Ok(Some((deleted, bodies)))
+            bodies.extend(kept);
+            Ok(Some(Removed {
+                deleted,
+                bodies,
+                spooled: quarantined,
+            }))
         })
     }
 }
@@ -262,11 +272,17 @@ mod tests {
         assert!(store.delete_message(&alice, &deleted).unwrap());
         testing::file(&store, &alice, Mailbox::Smarthealth, b"KEPT");
         let late = testing::submitted(&store, &alice, Mailbox::Smarthealth, b"LATE");
-        // Quarantined: a letter to Alice alone, and one to Alice and Bob.
+        // Quarantined: a letter to Alice alone, one too large to be kept by the store
+        // (in a spool file of its own), and one to Alice and Bob.
         let hers = TrackingId::generate().unwrap();
         store
             .accept_submission(&submission(&hers), Some(b"QUARANTINED".to_vec()))
             .unwrap();
+        let spool = crate::Spool::open(&dir.path().join("spool")).unwrap();
+        store.attach_spool(spool.clone());
+        let large = TrackingId::generate().unwrap();
+        std::fs::write(spool.path(&large), b"LARGE").unwrap();
+        store.accept_submission(&submission(&large), None).unwrap();
         let shared = TrackingId::generate().unwrap();
         let mut both = submission(&shared);
         both.recipients.push(Recipient {
@@ -277,7 +293,7 @@ mod tests {
         store
             .accept_submission(&both, Some(b"SHARED".to_vec()))
             .unwrap();
-        for id in [&hers, &shared] {
+        for id in [&hers, &large, &shared] {
             let entry = Quarantined::new(id.clone(), "malformed", "d".into(), 1);
             store.quarantine(entry, Vec::new(), Vec::new()).unwrap();
         }
@@ -309,8 +325,11 @@ mod tests {
             .collect();
         assert_eq!(left, [shared]);
         assert!(testing::contains(&on_disk, b"SHARED"));
-        let gone = store.submission(&hers).unwrap().unwrap();
-        assert_eq!(gone.state, SubmissionState::Failed);
+        for id in [&hers, &large] {
+            let gone = store.submission(id).unwrap().unwrap();
+            assert_eq!(gone.state, SubmissionState::Failed);
+        }
+        assert!(!spool.path(&large).exists(), "the spool file stayed");
         // Bob keeps his device.
         assert!(matches!(
             store.bearer(&bobs.token, now()).unwrap(),

@@ -4,7 +4,7 @@ use std::cell::{OnceCell, RefCell, RefMut};
 use std::ops::DerefMut;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use redb::{
     ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable, Table,
@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use crate::bodies::{Bodies, Durable};
 use crate::error::StoreError;
 use crate::group::Group;
+use crate::ids::TrackingId;
 use crate::outbound::Attempts;
+use crate::spool::Spool;
 
 /// A table of JSON records under text keys.
 pub(crate) type Records = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -186,6 +188,9 @@ pub struct Store {
     pub(crate) bodies: Bodies,
     /// The outbound entries being handed to the relay.
     pub(crate) attempts: Attempts,
+    /// The spool whose files go with the letters the store drops (see
+    /// [`Store::attach_spool`]).
+    spool: OnceLock<Spool>,
 }
 
 impl Store {
@@ -221,6 +226,7 @@ impl Store {
             group: Group::default(),
             bodies,
             attempts: Attempts::default(),
+            spool: OnceLock::new(),
         };
         store.write(|tx| {
             for table in ALL_TABLES {
@@ -229,6 +235,26 @@ impl Store {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// Makes the files of `spool` go with the letters the store drops (a quarantined
+    /// letter dropped by an operator or with its member's account) at once, rather than
+    /// at the next start's sweep. Only the first spool attached counts.
+    pub fn attach_spool(&self, spool: Spool) {
+        let _ = self.spool.set(spool);
+    }
+
+    /// Removes the spool files of `letters`, dropped by a commit that has happened; one
+    /// that cannot be removed goes at the next start's sweep.
+    pub(crate) fn remove_spool_files(&self, letters: &[TrackingId]) {
+        let Some(spool) = self.spool.get() else {
+            return;
+        };
+        for id in letters {
+            if let Err(error) = spool.remove(id) {
+                tracing::warn!(%error, tracking_id = %id, "a dropped letter's spool file stays until the next start");
+            }
+        }
     }
 
     /// The database, shared with every other transaction.

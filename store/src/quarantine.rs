@@ -127,25 +127,29 @@ impl Store {
             Ok((left, spooled))
         })?;
         self.bodies.discard_soon(spooled.as_slice());
+        if left {
+            self.remove_spool_files(std::slice::from_ref(id));
+        }
         Ok(left)
     }
 }
 
 /// Drops, inside `tx`, every quarantined submission addressed to `kvnr` alone (the
 /// member's account is being deleted), each `failed` with a `deleted` event saying
-/// `reason`; returns where the letters kept by the store are, to be punched after the
-/// commit. A letter kept in a spool file of its own is removed by the next start's
-/// sweep. The sender was told when the letter was quarantined.
+/// `reason`; returns the letters dropped and where those kept by the store are, to be
+/// removed and punched after the commit. The sender was told when the letter was
+/// quarantined.
 pub(crate) fn drop_for_member(
     tx: &Tx<'_>,
     kvnr: &Kvnr,
     reason: &str,
-) -> Result<Vec<Extent>, StoreError> {
+) -> Result<(Vec<TrackingId>, Vec<Extent>), StoreError> {
     let ids: Vec<TrackingId> = scan::<Quarantined>(&tx.open_table(QUARANTINE)?, "")?
         .into_iter()
         .map(|entry| entry.tracking_id)
         .collect();
-    let mut letters = Vec::new();
+    let mut dropped = Vec::new();
+    let mut extents = Vec::new();
     for id in ids {
         let submission = load(tx, &id)?;
         let theirs = !submission.recipients.is_empty()
@@ -155,10 +159,11 @@ pub(crate) fn drop_for_member(
         }
         let event = Event::new(EventKind::Deleted).detail(reason);
         if leave(tx, &id, SubmissionState::Failed, event)? {
-            letters.extend(take_spooled(tx, &id)?);
+            extents.extend(take_spooled(tx, &id)?);
+            dropped.push(id);
         }
     }
-    Ok(letters)
+    Ok((dropped, extents))
 }
 
 /// Takes `id` out of the quarantine inside `tx`, in `state` and with `event`;

@@ -7,4 +7,5 @@
 pub mod api;
 pub mod smtp;
 mod tcp;
+mod throttle;
 pub mod tls;

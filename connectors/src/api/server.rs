@@ -13,6 +13,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::throttle::Throttle;
+
 use super::body_time::{self, BodyTime};
 use super::client::ClientAddr;
 use super::stall::WriteDeadline;
@@ -61,6 +63,8 @@ pub async fn serve(
     limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    // Logged once in ten seconds at most, with the count of those not logged.
+    static FULL: Throttle = Throttle::new(Duration::from_secs(10));
     let acceptor = TlsAcceptor::from(tls);
     let router = router.layer(from_fn_with_state(limits.body, body_time::bounded));
     let room = Arc::new(Semaphore::new(
@@ -81,7 +85,9 @@ pub async fn serve(
                     }
                 };
                 let Ok(permit) = room.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, limit = limits.max_connections, "API connection limit reached; closing a new connection");
+                    if let Some(also_refused) = FULL.occur() {
+                        tracing::warn!(%peer, limit = limits.max_connections, also_refused, "API connection limit reached; closing a new connection");
+                    }
                     continue;
                 };
                 crate::tcp::no_delay(&tcp);

@@ -31,6 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+
+use crate::throttle::Throttle;
 use tracing::{error, info, warn};
 
 pub use handler::{Handler, Peer};
@@ -253,19 +255,35 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// How often a refusal of clients for want of room is logged at most (`also_refused`
+/// counts those not logged since the last line).
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
+
 /// Turns a client away when the server, or its address, has no room: on the
 /// STARTTLS port with a plain 421 (written without waiting; if the socket cannot
 /// take it at once the client just sees the close), on the implicit-TLS port by
 /// closing before the handshake, which would cost more than the refusal is worth.
 fn refuse_busy(tcp: &TcpStream, mode: Mode, busy: limits::Busy) {
+    static SERVER_FULL: Throttle = Throttle::new(REFUSALS_LOGGED_EVERY);
+    static ADDRESS_FULL: Throttle = Throttle::new(REFUSALS_LOGGED_EVERY);
     let peer = tcp.peer_addr().ok();
     let reply = match busy {
         limits::Busy::Server => {
-            warn!(?peer, "SMTP connection limit reached; refusing a client");
+            if let Some(also_refused) = SERVER_FULL.occur() {
+                warn!(
+                    ?peer,
+                    also_refused, "SMTP connection limit reached; refusing a client"
+                );
+            }
             Reply::new(421, (4, 3, 2), "Too many connections; try again later")
         }
         limits::Busy::Address => {
-            info!(?peer, "SMTP client address over its connection limit");
+            if let Some(also_refused) = ADDRESS_FULL.occur() {
+                info!(
+                    ?peer,
+                    also_refused, "SMTP client address over its connection limit"
+                );
+            }
             Reply::new(
                 421,
                 (4, 7, 0),

@@ -51,8 +51,10 @@ fn signed_data(
     CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(entity), flags)?.to_der()
 }
 
-/// Encrypts `entity` to the recipient certificate (AES-256-CBC, key transport),
-/// returning an `application/pkcs7-mime; smime-type=enveloped-data` entity.
+/// Encrypts `entity` to the recipient certificate as AuthEnvelopedData (AES-256-GCM,
+/// RFC 5083/5084, key transport): unlike EnvelopedData with AES-CBC, nobody can alter
+/// it undetected. Returns an `application/pkcs7-mime; smime-type=authEnveloped-data`
+/// entity.
 pub fn encrypt(entity: &[u8], recipient_cert_pem: &[u8]) -> Result<Vec<u8>, ErrorStack> {
     let cert = X509::from_pem(recipient_cert_pem)?;
     let mut recipients = Stack::new()?;
@@ -60,10 +62,10 @@ pub fn encrypt(entity: &[u8], recipient_cert_pem: &[u8]) -> Result<Vec<u8>, Erro
     let cms = CmsContentInfo::encrypt(
         &recipients,
         entity,
-        Cipher::aes_256_cbc(),
+        Cipher::aes_256_gcm(),
         CMSOptions::BINARY,
     )?;
-    Ok(pkcs7_mime("enveloped-data", &cms.to_der()?))
+    Ok(pkcs7_mime("authEnveloped-data", &cms.to_der()?))
 }
 
 /// An `application/pkcs7-mime` entity holding `der` in base64 lines of 76 characters.

@@ -103,6 +103,29 @@ pub struct Smime {
     /// (re-checking archived letters as of their date).
     #[serde(default, skip_serializing_if = "VerifyAt::is_receipt")]
     pub verify_at: VerifyAt,
+    /// What a letter encrypted as EnvelopedData (AES-CBC: no integrity protection)
+    /// gets: `refuse` (the default, reason `unauthenticated-encryption`) or `accept`
+    /// (for senders that cannot send AuthEnvelopedData yet; a refusal of such a
+    /// letter then never says which check failed, see [`crate::verdict`]).
+    #[serde(default, skip_serializing_if = "Unauthenticated::is_refuse")]
+    pub unauthenticated_encryption: Unauthenticated,
+}
+
+/// What a letter without integrity protection (EnvelopedData) gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unauthenticated {
+    /// Refused, whatever it holds.
+    #[default]
+    Refuse,
+    /// Unwrapped and checked; a refusal says only that it failed.
+    Accept,
+}
+
+impl Unauthenticated {
+    fn is_refuse(&self) -> bool {
+        *self == Unauthenticated::Refuse
+    }
 }
 
 /// The instant a letter's signature chain is validated for.
@@ -703,6 +726,7 @@ impl Config {
             smime: Smime {
                 decryption_keys: vec![pair()],
                 verify_at: VerifyAt::Receipt,
+                unauthenticated_encryption: Unauthenticated::Refuse,
             },
             trust: Trust {
                 anchors: vec![PathBuf::from("pki/ca.pem")],
@@ -778,6 +802,18 @@ mod tests {
         assert_eq!(String::from(at), "2020-06-20T10:58:26.000Z");
         let error = smime("verify_at = \"yesterday\"").unwrap_err().to_string();
         assert!(error.contains("RFC 3339 instant"), "{error}");
+    }
+
+    #[test]
+    fn letters_without_integrity_protection_are_refused_unless_accepted() {
+        let smime = |text: &str| toml::from_str::<Smime>(&format!("decryption_keys = []\n{text}"));
+        let policy = |text: &str| smime(text).unwrap().unauthenticated_encryption;
+        assert_eq!(policy(""), Unauthenticated::Refuse);
+        assert_eq!(
+            policy("unauthenticated_encryption = \"accept\""),
+            Unauthenticated::Accept
+        );
+        assert!(smime("unauthenticated_encryption = \"warn\"").is_err());
     }
 
     #[test]

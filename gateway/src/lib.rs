@@ -33,5 +33,6 @@ pub mod serve;
 pub mod supervise;
 pub mod trust_files;
 pub mod uploads;
+pub mod verdict;
 pub mod verify;
 pub mod watchdog;

@@ -24,12 +24,13 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::{Notify, watch};
 
-use crate::config::{ProfilePolicy, VerifyAt};
+use crate::config::{ProfilePolicy, Unauthenticated, VerifyAt};
 use crate::earztbrief;
 use crate::inbox::{self, Closed, inbox_of};
 use crate::keycache::{KeyCache, member_keys};
 use crate::letter::{self, LetterHeaders, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
+use crate::verdict::{self, Verdict};
 
 /// Refusals that mark a letter as built to hurt a parser (a structure beyond limits or
 /// that cannot be parsed): it is quarantined, kept as received for an operator to
@@ -63,6 +64,8 @@ pub struct Pipeline {
     verify_at: VerifyAt,
     /// What a letter breaking the eArztbrief profile gets.
     earztbrief: ProfilePolicy,
+    /// What a letter without integrity protection gets.
+    unauthenticated: Unauthenticated,
     /// Octets each member's smarthealth inbox may hold (checked here for addresses
     /// that named no inbox).
     smarthealth_quota: u64,
@@ -87,7 +90,8 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    /// A refusal with `reason` and the sentence `detail`.
+    pub(crate) fn new(reason: &'static str, detail: impl Into<String>) -> Self {
         Refusal {
             reason,
             detail: detail.into(),
@@ -202,6 +206,7 @@ impl Pipeline {
                 * std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
             verify_at: VerifyAt::default(),
             earztbrief: ProfilePolicy::default(),
+            unauthenticated: Unauthenticated::default(),
             smarthealth_quota: u64::MAX,
         }
     }
@@ -219,6 +224,12 @@ impl Pipeline {
         if let Some(workers) = workers {
             self.workers = workers.max(1);
         }
+        self
+    }
+
+    /// Refuses or accepts letters without integrity protection (EnvelopedData).
+    pub fn with_unauthenticated(mut self, policy: Unauthenticated) -> Self {
+        self.unauthenticated = policy;
         self
     }
 
@@ -375,14 +386,20 @@ impl Pipeline {
         };
         let at = self.verify_at.instant(submission.received_at);
         let anchors = Arc::clone(&self.anchors.read().unwrap_or_else(PoisonError::into_inner));
-        let unwrapped = match smime::unwrap_owned(raw, &self.keys, &anchors, at) {
+        let unwrapping = smime::unwrap_letter(raw, &self.keys, &anchors, at);
+        let unwrapped = match verdict::judge(unwrapping, self.unauthenticated) {
             Ok(unwrapped) => unwrapped,
             // A responder or distribution point that cannot be reached now may answer
             // later: the letter waits (the watchdog reports the delay) instead of failing.
-            Err(e) if e.reason() == "revocation-unknown" => {
+            Err(Verdict::RevocationUnknown(e)) => {
                 return Err(Transient::Revocation(e.to_string()));
             }
-            Err(e) => return Ok(Err(Refusal::new(e.reason(), e.to_string()))),
+            Err(Verdict::Refused { refusal, cause }) => {
+                if let Some(cause) = cause {
+                    tracing::info!(tracking = %submission.tracking_id, reason = refusal.reason, %cause, "a letter without integrity protection is refused; its sender is not told the cause");
+                }
+                return Ok(Err(refusal));
+            }
         };
         let headers = LetterHeaders::parse(&unwrapped.content);
         let mut events =

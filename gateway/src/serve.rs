@@ -315,6 +315,7 @@ impl Gateway {
                 filed,
             )
             .with_verify_at(config.smime.verify_at)
+            .with_unauthenticated(config.smime.unauthenticated_encryption)
             .with_earztbrief(config.kim.earztbrief)
             .with_smarthealth_quota(config.member_api.smarthealth_quota_bytes)
             .with_workers(config.pipeline.workers);

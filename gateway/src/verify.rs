@@ -16,11 +16,13 @@ use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors};
 use kvgate_certs::x509;
 use kvgate_store::Timestamp;
 
+use crate::config::Unauthenticated;
 use crate::input_file::InputFile;
 use crate::letter::LetterHeaders;
 use crate::pipeline::signed_and_encrypted;
 use crate::runtime::Installation;
 use crate::serve::{crl_files, decryption_keys, signer_trust, trust_anchor_pems};
+use crate::verdict::{self, Verdict};
 
 /// Options of `kvgate verify`.
 #[derive(Args, Debug)]
@@ -88,10 +90,23 @@ pub fn run(
         _ => flag_trust(&args.trust)?,
     };
 
+    let policy = installation.map_or_else(Unauthenticated::default, |installation| {
+        installation.config.smime.unauthenticated_encryption
+    });
+
     writeln!(out, "verified as of: {}", rfc3339(at))?;
-    let unwrapped = match smime::unwrap(&letter, &keys, &anchors, at) {
+    let unwrapping = smime::unwrap_letter(letter.to_vec(), &keys, &anchors, at);
+    let unwrapped = match verdict::judge(unwrapping, policy) {
         Ok(unwrapped) => unwrapped,
-        Err(e) => return refused(out, e.reason(), &e.to_string()),
+        Err(Verdict::RevocationUnknown(e)) => return refused(out, e.reason(), &e.to_string()),
+        Err(Verdict::Refused { refusal, cause }) => {
+            refused(out, refusal.reason, &refusal.detail)?;
+            // The operator may see what the sender is not told.
+            if let Some(cause) = cause {
+                writeln!(out, "cause: {cause}")?;
+            }
+            return Ok(false);
+        }
     };
     let signer = match signed_and_encrypted(&unwrapped) {
         Ok(signer) => signer,

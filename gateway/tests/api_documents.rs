@@ -56,7 +56,7 @@ fn an_upload_reaches_the_back_office_sealed_and_is_tracked_for_its_uploader_only
         Some(BACK_OFFICE)
     );
     let text = String::from_utf8_lossy(raw);
-    assert!(text.contains("smime-type=enveloped-data"), "{text}");
+    assert!(text.contains("smime-type=authEnveloped-data"), "{text}");
     assert!(
         !text.contains("invoice") && !text.contains(MEMBER),
         "metadata leaked outside the encryption"

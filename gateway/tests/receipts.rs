@@ -303,7 +303,7 @@ fn delivery_status_notifications_follow_notify_and_ret() {
         contains(&raw, ciphertext),
         "RET=FULL must return the ciphertext as sent"
     );
-    assert!(contains(&raw, b"smime-type=enveloped-data"));
+    assert!(contains(&raw, b"smime-type=authEnveloped-data"));
     assert!(
         !contains(&raw, subject.as_bytes()),
         "the subject was returned"

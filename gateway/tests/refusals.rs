@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
@@ -247,4 +248,100 @@ fn unsigned_and_foreign_signed_letters_are_not_delivered() {
         .unwrap()
         .collect();
     assert!(spool.is_empty(), "{spool:?}");
+}
+
+#[test]
+fn letters_without_integrity_protection_are_refused_and_never_say_which_check_failed() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let to = rcpt();
+    let practice = (
+        install.pki("demo-practice.pem"),
+        install.pki("demo-practice.key"),
+    );
+    let signer = Some((practice.0.as_path(), practice.1.as_path()));
+    let cbc =
+        |inner: &[u8], signer| install.openssl_letter_with("-aes-256-cbc", inner, signer, "x");
+    let signed = cbc(&text_letter("x", "CBC-SIGNED"), signer);
+    let last_event = |server: &Server, letter: &[u8]| {
+        let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[&to], letter));
+        let trail = wait_final(&install, &id);
+        trail["events"].as_array().unwrap().last().unwrap().clone()
+    };
+
+    // By default, EnvelopedData (AES-CBC) is refused, a good letter too.
+    let server = install.serve(&[]);
+    let last = last_event(&server, &signed);
+    assert_eq!(last["kind"], "failed");
+    assert_eq!(last["reason"], "unauthenticated-encryption");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the gateway takes AuthEnvelopedData (AES-GCM"),
+        "{last}"
+    );
+    assert!(server.terminate().success());
+
+    // Accepted by the operator: a good letter is delivered; an unsigned one and one
+    // whose ciphertext was altered (its last block, so that the padding breaks) are
+    // refused in the same words, and the log has what really failed.
+    let mut config: toml::Table = std::fs::read_to_string(install.config())
+        .unwrap()
+        .parse()
+        .unwrap();
+    config["smime"]
+        .as_table_mut()
+        .unwrap()
+        .insert("unauthenticated_encryption".into(), "accept".into());
+    std::fs::write(install.config(), toml::to_string(&config).unwrap()).unwrap();
+    let server = install.serve(&[]);
+    assert_eq!(last_event(&server, &signed)["kind"], "delivered");
+    let unsigned = last_event(&server, &cbc(&text_letter("x", "CBC-UNSIGNED"), None));
+    let altered = last_event(&server, &alter_last_block(&install, &signed));
+    for refused in [&unsigned, &altered] {
+        assert_eq!(refused["kind"], "failed", "{refused}");
+        assert_eq!(refused["reason"], "decryption-failed", "{refused}");
+    }
+    assert_eq!(unsigned["detail"], altered["detail"]);
+    assert!(
+        unsigned["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the gateway does not say which check failed"),
+        "{unsigned}"
+    );
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("not-signed: the letter carries no S/MIME signature"),
+        "{log}"
+    );
+    assert!(log.contains("cause=decryption-failed: "), "{log}");
+}
+
+/// `letter` with the last byte of its ciphertext flipped (re-encoded as DER by the
+/// `openssl` CLI, whose S/MIME output is indefinite-length BER), so that the last
+/// block's padding no longer decrypts.
+fn alter_last_block(install: &Install, letter: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let (smime, der) = (install.work("cbc.eml"), install.work("cbc.der"));
+    std::fs::write(&smime, letter).unwrap();
+    run(Command::new("openssl")
+        .args([
+            "cms", "-cmsout", "-inform", "SMIME", "-outform", "DER", "-in",
+        ])
+        .arg(&smime)
+        .arg("-out")
+        .arg(&der));
+    let mut der = std::fs::read(&der).unwrap();
+    *der.last_mut().unwrap() ^= 0x01;
+    let text = String::from_utf8_lossy(letter).replace("\r\n", "\n");
+    let (headers, _) = text.split_once("\n\n").unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect();
+    format!("{headers}\n\n{}\n", lines.join("\n")).into_bytes()
 }

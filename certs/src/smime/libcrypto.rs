@@ -54,8 +54,12 @@ unsafe extern "C" {
 /// The content type of a CMS ContentInfo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ContentType {
-    /// EnvelopedData or AuthEnvelopedData.
-    Enveloped,
+    /// EnvelopedData (`authenticated: false`: its cipher, e.g. AES-CBC, does not
+    /// protect integrity) or AuthEnvelopedData (`true`: AES-GCM).
+    Enveloped {
+        /// Whether it is AuthEnvelopedData.
+        authenticated: bool,
+    },
     /// SignedData.
     Signed,
     /// Anything else (data, digested, compressed, ...), by NID.
@@ -69,7 +73,12 @@ pub(super) fn content_type(cms: &CmsContentInfoRef) -> ContentType {
     // within this statement; OBJ_obj2nid accepts NULL and returns NID_undef.
     let nid = unsafe { ffi::OBJ_obj2nid(CMS_get0_type(cms.as_ptr())) };
     match nid {
-        ffi::NID_pkcs7_enveloped | NID_AUTH_ENVELOPED => ContentType::Enveloped,
+        ffi::NID_pkcs7_enveloped => ContentType::Enveloped {
+            authenticated: false,
+        },
+        NID_AUTH_ENVELOPED => ContentType::Enveloped {
+            authenticated: true,
+        },
         ffi::NID_pkcs7_signed => ContentType::Signed,
         other => ContentType::Other(Nid::from_raw(other)),
     }

@@ -116,6 +116,48 @@ pub fn unwrap_owned(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Result<Unwrapped, UnwrapError> {
+    unwrap_letter(message, keys, anchors, at).outcome
+}
+
+/// What [`unwrap_letter`] came to, and whether its outcome may be told to the sender.
+#[derive(Debug)]
+pub struct Unwrapping {
+    /// The unwrapped letter, or why it was refused.
+    pub outcome: Result<Unwrapped, UnwrapError>,
+    /// Whether a layer was EnvelopedData, whose cipher (AES-CBC) does not protect
+    /// integrity: anyone who captured such a letter can alter its ciphertext and
+    /// resubmit it, and whichever check fails after the decryption (padding, MIME,
+    /// DER, signature) then tells them something of the plaintext (a padding oracle,
+    /// Vaudenay 2002). A sender may be told only that such a letter was refused, the
+    /// same words whatever the outcome. Set as soon as the layer is met, before it is
+    /// decrypted.
+    pub unauthenticated: bool,
+}
+
+/// [`unwrap_owned`], also saying whether the letter had a layer without integrity
+/// protection (see [`Unwrapping::unauthenticated`]).
+pub fn unwrap_letter(
+    message: Vec<u8>,
+    keys: &[DecryptionKey],
+    anchors: &TrustAnchors,
+    at: SystemTime,
+) -> Unwrapping {
+    let mut unauthenticated = false;
+    let outcome = unwrap_layers(message, keys, anchors, at, &mut unauthenticated);
+    Unwrapping {
+        outcome,
+        unauthenticated,
+    }
+}
+
+/// Opens the layers of `message`; sets `unauthenticated` when it meets EnvelopedData.
+fn unwrap_layers(
+    message: Vec<u8>,
+    keys: &[DecryptionKey],
+    anchors: &TrustAnchors,
+    at: SystemTime,
+    unauthenticated: &mut bool,
+) -> Result<Unwrapped, UnwrapError> {
     let mut current = SecretBytes::from(message);
     let mut encrypted = false;
     let mut signer = None;
@@ -189,7 +231,8 @@ pub fn unwrap_owned(
             };
             drop(der);
             match libcrypto::content_type(&cms) {
-                ContentType::Enveloped => {
+                ContentType::Enveloped { authenticated } => {
+                    *unauthenticated |= !authenticated;
                     let (plaintext, cert) = decrypt(&cms, keys)?;
                     (encrypted, decrypting) = (true, Some(cert));
                     plaintext

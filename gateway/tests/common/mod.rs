@@ -281,10 +281,22 @@ impl Install {
     }
 
     /// Makes a letter as a practice system does, with the `openssl` CLI: `inner` signed
-    /// by `signer` (a pem/key pair name, unless None), then encrypted with AES-256 to
-    /// the gateway certificate. Returns the message to send.
+    /// by `signer` (a pem/key pair name, unless None), then encrypted with AES-256-GCM
+    /// (AuthEnvelopedData) to the gateway certificate. Returns the message to send.
     pub fn openssl_letter(
         &self,
+        inner: &[u8],
+        signer: Option<(&Path, &Path)>,
+        subject: &str,
+    ) -> Vec<u8> {
+        self.openssl_letter_with("-aes-256-gcm", inner, signer, subject)
+    }
+
+    /// [`Self::openssl_letter`] encrypted with `cipher`, an `openssl cms` option such
+    /// as `-aes-256-cbc` (EnvelopedData).
+    pub fn openssl_letter_with(
+        &self,
+        cipher: &str,
         inner: &[u8],
         signer: Option<(&Path, &Path)>,
         subject: &str,
@@ -309,7 +321,7 @@ impl Install {
         };
         let encrypted = self.work("encrypted.eml");
         run(Command::new("openssl")
-            .args(["cms", "-encrypt", "-aes256", "-in"])
+            .args(["cms", "-encrypt", cipher, "-in"])
             .arg(&to_encrypt)
             .args(["-from", PRACTICE, "-to"])
             .arg(format!("{MEMBER}@smarthealth.{DOMAIN}"))

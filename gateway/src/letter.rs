@@ -31,6 +31,9 @@ pub struct Provenance<'a> {
     pub revocation: &'a str,
     /// When the signature was verified.
     pub verified_at: Timestamp,
+    /// The instant the signer's chain was validated for (the letter's receipt, unless
+    /// `[smime] verify_at` says otherwise).
+    pub chain_valid_at: Timestamp,
     /// A profile the letter breaks and why (e.g. `earztbrief-profile`), if delivered anyway.
     pub finding: Option<(&'a str, &'a str)>,
 }
@@ -42,19 +45,59 @@ pub struct Provenance<'a> {
 const KIM_RESULTS: &str = "X-KIM-DecryptionResult: 00\r\nX-KIM-IntegrityCheckResult: 01\r\n";
 
 /// The plaintext the member's keys receive, in two parts that are encrypted one
-/// after the other: no copy of a large letter is made to prepend the trace headers.
+/// after the other: no copy of a large letter's body is made to prepend the trace
+/// headers.
 pub struct MemberLetter<'a> {
-    /// The trace headers kvgate adds.
-    trace: SecretBytes,
-    /// The inner message they precede.
-    message: &'a [u8],
+    /// The trace headers kvgate adds, then the inner message's own header fields.
+    head: SecretBytes,
+    /// The rest of the inner message: the empty line and the body.
+    body: &'a [u8],
 }
 
 impl MemberLetter<'_> {
     /// The plaintext, as consecutive parts.
     pub fn parts(&self) -> [&[u8]; 2] {
-        [&self.trace, self.message]
+        [&self.head, self.body]
     }
+}
+
+/// Whether a header field is one only the gateway sets: a sender's own would pass
+/// for the gateway's verdict on its letter.
+fn reserved(name: &[u8]) -> bool {
+    let name = name.trim_ascii().to_ascii_lowercase();
+    name.starts_with(b"x-kvgate-")
+        || name == b"x-kim-decryptionresult"
+        || name == b"x-kim-integritycheckresult"
+}
+
+/// Appends the header block of `message` to `head` without the fields only the
+/// gateway sets ([`reserved`]) and without lines that continue no field (they would
+/// continue the gateway's last one); returns the rest of `message`, from its empty
+/// line on.
+fn append_own_fields<'m>(head: &mut SecretBytes, message: &'m [u8]) -> &'m [u8] {
+    let mut rest = message;
+    let mut keep = false;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |p| p + 1);
+        let line = &rest[..end];
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            keep = line
+                .iter()
+                .position(|&b| b == b':')
+                .is_none_or(|colon| !reserved(&line[..colon]));
+        }
+        if keep {
+            head.extend_from_slice(line);
+        }
+        rest = &rest[end..];
+    }
+    rest
 }
 
 /// The plaintext the member's keys receive: trace headers (kvgate's verification
@@ -63,12 +106,12 @@ impl MemberLetter<'_> {
 pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> MemberLetter<'a> {
     let message = enclosed_message(inner);
     let signer = header_safe(provenance.signer);
-    let mut trace = SecretBytes::from(
+    let mut head = SecretBytes::from(
         format!(
             "X-Kvgate-Tracking-Id: {}\r\n\
              X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n\
              X-Kvgate-Verification: serial={}; issuer=\"{}\";\r\n algorithms=\"{}\";\r\n \
-             revocation=\"{}\"\r\n",
+             revocation=\"{}\";\r\n chain-valid-at={}\r\n",
             provenance.tracking_id,
             provenance.fingerprint,
             provenance.verified_at.to_rfc3339(),
@@ -76,12 +119,13 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
             header_safe(provenance.issuer),
             header_safe(provenance.algorithms),
             header_safe(provenance.revocation),
+            provenance.chain_valid_at.to_rfc3339(),
         )
         .into_bytes(),
     );
-    trace.extend_from_slice(KIM_RESULTS.as_bytes());
+    head.extend_from_slice(KIM_RESULTS.as_bytes());
     if let Some((code, detail)) = provenance.finding {
-        trace.extend_from_slice(
+        head.extend_from_slice(
             format!(
                 "X-Kvgate-Finding: {}; detail=\"{}\"\r\n",
                 header_safe(code),
@@ -90,7 +134,8 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
             .as_bytes(),
         );
     }
-    MemberLetter { trace, message }
+    let body = append_own_fields(&mut head, message);
+    MemberLetter { head, body }
 }
 
 /// The headers of a letter's inner message (unwrapped from `message/rfc822` where
@@ -338,6 +383,7 @@ mod tests {
             algorithms: "RSASSA-PSS with SHA256",
             revocation: "not revoked (OCSP http://ocsp.test/)",
             verified_at: Timestamp(0),
+            chain_valid_at: Timestamp(0),
             finding: None,
         };
         let letter = member_letter(inner, &p);
@@ -347,9 +393,61 @@ mod tests {
         assert!(text.contains(
             "X-Kvgate-Verification: serial=1F; issuer=\"CN=CA\";\r\n \
              algorithms=\"RSASSA-PSS with SHA256\";\r\n \
-             revocation=\"not revoked (OCSP http://ocsp.test/)\"\r\n"
+             revocation=\"not revoked (OCSP http://ocsp.test/)\";\r\n \
+             chain-valid-at=1970-01-01T00:00:00.000Z\r\n"
         ));
         assert!(text.ends_with("From: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn a_sender_cannot_pass_its_own_headers_for_the_gateways_verdict() {
+        let id: TrackingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+        let p = Provenance {
+            tracking_id: &id,
+            signer: "CN=Demo Practice",
+            fingerprint: "ab",
+            serial: "1F",
+            issuer: "CN=CA",
+            algorithms: "RSA with SHA256",
+            revocation: "not checked",
+            verified_at: Timestamp(0),
+            chain_valid_at: Timestamp(0),
+            finding: None,
+        };
+        let inner = b" 99 (folded into the gateway's last field)\r\n\
+            X-Kvgate-Signature: verified; signer=\"CN=Prof. Dr. Famous\";\r\n at=x\r\n\
+            From: praxis@p.test\r\n\
+            x-kvgate-tracking-id: 01FAKE\r\n\
+            X-KIM-IntegrityCheckResult: 01\r\n\
+            X-KIM-Dienstkennung: Arztbrief;Entlassbrief;V1.0\r\n\
+            Subject: Befund\r\n continued\r\n\
+            \r\n\
+            X-Kvgate-Signature: in the body, untouched\r\n";
+        let letter = member_letter(inner, &p);
+        let text = String::from_utf8(letter.parts().concat()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let fields: Vec<&str> = head
+            .split("\r\n")
+            .filter(|line| !line.starts_with(' '))
+            .map(|line| line.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "X-Kvgate-Tracking-Id",
+                "X-Kvgate-Signature",
+                "X-Kvgate-Verification",
+                "X-KIM-DecryptionResult",
+                "X-KIM-IntegrityCheckResult",
+                "From",
+                "X-KIM-Dienstkennung",
+                "Subject",
+            ]
+        );
+        assert!(head.contains("signer=\"CN=Demo Practice\""), "{head}");
+        assert!(!head.contains("Famous") && !head.contains("99") && !head.contains("FAKE"));
+        assert!(head.ends_with("Subject: Befund\r\n continued"), "{head}");
+        assert_eq!(body, "X-Kvgate-Signature: in the body, untouched\r\n");
     }
 
     #[test]

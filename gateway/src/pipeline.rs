@@ -18,7 +18,7 @@ use kvgate_certs::openpgp;
 use kvgate_certs::smime::{self, DecryptionKey, KimRecipient, Signer, TrustAnchors, Unwrapped};
 use kvgate_store::{
     Event, EventKind, Mailbox, NewMessage, Outbound, Quarantined, Recipient, SenderKind, Spool,
-    Store, StoreError, Submission, SubmissionState, TrackingId, now,
+    Store, StoreError, Submission, SubmissionState, Timestamp, TrackingId, now,
 };
 use std::num::NonZeroUsize;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -615,6 +615,8 @@ impl Pipeline {
                 algorithms: &algorithms,
                 revocation: &revocation,
                 verified_at,
+                chain_valid_at: signer
+                    .map_or(verified_at, |s| Timestamp::from_system_time(s.verified_at)),
                 finding: finding
                     .as_ref()
                     .map(|(code, detail)| (*code, detail.as_str())),

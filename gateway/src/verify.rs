@@ -172,10 +172,7 @@ fn instant(text: &str) -> anyhow::Result<SystemTime> {
 
 /// RFC 3339 form of `at` (UTC, milliseconds).
 fn rfc3339(at: SystemTime) -> String {
-    let millis = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Timestamp(millis).to_rfc3339()
+    Timestamp::from_system_time(at).to_rfc3339()
 }
 
 /// The decryption keys given as `--cert`/`--key` pairs.

@@ -20,6 +20,15 @@ impl Timestamp {
         UNIX_EPOCH + Duration::from_millis(self.0)
     }
 
+    /// The instant `at`, to the millisecond (the epoch for one before it).
+    pub fn from_system_time(at: SystemTime) -> Self {
+        let millis = at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+
     /// RFC 3339 form in UTC with milliseconds, e.g. `2026-11-28T19:30:00.123Z`.
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
@@ -93,11 +102,7 @@ impl std::str::FromStr for Timestamp {
 
 /// The current time.
 pub fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+    Timestamp::from_system_time(SystemTime::now())
 }
 
 #[cfg(test)]

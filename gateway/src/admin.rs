@@ -12,6 +12,7 @@ use kvgate_store::{
 };
 
 use crate::input_file::InputFile;
+use crate::lifecycle::{POSTFACH_GRACE_MONTHS, SMARTHEALTH_GRACE_MONTHS};
 use crate::runtime::Installation;
 
 /// Which configuration to use.
@@ -139,6 +140,10 @@ pub enum MemberCommand {
         /// When it ended: YYYY-MM-DD (midnight UTC) or RFC 3339.
         #[arg(long)]
         date: String,
+        /// Confirm a date so long ago that data is due for deletion at once (the next
+        /// retention run, within the hour while `serve` runs, deletes it irrecoverably).
+        #[arg(long)]
+        confirm_deletion: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -277,8 +282,13 @@ pub fn member(
     } = match command {
         MemberCommand::Add(add) => add,
         MemberCommand::Code { kvnr, .. } => return enrollment_code(&kvnr, installation, out),
-        MemberCommand::End { kvnr, date, .. } => {
-            return end_membership(&kvnr, &date, installation, out);
+        MemberCommand::End {
+            kvnr,
+            date,
+            confirm_deletion,
+            ..
+        } => {
+            return end_membership(&kvnr, &date, confirm_deletion, installation, out);
         }
     };
     let kvnr = Kvnr::parse(&kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
@@ -315,15 +325,41 @@ pub fn member(
 fn end_membership(
     kvnr: &str,
     date: &str,
+    confirmed: bool,
     installation: &Installation,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let kvnr = Kvnr::parse(kvnr).with_context(|| format!("{kvnr:?} is not a valid KVNR"))?;
     let at = crate::lifecycle::parse_when(date)?;
+    let Some(member) = installation.store.member(&kvnr)? else {
+        bail!("no member {kvnr} is registered");
+    };
+    let smarthealth_until = at.plus_months(SMARTHEALTH_GRACE_MONTHS);
+    let account_until = at.plus_months(POSTFACH_GRACE_MONTHS);
+    let today = now();
+    let due = if account_until <= today {
+        Some("the whole account")
+    } else if member.smarthealth && smarthealth_until <= today {
+        Some("the smarthealth inbox")
+    } else {
+        None
+    };
+    if let Some(what) = due
+        && !confirmed
+    {
+        bail!(
+            "a membership ended {} is past its grace period: the next retention run (within the hour while serve runs) deletes {what} of {kvnr} irrecoverably; add --confirm-deletion if that is meant",
+            at.to_rfc3339()
+        );
+    }
     if installation.store.end_membership(&kvnr, at)?.is_none() {
         bail!("no member {kvnr} is registered");
     }
     writeln!(out, "membership of {kvnr} ended {}", at.to_rfc3339())?;
+    if member.smarthealth {
+        writeln!(out, "smarthealth closes {}", smarthealth_until.to_rfc3339())?;
+    }
+    writeln!(out, "the account is deleted {}", account_until.to_rfc3339())?;
     Ok(())
 }
 

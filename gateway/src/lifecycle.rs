@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use kvgate_store::{Kvnr, Retention, Store, StoreError, Timestamp, now};
 use tokio::sync::watch;
@@ -107,7 +107,8 @@ pub fn apply(store: &Store, at: Timestamp) -> Result<Vec<Action>, StoreError> {
                 store.delete_account(kvnr, reason)?;
             }
         }
-        tracing::info!(%action, "retention rule applied");
+        // The log outlives the account: it does not name the member.
+        tracing::info!(reason = action.reason(), "retention rule applied");
     }
     Ok(actions)
 }
@@ -145,9 +146,17 @@ pub fn parse_when(text: &str) -> anyhow::Result<Timestamp> {
 pub enum LifecycleCommand {
     /// Apply the retention rules once and print what was deleted.
     Run {
-        /// Apply them as at this time (YYYY-MM-DD or RFC 3339; default: now).
+        /// Apply them as at this time (YYYY-MM-DD or RFC 3339; default: now). A time
+        /// later than now needs --dry-run or --delete-early.
         #[arg(long)]
         now: Option<String>,
+        /// Print what would be done, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With a --now later than now: delete what is due only then, data members may
+        /// still use (for rehearsals on test installations).
+        #[arg(long, requires = "now", conflicts_with = "dry_run")]
+        delete_early: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -167,17 +176,36 @@ pub fn lifecycle(
     installation: &Installation,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let LifecycleCommand::Run { now: at, .. } = command;
+    let LifecycleCommand::Run {
+        now: at,
+        dry_run,
+        delete_early,
+        ..
+    } = command;
     let at = match at {
         Some(text) => parse_when(&text)?,
         None => now(),
     };
-    let actions = apply(&installation.store, at)?;
+    if at > now() && !dry_run && !delete_early {
+        bail!(
+            "--now {} is later than the current time: what is due only then would be deleted irrecoverably now, while members may still use it; add --dry-run to see what would be done, or --delete-early to do it",
+            at.to_rfc3339()
+        );
+    }
+    let actions = if dry_run {
+        due(&installation.store.retention()?, at)
+    } else {
+        apply(&installation.store, at)?
+    };
     if actions.is_empty() {
         writeln!(out, "nothing due at {}", at.to_rfc3339())?;
     }
     for action in actions {
-        writeln!(out, "{action}")?;
+        if dry_run {
+            writeln!(out, "would be done: {action}")?;
+        } else {
+            writeln!(out, "{action}")?;
+        }
     }
     Ok(())
 }

@@ -71,7 +71,7 @@ pub use senders::{Sender, SenderKind};
 pub use settings::{QuotaRefusal, Smarthealth};
 pub use spool::{INLINE_MAX, Spool, SpoolFile, Spooled};
 pub use submissions::{Recipient, Submission, SubmissionState};
-pub use time::{Timestamp, now};
+pub use time::{BadTimestamp, Timestamp, now};
 pub use uploads::Upload;
 // issue 9b: member app sending.
 pub use threads::{Thread, ThreadRef};

@@ -89,14 +89,27 @@ impl Timestamp {
     }
 }
 
-impl std::str::FromStr for Timestamp {
-    type Err = ::time::error::Parse;
+/// Why a text is not a [`Timestamp`].
+#[derive(Debug, thiserror::Error)]
+pub enum BadTimestamp {
+    /// It is not an RFC 3339 date-time.
+    #[error(transparent)]
+    Syntax(#[from] ::time::error::Parse),
+    /// It is one before 1970.
+    #[error("{0} is before 1970")]
+    BeforeEpoch(String),
+}
 
-    /// Parses an RFC 3339 date-time (any offset; kept to the millisecond).
+impl std::str::FromStr for Timestamp {
+    type Err = BadTimestamp;
+
+    /// Parses an RFC 3339 date-time (any offset; kept to the millisecond) from 1970 on.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)?;
         let millis = t.unix_timestamp_nanos() / 1_000_000;
-        Ok(Timestamp(u64::try_from(millis).unwrap_or(0)))
+        u64::try_from(millis)
+            .map(Timestamp)
+            .map_err(|_| BadTimestamp::BeforeEpoch(s.to_owned()))
     }
 }
 
@@ -108,6 +121,18 @@ pub fn now() -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_before_1970_is_refused_not_taken_for_the_epoch() {
+        assert!(matches!(
+            "1969-12-31T23:59:59Z".parse::<Timestamp>(),
+            Err(BadTimestamp::BeforeEpoch(_))
+        ));
+        assert_eq!(
+            "1970-01-01T00:00:00Z".parse::<Timestamp>().unwrap(),
+            Timestamp(0)
+        );
+    }
 
     #[test]
     fn formats_rfc3339() {

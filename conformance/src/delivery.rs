@@ -88,7 +88,9 @@ pub fn tracking_id(reply: &Reply) -> Option<String> {
     Some(id.trim_matches(['<', '>']).to_owned())
 }
 
-/// The listing entry of the message with `tracking_id` in `member`'s inboxes, if any.
+/// The listing entry of the message with `tracking_id` in `member`'s inboxes, if any:
+/// every page of the listing is looked at (the test member keeps the letters of every
+/// run, oldest first).
 pub async fn find(
     t: &Target,
     member: &TestMember,
@@ -96,18 +98,34 @@ pub async fn find(
 ) -> Result<Option<Value>, String> {
     let api = &t.api;
     let token = member.token(api).await?;
-    let list = api
-        .request("GET", "/v1/messages", Some(token), None)
-        .await?;
-    list.expect_status(200, "listing the inbox")?;
-    let list = list.json()?;
-    let messages = list["messages"]
-        .as_array()
-        .ok_or_else(|| format!("the listing has no `messages` array: {list}"))?;
-    Ok(messages
-        .iter()
-        .find(|m| m["tracking_id"].as_str() == Some(tracking_id))
-        .cloned())
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/v1/messages?limit=200".to_owned(),
+            Some(cursor) => format!("/v1/messages?limit=200&cursor={cursor}"),
+        };
+        let list = api.request("GET", &path, Some(token), None).await?;
+        list.expect_status(200, "listing the inbox")?;
+        let list = list.json()?;
+        let messages = list["messages"]
+            .as_array()
+            .ok_or_else(|| format!("the listing has no `messages` array: {list}"))?;
+        if let Some(found) = messages
+            .iter()
+            .find(|m| m["tracking_id"].as_str() == Some(tracking_id))
+        {
+            return Ok(Some(found.clone()));
+        }
+        match list["next_cursor"].as_str() {
+            Some(next) if cursor.as_deref() != Some(next) => cursor = Some(next.to_owned()),
+            Some(_) => {
+                return Err(format!(
+                    "the listing's next_cursor does not move on: {list}"
+                ));
+            }
+            None => return Ok(None),
+        }
+    }
 }
 
 /// Waits until the message with `tracking_id` is in the test member's inbox.
@@ -210,14 +228,19 @@ pub async fn delivered(t: &Target) -> Result<&Delivered, String> {
 }
 
 /// Passes if a letter with `from` in its From header, wrapped as `wrapping` and sent
-/// over the test practice's connection, is refused or, once accepted, never reaches
+/// over the test practice's connection, is refused (5xx) or, once accepted, never reaches
 /// the inbox: a correct letter sent right after it must arrive, and the first one
 /// must still be missing a moment later.
 pub async fn never_delivered(t: &Target, from: &str, wrapping: Wrapping<'_>) -> Result<(), String> {
     let rcpt = t.smarthealth(&t.member.kvnr);
     let message = Letter::new(from, &rcpt)?.wrap(&wrapping)?;
-    let Submitted::Accepted(bad) = submit(t, &t.practice, &rcpt, &message).await? else {
-        return Ok(());
+    let bad = match submit(t, &t.practice, &rcpt, &message).await? {
+        Submitted::Accepted(id) => id,
+        Submitted::Refused(reply) if reply.code / 100 == 5 => return Ok(()),
+        // A temporary refusal says the letter may come back: it is not refused.
+        Submitted::Refused(reply) => {
+            return Err(format!("expected 250 or a refusal (5xx), got {reply}"));
+        }
     };
     let probe = deliver(t).await?;
     tokio::time::sleep(SETTLE).await;

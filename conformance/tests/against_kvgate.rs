@@ -494,3 +494,45 @@ fn a_careless_server_fails_the_suite() {
         );
     }
 }
+
+#[test]
+fn nothing_listening_passes_no_refusal_case() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, pki) = prepare(root.path(), false);
+    // Two ports nobody listens on: bound, then let go.
+    let closed = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (smtp, smtps) = (closed(), closed());
+    let json = root.path().join("report.json");
+    let (ok, stdout, report) = suite(
+        &pki,
+        &json,
+        &[
+            "--smtp",
+            &smtp,
+            "--smtps",
+            &smtps,
+            "--api",
+            "https://127.0.0.1:9",
+            "--only",
+            "TLS-*CLIENT-CERT*",
+        ],
+    );
+    assert!(
+        !ok,
+        "the suite passed a deployment that is not there:\n{stdout}"
+    );
+    let statuses = statuses(&report);
+    assert!(statuses.len() >= 5, "{stdout}");
+    for (id, status) in statuses {
+        assert_eq!(
+            status, "fail",
+            "{id} passed with nothing listening:\n{stdout}"
+        );
+    }
+}

@@ -100,9 +100,13 @@ async fn failure_dsn(t: &Target, relay: &Relay) -> Result<Option<String>, String
     if !missing.is_empty() {
         return Err(format!("the DSN lacks {missing:?}"));
     }
-    // The letter was not signed: the reason must name the signature check.
+    // The letter was not signed: the reason must be that check's (`not-signed`), not
+    // any other that happens to mention signing.
     let diagnostic = dsn.diagnostic_code();
-    if diagnostic.contains("sign") {
+    if diagnostic
+        .split_whitespace()
+        .any(|word| word.trim_end_matches(':') == "not-signed")
+    {
         Ok(None)
     } else {
         Err(format!(

@@ -100,6 +100,13 @@ async fn refused(t: &Target, port: Port, config: Arc<ClientConfig>, from: &str) 
         Port::Implicit => t.smtps.as_ref(),
         Port::StartTls => None,
     };
+    // A listener that does not answer refuses nothing: it is a failure of its own.
+    let listener = implicit.unwrap_or(&t.smtp);
+    if let Err(e) = wire::connect(listener).await {
+        return Outcome::Fail(format!(
+            "the listener does not answer, so no refusal could be seen: {e}"
+        ));
+    }
     let attempt = async {
         let mut w = match implicit {
             Some(endpoint) => {

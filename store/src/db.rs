@@ -5,10 +5,11 @@ use std::ops::DerefMut;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use redb::{
-    ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable, Table,
-    TableDefinition, TableHandle, WriteTransaction,
+    CompactionError, ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable,
+    Table, TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -193,6 +194,25 @@ pub struct Store {
     spool: OnceLock<Spool>,
 }
 
+/// How long compaction waits in all for the transactions that are open to end.
+const COMPACTION_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long it holds the database meanwhile before letting it go for a moment.
+const COMPACTION_HOLD: Duration = Duration::from_millis(100);
+
+/// How often it looks while it holds it.
+const COMPACTION_POLL: Duration = Duration::from_millis(2);
+
+/// Compacts until a pass finds nothing more to move (at most sixteen passes).
+fn compact_fully(db: &mut Database) -> Result<(), CompactionError> {
+    for _ in 0..16 {
+        if !db.compact()? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the database at `path`, creating it (mode 0600) and its tables if needed,
     /// and the directory of letter bodies (`bodies/` beside it).
@@ -265,17 +285,37 @@ impl Store {
     /// Rewrites the database file so that nothing deleted survives in it: redb does
     /// not clear the pages it frees, so deleted records and letters stay readable in
     /// the file until compaction moves the live pages over them and cuts the rest
-    /// off. Every other store call waits meanwhile; it fails if a transaction of
-    /// another process is open.
+    /// off. Every other store call waits meanwhile, and the transactions open when it
+    /// starts are waited for (up to five seconds).
     pub fn compact(&self) -> Result<(), StoreError> {
-        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        // Each pass moves what it can; the last one finds nothing more to move.
-        for _ in 0..16 {
-            if !db.compact()? {
-                break;
+        let started = Instant::now();
+        loop {
+            let held = Instant::now();
+            let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            // No transaction begins while the lock is held; those begun before end
+            // without it.
+            let outcome = loop {
+                match compact_fully(&mut db) {
+                    Err(CompactionError::TransactionInProgress)
+                        if held.elapsed() < COMPACTION_HOLD =>
+                    {
+                        std::thread::sleep(COMPACTION_POLL);
+                    }
+                    other => break other,
+                }
+            };
+            // One that waits for the lock itself (a store call inside another) ends
+            // only once it is let go.
+            drop(db);
+            match outcome {
+                Err(CompactionError::TransactionInProgress)
+                    if started.elapsed() < COMPACTION_PATIENCE =>
+                {
+                    std::thread::yield_now();
+                }
+                other => return Ok(other?),
             }
         }
-        Ok(())
     }
 
     /// Runs `f` in one write transaction and commits it durably.
@@ -415,7 +455,29 @@ pub(crate) fn secret_hash(secret: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, mpsc};
+
     use super::*;
+
+    #[test]
+    fn compaction_waits_for_the_transactions_open_when_it_starts() {
+        let (_dir, store) = crate::testing::open();
+        let store = Arc::new(store);
+        let (opened, is_open) = mpsc::channel();
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.read(|_| {
+                    opened.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok(())
+                })
+            })
+        };
+        is_open.recv().unwrap();
+        store.compact().unwrap();
+        reader.join().unwrap().unwrap();
+    }
 
     #[test]
     fn hex_is_lowercase_two_digits_a_byte() {

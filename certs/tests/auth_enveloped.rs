@@ -19,6 +19,7 @@ const LETTER: &str = "From: <praxis@demo-practice.test>\nSubject: Befund\n\nalle
 /// Where the parts of a ContentInfo with AuthEnvelopedData are, as child indexes.
 const KTRI: [usize; 4] = [1, 0, 1, 0];
 const ENCRYPTED_KEY: usize = 3;
+const GCM_PARAMETERS: [usize; 5] = [1, 0, 2, 1, 1];
 const MAC: [usize; 3] = [1, 0, 3];
 const AUTH_ENVELOPED: [usize; 2] = [1, 0];
 
@@ -169,6 +170,47 @@ fn every_failure_from_key_transport_to_the_tag_is_one_refusal() {
         for (what, text) in &refusals {
             eprintln!("{padding}, {what}: {text}");
             assert_eq!(text, &refusals[0].1, "{padding}: {what} is told apart");
+        }
+    }
+}
+
+/// `letter` with a `mac` of `len` octets (the first ones of its tag) and, if given,
+/// GCM parameters declaring `icv_len`.
+fn with_tag(letter: &Tlv, len: usize, icv_len: Option<u8>) -> Tlv {
+    altered(letter, |l| {
+        l.at(&MAC).octets().truncate(len);
+        if let Some(icv_len) = icv_len {
+            // GCMParameters: nonce, icvLen (the CLI writes it: 16).
+            *l.at(&GCM_PARAMETERS).children()[1].octets() = vec![icv_len];
+        }
+    })
+}
+
+#[test]
+fn a_tag_other_than_declared_fails_like_an_altered_tag_in_both_paths() {
+    let Some(pki) = pki() else { return };
+    let made = encrypted(&pki, "gcm.der", &[]);
+    assert_eq!(
+        made.clone().at(&GCM_PARAMETERS).children()[1].octets(),
+        &[16]
+    );
+    for (path, letter) in [("OpenSSL", made.clone()), ("DER", with_unauth_attrs(made))] {
+        assert!(unwrap(&pki, &letter).is_ok(), "{path}: the letter as made");
+        let flipped = refusal(
+            &pki,
+            &altered(&letter, |l| l.at(&MAC).octets()[0] ^= 0x01),
+            "flipped tag",
+        );
+        for (what, variant) in [
+            ("4 of 16 octets", with_tag(&letter, 4, None)),
+            ("12 of 16 octets", with_tag(&letter, 12, None)),
+            ("16 octets, 12 declared", with_tag(&letter, 16, Some(12))),
+            ("8 octets, 8 declared", with_tag(&letter, 8, Some(8))),
+            ("4 octets, 4 declared", with_tag(&letter, 4, Some(4))),
+        ] {
+            let text = refusal(&pki, &variant, what);
+            eprintln!("{path}, {what}: {text}");
+            assert_eq!(text, flipped, "{path}: {what}");
         }
     }
 }

@@ -39,6 +39,12 @@ const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 const RSAES_OAEP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
 /// id-mgf1.
 const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+/// id-aes128-GCM, id-aes192-GCM, id-aes256-GCM (RFC 5084).
+const GCM: [ObjectIdentifier; 3] = [
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6"),
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.26"),
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46"),
+];
 /// id-pSpecified: the OAEP label.
 const P_SPECIFIED: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.9");
 
@@ -450,6 +456,44 @@ impl<'d> Gcm<'d> {
         .ok()
         .map(SecretBytes::from)
     }
+}
+
+/// Whether the `mac` of AuthEnvelopedData that OpenSSL parsed is as long as its
+/// AES-GCM parameters declare ([`tag_fits`]). OpenSSL checks as many tag octets as
+/// `mac` holds, whatever `icvLen` says: a `mac` of 4 octets would pass with odds of
+/// 2^-32 for a forger. `der` is the ContentInfo as OpenSSL encodes it, without the
+/// encrypted content (large, and not needed here). Other ciphers pass: OpenSSL
+/// decrypts AES-GCM only.
+pub(super) fn openssl_tag_fits(der: &[u8]) -> bool {
+    let Ok(tree) = ber::parse(der) else {
+        return false;
+    };
+    let Some(body) = tree
+        .children()
+        .get(1)
+        .and_then(|tagged| tagged.children().first())
+    else {
+        return false;
+    };
+    // version, [0] originatorInfo?, recipientInfos SET, authEncryptedContentInfo,
+    // [1] authAttrs?, mac, [2] unauthAttrs?
+    let mut after_set = body.children().iter().skip_while(|f| f.tag != 0x31).skip(1);
+    let (Some(info), Some(mac)) = (after_set.next(), after_set.find(|f| f.tag != 0xa1)) else {
+        return false;
+    };
+    let (Some(algorithm), ber::Value::Primitive(mac)) = (info.children().get(1), &mac.value) else {
+        return false;
+    };
+    let Ok(algorithm) = AlgorithmIdentifier::from_der(&algorithm.to_der()) else {
+        return false;
+    };
+    if !GCM.contains(&algorithm.oid) {
+        return true;
+    }
+    algorithm
+        .parameters
+        .and_then(|p| p.decode_as::<GcmParameters>().ok())
+        .is_some_and(|params| tag_fits(params.icv_len, mac.len()))
 }
 
 /// Whether a `mac` of `tag_len` octets is what GCM parameters with `icv_len`

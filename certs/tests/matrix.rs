@@ -356,6 +356,69 @@ fn path_validation_refuses_unfit_certificates() {
 }
 
 #[test]
+fn weak_keys_and_weakly_signed_certificates_are_refused() {
+    let Some(m) = Matrix::new() else { return };
+    let refusal = |name: &str| {
+        let out = format!("{name}.eml");
+        let chain = format!(
+            "{}.pem",
+            if name == "under-weak-int" {
+                "weak-int"
+            } else {
+                "int"
+            }
+        );
+        m.pki
+            .sign_with_chain("letter.eml", &out, name, Some(&chain), &[]);
+        match m.unwrap_file(&out) {
+            Ok(_) => panic!("{name}: verified"),
+            Err(e) => {
+                eprintln!("{name}: {}: {e}", e.reason());
+                (e.reason(), e.to_string())
+            }
+        }
+    };
+    for (name, bits) in [("rsa1024", 1024), ("rsa512", 512)] {
+        m.pki.issue(name, name, "sign");
+        let (reason, text) = refusal(name);
+        assert_eq!(reason, "signer-weak-key", "{text}");
+        assert!(
+            text.contains(&format!("CN={name}, O=kvgate test"))
+                && text.contains(&format!("a {bits}-bit RSA key (the signer certificate)"))
+                && text.contains("at least 2048 bits"),
+            "{text}"
+        );
+    }
+    // A leaf of a strong key under an intermediate with a weak one.
+    m.pki.issue_from("weak-int", "rsa1024", "int", "root");
+    m.pki
+        .issue_from("under-weak-int", "p256", "sign", "weak-int");
+    let (reason, text) = refusal("under-weak-int");
+    assert_eq!(reason, "signer-weak-key", "{text}");
+    assert!(
+        text.contains("CN=weak-int, O=kvgate test")
+            && text.contains("a 1024-bit RSA key (the certificate at depth 1 of its chain)"),
+        "{text}"
+    );
+    // A signer certificate its CA signed with SHA-1.
+    m.pki
+        .issue_signed("sha1-signed", "p256", "sign", "int", "-sha1");
+    let (reason, text) = refusal("sha1-signed");
+    assert_eq!(reason, "weak-algorithm", "{text}");
+    assert!(
+        text.contains("RSA-SHA1 of the signer certificate"),
+        "{text}"
+    );
+    // At the limits: RSA-2048 and P-224 pass.
+    m.pki.issue("p224", "p224", "sign");
+    for signer in ["p224", "practice"] {
+        let out = format!("{signer}-ok.eml");
+        m.pki.sign("letter.eml", &out, signer, true, &[]);
+        assert_eq!(m.check(&out, signer, false), None);
+    }
+}
+
+#[test]
 fn validity_is_judged_at_verification_time() {
     let Some(m) = Matrix::new() else { return };
     m.pki

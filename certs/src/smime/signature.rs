@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use openssl::cms::CmsContentInfo;
 use openssl::nid::Nid;
+use openssl::pkey::Id;
 use openssl::stack::StackRef;
 use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509, X509Ref, X509StoreContext};
@@ -208,13 +209,15 @@ fn check_chain(
                 .chain()
                 .map(|chain| chain.iter().map(X509Ref::to_owned).collect())
                 .unwrap_or_default();
-            Ok((valid, c.error(), c.error_depth(), chain))
+            let failing = c.current_cert().map(X509Ref::to_owned);
+            Ok((valid, c.error(), c.error_depth(), chain, failing))
         })
     });
-    let (valid, result, depth, chain) = outcome.map_err(|e| UnwrapError::UntrustedSigner {
-        subject: subject.clone(),
-        detail: format!("the chain could not be checked: {}", reasons(&e)),
-    })?;
+    let (valid, result, depth, chain, failing) =
+        outcome.map_err(|e| UnwrapError::UntrustedSigner {
+            subject: subject.clone(),
+            detail: format!("the chain could not be checked: {}", reasons(&e)),
+        })?;
     if valid {
         return Ok(chain);
     }
@@ -232,6 +235,41 @@ fn check_chain(
         ffi::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION => {
             Err(UnwrapError::CriticalExtension { subject, detail })
         }
+        ffi::X509_V_ERR_EE_KEY_TOO_SMALL | ffi::X509_V_ERR_CA_KEY_TOO_SMALL => {
+            let weak = failing.as_deref().unwrap_or(cert);
+            Err(UnwrapError::SignerWeakKey {
+                subject: crate::x509::subject_line(weak),
+                detail: format!("{} ({which}); {KEY_SIZES}", key_size(weak)),
+            })
+        }
+        ffi::X509_V_ERR_CA_MD_TOO_WEAK => Err(UnwrapError::WeakAlgorithm {
+            algorithm: format!(
+                "{} of {which}",
+                failing.as_deref().map_or_else(
+                    || "the signature".to_owned(),
+                    |c| algorithm_name(c.signature_algorithm().object().nid())
+                )
+            ),
+        }),
         _ => Err(UnwrapError::UntrustedSigner { subject, detail }),
     }
+}
+
+/// The key sizes [`keys::AUTH_LEVEL`] requires, for refusals.
+const KEY_SIZES: &str =
+    "at least 2048 bits are required for RSA, DSA and DH, 224 for elliptic curves";
+
+/// The size and type of `cert`'s public key, e.g. `a 1024-bit RSA key`.
+fn key_size(cert: &X509Ref) -> String {
+    let Ok(key) = cert.public_key() else {
+        return "a key that cannot be read".to_owned();
+    };
+    let kind = match key.id() {
+        Id::RSA | Id::RSA_PSS => "RSA",
+        Id::DSA => "DSA",
+        Id::DH | Id::DHX => "DH",
+        Id::EC => "elliptic-curve",
+        _ => "public",
+    };
+    format!("a {}-bit {kind} key", key.bits())
 }

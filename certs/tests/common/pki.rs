@@ -14,8 +14,11 @@ use super::{openssl, write};
 /// Key types the tests use, as `openssl genpkey` options.
 pub fn key_options(kind: &str) -> Vec<&'static str> {
     match kind {
+        "rsa512" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512"],
+        "rsa1024" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
         "rsa2048" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         "rsa3072" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+        "p224" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-224"],
         "p256" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
         "p384" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
         "bp256" => vec![
@@ -179,6 +182,11 @@ impl TestPki {
 
     /// Issues `name.pem` under `issuer` (`issuer.pem`, `issuer.key`).
     pub fn issue_from(&self, name: &str, kind: &str, section: &str, issuer: &str) {
+        self.issue_signed(name, kind, section, issuer, "-sha256");
+    }
+
+    /// Issues `name.pem` under `issuer`, signed with `digest` (e.g. `-sha1`).
+    pub fn issue_signed(&self, name: &str, kind: &str, section: &str, issuer: &str, digest: &str) {
         self.key(name, kind);
         self.request(name);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed).to_string();
@@ -195,7 +203,7 @@ impl TestPki {
             &serial,
             "-days",
             "365",
-            "-sha256",
+            digest,
             "-extfile",
             "ext.cnf",
             "-extensions",

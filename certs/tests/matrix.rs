@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::der::Tlv;
 use common::pki::{Publish, TestPki};
 use kvgate_certs::revocation::RevocationStatus;
 use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, UnwrapError, Unwrapped};
@@ -416,6 +417,67 @@ fn weak_keys_and_weakly_signed_certificates_are_refused() {
         m.pki.sign("letter.eml", &out, signer, true, &[]);
         assert_eq!(m.check(&out, signer, false), None);
     }
+}
+
+#[test]
+fn signed_content_of_another_type_than_data_is_refused() {
+    let Some(m) = Matrix::new() else { return };
+    /// id-ct-TSTInfo: what a timestamp token signs.
+    const TST_INFO: &str = "1.2.840.113549.1.9.16.1.4";
+    let tst = ["-econtent_type", TST_INFO];
+    m.pki.sign("letter.eml", "tst.eml", "practice", false, &tst);
+    m.pki.sign(
+        "letter.eml",
+        "tst-noattr.eml",
+        "practice",
+        false,
+        &[&tst[..], &["-noattr"]].concat(),
+    );
+    for name in ["tst.eml", "tst-noattr.eml"] {
+        assert_eq!(m.reason(name), "unexpected-content-type", "{name}");
+    }
+    // eContentType rewritten to id-data, the signed content-type attribute still
+    // TSTInfo: OpenSSL does not compare them (the CLI verifies it), we do.
+    m.pki.sign(
+        "letter.eml",
+        "tst.der",
+        "practice",
+        false,
+        &[&tst[..], &["-outform", "DER"]].concat(),
+    );
+    let mut der = Tlv::parse(&m.pki.read("tst.der"));
+    // ContentInfo [0] SignedData: version, digestAlgorithms, encapContentInfo { eContentType, ... }
+    *der.at(&[1, 0, 2, 0]).octets() = vec![0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+    common::write(m.pki.path(), "relabelled.der", der.encode());
+    let (verified, said) = common::openssl_status(
+        m.pki.path(),
+        &[
+            "cms",
+            "-verify",
+            "-noverify",
+            "-inform",
+            "DER",
+            "-in",
+            "relabelled.der",
+            "-out",
+            "/dev/null",
+        ],
+    );
+    eprintln!("openssl cms -verify of the relabelled signature: {verified}: {said}");
+    let result = smime::unwrap(
+        &common::pkcs7_entity(&der.encode(), "signed-data"),
+        &m.keys,
+        &m.anchors,
+        SystemTime::now(),
+    );
+    let refusal = result.err().unwrap();
+    assert_eq!(refusal.reason(), "unexpected-content-type", "{refusal}");
+    assert!(
+        refusal
+            .to_string()
+            .contains("content-type attribute names 1.2.840.113549.1.9.16.1.4"),
+        "{refusal}"
+    );
 }
 
 #[test]

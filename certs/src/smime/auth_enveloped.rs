@@ -29,10 +29,11 @@ use crate::SecretBytes;
 /// id-ct-authEnvelopedData (RFC 5083).
 pub(super) const AUTH_ENVELOPED_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.23");
-/// id-data: the decrypted content is a MIME entity.
-const DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+/// id-data: the decrypted (or signed) content is a MIME entity.
+pub(super) const DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 /// The content-type attribute (RFC 5652 11.1).
-const CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
+pub(super) const CONTENT_TYPE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 /// rsaEncryption: PKCS#1 v1.5 key transport.
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-RSAES-OAEP (RFC 8017).

@@ -85,6 +85,11 @@ pub enum UnwrapError {
         /// What the chain check said.
         detail: String,
     },
+    /// The signed content is not a message: its eContentType is not id-data (e.g. a
+    /// timestamp's TSTInfo), or a signer's content-type attribute names another type
+    /// (`unexpected-content-type`).
+    #[error("the signed content is not a message: {0}")]
+    UnexpectedContentType(String),
     /// A key of the signer's chain is too weak: RSA, DSA or DH under 2048 bits,
     /// elliptic curves under 224 (`signer-weak-key`).
     #[error("the certificate {subject} of the signer's chain has a weak key: {detail}")]
@@ -125,6 +130,7 @@ impl UnwrapError {
             UnwrapError::SignerUsage { .. } => "signer-usage",
             UnwrapError::CriticalExtension { .. } => "critical-extension",
             UnwrapError::SignerWeakKey { .. } => "signer-weak-key",
+            UnwrapError::UnexpectedContentType(_) => "unexpected-content-type",
             UnwrapError::ContentConfusion => "content-confusion",
             UnwrapError::TooDeep { .. } => "too-deep",
         }

@@ -9,6 +9,7 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
 
 use foreign_types_shared::{ForeignType, ForeignTypeRef};
+use openssl::asn1::Asn1ObjectRef;
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
@@ -40,6 +41,7 @@ unsafe extern "C" {
     fn CMS_signed_get_attr_count(si: *const c_void) -> c_int;
     fn CMS_signed_get_attr(si: *const c_void, loc: c_int) -> *mut ffi::X509_ATTRIBUTE;
     fn CMS_is_detached(cms: *mut ffi::CMS_ContentInfo) -> c_int;
+    fn CMS_get0_eContentType(cms: *mut ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
     fn CMS_get0_content(cms: *mut ffi::CMS_ContentInfo) -> *mut *mut ffi::ASN1_OCTET_STRING;
     fn CMS_decrypt_set1_pkey(
         cms: *mut ffi::CMS_ContentInfo,
@@ -81,6 +83,22 @@ pub(super) fn content_type(cms: &CmsContentInfoRef) -> ContentType {
         },
         ffi::NID_pkcs7_signed => ContentType::Signed,
         other => ContentType::Other(Nid::from_raw(other)),
+    }
+}
+
+/// The type of the content SignedData `cms` signs (its eContentType), as its NID and
+/// its name (or dotted OID); `None` if it has none.
+pub(super) fn econtent_type(cms: &CmsContentInfoRef) -> Option<(Nid, String)> {
+    // SAFETY: `cms` is valid for the borrow; CMS_get0_eContentType only reads it and
+    // returns a pointer into it (or NULL), used only while `cms` is borrowed here.
+    unsafe {
+        let object = CMS_get0_eContentType(cms.as_ptr());
+        if object.is_null() {
+            clear_errors();
+            return None;
+        }
+        let object = Asn1ObjectRef::from_ptr(object.cast_mut());
+        Some((object.nid(), object.to_string()))
     }
 }
 

@@ -10,6 +10,11 @@ use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509, X509Ref, X509StoreContext};
 use openssl_sys as ffi;
 
+use cms::cert::x509::attr::Attribute;
+use der::Decode;
+use der::asn1::ObjectIdentifier;
+
+use super::auth_enveloped::{CONTENT_TYPE, DATA};
 use super::chains::Inputs;
 use super::error::{has_cms_reason, reasons};
 use super::keys;
@@ -72,6 +77,8 @@ pub(super) fn verify(
             }
         }
     }
+
+    check_content_type(&cms, &infos)?;
 
     libcrypto::verify_signatures(&mut cms, detached.as_deref().map(Vec::as_slice))
         .map_err(signature_refusal)?;
@@ -163,6 +170,55 @@ pub(super) fn verify(
             cert_der,
         },
     })
+}
+
+/// Checks that SignedData `cms` signs a message: eContentType id-data, and every
+/// content-type signed attribute (RFC 5652 §11.1: one value, equal to eContentType;
+/// OpenSSL does not compare them) id-data too.
+fn check_content_type(
+    cms: &CmsContentInfo,
+    infos: &[libcrypto::SignerInfo],
+) -> Result<(), UnwrapError> {
+    match libcrypto::econtent_type(cms) {
+        Some((Nid::PKCS7_DATA, _)) => {}
+        Some((_, name)) => {
+            return Err(UnwrapError::UnexpectedContentType(format!(
+                "it is of type {name}, not data (1.2.840.113549.1.7.1)"
+            )));
+        }
+        None => {
+            return Err(UnwrapError::Malformed(
+                "the signed data names no content type".to_owned(),
+            ));
+        }
+    }
+    for der in infos.iter().flat_map(|info| &info.signed_attributes) {
+        let attribute = Attribute::from_der(der).map_err(|e| {
+            UnwrapError::Malformed(format!("a signed attribute cannot be read: {e}"))
+        })?;
+        if attribute.oid != CONTENT_TYPE {
+            continue;
+        }
+        let named: Vec<_> = attribute
+            .values
+            .iter()
+            .map(|value| value.decode_as::<ObjectIdentifier>())
+            .collect();
+        if !matches!(named.as_slice(), [Ok(oid)] if *oid == DATA) {
+            let named: Vec<String> = named
+                .iter()
+                .map(|oid| {
+                    oid.as_ref()
+                        .map_or_else(|_| "unreadable".to_owned(), ToString::to_string)
+                })
+                .collect();
+            return Err(UnwrapError::UnexpectedContentType(format!(
+                "a signer's content-type attribute names {}, the content is data",
+                named.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A readable name of an algorithm, e.g. `SHA256` or `RSASSA-PSS`.

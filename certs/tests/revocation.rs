@@ -449,3 +449,137 @@ fn an_ocsp_answer_without_next_update_is_taken_for_seven_days() {
         }
     }
 }
+
+/// `crl` (DER, issued by the intermediate) changed by `change`, signed again with the
+/// intermediate's key.
+fn resigned(pki: &TestPki, crl: &[u8], change: impl FnOnce(&mut Tlv)) -> Vec<u8> {
+    let mut crl = Tlv::parse(crl);
+    change(&mut crl);
+    common::write(pki.path(), "tbs-crl.der", crl.at(&[0]).encode());
+    pki.run(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        "int.key",
+        "-out",
+        "tbs-crl.sig",
+        "tbs-crl.der",
+    ]);
+    let mut signature = vec![0];
+    signature.extend(pki.read("tbs-crl.sig"));
+    *crl.at(&[2]).octets() = signature;
+    crl.encode()
+}
+
+/// Adds a critical extension 1.3.6.1.4.1.55555.3 to the first entry of a CRL.
+fn critical_entry_extension(crl: &mut Tlv) {
+    // CertificateList { tbsCertList { version, signature, issuer, thisUpdate,
+    // nextUpdate, revokedCertificates, [0] crlExtensions }, algorithm, signature }
+    let entry = crl.at(&[0, 5, 0]);
+    assert_eq!(entry.children().len(), 3, "the entry has its reason code");
+    entry.children()[2].children().push(Tlv::constructed(
+        0x30,
+        vec![
+            Tlv::primitive(
+                0x06,
+                &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x83, 0xb2, 0x03, 0x03],
+            ),
+            Tlv::primitive(0x01, &[0xff]),
+            Tlv::primitive(0x04, &[0x05, 0x00]),
+        ],
+    ));
+}
+
+#[test]
+fn only_complete_crls_answer() {
+    let Some((pki, server)) = published(None) else {
+        return;
+    };
+    // `filed` names no source but the CRL file; `other` is revoked, so entries exist.
+    pki.issue("filed", "p256", "sign");
+    pki.issue("other", "p256", "sign");
+    pki.revoke("int", "other");
+    server.publish(&pki);
+    let idp = |lines: &str| format!("issuingDistributionPoint=critical,@idp\n[idp]\n{lines}");
+    let cases = [
+        (
+            "plain.crl",
+            "authorityKeyIdentifier=keyid:always".to_owned(),
+            None,
+        ),
+        (
+            "unknown-noncritical.crl",
+            "1.3.6.1.4.1.55555.2=ASN1:NULL".to_owned(),
+            None,
+        ),
+        ("only-user.crl", idp("onlyuser=TRUE"), None),
+        (
+            "delta.crl",
+            "2.5.29.27=critical,DER:02:01:01".to_owned(),
+            Some("delta CRL"),
+        ),
+        (
+            "some-reasons.crl",
+            idp("onlysomereasons=keyCompromise"),
+            Some("some revocation reasons"),
+        ),
+        (
+            "indirect.crl",
+            idp("indirectCRL=TRUE"),
+            Some("indirect CRL"),
+        ),
+        (
+            "only-ca.crl",
+            idp("onlyCA=TRUE"),
+            Some("CA certificates only"),
+        ),
+        (
+            "only-attributes.crl",
+            idp("onlyAA=TRUE"),
+            Some("attribute certificates only"),
+        ),
+        (
+            "partition.crl",
+            idp("fullname=URI:http://crl.example/part-7.crl"),
+            Some("distribution point http://crl.example/part-7.crl"),
+        ),
+        (
+            "unknown-critical.crl",
+            "1.3.6.1.4.1.55555.2=critical,ASN1:NULL".to_owned(),
+            Some("unknown critical extension 1.3.6.1.4.1.55555.2"),
+        ),
+    ];
+    let anchors = |crl: &[u8]| {
+        pki.anchors().with_revocation(
+            Revocation::new(RevocationPolicy::default())
+                .with_crl(crl)
+                .unwrap(),
+        )
+    };
+    let check = |name: &str, crl: &[u8], refusal: Option<&str>| match refusal {
+        None => assert!(
+            matches!(
+                status(verify(&pki, "filed", &anchors(crl))),
+                RevocationStatus::Good { .. }
+            ),
+            "{name}"
+        ),
+        Some(why) => {
+            let error = verify(&pki, "filed", &anchors(crl)).err().unwrap();
+            assert_eq!(error.reason(), "revocation-unknown", "{name}: {error}");
+            assert!(error.to_string().contains(why), "{name}: {error}");
+        }
+    };
+    for (name, section, refusal) in cases {
+        let crl = std::fs::read(pki.gencrl_with("int", name, &section)).unwrap();
+        check(name, &crl, refusal);
+    }
+    // An entry's critical extension that is not understood spoils the whole CRL.
+    let plain = pki.read("plain.crl");
+    check("plain.crl re-signed", &resigned(&pki, &plain, |_| {}), None);
+    check(
+        "critical entry extension",
+        &resigned(&pki, &plain, critical_entry_extension),
+        Some("an entry has the unknown critical extension 1.3.6.1.4.1.55555.3"),
+    );
+}

@@ -295,6 +295,22 @@ impl TestPki {
         self.file(&der)
     }
 
+    /// Writes `name` (DER) from `ca`'s database with the CRL extensions of the config
+    /// `section` (e.g. `issuingDistributionPoint=critical,@idp` and the sections it
+    /// names), returns its path.
+    pub fn gencrl_with(&self, ca: &str, name: &str, section: &str) -> PathBuf {
+        let config = format!("{name}.cnf");
+        let mut text = self.read(&format!("{ca}-ca.cnf"));
+        text.extend_from_slice(format!("\n[crl_ext]\n{section}\n").as_bytes());
+        write(self.path(), &config, text);
+        let pem = format!("{name}.pem");
+        self.run(&[
+            "ca", "-config", &config, "-gencrl", "-crlexts", "crl_ext", "-out", &pem,
+        ]);
+        self.run(&["crl", "-in", &pem, "-outform", "DER", "-out", name]);
+        self.file(name)
+    }
+
     /// The root as the only trust anchor.
     pub fn anchors(&self) -> TrustAnchors {
         TrustAnchors::new(&x509::parse_pem_chain(&self.read("root.pem")).unwrap()).unwrap()

@@ -583,3 +583,36 @@ fn only_complete_crls_answer() {
         Some("an entry has the unknown critical extension 1.3.6.1.4.1.55555.3"),
     );
 }
+
+#[test]
+fn strict_mode_refuses_a_certificate_without_any_source() {
+    let Some((pki, server)) = published(None) else {
+        return;
+    };
+    pki.issue("bare", "p256", "sign");
+    server.publish(&pki);
+    let strict = RevocationPolicy {
+        fail_mode: FailMode::Strict,
+        ..RevocationPolicy::default()
+    };
+    // Hard (the default) records it as not checked; strict refuses it.
+    assert!(matches!(
+        status(verify(&pki, "bare", &pki.anchors())),
+        RevocationStatus::NotChecked { .. }
+    ));
+    let error = verify(&pki, "bare", &with(&pki, strict)).err().unwrap();
+    assert_eq!(error.reason(), "revocation-unknown", "{error}");
+    assert!(
+        error.to_string().contains("names no CRL or OCSP source"),
+        "{error}"
+    );
+    // A CRL file covering it is a source: strict accepts it.
+    let crl = std::fs::read(pki.file("int.crl")).unwrap();
+    let covered = pki
+        .anchors()
+        .with_revocation(Revocation::new(strict).with_crl(&crl).unwrap());
+    assert!(matches!(
+        status(verify(&pki, "bare", &covered)),
+        RevocationStatus::Good { .. }
+    ));
+}

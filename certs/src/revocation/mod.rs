@@ -33,6 +33,11 @@ pub enum FailMode {
     Hard,
     /// Accept it, recording that the status could not be checked.
     Soft,
+    /// As [`FailMode::Hard`], and a certificate that names no source (no CRL
+    /// distribution point, no OCSP responder) and that no CRL file covers is refused
+    /// too (`revocation-unknown`), where the other modes record it as not checked.
+    /// For a PKI whose every certificate has a source: not the development PKI.
+    Strict,
 }
 
 /// How revocation is checked.
@@ -179,10 +184,17 @@ impl Revocation {
                 Finding::Revoked(detail) => return Err(Refusal::Revoked { subject, detail }),
                 Finding::Unknown(problems) => {
                     let detail = problems.join("; ");
-                    if self.policy.fail_mode == FailMode::Hard {
+                    if self.policy.fail_mode != FailMode::Soft {
                         return Err(Refusal::Unknown { subject, detail });
                     }
                     unchecked.push(format!("{subject}: no source answered ({detail})"));
+                }
+                Finding::NoSource if self.policy.fail_mode == FailMode::Strict => {
+                    return Err(Refusal::Unknown {
+                        subject,
+                        detail: "it names no CRL or OCSP source and no CRL file covers it"
+                            .to_owned(),
+                    });
                 }
                 Finding::NoSource => {
                     unchecked.push(format!("{subject}: names no CRL or OCSP source"));

@@ -21,7 +21,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{have, lf, openssl, reason};
+use common::{have, lf, openssl, pkcs7_entity as entity, reason};
 use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, UnwrapError, Unwrapped};
 use kvgate_certs::x509;
 
@@ -92,20 +92,6 @@ fn signed_mail(dir: &Path) -> Vec<u8> {
     let text = String::from_utf8(input).unwrap();
     let (headers, body) = text.split_once("\n\n").unwrap();
     format!("{headers}\nX-KIM-Dienstkennung: KIM-Mail;Default;V1.0\n\n{body}").into_bytes()
-}
-
-/// The DER AuthEnvelopedData as an `application/pkcs7-mime` entity with `label`.
-fn entity(der: &[u8], label: &str) -> Vec<u8> {
-    let mut entity = format!(
-        "Content-Type: application/pkcs7-mime; smime-type={label}; name=smime.p7m\r\n\
-Content-Transfer-Encoding: base64\r\n\r\n"
-    )
-    .into_bytes();
-    for line in openssl::base64::encode_block(der).as_bytes().chunks(76) {
-        entity.extend_from_slice(line);
-        entity.extend_from_slice(b"\r\n");
-    }
-    entity
 }
 
 /// Unwraps AuthEnvelopedData `der` for `which` recipient, trusting the pinned signer, as of `at`.

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use common::der::Tlv;
 use common::pki::{Publish, TestPki};
 use kvgate_certs::revocation::RevocationStatus;
 use kvgate_certs::smime::{self, DecryptionKey, TrustAnchors, UnwrapError, Unwrapped};
@@ -353,6 +354,130 @@ fn path_validation_refuses_unfit_certificates() {
         &[],
     );
     assert_eq!(m.reason("fake.eml"), "untrusted-signer");
+}
+
+#[test]
+fn weak_keys_and_weakly_signed_certificates_are_refused() {
+    let Some(m) = Matrix::new() else { return };
+    let refusal = |name: &str| {
+        let out = format!("{name}.eml");
+        let chain = format!(
+            "{}.pem",
+            if name == "under-weak-int" {
+                "weak-int"
+            } else {
+                "int"
+            }
+        );
+        m.pki
+            .sign_with_chain("letter.eml", &out, name, Some(&chain), &[]);
+        match m.unwrap_file(&out) {
+            Ok(_) => panic!("{name}: verified"),
+            Err(e) => {
+                eprintln!("{name}: {}: {e}", e.reason());
+                (e.reason(), e.to_string())
+            }
+        }
+    };
+    for (name, bits) in [("rsa1024", 1024), ("rsa512", 512)] {
+        m.pki.issue(name, name, "sign");
+        let (reason, text) = refusal(name);
+        assert_eq!(reason, "signer-weak-key", "{text}");
+        assert!(
+            text.contains(&format!("CN={name}, O=kvgate test"))
+                && text.contains(&format!("a {bits}-bit RSA key (the signer certificate)"))
+                && text.contains("at least 2048 bits"),
+            "{text}"
+        );
+    }
+    // A leaf of a strong key under an intermediate with a weak one.
+    m.pki.issue_from("weak-int", "rsa1024", "int", "root");
+    m.pki
+        .issue_from("under-weak-int", "p256", "sign", "weak-int");
+    let (reason, text) = refusal("under-weak-int");
+    assert_eq!(reason, "signer-weak-key", "{text}");
+    assert!(
+        text.contains("CN=weak-int, O=kvgate test")
+            && text.contains("a 1024-bit RSA key (the certificate at depth 1 of its chain)"),
+        "{text}"
+    );
+    // A signer certificate its CA signed with SHA-1.
+    m.pki
+        .issue_signed("sha1-signed", "p256", "sign", "int", "-sha1");
+    let (reason, text) = refusal("sha1-signed");
+    assert_eq!(reason, "weak-algorithm", "{text}");
+    assert!(
+        text.contains("RSA-SHA1 of the signer certificate"),
+        "{text}"
+    );
+    // At the limits: RSA-2048 and P-224 pass.
+    m.pki.issue("p224", "p224", "sign");
+    for signer in ["p224", "practice"] {
+        let out = format!("{signer}-ok.eml");
+        m.pki.sign("letter.eml", &out, signer, true, &[]);
+        assert_eq!(m.check(&out, signer, false), None);
+    }
+}
+
+#[test]
+fn signed_content_of_another_type_than_data_is_refused() {
+    let Some(m) = Matrix::new() else { return };
+    /// id-ct-TSTInfo: what a timestamp token signs.
+    const TST_INFO: &str = "1.2.840.113549.1.9.16.1.4";
+    let tst = ["-econtent_type", TST_INFO];
+    m.pki.sign("letter.eml", "tst.eml", "practice", false, &tst);
+    m.pki.sign(
+        "letter.eml",
+        "tst-noattr.eml",
+        "practice",
+        false,
+        &[&tst[..], &["-noattr"]].concat(),
+    );
+    for name in ["tst.eml", "tst-noattr.eml"] {
+        assert_eq!(m.reason(name), "unexpected-content-type", "{name}");
+    }
+    // eContentType rewritten to id-data, the signed content-type attribute still
+    // TSTInfo: OpenSSL does not compare them (the CLI verifies it), we do.
+    m.pki.sign(
+        "letter.eml",
+        "tst.der",
+        "practice",
+        false,
+        &[&tst[..], &["-outform", "DER"]].concat(),
+    );
+    let mut der = Tlv::parse(&m.pki.read("tst.der"));
+    // ContentInfo [0] SignedData: version, digestAlgorithms, encapContentInfo { eContentType, ... }
+    *der.at(&[1, 0, 2, 0]).octets() = vec![0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
+    common::write(m.pki.path(), "relabelled.der", der.encode());
+    let (verified, said) = common::openssl_status(
+        m.pki.path(),
+        &[
+            "cms",
+            "-verify",
+            "-noverify",
+            "-inform",
+            "DER",
+            "-in",
+            "relabelled.der",
+            "-out",
+            "/dev/null",
+        ],
+    );
+    eprintln!("openssl cms -verify of the relabelled signature: {verified}: {said}");
+    let result = smime::unwrap(
+        &common::pkcs7_entity(&der.encode(), "signed-data"),
+        &m.keys,
+        &m.anchors,
+        SystemTime::now(),
+    );
+    let refusal = result.err().unwrap();
+    assert_eq!(refusal.reason(), "unexpected-content-type", "{refusal}");
+    assert!(
+        refusal
+            .to_string()
+            .contains("content-type attribute names 1.2.840.113549.1.9.16.1.4"),
+        "{refusal}"
+    );
 }
 
 #[test]

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509, X509Crl};
 
+use crl::Crl;
+
 use crate::error::{CertError, Context};
 
 /// What to do when a certificate names revocation sources but none answers.
@@ -31,6 +33,11 @@ pub enum FailMode {
     Hard,
     /// Accept it, recording that the status could not be checked.
     Soft,
+    /// As [`FailMode::Hard`], and a certificate that names no source (no CRL
+    /// distribution point, no OCSP responder) and that no CRL file covers is refused
+    /// too (`revocation-unknown`), where the other modes record it as not checked.
+    /// For a PKI whose every certificate has a source: not the development PKI.
+    Strict,
 }
 
 /// How revocation is checked.
@@ -121,9 +128,9 @@ enum Answer {
 /// verifications (it is `Sync`).
 pub struct Revocation {
     policy: RevocationPolicy,
-    crl_files: Vec<X509Crl>,
+    crl_files: Vec<Crl>,
     /// CRLs fetched from distribution points, by address.
-    crl_cache: Mutex<HashMap<String, Arc<X509Crl>>>,
+    crl_cache: Mutex<HashMap<String, Arc<Crl>>>,
     /// OCSP answers by issuer fingerprint and serial, with when they were fetched.
     ocsp_cache: Mutex<HashMap<String, (Instant, Answer)>>,
 }
@@ -149,7 +156,7 @@ impl Revocation {
             X509Crl::from_der(crl)
         }
         .context("reading a CRL")?;
-        self.crl_files.push(crl);
+        self.crl_files.push(Crl::new(crl));
         Ok(self)
     }
 
@@ -170,15 +177,24 @@ impl Revocation {
         for (index, pair) in chain.windows(2).enumerate() {
             let (cert, issuer) = (&pair[0], &pair[1]);
             let subject = crate::x509::subject_line(cert);
-            match self.check_one(cert, issuer, &chain[index + 1..], ocsp_store) {
+            // Path validation made every certificate above the signer a CA.
+            let is_ca = index > 0;
+            match self.check_one(cert, issuer, is_ca, &chain[index + 1..], ocsp_store) {
                 Finding::Good(source) => sources.push(source),
                 Finding::Revoked(detail) => return Err(Refusal::Revoked { subject, detail }),
                 Finding::Unknown(problems) => {
                     let detail = problems.join("; ");
-                    if self.policy.fail_mode == FailMode::Hard {
+                    if self.policy.fail_mode != FailMode::Soft {
                         return Err(Refusal::Unknown { subject, detail });
                     }
                     unchecked.push(format!("{subject}: no source answered ({detail})"));
+                }
+                Finding::NoSource if self.policy.fail_mode == FailMode::Strict => {
+                    return Err(Refusal::Unknown {
+                        subject,
+                        detail: "it names no CRL or OCSP source and no CRL file covers it"
+                            .to_owned(),
+                    });
                 }
                 Finding::NoSource => {
                     unchecked.push(format!("{subject}: names no CRL or OCSP source"));
@@ -194,11 +210,13 @@ impl Revocation {
         }
     }
 
-    /// Asks the sources of `cert` in turn; `issuers` starts with its issuer.
+    /// Asks the sources of `cert` (a CA certificate if `is_ca`) in turn; `issuers`
+    /// starts with its issuer.
     fn check_one(
         &self,
         cert: &X509,
         issuer: &X509,
+        is_ca: bool,
         issuers: &[X509],
         ocsp_store: &X509StoreRef,
     ) -> Finding {
@@ -212,7 +230,10 @@ impl Revocation {
             }
         };
         for file in self.crl_files.iter().filter(|c| crl::covers(c, cert)) {
-            if let Some(found) = conclude("CRL file".to_owned(), crl::status(file, cert, issuer)) {
+            if let Some(found) = conclude(
+                "CRL file".to_owned(),
+                crl::status(file, cert, issuer, is_ca),
+            ) {
                 return found;
             }
         }
@@ -225,7 +246,7 @@ impl Revocation {
         for url in crl::distribution_points(cert) {
             let answer = self
                 .fetched_crl(&url)
-                .and_then(|fetched| crl::status(&fetched, cert, issuer));
+                .and_then(|fetched| crl::status(&fetched, cert, issuer, is_ca));
             if let Some(found) = conclude(format!("CRL {url}"), answer) {
                 return found;
             }
@@ -238,7 +259,7 @@ impl Revocation {
     }
 
     /// The CRL at `url`: the cached one while current, else fetched anew.
-    fn fetched_crl(&self, url: &str) -> Result<Arc<X509Crl>, String> {
+    fn fetched_crl(&self, url: &str) -> Result<Arc<Crl>, String> {
         let mut cache = self
             .crl_cache
             .lock()

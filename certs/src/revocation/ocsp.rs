@@ -17,6 +17,12 @@ use crate::error::reasons;
 /// Allowed clock difference with the responder, in seconds.
 const CLOCK_SKEW: u32 = 300;
 
+/// The oldest answer taken, in seconds since its thisUpdate: 7 days. A response
+/// without nextUpdate (RFC 6960 §4.2.2.1: newer information is always available)
+/// would otherwise count however old it is, and a replayed old "good" would outlive
+/// a revocation. With nextUpdate, the response must also not have passed it.
+const MAX_AGE: u32 = 7 * 86_400;
+
 /// The `http://` OCSP responders of `cert`.
 pub(super) fn responders(cert: &X509) -> Vec<String> {
     cert.ocsp_responders()
@@ -83,7 +89,7 @@ pub(super) fn query(
         .find_status(&id)
         .ok_or("the response does not mention the certificate")?;
     status
-        .check_validity(CLOCK_SKEW, None)
+        .check_validity(CLOCK_SKEW, Some(MAX_AGE))
         .map_err(|e| failed("the response is not current", e))?;
     match status.status {
         OcspCertStatus::GOOD => Ok(Answer::Good),

@@ -7,6 +7,7 @@
 use der::asn1::{Any, ObjectIdentifier, OctetString};
 use der::{Decode, Encode, Sequence};
 use openssl::md::{Md, MdRef};
+use openssl::pkey::Private;
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::symm::Cipher;
@@ -28,16 +29,23 @@ use crate::SecretBytes;
 /// id-ct-authEnvelopedData (RFC 5083).
 pub(super) const AUTH_ENVELOPED_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.23");
-/// id-data: the decrypted content is a MIME entity.
-const DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
+/// id-data: the decrypted (or signed) content is a MIME entity.
+pub(super) const DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 /// The content-type attribute (RFC 5652 11.1).
-const CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
+pub(super) const CONTENT_TYPE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
 /// rsaEncryption: PKCS#1 v1.5 key transport.
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// id-RSAES-OAEP (RFC 8017).
 const RSAES_OAEP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.7");
 /// id-mgf1.
 const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+/// id-aes128-GCM, id-aes192-GCM, id-aes256-GCM (RFC 5084).
+const GCM: [ObjectIdentifier; 3] = [
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.6"),
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.26"),
+    ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.1.46"),
+];
 /// id-pSpecified: the OAEP label.
 const P_SPECIFIED: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.9");
 
@@ -209,6 +217,14 @@ fn read(tree: &mut ber::Node) -> Result<Parsed, UnwrapError> {
     Ok(Parsed { data })
 }
 
+/// The one refusal, per gateway key, of every failure from key transport to the tag
+/// check. RFC 3218 §2.3: which RSA step failed, or whether the recovered key had the
+/// right length, must not be told apart (Bleichenbacher's and Manger's oracles);
+/// a failed or ill-sized key transport goes on with a random key, and the tag check
+/// fails with it.
+const NOT_AUTHENTIC: &str =
+    "the content does not authenticate (key, content or authentication tag altered)";
+
 /// Decrypts with the first of `keys` a key-transport RecipientInfo names (by
 /// issuer and serial or by subject key identifier); returns the plaintext and
 /// the key's certificate. The GCM tag (`mac`) is verified, with the
@@ -227,7 +243,7 @@ pub(super) fn decrypt<'k>(
             if !names(&ktri.rid, &key.cert) {
                 continue;
             }
-            match unwrap_key(ktri, key).and_then(|cek| open(data, &cek)) {
+            match open_with(data, ktri, key) {
                 Ok(plaintext) => return Ok((plaintext, &key.cert)),
                 Err(e) => failures.push(format!("{}: {e}", crate::x509::subject_line(&key.cert))),
             }
@@ -237,6 +253,24 @@ pub(super) fn decrypt<'k>(
         return Err(UnwrapError::DecryptionFailed(failures.join("; ")));
     }
     Err(super::not_for_gateway(keys))
+}
+
+/// Recovers the content-encryption key of `ktri` with `key` and opens the content.
+/// What the structure says (algorithms, parameters) is refused precisely; from key
+/// transport through the tag check every failure is [`NOT_AUTHENTIC`].
+fn open_with(
+    data: &AuthEnvelopedData,
+    ktri: &KeyTransRecipientInfo,
+    key: &DecryptionKey,
+) -> Result<SecretBytes, String> {
+    let gcm = Gcm::of(data)?;
+    let mut transport = key_transport(ktri, key)?;
+    let cek = recover_cek(
+        &mut transport,
+        ktri.enc_key.as_bytes(),
+        gcm.cipher.key_len(),
+    )?;
+    gcm.open(&cek).ok_or_else(|| NOT_AUTHENTIC.to_owned())
 }
 
 /// Whether `rid` names `cert`.
@@ -255,9 +289,15 @@ fn names(rid: &RecipientIdentifier, cert: &X509) -> bool {
     }
 }
 
-/// Recovers the content-encryption key with the gateway's RSA key.
-fn unwrap_key(ktri: &KeyTransRecipientInfo, key: &DecryptionKey) -> Result<SecretBytes, String> {
-    let failed = |e: openssl::error::ErrorStack| format!("key transport failed: {}", reasons(&e));
+/// A decryption context of the gateway's RSA key set up for the key transport
+/// `ktri` names (PKCS#1 v1.5 or RSAES-OAEP with its parameters).
+fn key_transport(
+    ktri: &KeyTransRecipientInfo,
+    key: &DecryptionKey,
+) -> Result<PkeyCtx<Private>, String> {
+    let failed = |e: openssl::error::ErrorStack| {
+        format!("the key transport cannot be set up: {}", reasons(&e))
+    };
     let mut ctx = PkeyCtx::new(&key.key).map_err(failed)?;
     ctx.decrypt_init().map_err(failed)?;
     let algorithm = &ktri.key_enc_alg;
@@ -308,9 +348,32 @@ fn unwrap_key(ktri: &KeyTransRecipientInfo, key: &DecryptionKey) -> Result<Secre
             algorithm.oid
         ));
     }
-    let mut cek = SecretBytes::default();
-    ctx.decrypt_to_vec(ktri.enc_key.as_bytes(), &mut cek)
-        .map_err(failed)?;
+    Ok(ctx)
+}
+
+/// The content-encryption key `wrapped` holds, if RSA decryption succeeds and gives
+/// `len` octets; else a random key of `len` octets, chosen without a branch on the
+/// outcome (RFC 3218 §2.3.2), so that only the tag check can fail.
+fn recover_cek(
+    ctx: &mut PkeyCtx<Private>,
+    wrapped: &[u8],
+    len: usize,
+) -> Result<SecretBytes, String> {
+    // Drawn before decrypting: whether it is used must not change the work done.
+    let mut random = SecretBytes::from(vec![0; len]);
+    openssl::rand::rand_bytes(&mut random)
+        .map_err(|e| format!("no random key could be drawn: {}", reasons(&e)))?;
+    let mut recovered = SecretBytes::default();
+    let decrypted = ctx.decrypt_to_vec(wrapped, &mut recovered).is_ok();
+    let fits = decrypted & (recovered.len() == len);
+    let keep = 0u8.wrapping_sub(u8::from(std::hint::black_box(fits)));
+    let mut cek = SecretBytes::with_capacity(len);
+    cek.extend(
+        random
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| (recovered.get(i).copied().unwrap_or(0) & keep) | (r & !keep)),
+    );
     Ok(cek)
 }
 
@@ -329,54 +392,113 @@ fn digest(algorithm: Option<&AlgorithmIdentifier>) -> Result<&'static MdRef, Str
     }
 }
 
-/// Verifies the tag and decrypts the content with `cek` (AES-GCM).
-fn open(data: &AuthEnvelopedData, cek: &[u8]) -> Result<SecretBytes, String> {
-    let info = &data.auth_encrypted_content;
-    let algorithm = &info.content_enc_alg;
-    let cipher = match algorithm.oid.to_string().as_str() {
-        "2.16.840.1.101.3.4.1.6" => Cipher::aes_128_gcm(),
-        "2.16.840.1.101.3.4.1.26" => Cipher::aes_192_gcm(),
-        "2.16.840.1.101.3.4.1.46" => Cipher::aes_256_gcm(),
-        other => return Err(format!("unsupported content encryption {other}")),
+/// The AES-GCM opening of an AuthEnvelopedData: cipher, nonce, tag and additional data.
+struct Gcm<'d> {
+    cipher: Cipher,
+    nonce: OctetString,
+    tag: &'d [u8],
+    aad: Vec<u8>,
+    ciphertext: &'d [u8],
+}
+
+impl<'d> Gcm<'d> {
+    /// Reads what `data` says about its AES-GCM encryption. A tag (`mac`) other than
+    /// the parameters declare is [`NOT_AUTHENTIC`], like any altered tag.
+    fn of(data: &'d AuthEnvelopedData) -> Result<Self, String> {
+        let info = &data.auth_encrypted_content;
+        let algorithm = &info.content_enc_alg;
+        let cipher = match algorithm.oid.to_string().as_str() {
+            "2.16.840.1.101.3.4.1.6" => Cipher::aes_128_gcm(),
+            "2.16.840.1.101.3.4.1.26" => Cipher::aes_192_gcm(),
+            "2.16.840.1.101.3.4.1.46" => Cipher::aes_256_gcm(),
+            other => return Err(format!("unsupported content encryption {other}")),
+        };
+        let params = algorithm
+            .parameters
+            .as_ref()
+            .ok_or("the AES-GCM parameters are missing")?
+            .decode_as::<GcmParameters>()
+            .map_err(|e| format!("the AES-GCM parameters cannot be read: {e}"))?;
+        let tag = data.mac.as_bytes();
+        if !tag_fits(params.icv_len, tag.len()) {
+            return Err(NOT_AUTHENTIC.to_owned());
+        }
+        let aad = match &data.auth_attrs {
+            // RFC 5083 2.1: the DER of the attributes with a SET OF tag.
+            Some(attrs) => attrs
+                .to_der()
+                .map_err(|e| format!("the authenticated attributes cannot be encoded: {e}"))?,
+            None => Vec::new(),
+        };
+        let ciphertext = info
+            .encrypted_content
+            .as_ref()
+            .map(OctetString::as_bytes)
+            .unwrap_or_default();
+        Ok(Gcm {
+            cipher,
+            nonce: params.nonce,
+            tag,
+            aad,
+            ciphertext,
+        })
+    }
+
+    /// The plaintext, if the tag verifies with `cek`.
+    fn open(&self, cek: &[u8]) -> Option<SecretBytes> {
+        openssl::symm::decrypt_aead(
+            self.cipher,
+            cek,
+            Some(self.nonce.as_bytes()),
+            &self.aad,
+            self.ciphertext,
+            self.tag,
+        )
+        .ok()
+        .map(SecretBytes::from)
+    }
+}
+
+/// Whether the `mac` of AuthEnvelopedData that OpenSSL parsed is as long as its
+/// AES-GCM parameters declare ([`tag_fits`]). OpenSSL checks as many tag octets as
+/// `mac` holds, whatever `icvLen` says: a `mac` of 4 octets would pass with odds of
+/// 2^-32 for a forger. `der` is the ContentInfo as OpenSSL encodes it, without the
+/// encrypted content (large, and not needed here). Other ciphers pass: OpenSSL
+/// decrypts AES-GCM only.
+pub(super) fn openssl_tag_fits(der: &[u8]) -> bool {
+    let Ok(tree) = ber::parse(der) else {
+        return false;
     };
-    let params = algorithm
+    let Some(body) = tree
+        .children()
+        .get(1)
+        .and_then(|tagged| tagged.children().first())
+    else {
+        return false;
+    };
+    // version, [0] originatorInfo?, recipientInfos SET, authEncryptedContentInfo,
+    // [1] authAttrs?, mac, [2] unauthAttrs?
+    let mut after_set = body.children().iter().skip_while(|f| f.tag != 0x31).skip(1);
+    let (Some(info), Some(mac)) = (after_set.next(), after_set.find(|f| f.tag != 0xa1)) else {
+        return false;
+    };
+    let (Some(algorithm), ber::Value::Primitive(mac)) = (info.children().get(1), &mac.value) else {
+        return false;
+    };
+    let Ok(algorithm) = AlgorithmIdentifier::from_der(&algorithm.to_der()) else {
+        return false;
+    };
+    if !GCM.contains(&algorithm.oid) {
+        return true;
+    }
+    algorithm
         .parameters
-        .as_ref()
-        .ok_or("the AES-GCM parameters are missing")?
-        .decode_as::<GcmParameters>()
-        .map_err(|e| format!("the AES-GCM parameters cannot be read: {e}"))?;
-    let tag = data.mac.as_bytes();
-    if !(12..=16).contains(&params.icv_len) || tag.len() != usize::from(params.icv_len) {
-        return Err(format!(
-            "the authentication tag has {} octets where {} are declared",
-            tag.len(),
-            params.icv_len
-        ));
-    }
-    if cek.len() != cipher.key_len() {
-        // A wrong key (or PKCS#1 v1.5 implicit rejection) gives the wrong length.
-        return Err("the recovered content-encryption key has the wrong length".to_owned());
-    }
-    let aad = match &data.auth_attrs {
-        // RFC 5083 2.1: the DER of the attributes with a SET OF tag.
-        Some(attrs) => attrs
-            .to_der()
-            .map_err(|e| format!("the authenticated attributes cannot be encoded: {e}"))?,
-        None => Vec::new(),
-    };
-    let ciphertext = info
-        .encrypted_content
-        .as_ref()
-        .map(OctetString::as_bytes)
-        .unwrap_or_default();
-    openssl::symm::decrypt_aead(
-        cipher,
-        cek,
-        Some(params.nonce.as_bytes()),
-        &aad,
-        ciphertext,
-        tag,
-    )
-    .map(SecretBytes::from)
-    .map_err(|_| "the authentication tag does not verify (content or key altered)".to_owned())
+        .and_then(|p| p.decode_as::<GcmParameters>().ok())
+        .is_some_and(|params| tag_fits(params.icv_len, mac.len()))
+}
+
+/// Whether a `mac` of `tag_len` octets is what GCM parameters with `icv_len`
+/// declare: RFC 5084 allows 12 to 16 octets, and the tag must have them all.
+fn tag_fits(icv_len: u8, tag_len: usize) -> bool {
+    (12..=16).contains(&icv_len) && tag_len == usize::from(icv_len)
 }

@@ -61,6 +61,14 @@ pub(super) enum Value {
 }
 
 impl Node {
+    /// The elements inside; none for a primitive element.
+    pub fn children(&self) -> &[Node] {
+        match &self.value {
+            Value::Constructed(children) => children,
+            Value::Primitive(_) => &[],
+        }
+    }
+
     /// The elements inside, mutable; none for a primitive element.
     pub fn children_mut(&mut self) -> &mut [Node] {
         match &mut self.value {

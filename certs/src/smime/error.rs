@@ -85,6 +85,20 @@ pub enum UnwrapError {
         /// What the chain check said.
         detail: String,
     },
+    /// The signed content is not a message: its eContentType is not id-data (e.g. a
+    /// timestamp's TSTInfo), or a signer's content-type attribute names another type
+    /// (`unexpected-content-type`).
+    #[error("the signed content is not a message: {0}")]
+    UnexpectedContentType(String),
+    /// A key of the signer's chain is too weak: RSA, DSA or DH under 2048 bits,
+    /// elliptic curves under 224 (`signer-weak-key`).
+    #[error("the certificate {subject} of the signer's chain has a weak key: {detail}")]
+    SignerWeakKey {
+        /// Subject of the certificate with the weak key.
+        subject: String,
+        /// The key's size and what is required.
+        detail: String,
+    },
     /// A `multipart/signed` whose signature also embeds content: what is shown
     /// would not be what is signed (`content-confusion`, CVE-2018-18509 class).
     #[error(
@@ -115,6 +129,8 @@ impl UnwrapError {
             UnwrapError::RevocationUnknown { .. } => "revocation-unknown",
             UnwrapError::SignerUsage { .. } => "signer-usage",
             UnwrapError::CriticalExtension { .. } => "critical-extension",
+            UnwrapError::SignerWeakKey { .. } => "signer-weak-key",
+            UnwrapError::UnexpectedContentType(_) => "unexpected-content-type",
             UnwrapError::ContentConfusion => "content-confusion",
             UnwrapError::TooDeep { .. } => "too-deep",
         }

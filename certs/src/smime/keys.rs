@@ -135,8 +135,13 @@ impl fmt::Debug for TrustAnchors {
     }
 }
 
+/// OpenSSL's security level for signer chains: 112-bit strength, so RSA, DSA and DH
+/// keys of at least 2048 bits, elliptic curves of at least 224, and no certificate
+/// signed with SHA-1 or MD5 (the anchor's self-signature aside).
+pub(super) const AUTH_LEVEL: i32 = 2;
+
 /// A store of `anchors` with, if given, the verification time (seconds since the
-/// epoch) and purpose.
+/// epoch) and purpose; with a purpose (signer chains), at [`AUTH_LEVEL`].
 fn store(
     anchors: &[X509],
     at: Option<i64>,
@@ -152,6 +157,7 @@ fn store(
     param.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
     if let Some(purpose) = purpose {
         param.set_purpose(purpose)?;
+        param.set_auth_level(AUTH_LEVEL);
     }
     if let Some(at) = at {
         param.set_time(at);

@@ -9,6 +9,7 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
 
 use foreign_types_shared::{ForeignType, ForeignTypeRef};
+use openssl::asn1::Asn1ObjectRef;
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::error::ErrorStack;
 use openssl::nid::Nid;
@@ -40,6 +41,7 @@ unsafe extern "C" {
     fn CMS_signed_get_attr_count(si: *const c_void) -> c_int;
     fn CMS_signed_get_attr(si: *const c_void, loc: c_int) -> *mut ffi::X509_ATTRIBUTE;
     fn CMS_is_detached(cms: *mut ffi::CMS_ContentInfo) -> c_int;
+    fn CMS_get0_eContentType(cms: *mut ffi::CMS_ContentInfo) -> *const ffi::ASN1_OBJECT;
     fn CMS_get0_content(cms: *mut ffi::CMS_ContentInfo) -> *mut *mut ffi::ASN1_OCTET_STRING;
     fn CMS_decrypt_set1_pkey(
         cms: *mut ffi::CMS_ContentInfo,
@@ -81,6 +83,22 @@ pub(super) fn content_type(cms: &CmsContentInfoRef) -> ContentType {
         },
         ffi::NID_pkcs7_signed => ContentType::Signed,
         other => ContentType::Other(Nid::from_raw(other)),
+    }
+}
+
+/// The type of the content SignedData `cms` signs (its eContentType), as its NID and
+/// its name (or dotted OID); `None` if it has none.
+pub(super) fn econtent_type(cms: &CmsContentInfoRef) -> Option<(Nid, String)> {
+    // SAFETY: `cms` is valid for the borrow; CMS_get0_eContentType only reads it and
+    // returns a pointer into it (or NULL), used only while `cms` is borrowed here.
+    unsafe {
+        let object = CMS_get0_eContentType(cms.as_ptr());
+        if object.is_null() {
+            clear_errors();
+            return None;
+        }
+        let object = Asn1ObjectRef::from_ptr(object.cast_mut());
+        Some((object.nid(), object.to_string()))
     }
 }
 
@@ -250,6 +268,16 @@ pub(super) fn decrypt(
     if unsafe { CMS_decrypt_set1_pkey(cms.as_ptr(), key.as_ptr(), cert.as_ptr()) } != 1 {
         return Err(DecryptFailure::Key(ErrorStack::get()));
     }
+    // OpenSSL would check the tag with as many octets as `mac` holds.
+    if content_type(cms)
+        == (ContentType::Enveloped {
+            authenticated: true,
+        })
+        && !der_without_content(cms).is_ok_and(|der| super::auth_enveloped::openssl_tag_fits(&der))
+    {
+        clear_errors();
+        return Err(DecryptFailure::Content);
+    }
     // SAFETY: `cms` now holds the content key; CMS_dataInit returns a new BIO
     // chain (ours to free) that decrypts the embedded content as it is read.
     let bio = unsafe { CMS_dataInit(cms.as_ptr(), ptr::null_mut()) };
@@ -298,6 +326,27 @@ pub(super) fn decrypt(
     unsafe { ffi::BIO_free_all(bio) };
     clear_errors();
     result.map(|()| plaintext)
+}
+
+/// The DER of (auth-)enveloped `cms` with its encrypted content left out: the rest
+/// is small, and holds fields OpenSSL has no accessor for (the `mac`, the cipher's
+/// parameters).
+fn der_without_content(cms: &CmsContentInfoRef) -> Result<Vec<u8>, ErrorStack> {
+    // SAFETY: `cms` is valid for the borrow and used by nothing else meanwhile (its
+    // owner is decrypting it on this thread). CMS_get0_content returns a pointer to
+    // the encryptedContent field (or NULL). The field is OPTIONAL: while it is NULL,
+    // i2d encodes the structure without it; the pointer is put back before returning,
+    // so the string stays owned by `cms` and nothing is freed or leaked.
+    unsafe {
+        let slot = CMS_get0_content(cms.as_ptr());
+        if slot.is_null() {
+            return cms.to_der();
+        }
+        let content = std::mem::replace(&mut *slot, ptr::null_mut());
+        let der = cms.to_der();
+        *slot = content;
+        der
+    }
 }
 
 /// Doubles the capacity of `buffer`, wiping the old allocation (a `Vec` would free it

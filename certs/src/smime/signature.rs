@@ -4,11 +4,17 @@ use std::time::SystemTime;
 
 use openssl::cms::CmsContentInfo;
 use openssl::nid::Nid;
+use openssl::pkey::Id;
 use openssl::stack::StackRef;
 use openssl::x509::store::X509StoreRef;
 use openssl::x509::{X509, X509Ref, X509StoreContext};
 use openssl_sys as ffi;
 
+use cms::cert::x509::attr::Attribute;
+use der::Decode;
+use der::asn1::ObjectIdentifier;
+
+use super::auth_enveloped::{CONTENT_TYPE, DATA};
 use super::chains::Inputs;
 use super::error::{has_cms_reason, reasons};
 use super::keys;
@@ -71,6 +77,8 @@ pub(super) fn verify(
             }
         }
     }
+
+    check_content_type(&cms, &infos)?;
 
     libcrypto::verify_signatures(&mut cms, detached.as_deref().map(Vec::as_slice))
         .map_err(signature_refusal)?;
@@ -164,6 +172,55 @@ pub(super) fn verify(
     })
 }
 
+/// Checks that SignedData `cms` signs a message: eContentType id-data, and every
+/// content-type signed attribute (RFC 5652 §11.1: one value, equal to eContentType;
+/// OpenSSL does not compare them) id-data too.
+fn check_content_type(
+    cms: &CmsContentInfo,
+    infos: &[libcrypto::SignerInfo],
+) -> Result<(), UnwrapError> {
+    match libcrypto::econtent_type(cms) {
+        Some((Nid::PKCS7_DATA, _)) => {}
+        Some((_, name)) => {
+            return Err(UnwrapError::UnexpectedContentType(format!(
+                "it is of type {name}, not data (1.2.840.113549.1.7.1)"
+            )));
+        }
+        None => {
+            return Err(UnwrapError::Malformed(
+                "the signed data names no content type".to_owned(),
+            ));
+        }
+    }
+    for der in infos.iter().flat_map(|info| &info.signed_attributes) {
+        let attribute = Attribute::from_der(der).map_err(|e| {
+            UnwrapError::Malformed(format!("a signed attribute cannot be read: {e}"))
+        })?;
+        if attribute.oid != CONTENT_TYPE {
+            continue;
+        }
+        let named: Vec<_> = attribute
+            .values
+            .iter()
+            .map(|value| value.decode_as::<ObjectIdentifier>())
+            .collect();
+        if !matches!(named.as_slice(), [Ok(oid)] if *oid == DATA) {
+            let named: Vec<String> = named
+                .iter()
+                .map(|oid| {
+                    oid.as_ref()
+                        .map_or_else(|_| "unreadable".to_owned(), ToString::to_string)
+                })
+                .collect();
+            return Err(UnwrapError::UnexpectedContentType(format!(
+                "a signer's content-type attribute names {}, the content is data",
+                named.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A readable name of an algorithm, e.g. `SHA256` or `RSASSA-PSS`.
 fn algorithm_name(nid: Nid) -> String {
     nid.short_name()
@@ -208,13 +265,15 @@ fn check_chain(
                 .chain()
                 .map(|chain| chain.iter().map(X509Ref::to_owned).collect())
                 .unwrap_or_default();
-            Ok((valid, c.error(), c.error_depth(), chain))
+            let failing = c.current_cert().map(X509Ref::to_owned);
+            Ok((valid, c.error(), c.error_depth(), chain, failing))
         })
     });
-    let (valid, result, depth, chain) = outcome.map_err(|e| UnwrapError::UntrustedSigner {
-        subject: subject.clone(),
-        detail: format!("the chain could not be checked: {}", reasons(&e)),
-    })?;
+    let (valid, result, depth, chain, failing) =
+        outcome.map_err(|e| UnwrapError::UntrustedSigner {
+            subject: subject.clone(),
+            detail: format!("the chain could not be checked: {}", reasons(&e)),
+        })?;
     if valid {
         return Ok(chain);
     }
@@ -232,6 +291,41 @@ fn check_chain(
         ffi::X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION => {
             Err(UnwrapError::CriticalExtension { subject, detail })
         }
+        ffi::X509_V_ERR_EE_KEY_TOO_SMALL | ffi::X509_V_ERR_CA_KEY_TOO_SMALL => {
+            let weak = failing.as_deref().unwrap_or(cert);
+            Err(UnwrapError::SignerWeakKey {
+                subject: crate::x509::subject_line(weak),
+                detail: format!("{} ({which}); {KEY_SIZES}", key_size(weak)),
+            })
+        }
+        ffi::X509_V_ERR_CA_MD_TOO_WEAK => Err(UnwrapError::WeakAlgorithm {
+            algorithm: format!(
+                "{} of {which}",
+                failing.as_deref().map_or_else(
+                    || "the signature".to_owned(),
+                    |c| algorithm_name(c.signature_algorithm().object().nid())
+                )
+            ),
+        }),
         _ => Err(UnwrapError::UntrustedSigner { subject, detail }),
     }
+}
+
+/// The key sizes [`keys::AUTH_LEVEL`] requires, for refusals.
+const KEY_SIZES: &str =
+    "at least 2048 bits are required for RSA, DSA and DH, 224 for elliptic curves";
+
+/// The size and type of `cert`'s public key, e.g. `a 1024-bit RSA key`.
+fn key_size(cert: &X509Ref) -> String {
+    let Ok(key) = cert.public_key() else {
+        return "a key that cannot be read".to_owned();
+    };
+    let kind = match key.id() {
+        Id::RSA | Id::RSA_PSS => "RSA",
+        Id::DSA => "DSA",
+        Id::DH | Id::DHX => "DH",
+        Id::EC => "elliptic-curve",
+        _ => "public",
+    };
+    format!("a {}-bit {kind} key", key.bits())
 }

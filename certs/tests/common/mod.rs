@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod der;
 pub mod pki;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,20 @@ pub fn lf(bytes: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// `der` (CMS) as an `application/pkcs7-mime` entity of `smime_type`, base64.
+pub fn pkcs7_entity(der: &[u8], smime_type: &str) -> Vec<u8> {
+    let mut entity = format!(
+        "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    for line in openssl::base64::encode_block(der).as_bytes().chunks(76) {
+        entity.extend_from_slice(line);
+        entity.extend_from_slice(b"\r\n");
+    }
+    entity
 }
 
 /// The reason code of a refused unwrap (printing the sentence); panics if it succeeded.

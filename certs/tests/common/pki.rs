@@ -14,8 +14,11 @@ use super::{openssl, write};
 /// Key types the tests use, as `openssl genpkey` options.
 pub fn key_options(kind: &str) -> Vec<&'static str> {
     match kind {
+        "rsa512" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512"],
+        "rsa1024" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
         "rsa2048" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
         "rsa3072" => vec!["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072"],
+        "p224" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-224"],
         "p256" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
         "p384" => vec!["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
         "bp256" => vec![
@@ -179,6 +182,11 @@ impl TestPki {
 
     /// Issues `name.pem` under `issuer` (`issuer.pem`, `issuer.key`).
     pub fn issue_from(&self, name: &str, kind: &str, section: &str, issuer: &str) {
+        self.issue_signed(name, kind, section, issuer, "-sha256");
+    }
+
+    /// Issues `name.pem` under `issuer`, signed with `digest` (e.g. `-sha1`).
+    pub fn issue_signed(&self, name: &str, kind: &str, section: &str, issuer: &str, digest: &str) {
         self.key(name, kind);
         self.request(name);
         let serial = self.serial.fetch_add(1, Ordering::Relaxed).to_string();
@@ -195,7 +203,7 @@ impl TestPki {
             &serial,
             "-days",
             "365",
-            "-sha256",
+            digest,
             "-extfile",
             "ext.cnf",
             "-extensions",
@@ -285,6 +293,22 @@ impl TestPki {
         let der = format!("{ca}.crl");
         self.run(&["crl", "-in", &pem, "-outform", "DER", "-out", &der]);
         self.file(&der)
+    }
+
+    /// Writes `name` (DER) from `ca`'s database with the CRL extensions of the config
+    /// `section` (e.g. `issuingDistributionPoint=critical,@idp` and the sections it
+    /// names), returns its path.
+    pub fn gencrl_with(&self, ca: &str, name: &str, section: &str) -> PathBuf {
+        let config = format!("{name}.cnf");
+        let mut text = self.read(&format!("{ca}-ca.cnf"));
+        text.extend_from_slice(format!("\n[crl_ext]\n{section}\n").as_bytes());
+        write(self.path(), &config, text);
+        let pem = format!("{name}.pem");
+        self.run(&[
+            "ca", "-config", &config, "-gencrl", "-crlexts", "crl_ext", "-out", &pem,
+        ]);
+        self.run(&["crl", "-in", &pem, "-outform", "DER", "-out", name]);
+        self.file(name)
     }
 
     /// The root as the only trust anchor.

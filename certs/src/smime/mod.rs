@@ -293,13 +293,11 @@ fn decrypt<'k>(
             // the certificate, and with NO_MATCHING_RECIPIENT when none fits the key type.
             Err(DecryptFailure::Key(e))
                 if e.errors().is_empty() || has_cms_reason(&e, CMS_R_NO_MATCHING_RECIPIENT) => {}
-            Err(DecryptFailure::Key(e)) => failures.push(format!(
-                "{}: {}",
-                crate::x509::subject_line(&key.cert),
-                reasons(&e)
-            )),
-            Err(DecryptFailure::Content) => failures.push(format!(
-                "{}: the content does not decrypt (bad padding or authentication tag)",
+            // One sentence whether the key transport (RSA padding, OAEP decoding) or
+            // the content (CBC padding, GCM tag) failed: a difference would tell a
+            // submitter which, an oracle on the gateway's key (Bleichenbacher, Manger).
+            Err(DecryptFailure::Key(_) | DecryptFailure::Content) => failures.push(format!(
+                "{}: the content encryption key or the content does not decrypt",
                 crate::x509::subject_line(&key.cert)
             )),
         }

@@ -63,12 +63,20 @@ impl<'a> Fate<'a> {
 /// The enhanced status (RFC 3463) a DSN reports for a refusal reason.
 pub fn status_for(reason: &str) -> &'static str {
     match reason {
-        "malformed" | "not-smime" | "too-deep" | "earztbrief-profile" | "processing-failed"
-        | "processing-timeout" | "processing-crashed" => "5.6.0",
+        "malformed"
+        | "not-smime"
+        | "too-deep"
+        | "earztbrief-profile"
+        | "processing-failed"
+        | "processing-timeout"
+        | "processing-crashed"
+        | "unexpected-content-type" => "5.6.0",
         "bad-signature" | "content-confusion" | "untrusted-signer" | "signer-expired"
         | "signer-revoked" | "signer-usage" | "critical-extension" => "5.7.7",
         "not-encrypted" | "not-signed" | "not-for-gateway" | "decryption-failed"
-        | "weak-algorithm" => "5.7.5",
+        | "weak-algorithm" | "signer-weak-key" => "5.7.5",
+        // RFC 3463 "cryptographic algorithm not supported": EnvelopedData is not taken.
+        "unauthenticated-encryption" => "5.7.6",
         "no-member-key" => "5.1.1",
         "queue-lifetime" => "5.4.7",
         "waiting" => "4.4.7",

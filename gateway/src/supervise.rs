@@ -318,7 +318,9 @@ impl Supervisor {
                     tracing::warn!(tracking = %job.id, error = %e, "processing failed; will retry");
                     Ok(())
                 }
-                Err(panic) => self.panicked(&job.id, &panic_message(panic.as_ref())),
+                // What the panic said stays out of the records and the DSN: it may
+                // quote the letter (the panic hook logs where it happened).
+                Err(_) => self.panicked(&job.id),
             };
             if let Err(e) = settled {
                 tracing::error!(tracking = %job.id, error = %e, "cannot record the outcome of processing");
@@ -337,7 +339,7 @@ impl Supervisor {
     }
 
     /// Counts a panic against `id` and quarantines it if its attempts are used up.
-    fn panicked(&self, id: &TrackingId, message: &str) -> Result<(), Transient> {
+    fn panicked(&self, id: &TrackingId) -> Result<(), Transient> {
         let counted = self
             .pipeline
             .store()
@@ -345,11 +347,13 @@ impl Supervisor {
         let Some(Some(attempts)) = counted.first().copied() else {
             return Ok(());
         };
-        tracing::error!(tracking = %id, attempts, panic = %message, "processing panicked");
+        tracing::error!(tracking = %id, attempts, "processing panicked");
         if attempts < self.policy.max_attempts {
             return Ok(());
         }
-        let detail = format!("processing failed {attempts} times; last: {message}");
+        let detail = format!(
+            "processing failed {attempts} times: the gateway hit a fault of its own (the operator's log says where)"
+        );
         self.quarantine(id, "processing-failed", detail, attempts)
     }
 
@@ -471,15 +475,6 @@ impl Supervisor {
                 .0;
         }
     }
-}
-
-/// The message a panic carried, if it is text.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 #[cfg(test)]

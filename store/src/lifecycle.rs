@@ -40,13 +40,26 @@ impl Store {
         })
     }
 
-    /// Records that the member's app used the API at `at` (at most one write a day).
+    /// Records that the member's app used the API at `at` (at most one write a day);
+    /// nothing for a member who is gone (an account deleted while one of its requests
+    /// ran leaves no record behind).
     pub fn record_access(&self, kvnr: &Kvnr, at: Timestamp) -> Result<(), StoreError> {
+        let recent = |last: Option<Timestamp>| {
+            last.is_some_and(|last| at.0 < last.0.saturating_add(ACCESS_RESOLUTION_MS))
+        };
         let last = self.read(|tx| get::<Timestamp>(&tx.open_table(ACCESS)?, kvnr.as_str()))?;
-        if last.is_some_and(|last| at.0 < last.0.saturating_add(ACCESS_RESOLUTION_MS)) {
+        if recent(last) {
             return Ok(());
         }
-        self.write(|tx| put(&mut tx.open_table(ACCESS)?, kvnr.as_str(), &at))
+        self.write(|tx| {
+            let mut access = tx.open_table(ACCESS)?;
+            if recent(get(&access, kvnr.as_str())?)
+                || tx.open_table(MEMBERS)?.get(kvnr.as_str())?.is_none()
+            {
+                return Ok(());
+            }
+            put(&mut access, kvnr.as_str(), &at)
+        })
     }
 
     /// Every member with their last access, by KVNR.
@@ -92,6 +105,18 @@ impl Store {
 mod tests {
     use super::*;
     use crate::testing;
+
+    #[test]
+    fn access_of_a_member_who_is_gone_leaves_no_record() {
+        let (_dir, store) = testing::open();
+        let (alice, _) = testing::member(&store, "A123456780");
+        store.delete_account(&alice, "cancelled").unwrap().unwrap();
+        store.record_access(&alice, crate::time::now()).unwrap();
+        let left = store
+            .read(|tx| get::<Timestamp>(&tx.open_table(ACCESS)?, alice.as_str()))
+            .unwrap();
+        assert_eq!(left, None);
+    }
 
     #[test]
     fn access_is_recorded_once_a_day_and_ending_is_kept() {

@@ -98,7 +98,14 @@ pub fn due(members: &[Retention], at: Timestamp) -> Vec<Action> {
 /// Applies the rules at `at`; returns what was done.
 pub fn apply(store: &Store, at: Timestamp) -> Result<Vec<Action>, StoreError> {
     let actions = due(&store.retention()?, at);
-    for action in &actions {
+    // Memberships often end together (at a quarter's end): compact once for them all.
+    store.deferring_scrub(|| apply_each(store, &actions))?;
+    Ok(actions)
+}
+
+/// Carries out `actions`, one after another.
+fn apply_each(store: &Store, actions: &[Action]) -> Result<(), StoreError> {
+    for action in actions {
         match action {
             Action::CloseSmarthealth(kvnr) => {
                 store.close_smarthealth(kvnr, action.reason())?;
@@ -110,7 +117,7 @@ pub fn apply(store: &Store, at: Timestamp) -> Result<Vec<Action>, StoreError> {
         // The log outlives the account: it does not name the member.
         tracing::info!(reason = action.reason(), "retention rule applied");
     }
-    Ok(actions)
+    Ok(())
 }
 
 /// Applies the rules at start and every hour until `stop` turns true.

@@ -10,6 +10,8 @@
 
 use redb::ReadableTable;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use crate::db::Tx;
 
 use crate::Store;
@@ -38,6 +40,15 @@ pub struct Deleted {
     pub letters: usize,
     /// Upload records deleted.
     pub uploads: usize,
+}
+
+/// Compactions put off until a batch of deletions ends.
+#[derive(Default)]
+pub(crate) struct Scrub {
+    /// How many batches are running.
+    deferred: AtomicUsize,
+    /// Whether a deletion in one of them wants a compaction.
+    pending: AtomicBool,
 }
 
 /// What one commit of an account's deletion removed.
@@ -126,10 +137,29 @@ pub(crate) fn delete_letters(
 impl Store {
     /// Compacts after a deletion (see `compact`); a failure is logged, not returned:
     /// the deletion stands, but its bytes stay in the file until the next compaction.
+    /// Within [`Store::deferring_scrub`], only once that ends.
     pub(crate) fn scrub(&self) {
+        if self.scrub.deferred.load(Ordering::SeqCst) > 0 {
+            self.scrub.pending.store(true, Ordering::SeqCst);
+            return;
+        }
         if let Err(error) = self.compact() {
             tracing::error!(%error, "deleted data is still in the database file: compaction failed");
         }
+    }
+
+    /// Runs `f` (deletions, one after another) and compacts once at its end instead of
+    /// after each deletion: every compaction rewrites the whole file while every other
+    /// store call waits.
+    pub fn deferring_scrub<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.scrub.deferred.fetch_add(1, Ordering::SeqCst);
+        let outcome = f();
+        if self.scrub.deferred.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.scrub.pending.swap(false, Ordering::SeqCst)
+        {
+            self.scrub();
+        }
+        outcome
     }
 
     /// The ciphertext of one of the member's letters as stored, read only (unlike
@@ -231,6 +261,33 @@ mod tests {
                 Ok(found)
             })
             .unwrap()
+    }
+
+    #[test]
+    fn deletions_in_a_batch_are_compacted_once_at_its_end() {
+        let (dir, store) = testing::open();
+        let file = || std::fs::read(dir.path().join("kvgate.redb")).unwrap();
+        let kvnrs = ["A123456780", "X110411319"];
+        let members: Vec<Kvnr> = kvnrs
+            .iter()
+            .map(|kvnr| testing::member(&store, kvnr).0)
+            .collect();
+        store.deferring_scrub(|| {
+            for member in &members {
+                store.delete_account(member, "cancelled").unwrap().unwrap();
+            }
+            let left = file();
+            assert!(
+                kvnrs
+                    .iter()
+                    .any(|kvnr| testing::contains(&left, kvnr.as_bytes())),
+                "compacted before the batch ended"
+            );
+        });
+        let left = file();
+        for kvnr in kvnrs {
+            assert!(!testing::contains(&left, kvnr.as_bytes()), "{kvnr} is left");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::account::Scrub;
 use crate::bodies::{Bodies, Durable};
 use crate::error::StoreError;
 use crate::group::Group;
@@ -189,6 +190,8 @@ pub struct Store {
     pub(crate) bodies: Bodies,
     /// The outbound entries being handed to the relay.
     pub(crate) attempts: Attempts,
+    /// Compactions put off while deletions run in a batch.
+    pub(crate) scrub: Scrub,
     /// The spool whose files go with the letters the store drops (see
     /// [`Store::attach_spool`]).
     spool: OnceLock<Spool>,
@@ -246,6 +249,7 @@ impl Store {
             group: Group::default(),
             bodies,
             attempts: Attempts::default(),
+            scrub: Scrub::default(),
             spool: OnceLock::new(),
         };
         store.write(|tx| {

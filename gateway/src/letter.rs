@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use kvgate_certs::SecretBytes;
 use kvgate_certs::openpgp::StoredPgpMime;
+use kvgate_certs::smime::Signer;
 use kvgate_store::{Ciphertext, Timestamp, TrackingId};
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -36,6 +37,8 @@ pub struct Provenance<'a> {
     pub chain_valid_at: Timestamp,
     /// A profile the letter breaks and why (e.g. `earztbrief-profile`), if delivered anyway.
     pub finding: Option<(&'a str, &'a str)>,
+    /// Who else signed the same layer.
+    pub co_signers: &'a [Signer],
 }
 
 /// KIM's result headers for a letter that was decrypted and whose signature
@@ -123,6 +126,16 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
         )
         .into_bytes(),
     );
+    for other in provenance.co_signers {
+        head.extend_from_slice(
+            format!(
+                "X-Kvgate-Co-Signer: signer=\"{}\"; sha256={}\r\n",
+                header_safe(&other.subject),
+                other.fingerprint
+            )
+            .as_bytes(),
+        );
+    }
     head.extend_from_slice(KIM_RESULTS.as_bytes());
     if let Some((code, detail)) = provenance.finding {
         head.extend_from_slice(
@@ -385,6 +398,7 @@ mod tests {
             verified_at: Timestamp(0),
             chain_valid_at: Timestamp(0),
             finding: None,
+            co_signers: &[],
         };
         let letter = member_letter(inner, &p);
         let text = String::from_utf8(letter.parts().concat()).unwrap();
@@ -413,6 +427,7 @@ mod tests {
             verified_at: Timestamp(0),
             chain_valid_at: Timestamp(0),
             finding: None,
+            co_signers: &[],
         };
         let inner = b" 99 (folded into the gateway's last field)\r\n\
             X-Kvgate-Signature: verified; signer=\"CN=Prof. Dr. Famous\";\r\n at=x\r\n\

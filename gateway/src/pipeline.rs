@@ -141,6 +141,26 @@ pub(crate) fn signed_and_encrypted(unwrapped: &Unwrapped) -> Result<&Signer, Ref
         .ok_or_else(|| Refusal::new("not-signed", "the letter carries no S/MIME signature"))
 }
 
+/// Makes the letter's signer the one that belongs to the connected `sender` where the
+/// signed layer had several: which SignerInfo comes first is the DER order of their
+/// encodings, not the sender's choice, and a letter the sender signed and another
+/// co-signed is the sender's all the same. The others stay co-signers.
+fn bind_signer(sender: &kvgate_store::Sender, unwrapped: &mut Unwrapped) {
+    let Some(first) = &mut unwrapped.signer else {
+        return;
+    };
+    if sender.owns(&first.fingerprint) {
+        return;
+    }
+    if let Some(theirs) = unwrapped
+        .co_signers
+        .iter_mut()
+        .find(|other| sender.owns(&other.fingerprint))
+    {
+        std::mem::swap(first, theirs);
+    }
+}
+
 /// Sender integrity (KIM): a `Sender` header names an address the connected sender
 /// may use, and the envelope sender is the From or the Sender address.
 fn check_sender_integrity(
@@ -401,6 +421,8 @@ impl Pipeline {
                 return Ok(Err(refusal));
             }
         };
+        let mut unwrapped = unwrapped;
+        bind_signer(&sender, &mut unwrapped);
         let headers = LetterHeaders::parse(&unwrapped.content);
         let mut events =
             match self.check_signer(&sender, &submission.mail_from, &unwrapped, &headers) {
@@ -476,6 +498,12 @@ impl Pipeline {
             signer.digest_algorithm,
             signer.revocation
         );
+        for other in &unwrapped.co_signers {
+            detail.push_str(&format!(
+                "; co-signed by {} (sha256 {})",
+                other.subject, other.fingerprint
+            ));
+        }
         if let Some(mapping) = self.check_kim_recipients(&unwrapped.recipients)? {
             detail.push_str("; ");
             detail.push_str(&mapping);
@@ -620,6 +648,7 @@ impl Pipeline {
                 finding: finding
                     .as_ref()
                     .map(|(code, detail)| (*code, detail.as_str())),
+                co_signers: &unwrapped.co_signers,
             },
         );
         let (message_id, replies_to) = letter_headers.threading();
@@ -743,5 +772,67 @@ impl Pipeline {
         }
         tracing::info!(tracking = %id, state = ?state, "letter processed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvgate_certs::revocation::RevocationStatus;
+    use kvgate_store::SenderKind;
+
+    use super::*;
+
+    fn signer(fingerprint: &str) -> Signer {
+        Signer {
+            fingerprint: fingerprint.to_owned(),
+            subject: format!("CN={fingerprint}"),
+            serial: "01".to_owned(),
+            issuer: "CN=CA".to_owned(),
+            emails: Vec::new(),
+            digest_algorithm: "SHA256".to_owned(),
+            signature_algorithm: "rsaEncryption".to_owned(),
+            revocation: RevocationStatus::NotChecked {
+                detail: String::new(),
+            },
+            verified_at: std::time::SystemTime::UNIX_EPOCH,
+            cert_der: Vec::new(),
+        }
+    }
+
+    fn letter(signers: &[&str]) -> Unwrapped {
+        Unwrapped {
+            content: Vec::new().into(),
+            signer: signers.first().map(|first| signer(first)),
+            co_signers: signers[1..].iter().map(|other| signer(other)).collect(),
+            encrypted: true,
+            recipients: Vec::new(),
+        }
+    }
+
+    fn fingerprints(letter: &Unwrapped) -> Vec<String> {
+        let first = letter.signer.iter();
+        first
+            .chain(&letter.co_signers)
+            .map(|s| s.fingerprint.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_senders_own_signer_is_the_letters_whichever_signerinfo_comes_first() {
+        let sender = kvgate_store::Sender {
+            id: "demo-practice".to_owned(),
+            kind: SenderKind::Practice,
+            addresses: Vec::new(),
+            certificates: vec!["own".to_owned()],
+        };
+        for (before, after) in [
+            (&["own", "other"][..], ["own", "other"]),
+            (&["other", "own"][..], ["own", "other"]),
+            (&["x", "y"][..], ["x", "y"]),
+        ] {
+            let mut unwrapped = letter(before);
+            bind_signer(&sender, &mut unwrapped);
+            assert_eq!(fingerprints(&unwrapped), after, "{before:?}");
+        }
     }
 }

@@ -766,3 +766,61 @@ fn dienstkennung_decides_the_inbox_of_an_address_that_names_none() {
         "{dsn}"
     );
 }
+
+#[test]
+fn a_letter_co_signed_by_another_practice_is_its_senders_whatever_the_order() {
+    require(&["openssl", "gpg", "curl"]);
+    let install = Install::new();
+    install.issue_practice("second", "praxis@second.test");
+    let server = install.serve(&[]);
+    let session = member_session(&install, &server);
+    let own = [
+        install.pki("demo-practice.pem"),
+        install.pki("demo-practice.key"),
+    ];
+    let other = [install.work("second.pem"), install.work("second.key")];
+    // The SignerInfos are sorted by their encoding, so try both orders on the line.
+    for signers in [[&own, &other], [&other, &own]] {
+        let (input, signed, encrypted) = (
+            install.work("cosigned.eml"),
+            install.work("cosigned.p7m"),
+            install.work("cosigned.enc"),
+        );
+        std::fs::write(&input, letter_with(&format!("From: <{PRACTICE}>\r\n"))).unwrap();
+        let mut sign = Command::new("openssl");
+        sign.args(["cms", "-sign", "-md", "sha256", "-in"])
+            .arg(&input);
+        for [cert, key] in signers {
+            sign.arg("-signer").arg(cert).arg("-inkey").arg(key);
+        }
+        run(sign.arg("-out").arg(&signed));
+        run(Command::new("openssl")
+            .args(["cms", "-encrypt", "-aes-256-gcm", "-in"])
+            .arg(&signed)
+            .arg("-out")
+            .arg(&encrypted)
+            .arg(install.pki("gateway.pem")));
+        let (id, trail) = file_letter(&install, &server, &std::fs::read(&encrypted).unwrap());
+        let verified = verified_detail(&trail);
+        let (signer, rest) = verified.split_once("; co-signed by ").unwrap();
+        assert!(signer.contains("Demo Practice"), "{verified}");
+        assert!(rest.starts_with("O=Test, CN=second (sha256 "), "{verified}");
+        let delivered = letter_of(&session, &id);
+        let plaintext = gpg_decrypt(&install, &install.work("gnupg"), &delivered).unwrap();
+        let text = String::from_utf8_lossy(&plaintext);
+        let field = |name: &str| {
+            text.lines()
+                .find(|line| line.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name}: {text}"))
+                .to_owned()
+        };
+        assert!(
+            field("X-Kvgate-Signature: ").contains("Demo Practice"),
+            "{text}"
+        );
+        assert!(
+            field("X-Kvgate-Co-Signer: ").contains("CN=second"),
+            "{text}"
+        );
+    }
+}

@@ -65,6 +65,9 @@ pub struct Unwrapped {
     pub content: SecretBytes,
     /// The signer of the innermost signed layer; `None` if nothing was signed.
     pub signer: Option<Signer>,
+    /// The other signers of that layer, if it had more than one (each verified and
+    /// chained like the first).
+    pub co_signers: Vec<Signer>,
     /// Whether any layer was encrypted to the gateway.
     pub encrypted: bool,
     /// The recipients gematik's attribute 1.2.276.0.76.4.173 names (KIM), from
@@ -78,6 +81,7 @@ impl fmt::Debug for Unwrapped {
         f.debug_struct("Unwrapped")
             .field("content", &format_args!("<{} octets>", self.content.len()))
             .field("signer", &self.signer)
+            .field("co_signers", &self.co_signers)
             .field("encrypted", &self.encrypted)
             .field("recipients", &self.recipients)
             .finish()
@@ -161,6 +165,7 @@ fn unwrap_layers(
     let mut current = SecretBytes::from(message);
     let mut encrypted = false;
     let mut signer = None;
+    let mut co_signers = Vec::new();
     let mut recipients: Vec<KimRecipient> = Vec::new();
     let mut decrypting: Option<&X509> = None;
     let mut layers = 0;
@@ -181,6 +186,7 @@ fn unwrap_layers(
             return Ok(Unwrapped {
                 content: current,
                 signer,
+                co_signers,
                 encrypted,
                 recipients,
             });
@@ -194,7 +200,7 @@ fn unwrap_layers(
             SecretBytes::from(mime::body(&current).to_vec())
         } else if kind == Kind::MultipartSigned {
             let verified = multipart_signed(&current, anchors, at)?;
-            signer = Some(verified.signer);
+            (signer, co_signers) = (Some(verified.signer), verified.co_signers);
             recipients.extend(verified.recipients);
             verified.content
         } else {
@@ -239,7 +245,7 @@ fn unwrap_layers(
                 }
                 ContentType::Signed => {
                     let verified = signature::verify(cms, None, anchors, at)?;
-                    signer = Some(verified.signer);
+                    (signer, co_signers) = (Some(verified.signer), verified.co_signers);
                     recipients.extend(verified.recipients);
                     verified.content
                 }

@@ -48,8 +48,11 @@ const WEAK: [Nid; 11] = [
 pub(super) struct Verified {
     /// The content the signature covers.
     pub content: SecretBytes,
-    /// The (first) signer.
+    /// The first signer.
     pub signer: Signer,
+    /// The other signers, if the layer has more than one SignerInfo (each verified and
+    /// chained like the first).
+    pub co_signers: Vec<Signer>,
     /// The recipients gematik's attribute names in the first signer's signed attributes.
     pub recipients: Vec<KimRecipient>,
 }
@@ -103,6 +106,7 @@ pub(super) fn verify(
     let at_seconds = keys::unix_seconds(at);
     let ocsp_store = anchors.ocsp_store().map_err(chain_failure)?;
     let mut first = None;
+    let mut co_signers = Vec::new();
     for info in libcrypto::signer_infos(&cms) {
         let cert = info.cert.ok_or_else(|| UnwrapError::UntrustedSigner {
             subject: "unknown".to_owned(),
@@ -129,13 +133,31 @@ pub(super) fn verify(
                     UnwrapError::RevocationUnknown { subject, detail }
                 }
             })?;
+        let signer = signer_of(&cert, info.digest, info.signature, revocation, at)?;
         if first.is_none() {
-            let attributes = info.signed_attributes;
-            first = Some((cert, info.digest, info.signature, revocation, attributes));
+            first = Some((signer, info.signed_attributes));
+        } else {
+            co_signers.push(signer);
         }
     }
-    let (cert, digest, signature, revocation, attributes) =
+    let (signer, attributes) =
         first.ok_or_else(|| UnwrapError::Malformed("the signed data has no signer".to_owned()))?;
+    Ok(Verified {
+        content,
+        recipients: kim::signed_recipients(&attributes)?,
+        signer,
+        co_signers,
+    })
+}
+
+/// What is recorded of the signer with certificate `cert`.
+fn signer_of(
+    cert: &X509Ref,
+    digest: Nid,
+    signature: Nid,
+    revocation: crate::revocation::RevocationStatus,
+    at: SystemTime,
+) -> Result<Signer, UnwrapError> {
     let unreadable = |e: openssl::error::ErrorStack| {
         UnwrapError::Malformed(format!(
             "the signer certificate cannot be read: {}",
@@ -143,32 +165,28 @@ pub(super) fn verify(
         ))
     };
     let cert_der = cert.to_der().map_err(unreadable)?;
-    let serial = crate::x509::serial_hex(&cert)
+    let serial = crate::x509::serial_hex(cert)
         .map_err(|e| UnwrapError::Malformed(format!("the signer certificate: {e}")))?;
-    Ok(Verified {
-        content,
-        recipients: kim::signed_recipients(&attributes)?,
-        signer: Signer {
-            fingerprint: crate::x509::fingerprint_der(&cert_der),
-            subject: crate::x509::subject_line(&cert),
-            serial,
-            issuer: crate::x509::name_line(cert.issuer_name()),
-            emails: cert
-                .subject_alt_names()
-                .map(|names| {
-                    names
-                        .iter()
-                        .filter_map(|name| name.email())
-                        .map(str::to_ascii_lowercase)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            digest_algorithm: algorithm_name(digest),
-            signature_algorithm: algorithm_name(signature),
-            revocation,
-            verified_at: at,
-            cert_der,
-        },
+    Ok(Signer {
+        fingerprint: crate::x509::fingerprint_der(&cert_der),
+        subject: crate::x509::subject_line(cert),
+        serial,
+        issuer: crate::x509::name_line(cert.issuer_name()),
+        emails: cert
+            .subject_alt_names()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|name| name.email())
+                    .map(str::to_ascii_lowercase)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        digest_algorithm: algorithm_name(digest),
+        signature_algorithm: algorithm_name(signature),
+        revocation,
+        verified_at: at,
+        cert_der,
     })
 }
 

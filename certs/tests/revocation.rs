@@ -601,7 +601,7 @@ fn strict_mode_refuses_a_certificate_without_any_source() {
         RevocationStatus::NotChecked { .. }
     ));
     let error = verify(&pki, "bare", &with(&pki, strict)).err().unwrap();
-    assert_eq!(error.reason(), "revocation-unknown", "{error}");
+    assert_eq!(error.reason(), "revocation-no-source", "{error}");
     assert!(
         error.to_string().contains("names no CRL or OCSP source"),
         "{error}"

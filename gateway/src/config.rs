@@ -218,7 +218,9 @@ pub struct Trust {
     #[serde(default)]
     pub crls: Vec<PathBuf>,
     /// What happens when no CRL or OCSP source answers: `hard` refuses the
-    /// letter (`revocation-unknown`), `soft` delivers it and records that.
+    /// letter (`revocation-unknown`), `soft` delivers it and records that; `strict`
+    /// is `hard` and also refuses a certificate that names no source and no CRL file
+    /// covers (`revocation-no-source`; not for the development PKI).
     #[serde(default)]
     pub revocation: RevocationMode,
 }
@@ -232,6 +234,8 @@ pub enum RevocationMode {
     Hard,
     /// Deliver, recording that the status was not checked.
     Soft,
+    /// Refuse as `hard` does, and refuse a certificate that has no source at all.
+    Strict,
 }
 
 /// SMTP limits.

@@ -549,6 +549,7 @@ pub(crate) fn signer_trust(
         fail_mode: match config.trust.revocation {
             RevocationMode::Hard => FailMode::Hard,
             RevocationMode::Soft => FailMode::Soft,
+            RevocationMode::Strict => FailMode::Strict,
         },
         ..RevocationPolicy::default()
     };

@@ -345,3 +345,33 @@ fn alter_last_block(install: &Install, letter: &[u8]) -> Vec<u8> {
         .collect();
     format!("{headers}\n\n{}\n", lines.join("\n")).into_bytes()
 }
+
+#[test]
+fn strict_revocation_refuses_a_signer_without_a_source_at_once() {
+    require(&["openssl"]);
+    let install = Install::new();
+    let mut config: toml::Table = std::fs::read_to_string(install.config())
+        .unwrap()
+        .parse()
+        .unwrap();
+    config["trust"]
+        .as_table_mut()
+        .unwrap()
+        .insert("revocation".into(), "strict".into());
+    std::fs::write(install.config(), toml::to_string(&config).unwrap()).unwrap();
+    let server = install.serve(&[]);
+    // The development PKI's certificates name no CRL or OCSP source.
+    let letter = install.practice_letter(&text_letter("x", "y"), "x");
+    let id = tracking_id(&server.send(install.practice_tls(), PRACTICE, &[&rcpt()], &letter));
+    let trail = wait_final(&install, &id);
+    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "failed", "{trail}");
+    assert_eq!(last["reason"], "revocation-no-source", "{trail}");
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("names no CRL or OCSP source"),
+        "{last}"
+    );
+}

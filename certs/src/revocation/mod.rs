@@ -35,7 +35,7 @@ pub enum FailMode {
     Soft,
     /// As [`FailMode::Hard`], and a certificate that names no source (no CRL
     /// distribution point, no OCSP responder) and that no CRL file covers is refused
-    /// too (`revocation-unknown`), where the other modes record it as not checked.
+    /// too (`revocation-no-source`), where the other modes record it as not checked.
     /// For a PKI whose every certificate has a source: not the development PKI.
     Strict,
 }
@@ -102,6 +102,12 @@ pub(crate) enum Refusal {
         subject: String,
         /// What each source said.
         detail: String,
+    },
+    /// Strict: a certificate names no source and no CRL file covers it, which no
+    /// later try changes.
+    NoSource {
+        /// Subject of the certificate.
+        subject: String,
     },
 }
 
@@ -190,11 +196,7 @@ impl Revocation {
                     unchecked.push(format!("{subject}: no source answered ({detail})"));
                 }
                 Finding::NoSource if self.policy.fail_mode == FailMode::Strict => {
-                    return Err(Refusal::Unknown {
-                        subject,
-                        detail: "it names no CRL or OCSP source and no CRL file covers it"
-                            .to_owned(),
-                    });
+                    return Err(Refusal::NoSource { subject });
                 }
                 Finding::NoSource => {
                     unchecked.push(format!("{subject}: names no CRL or OCSP source"));

@@ -66,6 +66,15 @@ pub enum UnwrapError {
         /// What each CRL or OCSP source said.
         detail: String,
     },
+    /// Strict revocation checking: a certificate of the signer's chain names no CRL or
+    /// OCSP source and no configured CRL file covers it (`revocation-no-source`).
+    #[error(
+        "the revocation status of {subject} cannot be checked: it names no CRL or OCSP source and no CRL file of the gateway covers it"
+    )]
+    RevocationNoSource {
+        /// Subject of the certificate.
+        subject: String,
+    },
     /// The signer certificate may not sign e-mail: keyUsage without
     /// digitalSignature or nonRepudiation, or an extendedKeyUsage without
     /// emailProtection (`signer-usage`).
@@ -127,6 +136,7 @@ impl UnwrapError {
             UnwrapError::WeakAlgorithm { .. } => "weak-algorithm",
             UnwrapError::SignerRevoked { .. } => "signer-revoked",
             UnwrapError::RevocationUnknown { .. } => "revocation-unknown",
+            UnwrapError::RevocationNoSource { .. } => "revocation-no-source",
             UnwrapError::SignerUsage { .. } => "signer-usage",
             UnwrapError::CriticalExtension { .. } => "critical-extension",
             UnwrapError::SignerWeakKey { .. } => "signer-weak-key",

@@ -132,6 +132,7 @@ pub(super) fn verify(
                 Refusal::Unknown { subject, detail } => {
                     UnwrapError::RevocationUnknown { subject, detail }
                 }
+                Refusal::NoSource { subject } => UnwrapError::RevocationNoSource { subject },
             })?;
         let signer = signer_of(&cert, info.digest, info.signature, revocation, at)?;
         if first.is_none() {

@@ -71,8 +71,14 @@ pub fn status_for(reason: &str) -> &'static str {
         | "processing-timeout"
         | "processing-crashed"
         | "unexpected-content-type" => "5.6.0",
-        "bad-signature" | "content-confusion" | "untrusted-signer" | "signer-expired"
-        | "signer-revoked" | "signer-usage" | "critical-extension" => "5.7.7",
+        "bad-signature"
+        | "content-confusion"
+        | "untrusted-signer"
+        | "signer-expired"
+        | "signer-revoked"
+        | "signer-usage"
+        | "critical-extension"
+        | "revocation-no-source" => "5.7.7",
         "not-encrypted" | "not-signed" | "not-for-gateway" | "decryption-failed"
         | "weak-algorithm" | "signer-weak-key" => "5.7.5",
         // RFC 3463 "cryptographic algorithm not supported": EnvelopedData is not taken.

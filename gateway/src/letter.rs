@@ -357,6 +357,23 @@ pub(crate) fn rfc5322_date(at: Timestamp) -> String {
 mod tests {
     use super::*;
 
+    /// A letter's provenance as tests need it: signed by `CN=Demo Practice`.
+    fn provenance(id: &TrackingId) -> Provenance<'_> {
+        Provenance {
+            tracking_id: id,
+            signer: "CN=Demo Practice",
+            fingerprint: "ab",
+            serial: "1F",
+            issuer: "CN=CA",
+            algorithms: "RSA with SHA256",
+            revocation: "not checked",
+            verified_at: Timestamp(0),
+            chain_valid_at: Timestamp(0),
+            finding: None,
+            co_signers: &[],
+        }
+    }
+
     #[test]
     fn a_reply_names_what_it_answers() {
         let letter =
@@ -388,17 +405,10 @@ mod tests {
         );
         let id: TrackingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
         let p = Provenance {
-            tracking_id: &id,
             signer: "CN=A \"B\"",
-            fingerprint: "ab",
-            serial: "1F",
-            issuer: "CN=CA",
             algorithms: "RSASSA-PSS with SHA256",
             revocation: "not revoked (OCSP http://ocsp.test/)",
-            verified_at: Timestamp(0),
-            chain_valid_at: Timestamp(0),
-            finding: None,
-            co_signers: &[],
+            ..provenance(&id)
         };
         let letter = member_letter(inner, &p);
         let text = String::from_utf8(letter.parts().concat()).unwrap();
@@ -416,19 +426,7 @@ mod tests {
     #[test]
     fn a_sender_cannot_pass_its_own_headers_for_the_gateways_verdict() {
         let id: TrackingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
-        let p = Provenance {
-            tracking_id: &id,
-            signer: "CN=Demo Practice",
-            fingerprint: "ab",
-            serial: "1F",
-            issuer: "CN=CA",
-            algorithms: "RSA with SHA256",
-            revocation: "not checked",
-            verified_at: Timestamp(0),
-            chain_valid_at: Timestamp(0),
-            finding: None,
-            co_signers: &[],
-        };
+        let p = provenance(&id);
         let inner = b" 99 (folded into the gateway's last field)\r\n\
             X-Kvgate-Signature: verified; signer=\"CN=Prof. Dr. Famous\";\r\n at=x\r\n\
             From: praxis@p.test\r\n\

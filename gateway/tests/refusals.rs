@@ -286,15 +286,7 @@ fn letters_without_integrity_protection_are_refused_and_never_say_which_check_fa
     // Accepted by the operator: a good letter is delivered; an unsigned one and one
     // whose ciphertext was altered (its last block, so that the padding breaks) are
     // refused in the same words, and the log has what really failed.
-    let mut config: toml::Table = std::fs::read_to_string(install.config())
-        .unwrap()
-        .parse()
-        .unwrap();
-    config["smime"]
-        .as_table_mut()
-        .unwrap()
-        .insert("unauthenticated_encryption".into(), "accept".into());
-    std::fs::write(install.config(), toml::to_string(&config).unwrap()).unwrap();
+    install.set_config_value("smime", "unauthenticated_encryption", "accept");
     let server = install.serve(&[]);
     assert_eq!(last_event(&server, &signed)["kind"], "delivered");
     let unsigned = last_event(&server, &cbc(&text_letter("x", "CBC-UNSIGNED"), None));
@@ -350,15 +342,7 @@ fn alter_last_block(install: &Install, letter: &[u8]) -> Vec<u8> {
 fn strict_revocation_refuses_a_signer_without_a_source_at_once() {
     require(&["openssl"]);
     let install = Install::new();
-    let mut config: toml::Table = std::fs::read_to_string(install.config())
-        .unwrap()
-        .parse()
-        .unwrap();
-    config["trust"]
-        .as_table_mut()
-        .unwrap()
-        .insert("revocation".into(), "strict".into());
-    std::fs::write(install.config(), toml::to_string(&config).unwrap()).unwrap();
+    install.set_config_value("trust", "revocation", "strict");
     let server = install.serve(&[]);
     // The development PKI's certificates name no CRL or OCSP source.
     let letter = install.practice_letter(&text_letter("x", "y"), "x");

@@ -101,6 +101,17 @@ impl Install {
         self.dir.path().join(name)
     }
 
+    /// Sets `key` of table `table` of `kvgate.toml` to the string `value`.
+    pub fn set_config_value(&self, table: &str, key: &str, value: &str) {
+        let path = self.config();
+        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        config[table]
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), value.into());
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    }
+
     /// Sets table `name` of `kvgate.toml` to `table` (TOML text).
     pub fn set_config_table(&self, name: &str, table: &str) {
         let path = self.config();

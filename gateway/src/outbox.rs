@@ -106,9 +106,9 @@ impl Outbox {
         let mut running = JoinSet::new();
         let mut due = VecDeque::new();
         let mut next_due = None;
-        let mut look = true;
         loop {
-            if look && due.is_empty() {
+            // A backlog is listed once, not once an attempt.
+            if due.is_empty() {
                 match self.look().await {
                     Ok((now_due, next)) => (due, next_due) = (now_due, next),
                     Err(e) => {
@@ -134,13 +134,13 @@ impl Outbox {
             let sleep = next_due.map_or(RESCAN, |due: Timestamp| {
                 Duration::from_millis(due.as_millis().saturating_sub(now().as_millis())).min(RESCAN)
             });
-            look = tokio::select! {
-                _ = wake.notified() => true,
-                _ = tokio::time::sleep(sleep) => true,
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
                 // An attempt ended: a slot is free, and its entry may wait anew.
-                Some(_) = running.join_next() => true,
+                Some(_) = running.join_next() => {}
                 _ = shutdown.changed() => return,
-            };
+            }
         }
     }
 

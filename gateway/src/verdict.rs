@@ -8,8 +8,10 @@
 //! few thousand submissions decrypt the letter (a padding oracle, Vaudenay 2002). So
 //! such a letter is refused outright by default (`[smime] unauthenticated_encryption =
 //! "refuse"`, whatever it holds: the refusal does not depend on the decryption), and
-//! where the operator accepts it, every refusal of it reads the same. Its real cause
-//! goes to the operator's log only. AuthEnvelopedData (AES-GCM) detects any change
+//! where the operator accepts it, only one signed inside the encryption goes on (a
+//! signature around it, encrypt-then-sign, is any submitter's to make over altered
+//! ciphertext), and every refusal of it reads the same, the real cause going to the
+//! operator's log only. AuthEnvelopedData (AES-GCM) detects any change
 //! before anything else is looked at, so its refusals say exactly why.
 
 use kvgate_certs::smime::{UnwrapError, Unwrapped, Unwrapping};
@@ -50,6 +52,7 @@ pub(crate) fn judge(unwrapping: Unwrapping, policy: Unauthenticated) -> Result<U
     let Unwrapping {
         outcome,
         unauthenticated,
+        signed_inside,
     } = unwrapping;
     if !unauthenticated {
         return outcome.map_err(|error| match error.reason() {
@@ -73,13 +76,10 @@ pub(crate) fn judge(unwrapping: Unwrapping, policy: Unauthenticated) -> Result<U
     };
     match (policy, outcome) {
         (Unauthenticated::Refuse, outcome) => Err(concealed(REFUSED, cause(&outcome))),
-        // Only a letter whose signature verified is known to be the one its sender
-        // wrote: what is said of it from here on depends on nothing an attacker chose.
-        (Unauthenticated::Accept, Ok(letter)) if letter.signer.is_some() => Ok(letter),
-        // Revocation is checked once the signature has verified.
-        (Unauthenticated::Accept, Err(error)) if error.reason() == "revocation-unknown" => {
-            Err(Verdict::RevocationUnknown(error))
-        }
+        // Only a letter with a signature verified inside the layer is known to be the
+        // one its sender wrote: what is said of it from here on depends on nothing an
+        // attacker chose.
+        (Unauthenticated::Accept, Ok(letter)) if signed_inside => Ok(letter),
         (Unauthenticated::Accept, outcome) => Err(concealed(CONCEALED, cause(&outcome))),
     }
 }

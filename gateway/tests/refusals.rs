@@ -291,11 +291,16 @@ fn letters_without_integrity_protection_are_refused_and_never_say_which_check_fa
     assert_eq!(last_event(&server, &signed)["kind"], "delivered");
     let unsigned = last_event(&server, &cbc(&text_letter("x", "CBC-UNSIGNED"), None));
     let altered = last_event(&server, &alter_last_block(&install, &signed));
-    for refused in [&unsigned, &altered] {
+    // Signed around the encryption (encrypt-then-sign): anyone can sign altered
+    // ciphertext, so that is no proof of what it decrypts to.
+    let unsigned_inside = cbc(&text_letter("x", "CBC-SIGNED-AROUND"), None);
+    let around = last_event(&server, &sign_around(&install, &unsigned_inside));
+    for refused in [&unsigned, &altered, &around] {
         assert_eq!(refused["kind"], "failed", "{refused}");
         assert_eq!(refused["reason"], "decryption-failed", "{refused}");
     }
     assert_eq!(unsigned["detail"], altered["detail"]);
+    assert_eq!(unsigned["detail"], around["detail"]);
     assert!(
         unsigned["detail"]
             .as_str()
@@ -309,6 +314,23 @@ fn letters_without_integrity_protection_are_refused_and_never_say_which_check_fa
         "{log}"
     );
     assert!(log.contains("cause=decryption-failed: "), "{log}");
+}
+
+/// `letter` signed by the demo practice as it is (encrypt-then-sign when it is
+/// encrypted), with the `openssl` CLI.
+fn sign_around(install: &Install, letter: &[u8]) -> Vec<u8> {
+    let (inner, outer) = (install.work("around.eml"), install.work("around.p7m"));
+    std::fs::write(&inner, letter).unwrap();
+    run(Command::new("openssl")
+        .args(["cms", "-sign", "-md", "sha256", "-in"])
+        .arg(&inner)
+        .arg("-signer")
+        .arg(install.pki("demo-practice.pem"))
+        .arg("-inkey")
+        .arg(install.pki("demo-practice.key"))
+        .arg("-out")
+        .arg(&outer));
+    std::fs::read(&outer).unwrap()
 }
 
 /// `letter` with the last byte of its ciphertext flipped (re-encoded as DER by the

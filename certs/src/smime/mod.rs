@@ -136,6 +136,20 @@ pub struct Unwrapping {
     /// same words whatever the outcome. Set as soon as the layer is met, before it is
     /// decrypted.
     pub unauthenticated: bool,
+    /// Whether a signature was verified inside the last such layer: what it covers is
+    /// then as its signer wrote it, whatever was done to the ciphertext around it (a
+    /// signature outside the layer, encrypt-then-sign, says nothing of what the
+    /// layer decrypts to: a submitter can re-sign altered ciphertext).
+    pub signed_inside: bool,
+}
+
+/// What the layers opened so far say of the letter's integrity.
+#[derive(Default)]
+struct Integrity {
+    /// An EnvelopedData layer was met.
+    unauthenticated: bool,
+    /// A signature verified inside the last one.
+    signed_inside: bool,
 }
 
 /// [`unwrap_owned`], also saying whether the letter had a layer without integrity
@@ -146,21 +160,22 @@ pub fn unwrap_letter(
     anchors: &TrustAnchors,
     at: SystemTime,
 ) -> Unwrapping {
-    let mut unauthenticated = false;
-    let outcome = unwrap_layers(message, keys, anchors, at, &mut unauthenticated);
+    let mut integrity = Integrity::default();
+    let outcome = unwrap_layers(message, keys, anchors, at, &mut integrity);
     Unwrapping {
         outcome,
-        unauthenticated,
+        unauthenticated: integrity.unauthenticated,
+        signed_inside: integrity.signed_inside,
     }
 }
 
-/// Opens the layers of `message`; sets `unauthenticated` when it meets EnvelopedData.
+/// Opens the layers of `message`, noting in `integrity` what protects them.
 fn unwrap_layers(
     message: Vec<u8>,
     keys: &[DecryptionKey],
     anchors: &TrustAnchors,
     at: SystemTime,
-    unauthenticated: &mut bool,
+    integrity: &mut Integrity,
 ) -> Result<Unwrapped, UnwrapError> {
     let mut current = SecretBytes::from(message);
     let mut encrypted = false;
@@ -201,6 +216,7 @@ fn unwrap_layers(
         } else if kind == Kind::MultipartSigned {
             let verified = multipart_signed(&current, anchors, at)?;
             (signer, co_signers) = (Some(verified.signer), verified.co_signers);
+            integrity.signed_inside = true;
             recipients.extend(verified.recipients);
             verified.content
         } else {
@@ -238,7 +254,12 @@ fn unwrap_layers(
             drop(der);
             match libcrypto::content_type(&cms) {
                 ContentType::Enveloped { authenticated } => {
-                    *unauthenticated |= !authenticated;
+                    if !authenticated {
+                        *integrity = Integrity {
+                            unauthenticated: true,
+                            signed_inside: false,
+                        };
+                    }
                     let (plaintext, cert) = decrypt(&cms, keys)?;
                     (encrypted, decrypting) = (true, Some(cert));
                     plaintext
@@ -246,6 +267,7 @@ fn unwrap_layers(
                 ContentType::Signed => {
                     let verified = signature::verify(cms, None, anchors, at)?;
                     (signer, co_signers) = (Some(verified.signer), verified.co_signers);
+                    integrity.signed_inside = true;
                     recipients.extend(verified.recipients);
                     verified.content
                 }

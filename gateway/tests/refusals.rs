@@ -232,16 +232,28 @@ fn unsigned_and_foreign_signed_letters_are_not_delivered() {
             .contains("not a certificate of the connected sender demo-practice")
     );
 
-    // Not S/MIME at all.
-    let id = tracking_id(&server.send(
-        install.practice_tls(),
-        PRACTICE,
-        &[&to],
-        &text_letter("plain", "plain"),
-    ));
-    let trail = wait_final(&install, &id);
-    let last = trail["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["reason"], "not-smime", "{trail}");
+    // Not S/MIME at all, small or large: refused at DATA, and nothing of the letter
+    // reaches the disk (a large one is refused before it would get a spool file).
+    for size in [100, 300 * 1024] {
+        let marker = format!("PLAINTEXT-MARKER-{size}");
+        let line = format!("{}\r\n", "x".repeat(76));
+        let body = format!("{marker}\r\n{}", line.repeat(size / line.len() + 1));
+        let reply = server.send(
+            install.practice_tls(),
+            PRACTICE,
+            &[&to],
+            &text_letter("plain", &body),
+        );
+        assert_eq!(reply.code, 554, "{reply}");
+        assert!(
+            reply.text().starts_with("5.7.1 not-smime: a practice's letter must be S/MIME"),
+            "{reply}"
+        );
+        assert!(
+            files_containing(&install.data(), marker.as_bytes()).is_empty(),
+            "the plaintext reached the disk"
+        );
+    }
 
     // None of them reached the inbox, and nothing is left in the spool.
     let spool: Vec<_> = std::fs::read_dir(install.data().join("spool"))

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use zeroize::Zeroize;
 
 use tokio::fs::File;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
@@ -48,7 +49,13 @@ pub struct SpoolFile {
     sync: Arc<DirSync>,
     body: Body,
     written: u64,
+    /// What a letter must look like to be kept, judged on its first [`INLINE_MAX`]
+    /// octets (see [`SpoolFile::keep_only_if`]).
+    gate: Option<Gate>,
 }
+
+/// Whether a letter, by its first octets, may be kept.
+pub type Gate = fn(&[u8]) -> bool;
 
 /// Where a letter being spooled is.
 #[derive(Debug)]
@@ -59,6 +66,8 @@ enum Body {
     Opening(JoinHandle<io::Result<std::fs::File>>),
     /// In its file.
     File(BufWriter<File>),
+    /// Refused by its gate before it left memory: what follows is counted, not kept.
+    Refused,
     /// Handed on (committed) or thrown away: nothing left to clean up.
     Released,
 }
@@ -103,6 +112,7 @@ impl Spool {
             sync: self.sync.clone(),
             body: Body::Memory(Vec::new()),
             written: 0,
+            gate: None,
         })
     }
 
@@ -157,10 +167,33 @@ impl SpoolFile {
         self.written
     }
 
+    /// Keeps the letter only if `gate` passes its first [`INLINE_MAX`] octets (or the
+    /// whole letter, if shorter): one it refuses never gets a file, nor is it handed
+    /// on to be committed (see [`SpoolFile::refused`]).
+    pub fn keep_only_if(&mut self, gate: Gate) {
+        self.gate = Some(gate);
+    }
+
+    /// Whether the gate refused the letter (judging the whole of one still in memory).
+    pub fn refused(&mut self) -> bool {
+        if let (Body::Memory(held), Some(gate)) = (&mut self.body, self.gate)
+            && !gate(held)
+        {
+            wipe(held);
+            self.body = Body::Refused;
+        }
+        matches!(self.body, Body::Refused)
+    }
+
     /// A letter held in memory is handed back to be committed with its submission;
     /// a letter in its file is flushed to disk, and its directory entry made durable.
     /// If that fails, the file is removed.
     pub async fn commit(mut self) -> io::Result<Spooled> {
+        if self.refused() {
+            return Err(io::Error::other(
+                "the letter was refused by its spool's gate",
+            ));
+        }
         if let Body::Memory(held) = &mut self.body {
             let inline = Some(std::mem::take(held));
             self.body = Body::Released;
@@ -190,7 +223,7 @@ impl SpoolFile {
     /// Throws the partial letter away (as dropping it does, but waiting for the
     /// removal and reporting its failure).
     pub async fn discard(mut self) -> io::Result<()> {
-        if let Body::Memory(_) | Body::Released = self.body {
+        if let Body::Memory(_) | Body::Refused | Body::Released = self.body {
             return Ok(());
         }
         // Wait until the file exists, lest it be created after its removal.
@@ -225,7 +258,8 @@ impl Drop for SpoolFile {
     /// the file at the next start.
     fn drop(&mut self) {
         match std::mem::replace(&mut self.body, Body::Released) {
-            Body::Memory(_) | Body::Released => {}
+            Body::Memory(mut held) => wipe(&mut held),
+            Body::Refused | Body::Released => {}
             Body::File(file) => {
                 drop(file);
                 remove_abandoned(&self.path);
@@ -242,6 +276,11 @@ impl Drop for SpoolFile {
             }
         }
     }
+}
+
+/// Overwrites a letter held in memory that is not kept: it may be readable.
+fn wipe(held: &mut Vec<u8>) {
+    held.zeroize();
 }
 
 /// Removes the spool file of a letter that was not committed (blocking); a file that
@@ -278,8 +317,18 @@ impl AsyncWrite for SpoolFile {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if let Body::Refused = this.body {
+            this.written += buf.len() as u64;
+            return Poll::Ready(Ok(buf.len()));
+        }
         if let Body::Memory(held) = &mut this.body {
             if held.len() + buf.len() > INLINE_MAX {
+                if this.gate.is_some_and(|gate| !gate(held)) {
+                    wipe(held);
+                    this.body = Body::Refused;
+                    this.written += buf.len() as u64;
+                    return Poll::Ready(Ok(buf.len()));
+                }
                 let mut held = std::mem::take(held);
                 held.extend_from_slice(buf);
                 let path = this.path.clone();
@@ -302,8 +351,9 @@ impl AsyncWrite for SpoolFile {
                 poll
             }
             // Neither of the first two is left once the letter is out of memory and its
-            // file is open; a released letter takes no more writes.
-            Body::Memory(_) | Body::Opening(_) | Body::Released => {
+            // file is open; a refused one was answered above; a released letter takes no
+            // more writes.
+            Body::Memory(_) | Body::Opening(_) | Body::Refused | Body::Released => {
                 Poll::Ready(Err(io::Error::other("the spool file is not open")))
             }
         }
@@ -340,6 +390,30 @@ mod tests {
             file.write_all(piece).await.unwrap();
         }
         (id, file.commit().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_letter_its_gate_refuses_never_gets_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let starts_right = |head: &[u8]| head.starts_with(b"S/MIME");
+        for (letter, kept) in [
+            (b"S/MIME".repeat(INLINE_MAX), true),
+            (b"PLAIN!".repeat(INLINE_MAX), false),
+            (b"PLAIN!".to_vec(), false),
+        ] {
+            let id = TrackingId::generate().unwrap();
+            let mut file = spool.create(&id).await.unwrap();
+            file.keep_only_if(starts_right);
+            for piece in letter.chunks(1000) {
+                file.write_all(piece).await.unwrap();
+            }
+            file.flush().await.unwrap();
+            assert_eq!(spool.path(&id).exists(), kept && letter.len() > INLINE_MAX);
+            assert_eq!(file.refused(), !kept);
+            assert_eq!(file.written(), letter.len() as u64);
+            assert_eq!(file.commit().await.is_ok(), kept);
+        }
     }
 
     #[tokio::test]

@@ -14,8 +14,9 @@ use crate::wire::Reply;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the inbox is looked at.
 const POLL: Duration = Duration::from_millis(250);
-/// How long after a later letter arrived an earlier refused one is still looked for.
-const SETTLE: Duration = Duration::from_secs(2);
+/// How long the suite watches for what must not happen: a refused letter arriving
+/// after a later one, an MDN before its letter is read.
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// What the server answered to the end of DATA.
 pub enum Submitted {

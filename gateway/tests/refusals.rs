@@ -246,7 +246,9 @@ fn unsigned_and_foreign_signed_letters_are_not_delivered() {
         );
         assert_eq!(reply.code, 554, "{reply}");
         assert!(
-            reply.text().starts_with("5.7.1 not-smime: a practice's letter must be S/MIME"),
+            reply
+                .text()
+                .starts_with("5.7.1 not-smime: a practice's letter must be S/MIME"),
             "{reply}"
         );
         assert!(

@@ -150,12 +150,22 @@ async fn provoke_mdn(t: &Target, relay: &Relay) -> Result<Received, String> {
     ))?;
     let id = delivery::accepted(t, &message, "a letter asking for a read receipt").await?;
     let entry = delivery::await_delivery(t, &id).await?;
-    delivery::mark_read(t, &entry).await?;
     let marker = letter.marker.to_lowercase();
+    let is_mdn =
+        |m: &Received| m.text().contains("disposition-notification") && m.text().contains(&marker);
+    // Delivered is not read: no MDN may come before the member marks the letter read.
+    if relay
+        .wait_for(&t.practice.from, delivery::SETTLE, is_mdn)
+        .await
+        .is_some()
+    {
+        return Err(format!(
+            "an MDN for letter {id} reached the relay before the member read the letter"
+        ));
+    }
+    delivery::mark_read(t, &entry).await?;
     relay
-        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, |m| {
-            m.text().contains("disposition-notification") && m.text().contains(&marker)
-        })
+        .wait_for(&t.practice.from, RECEIPT_TIMEOUT, is_mdn)
         .await
         .ok_or_else(|| {
             format!(

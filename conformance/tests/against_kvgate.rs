@@ -210,6 +210,28 @@ fn suite(pki: &Path, json: &Path, args: &[&str]) -> (bool, String, serde_json::V
     (out.status.success(), stdout, report)
 }
 
+/// Runs the cases `only` selects against the SMTP listeners `smtp` and `smtps` (plain,
+/// implicit TLS); no API case may be among them: the API named answers nothing.
+fn smtp_only(
+    pki: &Path,
+    json: &Path,
+    (smtp, smtps): (&str, &str),
+    only: &[&str],
+) -> (bool, String, serde_json::Value) {
+    let mut args = vec![
+        "--smtp",
+        smtp,
+        "--smtps",
+        smtps,
+        "--api",
+        "https://127.0.0.1:9",
+    ];
+    for pattern in only {
+        args.extend(["--only", pattern]);
+    }
+    suite(pki, json, &args)
+}
+
 fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
     report["cases"]
         .as_array()
@@ -441,23 +463,7 @@ fn a_careless_server_fails_the_suite() {
     runtime.spawn(accept_careless(plain, acceptor.clone(), true));
     runtime.spawn(accept_careless(implicit, acceptor, false));
     let json = root.path().join("report.json");
-    let (ok, stdout, report) = suite(
-        &pki,
-        &json,
-        // No API case is selected; the careless server has no API.
-        &[
-            "--smtp",
-            &smtp,
-            "--smtps",
-            &smtps,
-            "--api",
-            "https://127.0.0.1:9",
-            "--only",
-            "TLS-*",
-            "--only",
-            "SMTP-*",
-        ],
-    );
+    let (ok, stdout, report) = smtp_only(&pki, &json, (&smtp, &smtps), &["TLS-*", "SMTP-*"]);
     assert!(!ok, "the suite passed a careless server:\n{stdout}");
     let statuses = statuses(&report);
     for id in [
@@ -509,20 +515,7 @@ fn nothing_listening_passes_no_refusal_case() {
     };
     let (smtp, smtps) = (closed(), closed());
     let json = root.path().join("report.json");
-    let (ok, stdout, report) = suite(
-        &pki,
-        &json,
-        &[
-            "--smtp",
-            &smtp,
-            "--smtps",
-            &smtps,
-            "--api",
-            "https://127.0.0.1:9",
-            "--only",
-            "TLS-*CLIENT-CERT*",
-        ],
-    );
+    let (ok, stdout, report) = smtp_only(&pki, &json, (&smtp, &smtps), &["TLS-*CLIENT-CERT*"]);
     assert!(
         !ok,
         "the suite passed a deployment that is not there:\n{stdout}"

@@ -63,6 +63,31 @@ fn operators_read_tracking_and_queue_over_https_with_their_token() {
         serde_json::json!({ "queue": [] })
     );
 
+    // Metrics in the Prometheus text format: the letter was accepted and delivered,
+    // nothing waits.
+    let (status, body) = curl_at(&install, admin, &["-H", &auth], "/admin/v1/metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    for line in [
+        "# TYPE kvgate_submissions_accepted_total counter",
+        "kvgate_submissions_accepted_total 1",
+        "kvgate_submissions_ended_total{state=\"delivered\"} 1",
+        "kvgate_submissions_ended_total{state=\"failed\"} 0",
+        "kvgate_submissions_ended_total{state=\"quarantined\"} 0",
+        "# TYPE kvgate_queued_submissions gauge",
+        "kvgate_queued_submissions 0",
+        "kvgate_quarantined_submissions 0",
+        "kvgate_outbound_messages 0",
+        "kvgate_outbound_oldest_seconds 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} is missing:\n{text}"
+        );
+    }
+    let (status, _) = curl_at(&install, admin, &[], "/admin/v1/metrics");
+    assert_eq!(status, 401);
+
     // Without the token, with a wrong one, and for an unknown ID.
     let (status, body) = curl_at(&install, admin, &[], &format!("/admin/v1/tracking/{id}"));
     assert_eq!(status, 401);

@@ -31,6 +31,7 @@ use crate::members::Device;
 use crate::messages::{MessageMeta, filed_key};
 use crate::quarantine::drop_for_member;
 use crate::settings::count_usage;
+use crate::submissions::SubmissionState;
 use crate::uploads::Upload;
 
 /// What cancelling an account deleted.
@@ -180,6 +181,8 @@ impl Store {
         };
         self.discard_bodies(&removed.bodies);
         self.remove_spool_files(&removed.spooled);
+        self.activity
+            .ended(SubmissionState::Failed, removed.spooled.len() as u64);
         self.scrub();
         Ok(Some(removed.deleted))
     }

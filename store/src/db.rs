@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::account::Scrub;
+use crate::activity::Activity;
 use crate::bodies::{Bodies, Durable};
 use crate::error::StoreError;
 use crate::group::Group;
@@ -192,6 +193,8 @@ pub struct Store {
     pub(crate) attempts: Attempts,
     /// Compactions put off while deletions run in a batch.
     pub(crate) scrub: Scrub,
+    /// Submissions accepted and ended since the store was opened.
+    pub(crate) activity: Activity,
     /// The spool whose files go with the letters the store drops (see
     /// [`Store::attach_spool`]).
     spool: OnceLock<Spool>,
@@ -250,6 +253,7 @@ impl Store {
             bodies,
             attempts: Attempts::default(),
             scrub: Scrub::default(),
+            activity: Activity::default(),
             spool: OnceLock::new(),
         };
         store.write(|tx| {

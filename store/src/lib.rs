@@ -17,6 +17,7 @@
 //! disk with it.
 
 mod account;
+mod activity;
 mod birthdate;
 mod bodies;
 mod credentials;
@@ -50,6 +51,7 @@ mod time;
 mod uploads;
 
 pub use account::Deleted;
+pub use activity::ActivityCounts;
 pub use birthdate::{BirthDate, InvalidBirthDate, SMARTHEALTH_MIN_AGE};
 pub use credentials::{Bearer, CredentialPolicy, IssuedToken};
 pub use db::Store;

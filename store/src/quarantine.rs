@@ -91,7 +91,9 @@ impl Store {
                 &reports,
             )?;
             put(&mut tx.open_table(QUARANTINE)?, id.as_str(), &entry)
-        })
+        })?;
+        self.activity.ended(SubmissionState::Quarantined, 1);
+        Ok(())
     }
 
     /// The quarantined submissions, oldest tracking ID first.
@@ -129,6 +131,7 @@ impl Store {
         self.bodies.discard_soon(spooled.as_slice());
         if left {
             self.remove_spool_files(std::slice::from_ref(id));
+            self.activity.ended(SubmissionState::Failed, 1);
         }
         Ok(left)
     }

@@ -125,7 +125,9 @@ impl Store {
                 append_events(tx, id, events)
             })?;
             Ok(((), extents.iter().map(|_| id.to_string()).collect()))
-        })
+        })?;
+        self.activity.accepted();
+        Ok(())
     }
 
     /// A letter accepted with [`Store::accept_submission`] into the store, until its
@@ -211,6 +213,7 @@ impl Store {
         let spooled =
             self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))?;
         self.bodies.discard_soon(spooled.as_slice());
+        self.activity.ended(state, 1);
         Ok(())
     }
 
@@ -253,6 +256,7 @@ impl Store {
                 Ok((spooled, filed))
             })?;
         self.bodies.discard_soon(spooled.as_slice());
+        self.activity.ended(state, 1);
         Ok(())
     }
 }

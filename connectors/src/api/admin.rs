@@ -1,5 +1,6 @@
-//! The operators' HTTPS endpoint: tracking histories (with their hash-chain check)
-//! and the outbound queue, for monitoring and support tools.
+//! The operators' HTTPS endpoint: tracking histories (with their hash-chain check),
+//! the outbound queue, and metrics in the Prometheus text format, for monitoring and
+//! support tools.
 //!
 //! It is a separate listener (bind it to a management network or loopback) and takes
 //! one bearer token, compared by its SHA-256 in constant time.
@@ -11,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kvgate_store::{Store, TrackingId, verify_chain};
+use kvgate_store::{Store, Timestamp, TrackingId, now, verify_chain};
 use sha2::{Digest, Sha256};
 
 use super::param::Param;
@@ -26,11 +27,13 @@ pub struct AdminState {
     pub token_sha256: [u8; 32],
 }
 
-/// The admin routes: `GET /admin/v1/tracking/{id}`, `GET /admin/v1/queue`.
+/// The admin routes: `GET /admin/v1/tracking/{id}`, `GET /admin/v1/queue`,
+/// `GET /admin/v1/metrics`.
 pub fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v1/tracking/{id}", get(tracking))
         .route("/admin/v1/queue", get(queue))
+        .route("/admin/v1/metrics", get(metrics))
         .fallback(|| async { Problem::not_found("endpoint") })
         .with_state(state)
 }
@@ -97,4 +100,88 @@ async fn queue(State(state): State<AdminState>, headers: HeaderMap) -> Result<Re
         })
         .collect();
     Ok(axum::Json(serde_json::json!({ "queue": entries })).into_response())
+}
+
+/// What waits, in the store's own words, for [`metrics`].
+struct Backlog {
+    queued: usize,
+    quarantined: usize,
+    outbound: usize,
+    oldest_outbound: Option<Timestamp>,
+}
+
+/// The gateway's counters and backlogs in the Prometheus text format (0.0.4): what
+/// was accepted and how it ended since the start, and what waits now.
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authorize(&state, &headers)?;
+    let store = state.store.clone();
+    let backlog = with_store(store, |store| {
+        let outbound = store.outbound()?;
+        Ok(Backlog {
+            queued: store.queued()?.len(),
+            quarantined: store.quarantined()?.len(),
+            oldest_outbound: outbound.iter().map(|entry| entry.created_at).min(),
+            outbound: outbound.len(),
+        })
+    })
+    .await?;
+    let counts = state.store.activity();
+    let oldest = backlog.oldest_outbound.map_or(0, |created| {
+        now().as_millis().saturating_sub(created.as_millis()) / 1000
+    });
+    let mut text = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            text.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    family(
+        "kvgate_submissions_accepted_total",
+        "counter",
+        "Letters accepted (250 after DATA) since the gateway started.",
+        &[("", counts.accepted)],
+    );
+    family(
+        "kvgate_submissions_ended_total",
+        "counter",
+        "Submissions that reached a final state since the gateway started.",
+        &[
+            ("{state=\"delivered\"}", counts.delivered),
+            ("{state=\"failed\"}", counts.failed),
+            ("{state=\"quarantined\"}", counts.quarantined),
+        ],
+    );
+    family(
+        "kvgate_queued_submissions",
+        "gauge",
+        "Letters accepted and waiting to be processed.",
+        &[("", backlog.queued as u64)],
+    );
+    family(
+        "kvgate_quarantined_submissions",
+        "gauge",
+        "Letters set aside in the quarantine, waiting for an operator.",
+        &[("", backlog.quarantined as u64)],
+    );
+    family(
+        "kvgate_outbound_messages",
+        "gauge",
+        "Reports and uploads waiting for the relay.",
+        &[("", backlog.outbound as u64)],
+    );
+    family(
+        "kvgate_outbound_oldest_seconds",
+        "gauge",
+        "Age of the oldest message waiting for the relay (0 when none waits).",
+        &[("", oldest)],
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

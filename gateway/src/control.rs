@@ -364,8 +364,13 @@ fn execute(request: Request, installation: &Installation, reload: &TrustReload) 
     let anchors = || installation.store.trust_anchors().map(|pems| pems.len());
     let anchors_before = anchors();
     let trust = command.name() == "trust";
+    let verify = command.name() == "verify";
     let mut stdout = Vec::new();
     let mut outcome = command.run(Some(installation), &mut stdout);
+    if verify {
+        // A --config the command named is not the one used: the server's is.
+        stdout.extend_from_slice(VERIFIED_BY_SERVER.as_bytes());
+    }
     if trust && outcome.is_ok() && anchors().ok() > anchors_before.ok() {
         outcome = match reload() {
             Ok(()) => {
@@ -394,6 +399,9 @@ fn supply(command: &mut AdminCommand, sent: &[FileContents]) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// Said when a letter was verified by the running server.
+const VERIFIED_BY_SERVER: &str = "configuration: the running server's (it has the store): its keys, trust and CRL files were used\n";
 
 /// Said when a trust anchor was added through a running server and it took it up.
 const ANCHORS_TAKEN_UP: &str =

@@ -190,6 +190,21 @@ fn admin_commands_run_in_the_server_while_it_has_the_store() {
         "{out}"
     );
 
+    // A letter verified through the server says whose configuration was used.
+    let letter = install.work("verify.eml");
+    std::fs::write(
+        &letter,
+        install.practice_letter(&text_letter("x", "y"), "x"),
+    )
+    .unwrap();
+    let out = install.admin_ok(&["verify", letter.to_str().unwrap()]);
+    assert!(out.starts_with("verified as of: "), "{out}");
+    assert!(out.contains("\nverdict: verified\n"), "{out}");
+    assert!(
+        out.ends_with("configuration: the running server's (it has the store): its keys, trust and CRL files were used\n"),
+        "{out}"
+    );
+
     // Once the server is gone, the command opens the store itself.
     assert!(server.terminate().success());
     assert!(!socket.exists());

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use zeroize::Zeroize;
 
 use tokio::fs::File;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::task::JoinHandle;
+use zeroize::Zeroize;
 
 use crate::ids::TrackingId;
 use crate::shared_sync::DirSync;
@@ -174,9 +174,10 @@ impl SpoolFile {
         self.gate = Some(gate);
     }
 
-    /// Whether the gate refused the letter (judging the whole of one still in memory).
+    /// Whether the gate refused the letter, once it is complete: one still in memory is
+    /// judged whole, once (a larger one was judged as it left memory).
     pub fn refused(&mut self) -> bool {
-        if let (Body::Memory(held), Some(gate)) = (&mut self.body, self.gate)
+        if let (Body::Memory(held), Some(gate)) = (&mut self.body, self.gate.take())
             && !gate(held)
         {
             wipe(held);

@@ -148,16 +148,23 @@ impl Outbox {
     /// (entries being sent are neither).
     async fn look(&self) -> Result<(VecDeque<Outbound>, Option<Timestamp>), StoreError> {
         let store = self.store.clone();
-        let entries = tokio::task::spawn_blocking(move || store.outbound())
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        // Off the async threads: whether an entry is being sent waits for an attempt
+        // that is recording its outcome (a commit).
+        let entries = tokio::task::spawn_blocking(move || {
+            let entries = store.outbound()?;
+            Ok::<_, StoreError>(
+                entries
+                    .into_iter()
+                    .filter(|entry| !store.is_being_sent(&entry.id))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         let at = now();
         let mut due = VecDeque::new();
         let mut next_due: Option<Timestamp> = None;
         for entry in entries {
-            if self.store.is_being_sent(&entry.id) {
-                continue;
-            }
             if entry.next_attempt_at > at {
                 next_due =
                     Some(next_due.map_or(entry.next_attempt_at, |n| n.min(entry.next_attempt_at)));

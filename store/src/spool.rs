@@ -17,8 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::fs::File;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWrite;
 use tokio::task::JoinHandle;
 use zeroize::Zeroize;
 
@@ -65,11 +64,83 @@ enum Body {
     /// Its file is being created and given what was held.
     Opening(JoinHandle<io::Result<std::fs::File>>),
     /// In its file.
-    File(BufWriter<File>),
+    File(Writer),
     /// Refused by its gate before it left memory: what follows is counted, not kept.
     Refused,
     /// Handed on (committed) or thrown away: nothing left to clean up.
     Released,
+}
+
+/// A spool file's writes: octets are gathered into one buffer while the one before is
+/// written by a blocking thread, so each octet is copied once on its way to the file
+/// and a session waits for the disk only when it is a whole buffer ahead of it.
+#[derive(Debug)]
+struct Writer {
+    file: Arc<std::fs::File>,
+    /// Octets not yet handed to a write, at most [`WRITE_BUFFER`].
+    gathered: Vec<u8>,
+    /// The write under way; it hands its buffer back to be gathered into again.
+    writing: Option<JoinHandle<io::Result<Vec<u8>>>>,
+    /// A buffer handed back, empty.
+    spare: Vec<u8>,
+}
+
+impl Writer {
+    fn new(file: std::fs::File) -> Self {
+        Writer {
+            file: Arc::new(file),
+            gathered: Vec::with_capacity(WRITE_BUFFER),
+            writing: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes as much of `buf` as fits, handing a full buffer to a write first.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.gathered.len() == WRITE_BUFFER {
+            std::task::ready!(self.poll_written(cx))?;
+            self.start_write();
+        }
+        let n = buf.len().min(WRITE_BUFFER - self.gathered.len());
+        self.gathered.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes everything gathered, and waits until it is written.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_written(cx))?;
+        if self.gathered.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.start_write();
+        self.poll_written(cx)
+    }
+
+    /// Waits for the write under way, if any, and keeps its buffer.
+    fn poll_written(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(writing) = &mut self.writing else {
+            return Poll::Ready(Ok(()));
+        };
+        let result = std::task::ready!(Pin::new(writing).poll(cx));
+        self.writing = None;
+        let mut buffer = result.map_err(io::Error::other)??;
+        buffer.clear();
+        self.spare = buffer;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands what is gathered to a blocking thread to write (none may be under way).
+    fn start_write(&mut self) {
+        let spare = std::mem::take(&mut self.spare);
+        let full = std::mem::replace(&mut self.gathered, spare);
+        self.gathered.reserve(WRITE_BUFFER);
+        let file = self.file.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            (&*file).write_all(&full)?;
+            Ok(full)
+        }));
+    }
 }
 
 /// A letter made durable enough to be committed with its submission.
@@ -205,14 +276,18 @@ impl SpoolFile {
             });
         }
         // On an error `self` is dropped here, and its file with it.
-        self.flush().await?;
-        if let Body::File(file) = &mut self.body {
-            file.get_mut().sync_all().await?;
-        }
+        std::future::poll_fn(|cx| self.poll_flushed(cx)).await?;
+        let Body::File(writer) = &self.body else {
+            return Err(io::Error::other("the spool file is not open"));
+        };
+        let file = writer.file.clone();
         let sync = self.sync.clone();
-        tokio::task::spawn_blocking(move || sync.sync())
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            sync.sync()
+        })
+        .await
+        .map_err(io::Error::other)??;
         self.body = Body::Released;
         Ok(Spooled {
             id: self.id.clone(),
@@ -245,9 +320,18 @@ impl SpoolFile {
                 Poll::Ready(Ok(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
             };
-            self.body = Body::File(BufWriter::with_capacity(WRITE_BUFFER, File::from_std(file)));
+            self.body = Body::File(Writer::new(file));
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Waits until the file is open and everything written to it is in it.
+    fn poll_flushed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_opened(cx))?;
+        match &mut self.body {
+            Body::File(writer) => writer.poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -261,8 +345,8 @@ impl Drop for SpoolFile {
         match std::mem::replace(&mut self.body, Body::Released) {
             Body::Memory(mut held) => wipe(&mut held),
             Body::Refused | Body::Released => {}
-            Body::File(file) => {
-                drop(file);
+            Body::File(writer) => {
+                drop(writer);
                 remove_abandoned(&self.path);
             }
             Body::Opening(handle) if handle.is_finished() => remove_abandoned(&self.path),
@@ -344,8 +428,8 @@ impl AsyncWrite for SpoolFile {
         }
         std::task::ready!(this.poll_opened(cx))?;
         match &mut this.body {
-            Body::File(file) => {
-                let poll = Pin::new(file).poll_write(cx, buf);
+            Body::File(writer) => {
+                let poll = writer.poll_write(cx, buf);
                 if let Poll::Ready(Ok(n)) = poll {
                     this.written += n as u64;
                 }
@@ -361,27 +445,18 @@ impl AsyncWrite for SpoolFile {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        std::task::ready!(this.poll_opened(cx))?;
-        match &mut this.body {
-            Body::File(file) => Pin::new(file).poll_flush(cx),
-            _ => Poll::Ready(Ok(())),
-        }
+        self.poll_flushed(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        std::task::ready!(this.poll_opened(cx))?;
-        match &mut this.body {
-            Body::File(file) => Pin::new(file).poll_shutdown(cx),
-            _ => Poll::Ready(Ok(())),
-        }
+        self.poll_flushed(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     /// Spools `letter` in pieces as the SMTP connector does, and commits it.
     async fn spool_letter(spool: &Spool, letter: &[u8]) -> (TrackingId, Spooled) {
@@ -440,6 +515,18 @@ mod tests {
         file.write_all(&letter).await.unwrap();
         file.discard().await.unwrap();
         assert!(!spool.path(&refused).exists());
+    }
+
+    #[tokio::test]
+    async fn a_letter_of_many_buffers_is_written_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let letter: Vec<u8> = (0..3 * WRITE_BUFFER + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (id, spooled) = spool_letter(&spool, &letter).await;
+        assert_eq!((spooled.inline, spooled.size), (None, letter.len() as u64));
+        assert!(spool.read(&id).unwrap() == letter);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use kvgate_certs::smime::{self, Screening};
 use kvgate_certs::x509;
 use kvgate_connectors::smtp::{
     Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
@@ -22,29 +23,19 @@ use kvgate_store::{
     Kvnr, Mailbox, Recipient, Sender, SenderKind, Spool, SpoolFile, Store, Submission,
     SubmissionState, TrackingId, now,
 };
-use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::inbox::{self, Closed, inbox_of};
 use crate::supervise::Intake;
 
-/// Whether a letter declares S/MIME at its top (by its first octets): enveloped or
-/// signed data, or `multipart/signed`, whose parts the pipeline examines. A header
-/// block longer than what is given is left to the pipeline too.
-fn declares_smime(head: &[u8]) -> bool {
-    let ends = head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n");
-    if !ends {
-        return true;
+/// Whether a practice's letter may be kept, by its first octets: its content must be
+/// encrypted, at its top or under signatures (encrypt-then-sign). Where those octets
+/// cannot tell, the pipeline judges the whole letter.
+fn encrypted(head: &[u8]) -> Result<(), &'static str> {
+    match smime::screen(head) {
+        Screening::Encrypted | Screening::Undecided => Ok(()),
+        Screening::NotSmime => Err("not-smime"),
+        Screening::NotEncrypted => Err("not-encrypted"),
     }
-    let Some(headers) = MessageParser::default().parse_headers(head) else {
-        return false;
-    };
-    headers.content_type().is_some_and(|ct| {
-        let (ctype, subtype) = (ct.ctype(), ct.subtype().unwrap_or_default());
-        (ctype.eq_ignore_ascii_case("application")
-            && (subtype.eq_ignore_ascii_case("pkcs7-mime")
-                || subtype.eq_ignore_ascii_case("x-pkcs7-mime")))
-            || (ctype.eq_ignore_ascii_case("multipart") && subtype.eq_ignore_ascii_case("signed"))
-    })
 }
 
 /// The gateway's answers to the SMTP connector.
@@ -357,19 +348,25 @@ impl Handler for Policy {
         // A practice's letter must be S/MIME (DESIGN, step 4): one that says otherwise
         // at its top is a patient's letter in the clear, and never reaches the disk.
         if session.sender.kind == SenderKind::Practice {
-            sink.keep_only_if(declares_smime);
+            sink.keep_only_if(encrypted);
         }
         Ok(sink)
     }
 
     async fn data_end(&self, session: &mut Session, mut sink: SpoolFile) -> Reply {
-        if sink.refused() {
-            tracing::info!(sender = %session.sender.id, "a practice's letter that is not S/MIME refused at DATA");
+        if let Some(reason) = sink.refused() {
+            tracing::info!(sender = %session.sender.id, reason, "a practice's letter in the clear refused at DATA");
+            let why = match reason {
+                "not-encrypted" => "it is signed, but what is signed is readable",
+                _ => "it is not S/MIME",
+            };
             return Reply::new(
                 554,
                 (5, 7, 1),
-                "not-smime: a practice's letter must be S/MIME, signed and encrypted to the \
-                 gateway; this one is not, and nothing of it was kept",
+                format!(
+                    "{reason}: a practice's letter must be S/MIME, signed and encrypted to \
+                     the gateway; {why}, and nothing of it was kept"
+                ),
             );
         }
         let spooled = match sink.commit().await {
@@ -435,26 +432,5 @@ impl Handler for Policy {
         session.envid = None;
         session.declared_size = 0;
         session.recipients.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_letter_declares_smime_at_its_top_or_is_not_kept() {
-        for (head, smime) in [
-            (&b"Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data\r\n\r\nMIIB"[..], true),
-            (b"content-type: Application/X-PKCS7-MIME\n\nMIIB", true),
-            (b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=b\r\n\r\n--b", true),
-            (b"Subject: Befund\r\nContent-Type: text/plain\r\n\r\nDiagnose", false),
-            (b"Subject: Befund\r\n\r\nno content type: text/plain", false),
-            (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b", false),
-            // A header block longer than what was seen is for the pipeline to judge.
-            (b"Subject: a very long header block", true),
-        ] {
-            assert_eq!(declares_smime(head), smime, "{}", String::from_utf8_lossy(head));
-        }
     }
 }

@@ -232,29 +232,41 @@ fn unsigned_and_foreign_signed_letters_are_not_delivered() {
             .contains("not a certificate of the connected sender demo-practice")
     );
 
-    // Not S/MIME at all, small or large: refused at DATA, and nothing of the letter
-    // reaches the disk (a large one is refused before it would get a spool file).
+    // In the clear, small or large: not S/MIME at all, or signed (detached or opaque)
+    // over readable content. Each is refused at DATA, and nothing of it reaches the
+    // disk (a large one is refused before it would get a spool file).
     for size in [100, 300 * 1024] {
         let marker = format!("PLAINTEXT-MARKER-{size}");
         let line = format!("{}\r\n", "x".repeat(76));
         let body = format!("{marker}\r\n{}", line.repeat(size / line.len() + 1));
-        let reply = server.send(
-            install.practice_tls(),
-            PRACTICE,
-            &[&to],
-            &text_letter("plain", &body),
-        );
-        assert_eq!(reply.code, 554, "{reply}");
-        assert!(
-            reply
-                .text()
-                .starts_with("5.7.1 not-smime: a practice's letter must be S/MIME"),
-            "{reply}"
-        );
-        assert!(
-            files_containing(&install.data(), marker.as_bytes()).is_empty(),
-            "the plaintext reached the disk"
-        );
+        let plain = text_letter("plain", &body);
+        for (letter, reason, why) in [
+            (plain.clone(), "not-smime", "it is not S/MIME"),
+            (
+                sign_around(&install, &plain, &[]),
+                "not-encrypted",
+                "it is signed, but what is signed is readable",
+            ),
+            (
+                sign_around(&install, &plain, &["-nodetach"]),
+                "not-encrypted",
+                "it is signed, but what is signed is readable",
+            ),
+        ] {
+            let reply = server.send(install.practice_tls(), PRACTICE, &[&to], &letter);
+            assert_eq!(reply.code, 554, "{reply}");
+            assert_eq!(
+                reply.text(),
+                format!(
+                    "5.7.1 {reason}: a practice's letter must be S/MIME, signed and encrypted \
+                     to the gateway; {why}, and nothing of it was kept"
+                ),
+            );
+            assert!(
+                files_containing(&install.data(), marker.as_bytes()).is_empty(),
+                "the plaintext reached the disk"
+            );
+        }
     }
 
     // None of them reached the inbox, and nothing is left in the spool.
@@ -308,7 +320,7 @@ fn letters_without_integrity_protection_are_refused_and_never_say_which_check_fa
     // Signed around the encryption (encrypt-then-sign): anyone can sign altered
     // ciphertext, so that is no proof of what it decrypts to.
     let unsigned_inside = cbc(&text_letter("x", "CBC-SIGNED-AROUND"), None);
-    let around = last_event(&server, &sign_around(&install, &unsigned_inside));
+    let around = last_event(&server, &sign_around(&install, &unsigned_inside, &[]));
     for refused in [&unsigned, &altered, &around] {
         assert_eq!(refused["kind"], "failed", "{refused}");
         assert_eq!(refused["reason"], "decryption-failed", "{refused}");
@@ -331,8 +343,8 @@ fn letters_without_integrity_protection_are_refused_and_never_say_which_check_fa
 }
 
 /// `letter` signed by the demo practice as it is (encrypt-then-sign when it is
-/// encrypted), with the `openssl` CLI.
-fn sign_around(install: &Install, letter: &[u8]) -> Vec<u8> {
+/// encrypted), with the `openssl` CLI and `extra` arguments (`-nodetach`: opaque).
+fn sign_around(install: &Install, letter: &[u8], extra: &[&str]) -> Vec<u8> {
     let (inner, outer) = (install.work("around.eml"), install.work("around.p7m"));
     std::fs::write(&inner, letter).unwrap();
     run(Command::new("openssl")
@@ -342,6 +354,7 @@ fn sign_around(install: &Install, letter: &[u8]) -> Vec<u8> {
         .arg(install.pki("demo-practice.pem"))
         .arg("-inkey")
         .arg(install.pki("demo-practice.key"))
+        .args(extra)
         .arg("-out")
         .arg(&outer));
     std::fs::read(&outer).unwrap()

@@ -53,8 +53,8 @@ pub struct SpoolFile {
     gate: Option<Gate>,
 }
 
-/// Whether a letter, by its first octets, may be kept.
-pub type Gate = fn(&[u8]) -> bool;
+/// Whether a letter, by its first octets, may be kept: `Err` says why not.
+pub type Gate = fn(&[u8]) -> Result<(), &'static str>;
 
 /// Where a letter being spooled is.
 #[derive(Debug)]
@@ -65,8 +65,9 @@ enum Body {
     Opening(JoinHandle<io::Result<std::fs::File>>),
     /// In its file.
     File(Writer),
-    /// Refused by its gate before it left memory: what follows is counted, not kept.
-    Refused,
+    /// Refused by its gate (for the reason given) before it left memory: what follows
+    /// is counted, not kept.
+    Refused(&'static str),
     /// Handed on (committed) or thrown away: nothing left to clean up.
     Released,
 }
@@ -245,23 +246,26 @@ impl SpoolFile {
         self.gate = Some(gate);
     }
 
-    /// Whether the gate refused the letter, once it is complete: one still in memory is
-    /// judged whole, once (a larger one was judged as it left memory).
-    pub fn refused(&mut self) -> bool {
+    /// Why the gate refused the letter, if it did, once it is complete: one still in
+    /// memory is judged whole, once (a larger one was judged as it left memory).
+    pub fn refused(&mut self) -> Option<&'static str> {
         if let (Body::Memory(held), Some(gate)) = (&mut self.body, self.gate.take())
-            && !gate(held)
+            && let Err(why) = gate(held)
         {
             wipe(held);
-            self.body = Body::Refused;
+            self.body = Body::Refused(why);
         }
-        matches!(self.body, Body::Refused)
+        match self.body {
+            Body::Refused(why) => Some(why),
+            _ => None,
+        }
     }
 
     /// A letter held in memory is handed back to be committed with its submission;
     /// a letter in its file is flushed to disk, and its directory entry made durable.
     /// If that fails, the file is removed.
     pub async fn commit(mut self) -> io::Result<Spooled> {
-        if self.refused() {
+        if self.refused().is_some() {
             return Err(io::Error::other(
                 "the letter was refused by its spool's gate",
             ));
@@ -299,7 +303,7 @@ impl SpoolFile {
     /// Throws the partial letter away (as dropping it does, but waiting for the
     /// removal and reporting its failure).
     pub async fn discard(mut self) -> io::Result<()> {
-        if let Body::Memory(_) | Body::Refused | Body::Released = self.body {
+        if let Body::Memory(_) | Body::Refused(_) | Body::Released = self.body {
             return Ok(());
         }
         // Wait until the file exists, lest it be created after its removal.
@@ -344,7 +348,7 @@ impl Drop for SpoolFile {
     fn drop(&mut self) {
         match std::mem::replace(&mut self.body, Body::Released) {
             Body::Memory(mut held) => wipe(&mut held),
-            Body::Refused | Body::Released => {}
+            Body::Refused(_) | Body::Released => {}
             Body::File(writer) => {
                 drop(writer);
                 remove_abandoned(&self.path);
@@ -402,15 +406,15 @@ impl AsyncWrite for SpoolFile {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if let Body::Refused = this.body {
+        if let Body::Refused(_) = this.body {
             this.written += buf.len() as u64;
             return Poll::Ready(Ok(buf.len()));
         }
         if let Body::Memory(held) = &mut this.body {
             if held.len() + buf.len() > INLINE_MAX {
-                if this.gate.is_some_and(|gate| !gate(held)) {
+                if let Some(Err(why)) = this.gate.map(|gate| gate(held)) {
                     wipe(held);
-                    this.body = Body::Refused;
+                    this.body = Body::Refused(why);
                     this.written += buf.len() as u64;
                     return Poll::Ready(Ok(buf.len()));
                 }
@@ -438,7 +442,7 @@ impl AsyncWrite for SpoolFile {
             // Neither of the first two is left once the letter is out of memory and its
             // file is open; a refused one was answered above; a released letter takes no
             // more writes.
-            Body::Memory(_) | Body::Opening(_) | Body::Refused | Body::Released => {
+            Body::Memory(_) | Body::Opening(_) | Body::Refused(_) | Body::Released => {
                 Poll::Ready(Err(io::Error::other("the spool file is not open")))
             }
         }
@@ -472,7 +476,10 @@ mod tests {
     async fn a_letter_its_gate_refuses_never_gets_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let starts_right = |head: &[u8]| head.starts_with(b"S/MIME");
+        let starts_right = |head: &[u8]| match head.starts_with(b"S/MIME") {
+            true => Ok(()),
+            false => Err("plain"),
+        };
         for (letter, kept) in [
             (b"S/MIME".repeat(INLINE_MAX), true),
             (b"PLAIN!".repeat(INLINE_MAX), false),
@@ -486,7 +493,7 @@ mod tests {
             }
             file.flush().await.unwrap();
             assert_eq!(spool.path(&id).exists(), kept && letter.len() > INLINE_MAX);
-            assert_eq!(file.refused(), !kept);
+            assert_eq!(file.refused(), (!kept).then_some("plain"));
             assert_eq!(file.written(), letter.len() as u64);
             assert_eq!(file.commit().await.is_ok(), kept);
         }

@@ -202,6 +202,66 @@ pub(super) fn binary_with_crlf(entity: &[u8]) -> bool {
         && body.windows(2).any(|w| w == b"\r\n")
 }
 
+/// Whether `entity` holds the end of its header block (an empty line, or a line that
+/// is neither a field nor a continuation), as [`split`] finds it.
+pub(super) fn header_block_ends(entity: &[u8]) -> bool {
+    let mut rest = entity;
+    while let Some(at) = memchr::memchr(b'\n', rest) {
+        let line = &rest[..at];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let continues = matches!(line.first(), Some(b' ' | b'\t'));
+        if line.is_empty() || !(continues || memchr::memchr(b':', line).is_some()) {
+            return true;
+        }
+        rest = &rest[at + 1..];
+    }
+    false
+}
+
+/// The first part of a `multipart/signed` entity and whatever follows it, or `None`
+/// if its boundary is not declared or does not occur.
+pub(super) fn first_part(entity: &[u8]) -> Option<&[u8]> {
+    let (headers, body) = split(entity);
+    let (_, params) = parse_content_type(header(&headers, "content-type")?);
+    let (_, boundary) = params.iter().find(|(name, _)| name == "boundary")?;
+    let delimiter = format!("--{boundary}");
+    let mut rest = body;
+    loop {
+        if let Some(after) = rest.strip_prefix(delimiter.as_bytes()) {
+            let end = memchr::memchr(b'\n', after)?;
+            return Some(&after[end + 1..]);
+        }
+        let at = memchr::memchr(b'\n', rest)?;
+        rest = &rest[at + 1..];
+    }
+}
+
+/// The start of the DER inside an `application/pkcs7-mime` entity: at most `peek`
+/// characters of a base64 body decoded (whole quartets; whitespace skipped; up to the
+/// first character that is neither), or as many octets of a binary one. `None` if the
+/// base64 is not valid.
+pub(super) fn pkcs7_body_start(entity: &[u8], peek: usize) -> Option<SecretBytes> {
+    let (headers, body) = split(entity);
+    let binary = header(&headers, "content-transfer-encoding")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("binary"));
+    if binary {
+        return Some(SecretBytes::from(body[..body.len().min(peek)].to_vec()));
+    }
+    // The body ends where base64 does (a part's body, at its next boundary).
+    let base64 = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    let mut chars = SecretBytes::with_capacity(peek.min(body.len()));
+    chars.extend(
+        body.iter()
+            .copied()
+            .take_while(|b| base64(b) || b.is_ascii_whitespace())
+            .filter(|b| !b.is_ascii_whitespace())
+            .take(peek),
+    );
+    let whole = chars.len() - chars.len() % 4;
+    let decoded = base64_simd::forgiving_decode_inplace(&mut chars[..whole]).ok()?;
+    Some(SecretBytes::from(decoded.to_vec()))
+}
+
 /// The body of `entity`, after its header block.
 pub(super) fn body(entity: &[u8]) -> &[u8] {
     split(entity).1

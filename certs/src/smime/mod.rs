@@ -9,6 +9,7 @@ mod keys;
 mod kim;
 mod libcrypto;
 mod mime;
+mod screen;
 mod signature;
 
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::revocation::RevocationStatus;
 pub use error::UnwrapError;
 pub use keys::{DecryptionKey, TrustAnchors};
 pub use kim::KimRecipient;
+pub use screen::{Screening, screen};
 
 use error::{has_cms_reason, reasons};
 use libcrypto::{ContentType, DecryptFailure};

@@ -27,13 +27,15 @@ fn pkcs7_letter(der: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A `multipart/signed` entity of `parts` parts.
+/// A `multipart/signed` entity of `parts` parts, the first of them (as encrypt-then-sign
+/// has it) `application/pkcs7-mime`, so that it passes the DATA gate.
 fn many_parts(parts: usize) -> Vec<u8> {
     let mut out = format!(
         "From: <{PRACTICE}>\r\nTo: <{MEMBER}@smarthealth.{DOMAIN}>\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"b\"\r\n\r\n"
+         Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMAA=\r\n"
     );
-    for i in 0..parts {
+    for i in 1..parts {
         out.push_str(&format!("--b\r\nContent-Type: text/plain\r\n\r\n{i}\r\n"));
     }
     out.push_str("--b--\r\n");

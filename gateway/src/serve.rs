@@ -226,6 +226,7 @@ impl Gateway {
             config.member_api.smarthealth_quota_bytes,
         ));
         let server = Arc::new(Server::new(policy, sender_tls, smtp_config));
+        let smtp_counters = server.counters();
 
         let smtp_listener = bind("smtp", args.smtp.unwrap_or(config.listen.smtp)).await?;
         let smtps_listener = bind("smtps", args.smtps.unwrap_or(config.listen.smtps)).await?;
@@ -391,6 +392,7 @@ impl Gateway {
                 let state = AdminState {
                     store: store.clone(),
                     token_sha256: Sha256::digest(token.as_bytes()).into(),
+                    smtp: smtp_counters,
                 };
                 let listener = bind("admin", args.admin.unwrap_or(admin.listen)).await?;
                 let addr = listener.local_addr()?;

@@ -63,26 +63,52 @@ fn operators_read_tracking_and_queue_over_https_with_their_token() {
         serde_json::json!({ "queue": [] })
     );
 
-    // Metrics in the Prometheus text format: the letter was accepted and delivered,
-    // nothing waits.
+    // A letter that fails (not signed), and a recipient refused at RCPT (a KVNR whose
+    // check digit is wrong).
+    let unsigned = install.openssl_letter(&text_letter("x", "unsigned"), None, "x");
+    let failed = server.send_to_member(&install, &unsigned);
+    wait_final(&install, &failed);
+    let bad_kvnr = format!("M123456786@smarthealth.{DOMAIN}");
+    let refused = server.send(install.practice_tls(), PRACTICE, &[&bad_kvnr], &unsigned);
+    assert_eq!(
+        (refused.code, refused.text().get(..5)),
+        (553, Some("5.1.3"))
+    );
+
+    // Metrics in the Prometheus text format: one letter delivered, one failed (its
+    // DSN waits: no relay here), and the SMTP sessions and refusal.
     let (status, body) = curl_at(&install, admin, &["-H", &auth], "/admin/v1/metrics");
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
     for line in [
         "# TYPE kvgate_submissions_accepted_total counter",
-        "kvgate_submissions_accepted_total 1",
+        "kvgate_submissions_accepted_total 2",
         "kvgate_submissions_ended_total{state=\"delivered\"} 1",
-        "kvgate_submissions_ended_total{state=\"failed\"} 0",
+        "kvgate_submissions_ended_total{state=\"failed\"} 1",
         "kvgate_submissions_ended_total{state=\"quarantined\"} 0",
+        "# TYPE kvgate_recipient_failures_total counter",
+        "kvgate_recipient_failures_total{reason=\"not-signed\"} 1",
+        "kvgate_smtp_sessions_total{listener=\"smtp\"} 0",
+        "kvgate_smtp_sessions_total{listener=\"smtps\"} 3",
+        "kvgate_smtp_turned_away_total 0",
+        "kvgate_smtp_refusals_total{code=\"553\",status=\"5.1.3\"} 1",
         "# TYPE kvgate_queued_submissions gauge",
         "kvgate_queued_submissions 0",
         "kvgate_quarantined_submissions 0",
-        "kvgate_outbound_messages 0",
-        "kvgate_outbound_oldest_seconds 0",
+        "kvgate_outbound_messages 1",
     ] {
         assert!(
             text.lines().any(|l| l == line),
             "{line} is missing:\n{text}"
+        );
+    }
+    for family in [
+        "kvgate_smtp_open_sessions ",
+        "kvgate_outbound_oldest_seconds ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(family)),
+            "{family}\n{text}"
         );
     }
     let (status, _) = curl_at(&install, admin, &[], "/admin/v1/metrics");

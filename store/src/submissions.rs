@@ -8,6 +8,7 @@ use crate::db::Tx;
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
+use crate::activity::failure_reasons;
 use crate::bodies::{Extent, Reread};
 use crate::db::{ATTEMPTS, MESSAGES, QUEUE, SPOOLED, SPOOLED_AT, SUBMISSIONS, get, put};
 use crate::error::StoreError;
@@ -210,10 +211,12 @@ impl Store {
         reports: Vec<Outbound>,
     ) -> Result<(), StoreError> {
         let id = id.clone();
+        let failures = failure_reasons(&events);
         let spooled =
             self.write_grouped(move |tx| finish(tx, &id, state, events.clone(), &reports))?;
         self.bodies.discard_soon(spooled.as_slice());
         self.activity.ended(state, 1);
+        self.activity.failed_for(failures);
         Ok(())
     }
 
@@ -230,6 +233,7 @@ impl Store {
         reports: Vec<Outbound>,
     ) -> Result<(), StoreError> {
         let id = id.clone();
+        let failures = failure_reasons(&events);
         let filings = filings
             .into_iter()
             .map(|(message, events)| Ok((MessageId::generate()?, message, events)))
@@ -257,6 +261,7 @@ impl Store {
             })?;
         self.bodies.discard_soon(spooled.as_slice());
         self.activity.ended(state, 1);
+        self.activity.failed_for(failures);
         Ok(())
     }
 }

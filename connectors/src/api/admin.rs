@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::param::Param;
 use super::{Problem, with_store};
+use crate::smtp::Counters;
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AdminState {
     pub store: Arc<Store>,
     /// SHA-256 of the operators' bearer token.
     pub token_sha256: [u8; 32],
+    /// The SMTP server's counters.
+    pub smtp: Arc<Counters>,
 }
 
 /// The admin routes: `GET /admin/v1/tracking/{id}`, `GET /admin/v1/queue`,
@@ -102,6 +105,22 @@ async fn queue(State(state): State<AdminState>, headers: HeaderMap) -> Result<Re
     Ok(axum::Json(serde_json::json!({ "queue": entries })).into_response())
 }
 
+/// A sample's labels in the Prometheus text format: `{name="value",…}`, each value
+/// escaped (backslash, double quote, line feed).
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = pairs
+        .iter()
+        .map(|(name, value)| {
+            let value = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{name}=\"{value}\"")
+        })
+        .collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
 /// What waits, in the store's own words, for [`metrics`].
 struct Backlog {
     queued: usize,
@@ -111,7 +130,8 @@ struct Backlog {
 }
 
 /// The gateway's counters and backlogs in the Prometheus text format (0.0.4): what
-/// was accepted and how it ended since the start, and what waits now.
+/// was accepted and how it ended since the start, why recipients failed, the SMTP
+/// sessions and refusals, and what waits now.
 async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Result<Response, Problem> {
     authorize(&state, &headers)?;
     let store = state.store.clone();
@@ -126,11 +146,13 @@ async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Result<
     })
     .await?;
     let counts = state.store.activity();
+    let smtp = state.smtp.snapshot();
     let oldest = backlog.oldest_outbound.map_or(0, |created| {
         now().as_millis().saturating_sub(created.as_millis()) / 1000
     });
+    let one = |value: u64| vec![(String::new(), value)];
     let mut text = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
         for (labels, value) in samples {
             text.push_str(&format!("{name}{labels} {value}\n"));
@@ -140,41 +162,87 @@ async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Result<
         "kvgate_submissions_accepted_total",
         "counter",
         "Letters accepted (250 after DATA) since the gateway started.",
-        &[("", counts.accepted)],
+        one(counts.accepted),
     );
     family(
         "kvgate_submissions_ended_total",
         "counter",
         "Submissions that reached a final state since the gateway started.",
-        &[
-            ("{state=\"delivered\"}", counts.delivered),
-            ("{state=\"failed\"}", counts.failed),
-            ("{state=\"quarantined\"}", counts.quarantined),
+        [
+            ("delivered", counts.delivered),
+            ("failed", counts.failed),
+            ("quarantined", counts.quarantined),
+        ]
+        .into_iter()
+        .map(|(state, count)| (labels(&[("state", state)]), count))
+        .collect(),
+    );
+    family(
+        "kvgate_recipient_failures_total",
+        "counter",
+        "Recipients a letter failed for since the gateway started, by reason code.",
+        counts
+            .failures
+            .iter()
+            .map(|(reason, count)| (labels(&[("reason", reason)]), *count))
+            .collect(),
+    );
+    family(
+        "kvgate_smtp_sessions_total",
+        "counter",
+        "SMTP sessions accepted since the gateway started, by listener.",
+        vec![
+            (labels(&[("listener", "smtp")]), smtp.starttls_sessions),
+            (labels(&[("listener", "smtps")]), smtp.implicit_tls_sessions),
         ],
+    );
+    family(
+        "kvgate_smtp_open_sessions",
+        "gauge",
+        "SMTP sessions running now.",
+        one(smtp.open_sessions),
+    );
+    family(
+        "kvgate_smtp_turned_away_total",
+        "counter",
+        "SMTP connections closed at once for want of room since the gateway started.",
+        one(smtp.turned_away),
+    );
+    family(
+        "kvgate_smtp_refusals_total",
+        "counter",
+        "SMTP replies of class 4 or 5 since the gateway started, by code and enhanced status.",
+        smtp.refusals
+            .iter()
+            .map(|(code, status, count)| {
+                let code = code.to_string();
+                (labels(&[("code", &code), ("status", status)]), *count)
+            })
+            .collect(),
     );
     family(
         "kvgate_queued_submissions",
         "gauge",
         "Letters accepted and waiting to be processed.",
-        &[("", backlog.queued as u64)],
+        one(backlog.queued as u64),
     );
     family(
         "kvgate_quarantined_submissions",
         "gauge",
         "Letters set aside in the quarantine, waiting for an operator.",
-        &[("", backlog.quarantined as u64)],
+        one(backlog.quarantined as u64),
     );
     family(
         "kvgate_outbound_messages",
         "gauge",
         "Reports and uploads waiting for the relay.",
-        &[("", backlog.outbound as u64)],
+        one(backlog.outbound as u64),
     );
     family(
         "kvgate_outbound_oldest_seconds",
         "gauge",
         "Age of the oldest message waiting for the relay (0 when none waits).",
-        &[("", oldest)],
+        one(oldest),
     );
     Ok((
         [(
@@ -184,4 +252,17 @@ async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Result<
         text,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::labels;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            labels(&[("code", "550"), ("reason", "a\"b\\c\nd")]),
+            r#"{code="550",reason="a\"b\\c\nd"}"#
+        );
+    }
 }

@@ -5,12 +5,14 @@
 //! wait, or when the session flushes explicitly (DATA, STARTTLS, QUIT, close).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::counters::Counters;
 use super::reply::Reply;
 
 /// The longest command line of plain SMTP, CRLF included (RFC 5321 §4.5.3.1.4).
@@ -75,6 +77,8 @@ pub(super) struct Conn<IO> {
     output: Vec<u8>,
     decoded: Vec<u8>,
     write_timeout: Duration,
+    /// Where the refusals sent are counted, if anywhere.
+    counters: Option<Arc<Counters>>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
@@ -86,7 +90,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             output: Vec::new(),
             decoded: Vec::new(),
             write_timeout,
+            counters: None,
         }
+    }
+
+    /// Counts the refusals sent on this connection in `counters`.
+    pub(super) fn counting(mut self, counters: Arc<Counters>) -> Self {
+        self.counters = Some(counters);
+        self
     }
 
     /// Returns the stream. Input that was buffered but not yet processed is
@@ -103,6 +114,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Queues a reply; it is sent at the next flush.
     pub(super) fn queue(&mut self, reply: &Reply) {
+        if let Some(counters) = &self.counters {
+            counters.replied(reply);
+        }
         self.output.extend_from_slice(reply.to_string().as_bytes());
     }
 

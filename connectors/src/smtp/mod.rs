@@ -15,6 +15,7 @@
 mod address;
 mod command;
 mod conn;
+mod counters;
 mod data;
 mod decoder;
 mod handler;
@@ -35,6 +36,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::throttle::Throttle;
 use tracing::{error, info, warn};
 
+pub use counters::{Counters, SmtpCounts};
 pub use handler::{Handler, Peer};
 pub use params::{Body, MailParams, Notify, OriginalRecipient, RcptParams, Ret};
 pub use reply::{EnhancedStatus, Reply};
@@ -142,6 +144,7 @@ struct Shared<H> {
     acceptor: RwLock<TlsAcceptor>,
     config: Config,
     limits: limits::ConnectionLimits,
+    counters: Arc<Counters>,
 }
 
 /// The kind of listener.
@@ -166,8 +169,14 @@ impl<H: Handler> Server<H> {
                     config.max_connections_per_certificate,
                 ),
                 config,
+                counters: Arc::default(),
             }),
         }
+    }
+
+    /// What the server has counted since it started, for the operators' metrics.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.shared.counters)
     }
 
     /// Speaks TLS with `tls` on the connections accepted from now on (sessions already
@@ -223,14 +232,20 @@ impl<H: Handler> Server<H> {
                     Ok((tcp, addr)) => match self.shared.limits.admit(addr.ip()) {
                         Ok(admission) => {
                             crate::tcp::no_delay(&tcp);
+                            let counters = Arc::clone(&self.shared.counters);
+                            counters.session_started(matches!(mode, Mode::ImplicitTls));
                             let shared = Arc::clone(&self.shared);
                             let session = session::run(shared, tcp, addr, shutdown.clone(), mode);
                             sessions.spawn(async move {
                                 session.await;
+                                counters.session_ended();
                                 drop(admission);
                             });
                         }
-                        Err(busy) => refuse_busy(&tcp, mode, busy),
+                        Err(busy) => {
+                            self.shared.counters.turned_away();
+                            refuse_busy(&tcp, mode, busy);
+                        }
                     },
                     Err(e) => {
                         warn!(%local, error = %e, "SMTP accept failed");

@@ -145,7 +145,8 @@ impl<H: Handler> Session<H> {
     async fn run_starttls(&mut self, tcp: TcpStream) {
         let config = &self.shared.config;
         let deadline = Instant::now() + config.auth_deadline;
-        let mut conn = Conn::new(tcp, config.command_timeout.min(config.auth_deadline));
+        let mut conn = Conn::new(tcp, config.command_timeout.min(config.auth_deadline))
+            .counting(self.shared.counters.clone());
         match tokio::time::timeout_at(deadline, self.plain(&mut conn)).await {
             Ok(Ok(Flow::StartTls)) => {}
             Ok(Ok(_)) => return conn.close().await,
@@ -164,7 +165,8 @@ impl<H: Handler> Session<H> {
         let Some(tls) = self.handshake(conn.into_inner(), Some(deadline)).await else {
             return;
         };
-        let conn = Conn::new(tls, self.shared.config.command_timeout);
+        let conn = Conn::new(tls, self.shared.config.command_timeout)
+            .counting(self.shared.counters.clone());
         self.connect(&conn, false);
         self.serve_tls(conn).await;
     }
@@ -188,7 +190,8 @@ impl<H: Handler> Session<H> {
         let Some(tls) = self.handshake(tcp, None).await else {
             return;
         };
-        let mut conn = Conn::new(tls, self.shared.config.command_timeout);
+        let mut conn = Conn::new(tls, self.shared.config.command_timeout)
+            .counting(self.shared.counters.clone());
         if self.spoke_early(&mut conn).await {
             return conn.close().await;
         }

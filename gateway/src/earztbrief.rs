@@ -9,6 +9,7 @@
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::letter::{self, LetterHeaders};
+use crate::wiped::WipedMessage;
 
 /// The most characters of text outside the eAB parts.
 pub const MAX_BODY_TEXT: usize = 200;
@@ -24,7 +25,8 @@ pub fn check(inner: &[u8], headers: &LetterHeaders<'_>) -> Option<Result<(), Str
     {
         return None;
     }
-    let Some(message) = MessageParser::default().parse(letter::enclosed_message(inner)) else {
+    let parsed = MessageParser::default().parse(letter::enclosed_message(inner));
+    let Some(message) = parsed.map(WipedMessage::from) else {
         return Some(Err("the eArztbrief cannot be read as MIME".to_owned()));
     };
     let (mut pdfs, mut xmls, mut attachments, mut text) = (0usize, 0usize, 0usize, 0usize);

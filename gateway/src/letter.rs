@@ -14,6 +14,8 @@ use kvgate_certs::smime::Signer;
 use kvgate_store::{Ciphertext, Timestamp, TrackingId};
 use mail_parser::{MessageParser, MimeHeaders};
 
+use crate::wiped::WipedMessage;
+
 /// Who signed a letter, as verified.
 pub struct Provenance<'a> {
     /// The submission.
@@ -154,7 +156,7 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
 /// The headers of a letter's inner message (unwrapped from `message/rfc822` where
 /// the sender wrapped it), parsed once for every question the pipeline asks of them.
 pub struct LetterHeaders<'a> {
-    parsed: Option<mail_parser::Message<'a>>,
+    parsed: Option<WipedMessage<'a>>,
 }
 
 /// The message IDs (without angle brackets) in `<…>` tokens of a header value.
@@ -174,7 +176,9 @@ impl<'a> LetterHeaders<'a> {
     /// Parses the headers of the message in `inner` (the verified content).
     pub fn parse(inner: &'a [u8]) -> Self {
         LetterHeaders {
-            parsed: MessageParser::default().parse_headers(enclosed_message(inner)),
+            parsed: MessageParser::default()
+                .parse_headers(enclosed_message(inner))
+                .map(WipedMessage::from),
         }
     }
 

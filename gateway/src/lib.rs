@@ -36,3 +36,4 @@ pub mod uploads;
 pub mod verdict;
 pub mod verify;
 pub mod watchdog;
+pub mod wiped;

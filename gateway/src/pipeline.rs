@@ -446,6 +446,8 @@ impl Pipeline {
                 Some(("earztbrief-profile", detail))
             }
         };
+        // Wiped as it goes: it borrows the letter.
+        drop(headers);
         Ok(Ok(Accepted {
             unwrapped,
             sender_kind: sender.kind,
@@ -756,6 +758,7 @@ impl Pipeline {
         }
         // The plaintext is no longer needed: free it before the ciphertext is committed.
         drop(plaintext);
+        drop(letter_headers);
         drop(unwrapped);
         let state = if failures.len() == submission.recipients.len() {
             SubmissionState::Failed

@@ -122,12 +122,17 @@ impl Outbox {
                     break;
                 };
                 let Some(entry) = due.pop_front() else { break };
-                let Some(attempt) = self.store.begin_outbound_attempt(&entry.id) else {
-                    continue;
-                };
                 let this = self.clone();
                 running.spawn(async move {
-                    this.attempt(attempt, entry).await;
+                    // Beginning takes the store's lock of attempts, which an attempt
+                    // that ends holds through its commit: not on an async worker. An
+                    // entry whose attempt has begun already is left to it.
+                    let (store, id) = (this.store.clone(), entry.id.clone());
+                    let begun =
+                        tokio::task::spawn_blocking(move || store.begin_outbound_attempt(&id));
+                    if let Ok(Some(attempt)) = begun.await {
+                        this.attempt(attempt, entry).await;
+                    }
                     drop(slot);
                 });
             }

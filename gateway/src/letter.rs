@@ -41,6 +41,47 @@ pub struct Provenance<'a> {
     pub finding: Option<(&'a str, &'a str)>,
     /// Who else signed the same layer.
     pub co_signers: &'a [Signer],
+    /// Whether the letter's From address is one of the signer certificate's.
+    pub from_in_certificate: FromCheck<'a>,
+}
+
+/// Whether a letter's From address is among the e-mail addresses of the certificate
+/// that signed it. RFC 8550 §3 has receiving agents check this where the certificate
+/// holds addresses, and show the certificate's addresses where it fails: the member's
+/// letter says which (`from-in-certificate`), and names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromCheck<'a> {
+    /// The From address is one of the certificate's.
+    Listed,
+    /// The certificate holds these addresses, and the From address is none of them.
+    NotListed(&'a [String]),
+    /// The certificate holds no e-mail address (or the letter has no signer).
+    NoAddresses,
+}
+
+impl<'a> FromCheck<'a> {
+    /// Compares `from` (lowercase, or none) with a certificate's `emails` (lowercase).
+    pub fn of(from: Option<&str>, emails: &'a [String]) -> Self {
+        match emails {
+            [] => FromCheck::NoAddresses,
+            _ if from.is_some_and(|from| emails.iter().any(|email| email == from)) => {
+                FromCheck::Listed
+            }
+            _ => FromCheck::NotListed(emails),
+        }
+    }
+
+    /// The check as the parameters of the member's verification header.
+    fn parameters(&self) -> String {
+        match self {
+            FromCheck::Listed => "from-in-certificate=yes".to_owned(),
+            FromCheck::NoAddresses => "from-in-certificate=none".to_owned(),
+            FromCheck::NotListed(emails) => format!(
+                "from-in-certificate=no;\r\n certificate-addresses=\"{}\"",
+                header_safe(&emails.join(", "))
+            ),
+        }
+    }
 }
 
 /// KIM's result headers for a letter that was decrypted and whose signature
@@ -116,7 +157,7 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
             "X-Kvgate-Tracking-Id: {}\r\n\
              X-Kvgate-Signature: verified; signer=\"{signer}\"; sha256={};\r\n at={}\r\n\
              X-Kvgate-Verification: serial={}; issuer=\"{}\";\r\n algorithms=\"{}\";\r\n \
-             revocation=\"{}\";\r\n chain-valid-at={}\r\n",
+             revocation=\"{}\";\r\n chain-valid-at={};\r\n {}\r\n",
             provenance.tracking_id,
             provenance.fingerprint,
             provenance.verified_at.to_rfc3339(),
@@ -125,6 +166,7 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
             header_safe(provenance.algorithms),
             header_safe(provenance.revocation),
             provenance.chain_valid_at.to_rfc3339(),
+            provenance.from_in_certificate.parameters(),
         )
         .into_bytes(),
     );
@@ -375,6 +417,7 @@ mod tests {
             chain_valid_at: Timestamp(0),
             finding: None,
             co_signers: &[],
+            from_in_certificate: FromCheck::Listed,
         }
     }
 
@@ -422,9 +465,40 @@ mod tests {
             "X-Kvgate-Verification: serial=1F; issuer=\"CN=CA\";\r\n \
              algorithms=\"RSASSA-PSS with SHA256\";\r\n \
              revocation=\"not revoked (OCSP http://ocsp.test/)\";\r\n \
-             chain-valid-at=1970-01-01T00:00:00.000Z\r\n"
+             chain-valid-at=1970-01-01T00:00:00.000Z;\r\n from-in-certificate=yes\r\n"
         ));
         assert!(text.ends_with("From: Praxis <Praxis@Example.test>\r\nSubject: x\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn the_from_address_is_compared_with_the_signer_certificates() {
+        let emails = ["praxis@p.test".to_owned(), "kim@p.test".to_owned()];
+        assert_eq!(
+            FromCheck::of(Some("kim@p.test"), &emails),
+            FromCheck::Listed
+        );
+        assert_eq!(
+            FromCheck::of(Some("kim@p.test"), &[]),
+            FromCheck::NoAddresses
+        );
+        let other = FromCheck::of(Some("other@p.test"), &emails);
+        assert_eq!(other, FromCheck::NotListed(&emails));
+        assert_eq!(FromCheck::of(None, &emails), FromCheck::NotListed(&emails));
+
+        let id: TrackingId = "01ARZ3NDEKTSV4RRFFQ69G5FAV".parse().unwrap();
+        let p = Provenance {
+            from_in_certificate: other,
+            ..provenance(&id)
+        };
+        let letter = member_letter(b"From: other@p.test\r\n\r\nbody", &p);
+        let text = String::from_utf8(letter.parts().concat()).unwrap();
+        assert!(
+            text.contains(
+                "chain-valid-at=1970-01-01T00:00:00.000Z;\r\n from-in-certificate=no;\r\n \
+                 certificate-addresses=\"praxis@p.test, kim@p.test\"\r\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::config::{ProfilePolicy, Unauthenticated, VerifyAt};
 use crate::earztbrief;
 use crate::inbox::{self, Closed, inbox_of};
 use crate::keycache::{KeyCache, member_keys};
-use crate::letter::{self, LetterHeaders, Provenance};
+use crate::letter::{self, FromCheck, LetterHeaders, Provenance};
 use crate::reports::{Action, Dsn, Fate, Mdn, Original, Report, ReportError, status_for};
 use crate::verdict::{self, Verdict};
 
@@ -500,6 +500,12 @@ impl Pipeline {
             signer.digest_algorithm,
             signer.revocation
         );
+        if let FromCheck::NotListed(emails) = FromCheck::of(Some(&from), &signer.emails) {
+            detail.push_str(&format!(
+                "; the From address <{from}> is none of the signer certificate's ({})",
+                emails.join(", ")
+            ));
+        }
         for other in &unwrapped.co_signers {
             detail.push_str(&format!(
                 "; co-signed by {} (sha256 {})",
@@ -651,6 +657,10 @@ impl Pipeline {
                     .as_ref()
                     .map(|(code, detail)| (*code, detail.as_str())),
                 co_signers: &unwrapped.co_signers,
+                from_in_certificate: FromCheck::of(
+                    letter_headers.from_address().as_deref(),
+                    signer.map_or(&[], |s| s.emails.as_slice()),
+                ),
             },
         );
         let (message_id, replies_to) = letter_headers.threading();

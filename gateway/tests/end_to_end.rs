@@ -120,6 +120,12 @@ fn openssl_letter_reaches_gpg_member_intact() {
         .parse(plaintext.as_slice())
         .unwrap();
     assert_eq!(parsed.subject(), Some("Befund"));
+    // The From address is the one in the practice's signing certificate (RFC 8550 §3).
+    let verification = parsed.header_raw("X-Kvgate-Verification").unwrap();
+    assert!(
+        verification.trim_end().ends_with("from-in-certificate=yes"),
+        "{verification}"
+    );
     assert_eq!(
         parsed
             .header("X-Kvgate-Tracking-Id")

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, UploadKind};
 use serde::Serialize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::outgoing::{self, Origin, Outgoing};
 use super::routes::{blocking, parse_kvnr};
@@ -31,9 +32,9 @@ const MAX_NOTE: usize = 2000;
 /// The fields of the upload form, as read.
 #[derive(Default)]
 pub(crate) struct Form {
-    file: Option<Vec<u8>>,
+    file: Option<Zeroizing<Vec<u8>>>,
     document_type: Option<String>,
-    note: Option<String>,
+    note: Option<Zeroizing<String>>,
     kvnr: Option<String>,
     /// The basic tier's device-generated install ID.
     pub install_id: Option<String>,
@@ -54,31 +55,50 @@ pub(crate) fn malformed(detail: impl std::fmt::Display) -> Problem {
     )
 }
 
-/// Reads one field, refusing it once it exceeds `cap` octets.
+/// Reads one field, refusing it once it exceeds `cap` octets. What a member uploads
+/// is theirs to read only: the buffer is wiped when dropped, and so is every smaller
+/// one it outgrew.
 pub(crate) async fn read_field(
     mut field: Field<'_>,
     cap: usize,
     too_large: Problem,
-) -> Result<Vec<u8>, Problem> {
-    let mut out = Vec::new();
+) -> Result<Zeroizing<Vec<u8>>, Problem> {
+    let mut out = Zeroizing::new(Vec::new());
     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
-        if out.len() + chunk.len() > cap {
+        let len = out.len() + chunk.len();
+        if len > cap {
             return Err(too_large);
+        }
+        if len > out.capacity() {
+            let mut grown = Vec::with_capacity(len.max(2 * out.capacity()).min(cap));
+            grown.extend_from_slice(&out);
+            // The smaller buffer is wiped as it is replaced.
+            out = Zeroizing::new(grown);
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
 }
 
-/// Reads one short text field.
-pub(crate) async fn read_text(field: Field<'_>, name: &str, cap: usize) -> Result<String, Problem> {
+/// Reads one short text field (wiped when dropped, as [`read_field`]'s).
+pub(crate) async fn read_text(
+    field: Field<'_>,
+    name: &str,
+    cap: usize,
+) -> Result<Zeroizing<String>, Problem> {
     let too_long = invalid(
         &format!("{name}-too-long"),
         "Form field too long",
         format!("{name} is too long"),
     );
-    String::from_utf8(read_field(field, cap, too_long).await?)
-        .map_err(|_| malformed(format!("{name} is not UTF-8 text")))
+    let mut octets = read_field(field, cap, too_long).await?;
+    match String::from_utf8(std::mem::take(&mut *octets)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            e.into_bytes().zeroize();
+            Err(malformed(format!("{name} is not UTF-8 text")))
+        }
+    }
 }
 
 /// Reads the whole form; every field at most once, none unknown (`install_id` is
@@ -121,11 +141,11 @@ async fn read_form(
                 );
                 form.file = Some(read_field(field, max_size, too_large).await?);
             }
-            "type" => form.document_type = Some(read_text(field, "type", 64).await?),
+            "type" => form.document_type = Some(read_text(field, "type", 64).await?.to_string()),
             // Four octets per character at most.
             "note" => form.note = Some(read_text(field, "note", 4 * MAX_NOTE).await?),
-            "kvnr" => form.kvnr = Some(read_text(field, "kvnr", 64).await?),
-            _ => form.install_id = Some(read_text(field, "install_id", 64).await?),
+            "kvnr" => form.kvnr = Some(read_text(field, "kvnr", 64).await?.to_string()),
+            _ => form.install_id = Some(read_text(field, "install_id", 64).await?.to_string()),
         }
     }
     Ok(form)

@@ -10,6 +10,7 @@ use kvgate_store::{
     BasicUpload, Cap, Ciphertext, Kvnr, MessageId, Outbound, OutboundId, Sending, ThreadId,
     ThreadRef, TrackingId, Upload, UploadKind, now,
 };
+use zeroize::Zeroizing;
 
 use super::routes::blocking;
 use super::{ApiState, Problem};
@@ -39,7 +40,7 @@ pub struct Document<'a> {
     pub text: Option<&'a str>,
     /// The documents, each with the media type found in its content (none for a
     /// request).
-    pub files: &'a [(&'static str, Vec<u8>)],
+    pub files: &'a [(&'static str, Zeroizing<Vec<u8>>)],
     /// The messenger thread it belongs to, if any.
     pub thread: Option<&'a ThreadId>,
     /// The Message-ID it replies to (without angle brackets), if any.
@@ -104,10 +105,10 @@ pub(crate) struct Outgoing {
     pub kind: UploadKind,
     pub concerns: Kvnr,
     pub document_type: String,
-    pub note: Option<String>,
+    pub note: Option<Zeroizing<String>>,
     pub details: Option<serde_json::Value>,
-    pub text: Option<String>,
-    pub files: Vec<(&'static str, Vec<u8>)>,
+    pub text: Option<Zeroizing<String>>,
+    pub files: Vec<(&'static str, Zeroizing<Vec<u8>>)>,
     /// At most so many of this kind and type (members only).
     pub cap: Option<Cap>,
     /// The messenger thread, for a message.
@@ -147,9 +148,9 @@ pub(crate) async fn send(
             kind: outgoing.kind,
             concerns: &outgoing.concerns,
             document_type: &outgoing.document_type,
-            note: outgoing.note.as_deref(),
+            note: outgoing.note.as_ref().map(|note| note.as_str()),
             details: outgoing.details.as_ref(),
-            text: outgoing.text.as_deref(),
+            text: outgoing.text.as_ref().map(|text| text.as_str()),
             files: &outgoing.files,
             thread: outgoing.thread.as_ref().map(|t| &t.thread),
             in_reply_to: outgoing

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kvgate_store::{Kvnr, Mailbox, MessageMeta, Thread, ThreadId, UploadKind};
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use super::documents::{invalid, malformed, read_field, read_multipart, read_text};
 use super::messages::{MessageSummary, message_id};
@@ -30,8 +31,8 @@ const MAX_FILES: usize = 5;
 
 /// A message as the member wrote it.
 struct MessageForm {
-    text: String,
-    files: Vec<(&'static str, Vec<u8>)>,
+    text: Zeroizing<String>,
+    files: Vec<(&'static str, Zeroizing<Vec<u8>>)>,
 }
 
 /// Reads the message form: `text` once, `file` up to [`MAX_FILES`] times, together

@@ -71,6 +71,17 @@ impl<'a> FromCheck<'a> {
         }
     }
 
+    /// The check in words: `yes`, or why not.
+    pub fn describe(&self) -> String {
+        match self {
+            FromCheck::Listed => "yes".to_owned(),
+            FromCheck::NoAddresses => "none (the certificate holds no e-mail address)".to_owned(),
+            FromCheck::NotListed(emails) => {
+                format!("no (the certificate's addresses: {})", emails.join(", "))
+            }
+        }
+    }
+
     /// The check as the parameters of the member's verification header.
     fn parameters(&self) -> String {
         match self {

@@ -18,7 +18,7 @@ use kvgate_store::Timestamp;
 
 use crate::config::Unauthenticated;
 use crate::input_file::InputFile;
-use crate::letter::LetterHeaders;
+use crate::letter::{FromCheck, LetterHeaders};
 use crate::pipeline::signed_and_encrypted;
 use crate::runtime::Installation;
 use crate::serve::{crl_files, decryption_keys, signer_trust, trust_anchor_pems};
@@ -123,9 +123,12 @@ pub fn run(
         signer.signature_algorithm, signer.digest_algorithm
     )?;
     writeln!(out, "revocation: {}", signer.revocation)?;
-    if let Some(from) = LetterHeaders::parse(&unwrapped.content).from_address() {
+    let from = LetterHeaders::parse(&unwrapped.content).from_address();
+    if let Some(from) = &from {
         writeln!(out, "from: {from}")?;
     }
+    let from_check = FromCheck::of(from.as_deref(), &signer.emails);
+    writeln!(out, "from-in-certificate: {}", from_check.describe())?;
     for recipient in &unwrapped.recipients {
         writeln!(
             out,

@@ -94,6 +94,11 @@ fn kim_sample_verifies_with_flags_as_of_its_date() {
             "{text}"
         );
         assert!(lines.contains(&"from: mustersender@komle.de"), "{text}");
+        // An SMC-B certificate names no e-mail address: nothing to compare From with.
+        assert!(
+            lines.contains(&"from-in-certificate: none (the certificate holds no e-mail address)"),
+            "{text}"
+        );
         let (serial, address) = match which {
             "a" => ("FF22A88FFD24", "mustersender@komle.de"),
             _ => ("9F52A80078E4", "musterempfaenger@komle.de"),

@@ -29,12 +29,18 @@ use crate::supervise::Intake;
 
 /// Whether a practice's letter may be kept, by its first octets: its content must be
 /// encrypted, at its top or under signatures (encrypt-then-sign). Where those octets
-/// cannot tell, the pipeline judges the whole letter.
+/// cannot tell, the pipeline judges the whole letter. A refusal is the reply's text.
 fn encrypted(head: &[u8]) -> Result<(), &'static str> {
     match smime::screen(head) {
         Screening::Encrypted | Screening::Undecided => Ok(()),
-        Screening::NotSmime => Err("not-smime"),
-        Screening::NotEncrypted => Err("not-encrypted"),
+        Screening::NotSmime => Err(
+            "not-smime: a practice's letter must be S/MIME, signed and encrypted to the \
+             gateway; it is not S/MIME, and nothing of it was kept",
+        ),
+        Screening::NotEncrypted => Err(
+            "not-encrypted: a practice's letter must be S/MIME, signed and encrypted to the \
+             gateway; it is signed, but what is signed is readable, and nothing of it was kept",
+        ),
     }
 }
 
@@ -354,20 +360,10 @@ impl Handler for Policy {
     }
 
     async fn data_end(&self, session: &mut Session, mut sink: SpoolFile) -> Reply {
-        if let Some(reason) = sink.refused() {
+        if let Some(refusal) = sink.refused() {
+            let reason = refusal.split(':').next().unwrap_or_default();
             tracing::info!(sender = %session.sender.id, reason, "a practice's letter in the clear refused at DATA");
-            let why = match reason {
-                "not-encrypted" => "it is signed, but what is signed is readable",
-                _ => "it is not S/MIME",
-            };
-            return Reply::new(
-                554,
-                (5, 7, 1),
-                format!(
-                    "{reason}: a practice's letter must be S/MIME, signed and encrypted to \
-                     the gateway; {why}, and nothing of it was kept"
-                ),
-            );
+            return Reply::new(554, (5, 7, 1), refusal);
         }
         let spooled = match sink.commit().await {
             Ok(done) => done,

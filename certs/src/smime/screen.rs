@@ -54,7 +54,7 @@ fn layer(entity: &[u8], depth: usize) -> Screening {
         return Screening::Undecided;
     }
     let inner = match mime::classify(entity) {
-        Kind::Pkcs7Mime => pkcs7(entity, depth),
+        Kind::Pkcs7Mime => Some(pkcs7(entity, depth)),
         Kind::MultipartSigned => match mime::first_part(entity) {
             Some(part) => Some(layer(part, depth + 1)),
             None => Some(Screening::Undecided),
@@ -70,22 +70,19 @@ fn layer(entity: &[u8], depth: usize) -> Screening {
     }
 }
 
-/// Screens an `application/pkcs7-mime` entity by the CMS at the start of its body.
-/// `None` if the body is not CMS at all.
-fn pkcs7(entity: &[u8], depth: usize) -> Option<Screening> {
+/// Screens an `application/pkcs7-mime` entity by the CMS at the start of its body;
+/// a body that cannot be read as CMS so far is left to the pipeline.
+fn pkcs7(entity: &[u8], depth: usize) -> Screening {
     let Some(der) = mime::pkcs7_body_start(entity, PEEK) else {
-        return Some(Screening::Undecided);
+        return Screening::Undecided;
     };
-    let Some(content) = Walk(&der).content_info() else {
-        return Some(Screening::Undecided);
-    };
-    Some(match content {
-        Cms::Enveloped => Screening::Encrypted,
-        Cms::Signed(inner) => layer(&inner, depth + 1),
+    match Walk(&der).content_info() {
+        Some(Cms::Enveloped) => Screening::Encrypted,
+        Some(Cms::Signed(inner)) => layer(&inner, depth + 1),
         // Compressed data may hold encrypted data, and what the pipeline does not
         // take it refuses with its own reason.
-        Cms::Other => Screening::Undecided,
-    })
+        Some(Cms::Other) | None => Screening::Undecided,
+    }
 }
 
 /// What a CMS ContentInfo holds, as far as its start shows.
@@ -119,7 +116,7 @@ impl<'a> Walk<'a> {
         self.primitive(0x31)?; // digestAlgorithms, read whole
         self.enter(0x30)?; // encapContentInfo
         self.primitive(0x06)?; // eContentType
-        // Without eContent the signature is detached: there is nothing inside.
+        // Without eContent the signature is detached: nothing inside to screen.
         self.enter(0xa0)?;
         self.octets().map(Cms::Signed)
     }

@@ -151,18 +151,26 @@ pub fn targets(limits: &Limits, rows: &[Row], postfix: &Comparison) -> Vec<Targe
         },
         None => not_measured("2 MiB letters: >= 150 MB/s of letter data delivered"),
     };
-    let paced = rows
+    let paced: Vec<(f64, f64, usize)> = rows
         .iter()
-        .find(|r| r.size_kib == TARGET_SIZE_KIB && r.paced_per_s.is_some());
-    let latency = match paced.and_then(|r| Some((r, r.accept_ms?, r.paced_per_s?))) {
-        Some((r, accept, rate)) => Target {
-            target: "p99 accept latency <= 25 ms at half of the peak rate",
-            holds: Some(accept.p99 <= 25.0),
-            detail: format!(
-                "p99 {:.2} ms paced at {rate:.1} letters/s (half the best delivered rate) on {} connections",
-                accept.p99, r.concurrency
-            ),
-        },
+        .filter(|r| r.size_kib == TARGET_SIZE_KIB)
+        .filter_map(|r| Some((r.accept_ms?.p99, r.paced_per_s?, r.concurrency)))
+        .collect();
+    let latency = match paced.first() {
+        Some(&(_, rate, concurrency)) => {
+            let p99s: Vec<f64> = paced.iter().map(|(p99, _, _)| *p99).collect();
+            let middle = median(p99s.clone());
+            let each: Vec<String> = p99s.iter().map(|p| format!("{p:.2}")).collect();
+            Target {
+                target: "p99 accept latency <= 25 ms at half of the peak rate",
+                holds: Some(middle <= 25.0),
+                detail: format!(
+                    "median p99 {middle:.2} ms of {} runs paced at {rate:.1} letters/s (half the best delivered rate) on {concurrency} connections (p99 of each: {} ms)",
+                    p99s.len(),
+                    each.join(", ")
+                ),
+            }
+        }
         None => not_measured("p99 accept latency <= 25 ms at half of the peak rate"),
     };
     vec![ratio, latency, ahead, throughput]

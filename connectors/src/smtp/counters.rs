@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::reply::Reply;
 
@@ -17,6 +17,15 @@ pub struct Counters {
     turned_away: AtomicU64,
     /// Replies of class 4 or 5, by code and enhanced status (empty when none).
     refusals: Mutex<BTreeMap<(u16, String), u64>>,
+}
+
+/// A session counted as open while it is held (see [`Counters::session_started`]).
+pub(super) struct OpenSession(Arc<Counters>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of [`Counters`].
@@ -38,19 +47,15 @@ pub struct SmtpCounts {
 
 impl Counters {
     /// A session was accepted (`implicit_tls`: on the implicit-TLS port); it counts as
-    /// open until [`Counters::session_ended`].
-    pub(super) fn session_started(&self, implicit_tls: bool) {
+    /// open until the returned guard is dropped, however the session ends.
+    pub(super) fn session_started(self: &Arc<Self>, implicit_tls: bool) -> OpenSession {
         let port = match implicit_tls {
             true => &self.implicit_tls_sessions,
             false => &self.starttls_sessions,
         };
         port.fetch_add(1, Ordering::Relaxed);
         self.open_sessions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A session counted by [`Counters::session_started`] ended.
-    pub(super) fn session_ended(&self) {
-        self.open_sessions.fetch_sub(1, Ordering::Relaxed);
+        OpenSession(Arc::clone(self))
     }
 
     /// A connection was turned away for want of room.
@@ -84,5 +89,37 @@ impl Counters {
                 .map(|((code, status), count)| (*code, status.clone(), *count))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_open_while_held_and_refusals_counted_by_code_and_status() {
+        let counters = Arc::new(Counters::default());
+        let first = counters.session_started(true);
+        let second = counters.session_started(false);
+        drop(first);
+        counters.replied(&Reply::new(250, (2, 0, 0), "OK"));
+        for _ in 0..2 {
+            counters.replied(&Reply::new(550, (5, 1, 1), "no such member"));
+        }
+        counters.replied(&Reply::new(421, (4, 3, 2), "shutting down"));
+        counters.turned_away();
+        let counts = counters.snapshot();
+        assert_eq!(
+            counts,
+            SmtpCounts {
+                starttls_sessions: 1,
+                implicit_tls_sessions: 1,
+                open_sessions: 1,
+                turned_away: 1,
+                refusals: vec![(421, "4.3.2".to_owned(), 1), (550, "5.1.1".to_owned(), 2)],
+            }
+        );
+        drop(second);
+        assert_eq!(counters.snapshot().open_sessions, 0);
     }
 }

@@ -232,14 +232,13 @@ impl<H: Handler> Server<H> {
                     Ok((tcp, addr)) => match self.shared.limits.admit(addr.ip()) {
                         Ok(admission) => {
                             crate::tcp::no_delay(&tcp);
-                            let counters = Arc::clone(&self.shared.counters);
-                            counters.session_started(matches!(mode, Mode::ImplicitTls));
+                            let implicit_tls = matches!(mode, Mode::ImplicitTls);
+                            let open = self.shared.counters.session_started(implicit_tls);
                             let shared = Arc::clone(&self.shared);
                             let session = session::run(shared, tcp, addr, shutdown.clone(), mode);
                             sessions.spawn(async move {
                                 session.await;
-                                counters.session_ended();
-                                drop(admission);
+                                drop((open, admission));
                             });
                         }
                         Err(busy) => {

@@ -13,6 +13,7 @@ pub mod control;
 pub mod demo;
 pub mod earztbrief;
 pub mod exposure;
+pub mod heap;
 pub mod inbox;
 pub mod init;
 pub mod input_file;

@@ -61,6 +61,7 @@ pub struct ServeArgs {
 /// Runs `kvgate serve` until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     log_panics_without_their_message();
+    crate::heap::keep_letter_buffers();
     let path = config_path(args.config.as_deref());
     if args.config.is_none() && !path.exists() {
         let outcome = init::run(&path.parent().map(PathBuf::from).unwrap_or_default())?;

@@ -29,6 +29,11 @@ const MAX_DEPTH: usize = super::MAX_LAYERS;
 /// CMS header and the start of signed content, whatever certificates follow it.
 const PEEK: usize = 8 * 1024;
 
+/// Base64 characters decoded at first: the CMS header of enveloped data, or signed
+/// data's start and the header of what it signs, fits in them. Scanning all of
+/// [`PEEK`] took 2% of the server's time for a 4 KiB letter.
+const GLANCE: usize = 1024;
+
 /// `id-envelopedData` (RFC 5652), DER contents of the OID.
 const ENVELOPED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
 /// `id-ct-authEnvelopedData` (RFC 5083).
@@ -72,8 +77,20 @@ fn layer(entity: &[u8], depth: usize) -> Screening {
 
 /// Screens an `application/pkcs7-mime` entity by the CMS at the start of its body;
 /// a body that cannot be read as CMS so far is left to the pipeline.
+///
+/// The first [`GLANCE`] characters are decoded first, and [`PEEK`] only where they do
+/// not decide. Every answer but `Undecided` rests on a prefix that was read whole, so
+/// more characters cannot change it.
 fn pkcs7(entity: &[u8], depth: usize) -> Screening {
-    let Some(der) = mime::pkcs7_body_start(entity, PEEK) else {
+    match pkcs7_within(entity, depth, GLANCE) {
+        Screening::Undecided => pkcs7_within(entity, depth, PEEK),
+        decided => decided,
+    }
+}
+
+/// [`pkcs7`] on at most `peek` base64 characters of the body.
+fn pkcs7_within(entity: &[u8], depth: usize, peek: usize) -> Screening {
+    let Some(der) = mime::pkcs7_body_start(entity, peek) else {
         return Screening::Undecided;
     };
     match Walk(&der).content_info() {
@@ -303,6 +320,30 @@ mod tests {
             assert_eq!(screen(&twice), Screening::Encrypted, "opaque: {opaque}");
             let clear = openssl_signed(dir.path(), plain, opaque);
             assert_eq!(screen(&clear), Screening::NotEncrypted, "opaque: {opaque}");
+        }
+    }
+
+    #[test]
+    fn what_the_first_glance_cannot_tell_is_read_further() {
+        let dir = tempfile::tempdir().unwrap();
+        // Signed content whose header block runs past the first GLANCE characters.
+        let fields: String = (0..40)
+            .map(|n| format!("X-Praxis-Feld-{n:02}: {}\r\n", "z".repeat(40)))
+            .collect();
+        let plain = format!("{fields}Content-Type: text/plain\r\n\r\nBefund\r\n");
+        let encrypted = [
+            fields.as_bytes(),
+            &testdata("protected-headers/smime-enc+legacy-disp.eml"),
+        ]
+        .concat();
+        let clear = openssl_signed(dir.path(), plain.as_bytes(), true);
+        let around = openssl_signed(dir.path(), &encrypted, true);
+        for (letter, expected) in [
+            (&clear, Screening::NotEncrypted),
+            (&around, Screening::Encrypted),
+        ] {
+            assert_eq!(pkcs7_within(letter, 0, GLANCE), Screening::Undecided);
+            assert_eq!(screen(letter), expected);
         }
     }
 

@@ -101,7 +101,6 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Installs the process's one TLS crypto provider (ring). Idempotent.
 /// Logs a panic by where it happened only: its message may quote what the thread was
 /// working on, a letter's decrypted content among them, and the log is kept on disk.
 pub fn log_panics_without_their_message() {
@@ -118,6 +117,7 @@ pub fn log_panics_without_their_message() {
     }));
 }
 
+/// Installs the process's one TLS crypto provider (ring). Idempotent.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

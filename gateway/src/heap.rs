@@ -11,40 +11,45 @@
 //! 398–408 MB. With the top trimmed past 16 MiB instead of 64, 141 thousand faults;
 //! past 8 MiB, 539 thousand.
 
-/// Allocations up to this size come from the arenas, never from their own mapping
-/// (glibc's largest mapping threshold on 64-bit targets).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-
-/// An arena keeps this much free memory at its top before it gives any back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 64 << 20;
-
 /// Sets the allocator's thresholds for a serving process. Call it before any thread
 /// is started. Where the C library is not glibc, or the operator tunes its allocator
 /// with `GLIBC_TUNABLES`, it does nothing.
 pub fn keep_letter_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("GLIBC_TUNABLES")
-        .is_some_and(|tunables| tunables.to_string_lossy().contains("glibc.malloc."))
-    {
-        tracing::info!("GLIBC_TUNABLES tunes the allocator: kvgate's thresholds are not set");
-        return;
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    for (parameter, value, name) in [
-        (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD, "M_MMAP_THRESHOLD"),
-        (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD, "M_TRIM_THRESHOLD"),
-    ] {
-        // SAFETY: mallopt only changes glibc's allocator parameters, under its own
-        // lock; it touches no memory of ours.
-        let set = unsafe { libc::mallopt(parameter, value) };
-        if set != 1 {
-            tracing::warn!(
-                parameter = name,
-                value,
-                "the C library refused an allocator setting"
-            );
+    glibc::set_thresholds();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    /// Allocations up to this size come from the arenas, never from their own mapping
+    /// (glibc's largest mapping threshold on 64-bit targets).
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+
+    /// An arena keeps this much free memory at its top before it gives any back.
+    const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+
+    /// Sets both thresholds, unless `GLIBC_TUNABLES` sets the allocator's.
+    pub(super) fn set_thresholds() {
+        if std::env::var_os("GLIBC_TUNABLES")
+            .is_some_and(|tunables| tunables.to_string_lossy().contains("glibc.malloc."))
+        {
+            tracing::info!("GLIBC_TUNABLES tunes the allocator: kvgate's thresholds are not set");
+            return;
+        }
+        for (parameter, value, name) in [
+            (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD, "M_MMAP_THRESHOLD"),
+            (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD, "M_TRIM_THRESHOLD"),
+        ] {
+            // SAFETY: mallopt only changes glibc's allocator parameters, under its own
+            // lock; it touches no memory of ours.
+            let set = unsafe { libc::mallopt(parameter, value) };
+            if set != 1 {
+                tracing::warn!(
+                    parameter = name,
+                    value,
+                    "the C library refused an allocator setting"
+                );
+            }
         }
     }
 }

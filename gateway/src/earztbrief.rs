@@ -8,7 +8,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-use crate::letter::{self, LetterHeaders};
+use crate::letter::LetterHeaders;
 use crate::wiped::WipedMessage;
 
 /// The most characters of text outside the eAB parts.
@@ -17,7 +17,7 @@ pub const MAX_BODY_TEXT: usize = 200;
 /// Whether the letter is an eArztbrief, and if so what breaks the profile:
 /// `None` for other letters, `Some(Ok(()))` for a conforming eArztbrief,
 /// `Some(Err(findings))` with a sentence otherwise.
-pub fn check(inner: &[u8], headers: &LetterHeaders<'_>) -> Option<Result<(), String>> {
+pub fn check(headers: &LetterHeaders<'_>) -> Option<Result<(), String>> {
     let service = headers.kim_header("X-KIM-Dienstkennung")?;
     if !service
         .get(..10)
@@ -25,7 +25,7 @@ pub fn check(inner: &[u8], headers: &LetterHeaders<'_>) -> Option<Result<(), Str
     {
         return None;
     }
-    let parsed = MessageParser::default().parse(letter::enclosed_message(inner));
+    let parsed = MessageParser::default().parse(headers.message());
     let Some(message) = parsed.map(WipedMessage::from) else {
         return Some(Err("the eArztbrief cannot be read as MIME".to_owned()));
     };

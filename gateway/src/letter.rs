@@ -12,7 +12,7 @@ use kvgate_certs::SecretBytes;
 use kvgate_certs::openpgp::StoredPgpMime;
 use kvgate_certs::smime::Signer;
 use kvgate_store::{Ciphertext, Timestamp, TrackingId};
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::{Message, MessageParser, MimeHeaders};
 
 use crate::wiped::WipedMessage;
 
@@ -158,10 +158,10 @@ fn append_own_fields<'m>(head: &mut SecretBytes, message: &'m [u8]) -> &'m [u8] 
 }
 
 /// The plaintext the member's keys receive: trace headers (kvgate's verification
-/// block and KIM's result headers), then the inner message (unwrapped from
-/// `message/rfc822` where the sender wrapped it, as KIM does).
-pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> MemberLetter<'a> {
-    let message = enclosed_message(inner);
+/// block and KIM's result headers), then the inner `message` (the one
+/// [`LetterHeaders::message`] found: unwrapped from `message/rfc822` where the sender
+/// wrapped it, as KIM does).
+pub fn member_letter<'a>(message: &'a [u8], provenance: &Provenance<'_>) -> MemberLetter<'a> {
     let signer = header_safe(provenance.signer);
     let mut head = SecretBytes::from(
         format!(
@@ -209,6 +209,8 @@ pub fn member_letter<'a>(inner: &'a [u8], provenance: &Provenance<'_>) -> Member
 /// The headers of a letter's inner message (unwrapped from `message/rfc822` where
 /// the sender wrapped it), parsed once for every question the pipeline asks of them.
 pub struct LetterHeaders<'a> {
+    /// The inner message: the verified content, or the message it wraps.
+    message: &'a [u8],
     parsed: Option<WipedMessage<'a>>,
 }
 
@@ -226,13 +228,35 @@ fn angle_ids(raw: &str) -> Vec<String> {
 const KIM_HEADER_MAX: usize = 200;
 
 impl<'a> LetterHeaders<'a> {
-    /// Parses the headers of the message in `inner` (the verified content).
+    /// Parses the headers of the message in `inner` (the verified content): its own,
+    /// or those of the message it wraps if it is a `message/rfc822` entity.
     pub fn parse(inner: &'a [u8]) -> Self {
-        LetterHeaders {
-            parsed: MessageParser::default()
-                .parse_headers(enclosed_message(inner))
-                .map(WipedMessage::from),
+        let parse = |octets| {
+            MessageParser::default()
+                .parse_headers(octets)
+                .map(WipedMessage::from)
+        };
+        let parsed = parse(inner);
+        let wrapped = parsed
+            .as_deref()
+            .is_some_and(is_rfc822_wrapper)
+            .then(|| body_of(inner))
+            .flatten();
+        match wrapped {
+            Some(message) => LetterHeaders {
+                message,
+                parsed: parse(message),
+            },
+            None => LetterHeaders {
+                message: inner,
+                parsed,
+            },
         }
+    }
+
+    /// The inner message itself, headers and body.
+    pub fn message(&self) -> &'a [u8] {
+        self.message
     }
 
     /// The `From` address, lowercase, if it names exactly one mailbox.
@@ -358,21 +382,14 @@ pub(crate) fn ciphertext(sealed: StoredPgpMime) -> Ciphertext {
     }
 }
 
-/// If `entity` is a `message/rfc822` wrapper, the message inside; else `entity`.
-pub(crate) fn enclosed_message(entity: &[u8]) -> &[u8] {
-    let Some(parsed) = MessageParser::default().parse_headers(entity) else {
-        return entity;
-    };
-    let is_wrapper = parsed.content_type().is_some_and(|ct| {
+/// Whether a parsed entity is a `message/rfc822` wrapper.
+fn is_rfc822_wrapper(entity: &Message<'_>) -> bool {
+    entity.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("message")
             && ct
                 .subtype()
                 .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
-    });
-    if !is_wrapper {
-        return entity;
-    }
-    body_of(entity).unwrap_or(entity)
+    })
 }
 
 /// The body of a MIME entity: everything after the first empty line.
@@ -468,7 +485,7 @@ mod tests {
             revocation: "not revoked (OCSP http://ocsp.test/)",
             ..provenance(&id)
         };
-        let letter = member_letter(inner, &p);
+        let letter = member_letter(LetterHeaders::parse(inner).message(), &p);
         let text = String::from_utf8(letter.parts().concat()).unwrap();
         assert!(text.starts_with("X-Kvgate-Tracking-Id: 01ARZ3NDEKTSV4RRFFQ69G5FAV\r\n"));
         assert!(text.contains("signer=\"CN=A  B \""));

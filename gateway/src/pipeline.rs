@@ -429,7 +429,7 @@ impl Pipeline {
                 Ok(events) => events,
                 Err(refusal) => return Ok(Err(refusal)),
             };
-        let finding = match earztbrief::check(&unwrapped.content, &headers) {
+        let finding = match earztbrief::check(&headers) {
             None | Some(Ok(())) => None,
             Some(Err(detail)) if self.earztbrief == ProfilePolicy::Refuse => {
                 return Ok(Err(Refusal::new(
@@ -641,7 +641,7 @@ impl Pipeline {
         let letter_headers = LetterHeaders::parse(&unwrapped.content);
         let dienstkennung = letter_headers.kim_header("X-KIM-Dienstkennung");
         let plaintext = letter::member_letter(
-            &unwrapped.content,
+            letter_headers.message(),
             &Provenance {
                 tracking_id: id,
                 signer: text(|s| &s.subject),

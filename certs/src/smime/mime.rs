@@ -135,11 +135,15 @@ fn decode_regular(body: &[u8]) -> Option<SecretBytes> {
     }
 }
 
-/// Decodes `chunk` in place (strict base64: no whitespace, padding only at its end,
-/// unused bits zero), appends the octets to `der` and empties `chunk`.
+/// Decodes `chunk` (strict base64: no whitespace, padding only at its end, unused
+/// bits zero) onto the end of `der`, straight into its spare room (decoding in place
+/// and appending copied every letter once more), and empties `chunk`. `der` must have
+/// the room: were it to grow, the old allocation would be left unwiped.
 fn decode_strictly(chunk: &mut SecretBytes, der: &mut SecretBytes) -> Option<()> {
-    let decoded = base64_simd::STANDARD.decode_inplace(&mut chunk[..]).ok()?;
-    der.extend_from_slice(decoded);
+    debug_assert!(der.capacity() - der.len() >= chunk.len() / 4 * 3);
+    base64_simd::STANDARD
+        .decode_append(&chunk[..], &mut **der)
+        .ok()?;
     chunk.clear();
     Some(())
 }

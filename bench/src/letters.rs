@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use base64::Engine;
+use kvgate::client::smtp::DataText;
 use kvgate_certs::compose;
 
 use crate::members::Member;
@@ -17,6 +18,9 @@ pub struct Letter {
     pub recipient: String,
     /// The whole message as submitted: outer headers and the S/MIME entity.
     pub message: Vec<u8>,
+    /// The message as DATA sends it, stuffed once here rather than at every send: the
+    /// load generator shares the cores with the server.
+    pub data: DataText,
     /// Octets of the letter the practice wrote (before signing and encryption).
     pub plain_octets: usize,
 }
@@ -73,6 +77,7 @@ impl Practice {
         message.extend_from_slice(&encrypted);
         Ok(Letter {
             recipient: recipient.to_owned(),
+            data: DataText::new(&message),
             message,
             plain_octets: plain.len(),
         })

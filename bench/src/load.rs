@@ -123,7 +123,7 @@ async fn connection(
             client.command("RSET").await?;
             continue;
         }
-        let reply = client.data(&letter.message).await?;
+        let reply = client.data_text(&letter.data).await?;
         let tracking_id = reply.text().split_whitespace().nth(1);
         match (reply.code, tracking_id) {
             (250, Some(id)) => accepted.push(Accepted {

@@ -4,8 +4,6 @@
 //! GnuPG 2.2 reads a message without one into its END line and fails to decrypt it
 //! whenever the last line has no padding.
 
-use std::io::{self, Write};
-
 use base64_simd::AsOut as _;
 
 use super::crc24;
@@ -93,36 +91,6 @@ fn line(out: &mut Vec<u8>, octets: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// An [`Armor`] into one buffer, as a writer (what the encryptors write to).
-pub(super) struct ArmorWriter<'a> {
-    out: &'a mut Vec<u8>,
-    armor: Armor,
-}
-
-impl<'a> ArmorWriter<'a> {
-    /// Starts a `PGP MESSAGE` armor at the end of `out`.
-    pub(super) fn message(out: &'a mut Vec<u8>) -> Self {
-        let armor = Armor::start(out);
-        ArmorWriter { out, armor }
-    }
-
-    /// Writes the last line, the checksum and the armor tail.
-    pub(super) fn finish(self) {
-        self.armor.finish(self.out);
-    }
-}
-
-impl Write for ArmorWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.armor.push(self.out, buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,23 +98,21 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
 
     #[test]
-    fn lines_are_64_characters_whatever_the_writes() {
+    fn lines_are_64_characters_whatever_the_pushes() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
-        let expected = {
+        // `data` armored in pushes of `step` octets.
+        let armored = |step: usize| {
             let mut out = Vec::new();
-            let mut armor = ArmorWriter::message(&mut out);
-            armor.write_all(&data).unwrap();
-            armor.finish();
+            let mut armor = Armor::start(&mut out);
+            for piece in data.chunks(step) {
+                armor.push(&mut out, piece);
+            }
+            armor.finish(&mut out);
             out
         };
+        let expected = armored(data.len());
         for step in [1, 5, 47, 48, 49, 100] {
-            let mut out = Vec::new();
-            let mut armor = ArmorWriter::message(&mut out);
-            for piece in data.chunks(step) {
-                armor.write_all(piece).unwrap();
-            }
-            armor.finish();
-            assert_eq!(out, expected, "writes of {step}");
+            assert_eq!(armored(step), expected, "pushes of {step}");
         }
         let text = String::from_utf8(expected).unwrap();
         let lines: Vec<&str> = text.split("\r\n").collect();

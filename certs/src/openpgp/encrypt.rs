@@ -9,7 +9,7 @@ use sequoia_openpgp::parse::Parse;
 use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
 
-use super::armor::ArmorWriter;
+use super::armor::{Armor, armored_len};
 use super::seipd;
 use super::{MemberKey, PgpError};
 
@@ -63,22 +63,24 @@ pub fn encrypt(plaintext: &[u8], recipients: &[MemberKey]) -> Result<Vec<u8>, Pg
 
 /// [`encrypt`] to certificates parsed before.
 pub fn encrypt_to(plaintext: &[u8], recipients: &Recipients) -> Result<Vec<u8>, PgpError> {
-    let mut out = Vec::with_capacity(plaintext.len() / 3 * 4 + 1024);
-    let mut armor = ArmorWriter::message(&mut out);
-    encrypt_into(&[plaintext], recipients, &mut armor)?;
-    armor.finish();
+    let mut binary = Vec::with_capacity(plaintext.len() + 1024);
+    encrypt_into(&[plaintext], recipients, &mut binary)?;
+    let mut out = Vec::with_capacity(armored_len(binary.len()));
+    let mut armor = Armor::start(&mut out);
+    armor.push(&mut out, &binary);
+    armor.finish(&mut out);
     Ok(out)
 }
 
-/// Encrypts the concatenation of `parts` like [`encrypt_to`], writing the binary
+/// Encrypts the concatenation of `parts` like [`encrypt_to`], appending the binary
 /// message to `out` as it goes: the plaintext is never copied into one buffer.
 ///
 /// Where every recipient advertises SEIPDv2 (RFC 9580 AEAD), sequoia's encryptor
 /// writes it; otherwise the message is SEIPDv1, written by [`seipd`].
-pub(super) fn encrypt_into<W: Write + Send + Sync>(
+pub(super) fn encrypt_into(
     parts: &[&[u8]],
     recipients: &Recipients,
-    out: &mut W,
+    out: &mut Vec<u8>,
 ) -> Result<(), PgpError> {
     if recipients.certs.is_empty() {
         return Err(PgpError::NoRecipients);

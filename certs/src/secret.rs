@@ -19,6 +19,12 @@ impl SecretBytes {
     pub fn with_capacity(capacity: usize) -> Self {
         SecretBytes(Vec::with_capacity(capacity))
     }
+
+    /// The bytes, to be dropped without a wipe: for a buffer found to hold nothing but
+    /// ciphertext, where wiping megabytes protects nothing.
+    pub fn declassify(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
 }
 
 impl From<Vec<u8>> for SecretBytes {

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use openssl::cms::{CmsContentInfo, CmsContentInfoRef};
 use openssl::x509::X509;
+use zeroize::Zeroize as _;
 
 use crate::SecretBytes;
 use crate::revocation::RevocationStatus;
@@ -225,8 +226,10 @@ fn unwrap_layers(
             let der = mime::pkcs7_body(&current)?;
             let converted = mime::binary_with_crlf(&current);
             // The MIME layer is no longer needed once its body is decoded, nor the DER
-            // once it is parsed: free each before the next copy is made.
-            drop(std::mem::take(&mut current));
+            // once it is parsed: free each before the next copy is made. Enveloped data
+            // is ciphertext: only the layer's header block (a subject, names) is wiped.
+            let enveloped = screen::is_enveloped(&der);
+            release_layer(std::mem::take(&mut current), enveloped);
             let cms = match CmsContentInfo::from_der(&der) {
                 Ok(cms) => cms,
                 Err(e) => match auth_enveloped::parse(&der) {
@@ -253,7 +256,7 @@ fn unwrap_layers(
                     }
                 },
             };
-            drop(der);
+            release(der, enveloped);
             match libcrypto::content_type(&cms) {
                 ContentType::Enveloped { authenticated } => {
                     if !authenticated {
@@ -282,6 +285,23 @@ fn unwrap_layers(
             }
         };
     }
+}
+
+/// Frees `bytes`: wiped, unless they hold nothing but `ciphertext`.
+fn release(bytes: SecretBytes, ciphertext: bool) {
+    if ciphertext {
+        drop(bytes.declassify());
+    }
+}
+
+/// Frees a `pkcs7-mime` layer: its header block is wiped; its body, unless it is
+/// `enveloped` data.
+fn release_layer(mut layer: SecretBytes, enveloped: bool) {
+    if enveloped {
+        let headers = layer.len() - mime::body(&layer).len();
+        layer[..headers].zeroize();
+    }
+    release(layer, enveloped);
 }
 
 /// Verifies a `multipart/signed` entity over its first part.

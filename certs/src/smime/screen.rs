@@ -102,6 +102,14 @@ fn pkcs7_within(entity: &[u8], depth: usize, peek: usize) -> Screening {
     }
 }
 
+/// Whether `der`, a whole CMS ContentInfo, holds EnvelopedData or AuthEnvelopedData:
+/// nothing but ciphertext and what it takes to decrypt it.
+pub(super) fn is_enveloped(der: &[u8]) -> bool {
+    Walk(der)
+        .content_type()
+        .is_some_and(|t| t == ENVELOPED_DATA || t == AUTH_ENVELOPED_DATA)
+}
+
 /// What a CMS ContentInfo holds, as far as its start shows.
 enum Cms {
     /// EnvelopedData or AuthEnvelopedData.
@@ -119,8 +127,7 @@ struct Walk<'a>(&'a [u8]);
 impl<'a> Walk<'a> {
     /// Reads a ContentInfo's type and, for SignedData, the start of its content.
     fn content_info(&mut self) -> Option<Cms> {
-        self.enter(0x30)?;
-        let content_type = self.primitive(0x06)?;
+        let content_type = self.content_type()?;
         if content_type == ENVELOPED_DATA || content_type == AUTH_ENVELOPED_DATA {
             return Some(Cms::Enveloped);
         }
@@ -136,6 +143,12 @@ impl<'a> Walk<'a> {
         // Without eContent the signature is detached: nothing inside to screen.
         self.enter(0xa0)?;
         self.octets().map(Cms::Signed)
+    }
+
+    /// Reads the start of a ContentInfo: its content type.
+    fn content_type(&mut self) -> Option<&'a [u8]> {
+        self.enter(0x30)?;
+        self.primitive(0x06)
     }
 
     /// The start of an OCTET STRING, primitive or cut into segments.
@@ -321,6 +334,26 @@ mod tests {
             let clear = openssl_signed(dir.path(), plain, opaque);
             assert_eq!(screen(&clear), Screening::NotEncrypted, "opaque: {opaque}");
         }
+    }
+
+    #[test]
+    fn only_enveloped_data_is_enveloped() {
+        let der = |letter: &[u8]| mime::pkcs7_body(letter).unwrap();
+        for sample in [
+            "protected-headers/smime-enc+legacy-disp.eml",
+            "kim-samples/inputEmail.txt.05.encryptedwrap",
+        ] {
+            assert!(is_enveloped(&der(&testdata(sample))), "{sample}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let signed = openssl_signed(
+            dir.path(),
+            b"Content-Type: text/plain\r\n\r\nBefund\r\n",
+            true,
+        );
+        assert!(!is_enveloped(&der(&signed)));
+        assert!(!is_enveloped(&[]));
+        assert!(!is_enveloped(&[0x30, 0x80, 0x06]));
     }
 
     #[test]

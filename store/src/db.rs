@@ -18,7 +18,7 @@ use crate::account::Scrub;
 use crate::activity::Activity;
 use crate::bodies::{Bodies, Durable};
 use crate::error::StoreError;
-use crate::group::Group;
+use crate::group::{Group, Lane};
 use crate::ids::TrackingId;
 use crate::outbound::Attempts;
 use crate::spool::Spool;
@@ -182,11 +182,14 @@ pub(crate) const ALL_TABLES: [Records; 29] = [
 /// Cheap to share behind an `Arc`; every method is one transaction. Methods block on
 /// disk I/O (commits fsync), so async callers should run them on a blocking thread.
 /// The hot paths (accepting, filing and finishing submissions) use group commit:
-/// concurrent callers share one durable commit.
+/// concurrent callers share one durable commit, accepts in a lane of their own.
 pub struct Store {
     /// Shared by every transaction; taken alone only to compact (see `compact`).
     db: RwLock<Database>,
-    group: Group,
+    /// Group commit of accepted submissions (see [`Lane`]).
+    accepting: Group,
+    /// Group commit of everything else on the hot paths.
+    processing: Group,
     /// The letters' bodies.
     pub(crate) bodies: Bodies,
     /// The outbound entries being handed to the relay.
@@ -249,7 +252,8 @@ impl Store {
             .create(path)?;
         let store = Store {
             db: RwLock::new(db),
-            group: Group::default(),
+            accepting: Group::default(),
+            processing: Group::default(),
             bodies,
             attempts: Attempts::default(),
             scrub: Scrub::default(),
@@ -345,13 +349,14 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.write_grouped_after(Durable::none(), change)
+        self.write_grouped_after(Lane::Processing, Durable::none(), change)
     }
 
-    /// As [`Store::write_grouped`], once the letter bodies `durable` stands for are
-    /// durable (made so once for the whole group).
+    /// As [`Store::write_grouped`], in `lane`, once the letter bodies `durable` stands
+    /// for are durable (made so once for the whole group).
     pub(crate) fn write_grouped_after<T, F>(
         &self,
+        lane: Lane,
         durable: Durable,
         change: F,
     ) -> Result<T, StoreError>
@@ -359,7 +364,11 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.group.commit(&self.database(), durable, change)
+        let group = match lane {
+            Lane::Accepting => &self.accepting,
+            Lane::Processing => &self.processing,
+        };
+        group.commit(&self.database(), durable, change)
     }
 
     /// Runs `f` in one read transaction.

@@ -13,6 +13,12 @@
 //! as a whole, each change is retried alone and settled as soon as it is committed, so
 //! one change's failure (a duplicate, a missing record) is never another's, and a
 //! change whose caller is told it was abandoned was not committed.
+//!
+//! Accepting a letter commits in a lane of its own ([`Lane`]): the SMTP client waits
+//! for that commit before it hears 250, and in one queue with the pipeline's filings it
+//! waited for their body segment's fsync and their larger transactions too. Each lane
+//! batches and fsyncs its own bodies; redb's single writer takes the two lanes'
+//! transactions in turn.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -86,6 +92,15 @@ where
 struct Queue {
     waiting: Vec<Box<dyn Job>>,
     leading: bool,
+}
+
+/// Which queue a grouped change commits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Accepting submissions: an SMTP client waits for these.
+    Accepting,
+    /// Everything else: filing, finishing, quarantining.
+    Processing,
 }
 
 /// Group commit of one database.
@@ -202,8 +217,39 @@ fn apply_all(db: &Database, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError>
 
 #[cfg(test)]
 mod tests {
+    use super::Lane;
+    use crate::bodies::Durable;
     use crate::events::tests::submission;
     use crate::{Store, StoreError, TrackingId};
+
+    #[test]
+    fn both_lanes_commit_while_the_other_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let ids: Vec<TrackingId> = (0..16).map(|_| TrackingId::generate().unwrap()).collect();
+        std::thread::scope(|scope| {
+            for (i, id) in ids.iter().enumerate() {
+                let store = &store;
+                scope.spawn(move || {
+                    store.accept_submission(&submission(id), None).unwrap();
+                    if i % 2 == 0 {
+                        // The processing lane, while others still accept.
+                        let counted = store
+                            .count_failed_attempts(std::slice::from_ref(id))
+                            .unwrap();
+                        assert_eq!(counted, [Some(1)]);
+                    }
+                });
+            }
+        });
+        for id in &ids {
+            assert!(store.submission(id).unwrap().is_some());
+        }
+        assert_eq!(store.queued().unwrap().len(), 16);
+        let counted = store.failed_attempts(&ids).unwrap();
+        let expected: Vec<u32> = (0..16).map(|i| u32::from(i % 2 == 0)).collect();
+        assert_eq!(counted, expected);
+    }
 
     #[test]
     fn concurrent_changes_all_commit_and_a_failure_stays_its_own() {
@@ -247,9 +293,13 @@ mod tests {
                     let store = &store;
                     scope.spawn(move || {
                         if i == 5 {
-                            store.write_grouped(|_| -> Result<(), StoreError> {
-                                panic!("a change that fails hard")
-                            })
+                            store.write_grouped_after(
+                                Lane::Accepting,
+                                Durable::none(),
+                                |_| -> Result<(), StoreError> {
+                                    panic!("a change that fails hard")
+                                },
+                            )
                         } else {
                             let id = TrackingId::generate().unwrap();
                             store.accept_submission(&submission(&id), None)
@@ -295,13 +345,17 @@ mod tests {
                             let outcome = if i == 5 {
                                 // Fails its batch, then panics when retried alone.
                                 let mut tries = 0;
-                                store.write_grouped(move |_| -> Result<(), StoreError> {
-                                    tries += 1;
-                                    match tries {
-                                        1 => Err(StoreError::Exists("nothing")),
-                                        _ => panic!("a change that fails hard"),
-                                    }
-                                })
+                                store.write_grouped_after(
+                                    Lane::Accepting,
+                                    Durable::none(),
+                                    move |_| -> Result<(), StoreError> {
+                                        tries += 1;
+                                        match tries {
+                                            1 => Err(StoreError::Exists("nothing")),
+                                            _ => panic!("a change that fails hard"),
+                                        }
+                                    },
+                                )
                             } else {
                                 store.accept_submission(&submission(&id), None)
                             };

@@ -12,6 +12,7 @@ use crate::bodies::{Extent, Reread};
 use crate::db::{FILED, INBOX, MEMBERS, MESSAGES, USAGE, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
+use crate::group::Lane;
 use crate::ids::{MessageId, ThreadId, TrackingId};
 use crate::inbox::inbox_key;
 use crate::kvnr::Kvnr;
@@ -113,7 +114,7 @@ impl Store {
             let new = id.clone();
             // One extent per letter written.
             let body = extents[0];
-            let filed = self.write_grouped_after(durable, move |tx| {
+            let filed = self.write_grouped_after(Lane::Processing, durable, move |tx| {
                 file(tx, &new, body, &filing, events.clone())
             })?;
             let key = filed.as_str().to_owned();

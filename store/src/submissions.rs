@@ -13,6 +13,7 @@ use crate::bodies::{Extent, Reread};
 use crate::db::{ATTEMPTS, MESSAGES, QUEUE, SPOOLED, SPOOLED_AT, SUBMISSIONS, get, put};
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, append_events};
+use crate::group::Lane;
 use crate::ids::{MessageId, TrackingId};
 use crate::kvnr::Kvnr;
 use crate::mailbox::Mailbox;
@@ -107,7 +108,7 @@ impl Store {
         let submission = submission.clone();
         self.commit_with_bodies((SPOOLED_AT, Reread::Soon), &letters, |extents, durable| {
             let spooled = extents.first().copied();
-            self.write_grouped_after(durable, move |tx| {
+            self.write_grouped_after(Lane::Accepting, durable, move |tx| {
                 let id = &submission.tracking_id;
                 let mut submissions = tx.open_table(SUBMISSIONS)?;
                 if submissions.get(id.as_str())?.is_some() {
@@ -248,15 +249,16 @@ impl Store {
             .collect();
         let spooled =
             self.commit_with_bodies((MESSAGES, Reread::Seldom), &letters, |extents, durable| {
-                let (filed, spooled) = self.write_grouped_after(durable, move |tx| {
-                    let mut filed = Vec::with_capacity(batch.len());
-                    for ((message_id, message, events), body) in batch.iter().zip(&extents) {
-                        let id = file(tx, message_id, *body, message, events.clone())?;
-                        filed.push(id.as_str().to_owned());
-                    }
-                    let spooled = finish(tx, &id, state, events.clone(), &reports)?;
-                    Ok((filed, spooled))
-                })?;
+                let (filed, spooled) =
+                    self.write_grouped_after(Lane::Processing, durable, move |tx| {
+                        let mut filed = Vec::with_capacity(batch.len());
+                        for ((message_id, message, events), body) in batch.iter().zip(&extents) {
+                            let id = file(tx, message_id, *body, message, events.clone())?;
+                            filed.push(id.as_str().to_owned());
+                        }
+                        let spooled = finish(tx, &id, state, events.clone(), &reports)?;
+                        Ok((filed, spooled))
+                    })?;
                 Ok((spooled, filed))
             })?;
         self.bodies.discard_soon(spooled.as_slice());

@@ -135,18 +135,39 @@ pub(crate) fn fits_quota(
     size: u64,
 ) -> Result<Result<(), Closed>, StoreError> {
     let used = store.smarthealth_used(kvnr)?;
-    if used.saturating_add(size) <= quota {
-        return Ok(Ok(()));
+    match over_quota(quota, sender_id, size, used) {
+        None => Ok(Ok(())),
+        Some(refusal) => refuse_over_quota(store, kvnr, refusal).map(Err),
     }
-    let refusal = QuotaRefusal {
+}
+
+/// The refusal to record where a letter of `size` octets from `sender_id` does not
+/// fit a smarthealth inbox that holds `used` of its `quota` octets; `None` where it
+/// fits (what is stored plus the letter may reach the quota exactly).
+pub(crate) fn over_quota(
+    quota: u64,
+    sender_id: &str,
+    size: u64,
+    used: u64,
+) -> Option<QuotaRefusal> {
+    (used.saturating_add(size) > quota).then(|| QuotaRefusal {
         at: now(),
         sender_id: sender_id.to_owned(),
         size,
         used,
         quota,
-    };
+    })
+}
+
+/// Records `refusal` for the member's app to show (in one commit), and says why the
+/// letter was refused.
+pub(crate) fn refuse_over_quota(
+    store: &Store,
+    kvnr: &Kvnr,
+    refusal: QuotaRefusal,
+) -> Result<Closed, StoreError> {
     store.record_quota_refusal(kvnr, refusal)?;
-    Ok(Err(Closed::QuotaFull(kvnr.clone())))
+    Ok(Closed::QuotaFull(kvnr.clone()))
 }
 
 /// The inbox for a letter to `<kvnr>@<domain>`, an address that named none, and why: the insurer's back

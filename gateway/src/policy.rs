@@ -20,7 +20,7 @@ use kvgate_connectors::smtp::{
     Handler, MailParams, Notify as DsnNotify, Peer, RcptParams, Reply, Ret,
 };
 use kvgate_store::{
-    Kvnr, Mailbox, Recipient, Sender, SenderKind, Spool, SpoolFile, Store, Submission,
+    Addressee, Kvnr, Mailbox, Recipient, Sender, SenderKind, Spool, SpoolFile, Store, Submission,
     SubmissionState, TrackingId, now,
 };
 
@@ -124,8 +124,14 @@ impl Policy {
 
     /// Maps a recipient address to a member's inbox, or says exactly why not. An
     /// address naming no inbox (`<KVNR>@<domain>`) is taken for a member with a key;
-    /// the pipeline decides and checks its inbox once the letter is verified.
-    fn route(&self, sender: &Sender, address: &str) -> Result<Recipient, Reply> {
+    /// the pipeline decides and checks its inbox once the letter is verified. A
+    /// smarthealth inbox must have room for `declared_size` octets.
+    fn route(
+        &self,
+        sender: &Sender,
+        address: &str,
+        declared_size: u64,
+    ) -> Result<Recipient, Reply> {
         if address.eq_ignore_ascii_case("postmaster") {
             return Err(no_postmaster());
         }
@@ -153,19 +159,12 @@ impl Policy {
                 format!("{local:?} is not a valid KVNR: {e}"),
             )
         })?;
-        let member = self
-            .store
-            .member(&kvnr)
-            .map_err(|e| store_failure(&e))?
-            .ok_or_else(|| Closed::NoMember(kvnr.clone()).reply())?;
+        let addressee = self.addressee(&kvnr)?;
+        let member = &addressee.member;
         if let Some(mailbox) = mailbox {
-            inbox::admit(sender.kind, &member, mailbox).map_err(|closed| closed.reply())?;
+            inbox::admit(sender.kind, member, mailbox).map_err(|closed| closed.reply())?;
         }
-        let has_key = self
-            .store
-            .has_member_key(&kvnr)
-            .map_err(|e| store_failure(&e))?;
-        if !has_key {
+        if !addressee.has_key {
             return Err(Reply::new(
                 550,
                 (5, 1, 1),
@@ -174,13 +173,39 @@ impl Policy {
                 ),
             ));
         }
+        if mailbox == Some(Mailbox::Smarthealth)
+            && let Some(refusal) = inbox::over_quota(
+                self.smarthealth_quota,
+                &sender.id,
+                declared_size,
+                addressee.smarthealth_used,
+            )
+        {
+            // A commit: off the async workers.
+            let closed = tokio::task::block_in_place(|| {
+                inbox::refuse_over_quota(&self.store, &kvnr, refusal)
+            })
+            .map_err(|e| store_failure(&e))?;
+            return Err(closed.reply());
+        }
         Ok(Recipient {
+            address: format!("{kvnr}@{domain}"),
             kvnr,
             mailbox,
-            address: format!("{}@{domain}", member.kvnr),
             notify: None,
             orcpt: None,
         })
+    }
+
+    /// The member `kvnr` as a letter's addressee, read on the async worker unless a
+    /// compaction holds the store (for as long as it rewrites the file): then off it.
+    fn addressee(&self, kvnr: &Kvnr) -> Result<Addressee, Reply> {
+        let read = match self.store.addressee_at_once(kvnr) {
+            Some(read) => read,
+            None => tokio::task::block_in_place(|| self.store.addressee(kvnr)),
+        };
+        read.map_err(|e| store_failure(&e))?
+            .ok_or_else(|| Closed::NoMember(kvnr.clone()).reply())
     }
 }
 
@@ -304,21 +329,7 @@ impl Handler for Policy {
         forward_path: &str,
         params: &RcptParams,
     ) -> Result<(), Reply> {
-        // The store may wait (for a commit, a compaction), and a full inbox's refusal
-        // is recorded durably: off the async workers.
-        let routed = tokio::task::block_in_place(|| {
-            let recipient = self.route(&session.sender, forward_path)?;
-            if recipient.mailbox == Some(Mailbox::Smarthealth) {
-                fits_quota(
-                    &self.store,
-                    self.smarthealth_quota,
-                    &session.sender.id,
-                    &recipient.kvnr,
-                    session.declared_size,
-                )?;
-            }
-            Ok(recipient)
-        })?;
+        let routed = self.route(&session.sender, forward_path, session.declared_size)?;
         let recipient = Recipient {
             notify: params.notify.map(notify_list),
             orcpt: params

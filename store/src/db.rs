@@ -4,7 +4,7 @@ use std::cell::{OnceCell, RefCell, RefMut};
 use std::ops::DerefMut;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -378,6 +378,25 @@ impl Store {
     ) -> Result<T, StoreError> {
         let tx = self.database().begin_read()?;
         f(&tx)
+    }
+
+    /// Like [`read`](Self::read), but `None` at once where it would wait for a
+    /// compaction (which holds the database for as long as it rewrites the file): for
+    /// a caller on an async worker, which must not be held that long.
+    pub(crate) fn read_at_once<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let db = match self.db.try_read() {
+            Ok(db) => db,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(
+            db.begin_read()
+                .map_err(StoreError::from)
+                .and_then(|tx| f(&tx)),
+        )
     }
 }
 

@@ -65,7 +65,7 @@ pub use inbox::{Page, PageQuery};
 pub use kvnr::{Kvnr, KvnrError};
 pub use lifecycle::Retention;
 pub use mailbox::{Mailbox, UnknownMailbox};
-pub use members::{Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
+pub use members::{Addressee, Device, EnrolledDevice, KeyOrigin, Member, MemberKey, NewMember};
 pub use messages::{Ciphertext, MessageMeta, NewMessage};
 pub use outbound::{Outbound, OutboundAttempt, QueueRequest};
 pub use quarantine::Quarantined;

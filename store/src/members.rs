@@ -1,18 +1,20 @@
 //! Members, their OpenPGP keys, enrolment codes and devices.
 
-use redb::ReadableTable;
+use redb::{ReadTransaction, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::Store;
 use crate::birthdate::BirthDate;
 use crate::credentials::{CredentialPolicy, EnrollmentCode, issue_token, take_code};
 use crate::db::{
-    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, Tx, any_under, get, put, random_hex, scan,
-    secret_hash,
+    DEVICES, ENROLLMENT_CODES, MEMBER_KEYS, MEMBERS, Tx, USAGE, any_under, get, put, random_hex,
+    scan, secret_hash,
 };
 use crate::error::StoreError;
 use crate::ids::DeviceId;
 use crate::kvnr::Kvnr;
+use crate::mailbox::Mailbox;
+use crate::settings::used;
 use crate::time::{Timestamp, now};
 
 /// An insured member.
@@ -33,6 +35,29 @@ pub struct Member {
     /// The member's date of birth, if the insurer registered it.
     #[serde(default)]
     pub birth_date: Option<BirthDate>,
+}
+
+/// A member as a letter's addressee: what taking a recipient reads of them, in one
+/// read transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressee {
+    /// The member.
+    pub member: Member,
+    /// Whether the member has at least one active OpenPGP key.
+    pub has_key: bool,
+    /// Octets of ciphertext in the member's smarthealth inbox.
+    pub smarthealth_used: u64,
+}
+
+fn addressee(tx: &ReadTransaction, kvnr: &Kvnr) -> Result<Option<Addressee>, StoreError> {
+    let Some(member) = get::<Member>(&tx.open_table(MEMBERS)?, kvnr.as_str())? else {
+        return Ok(None);
+    };
+    Ok(Some(Addressee {
+        member,
+        has_key: any_under(&tx.open_table(MEMBER_KEYS)?, &format!("{kvnr}/"))?,
+        smarthealth_used: used(&tx.open_table(USAGE)?, kvnr, Mailbox::Smarthealth)?,
+    }))
 }
 
 /// What `member add` registers.
@@ -192,10 +217,15 @@ impl Store {
         self.read(|tx| get(&tx.open_table(MEMBERS)?, kvnr.as_str()))
     }
 
-    /// Whether the member has at least one active OpenPGP key (the keys themselves
-    /// are not read).
-    pub fn has_member_key(&self, kvnr: &Kvnr) -> Result<bool, StoreError> {
-        self.read(|tx| any_under(&tx.open_table(MEMBER_KEYS)?, &format!("{kvnr}/")))
+    /// The member `kvnr` as a letter's addressee; `None` if not a member.
+    pub fn addressee(&self, kvnr: &Kvnr) -> Result<Option<Addressee>, StoreError> {
+        self.read(|tx| addressee(tx, kvnr))
+    }
+
+    /// Like [`addressee`](Self::addressee), but `None` at once instead of waiting
+    /// while a compaction holds the database: for the SMTP listener's async workers.
+    pub fn addressee_at_once(&self, kvnr: &Kvnr) -> Option<Result<Option<Addressee>, StoreError>> {
+        self.read_at_once(|tx| addressee(tx, kvnr))
     }
 
     /// The member's active OpenPGP keys.
@@ -287,6 +317,7 @@ pub(crate) fn key_holder(
 mod tests {
     use super::*;
     use crate::credentials::Bearer;
+    use crate::testing;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -370,8 +401,9 @@ mod tests {
         let kvnr = alice().kvnr;
         let code = store.add_member(alice(), None).unwrap();
         // Sorts just before Alice: the first key at or after its prefix is hers.
-        let before = Kvnr::parse("A000000002").unwrap();
-        assert!(!store.has_member_key(&kvnr).unwrap());
+        let (before, _) = testing::member(&store, "A000000002");
+        let has_key = |kvnr| store.addressee(kvnr).unwrap().unwrap().has_key;
+        assert!(!has_key(&kvnr));
         store
             .enroll(
                 &kvnr,
@@ -384,7 +416,61 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        assert!(store.has_member_key(&kvnr).unwrap());
-        assert!(!store.has_member_key(&before).unwrap());
+        assert!(has_key(&kvnr));
+        assert!(!has_key(&before));
+    }
+
+    #[test]
+    fn an_addressee_is_read_whole_and_at_once_unless_a_compaction_holds_the_store() {
+        use std::sync::{Arc, mpsc};
+
+        let (_dir, store) = testing::open();
+        let (kvnr, code) = testing::member(&store, "A123456780");
+        let stranger = Kvnr::parse("B987654320").unwrap();
+        assert!(matches!(store.addressee_at_once(&stranger), Some(Ok(None))));
+        let fresh = store.addressee(&kvnr).unwrap().unwrap();
+        assert_eq!((fresh.has_key, fresh.smarthealth_used), (false, 0));
+        testing::enroll(&store, &kvnr, &code, "phone", "FP1");
+        testing::file(&store, &kvnr, Mailbox::Smarthealth, b"12345");
+        let expected = Addressee {
+            member: store.member(&kvnr).unwrap().unwrap(),
+            has_key: true,
+            smarthealth_used: store.smarthealth_used(&kvnr).unwrap(),
+        };
+        assert!(expected.smarthealth_used > 0);
+        assert_eq!(store.addressee(&kvnr).unwrap(), Some(expected.clone()));
+
+        // A transaction held open makes the compaction wait for it, holding the
+        // database meanwhile: the read at once does not wait.
+        let store = Arc::new(store);
+        let (opened, is_open) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.read(|_| {
+                    opened.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+            })
+        };
+        is_open.recv().unwrap();
+        let compaction = {
+            let store = store.clone();
+            std::thread::spawn(move || store.compact())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.addressee_at_once(&kvnr).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the compaction never held the store"
+            );
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        reader.join().unwrap().unwrap();
+        compaction.join().unwrap().unwrap();
+        assert!(matches!(store.addressee_at_once(&kvnr), Some(Ok(Some(a))) if a == expected));
     }
 }

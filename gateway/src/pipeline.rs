@@ -349,10 +349,11 @@ impl Pipeline {
             detail,
         );
         let reports = Dsn::queue_for(&self.hostname, submission, original, &fates)?;
+        let reported = !reports.is_empty();
         let id = submission.tracking_id.clone();
         let entry = Quarantined::new(id, reason, detail.to_owned(), attempts);
         self.store.quarantine(entry, events, reports)?;
-        self.outbound.notify_one();
+        self.reported(reported);
         Ok(())
     }
 
@@ -369,7 +370,7 @@ impl Pipeline {
         } else {
             Original::of(&raw)
         };
-        match self.verify(&submission, raw)? {
+        let reported = match self.verify(&submission, raw)? {
             Ok(accepted) => self.deliver(&submission, &original, accepted)?,
             Err(refusal) if POISON.contains(&refusal.reason) => {
                 tracing::warn!(tracking = %id, reason = refusal.reason, "letter quarantined");
@@ -381,15 +382,26 @@ impl Pipeline {
                 let (events, fates) =
                     Fate::everyone(&submission, FAILED, refusal.reason, &refusal.detail);
                 let reports = Dsn::queue_for(&self.hostname, &submission, &original, &fates)?;
+                let reported = !reports.is_empty();
                 self.store
                     .finish_submission(id, SubmissionState::Failed, events, reports)?;
+                reported
             }
-        }
+        };
         if in_file {
             self.spool.remove(id)?;
         }
-        self.outbound.notify_one();
+        self.reported(reported);
         Ok(())
+    }
+
+    /// Wakes the outbound queue where reports were queued (`reported`): most letters
+    /// queue none (a DSN goes out on failure unless asked for), and a wake for nothing
+    /// cost a look at the whole queue on a blocking thread for every letter.
+    fn reported(&self, reported: bool) {
+        if reported {
+            self.outbound.notify_one();
+        }
     }
 
     /// Unwraps and checks a practice's letter; returns it with its `verified` event.
@@ -617,13 +629,14 @@ impl Pipeline {
         Ok(Ok((mailbox, routed)))
     }
 
-    /// Encrypts the letter to each recipient's keys and files it.
+    /// Encrypts the letter to each recipient's keys and files it; true if reports were
+    /// queued.
     fn deliver(
         &self,
         submission: &Submission,
         original: &Original,
         accepted: Accepted,
-    ) -> Result<(), Transient> {
+    ) -> Result<bool, Transient> {
         let Accepted {
             unwrapped,
             sender_kind,
@@ -777,6 +790,7 @@ impl Pipeline {
         };
         events.extend(failures);
         let reports = Dsn::queue_for(&self.hostname, submission, original, &fates)?;
+        let reported = !reports.is_empty();
         let filed_any = !filings.is_empty();
         self.store
             .deliver_submission(id, filings, state, events, reports)?;
@@ -784,7 +798,7 @@ impl Pipeline {
             self.filed.send_replace(());
         }
         tracing::info!(tracking = %id, state = ?state, "letter processed");
-        Ok(())
+        Ok(reported)
     }
 }
 

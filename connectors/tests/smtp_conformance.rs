@@ -17,7 +17,9 @@ use kvgate_connectors::smtp::{
 };
 use kvgate_connectors::tls::sender_server_config;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, HandshakeKind, ProtocolVersion, RootCertStore, SupportedProtocolVersion,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -739,6 +741,38 @@ async fn handshake_without_client_certificate_fails() {
             c.assert_closed().await;
         }
         assert!(server.handler.events().is_empty());
+    }
+}
+
+/// A sender that reconnects resumes its TLS session (rustls keeps the server's
+/// sessions in memory), and the resumed session still carries the client certificate
+/// the sender is known by.
+#[tokio::test]
+async fn a_resumed_session_keeps_its_client_certificate() {
+    for versions in [&[&rustls::version::TLS13], &[&rustls::version::TLS12]] {
+        let server = start(Port::Implicit, Recorder::default(), config()).await;
+        let connector = client_tls(Some("client"), versions);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(server.addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await.unwrap();
+            kinds.push(tls.get_ref().1.handshake_kind());
+            let mut c = Client::new(tls);
+            // Reading the greeting takes in the session tickets sent before it.
+            assert_eq!(c.reply().await, "220 mx.test ESMTP kvgate\r\n");
+            assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{versions:?}"
+        );
+        assert_eq!(
+            server.handler.events(),
+            ["connect certs=1 implicit=true"; 2],
+            "{versions:?}"
+        );
     }
 }
 

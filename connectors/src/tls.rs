@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls::server::{ServerSessionMemoryCache, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -77,15 +77,25 @@ pub fn sender_server_config_with_crls(
         .with_crls(revocation_lists)
         .allow_unknown_revocation_status()
         .build()?;
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
             certificates(cert_chain_pem, "server certificate chain")?,
             private_key(key_pem)?,
         )?;
+    config.session_storage = ServerSessionMemoryCache::new(SENDER_SESSIONS);
     Ok(Arc::new(config))
 }
+
+/// Sessions a sender listener keeps for resumption (rustls's default keeps 256). A
+/// resumed handshake skips the server's signature and the client chain's
+/// verification: with TLS 1.2, 0.06 ms of the server's CPU against 0.69 ms for a full
+/// one (`openssl s_time`). rustls issues two single-use TLS 1.3 tickets a connection,
+/// each an entry, so this keeps about 2000 senders resumable, at a few KiB an entry
+/// (the session's secrets and the sender's certificate chain). A configuration built
+/// anew (new trust anchors or CRLs) starts with no sessions: none resumes past them.
+const SENDER_SESSIONS: usize = 4096;
 
 /// Builds the rustls server configuration for the member HTTPS API: like
 /// [`sender_server_config`] but without client authentication.

@@ -329,6 +329,20 @@ fn a_renewed_crl_file_is_in_force_within_seconds() {
     };
 
     let id = tracking_id(&send("practice-tls", "before").unwrap());
+    // A session of the demo practice's own, whose client keeps the TLS session to
+    // resume it.
+    let kept = install.tls_as("demo-practice.pem", "demo-practice.key");
+    let resume = || {
+        let letter = install.practice_letter(&text_letter("resumed", "x"), "resumed");
+        block_on(smtp::submit(
+            server.smtps,
+            kept.clone(),
+            PRACTICE,
+            &[&to],
+            &letter,
+        ))
+    };
+    assert_eq!(resume().unwrap().code, 250);
     let trail = wait_final(&install, &id);
     assert_eq!(trail["submission"]["state"], "delivered", "{trail}");
     let verified = trail["events"][1]["detail"].as_str().unwrap().to_owned();
@@ -345,10 +359,15 @@ fn a_renewed_crl_file_is_in_force_within_seconds() {
     std::fs::rename(&aside, &crl).unwrap();
     taken_up(&server, 1);
 
-    // A session with the revoked certificate is refused at the handshake ...
+    // A session with the revoked certificate is refused at the handshake, also one
+    // that would resume a session from before the renewal ...
     assert!(
         send("demo-practice", "revoked").is_err(),
         "a session with a revoked certificate was served"
+    );
+    assert!(
+        resume().is_err(),
+        "a session from before the revocation was resumed"
     );
     // ... and a letter it signed fails, whoever delivers it.
     let id = tracking_id(&send("practice-tls", "after").unwrap());

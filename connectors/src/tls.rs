@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ServerSessionMemoryCache, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::server::{
+    ProducesTickets, ServerSessionMemoryCache, VerifierBuilderError, WebPkiClientVerifier,
+};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -98,18 +100,24 @@ pub fn sender_server_config_with_crls(
 const SENDER_SESSIONS: usize = 4096;
 
 /// Builds the rustls server configuration for the member HTTPS API: like
-/// [`sender_server_config`] but without client authentication.
+/// [`sender_server_config`] but without client authentication, and resuming sessions
+/// by the tickets `ticketer` seals rather than from a cache: members are far more than
+/// any cache holds, and an app that comes back hours later (a ticket lives until its
+/// key has rotated out) skips the server's signature. TLS 1.3 resumption still agrees
+/// a fresh key (rustls resumes only with ECDHE), so a sealed ticket opens no traffic.
 pub fn api_server_config(
     cert_chain_pem: &[u8],
     key_pem: &[u8],
+    ticketer: Arc<dyn ProducesTickets>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let config = ServerConfig::builder_with_provider(default_provider()?)
+    let mut config = ServerConfig::builder_with_provider(default_provider()?)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(
             certificates(cert_chain_pem, "server certificate chain")?,
             private_key(key_pem)?,
         )?;
+    config.ticketer = ticketer;
     Ok(Arc::new(config))
 }
 

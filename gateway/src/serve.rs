@@ -122,6 +122,13 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The member API's session-ticket sealer, of the installed provider (ring): its keys
+/// are random, held in memory only and replaced every six hours, so a ticket lives
+/// at most twelve.
+fn ticketer() -> anyhow::Result<Arc<dyn rustls::server::ProducesTickets>> {
+    rustls::crypto::ring::Ticketer::new().context("making the member API's TLS ticket keys")
+}
+
 /// A running gateway.
 pub struct Gateway {
     /// Where SMTP with STARTTLS listens.
@@ -194,7 +201,7 @@ impl Gateway {
         let tls_cert = read(&config.tls.cert)?;
         let tls_key = zeroize::Zeroizing::new(read(&config.tls.key)?);
         let (sender_tls, anchors) = sender_trust(&config, &store, (&tls_cert, &tls_key))?;
-        let api_tls = tls::api_server_config(&tls_cert, &tls_key)?;
+        let api_tls = tls::api_server_config(&tls_cert, &tls_key, ticketer()?)?;
         let admin_tls = api_tls.clone();
 
         let keys = decryption_keys(&config)?;

@@ -1,13 +1,19 @@
 //! Device credentials of the member API against the real binary over HTTPS with
 //! `curl`: enrolment codes that expire and die after five wrong tries, enrolment rate
 //! limits per client address and per device key (429 with `Retry-After`), tokens that
-//! expire and rotate.
+//! expire and rotate; and the API's transport: bodies that stall, connection limits,
+//! TLS sessions resumed by ticket.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::process::Command;
+use std::sync::Arc;
 
 use common::*;
+use rustls::HandshakeKind;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
 /// One enrolment attempt: (status, response headers, body as JSON).
@@ -455,4 +461,66 @@ fn connections_beyond_the_limit_are_closed_and_room_comes_back_when_one_ends() {
     });
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("API connection limit reached"), "{log}");
+}
+
+/// Fetches the OpenAPI document over a new TLS connection made with `tls`; returns
+/// how the handshake went. Reading the reply takes in the session tickets sent
+/// before it.
+fn fetch_openapi(server: &Server, tls: &Arc<rustls::ClientConfig>) -> Option<HandshakeKind> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+    let tcp = std::net::TcpStream::connect(server.api).unwrap();
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    stream
+        .write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream.conn.handshake_kind()
+}
+
+/// A member app that comes back resumes its TLS session, with TLS 1.3 and 1.2, even
+/// after more apps than a server's session cache keeps (rustls's default: 256) have
+/// connected in between: the API resumes by ticket.
+#[test]
+fn a_member_app_resumes_its_tls_session_after_many_other_apps_connected() {
+    let install = Install::new();
+    let server = install.serve(&[]);
+    let ca = std::fs::read(install.pki("ca.pem")).unwrap();
+    kvgate::serve::install_crypto_provider();
+    let app = |version| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_protocol_versions(&[version])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    };
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let returning = app(version);
+        let first = fetch_openapi(&server, &returning);
+        for _ in 0..300 {
+            assert_eq!(
+                fetch_openapi(&server, &app(version)),
+                Some(HandshakeKind::Full)
+            );
+        }
+        let again = fetch_openapi(&server, &returning);
+        assert_eq!(
+            [first, again],
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{version:?}"
+        );
+    }
 }

@@ -180,6 +180,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let report = Report {
         started_at,
         members: args.members,
+        host: report::Host::this(),
         load_average: [load_at_start, report::load_average()],
         limits,
         scenarios,

@@ -51,6 +51,8 @@ pub struct Options<'a> {
 pub struct MemoryReport {
     /// When the benchmark started, RFC 3339 UTC.
     pub started_at: String,
+    /// The machine the figures are of.
+    pub host: report::Host,
     /// /proc/loadavg at the start and at the end.
     pub load_average: [String; 2],
     /// One large letter, delivered and fetched once.
@@ -111,6 +113,7 @@ pub fn run(options: &Options<'_>) -> anyhow::Result<MemoryReport> {
     ))?;
     Ok(MemoryReport {
         started_at,
+        host: report::Host::this(),
         load_average: [load_at_start, report::load_average()],
         large,
         batch,
@@ -251,8 +254,8 @@ pub fn render(report: &MemoryReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "kvgate-bench memory, {} (load average {} → {})\n",
-        report.started_at, report.load_average[0], report.load_average[1]
+        "kvgate-bench memory, {} on {} (load average {} → {})\n",
+        report.started_at, report.host, report.load_average[0], report.load_average[1]
     );
     let _ = writeln!(
         out,

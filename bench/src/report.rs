@@ -26,6 +26,8 @@ pub struct Report {
     pub started_at: String,
     /// Members letters went to.
     pub members: usize,
+    /// The machine the figures are of.
+    pub host: Host,
     /// /proc/loadavg at the start and at the end of the run: how busy the machine was
     /// with other work, which the figures share it with.
     pub load_average: [String; 2],
@@ -48,6 +50,74 @@ pub struct Target {
     pub holds: Option<bool>,
     /// The figures it was judged by.
     pub detail: String,
+}
+
+/// The machine a run measured: the same kind of VM has come with CPUs whose
+/// RSA-2048 speed differs fourfold, and a VM's model name may be as short as
+/// "AMD EPYC", so the CPU features the crypto code picks its paths by go with it.
+#[derive(Debug, Serialize)]
+pub struct Host {
+    /// The CPU's model name, as /proc/cpuinfo has it.
+    pub cpu: String,
+    /// Which of [`CRYPTO_FEATURES`] the CPU has.
+    pub crypto_features: Vec<&'static str>,
+    /// The kernel's release, as uname has it.
+    pub kernel: String,
+}
+
+/// CPU features OpenSSL, ring and the RustCrypto crates choose faster code by:
+/// AVX-512 IFMA (OpenSSL's RSA), AVX2, AES-NI, VAES, carry-less multiply (GCM), SHA
+/// extensions, ADX and BMI2 (big-number arithmetic).
+const CRYPTO_FEATURES: [&str; 8] = [
+    "avx512ifma",
+    "avx2",
+    "aes",
+    "vaes",
+    "pclmulqdq",
+    "sha_ni",
+    "adx",
+    "bmi2",
+];
+
+impl Host {
+    /// This machine.
+    pub fn this() -> Host {
+        Host::of(
+            &std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default(),
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .as_deref()
+                .unwrap_or("unknown"),
+        )
+    }
+
+    /// The machine that `cpuinfo` (as /proc/cpuinfo has it) and `kernel` describe.
+    fn of(cpuinfo: &str, kernel: &str) -> Host {
+        let field = |name: &str| {
+            cpuinfo.lines().find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                (key.trim() == name).then(|| value.trim())
+            })
+        };
+        let flags: Vec<&str> = field("flags").unwrap_or("").split_whitespace().collect();
+        Host {
+            cpu: field("model name").unwrap_or("unknown").to_owned(),
+            crypto_features: CRYPTO_FEATURES
+                .into_iter()
+                .filter(|f| flags.contains(f))
+                .collect(),
+            kernel: kernel.trim().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.crypto_features.as_slice() {
+            [] => write!(f, "{} with none of {}", self.cpu, CRYPTO_FEATURES.join(" "))?,
+            features => write!(f, "{} with {}", self.cpu, features.join(" "))?,
+        }
+        write!(f, ", Linux {}", self.kernel)
+    }
 }
 
 /// The machine's load averages now (1, 5, 15 minutes), as /proc/loadavg has them.
@@ -201,12 +271,13 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "kvgate-bench {} · {} members · {} cores · load average {} at start, {} at end\n\n\
+        "kvgate-bench {} · {} members · {} cores ({}) · load average {} at start, {} at end\n\n\
          limits: {} private-key ops/s {:.0} (all cores), {:.0} (one core) · \
          fsync commits/s {:.0} (one writer) · AES-256-GCM {:.0} MB/s (one core)",
         report.started_at,
         report.members,
         l.cores,
+        report.host,
         report.load_average[0],
         report.load_average[1],
         l.key,
@@ -394,7 +465,24 @@ pub fn write_json(
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{Host, median};
+
+    #[test]
+    fn a_host_is_named_by_its_model_its_crypto_features_and_its_kernel() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n\
+            flags\t\t: fpu sse2 pclmulqdq aes avx avx2 bmi2 adx sha_ni avx512f avx512ifma\n\n\
+            processor\t: 1\nmodel name\t: AMD EPYC\n";
+        let host = Host::of(cpuinfo, "6.18.44\n");
+        assert_eq!(
+            host.to_string(),
+            "AMD EPYC with avx512ifma avx2 aes pclmulqdq sha_ni adx bmi2, Linux 6.18.44"
+        );
+        let bare = Host::of("", "6.1");
+        assert_eq!(
+            bare.to_string(),
+            "unknown with none of avx512ifma avx2 aes vaes pclmulqdq sha_ni adx bmi2, Linux 6.1"
+        );
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
